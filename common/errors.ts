@@ -1,0 +1,61 @@
+/**
+ * The one error type Hangar throws on purpose. Every error carries a stable string `code` that
+ * tests, the CLI and API clients match on; {@link httpStatusFor} maps it to an HTTP status.
+ */
+
+/** Every code Hangar uses, with the HTTP status it maps to. */
+export const ERROR_STATUS = {
+  BAD_INPUT: 400,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  APP_NOT_FOUND: 404,
+  RELEASE_NOT_FOUND: 404,
+  DEPLOY_NOT_FOUND: 404,
+  INSTANCE_NOT_FOUND: 404,
+  ARTIFACT_NOT_FOUND: 404,
+  APP_EXISTS: 409,
+  CONFLICT: 409,
+  ROLLOUT_IN_PROGRESS: 409,
+  NO_RELEASE: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  UNKNOWN_PROCESS_TYPE: 422,
+  NO_CAPACITY: 503,
+  NO_AGENTS: 503,
+  RELEASE_UNHEALTHY: 500,
+  RELEASE_PHASE_FAILED: 500,
+  BUILD_FAILED: 500,
+  AGENT_CRASH_LOOP: 500,
+  UNREACHABLE: 502,
+  INTERNAL: 500,
+} as const satisfies Record<string, number>;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export class HangarError extends Error {
+  override readonly name = 'HangarError';
+  readonly code: ErrorCode;
+  /** Extra machine-readable detail (e.g. the list of bad fields), sent in API error bodies. */
+  readonly details: unknown;
+
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; details?: unknown } = {}) {
+    super(message, { cause: options.cause });
+    this.code = code;
+    this.details = options.details;
+  }
+}
+
+export function httpStatusFor(code: string): number {
+  return (ERROR_STATUS as Record<string, number>)[code] ?? 500;
+}
+
+export function isHangarError(err: unknown, code?: ErrorCode): err is HangarError {
+  return err instanceof HangarError && (code === undefined || err.code === code);
+}
+
+/** A readable one-line description of anything thrown, for logs and user messages. */
+export function describeError(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

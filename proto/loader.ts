@@ -1,0 +1,46 @@
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import type { ProtoGrpcType } from './generated/hangar.js';
+
+export type { AgentMessage, AgentMessage__Output } from './generated/hangar/v1/AgentMessage.js';
+export type { CoordinatorMessage, CoordinatorMessage__Output } from './generated/hangar/v1/CoordinatorMessage.js';
+export type { AgentServiceClient, AgentServiceHandlers } from './generated/hangar/v1/AgentService.js';
+export type { DesiredState, DesiredState__Output } from './generated/hangar/v1/DesiredState.js';
+export type { InstanceSpec, InstanceSpec__Output } from './generated/hangar/v1/InstanceSpec.js';
+export type { InstanceStatus, InstanceStatus__Output } from './generated/hangar/v1/InstanceStatus.js';
+export type { InstanceEvent__Output } from './generated/hangar/v1/InstanceEvent.js';
+export type { AppRoutes, AppRoutes__Output } from './generated/hangar/v1/AppRoutes.js';
+export type { Backend__Output } from './generated/hangar/v1/Backend.js';
+export type { Task, Task__Output } from './generated/hangar/v1/Task.js';
+export type { TaskOutput__Output } from './generated/hangar/v1/TaskOutput.js';
+export type { Hello__Output } from './generated/hangar/v1/Hello.js';
+export type { Heartbeat__Output } from './generated/hangar/v1/Heartbeat.js';
+export type { FetchArtifactRequest__Output } from './generated/hangar/v1/FetchArtifactRequest.js';
+export type { ArtifactChunk } from './generated/hangar/v1/ArtifactChunk.js';
+
+/** Path of the .proto file, beside this module's source. */
+export const PROTO_PATH = fileURLToPath(new URL('../../proto/hangar.proto', import.meta.url));
+
+let cached: ProtoGrpcType | undefined;
+
+/**
+ * Loads hangar.proto with the options the generated types were made with (camelCase fields,
+ * 64-bit integers as numbers, defaults filled in, oneof names set).
+ */
+export function loadProto(): ProtoGrpcType {
+  if (!cached) {
+    const definition = protoLoader.loadSync(PROTO_PATH, {
+      longs: Number,
+      enums: String,
+      defaults: true,
+      oneofs: true,
+    });
+    cached = grpc.loadPackageDefinition(definition) as unknown as ProtoGrpcType;
+  }
+  return cached;
+}
+
+/** Metadata keys of every agent call. */
+export const AUTH_METADATA_KEY = 'authorization';
+export const AGENT_METADATA_KEY = 'x-hangar-agent';
