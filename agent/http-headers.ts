@@ -1,0 +1,142 @@
+/**
+ * Header rules of the agent's HTTP router: which headers are hop-by-hop, how the Host header is
+ * matched, and what is added to a request on its way to an instance. Pure functions.
+ */
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+
+/**
+ * Headers that describe one connection, not the message (RFC 9110 §7.6.1), and must not be
+ * forwarded. `expect` is dropped too: the router's server answers `100 Continue` itself and
+ * undici refuses to send it.
+ */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'upgrade',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'expect',
+]);
+
+/** Headers the router sets itself on forwarded requests; incoming values are replaced. */
+const ROUTER_SET = new Set(['x-forwarded-proto', 'x-forwarded-port', 'x-request-id']);
+
+/** A request id we accept from a client: Heroku's rule (20–200 of a safe alphabet), relaxed to 1–200. */
+const REQUEST_ID = /^[A-Za-z0-9+/=._:@-]{1,200}$/;
+
+/** True when `name` (any case) is a hop-by-hop header that must not be forwarded. */
+export function isHopByHop(name: string): boolean {
+  const lower = name.toLowerCase();
+  return HOP_BY_HOP.has(lower) || lower.startsWith('proxy-');
+}
+
+/** Names listed in a `Connection` header value (they are hop-by-hop for that message), lower-cased. */
+export function connectionTokens(value: string | string[] | undefined): Set<string> {
+  const tokens = new Set<string>();
+  if (value === undefined) return tokens;
+  for (const part of Array.isArray(value) ? value : [value]) {
+    for (const token of part.split(',')) {
+      const t = token.trim().toLowerCase();
+      if (t !== '') tokens.add(t);
+    }
+  }
+  return tokens;
+}
+
+/**
+ * The host name a request is addressed to, for route lookup: lower-cased, port and a trailing dot
+ * removed (`App.Example.com.:8080` → `app.example.com`, `[::1]:80` → `[::1]`). Null when absent.
+ */
+export function hostnameOf(host: string | undefined): string | null {
+  if (host === undefined) return null;
+  let h = host.trim().toLowerCase();
+  if (h.startsWith('[')) {
+    const end = h.indexOf(']');
+    h = end === -1 ? h : h.slice(0, end + 1);
+  } else {
+    const colon = h.indexOf(':');
+    if (colon !== -1) h = h.slice(0, colon);
+  }
+  if (h.endsWith('.')) h = h.slice(0, -1);
+  return h === '' ? null : h;
+}
+
+/** The client's `X-Request-Id` when it is acceptable to pass on, else undefined. */
+export function acceptableRequestId(value: string | string[] | undefined): string | undefined {
+  const v = Array.isArray(value) ? value[0] : value;
+  return v !== undefined && REQUEST_ID.test(v) ? v : undefined;
+}
+
+/** True when the request carries a body (declared length above zero, or a transfer coding). */
+export function hasRequestBody(headers: IncomingHttpHeaders): boolean {
+  if (headers['transfer-encoding'] !== undefined) return true;
+  const length = headers['content-length'];
+  return length !== undefined && length !== '0';
+}
+
+/** What the router adds to a forwarded request. */
+export interface ForwardedFor {
+  /** Address of the client as the router saw it (socket peer). */
+  clientAddress: string | undefined;
+  /** `http` or `https`, as the client reached the router. */
+  proto: string;
+  /** Port the client connected to on the router. */
+  port: number | undefined;
+  /** Id of this request (incoming or generated). */
+  requestId: string;
+}
+
+/**
+ * Headers for the upstream request as a flat `[name, value, …]` list, built from Node's
+ * `rawHeaders` so repeated headers and the original Host survive unchanged. Hop-by-hop headers
+ * (and those named in `Connection`) are dropped; `X-Forwarded-For` gets the client appended;
+ * `X-Forwarded-Proto`, `X-Forwarded-Port` and `X-Request-Id` are set by the router.
+ */
+export function forwardRequestHeaders(rawHeaders: readonly string[], forwarded: ForwardedFor): string[] {
+  const dropped = new Set<string>();
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]?.toLowerCase() === 'connection') {
+      for (const t of connectionTokens(rawHeaders[i + 1])) dropped.add(t);
+    }
+  }
+  const out: string[] = [];
+  const forwardedFor: string[] = [];
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] ?? '';
+    const value = rawHeaders[i + 1] ?? '';
+    const lower = name.toLowerCase();
+    if (isHopByHop(lower) || dropped.has(lower) || ROUTER_SET.has(lower)) continue;
+    if (lower === 'x-forwarded-for') {
+      if (value.trim() !== '') forwardedFor.push(value.trim());
+      continue;
+    }
+    out.push(name, value);
+  }
+  if (forwarded.clientAddress !== undefined) forwardedFor.push(forwarded.clientAddress);
+  if (forwardedFor.length > 0) out.push('x-forwarded-for', forwardedFor.join(', '));
+  out.push('x-forwarded-proto', forwarded.proto);
+  if (forwarded.port !== undefined) out.push('x-forwarded-port', String(forwarded.port));
+  out.push('x-request-id', forwarded.requestId);
+  return out;
+}
+
+/**
+ * Headers of an instance's response as sent to the client: hop-by-hop ones (and those named in
+ * its `Connection`) dropped, the router's `X-Request-Id` set.
+ */
+export function forwardResponseHeaders(headers: IncomingHttpHeaders, requestId: string): OutgoingHttpHeaders {
+  const dropped = connectionTokens(headers.connection);
+  const out: OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined) continue;
+    const lower = name.toLowerCase();
+    if (isHopByHop(lower) || dropped.has(lower) || lower === 'x-request-id') continue;
+    out[lower] = value;
+  }
+  out['x-request-id'] = requestId;
+  return out;
+}
