@@ -1,0 +1,209 @@
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { cpus, hostname, networkInterfaces, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { systemClock, type Clock, type ClockTimer } from '../common/clock.js';
+import { createLogger, type Logger } from '../common/logger.js';
+import { HANGAR_VERSION } from '../common/version.js';
+import type { DesiredState__Output } from '../proto/loader.js';
+import { ArtifactStore } from './artifact-store.js';
+import type { BackoffOptions } from './backoff.js';
+import { buildRelease } from './builder.js';
+import { CoordinatorLink } from './coordinator-link.js';
+import { Reconciler } from './reconciler.js';
+import { Router } from './router.js';
+import { TaskRunner } from './task-runner.js';
+
+/** The first non-internal IPv4 address of this host, else loopback. */
+export function defaultAdvertiseAddress(): string {
+  for (const list of Object.values(networkInterfaces())) {
+    for (const ni of list ?? []) if (ni.family === 'IPv4' && !ni.internal) return ni.address;
+  }
+  return '127.0.0.1';
+}
+
+/** Settings of an agent; defaults live here. */
+export const agentConfigSchema = z
+  .object({
+    /** `HOST:PORT` of the coordinator's gRPC server. */
+    coordinator: z.string().regex(/^[^\s:]+:\d{1,5}$/, 'must be HOST:PORT'),
+    /** The join token from the coordinator's data dir. */
+    joinToken: z.string().min(8),
+    /** Where builds, instances and the desired-state cache live. */
+    dataDir: z.string().min(1),
+    /** Name shown in `hangar agents`. Default: the host name. */
+    name: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9.-]{0,62}$/i, 'must be letters, digits, dots and dashes')
+      .default(() => hostname().toLowerCase().replace(/[^a-z0-9.-]/g, '-')),
+    /** Port of the HTTP router. Default 80; 0 picks a free one. */
+    routerPort: z.number().int().min(0).max(65535).default(80),
+    /** Address the router listens on. Default 0.0.0.0. */
+    routerHost: z.string().default('0.0.0.0'),
+    /** Address other agents' routers reach this agent's instances on. Default: first non-internal IPv4. */
+    advertise: z.string().min(1).default(defaultAdvertiseAddress),
+    /** Most instances the scheduler may place here. Default 50. */
+    maxInstances: z.number().int().positive().default(50),
+    /** Python used for virtualenvs. Default: /usr/bin/python3 when present. */
+    python: z.string().optional(),
+    /** Non-web instances count as up after running this long, ms. Default 1000. */
+    settleMs: z.number().int().min(0).default(1000),
+  })
+  .strict();
+
+export type AgentConfig = z.input<typeof agentConfigSchema>;
+
+/** Dependencies an agent takes from its caller. */
+export interface AgentDeps {
+  logger?: Logger;
+  clock?: Clock;
+  /** Restart backoff of crashed instances (tests shorten it). */
+  backoff?: BackoffOptions;
+}
+
+/** A running agent. */
+export interface RunningAgent {
+  name: string;
+  /** Port the router listens on. */
+  routerPort: number;
+  /**
+   * Stops the agent. By default its instances keep running, to be adopted by the next start
+   * (an agent restart never restarts apps); `stopInstances` stops them all.
+   */
+  close(options?: { stopInstances?: boolean }): Promise<void>;
+}
+
+/** Starts an agent: router, reconciler, and the link to the coordinator. */
+export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Promise<RunningAgent> {
+  const c = agentConfigSchema.parse(config);
+  const clock = deps.clock ?? systemClock;
+  const logger = (deps.logger ?? createLogger()).child({ component: 'agent', agent: c.name });
+  await mkdir(c.dataDir, { recursive: true, mode: 0o700 });
+  const cachePath = join(c.dataDir, 'desired-state.json');
+
+  const router = new Router({
+    port: c.routerPort,
+    host: c.routerHost,
+    logger,
+    onAccess: (e) => logger.debug({ access: e }, 'request'),
+  });
+  const { port: routerPort } = await router.start();
+
+  let link: CoordinatorLink | null = null;
+  const artifacts = new ArtifactStore(join(c.dataDir, 'artifacts'), (sha) => {
+    if (!link) throw new Error('not connected');
+    return link.fetchArtifact(sha);
+  });
+  let appliedGeneration = 0;
+  const sendHeartbeat = () => link?.send({ heartbeat: { generation: appliedGeneration, instances: reconciler.statuses() } });
+
+  const reconciler = new Reconciler({
+    instancesDir: join(c.dataDir, 'instances'),
+    router,
+    artifacts,
+    build: buildRelease,
+    buildDataDir: c.dataDir,
+    ...(c.python ? { python: c.python } : {}),
+    ...(deps.backoff ? { backoff: deps.backoff } : {}),
+    settleMs: c.settleMs,
+    clock,
+    logger,
+    onStatus: (status, kind, exit) =>
+      link?.send({ instanceEvent: { status, kind, exitCode: exit?.code ?? 0, signal: exit?.signal ?? '' } }),
+  });
+  const tasks = new TaskRunner({
+    dir: join(c.dataDir, 'tasks'),
+    artifacts,
+    build: buildRelease,
+    buildDataDir: c.dataDir,
+    ...(c.python ? { python: c.python } : {}),
+    logger,
+    onLine: (l) => link?.send({ taskOutput: { taskId: l.taskId, source: l.source, stream: l.stream, line: l.line, ts: l.ts } }),
+    onOutcome: (o) => link?.send({ taskResult: { taskId: o.taskId, ok: o.ok, error: o.error, errorCode: o.errorCode } }),
+  });
+
+  // Writes of the cache are serialized; only the newest snapshot matters.
+  let cacheWrite: Promise<void> = Promise.resolve();
+  const cache = (state: DesiredState__Output) => {
+    cacheWrite = cacheWrite
+      .then(async () => {
+        const tmp = `${cachePath}.tmp`;
+        await writeFile(tmp, JSON.stringify(state), { mode: 0o600 });
+        await rename(tmp, cachePath);
+      })
+      .catch((err: unknown) => logger.error({ err }, 'could not cache desired state'));
+  };
+
+  const apply = (state: DesiredState__Output, fromCache: boolean) => {
+    if (state.generation < appliedGeneration) {
+      logger.debug({ generation: state.generation, applied: appliedGeneration }, 'ignoring an old desired state');
+      return;
+    }
+    reconciler.apply(state);
+    if (!fromCache) {
+      tasks.apply(state.tasks);
+      cache(state);
+    }
+    appliedGeneration = state.generation;
+    sendHeartbeat();
+  };
+
+  // An agent restart keeps apps running: adopt what the cached state says should run.
+  let cached: DesiredState__Output | null = null;
+  try {
+    cached = JSON.parse(await readFile(cachePath, 'utf8')) as DesiredState__Output;
+  } catch {
+    cached = null;
+  }
+  await reconciler.adopt(cached);
+  if (cached) apply(cached, true);
+
+  let heartbeat: ClockTimer | null = null;
+  const beat = (intervalMs: number) => {
+    heartbeat = clock.setTimeout(() => {
+      sendHeartbeat();
+      beat(intervalMs);
+    }, intervalMs);
+  };
+  link = new CoordinatorLink({
+    address: c.coordinator,
+    joinToken: c.joinToken,
+    name: c.name,
+    clock,
+    logger,
+    hello: () => ({
+      name: c.name,
+      advertiseAddress: c.advertise,
+      routerPort,
+      capacity: { cpus: cpus().length, memoryMb: Math.round(totalmem() / 1048576), maxInstances: c.maxInstances },
+      instances: reconciler.statuses(),
+      version: HANGAR_VERSION,
+      generation: appliedGeneration,
+    }),
+    onConnected: (intervalMs) => {
+      if (heartbeat) clock.clearTimeout(heartbeat);
+      beat(intervalMs);
+    },
+    onDesiredState: (state) => apply(state, false),
+  });
+  link.start();
+  logger.info({ routerPort, coordinator: c.coordinator, advertise: c.advertise }, 'agent started');
+
+  let closing: Promise<void> | null = null;
+  return {
+    name: c.name,
+    routerPort,
+    close(options = {}) {
+      closing ??= (async () => {
+        if (heartbeat) clock.clearTimeout(heartbeat);
+        tasks.close();
+        link?.close();
+        await reconciler.close({ stopInstances: options.stopInstances ?? false });
+        await router.close();
+        await cacheWrite;
+        logger.info('agent stopped');
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,349 @@
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import type { Clock } from '../common/clock.js';
+import { describeError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { DesiredState__Output, InstanceSpec__Output, InstanceStatus } from '../proto/loader.js';
+import type { ArtifactStore } from './artifact-store.js';
+import type { BackoffOptions } from './backoff.js';
+import type { BuildOptions, BuildResult } from './builder.js';
+import { httpHealthCheck } from './health-check.js';
+import type { Router } from './router.js';
+import { Supervisor, type SupervisorEvent, type SupervisorOptions } from './supervisor.js';
+
+/** Options of {@link Reconciler}. */
+export interface ReconcilerOptions {
+  /** Per-instance directories (pidfile, output files, metadata) go under it. */
+  instancesDir: string;
+  router: Router;
+  artifacts: ArtifactStore;
+  build: (options: BuildOptions) => Promise<BuildResult>;
+  buildDataDir: string;
+  python?: string;
+  /** Restart delays of crashed instances. Default: the supervisor's. */
+  backoff?: BackoffOptions;
+  /** Non-web instances count as up after running this long, ms. Default 1000. */
+  settleMs?: number;
+  /** A failed build is tried again after this, ms. Default 15000. */
+  buildRetryMs?: number;
+  /** Run instances as this user/group (set when the agent runs as root). */
+  uid?: number;
+  gid?: number;
+  clock: Clock;
+  logger: Logger;
+  /** Called on every state change of an instance (kind: started, healthy, exited, …). */
+  onStatus: (status: InstanceStatus, kind: string, exit?: { code: number | null; signal: string | null }) => void;
+}
+
+type Phase = 'building' | 'running' | 'failed' | 'stopping';
+
+interface Entry {
+  spec: InstanceSpec__Output;
+  dir: string;
+  port: number;
+  phase: Phase;
+  supervisor: Supervisor | null;
+  message: string;
+  since: number;
+  restartNonce: number;
+  failedAt: number;
+  stopping: Promise<void> | null;
+}
+
+/** What is kept beside a running instance so a restarted agent can adopt it. */
+interface InstanceMeta {
+  port: number;
+  appDir: string;
+  buildEnv: Record<string, string>;
+}
+
+/** Directory name of an instance key (`shop:web.1:v3` → `shop_web.1_v3`). */
+export function instanceDirName(key: string): string {
+  return key.replace(/[^A-Za-z0-9._-]/g, '_');
+}
+
+/** A free TCP port on this host, as the OS hands them out. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '0.0.0.0', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Makes what runs on this agent match desired state, idempotently: builds releases, starts,
+ * restarts and stops instances (draining web ones from the router first), and keeps the router's
+ * table. Re-applying the same state does nothing.
+ */
+export class Reconciler {
+  readonly #o: ReconcilerOptions;
+  readonly #logger: Logger;
+  readonly #entries = new Map<string, Entry>();
+  readonly #usedPorts = new Set<number>();
+  #closed = false;
+
+  constructor(options: ReconcilerOptions) {
+    this.#o = options;
+    this.#logger = options.logger.child({ component: 'reconciler' });
+  }
+
+  /** Current status of every instance on this agent. */
+  statuses(): InstanceStatus[] {
+    return [...this.#entries.values()].map((e) => this.#status(e));
+  }
+
+  /**
+   * After an agent restart: re-attaches to the instances of the cached desired state that still
+   * run (they keep running; nothing restarts), and stops leftovers that are no longer wanted.
+   */
+  async adopt(state: DesiredState__Output | null): Promise<void> {
+    const wanted = new Map((state?.instances ?? []).map((s) => [instanceDirName(s.key), s]));
+    let names: string[] = [];
+    try {
+      names = await readdir(this.#o.instancesDir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const dir = join(this.#o.instancesDir, name);
+      let meta: InstanceMeta;
+      try {
+        meta = JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as InstanceMeta;
+      } catch {
+        continue;
+      }
+      const spec = wanted.get(name);
+      const options = this.#supervisorOptions(spec ?? null, name, dir, meta);
+      const supervisor = Supervisor.adopt(options);
+      if (!supervisor) continue;
+      if (!spec) {
+        this.#logger.info({ instance: name }, 'stopping a leftover instance that is no longer wanted');
+        await supervisor.stop();
+        continue;
+      }
+      this.#usedPorts.add(meta.port);
+      this.#entries.set(spec.key, {
+        spec,
+        dir,
+        port: meta.port,
+        phase: 'running',
+        supervisor,
+        message: 'adopted after an agent restart',
+        since: this.#o.clock.now(),
+        restartNonce: spec.restartNonce,
+        failedAt: 0,
+        stopping: null,
+      });
+      this.#logger.info({ instance: spec.key, pid: supervisor.status().pid }, 'adopted a running instance');
+    }
+  }
+
+  /** Applies a desired-state snapshot: routes at once, instances in the background. */
+  apply(state: DesiredState__Output): void {
+    if (this.#closed) return;
+    this.#o.router.setRoutes(
+      state.routes.map((r) => ({
+        app: r.app,
+        domains: r.domains,
+        backends: r.backends.map((b) => ({ instanceKey: b.instanceKey, host: b.host, port: b.port })),
+      })),
+    );
+    const wanted = new Map(state.instances.map((s) => [s.key, s]));
+    for (const [key, entry] of this.#entries) {
+      if (!wanted.has(key) && entry.phase !== 'stopping') this.#stop(entry);
+    }
+    const now = this.#o.clock.now();
+    for (const spec of state.instances) {
+      const entry = this.#entries.get(spec.key);
+      if (!entry) {
+        this.#launch(spec);
+        continue;
+      }
+      if (entry.phase === 'stopping') continue;
+      entry.spec = spec;
+      if (entry.phase === 'failed' && now - entry.failedAt >= (this.#o.buildRetryMs ?? 15_000)) {
+        this.#entries.delete(spec.key);
+        this.#launch(spec);
+      } else if (entry.phase === 'running' && entry.supervisor && spec.restartNonce !== entry.restartNonce) {
+        entry.restartNonce = spec.restartNonce;
+        this.#logger.info({ instance: spec.key }, 'restarting on request');
+        entry.supervisor.restart().catch((err: unknown) => this.#logger.error({ err, instance: spec.key }, 'restart failed'));
+      }
+    }
+  }
+
+  /**
+   * Stops supervising. With `stopInstances` every instance is stopped (SIGTERM, grace, SIGKILL of
+   * its group); without, they keep running for the next agent to adopt.
+   */
+  async close(options: { stopInstances: boolean }): Promise<void> {
+    this.#closed = true;
+    const entries = [...this.#entries.values()];
+    if (options.stopInstances) {
+      await Promise.all(entries.map((e) => this.#stop(e)));
+    } else {
+      for (const e of entries) e.supervisor?.detach();
+    }
+    this.#entries.clear();
+  }
+
+  #status(e: Entry): InstanceStatus {
+    const s = e.supervisor?.status();
+    let state: string;
+    switch (e.phase) {
+      case 'building':
+        state = 'starting';
+        break;
+      case 'failed':
+        state = 'crashed';
+        break;
+      case 'stopping':
+        state = 'stopping';
+        break;
+      case 'running':
+        state = s ? (s.state === 'stopped' ? 'stopping' : s.state) : 'starting';
+        break;
+    }
+    return {
+      key: e.spec.key,
+      state,
+      pid: s?.pid ?? 0,
+      port: e.port,
+      restarts: s?.restarts ?? 0,
+      since: e.phase === 'running' && s ? s.since : e.since,
+      message: e.phase === 'running' && s ? s.message : e.message,
+    };
+  }
+
+  #report(e: Entry, kind: string, exit?: { code: number | null; signal: string | null }): void {
+    try {
+      this.#o.onStatus(this.#status(e), kind, exit);
+    } catch (err) {
+      this.#logger.error({ err }, 'status report failed');
+    }
+  }
+
+  #launch(spec: InstanceSpec__Output): void {
+    const entry: Entry = {
+      spec,
+      dir: join(this.#o.instancesDir, instanceDirName(spec.key)),
+      port: 0,
+      phase: 'building',
+      supervisor: null,
+      message: 'building',
+      since: this.#o.clock.now(),
+      restartNonce: spec.restartNonce,
+      failedAt: 0,
+      stopping: null,
+    };
+    this.#entries.set(spec.key, entry);
+    this.#report(entry, 'building');
+    this.#prepareAndStart(entry).catch((err: unknown) => {
+      if (entry.phase !== 'building') return;
+      entry.phase = 'failed';
+      entry.failedAt = this.#o.clock.now();
+      entry.since = entry.failedAt;
+      entry.message = `could not start: ${describeError(err)}`;
+      this.#logger.warn({ err, instance: spec.key }, 'instance could not start; will try again');
+      this.#report(entry, 'failed');
+    });
+  }
+
+  async #prepareAndStart(entry: Entry): Promise<void> {
+    const spec = entry.spec;
+    const artifactPath = await this.#o.artifacts.get(spec.artifactSha256);
+    const build = await this.#o.build({
+      dataDir: this.#o.buildDataDir,
+      artifactPath,
+      sha256: spec.artifactSha256,
+      ...(this.#o.python ? { python: this.#o.python } : {}),
+      logger: this.#logger,
+    });
+    if (entry.phase !== 'building' || this.#closed) return;
+    let port = 0;
+    for (let tries = 0; tries < 20 && (port === 0 || this.#usedPorts.has(port)); tries++) port = await freePort();
+    this.#usedPorts.add(port);
+    entry.port = port;
+    const meta: InstanceMeta = { port, appDir: build.appDir, buildEnv: build.env };
+    await mkdir(entry.dir, { recursive: true, mode: 0o700 });
+    await writeFile(join(entry.dir, 'meta.json'), JSON.stringify(meta), { mode: 0o600 });
+    if (entry.phase !== 'building' || this.#closed) {
+      this.#usedPorts.delete(port);
+      return;
+    }
+    const supervisor = new Supervisor(this.#supervisorOptions(spec, instanceDirName(spec.key), entry.dir, meta));
+    entry.supervisor = supervisor;
+    entry.phase = 'running';
+    supervisor.start();
+  }
+
+  #supervisorOptions(spec: InstanceSpec__Output | null, name: string, dir: string, meta: InstanceMeta): SupervisorOptions {
+    const isWeb = spec?.type === 'web';
+    const env: Record<string, string> = { ...(spec?.env ?? {}), ...meta.buildEnv };
+    if (isWeb) env.PORT = String(meta.port);
+    const options: SupervisorOptions = {
+      key: spec?.key ?? name,
+      command: spec?.command ?? 'true',
+      cwd: meta.appDir,
+      env,
+      stdoutPath: join(dir, 'stdout.log'),
+      stderrPath: join(dir, 'stderr.log'),
+      pidfilePath: join(dir, 'pid.json'),
+      graceMs: (spec?.graceSeconds ?? 30) * 1000,
+      settleMs: this.#o.settleMs ?? 1000,
+      clock: this.#o.clock,
+      logger: this.#logger,
+      onEvent: (event) => this.#onSupervisorEvent(spec?.key ?? name, event),
+    };
+    if (this.#o.backoff) options.backoff = this.#o.backoff;
+    if (this.#o.uid !== undefined) options.uid = this.#o.uid;
+    if (this.#o.gid !== undefined) options.gid = this.#o.gid;
+    if (isWeb && spec) {
+      options.healthCheck = () =>
+        httpHealthCheck({ port: meta.port, path: spec.healthPath || '/', host: spec.domain, timeoutMs: 2000 });
+    }
+    return options;
+  }
+
+  #onSupervisorEvent(key: string, event: SupervisorEvent): void {
+    const entry = this.#entries.get(key);
+    if (!entry || entry.phase === 'stopping') return;
+    if (event.type === 'exited') {
+      this.#logger.warn({ instance: key, code: event.code, signal: event.signal }, 'instance exited');
+      this.#report(entry, 'exited', { code: event.code, signal: event.signal });
+    } else {
+      this.#report(entry, event.type);
+    }
+  }
+
+  #stop(entry: Entry): Promise<void> {
+    if (entry.stopping) return entry.stopping;
+    entry.phase = 'stopping';
+    entry.since = this.#o.clock.now();
+    entry.message = 'stopping';
+    this.#report(entry, 'stopping');
+    entry.stopping = (async () => {
+      try {
+        if (entry.spec.type === 'web') {
+          // Routes without it were applied already; let requests this router has in flight finish.
+          await this.#o.router.drain(entry.spec.key, Math.min(entry.spec.graceSeconds * 1000, 30_000));
+        }
+        await entry.supervisor?.stop();
+      } catch (err) {
+        this.#logger.error({ err, instance: entry.spec.key }, 'failed to stop an instance');
+      } finally {
+        this.#usedPorts.delete(entry.port);
+        if (this.#entries.get(entry.spec.key) === entry) this.#entries.delete(entry.spec.key);
+        this.#o.onStatus({ ...this.#status(entry), state: 'stopping' }, 'stopped');
+      }
+    })();
+    return entry.stopping;
+  }
+}

@@ -1,0 +1,178 @@
+import { spawn } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { HangarError, describeError, isHangarError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { Task__Output } from '../proto/loader.js';
+import type { ArtifactStore } from './artifact-store.js';
+import type { BuildOptions, BuildResult } from './builder.js';
+
+/** One line of task output as it happens. */
+export interface TaskLine {
+  taskId: string;
+  source: 'build' | 'release';
+  stream: 'stdout' | 'stderr';
+  line: string;
+  ts: number;
+}
+
+/** The end of a task. */
+export interface TaskOutcome {
+  taskId: string;
+  ok: boolean;
+  error: string;
+  errorCode: string;
+}
+
+/** Options of {@link TaskRunner}. */
+export interface TaskRunnerOptions {
+  /** Where finished tasks' outcomes are remembered, so a task runs once even across restarts. */
+  dir: string;
+  artifacts: ArtifactStore;
+  build: (options: BuildOptions) => Promise<BuildResult>;
+  buildDataDir: string;
+  python?: string;
+  /** Longest a release command may run, ms. Default 30 minutes. */
+  releaseTimeoutMs?: number;
+  onLine: (line: TaskLine) => void;
+  onOutcome: (outcome: TaskOutcome) => void;
+  logger: Logger;
+}
+
+/**
+ * Runs the one-shot tasks of desired state: fetch and build a release, then its release phase
+ * (Procfile `release:`), streaming every line. Each task id runs once; its outcome is kept on disk
+ * and sent again whenever the coordinator still lists the task (e.g. it restarted meanwhile).
+ */
+export class TaskRunner {
+  readonly #o: TaskRunnerOptions;
+  readonly #logger: Logger;
+  readonly #running = new Map<string, AbortController>();
+
+  constructor(options: TaskRunnerOptions) {
+    this.#o = options;
+    this.#logger = options.logger.child({ component: 'task-runner' });
+  }
+
+  /** Starts the tasks not yet run and re-reports the finished ones. */
+  apply(tasks: readonly Task__Output[]): void {
+    for (const task of tasks) {
+      if (this.#running.has(task.id)) continue;
+      const controller = new AbortController();
+      this.#running.set(task.id, controller);
+      this.#runOnce(task, controller.signal)
+        .then((outcome) => this.#o.onOutcome(outcome))
+        .catch((err: unknown) => this.#logger.error({ err, task: task.id }, 'task bookkeeping failed'))
+        .finally(() => this.#running.delete(task.id));
+    }
+  }
+
+  /** Aborts running tasks (their child processes are killed). */
+  close(): void {
+    for (const controller of this.#running.values()) controller.abort();
+  }
+
+  async #runOnce(task: Task__Output, signal: AbortSignal): Promise<TaskOutcome> {
+    if (!/^[0-9a-f-]{36}$/.test(task.id)) {
+      return { taskId: task.id, ok: false, error: 'bad task id', errorCode: 'BAD_INPUT' };
+    }
+    const record = join(this.#o.dir, `${task.id}.json`);
+    try {
+      return JSON.parse(await readFile(record, 'utf8')) as TaskOutcome;
+    } catch {
+      // Not run yet.
+    }
+    const outcome = await this.#run(task, signal);
+    if (!signal.aborted) {
+      await mkdir(this.#o.dir, { recursive: true });
+      await writeFile(record, JSON.stringify(outcome));
+    }
+    return outcome;
+  }
+
+  async #run(task: Task__Output, signal: AbortSignal): Promise<TaskOutcome> {
+    const emit = (source: TaskLine['source'], stream: TaskLine['stream'], line: string) =>
+      this.#o.onLine({ taskId: task.id, source, stream, line, ts: Date.now() });
+    let build: BuildResult;
+    try {
+      emit('build', 'stdout', `-----> Fetching the source (${task.artifactSha256.slice(0, 12)})`);
+      const artifactPath = await this.#o.artifacts.get(task.artifactSha256);
+      build = await this.#o.build({
+        dataDir: this.#o.buildDataDir,
+        artifactPath,
+        sha256: task.artifactSha256,
+        ...(this.#o.python ? { python: this.#o.python } : {}),
+        onOutput: (line, stream) => emit('build', stream, line),
+        logger: this.#logger,
+        signal,
+      });
+    } catch (err) {
+      const message = describeError(err);
+      emit('build', 'stderr', `-----> Build failed: ${message}`);
+      return { taskId: task.id, ok: false, error: `Build failed: ${message}`, errorCode: 'BUILD_FAILED' };
+    }
+    if (!task.releaseCommand) {
+      return { taskId: task.id, ok: true, error: '', errorCode: '' };
+    }
+    emit('release', 'stdout', `-----> Running release command: ${task.releaseCommand}`);
+    try {
+      await this.#runRelease(task, build, signal, (stream, line) => emit('release', stream, line));
+      emit('release', 'stdout', '-----> Release command succeeded');
+      return { taskId: task.id, ok: true, error: '', errorCode: '' };
+    } catch (err) {
+      const message = describeError(err);
+      emit('release', 'stderr', `-----> ${message}`);
+      return { taskId: task.id, ok: false, error: message, errorCode: isHangarError(err) ? err.code : 'RELEASE_PHASE_FAILED' };
+    }
+  }
+
+  #runRelease(
+    task: Task__Output,
+    build: BuildResult,
+    signal: AbortSignal,
+    onLine: (stream: 'stdout' | 'stderr', line: string) => void,
+  ): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const child = spawn('/bin/sh', ['-c', `exec ${task.releaseCommand}`], {
+        cwd: build.appDir,
+        env: { ...task.env, ...build.env },
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const killGroup = () => {
+        if (child.pid === undefined) return;
+        try {
+          process.kill(-child.pid, 'SIGKILL');
+        } catch {
+          // Already gone.
+        }
+      };
+      const timeoutMs = this.#o.releaseTimeoutMs ?? 30 * 60_000;
+      const timer = setTimeout(killGroup, timeoutMs);
+      const onAbort = () => killGroup();
+      signal.addEventListener('abort', onAbort, { once: true });
+      createInterface({ input: child.stdout }).on('line', (l) => onLine('stdout', l));
+      createInterface({ input: child.stderr }).on('line', (l) => onLine('stderr', l));
+      child.on('error', (err) => {
+        clearTimeout(timer);
+        reject(new HangarError('RELEASE_PHASE_FAILED', `The release command could not start: ${err.message}`, { cause: err }));
+      });
+      child.on('close', (code, sig) => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
+        // Nothing the release command started may outlive it.
+        killGroup();
+        if (code === 0) resolve();
+        else {
+          reject(
+            new HangarError(
+              'RELEASE_PHASE_FAILED',
+              `The release command failed (${sig ? `killed by ${sig}` : `exit code ${code}`}); nothing was changed.`,
+            ),
+          );
+        }
+      });
+    });
+  }
+}

@@ -1,0 +1,265 @@
+import { createReadStream } from 'node:fs';
+import { timingSafeEqual } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from '../common/logger.js';
+import {
+  AGENT_METADATA_KEY,
+  AUTH_METADATA_KEY,
+  loadProto,
+  type AgentMessage__Output,
+  type AgentServiceHandlers,
+  type ArtifactChunk,
+  type CoordinatorMessage,
+  type DesiredState,
+  type FetchArtifactRequest__Output,
+  type Heartbeat__Output,
+  type Hello__Output,
+  type InstanceEvent__Output,
+  type TaskOutput__Output,
+} from '../proto/loader.js';
+
+/** What the hub tells the rest of the coordinator. */
+export interface AgentHubEvents {
+  /** An agent said hello; the hub has answered Welcome. Return nothing; send state with {@link AgentHub.send}. */
+  onHello(agent: string, hello: Hello__Output): void;
+  onHeartbeat(agent: string, heartbeat: Heartbeat__Output): void;
+  onInstanceEvent(agent: string, event: InstanceEvent__Output): void;
+  onTaskOutput(agent: string, output: TaskOutput__Output): void;
+  onTaskResult(agent: string, result: { taskId: string; ok: boolean; error: string; errorCode: string }): void;
+  onDisconnect(agent: string): void;
+}
+
+/** Options of {@link AgentHub}. */
+export interface AgentHubOptions {
+  /** Host to listen on. Default `0.0.0.0`. */
+  host?: string;
+  /** gRPC port; 0 picks a free one. */
+  port: number;
+  /** Agents must present it (`authorization: Bearer TOKEN`). */
+  joinToken: string;
+  /** Path of a stored artifact by sha256, or null when unknown. */
+  artifactPath(sha256: string): string | null;
+  /** How often agents send heartbeats, ms. Default 2000. */
+  heartbeatIntervalMs?: number;
+  logger: Logger;
+  events: AgentHubEvents;
+}
+
+interface Session {
+  name: string;
+  call: grpc.ServerDuplexStream<AgentMessage__Output, CoordinatorMessage>;
+  /** Last desired-state generation the agent says it applied. */
+  appliedGeneration: number;
+  /** Last generation we sent it. */
+  sentGeneration: number;
+}
+
+function grpcError(code: grpc.status, details: string): Error {
+  return Object.assign(new Error(details), { code, details });
+}
+
+function tokenMatches(presented: string, expected: string): boolean {
+  const a = Buffer.from(presented);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/**
+ * The coordinator's gRPC side: one long-lived `Connect` stream per agent and `FetchArtifact` for
+ * release artifacts. Checks the join token on every call.
+ */
+export class AgentHub {
+  readonly #options: AgentHubOptions;
+  readonly #logger: Logger;
+  readonly #sessions = new Map<string, Session>();
+  #server: grpc.Server | null = null;
+  #port = 0;
+
+  constructor(options: AgentHubOptions) {
+    this.#options = options;
+    this.#logger = options.logger.child({ component: 'agent-hub' });
+  }
+
+  /** Binds the gRPC port; idempotent. Returns the bound port. */
+  async start(): Promise<number> {
+    if (this.#server) return this.#port;
+    const server = new grpc.Server({ 'grpc.keepalive_time_ms': 20_000, 'grpc.keepalive_permit_without_calls': 1 });
+    const handlers: AgentServiceHandlers = {
+      Connect: (call) => this.#onConnect(call),
+      FetchArtifact: (call) => this.#onFetchArtifact(call),
+    };
+    server.addService(loadProto().hangar.v1.AgentService.service, handlers);
+    this.#port = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(`${this.#options.host ?? '0.0.0.0'}:${this.#options.port}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
+        err ? reject(err) : resolve(port),
+      );
+    });
+    this.#server = server;
+    return this.#port;
+  }
+
+  /** Names of connected agents. */
+  connected(): string[] {
+    return [...this.#sessions.keys()];
+  }
+
+  isConnected(agent: string): boolean {
+    return this.#sessions.has(agent);
+  }
+
+  /** Last generation the agent applied, or null when it is not connected. */
+  appliedGeneration(agent: string): number | null {
+    return this.#sessions.get(agent)?.appliedGeneration ?? null;
+  }
+
+  /** Sends a desired-state snapshot to one connected agent; false when it is not connected. */
+  send(agent: string, state: DesiredState & { generation: number }): boolean {
+    const session = this.#sessions.get(agent);
+    if (!session) return false;
+    session.sentGeneration = state.generation;
+    session.call.write({ desiredState: state });
+    return true;
+  }
+
+  /** Stops serving: open streams are cancelled. Idempotent. */
+  async close(): Promise<void> {
+    const server = this.#server;
+    if (!server) return;
+    this.#server = null;
+    for (const session of this.#sessions.values()) session.call.end();
+    this.#sessions.clear();
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        server.forceShutdown();
+        resolve();
+      }, 2000);
+      server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  #authenticate(metadata: grpc.Metadata): string | null {
+    const auth = String(metadata.get(AUTH_METADATA_KEY)[0] ?? '');
+    const presented = auth.startsWith('Bearer ') ? auth.slice('Bearer '.length) : '';
+    if (!tokenMatches(presented, this.#options.joinToken)) return null;
+    const name = String(metadata.get(AGENT_METADATA_KEY)[0] ?? '');
+    return name;
+  }
+
+  #onConnect(call: grpc.ServerDuplexStream<AgentMessage__Output, CoordinatorMessage>): void {
+    const name = this.#authenticate(call.metadata);
+    if (name === null) {
+      this.#logger.warn({ peer: call.getPeer() }, 'agent presented a wrong join token; refused');
+      call.destroy(grpcError(grpc.status.UNAUTHENTICATED, 'The join token is wrong: copy it from the coordinator data dir (join-token).'));
+      return;
+    }
+    let session: Session | null = null;
+    call.on('data', (message: AgentMessage__Output) => {
+      try {
+        if (message.hello) {
+          session = this.#openSession(call, message.hello, name);
+          return;
+        }
+        if (!session) {
+          call.destroy(grpcError(grpc.status.FAILED_PRECONDITION, 'Say hello first.'));
+          return;
+        }
+        this.#dispatch(session, message);
+      } catch (err) {
+        this.#logger.error({ err, agent: name }, 'failed to handle a message from an agent');
+      }
+    });
+    const finish = () => {
+      if (session && this.#sessions.get(session.name) === session) {
+        this.#sessions.delete(session.name);
+        this.#logger.info({ agent: session.name }, 'agent disconnected');
+        this.#options.events.onDisconnect(session.name);
+      }
+      session = null;
+    };
+    call.on('end', () => {
+      finish();
+      call.end();
+    });
+    call.on('error', (err) => {
+      this.#logger.debug({ err, agent: name }, 'agent stream error');
+      finish();
+    });
+    call.on('cancelled', finish);
+  }
+
+  #openSession(call: Session['call'], hello: Hello__Output, metadataName: string): Session {
+    const name = hello.name || metadataName;
+    if (!/^[a-z0-9][a-z0-9.-]{0,62}$/i.test(name)) {
+      call.destroy(grpcError(grpc.status.INVALID_ARGUMENT, `Agent name "${name}" is not valid: use letters, digits, dots and dashes.`));
+      throw new Error(`bad agent name ${name}`);
+    }
+    const previous = this.#sessions.get(name);
+    if (previous && previous.call !== call) {
+      this.#logger.warn({ agent: name }, 'agent reconnected; closing its previous stream');
+      previous.call.end();
+    }
+    const session: Session = { name, call, appliedGeneration: Number(hello.generation), sentGeneration: 0 };
+    this.#sessions.set(name, session);
+    this.#logger.info({ agent: name, address: hello.advertiseAddress, routerPort: hello.routerPort }, 'agent connected');
+    call.write({ welcome: { agentId: name, heartbeatIntervalMs: this.#options.heartbeatIntervalMs ?? 2000 } });
+    this.#options.events.onHello(name, hello);
+    return session;
+  }
+
+  #dispatch(session: Session, message: AgentMessage__Output): void {
+    const events = this.#options.events;
+    switch (message.body) {
+      case 'heartbeat':
+        if (message.heartbeat) {
+          session.appliedGeneration = Math.max(session.appliedGeneration, Number(message.heartbeat.generation));
+          events.onHeartbeat(session.name, message.heartbeat);
+        }
+        return;
+      case 'instanceEvent':
+        if (message.instanceEvent) events.onInstanceEvent(session.name, message.instanceEvent);
+        return;
+      case 'taskOutput':
+        if (message.taskOutput) events.onTaskOutput(session.name, message.taskOutput);
+        return;
+      case 'taskResult':
+        if (message.taskResult) events.onTaskResult(session.name, message.taskResult);
+        return;
+      case 'logBatch':
+      case 'metrics':
+      case 'hello':
+      case undefined:
+        return;
+    }
+  }
+
+  #onFetchArtifact(call: grpc.ServerWritableStream<FetchArtifactRequest__Output, ArtifactChunk>): void {
+    if (this.#authenticate(call.metadata) === null) {
+      call.destroy(grpcError(grpc.status.UNAUTHENTICATED, 'The join token is wrong.'));
+      return;
+    }
+    const sha = call.request.sha256;
+    const path = /^[0-9a-f]{64}$/.test(sha) ? this.#options.artifactPath(sha) : null;
+    if (!path) {
+      call.destroy(grpcError(grpc.status.NOT_FOUND, `No artifact ${sha}.`));
+      return;
+    }
+    const stream = createReadStream(path, { highWaterMark: 256 * 1024 });
+    stream.on('data', (chunk) => {
+      if (!call.write({ data: chunk as Buffer })) {
+        stream.pause();
+        call.once('drain', () => stream.resume());
+      }
+    });
+    stream.on('end', () => call.end());
+    stream.on('error', (err) => {
+      this.#logger.error({ err, sha }, 'failed to read an artifact');
+      call.destroy(grpcError(grpc.status.INTERNAL, 'Failed to read the artifact.'));
+    });
+    call.on('cancelled', () => stream.destroy());
+  }
+}
+
+export type { Heartbeat__Output, Hello__Output, InstanceEvent__Output, TaskOutput__Output };

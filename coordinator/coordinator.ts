@@ -1,0 +1,204 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { systemClock, type Clock } from '../common/clock.js';
+import { createLogger, type Logger } from '../common/logger.js';
+import { HANGAR_VERSION } from '../common/version.js';
+import { AgentHub } from './agent-hub.js';
+import { buildApi } from './api.js';
+import { Fleet } from './fleet.js';
+import { Rollouts } from './rollout.js';
+import { Store } from './store.js';
+import { parseInput } from './validation.js';
+
+/** Settings of a coordinator; every field but `dataDir` has a default. */
+export const coordinatorConfigSchema = z
+  .object({
+    /** Where the SQLite database, tokens and artifacts live. */
+    dataDir: z.string().min(1),
+    /** HTTP API port. Default 7080; 0 picks a free one. */
+    httpPort: z.number().int().min(0).max(65535).default(7080),
+    /** Address the HTTP API listens on. Default 0.0.0.0. */
+    httpHost: z.string().default('0.0.0.0'),
+    /** gRPC port agents dial. Default 7081; 0 picks a free one. */
+    grpcPort: z.number().int().min(0).max(65535).default(7081),
+    /** Address the gRPC server listens on. Default 0.0.0.0. */
+    grpcHost: z.string().default('0.0.0.0'),
+    /** Apps are served at APP.<domain>. Default `localhost`. */
+    domain: z.string().regex(/^[a-z0-9.-]+$/i).default('localhost'),
+    /** How often agents send heartbeats, ms. Default 2000. */
+    heartbeatIntervalMs: z.number().int().positive().default(2000),
+    /** New instances must be healthy within this, or the release is rolled back, ms. Default 120 s. */
+    healthTimeoutMs: z.number().int().positive().default(120_000),
+    /** A new instance that crashed this many times fails its rollout at once. Default 3. */
+    crashLimit: z.number().int().positive().default(3),
+    /** SIGTERM → SIGKILL grace of stopping instances, s. Default 30 (gunicorn's). */
+    graceSeconds: z.number().int().min(0).default(30),
+    /** Longest wait for routers to drop a draining instance, ms. Default 10 s. */
+    drainTimeoutMs: z.number().int().positive().default(10_000),
+    /** An agent silent this long is `down`, ms. Default 15 s. */
+    agentDownAfterMs: z.number().int().positive().default(15_000),
+    /** Largest source upload, bytes. Default 512 MiB. */
+    maxUploadBytes: z.number().int().positive().default(512 * 1024 * 1024),
+    /** Period of the rollout/drain loop, ms. Default 250. */
+    tickMs: z.number().int().positive().default(250),
+  })
+  .strict();
+
+export type CoordinatorConfig = z.input<typeof coordinatorConfigSchema>;
+
+/** Dependencies a coordinator takes from its caller. */
+export interface CoordinatorDeps {
+  logger?: Logger;
+  clock?: Clock;
+}
+
+/** A running coordinator. */
+export interface RunningCoordinator {
+  /** `http://HOST:PORT` of the API (HOST is 127.0.0.1 when listening on every address). */
+  url: string;
+  httpPort: number;
+  grpcPort: number;
+  /** `HOST:PORT` agents dial. */
+  grpcAddress: string;
+  adminToken: string;
+  joinToken: string;
+  close(): Promise<void>;
+}
+
+/** Reads a token file, or creates it (mode 0600) on first start. */
+async function ensureToken(path: string, prefix: string): Promise<string> {
+  try {
+    return (await readFile(path, 'utf8')).trim();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const token = `${prefix}_${randomBytes(24).toString('base64url')}`;
+  await writeFile(path, `${token}\n`, { mode: 0o600, flag: 'wx' });
+  return token;
+}
+
+/**
+ * Starts a coordinator: SQLite store, gRPC server for agents, HTTP API. The first start writes
+ * `admin-token` and `join-token` (mode 0600) into the data dir.
+ */
+export async function startCoordinator(config: CoordinatorConfig, deps: CoordinatorDeps = {}): Promise<RunningCoordinator> {
+  const c = parseInput(coordinatorConfigSchema, config, 'coordinator config');
+  const logger = (deps.logger ?? createLogger()).child({ component: 'coordinator' });
+  const clock = deps.clock ?? systemClock;
+  await mkdir(c.dataDir, { recursive: true, mode: 0o700 });
+  const artifactDir = join(c.dataDir, 'artifacts');
+  await mkdir(artifactDir, { recursive: true, mode: 0o700 });
+  const adminToken = await ensureToken(join(c.dataDir, 'admin-token'), 'hgr_admin');
+  const joinToken = await ensureToken(join(c.dataDir, 'join-token'), 'hgr_join');
+
+  const store = new Store({ path: join(c.dataDir, 'hangar.db') });
+  // Late-bound: the hub, the fleet and the rollouts call each other through these events.
+  let fleet: Fleet | null = null;
+  let rollouts: Rollouts | null = null;
+  const goneTimers = new Map<string, NodeJS.Timeout>();
+  const hub = new AgentHub({
+    host: c.grpcHost,
+    port: c.grpcPort,
+    joinToken,
+    heartbeatIntervalMs: c.heartbeatIntervalMs,
+    logger,
+    artifactPath: (sha) => (store.hasArtifact(sha) ? join(artifactDir, `${sha}.tar.gz`) : null),
+    events: {
+      onHello: (agent, hello) => {
+        clearTimeout(goneTimers.get(agent));
+        goneTimers.delete(agent);
+        fleet?.onHello(agent, hello);
+        rollouts?.tick();
+      },
+      onHeartbeat: (agent, hb) => {
+        fleet?.onHeartbeat(agent, hb.instances);
+        rollouts?.tick();
+      },
+      onInstanceEvent: (agent, event) => {
+        if (event.status) fleet?.applyStatuses(agent, [event.status]);
+        rollouts?.tick();
+      },
+      onTaskOutput: (agent, output) => rollouts?.onTaskOutput(agent, output),
+      onTaskResult: (agent, result) => rollouts?.onTaskResult(agent, result),
+      onDisconnect: (agent) => {
+        const timer = setTimeout(() => {
+          goneTimers.delete(agent);
+          if (!hub.isConnected(agent)) rollouts?.onAgentGone(agent);
+        }, 10_000);
+        timer.unref();
+        goneTimers.set(agent, timer);
+      },
+    },
+  });
+  fleet = new Fleet({
+    store,
+    hub,
+    clock,
+    logger,
+    domain: c.domain,
+    graceSeconds: c.graceSeconds,
+    drainTimeoutMs: c.drainTimeoutMs,
+    agentDownAfterMs: c.agentDownAfterMs,
+    tasksFor: (agent) => rollouts?.tasksFor(agent) ?? [],
+  });
+  rollouts = new Rollouts({ store, fleet, clock, logger, healthTimeoutMs: c.healthTimeoutMs, crashLimit: c.crashLimit });
+
+  const api = buildApi({
+    store,
+    fleet,
+    rollouts,
+    clock,
+    logger,
+    adminToken,
+    artifactDir,
+    maxUploadBytes: c.maxUploadBytes,
+    version: HANGAR_VERSION,
+  });
+
+  let grpcPort: number;
+  try {
+    grpcPort = await hub.start();
+    await api.listen({ port: c.httpPort, host: c.httpHost });
+  } catch (err) {
+    await hub.close();
+    await api.close();
+    store.close();
+    throw err;
+  }
+  const address = api.server.address();
+  const httpPort = typeof address === 'object' && address ? address.port : c.httpPort;
+  const loop = setInterval(() => {
+    try {
+      fleet?.tick();
+      rollouts?.tick();
+    } catch (err) {
+      logger.error({ err }, 'coordinator loop failed');
+    }
+  }, c.tickMs);
+  const localHost = (host: string) => (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host);
+  logger.info({ httpPort, grpcPort, dataDir: c.dataDir }, 'coordinator ready');
+
+  let closed: Promise<void> | null = null;
+  return {
+    url: `http://${localHost(c.httpHost)}:${httpPort}`,
+    httpPort,
+    grpcPort,
+    grpcAddress: `${localHost(c.grpcHost)}:${grpcPort}`,
+    adminToken,
+    joinToken,
+    close() {
+      closed ??= (async () => {
+        clearInterval(loop);
+        for (const timer of goneTimers.values()) clearTimeout(timer);
+        fleet?.close();
+        await api.close();
+        await hub.close();
+        store.close();
+        logger.info('coordinator stopped');
+      })();
+      return closed;
+    },
+  };
+}

@@ -1,0 +1,336 @@
+import type { Clock } from '../common/clock.js';
+import type { Logger } from '../common/logger.js';
+import type { AgentView, PsRow } from '../common/api-types.js';
+import type { AppRoutes, InstanceSpec, InstanceStatus__Output, Task } from '../proto/loader.js';
+import type { AgentHub, Hello__Output } from './agent-hub.js';
+import { freeIndexes, placeInstances } from './scheduler.js';
+import type { InstanceRow, InstanceState, ReleaseRow, Store } from './store.js';
+
+/** Options of {@link Fleet}. */
+export interface FleetOptions {
+  store: Store;
+  hub: AgentHub;
+  clock: Clock;
+  logger: Logger;
+  /** Apps are served at APP.<domain>. */
+  domain: string;
+  /** Seconds between SIGTERM and SIGKILL when an instance stops. Default 30, like gunicorn's. */
+  graceSeconds: number;
+  /** Longest wait for every router to drop a draining instance before it is stopped anyway, ms. */
+  drainTimeoutMs: number;
+  /** An agent silent this long is shown `down`, ms. */
+  agentDownAfterMs: number;
+  /** The one-shot tasks (build + release phase) an agent must run now. */
+  tasksFor(agent: string): Task[];
+}
+
+const INSTANCE_STATES: readonly InstanceState[] = ['starting', 'up', 'crashed', 'stopping'];
+
+/** `shop:web.1:v3` */
+export function instanceKey(app: string, type: string, idx: number, release: number): string {
+  return `${app}:${type}.${idx}:v${release}`;
+}
+
+/** The process types a release runs (every Procfile entry but `release`). */
+export function runnableTypes(release: ReleaseRow): string[] {
+  return Object.keys(release.procfile).filter((t) => t !== 'release');
+}
+
+/**
+ * The fleet: agents, where instances are placed, and the desired state each agent is sent.
+ * Level-triggered: any change calls {@link requestSync}, which sends every connected agent its
+ * whole desired state under a new generation.
+ */
+export class Fleet {
+  readonly #o: FleetOptions;
+  readonly #logger: Logger;
+  #syncQueued = false;
+  #closed = false;
+
+  constructor(options: FleetOptions) {
+    this.#o = options;
+    this.#logger = options.logger.child({ component: 'fleet' });
+  }
+
+  close(): void {
+    this.#closed = true;
+  }
+
+  /** The app's default domain. */
+  domainOf(app: string): string {
+    return `${app}.${this.#o.domain}`;
+  }
+
+  // ---------------------------------------------------------------- agent events
+
+  onHello(agent: string, hello: Hello__Output): void {
+    const now = this.#o.clock.now();
+    const existing = this.#o.store.getAgent(agent);
+    this.#o.store.upsertAgent({
+      name: agent,
+      address: hello.advertiseAddress || '127.0.0.1',
+      routerPort: hello.routerPort,
+      cpus: hello.capacity?.cpus ?? 1,
+      memoryMb: Number(hello.capacity?.memoryMb ?? 0),
+      maxInstances: hello.capacity?.maxInstances || 100,
+      version: hello.version,
+      lastSeen: now,
+      createdAt: existing?.createdAt ?? now,
+    });
+    this.applyStatuses(agent, hello.instances);
+    this.requestSync();
+  }
+
+  onHeartbeat(agent: string, statuses: InstanceStatus__Output[]): void {
+    this.#o.store.touchAgent(agent, this.#o.clock.now());
+    this.applyStatuses(agent, statuses);
+  }
+
+  /** Records instance states an agent reports; syncs routes when a web instance's health changed. */
+  applyStatuses(agent: string, statuses: readonly InstanceStatus__Output[]): void {
+    let routesChanged = false;
+    this.#o.store.transaction(() => {
+      for (const s of statuses) {
+        const state = INSTANCE_STATES.includes(s.state as InstanceState) ? (s.state as InstanceState) : 'starting';
+        const row = this.#o.store.getInstance(s.key);
+        if (!row || row.agent !== agent) continue;
+        this.#o.store.updateInstanceStatus(s.key, {
+          state,
+          pid: s.pid || null,
+          port: s.port || null,
+          restarts: s.restarts,
+          since: Number(s.since) || this.#o.clock.now(),
+          message: s.message,
+        });
+        if (row.type === 'web' && (row.state === 'up') !== (state === 'up' ) ) routesChanged = true;
+        if (row.type === 'web' && state === 'up' && row.port !== (s.port || null)) routesChanged = true;
+      }
+    });
+    if (routesChanged) this.requestSync();
+  }
+
+  // ---------------------------------------------------------------- placement
+
+  /**
+   * Makes the instances of the app's current release match its formation: places missing ones
+   * (spread across agents) and drains extra ones (highest index first). Throws NO_CAPACITY or
+   * NO_AGENTS when something cannot be placed (nothing is changed then).
+   */
+  reconcileFormation(app: string): void {
+    const store = this.#o.store;
+    const appRow = store.requireApp(app);
+    if (appRow.currentRelease === null) return;
+    const release = store.getRelease(app, appRow.currentRelease);
+    if (!release) return;
+    const formation = store.getFormation(app);
+    const now = this.#o.clock.now();
+    store.transaction(() => {
+      const all = store.listInstances();
+      const running = all.filter((i) => i.app === app && i.release === release.version && i.desired === 'run');
+      const toAdd: { type: string; idx: number }[] = [];
+      const toDrain: InstanceRow[] = [];
+      for (const type of runnableTypes(release)) {
+        const want = formation[type] ?? 0;
+        const have = running.filter((i) => i.type === type).sort((a, b) => a.idx - b.idx);
+        if (have.length < want) {
+          for (const idx of freeIndexes(have.map((i) => i.idx), want - have.length)) toAdd.push({ type, idx });
+        } else if (have.length > want) {
+          toDrain.push(...have.slice(want));
+        }
+      }
+      if (toAdd.length > 0) {
+        const agents = store.listAgents().map((a) => ({
+          name: a.name,
+          up: this.isUp(a.name),
+          maxInstances: a.maxInstances,
+          load: all.filter((i) => i.agent === a.name).length,
+        }));
+        const placed = placeInstances(
+          agents,
+          all.map((i) => ({ agent: i.agent, app: i.app, type: i.type })),
+          toAdd.map((t) => ({ app, type: t.type })),
+        );
+        toAdd.forEach((t, n) => {
+          store.insertInstance({
+            key: instanceKey(app, t.type, t.idx, release.version),
+            app,
+            type: t.type,
+            idx: t.idx,
+            release: release.version,
+            agent: placed[n] as string,
+            desired: 'run',
+            drainGeneration: null,
+            drainStarted: null,
+            state: 'starting',
+            pid: null,
+            port: null,
+            restarts: 0,
+            since: now,
+            message: '',
+            restartNonce: 0,
+            createdAt: now,
+          });
+        });
+      }
+      if (toDrain.length > 0) this.drain(toDrain);
+    });
+    this.requestSync();
+  }
+
+  /**
+   * Takes instances out of every router first; they are stopped once every connected agent has
+   * applied the routes without them (or after the drain timeout).
+   */
+  drain(instances: readonly InstanceRow[]): void {
+    if (instances.length === 0) return;
+    const generation = this.#o.store.nextGeneration();
+    const now = this.#o.clock.now();
+    for (const i of instances) this.#o.store.markDraining(i.key, generation, now);
+    this.requestSync();
+  }
+
+  /** Removes instances from desired state at once: their agents stop them. */
+  remove(instances: readonly InstanceRow[]): void {
+    for (const i of instances) this.#o.store.deleteInstance(i.key);
+    if (instances.length > 0) this.requestSync();
+  }
+
+  /** Periodic work: finish drains whose routes every agent applied. */
+  tick(): void {
+    const now = this.#o.clock.now();
+    const connected = this.#o.hub.connected();
+    const finished = this.#o.store
+      .listInstances()
+      .filter((i) => i.desired === 'drain')
+      .filter((i) => {
+        const gen = i.drainGeneration ?? 0;
+        const allApplied = connected.every((a) => (this.#o.hub.appliedGeneration(a) ?? 0) >= gen);
+        return allApplied || now - (i.drainStarted ?? now) > this.#o.drainTimeoutMs;
+      });
+    this.remove(finished);
+  }
+
+  isUp(agent: string): boolean {
+    return this.#o.hub.isConnected(agent);
+  }
+
+  // ---------------------------------------------------------------- desired state
+
+  /** Coalesces changes: one snapshot per agent per turn of the event loop. */
+  requestSync(): void {
+    if (this.#syncQueued || this.#closed) return;
+    this.#syncQueued = true;
+    setImmediate(() => {
+      this.#syncQueued = false;
+      if (this.#closed) return;
+      try {
+        this.syncNow();
+      } catch (err) {
+        this.#logger.error({ err }, 'failed to send desired state to agents');
+      }
+    });
+  }
+
+  /** Sends every connected agent its desired state under a new generation. */
+  syncNow(): void {
+    const store = this.#o.store;
+    const generation = store.nextGeneration();
+    const instances = store.listInstances();
+    const releases = new Map<string, ReleaseRow | null>();
+    const releaseOf = (app: string, version: number): ReleaseRow | null => {
+      const k = `${app}:${version}`;
+      if (!releases.has(k)) releases.set(k, store.getRelease(app, version));
+      return releases.get(k) ?? null;
+    };
+    const routes = this.#routes(instances);
+    for (const agent of this.#o.hub.connected()) {
+      const specs: InstanceSpec[] = [];
+      for (const i of instances) {
+        if (i.agent !== agent) continue;
+        const release = releaseOf(i.app, i.release);
+        if (!release) continue;
+        specs.push(this.#spec(i, release));
+      }
+      this.#o.hub.send(agent, { generation, instances: specs, routes, tasks: this.#o.tasksFor(agent) });
+    }
+  }
+
+  #spec(i: InstanceRow, release: ReleaseRow): InstanceSpec {
+    const healthPath = healthPathOf(release.appJson);
+    return {
+      key: i.key,
+      app: i.app,
+      type: i.type,
+      index: i.idx,
+      release: i.release,
+      artifactSha256: release.artifactSha256,
+      command: release.procfile[i.type] ?? '',
+      env: {
+        ...release.config,
+        HANGAR_APP: i.app,
+        HANGAR_RELEASE: `v${i.release}`,
+        HANGAR_INSTANCE: `${i.type}.${i.idx}`,
+        PYTHONUNBUFFERED: release.config.PYTHONUNBUFFERED ?? '1',
+      },
+      healthPath: i.type === 'web' ? healthPath : '',
+      domain: this.domainOf(i.app),
+      graceSeconds: this.#o.graceSeconds,
+      restartNonce: i.restartNonce,
+    };
+  }
+
+  #routes(instances: readonly InstanceRow[]): AppRoutes[] {
+    const agents = new Map(this.#o.store.listAgents().map((a) => [a.name, a]));
+    return this.#o.store.listApps().map((app) => ({
+      app: app.name,
+      domains: [this.domainOf(app.name)],
+      backends: instances
+        .filter((i) => i.app === app.name && i.type === 'web' && i.desired === 'run' && i.state === 'up' && i.port)
+        .flatMap((i) => {
+          const agent = agents.get(i.agent);
+          return agent ? [{ instanceKey: i.key, host: agent.address, port: i.port ?? 0 }] : [];
+        }),
+    }));
+  }
+
+  // ---------------------------------------------------------------- views
+
+  agentViews(): AgentView[] {
+    const instances = this.#o.store.listInstances();
+    const now = this.#o.clock.now();
+    return this.#o.store.listAgents().map((a) => ({
+      name: a.name,
+      state: this.isUp(a.name) && now - a.lastSeen < this.#o.agentDownAfterMs ? 'up' : 'down',
+      address: a.address,
+      routerPort: a.routerPort,
+      instances: instances.filter((i) => i.agent === a.name).length,
+      capacity: { cpus: a.cpus, memoryMb: a.memoryMb, maxInstances: a.maxInstances },
+      lastSeen: new Date(a.lastSeen).toISOString(),
+      version: a.version,
+    }));
+  }
+
+  psRows(app: string): PsRow[] {
+    return this.#o.store.listInstances({ app }).map((i) => ({
+      id: `${i.type}.${i.idx}`,
+      type: i.type,
+      release: `v${i.release}`,
+      agent: i.agent,
+      state: i.desired === 'drain' ? 'stopping' : i.state,
+      pid: i.pid,
+      port: i.port,
+      restarts: i.restarts,
+      since: new Date(i.since).toISOString(),
+    }));
+  }
+}
+
+/** The health-check path of a release: app.json `healthchecks.web.path`, else `/`. */
+export function healthPathOf(appJson: unknown): string {
+  if (appJson && typeof appJson === 'object') {
+    const hc = (appJson as { healthchecks?: { web?: { path?: unknown } } }).healthchecks;
+    const path = hc?.web?.path;
+    if (typeof path === 'string' && path.startsWith('/')) return path;
+  }
+  return '/';
+}

@@ -1,0 +1,321 @@
+import { randomUUID } from 'node:crypto';
+import type { Clock } from '../common/clock.js';
+import type { Logger } from '../common/logger.js';
+import type { DeployLine, DeployView } from '../common/api-types.js';
+import { HangarError, type ErrorCode } from '../common/errors.js';
+import type { Task, TaskOutput__Output } from '../proto/loader.js';
+import { runnableTypes, type Fleet } from './fleet.js';
+import type { DeployRow, ReleaseRow, Store } from './store.js';
+
+/** Options of {@link Rollouts}. */
+export interface RolloutOptions {
+  store: Store;
+  fleet: Fleet;
+  clock: Clock;
+  logger: Logger;
+  /** How long new instances have to become healthy before the release is rolled back, ms. */
+  healthTimeoutMs: number;
+  /** A new instance that crashed this many times fails the rollout at once. */
+  crashLimit: number;
+}
+
+/** What a new release is made of. */
+export interface NewRelease {
+  app: string;
+  artifactSha256: string;
+  procfile: Record<string, string>;
+  appJson: unknown;
+  /** Config vars of the release; default: the app's current config. */
+  config?: Record<string, string>;
+  description: string;
+  createdBy: string;
+  /** Run the Procfile's `release:` command (not on rollback, as Heroku does). Default true. */
+  runReleasePhase?: boolean;
+}
+
+const TERMINAL = new Set(['succeeded', 'failed']);
+
+/**
+ * Deploys: build and release phase on one agent, then a health-gated rollout of the new release's
+ * instances, then a drain of the old ones. A release whose instances do not become healthy in time
+ * is removed and the previous release keeps serving. One rollout per app at a time.
+ *
+ * State lives in the store (deploy and instance rows), so a coordinator restart resumes where it
+ * was: {@link tick} is level-triggered.
+ */
+export class Rollouts {
+  readonly #o: RolloutOptions;
+  readonly #logger: Logger;
+  constructor(options: RolloutOptions) {
+    this.#o = options;
+    this.#logger = options.logger.child({ component: 'rollout' });
+  }
+
+  /** The deploy under way for an app, if any. */
+  activeDeploy(app: string): DeployRow | null {
+    return this.#o.store.activeDeploys().find((d) => d.app === app) ?? null;
+  }
+
+  /**
+   * Creates a release and starts deploying it. Throws ROLLOUT_IN_PROGRESS while another deploy of
+   * the app runs and NO_AGENTS when no agent could build it.
+   */
+  start(input: NewRelease): { release: ReleaseRow; deploy: DeployRow } {
+    const store = this.#o.store;
+    const now = this.#o.clock.now();
+    return store.transaction(() => {
+      const app = store.requireApp(input.app);
+      const active = this.activeDeploy(input.app);
+      if (active) {
+        throw new HangarError(
+          'ROLLOUT_IN_PROGRESS',
+          `A deploy of ${input.app}${active.release ? ` (v${active.release})` : ''} is in progress; wait for it to finish (hangar releases -a ${input.app}) and try again.`,
+        );
+      }
+      const builder = this.#pickBuilder();
+      const release = store.createRelease({
+        app: input.app,
+        artifactSha256: input.artifactSha256,
+        procfile: input.procfile,
+        config: input.config ?? store.getConfig(input.app),
+        appJson: input.appJson,
+        status: 'pending',
+        description: input.description,
+        createdBy: input.createdBy,
+        createdAt: now,
+      });
+      const skipReleasePhase = input.runReleasePhase === false && Boolean(input.procfile.release);
+      const deploy: DeployRow = {
+        id: randomUUID(),
+        app: input.app,
+        release: release.version,
+        previousRelease: app.currentRelease,
+        status: 'building',
+        error: null,
+        errorCode: null,
+        taskAgent: builder,
+        skipReleasePhase,
+        deadline: null,
+        createdAt: now,
+        finishedAt: null,
+      };
+      store.createDeploy(deploy);
+      this.#line(deploy.id, 'hangar', `-----> Building v${release.version} on ${builder}`);
+      if (skipReleasePhase) this.#line(deploy.id, 'hangar', '-----> Skipping the release phase (rollback)');
+      this.#logger.info({ app: input.app, release: release.version, deploy: deploy.id, agent: builder }, 'deploy started');
+      this.#o.fleet.requestSync();
+      return { release, deploy };
+    });
+  }
+
+  /** The tasks an agent must run now: build (and release phase) of deploys assigned to it. */
+  tasksFor(agent: string): Task[] {
+    const tasks: Task[] = [];
+    for (const d of this.#o.store.activeDeploys()) {
+      if (d.taskAgent !== agent || (d.status !== 'building' && d.status !== 'releasing') || d.release === null) continue;
+      const release = this.#o.store.getRelease(d.app, d.release);
+      if (!release) continue;
+      tasks.push({
+        id: d.id,
+        app: d.app,
+        release: release.version,
+        artifactSha256: release.artifactSha256,
+        releaseCommand: d.skipReleasePhase ? '' : (release.procfile.release ?? ''),
+        env: {
+          ...release.config,
+          HANGAR_APP: d.app,
+          HANGAR_RELEASE: `v${release.version}`,
+          HANGAR_INSTANCE: 'release.1',
+          PYTHONUNBUFFERED: release.config.PYTHONUNBUFFERED ?? '1',
+        },
+      });
+    }
+    return tasks;
+  }
+
+  onTaskOutput(agent: string, out: TaskOutput__Output): void {
+    const deploy = this.#o.store.getDeploy(out.taskId);
+    if (!deploy || deploy.taskAgent !== agent || TERMINAL.has(deploy.status)) return;
+    if (out.source === 'release' && deploy.status === 'building') {
+      this.#o.store.updateDeploy(deploy.id, { status: 'releasing' });
+    }
+    this.#o.store.appendDeployLine(deploy.id, {
+      ts: Number(out.ts) || this.#o.clock.now(),
+      source: out.source || 'build',
+      stream: out.stream === 'stderr' ? 'stderr' : 'stdout',
+      line: out.line,
+    });
+  }
+
+  onTaskResult(agent: string, result: { taskId: string; ok: boolean; error: string; errorCode: string }): void {
+    const deploy = this.#o.store.getDeploy(result.taskId);
+    if (!deploy || deploy.taskAgent !== agent || (deploy.status !== 'building' && deploy.status !== 'releasing')) return;
+    if (!result.ok) {
+      const code: ErrorCode = result.errorCode === 'RELEASE_PHASE_FAILED' ? 'RELEASE_PHASE_FAILED' : 'BUILD_FAILED';
+      this.#fail(deploy, code, result.error || 'The build failed; see the output above.');
+      return;
+    }
+    this.#beginRollout(deploy);
+  }
+
+  /** An agent went away: a build assigned to it moves to another agent. */
+  onAgentGone(agent: string): void {
+    for (const d of this.#o.store.activeDeploys()) {
+      if (d.taskAgent !== agent || (d.status !== 'building' && d.status !== 'releasing')) continue;
+      try {
+        const builder = this.#pickBuilder();
+        this.#o.store.updateDeploy(d.id, { taskAgent: builder, status: 'building' });
+        this.#line(d.id, 'hangar', `-----> ${agent} went away; building on ${builder} instead`);
+      } catch {
+        // No agent left: the deploy waits for one; tick() fails it at its deadline.
+      }
+    }
+    this.#o.fleet.requestSync();
+  }
+
+  #beginRollout(deploy: DeployRow): void {
+    const store = this.#o.store;
+    const version = deploy.release as number;
+    const release = store.getRelease(deploy.app, version);
+    if (!release) return;
+    const now = this.#o.clock.now();
+    try {
+      store.transaction(() => {
+        const formation = store.getFormation(deploy.app);
+        const defaults: Record<string, number> = {};
+        for (const type of runnableTypes(release)) {
+          if (formation[type] === undefined) defaults[type] = type === 'web' ? 1 : 0;
+        }
+        store.setFormation(deploy.app, defaults);
+        store.setCurrentRelease(deploy.app, version);
+        store.updateDeploy(deploy.id, { status: 'rolling_out', deadline: now + this.#o.healthTimeoutMs });
+        const wanted = store.getFormation(deploy.app);
+        const summary = runnableTypes(release)
+          .map((t) => `${t}=${wanted[t] ?? 0}`)
+          .join(' ');
+        this.#line(deploy.id, 'hangar', `-----> Starting v${version}: ${summary || 'no process types'}`);
+        this.#o.fleet.reconcileFormation(deploy.app);
+      });
+      this.#logger.info({ app: deploy.app, release: version }, 'rolling out');
+      this.tick();
+    } catch (err) {
+      const code = err instanceof HangarError ? err.code : 'INTERNAL';
+      this.#fail(store.getDeploy(deploy.id) ?? deploy, code, err instanceof Error ? err.message : String(err));
+    }
+  }
+
+  /** Level-triggered: moves every rollout on (health gate, deadline, finish). */
+  tick(): void {
+    const now = this.#o.clock.now();
+    for (const deploy of this.#o.store.activeDeploys()) {
+      try {
+        if (deploy.status === 'rolling_out') this.#advance(deploy, now);
+        else if (deploy.deadline === null) this.#o.store.updateDeploy(deploy.id, { deadline: now + 30 * 60_000 });
+        else if (now > deploy.deadline) this.#fail(deploy, 'BUILD_FAILED', 'The build did not finish in 30 minutes.');
+      } catch (err) {
+        this.#logger.error({ err, deploy: deploy.id }, 'rollout step failed');
+      }
+    }
+  }
+
+  #advance(deploy: DeployRow, now: number): void {
+    const store = this.#o.store;
+    const version = deploy.release as number;
+    const instances = store.listInstances({ app: deploy.app });
+    const fresh = instances.filter((i) => i.release === version && i.desired === 'run');
+    const crashed = fresh.find((i) => i.state === 'crashed' && i.restarts >= this.#o.crashLimit);
+    if (crashed) {
+      this.#fail(
+        deploy,
+        'RELEASE_UNHEALTHY',
+        `${crashed.type}.${crashed.idx} of v${version} keeps crashing (${crashed.message || `restarted ${crashed.restarts} times`}).`,
+      );
+      return;
+    }
+    const notUp = fresh.filter((i) => i.state !== 'up');
+    if (notUp.length > 0) {
+      if (deploy.deadline !== null && now > deploy.deadline) {
+        const first = notUp[0];
+        const seconds = Math.round(this.#o.healthTimeoutMs / 1000);
+        this.#fail(
+          deploy,
+          'RELEASE_UNHEALTHY',
+          `${first ? `${first.type}.${first.idx}` : 'An instance'} of v${version} did not become healthy within ${seconds} s (state ${first?.state ?? 'unknown'}${first?.message ? `: ${first.message}` : ''}).`,
+        );
+      }
+      return;
+    }
+    const old = instances.filter((i) => i.release !== version && i.desired === 'run');
+    store.transaction(() => {
+      this.#o.fleet.drain(old);
+      for (const r of store.listReleases(deploy.app)) {
+        if (r.version === version) store.setReleaseStatus(deploy.app, version, 'running');
+        else if (r.status === 'running') store.setReleaseStatus(deploy.app, r.version, 'succeeded');
+      }
+      store.updateDeploy(deploy.id, { status: 'succeeded', finishedAt: now });
+      this.#line(deploy.id, 'hangar', `-----> v${version} is up: ${fresh.length} instance(s) healthy`);
+    });
+    this.#logger.info({ app: deploy.app, release: version }, 'release is live');
+  }
+
+  #fail(deploy: DeployRow, code: ErrorCode, message: string): void {
+    const store = this.#o.store;
+    const now = this.#o.clock.now();
+    const version = deploy.release;
+    store.transaction(() => {
+      if (version !== null) {
+        const fresh = store.listInstances({ app: deploy.app }).filter((i) => i.release === version);
+        this.#o.fleet.remove(fresh);
+        store.setReleaseStatus(deploy.app, version, 'failed');
+        const app = store.getApp(deploy.app);
+        if (app && app.currentRelease === version) store.setCurrentRelease(deploy.app, deploy.previousRelease);
+      }
+      const keeps = deploy.previousRelease !== null ? ` v${deploy.previousRelease} keeps serving.` : '';
+      store.updateDeploy(deploy.id, { status: 'failed', error: message + keeps, errorCode: code, finishedAt: now });
+      this.#line(deploy.id, 'hangar', `-----> Deploy failed: ${message}${keeps}`, 'stderr');
+    });
+    this.#logger.warn({ app: deploy.app, release: version, code }, `deploy failed: ${message}`);
+    this.#o.fleet.requestSync();
+  }
+
+  #pickBuilder(): string {
+    const agents = this.#o.fleet.agentViews().filter((a) => a.state === 'up');
+    if (agents.length === 0) {
+      throw new HangarError(
+        'NO_AGENTS',
+        'No agent is connected, so nothing can be built; start one with `hangar agent --coordinator HOST:PORT --join-token TOKEN`.',
+      );
+    }
+    agents.sort((a, b) => a.instances - b.instances || a.name.localeCompare(b.name));
+    return (agents[0] as (typeof agents)[number]).name;
+  }
+
+  #line(deployId: string, source: string, line: string, stream: 'stdout' | 'stderr' = 'stdout'): void {
+    this.#o.store.appendDeployLine(deployId, { ts: this.#o.clock.now(), source, stream, line });
+  }
+
+  /** A deploy as the API shows it, with output lines after `after`. */
+  view(id: string, app: string, after: number): DeployView {
+    const d = this.#o.store.getDeploy(id);
+    if (!d || d.app !== app) throw new HangarError('DEPLOY_NOT_FOUND', `No deploy ${id} for ${app}.`);
+    const lines: DeployLine[] = this.#o.store.deployLines(id, after).map((l) => ({
+      seq: l.seq,
+      ts: new Date(l.ts).toISOString(),
+      source: l.source,
+      stream: l.stream === 'stderr' ? 'stderr' : 'stdout',
+      line: l.line,
+    }));
+    return {
+      id: d.id,
+      app: d.app,
+      release: d.release === null ? null : `v${d.release}`,
+      status: d.status,
+      error: d.error,
+      errorCode: d.errorCode,
+      lines,
+      next: lines.length > 0 ? (lines[lines.length - 1] as DeployLine).seq : after,
+      createdAt: new Date(d.createdAt).toISOString(),
+      finishedAt: d.finishedAt === null ? null : new Date(d.finishedAt).toISOString(),
+    };
+  }
+}

@@ -1,0 +1,473 @@
+import Database from 'better-sqlite3';
+import { HangarError } from '../common/errors.js';
+import { MIGRATIONS } from './migrations.js';
+
+/** An app's row. */
+export interface AppRow {
+  name: string;
+  createdAt: number;
+  currentRelease: number | null;
+}
+
+export type ReleaseStatus = 'pending' | 'running' | 'succeeded' | 'failed' | 'rolled_back';
+
+export interface ReleaseRow {
+  app: string;
+  version: number;
+  artifactSha256: string;
+  procfile: Record<string, string>;
+  config: Record<string, string>;
+  appJson: unknown;
+  status: ReleaseStatus;
+  description: string;
+  createdBy: string;
+  createdAt: number;
+}
+
+export type DeployStatus = 'pending' | 'building' | 'releasing' | 'rolling_out' | 'succeeded' | 'failed';
+
+export interface DeployRow {
+  id: string;
+  app: string;
+  release: number | null;
+  previousRelease: number | null;
+  status: DeployStatus;
+  error: string | null;
+  errorCode: string | null;
+  taskAgent: string | null;
+  /** Rollbacks do not run the Procfile's `release:` command (as on Heroku). */
+  skipReleasePhase: boolean;
+  deadline: number | null;
+  createdAt: number;
+  finishedAt: number | null;
+}
+
+export interface DeployLineRow {
+  seq: number;
+  ts: number;
+  source: string;
+  stream: string;
+  line: string;
+}
+
+export interface AgentRow {
+  name: string;
+  address: string;
+  routerPort: number;
+  cpus: number;
+  memoryMb: number;
+  maxInstances: number;
+  version: string;
+  lastSeen: number;
+  createdAt: number;
+}
+
+/** What the coordinator wants of an instance: run it (and route to it once up), drain it, gone. */
+export type InstanceDesire = 'run' | 'drain';
+export type InstanceState = 'starting' | 'up' | 'crashed' | 'stopping';
+
+export interface InstanceRow {
+  key: string;
+  app: string;
+  type: string;
+  idx: number;
+  release: number;
+  agent: string;
+  desired: InstanceDesire;
+  drainGeneration: number | null;
+  drainStarted: number | null;
+  state: InstanceState;
+  pid: number | null;
+  port: number | null;
+  restarts: number;
+  since: number;
+  message: string;
+  /** Bumped by `hangar restart`: the agent restarts the process when it changes. */
+  restartNonce: number;
+  createdAt: number;
+}
+
+/** Options of {@link Store}. */
+export interface StoreOptions {
+  /** Path of the SQLite file; `:memory:` for tests. */
+  path: string;
+}
+
+type Row = Record<string, unknown>;
+
+function appFrom(r: Row): AppRow {
+  return { name: r.name as string, createdAt: r.created_at as number, currentRelease: (r.current_release as number | null) ?? null };
+}
+
+function releaseFrom(r: Row): ReleaseRow {
+  return {
+    app: r.app as string,
+    version: r.version as number,
+    artifactSha256: r.artifact_sha256 as string,
+    procfile: JSON.parse(r.procfile as string) as Record<string, string>,
+    config: JSON.parse(r.config as string) as Record<string, string>,
+    appJson: r.app_json === null ? null : (JSON.parse(r.app_json as string) as unknown),
+    status: r.status as ReleaseStatus,
+    description: r.description as string,
+    createdBy: r.created_by as string,
+    createdAt: r.created_at as number,
+  };
+}
+
+function deployFrom(r: Row): DeployRow {
+  return {
+    id: r.id as string,
+    app: r.app as string,
+    release: (r.release as number | null) ?? null,
+    previousRelease: (r.previous_release as number | null) ?? null,
+    status: r.status as DeployStatus,
+    error: (r.error as string | null) ?? null,
+    errorCode: (r.error_code as string | null) ?? null,
+    taskAgent: (r.task_agent as string | null) ?? null,
+    skipReleasePhase: r.skip_release_phase === 1,
+    deadline: (r.deadline as number | null) ?? null,
+    createdAt: r.created_at as number,
+    finishedAt: (r.finished_at as number | null) ?? null,
+  };
+}
+
+function agentFrom(r: Row): AgentRow {
+  return {
+    name: r.name as string,
+    address: r.address as string,
+    routerPort: r.router_port as number,
+    cpus: r.cpus as number,
+    memoryMb: r.memory_mb as number,
+    maxInstances: r.max_instances as number,
+    version: r.version as string,
+    lastSeen: r.last_seen as number,
+    createdAt: r.created_at as number,
+  };
+}
+
+function instanceFrom(r: Row): InstanceRow {
+  return {
+    key: r.key as string,
+    app: r.app as string,
+    type: r.type as string,
+    idx: r.idx as number,
+    release: r.release as number,
+    agent: r.agent as string,
+    desired: r.desired as InstanceDesire,
+    drainGeneration: (r.drain_generation as number | null) ?? null,
+    drainStarted: (r.drain_started as number | null) ?? null,
+    state: r.state as InstanceState,
+    pid: (r.pid as number | null) ?? null,
+    port: (r.port as number | null) ?? null,
+    restarts: r.restarts as number,
+    since: r.since as number,
+    message: r.message as string,
+    restartNonce: r.restart_nonce as number,
+    createdAt: r.created_at as number,
+  };
+}
+
+/**
+ * The coordinator's state in SQLite: the only module that touches better-sqlite3.
+ * One writer (this process), WAL, `synchronous=NORMAL`, prepared statements.
+ */
+export class Store {
+  readonly #db: Database.Database;
+  readonly #stmts = new Map<string, Database.Statement>();
+
+  constructor(options: StoreOptions) {
+    this.#db = new Database(options.path);
+    this.#db.pragma('journal_mode = WAL');
+    this.#db.pragma('synchronous = NORMAL');
+    this.#db.pragma('foreign_keys = ON');
+    this.#db.pragma('busy_timeout = 5000');
+    this.#migrate();
+  }
+
+  close(): void {
+    if (this.#db.open) this.#db.close();
+  }
+
+  /** Runs `fn` in one transaction. */
+  transaction<T>(fn: () => T): T {
+    return this.#db.transaction(fn)();
+  }
+
+  #migrate(): void {
+    const version = this.#db.pragma('user_version', { simple: true }) as number;
+    for (let i = version; i < MIGRATIONS.length; i++) {
+      this.#db.transaction(() => {
+        this.#db.exec(MIGRATIONS[i] as string);
+        this.#db.pragma(`user_version = ${i + 1}`);
+      })();
+    }
+  }
+
+  #stmt(sql: string): Database.Statement {
+    let stmt = this.#stmts.get(sql);
+    if (!stmt) {
+      stmt = this.#db.prepare(sql);
+      this.#stmts.set(sql, stmt);
+    }
+    return stmt;
+  }
+
+  // ---------------------------------------------------------------- meta
+
+  /** Bumps and returns the desired-state generation (monotonic across restarts). */
+  nextGeneration(): number {
+    const row = this.#stmt(
+      `INSERT INTO meta (key, value) VALUES ('generation', '1')
+       ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING value`,
+    ).get() as { value: string };
+    return Number(row.value);
+  }
+
+  // ---------------------------------------------------------------- apps
+
+  createApp(name: string, now: number): AppRow {
+    const existing = this.getApp(name);
+    if (existing) throw new HangarError('APP_EXISTS', `An app named ${name} already exists; pick another name.`);
+    this.#stmt('INSERT INTO apps (name, created_at) VALUES (?, ?)').run(name, now);
+    return { name, createdAt: now, currentRelease: null };
+  }
+
+  getApp(name: string): AppRow | null {
+    const r = this.#stmt('SELECT * FROM apps WHERE name = ?').get(name) as Row | undefined;
+    return r ? appFrom(r) : null;
+  }
+
+  /** The app, or APP_NOT_FOUND. */
+  requireApp(name: string): AppRow {
+    const app = this.getApp(name);
+    if (!app) throw new HangarError('APP_NOT_FOUND', `No app named ${name}; see \`hangar apps\` or create it with \`hangar apps:create ${name}\`.`);
+    return app;
+  }
+
+  listApps(): AppRow[] {
+    return (this.#stmt('SELECT * FROM apps ORDER BY name').all() as Row[]).map(appFrom);
+  }
+
+  deleteApp(name: string): void {
+    this.#stmt('DELETE FROM apps WHERE name = ?').run(name);
+  }
+
+  setCurrentRelease(app: string, version: number | null): void {
+    this.#stmt('UPDATE apps SET current_release = ? WHERE name = ?').run(version, app);
+  }
+
+  // ---------------------------------------------------------------- config
+
+  getConfig(app: string): Record<string, string> {
+    const rows = this.#stmt('SELECT key, value FROM config_vars WHERE app = ? ORDER BY key').all(app) as {
+      key: string;
+      value: string;
+    }[];
+    return Object.fromEntries(rows.map((r) => [r.key, r.value]));
+  }
+
+  /** Applies a patch: a string sets, null unsets. */
+  patchConfig(app: string, patch: Record<string, string | null>): void {
+    const set = this.#stmt(
+      'INSERT INTO config_vars (app, key, value) VALUES (?, ?, ?) ON CONFLICT(app, key) DO UPDATE SET value = excluded.value',
+    );
+    const unset = this.#stmt('DELETE FROM config_vars WHERE app = ? AND key = ?');
+    for (const [key, value] of Object.entries(patch)) {
+      if (value === null) unset.run(app, key);
+      else set.run(app, key, value);
+    }
+  }
+
+  // ---------------------------------------------------------------- formation
+
+  getFormation(app: string): Record<string, number> {
+    const rows = this.#stmt('SELECT type, quantity FROM formation WHERE app = ? ORDER BY type').all(app) as {
+      type: string;
+      quantity: number;
+    }[];
+    return Object.fromEntries(rows.map((r) => [r.type, r.quantity]));
+  }
+
+  setFormation(app: string, formation: Record<string, number>): void {
+    const stmt = this.#stmt(
+      'INSERT INTO formation (app, type, quantity) VALUES (?, ?, ?) ON CONFLICT(app, type) DO UPDATE SET quantity = excluded.quantity',
+    );
+    for (const [type, quantity] of Object.entries(formation)) stmt.run(app, type, quantity);
+  }
+
+  // ---------------------------------------------------------------- artifacts
+
+  putArtifact(sha256: string, size: number, now: number): void {
+    this.#stmt('INSERT OR IGNORE INTO artifacts (sha256, size, created_at) VALUES (?, ?, ?)').run(sha256, size, now);
+  }
+
+  hasArtifact(sha256: string): boolean {
+    return this.#stmt('SELECT 1 FROM artifacts WHERE sha256 = ?').get(sha256) !== undefined;
+  }
+
+  // ---------------------------------------------------------------- releases
+
+  createRelease(r: Omit<ReleaseRow, 'version'>): ReleaseRow {
+    const row = this.#stmt('SELECT COALESCE(MAX(version), 0) + 1 AS v FROM releases WHERE app = ?').get(r.app) as { v: number };
+    const release: ReleaseRow = { ...r, version: row.v };
+    this.#stmt(
+      `INSERT INTO releases (app, version, artifact_sha256, procfile, config, app_json, status, description, created_by, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(
+      r.app,
+      release.version,
+      r.artifactSha256,
+      JSON.stringify(r.procfile),
+      JSON.stringify(r.config),
+      r.appJson === null || r.appJson === undefined ? null : JSON.stringify(r.appJson),
+      r.status,
+      r.description,
+      r.createdBy,
+      r.createdAt,
+    );
+    return release;
+  }
+
+  getRelease(app: string, version: number): ReleaseRow | null {
+    const r = this.#stmt('SELECT * FROM releases WHERE app = ? AND version = ?').get(app, version) as Row | undefined;
+    return r ? releaseFrom(r) : null;
+  }
+
+  listReleases(app: string): ReleaseRow[] {
+    return (this.#stmt('SELECT * FROM releases WHERE app = ? ORDER BY version DESC').all(app) as Row[]).map(releaseFrom);
+  }
+
+  setReleaseStatus(app: string, version: number, status: ReleaseStatus): void {
+    this.#stmt('UPDATE releases SET status = ? WHERE app = ? AND version = ?').run(status, app, version);
+  }
+
+  // ---------------------------------------------------------------- deploys
+
+  createDeploy(d: DeployRow): void {
+    this.#stmt(
+      `INSERT INTO deploys (id, app, release, previous_release, status, error, error_code, task_agent, skip_release_phase, deadline, created_at, finished_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(d.id, d.app, d.release, d.previousRelease, d.status, d.error, d.errorCode, d.taskAgent, d.skipReleasePhase ? 1 : 0, d.deadline, d.createdAt, d.finishedAt);
+  }
+
+  getDeploy(id: string): DeployRow | null {
+    const r = this.#stmt('SELECT * FROM deploys WHERE id = ?').get(id) as Row | undefined;
+    return r ? deployFrom(r) : null;
+  }
+
+  /** Deploys not yet finished, oldest first. */
+  activeDeploys(): DeployRow[] {
+    return (
+      this.#stmt("SELECT * FROM deploys WHERE status NOT IN ('succeeded', 'failed') ORDER BY created_at").all() as Row[]
+    ).map(deployFrom);
+  }
+
+  updateDeploy(id: string, patch: Partial<Pick<DeployRow, 'status' | 'error' | 'errorCode' | 'taskAgent' | 'deadline' | 'finishedAt' | 'release' | 'previousRelease'>>): void {
+    const columns: Record<string, string> = {
+      status: 'status',
+      error: 'error',
+      errorCode: 'error_code',
+      taskAgent: 'task_agent',
+      deadline: 'deadline',
+      finishedAt: 'finished_at',
+      release: 'release',
+      previousRelease: 'previous_release',
+    };
+    const keys = Object.keys(patch).filter((k) => k in columns);
+    if (keys.length === 0) return;
+    const sql = `UPDATE deploys SET ${keys.map((k) => `${columns[k]} = @${k}`).join(', ')} WHERE id = @id`;
+    this.#stmt(sql).run({ ...patch, id });
+  }
+
+  appendDeployLine(deployId: string, line: Omit<DeployLineRow, 'seq'>): number {
+    const row = this.#stmt(
+      `INSERT INTO deploy_lines (deploy_id, seq, ts, source, stream, line)
+       VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM deploy_lines WHERE deploy_id = ?), ?, ?, ?, ?) RETURNING seq`,
+    ).get(deployId, deployId, line.ts, line.source, line.stream, line.line) as { seq: number };
+    return row.seq;
+  }
+
+  deployLines(deployId: string, after: number, limit = 5000): DeployLineRow[] {
+    return this.#stmt(
+      'SELECT seq, ts, source, stream, line FROM deploy_lines WHERE deploy_id = ? AND seq > ? ORDER BY seq LIMIT ?',
+    ).all(deployId, after, limit) as DeployLineRow[];
+  }
+
+  // ---------------------------------------------------------------- agents
+
+  upsertAgent(a: AgentRow): void {
+    this.#stmt(
+      `INSERT INTO agents (name, address, router_port, cpus, memory_mb, max_instances, version, last_seen, created_at)
+       VALUES (@name, @address, @routerPort, @cpus, @memoryMb, @maxInstances, @version, @lastSeen, @createdAt)
+       ON CONFLICT(name) DO UPDATE SET address = excluded.address, router_port = excluded.router_port, cpus = excluded.cpus,
+         memory_mb = excluded.memory_mb, max_instances = excluded.max_instances, version = excluded.version,
+         last_seen = excluded.last_seen`,
+    ).run(a);
+  }
+
+  touchAgent(name: string, now: number): void {
+    this.#stmt('UPDATE agents SET last_seen = ? WHERE name = ?').run(now, name);
+  }
+
+  listAgents(): AgentRow[] {
+    return (this.#stmt('SELECT * FROM agents ORDER BY name').all() as Row[]).map(agentFrom);
+  }
+
+  getAgent(name: string): AgentRow | null {
+    const r = this.#stmt('SELECT * FROM agents WHERE name = ?').get(name) as Row | undefined;
+    return r ? agentFrom(r) : null;
+  }
+
+  // ---------------------------------------------------------------- instances
+
+  insertInstance(i: InstanceRow): void {
+    this.#stmt(
+      `INSERT INTO instances (key, app, type, idx, release, agent, desired, drain_generation, drain_started, state, pid, port, restarts, since, message, restart_nonce, created_at)
+       VALUES (@key, @app, @type, @idx, @release, @agent, @desired, @drainGeneration, @drainStarted, @state, @pid, @port, @restarts, @since, @message, @restartNonce, @createdAt)`,
+    ).run(i);
+  }
+
+  getInstance(key: string): InstanceRow | null {
+    const r = this.#stmt('SELECT * FROM instances WHERE key = ?').get(key) as Row | undefined;
+    return r ? instanceFrom(r) : null;
+  }
+
+  listInstances(filter: { app?: string; agent?: string } = {}): InstanceRow[] {
+    if (filter.app !== undefined) {
+      return (this.#stmt('SELECT * FROM instances WHERE app = ? ORDER BY type, idx, release').all(filter.app) as Row[]).map(instanceFrom);
+    }
+    if (filter.agent !== undefined) {
+      return (this.#stmt('SELECT * FROM instances WHERE agent = ? ORDER BY app, type, idx').all(filter.agent) as Row[]).map(instanceFrom);
+    }
+    return (this.#stmt('SELECT * FROM instances ORDER BY app, type, idx').all() as Row[]).map(instanceFrom);
+  }
+
+  /** Records what an agent reports; returns the row before the update (null when unknown). */
+  updateInstanceStatus(
+    key: string,
+    s: { state: InstanceState; pid: number | null; port: number | null; restarts: number; since: number; message: string },
+  ): InstanceRow | null {
+    const before = this.getInstance(key);
+    if (!before) return null;
+    this.#stmt(
+      'UPDATE instances SET state = ?, pid = ?, port = ?, restarts = ?, since = ?, message = ? WHERE key = ?',
+    ).run(s.state, s.pid, s.port, s.restarts, s.since, s.message, key);
+    return before;
+  }
+
+  markDraining(key: string, generation: number, now: number): void {
+    this.#stmt("UPDATE instances SET desired = 'drain', drain_generation = ?, drain_started = ? WHERE key = ?").run(
+      generation,
+      now,
+      key,
+    );
+  }
+
+  bumpRestart(key: string): void {
+    this.#stmt('UPDATE instances SET restart_nonce = restart_nonce + 1 WHERE key = ?').run(key);
+  }
+
+  deleteInstance(key: string): void {
+    this.#stmt('DELETE FROM instances WHERE key = ?').run(key);
+  }
+}

@@ -1,0 +1,151 @@
+import { spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { request } from 'undici';
+import { pino } from 'pino';
+import type { TestContext } from 'node:test';
+import { startAgent, type AgentConfig, type RunningAgent } from '../../agent/agent.js';
+import { startCoordinator, type CoordinatorConfig, type RunningCoordinator } from '../../coordinator/coordinator.js';
+import type { Logger } from '../../common/logger.js';
+
+/** The repository root (tests run from dist/test/...). */
+export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const FIXTURES = join(ROOT, 'test', 'fixtures');
+export const HANGAR_BIN = join(ROOT, 'bin', 'hangar.js');
+
+/** A temporary directory removed after the test. */
+export async function tempDir(t: TestContext, prefix = 'hangar-test-'): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A logger writing to DIR/NAME.log (set HANGAR_TEST_LOG=debug for more). */
+export function fileLogger(dir: string, name: string): Logger {
+  return pino({ level: process.env.HANGAR_TEST_LOG ?? 'info', base: { node: name } }, createWriteStream(join(dir, `${name}.log`)));
+}
+
+/** Polls `fn` until it returns a truthy value; throws with the last value after `timeoutMs`. */
+export async function waitFor<T>(what: string, fn: () => Promise<T> | T, timeoutMs = 60_000, intervalMs = 200): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last as NonNullable<T>;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+export interface Cluster {
+  dir: string;
+  coordinator: RunningCoordinator;
+  agents: RunningAgent[];
+  /** Runs the `hangar` CLI against this coordinator. */
+  cli(args: string[], options?: { timeoutMs?: number; env?: Record<string, string> }): Promise<CliResult>;
+  /** GET through an agent's router with the app's Host header. */
+  get(agent: RunningAgent, app: string, path?: string): Promise<{ status: number; body: string }>;
+  startAgent(name: string, extra?: Partial<AgentConfig>): Promise<RunningAgent>;
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `node bin/hangar.js ARGS` with the given env; bounded. */
+export function runCli(args: string[], env: Record<string, string>, timeoutMs = 300_000): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [HANGAR_BIN, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`hangar ${args.join(' ')} did not finish in ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/**
+ * A coordinator and `agents` agents on loopback, each with its own data dir and router on a free
+ * port, all closed (instances stopped) after the test.
+ */
+export async function startCluster(
+  t: TestContext,
+  options: { agents?: number; coordinator?: Partial<CoordinatorConfig> } = {},
+): Promise<Cluster> {
+  const dir = await tempDir(t);
+  const coordinator = await startCoordinator(
+    {
+      dataDir: join(dir, 'coordinator'),
+      httpPort: 0,
+      httpHost: '127.0.0.1',
+      grpcPort: 0,
+      grpcHost: '127.0.0.1',
+      heartbeatIntervalMs: 500,
+      graceSeconds: 5,
+      healthTimeoutMs: 60_000,
+      ...options.coordinator,
+    },
+    { logger: fileLogger(dir, 'coordinator') },
+  );
+  const agents: RunningAgent[] = [];
+  t.after(async () => {
+    await Promise.all(agents.map((a) => a.close({ stopInstances: true })));
+    await coordinator.close();
+  });
+  const env = { HANGAR_URL: coordinator.url, HANGAR_TOKEN: coordinator.adminToken, HANGAR_CREDENTIALS: join(dir, 'no-credentials.json') };
+  const cluster: Cluster = {
+    dir,
+    coordinator,
+    agents,
+    cli: (args, o = {}) => runCli(args, { ...env, ...o.env }, o.timeoutMs),
+    async get(agent, app, path = '/') {
+      const res = await request(`http://127.0.0.1:${agent.routerPort}${path}`, {
+        headers: { host: `${app}.localhost` },
+        headersTimeout: 10_000,
+        bodyTimeout: 10_000,
+      });
+      return { status: res.statusCode, body: await res.body.text() };
+    },
+    async startAgent(name, extra = {}) {
+      const agent = await startAgent(
+        {
+          coordinator: coordinator.grpcAddress,
+          joinToken: coordinator.joinToken,
+          dataDir: join(dir, `agent-${name}`),
+          name,
+          routerPort: 0,
+          routerHost: '127.0.0.1',
+          advertise: '127.0.0.1',
+          ...extra,
+        },
+        { logger: fileLogger(dir, `agent-${name}`), backoff: { initialMs: 200, maxMs: 2000 } },
+      );
+      agents.push(agent);
+      return agent;
+    },
+  };
+  for (let i = 1; i <= (options.agents ?? 1); i++) await cluster.startAgent(`agent-${i}`);
+  return cluster;
+}
