@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import type { Clock, ClockTimer } from '../common/clock.js';
 import type { Logger } from '../common/logger.js';
@@ -8,6 +8,7 @@ import {
   loadProto,
   type AgentMessage,
   type AgentServiceClient,
+  type ArtifactChunk__Output,
   type CoordinatorMessage__Output,
   type DesiredState__Output,
 } from '../proto/loader.js';
@@ -80,7 +81,12 @@ export class CoordinatorLink {
 
   /** Streams an artifact's bytes from the coordinator. */
   fetchArtifact(sha256: string): Readable {
-    return this.#client.FetchArtifact({ sha256 }, this.#metadata()) as unknown as Readable;
+    const call = this.#client.FetchArtifact({ sha256 }, this.#metadata());
+    return Readable.from(
+      (async function* () {
+        for await (const chunk of call as AsyncIterable<ArtifactChunk__Output>) yield chunk.data;
+      })(),
+    );
   }
 
   /** Closes the stream and stops reconnecting; idempotent. */

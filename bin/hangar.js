@@ -1,5 +1,5 @@
 #!/usr/bin/env node
 // The one `hangar` binary: a thin shim over the compiled CLI (run `npm run build` first).
-import { main } from '../dist/cli/main.js';
+import { run } from '../dist/cli/hangar.js';
 
-process.exitCode = await main(process.argv);
+process.exitCode = await run(process.argv);

@@ -4,7 +4,7 @@ import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import Fastify, { type FastifyError } from 'fastify';
+import Fastify, { LogController, type FastifyError } from 'fastify';
 import { z } from 'zod';
 import type { AppView, ErrorBody, ReleaseView } from '../common/api-types.js';
 import type { Clock } from '../common/clock.js';
@@ -70,7 +70,7 @@ export function buildApi(o: ApiOptions) {
   const logger = o.logger.child({ component: 'api' });
   const app = Fastify({
     loggerInstance: logger,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
   });

@@ -1,0 +1,190 @@
+/**
+ * The server side of the one `hangar` binary: `hangar coordinator`, `hangar agent` and
+ * `hangar dev` (both in one process). Each runs until SIGINT/SIGTERM, then shuts down cleanly.
+ */
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { startAgent, type RunningAgent } from '../../agent/agent.js';
+import { HangarError } from '../../common/errors.js';
+import { createLogger, type Logger } from '../../common/logger.js';
+import { startCoordinator, type RunningCoordinator } from '../../coordinator/coordinator.js';
+import { credentialsPath, readCredentials, writeCredentials } from '../credentials.js';
+import type { CliContext } from './context.js';
+
+/** Resolves when the process is asked to stop (SIGINT or SIGTERM). */
+function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolveSignal) => {
+    const done = (signal: NodeJS.Signals) => {
+      process.off('SIGINT', done);
+      process.off('SIGTERM', done);
+      resolveSignal(signal);
+    };
+    process.on('SIGINT', done);
+    process.on('SIGTERM', done);
+  });
+}
+
+function port(value: string, name: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new HangarError('BAD_INPUT', `${name} must be a port number (0-65535), not "${value}".`);
+  return n;
+}
+
+function positiveInt(value: string, name: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new HangarError('BAD_INPUT', `${name} must be a positive whole number, not "${value}".`);
+  return n;
+}
+
+function rootLogger(ctx: CliContext): Logger {
+  return createLogger({ level: ctx.io.env.HANGAR_LOG_LEVEL ?? 'info' });
+}
+
+interface CoordinatorFlags {
+  dataDir: string;
+  httpPort: string;
+  grpcPort: string;
+  domain: string;
+}
+
+interface AgentFlags {
+  coordinator?: string;
+  joinToken?: string;
+  dataDir: string;
+  name?: string;
+  routerPort: string;
+  advertise?: string;
+  maxInstances: string;
+}
+
+/** Registers `coordinator`, `agent` and `dev`. */
+export function registerServerCommands(program: Command, ctx: CliContext): void {
+  program
+    .command('coordinator')
+    .description('run the coordinator: HTTP API, gRPC for agents, SQLite store')
+    .option('--data-dir <dir>', 'where state, tokens and artifacts live', '/var/lib/hangar')
+    .option('--http-port <port>', 'HTTP API port', '7080')
+    .option('--grpc-port <port>', 'gRPC port agents connect to', '7081')
+    .option('--domain <domain>', 'apps are served at APP.<domain>', 'localhost')
+    .action(async (flags: CoordinatorFlags) => {
+      const logger = rootLogger(ctx);
+      const coordinator = await startCoordinator(
+        {
+          dataDir: resolve(flags.dataDir),
+          httpPort: port(flags.httpPort, '--http-port'),
+          grpcPort: port(flags.grpcPort, '--grpc-port'),
+          domain: flags.domain,
+        },
+        { logger },
+      );
+      ctx.out(
+        `Hangar coordinator is running.\n` +
+          `  API:    ${coordinator.url}  (admin token in ${join(resolve(flags.dataDir), 'admin-token')})\n` +
+          `  Agents: hangar agent --coordinator THIS_HOST:${coordinator.grpcPort} --join-token "$(cat ${join(resolve(flags.dataDir), 'join-token')})"\n`,
+      );
+      await untilSignal();
+      await coordinator.close();
+    });
+
+  program
+    .command('agent')
+    .description('run an agent on this server: supervises app processes and routes their traffic')
+    .option('--coordinator <host:port>', "the coordinator's gRPC address")
+    .option('--join-token <token>', "the coordinator's join token (or HANGAR_JOIN_TOKEN)")
+    .option('--data-dir <dir>', 'where builds and instances live', '/var/lib/hangar-agent')
+    .option('--name <name>', 'name shown in `hangar agents` (default: the host name)')
+    .option('--router-port <port>', 'port of the HTTP router', '80')
+    .option('--advertise <addr>', "address other agents reach this one's instances on")
+    .option('--max-instances <n>', 'most instances placed on this agent', '50')
+    .addHelpText('after', '\nOn SIGTERM the agent exits and leaves apps running; the next start adopts them.')
+    .action(async (flags: AgentFlags) => {
+      const joinToken = flags.joinToken ?? ctx.io.env.HANGAR_JOIN_TOKEN;
+      if (!flags.coordinator || !joinToken) {
+        throw new HangarError(
+          'BAD_INPUT',
+          'Give --coordinator HOST:PORT and --join-token TOKEN (the join token is in the coordinator data dir, file join-token).',
+        );
+      }
+      const agent = await startAgent(
+        {
+          coordinator: flags.coordinator,
+          joinToken,
+          dataDir: resolve(flags.dataDir),
+          ...(flags.name ? { name: flags.name } : {}),
+          routerPort: port(flags.routerPort, '--router-port'),
+          ...(flags.advertise ? { advertise: flags.advertise } : {}),
+          maxInstances: positiveInt(flags.maxInstances, '--max-instances'),
+        },
+        { logger: rootLogger(ctx) },
+      );
+      ctx.out(`Hangar agent ${agent.name} is running; router on port ${agent.routerPort}.\n`);
+      await untilSignal();
+      await agent.close({ stopInstances: false });
+    });
+
+  program
+    .command('dev')
+    .description('coordinator + agent in one process (embedded SQLite), for a laptop or a single server')
+    .option('--data-dir <dir>', 'where state lives', join(homedir(), '.hangar', 'dev'))
+    .option('--http-port <port>', 'HTTP API port', '7080')
+    .option('--grpc-port <port>', 'gRPC port', '7081')
+    .option('--router-port <port>', 'port of the HTTP router', '8080')
+    .option('--domain <domain>', 'apps are served at APP.<domain>', 'localhost')
+    .addHelpText('after', '\nCtrl-C stops everything, apps included.')
+    .action(async (flags: CoordinatorFlags & { routerPort: string }) => {
+      const logger = rootLogger(ctx);
+      const dataDir = resolve(flags.dataDir);
+      let coordinator: RunningCoordinator | null = null;
+      let agent: RunningAgent | null = null;
+      try {
+        coordinator = await startCoordinator(
+          {
+            dataDir: join(dataDir, 'coordinator'),
+            httpPort: port(flags.httpPort, '--http-port'),
+            httpHost: '127.0.0.1',
+            grpcPort: port(flags.grpcPort, '--grpc-port'),
+            grpcHost: '127.0.0.1',
+            domain: flags.domain,
+          },
+          { logger },
+        );
+        agent = await startAgent(
+          {
+            coordinator: coordinator.grpcAddress,
+            joinToken: coordinator.joinToken,
+            dataDir: join(dataDir, 'agent'),
+            name: 'dev',
+            routerPort: port(flags.routerPort, '--router-port'),
+            advertise: '127.0.0.1',
+          },
+          { logger },
+        );
+        const credsPath = credentialsPath(ctx.io.env);
+        const existing = await readCredentials(credsPath).catch(() => null);
+        const loggedIn = !existing || existing.url === coordinator.url;
+        if (loggedIn) {
+          await writeCredentials(credsPath, { url: coordinator.url, token: coordinator.adminToken }, { ownDirectory: true });
+        }
+        const routerPort = agent.routerPort;
+        ctx.out(
+          `Hangar dev is running (data in ${dataDir}).\n` +
+            `  API:     ${coordinator.url}\n` +
+            `  Router:  http://APP.${flags.domain}:${routerPort}/\n\n` +
+            `  export HANGAR_URL=${coordinator.url}\n` +
+            `  export HANGAR_TOKEN=${coordinator.adminToken}\n\n` +
+            (loggedIn
+              ? `The hangar CLI is logged in to it (${credsPath}). Try:\n`
+              : `Your saved login points elsewhere; export the two variables above, then try:\n`) +
+            `  hangar apps:create hello\n` +
+            `  hangar deploy examples/hello-django -a hello\n` +
+            `  curl http://hello.${flags.domain}:${routerPort}/\n\n` +
+            `Ctrl-C stops Hangar and every app it runs.\n`,
+        );
+        await untilSignal();
+      } finally {
+        await agent?.close({ stopInstances: true });
+        await coordinator?.close();
+      }
+    });
+}
