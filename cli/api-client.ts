@@ -1,0 +1,343 @@
+/**
+ * A small typed client of the coordinator's HTTP API (see `common/api-types.ts`): one method per
+ * route, over undici. This is the programmatic API the `hangar` user commands are a thin layer
+ * over; scripts and tests can use it directly.
+ *
+ * Every failure is a {@link HangarError}: a non-2xx answer carries the server's `{ code, message }`,
+ * a coordinator that cannot be reached is `UNREACHABLE`. The token never appears in any of them.
+ */
+import { Agent, request, type Dispatcher } from 'undici';
+import type {
+  AgentView,
+  AppView,
+  DeployView,
+  ErrorBody,
+  HealthView,
+  PsRow,
+  ReleaseView,
+} from '../common/api-types.js';
+import { HangarError, type ErrorCode } from '../common/errors.js';
+
+/** Options of {@link ApiClient}. */
+export interface ApiClientOptions {
+  /** Base URL of the coordinator's HTTP API: `http://host:7080` (a trailing slash is ignored). */
+  url: string;
+  /** Admin token, sent as `Authorization: Bearer TOKEN`. */
+  token: string;
+  /**
+   * How long to wait for the answer's headers, in ms. Default: 60 000. Uploads are not limited
+   * by it until the body has been sent.
+   */
+  timeoutMs?: number;
+  /** The undici dispatcher to use. Default: a private `Agent` that {@link ApiClient.close} closes. */
+  dispatcher?: Dispatcher;
+}
+
+/** Answer of `PATCH /v1/apps/:app/config`. */
+export interface ConfigUpdate {
+  config: Record<string, string>;
+  /** The release the change made, or null when the app has no release yet. */
+  release: ReleaseView | null;
+  /** The rollout of that release, or null when nothing runs. */
+  deploy: DeployView | null;
+}
+
+/** Answer of `POST /v1/apps/:app/releases` (rollback). */
+export interface RollbackResult {
+  release: ReleaseView;
+  deploy: DeployView;
+}
+
+type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE';
+
+interface CallOptions {
+  query?: Record<string, string | number | undefined>;
+  json?: unknown;
+  raw?: { body: Uint8Array; contentType: string };
+}
+
+/** Error codes of a connection that never got an answer. */
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ETIMEDOUT',
+  'EPIPE',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+]);
+
+/** Client of one coordinator. Call {@link ApiClient.close} when done (idempotent). */
+export class ApiClient {
+  /** The coordinator's base URL, safe to print. */
+  readonly url: string;
+  readonly #token: string;
+  readonly #timeoutMs: number;
+  readonly #dispatcher: Dispatcher;
+  readonly #ownsDispatcher: boolean;
+  #closed: Promise<void> | undefined;
+
+  constructor(options: ApiClientOptions) {
+    this.url = options.url.replace(/\/+$/, '');
+    this.#token = options.token;
+    this.#timeoutMs = options.timeoutMs ?? 60_000;
+    this.#ownsDispatcher = options.dispatcher === undefined;
+    this.#dispatcher = options.dispatcher ?? new Agent({ keepAliveTimeout: 4_000 });
+  }
+
+  /** `GET /v1/health` (no token needed). */
+  async health(): Promise<HealthView> {
+    const body = await this.#call('GET', '/v1/health');
+    expectObject(body, 'ok');
+    return body as unknown as HealthView;
+  }
+
+  /** `GET /v1/agents`. */
+  async listAgents(): Promise<AgentView[]> {
+    return expectArray<AgentView>(await this.#call('GET', '/v1/agents'), 'agents');
+  }
+
+  /** `GET /v1/apps`. */
+  async listApps(): Promise<AppView[]> {
+    return expectArray<AppView>(await this.#call('GET', '/v1/apps'), 'apps');
+  }
+
+  /** `POST /v1/apps`: creates an app (APP_EXISTS when the name is taken). */
+  async createApp(name: string): Promise<AppView> {
+    return expectRecord<AppView>(await this.#call('POST', '/v1/apps', { json: { name } }), 'app');
+  }
+
+  /** `GET /v1/apps/:app`. */
+  async getApp(app: string): Promise<AppView> {
+    return expectRecord<AppView>(await this.#call('GET', appPath(app)), 'app');
+  }
+
+  /** `DELETE /v1/apps/:app?confirm=NAME`: destroys the app, its releases, config and processes. */
+  async destroyApp(app: string, confirm: string): Promise<void> {
+    await this.#call('DELETE', appPath(app), { query: { confirm } });
+  }
+
+  /** `GET /v1/apps/:app/config`. */
+  async getConfig(app: string): Promise<Record<string, string>> {
+    return expectRecord<Record<string, string>>(await this.#call('GET', appPath(app, 'config')), 'config');
+  }
+
+  /** `PATCH /v1/apps/:app/config`: sets keys to strings, unsets keys given `null`. */
+  async updateConfig(app: string, changes: Record<string, string | null>): Promise<ConfigUpdate> {
+    const body = await this.#call('PATCH', appPath(app, 'config'), { json: changes });
+    return {
+      config: expectRecord<Record<string, string>>(body, 'config'),
+      release: expectNullableRecord<ReleaseView>(body, 'release'),
+      deploy: expectNullableRecord<DeployView>(body, 'deploy'),
+    };
+  }
+
+  /** `POST /v1/apps/:app/builds`: uploads a gzipped tar of the source and starts a deploy. */
+  async createBuild(app: string, archive: Uint8Array): Promise<DeployView> {
+    const body = await this.#call('POST', appPath(app, 'builds'), {
+      raw: { body: archive, contentType: 'application/gzip' },
+    });
+    return expectRecord<DeployView>(body, 'deploy');
+  }
+
+  /** `GET /v1/apps/:app/deploys/:id?after=SEQ`: the deploy, with its output lines after `after`. */
+  async getDeploy(app: string, id: string, after = 0): Promise<DeployView> {
+    const body = await this.#call('GET', appPath(app, 'deploys', id), { query: { after } });
+    return expectRecord<DeployView>(body, 'deploy');
+  }
+
+  /** `GET /v1/apps/:app/releases`, newest first. */
+  async listReleases(app: string): Promise<ReleaseView[]> {
+    return expectArray<ReleaseView>(await this.#call('GET', appPath(app, 'releases')), 'releases');
+  }
+
+  /**
+   * `POST /v1/apps/:app/releases { rollback }`: a new release with the artifact and config of
+   * release `version`, or of the previous release when `version` is omitted.
+   */
+  async rollback(app: string, version?: number): Promise<RollbackResult> {
+    const body = await this.#call('POST', appPath(app, 'releases'), {
+      json: version === undefined ? {} : { rollback: version },
+    });
+    expectRecord(body, 'release');
+    expectRecord(body, 'deploy');
+    return body as unknown as RollbackResult;
+  }
+
+  /** `GET /v1/apps/:app/ps`. */
+  async listPs(app: string): Promise<PsRow[]> {
+    return expectArray<PsRow>(await this.#call('GET', appPath(app, 'ps')), 'ps');
+  }
+
+  /** `POST /v1/apps/:app/ps/restart`: restarts a type (`web`), one instance (`web.1`) or all. */
+  async restart(app: string, target?: string): Promise<string[]> {
+    const body = await this.#call('POST', appPath(app, 'ps', 'restart'), {
+      json: target === undefined ? {} : { target },
+    });
+    return expectArray<string>(body, 'restarted');
+  }
+
+  /** `GET /v1/apps/:app/formation`. */
+  async getFormation(app: string): Promise<Record<string, number>> {
+    return expectRecord<Record<string, number>>(await this.#call('GET', appPath(app, 'formation')), 'formation');
+  }
+
+  /** `PATCH /v1/apps/:app/formation`: sets instance counts of the given types; returns the whole formation. */
+  async scale(app: string, formation: Record<string, number>): Promise<Record<string, number>> {
+    const body = await this.#call('PATCH', appPath(app, 'formation'), { json: { formation } });
+    return expectRecord<Record<string, number>>(body, 'formation');
+  }
+
+  /** Closes the connections this client opened. Idempotent. */
+  close(): Promise<void> {
+    this.#closed ??= this.#ownsDispatcher ? this.#dispatcher.close() : Promise.resolve();
+    return this.#closed;
+  }
+
+  async #call(method: Method, path: string, options: CallOptions = {}): Promise<Record<string, unknown>> {
+    const url = new URL(`${this.url}${path}`);
+    for (const [key, value] of Object.entries(options.query ?? {})) {
+      if (value !== undefined) url.searchParams.set(key, String(value));
+    }
+    const headers: Record<string, string> = {
+      accept: 'application/json',
+      authorization: `Bearer ${this.#token}`,
+    };
+    let body: Uint8Array | string | undefined;
+    if (options.raw) {
+      headers['content-type'] = options.raw.contentType;
+      body = options.raw.body;
+    } else if (options.json !== undefined) {
+      headers['content-type'] = 'application/json';
+      body = JSON.stringify(options.json);
+    }
+
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await request(url, {
+        method,
+        headers,
+        body,
+        dispatcher: this.#dispatcher,
+        headersTimeout: this.#timeoutMs,
+        bodyTimeout: this.#timeoutMs,
+      });
+    } catch (err) {
+      throw this.#networkError(err);
+    }
+
+    let text: string;
+    try {
+      text = await response.body.text();
+    } catch (err) {
+      throw this.#networkError(err);
+    }
+    const json = parseJson(text);
+
+    if (response.statusCode >= 200 && response.statusCode < 300) {
+      if (!isRecord(json)) {
+        throw new HangarError(
+          'INTERNAL',
+          `${method} ${path} answered ${response.statusCode} without a JSON object; check that ${this.url} is a Hangar coordinator`,
+        );
+      }
+      return json;
+    }
+    throw this.#responseError(response.statusCode, json, method, path);
+  }
+
+  #networkError(err: unknown): HangarError {
+    if (err instanceof HangarError) return err;
+    const code = errorCode(err);
+    const reason = err instanceof Error ? err.message : String(err);
+    if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+      return new HangarError(
+        'UNREACHABLE',
+        `The coordinator at ${this.url} did not answer within ${Math.round(this.#timeoutMs / 1000)} s; check its logs, then try again`,
+        { cause: err },
+      );
+    }
+    if (code !== undefined && NETWORK_CODES.has(code)) {
+      return new HangarError(
+        'UNREACHABLE',
+        `Cannot reach the coordinator at ${this.url}: ${reason}; is \`hangar coordinator\` (or \`hangar dev\`) running?`,
+        { cause: err },
+      );
+    }
+    return new HangarError('INTERNAL', `Request to the coordinator at ${this.url} failed: ${reason}`, { cause: err });
+  }
+
+  #responseError(status: number, json: unknown, method: Method, path: string): HangarError {
+    if (isErrorBody(json)) {
+      // The server's code is kept as sent: it comes from the same table in common/errors.ts.
+      return new HangarError(json.code as ErrorCode, json.message, { details: json.details });
+    }
+    const code: ErrorCode = status === 401 ? 'UNAUTHORIZED' : status === 404 ? 'NOT_FOUND' : status === 413 ? 'PAYLOAD_TOO_LARGE' : 'INTERNAL';
+    return new HangarError(
+      code,
+      `${method} ${path} answered HTTP ${status} without a Hangar error body; check that ${this.url} is the coordinator's HTTP API`,
+    );
+  }
+}
+
+function appPath(app: string, ...rest: string[]): string {
+  return ['/v1/apps', app, ...rest].map((part, i) => (i === 0 ? part : encodeURIComponent(part))).join('/');
+}
+
+function parseJson(text: string): unknown {
+  if (text === '') return undefined;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isErrorBody(value: unknown): value is ErrorBody {
+  return isRecord(value) && typeof value.code === 'string' && value.code !== '' && typeof value.message === 'string';
+}
+
+function errorCode(err: unknown): string | undefined {
+  // undici wraps some socket errors; the errno code may be on the error or on its cause.
+  for (let e: unknown = err, depth = 0; isRecord(e) && depth < 4; e = e.cause, depth++) {
+    if (typeof e.code === 'string' && NETWORK_CODES.has(e.code)) return e.code;
+  }
+  return isRecord(err) && typeof err.code === 'string' ? err.code : undefined;
+}
+
+function badShape(key: string, expected: string): HangarError {
+  return new HangarError('INTERNAL', `The coordinator's answer has no ${expected} "${key}"; are the CLI and coordinator the same version?`);
+}
+
+function expectObject(body: Record<string, unknown>, key: string): void {
+  if (!(key in body)) throw badShape(key, 'field');
+}
+
+function expectArray<T>(body: Record<string, unknown>, key: string): T[] {
+  const value = body[key];
+  if (!Array.isArray(value)) throw badShape(key, 'list');
+  return value as T[];
+}
+
+function expectRecord<T>(body: Record<string, unknown>, key: string): T {
+  const value = body[key];
+  if (!isRecord(value)) throw badShape(key, 'object');
+  return value as T;
+}
+
+function expectNullableRecord<T>(body: Record<string, unknown>, key: string): T | null {
+  const value = body[key];
+  if (value === null || value === undefined) return null;
+  if (!isRecord(value)) throw badShape(key, 'object or null');
+  return value as T;
+}

@@ -1,0 +1,126 @@
+/**
+ * What every `hangar` command runs with: where output goes, the environment, a clock, and a
+ * lazily made {@link ApiClient}. Also the two edge helpers all command groups share: `-a/--app`
+ * resolution and turning bad input into a usage error (exit 2) before any request is sent.
+ */
+import { CommanderError, type Command } from 'commander';
+import { sleep, systemClock, type Clock } from '../../common/clock.js';
+import { HangarError, isHangarError } from '../../common/errors.js';
+import { ApiClient } from '../api-client.js';
+import { resolveCredentials, type Env } from '../credentials.js';
+
+/** Something text can be written to (`process.stdout`, a test buffer). */
+export interface TextSink {
+  write(text: string): unknown;
+}
+
+/** The outside world of one CLI run. `main` fills it from `process`; tests pass their own. */
+export interface CliIo {
+  /** Command output. */
+  stdout: TextSink;
+  /** Errors and progress notes. */
+  stderr: TextSink;
+  /** Environment variables (HANGAR_URL, HANGAR_TOKEN, HANGAR_APP, HANGAR_CREDENTIALS, XDG_CONFIG_HOME, HOME). */
+  env: Env;
+  /** Directory relative paths are resolved against. Default: the process's working directory. */
+  cwd?: string;
+  /** Clock for ages (`2m ago`) and deploy polling. Default: the system clock. */
+  clock?: Clock;
+}
+
+/** Handed to every command's registration function. */
+export interface CliContext {
+  readonly io: CliIo;
+  readonly clock: Clock;
+  /** Writes to stdout. */
+  out(text: string): void;
+  /** Writes to stderr. */
+  err(text: string): void;
+  /**
+   * The API client for the configured coordinator, made on first use (so `hangar --help` and
+   * input errors need no credentials). Throws with a sentence on how to log in when there are none.
+   */
+  client(): Promise<ApiClient>;
+  /** Closes the client if one was made. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Builds the context of one CLI run. */
+export function createContext(io: CliIo): CliContext {
+  const clock = io.clock ?? systemClock;
+  let client: Promise<ApiClient> | undefined;
+  return {
+    io,
+    clock,
+    out: (text) => void io.stdout.write(text),
+    err: (text) => void io.stderr.write(text),
+    client() {
+      client ??= resolveCredentials(io.env).then((credentials) => new ApiClient(credentials));
+      return client;
+    },
+    async close() {
+      if (!client) return;
+      const made = client;
+      client = undefined;
+      try {
+        await (await made).close();
+      } catch {
+        // No client was made (bad credentials): nothing to close.
+      }
+    },
+  };
+}
+
+/** Options every app-scoped command has. */
+export interface AppOptions {
+  app?: string;
+}
+
+/** Adds `-a, --app <app>` to a command. */
+export function withAppOption(command: Command): Command {
+  return command.option('-a, --app <app>', 'the app (default: $HANGAR_APP)');
+}
+
+/** The app a command is about: `-a/--app`, else HANGAR_APP; a usage error (exit 2) when neither. */
+export function resolveApp(command: Command, ctx: CliContext): string {
+  const { app } = command.opts<AppOptions>();
+  const name = app ?? ctx.io.env.HANGAR_APP;
+  if (!name) {
+    return usageError(command, 'No app given: pass -a APP or set HANGAR_APP (`hangar apps` lists your apps)');
+  }
+  return name;
+}
+
+/**
+ * Runs an input parser at the edge: a `BAD_INPUT` {@link HangarError} it throws becomes a usage
+ * error printed as `error: <message>` with exit code 2, before any request is sent.
+ */
+export function atEdge<T>(command: Command, parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    if (isHangarError(err, 'BAD_INPUT')) return usageError(command, err.message);
+    throw err;
+  }
+}
+
+/**
+ * Prints `error: <message>` and ends the run with exit code 2, as commander's own usage errors do
+ * (but without the `--help` hint: these messages already say what to do).
+ */
+export function usageError(command: Command, message: string): never {
+  const { writeErr } = command.configureOutput();
+  if (!writeErr) command.error(`error: ${message}`, { exitCode: 2, code: 'hangar.usage' });
+  writeErr(`error: ${message}\n`);
+  throw new CommanderError(2, 'hangar.usage', message);
+}
+
+/** Pauses between polls on the context's clock. */
+export function pause(ctx: CliContext, ms: number): Promise<void> {
+  return sleep(ms, ctx.clock);
+}
+
+/** A `BAD_INPUT` error, for parsers used with {@link atEdge}. */
+export function badInput(message: string): HangarError {
+  return new HangarError('BAD_INPUT', message);
+}

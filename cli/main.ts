@@ -1,0 +1,110 @@
+/**
+ * The `hangar` command: a thin layer over {@link ApiClient} (user commands) and, registered by
+ * the server side through {@link buildProgram}'s `extraCommands`, `coordinator`, `agent` and `dev`.
+ *
+ * {@link main} is the only place that reads `process`; everything else gets a {@link CliIo}.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { isHangarError } from '../common/errors.js';
+import { registerAgentsCommands } from './commands/agents.js';
+import { registerAppsCommands } from './commands/apps.js';
+import { registerConfigCommands } from './commands/config.js';
+import { createContext, type CliContext, type CliIo } from './commands/context.js';
+import { registerDeployCommands } from './commands/deploy.js';
+import { registerLoginCommands } from './commands/login.js';
+import { registerPsCommands } from './commands/ps.js';
+import { registerReleasesCommands } from './commands/releases.js';
+
+export type { CliContext, CliIo } from './commands/context.js';
+
+/**
+ * Adds commands to the program, e.g. `coordinator`, `agent`, `dev`. Add them with
+ * `program.command(NAME)` so they inherit the output, exit handling and help settings. An action
+ * that fails throws (a {@link HangarError} with a sentence saying what to do); `main` prints it as
+ * `error: <message>` and returns 1. A long-running action resolves when it has shut down.
+ */
+export type ExtraCommands = (program: Command, ctx: CliContext) => void;
+
+/**
+ * Builds the `hangar` commander program: every user command of the DESIGN.md contract, then
+ * `extraCommands`. Output goes to `io`; errors throw {@link CommanderError} (exitOverride) instead
+ * of exiting. Parse with `program.parseAsync(argv)`; {@link main} does that and maps the outcome
+ * to an exit code.
+ *
+ * @param ctx The run's context; made from `io` when omitted. Pass one to close its client after.
+ */
+export function buildProgram(io: CliIo, extraCommands?: ExtraCommands, ctx: CliContext = createContext(io)): Command {
+  const program = new Command('hangar')
+    .description('Heroku\'s workflow on your own servers: deploy, scale and watch Django apps')
+    .version(readVersion(), '-v, --version', 'print the version')
+    .exitOverride()
+    .configureOutput({
+      writeOut: (text) => void io.stdout.write(text),
+      writeErr: (text) => void io.stderr.write(text),
+    })
+    .showHelpAfterError('(add --help for usage)')
+    .showSuggestionAfterError()
+    .addHelpText(
+      'after',
+      '\nConnection: HANGAR_URL and HANGAR_TOKEN, else the credentials saved by `hangar login`.\n' +
+        'App: -a/--app, else HANGAR_APP.\n',
+    );
+
+  registerAgentsCommands(program, ctx);
+  registerAppsCommands(program, ctx);
+  registerDeployCommands(program, ctx);
+  registerReleasesCommands(program, ctx);
+  registerPsCommands(program, ctx);
+  registerConfigCommands(program, ctx);
+  registerLoginCommands(program, ctx);
+  extraCommands?.(program, ctx);
+  return program;
+}
+
+/**
+ * Runs the `hangar` command and returns its exit code: 0 on success, 1 when a command failed
+ * (`error: <message>` on stderr), 2 on a usage error (bad arguments or input, nothing sent).
+ * Never calls `process.exit`.
+ *
+ * @param argv Like `process.argv`: node, script, then the arguments.
+ * @param io Where output goes and which environment to read. Default: the process's.
+ * @param extraCommands Registers more commands (the server side's `coordinator`, `agent`, `dev`).
+ */
+export async function main(argv: string[], io: CliIo = processIo(), extraCommands?: ExtraCommands): Promise<number> {
+  const ctx = createContext(io);
+  const program = buildProgram(io, extraCommands, ctx);
+  try {
+    await program.parseAsync(argv, { from: 'node' });
+    return 0;
+  } catch (err) {
+    // Commander already printed its message (help, version, or `error: ...`).
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    io.stderr.write(`error: ${messageFor(err)}\n`);
+    if (io.env.HANGAR_DEBUG && err instanceof Error && err.stack) io.stderr.write(`${err.stack}\n`);
+    return 1;
+  } finally {
+    await ctx.close();
+  }
+}
+
+function messageFor(err: unknown): string {
+  if (isHangarError(err, 'UNAUTHORIZED') && !err.message.includes('hangar login')) {
+    return `${err.message}; check HANGAR_TOKEN, or log in again with \`hangar login --url URL --token TOKEN\``;
+  }
+  return err instanceof Error ? err.message : String(err);
+}
+
+function processIo(): CliIo {
+  return { stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd() };
+}
+
+function readVersion(): string {
+  try {
+    // dist/cli/main.js -> the package root.
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
