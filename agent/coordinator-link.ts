@@ -59,7 +59,7 @@ export class CoordinatorLink {
       'grpc.keepalive_timeout_ms': 10_000,
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
-    }) as unknown as AgentServiceClient;
+    });
   }
 
   get state(): LinkState {

@@ -157,7 +157,7 @@ export class Reconciler {
     );
     const wanted = new Map(state.instances.map((s) => [s.key, s]));
     for (const [key, entry] of this.#entries) {
-      if (!wanted.has(key) && entry.phase !== 'stopping') this.#stop(entry);
+      if (!wanted.has(key) && entry.phase !== 'stopping') void this.#stop(entry);
     }
     const now = this.#o.clock.now();
     for (const spec of state.instances) {

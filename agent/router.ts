@@ -592,7 +592,7 @@ export class Router {
       let upstream: Dispatcher.ResponseData;
       try {
         upstream = await backend.pool.request({
-          method: ex.method as Dispatcher.HttpMethod,
+          method: ex.method,
           path: ex.path,
           headers: ex.headers,
           body: ex.hasBody ? ex.req : null,

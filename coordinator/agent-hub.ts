@@ -248,7 +248,7 @@ export class AgentHub {
     }
     const stream = createReadStream(path, { highWaterMark: 256 * 1024 });
     stream.on('data', (chunk) => {
-      if (!call.write({ data: chunk as Buffer })) {
+      if (!call.write({ data: chunk })) {
         stream.pause();
         call.once('drain', () => stream.resume());
       }

@@ -222,7 +222,7 @@ export function buildApi(o: ApiOptions) {
       throw new HangarError('ROLLOUT_IN_PROGRESS', `A deploy of ${name} is in progress; wait for it to finish (hangar releases -a ${name}) and try again.`);
     }
     const body = request.body as Readable | undefined;
-    if (!body || typeof (body as Readable).pipe !== 'function') {
+    if (!body || typeof (body).pipe !== 'function') {
       throw new HangarError('UNSUPPORTED_MEDIA_TYPE', 'Send the gzipped tar of your source with Content-Type: application/gzip (hangar deploy does).');
     }
     const { sha256, path, size } = await receiveUpload(body, o.artifactDir, o.maxUploadBytes);

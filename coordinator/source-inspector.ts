@@ -97,7 +97,10 @@ export async function inspectSource(tarGzPath: string, options: InspectSourceOpt
     const procfile = parseProcfile(procfileText);
     const types = processTypes(procfile);
     if (types.length === 0) {
-      throw new HangarError('BAD_INPUT', 'The Procfile declares only a release command; add a process to run, such as "web: gunicorn mysite.wsgi".');
+      throw new HangarError(
+        'BAD_INPUT',
+        'The Procfile declares only a release command; add a process to run, such as "web: gunicorn mysite.wsgi".',
+      );
     }
     return { procfile, processTypes: types, releaseCommand: releaseCommand(procfile), appJson, framework: 'procfile', djangoProject };
   }
@@ -113,10 +116,7 @@ export async function inspectSource(tarGzPath: string, options: InspectSourceOpt
     return { procfile, processTypes: ['web'], releaseCommand: null, appJson, framework: 'django', djangoProject };
   }
 
-  const hint =
-    nested.size > 0
-      ? ` (found ${[...nested].sort().join(', ')}: deploy from inside that directory)`
-      : '';
+  const hint = nested.size > 0 ? ` (found ${[...nested].sort().join(', ')}: deploy from inside that directory)` : '';
   throw new HangarError(
     'BAD_INPUT',
     `No Procfile and no Django project (manage.py + wsgi.py) found${hint}; add a Procfile with a line such as "web: gunicorn mysite.wsgi --bind 0.0.0.0:$PORT" at the root of the directory you deploy.`,
@@ -127,7 +127,10 @@ function readManifest(collected: Map<string, Collected>, name: string): string |
   const file = collected.get(name);
   if (file === undefined) return null;
   if (file.type !== 'File' && file.type !== 'OldFile' && file.type !== 'ContiguousFile') {
-    throw new HangarError('BAD_INPUT', `${name} must be a regular file, not a ${file.type === 'Directory' ? 'directory' : 'link'}; replace it with the file itself.`);
+    throw new HangarError(
+      'BAD_INPUT',
+      `${name} must be a regular file, not a ${file.type === 'Directory' ? 'directory' : 'link'}; replace it with the file itself.`,
+    );
   }
   if (file.bytes > MAX_MANIFEST_BYTES) {
     throw new HangarError('BAD_INPUT', `${name} is larger than ${MAX_MANIFEST_BYTES / 1024} KiB; it should be a few lines.`);

@@ -109,9 +109,9 @@ export function atEdge<T>(command: Command, parse: () => T): T {
  * (but without the `--help` hint: these messages already say what to do).
  */
 export function usageError(command: Command, message: string): never {
-  const { writeErr } = command.configureOutput();
-  if (!writeErr) command.error(`error: ${message}`, { exitCode: 2, code: 'hangar.usage' });
-  writeErr(`error: ${message}\n`);
+  const output = command.configureOutput();
+  if (!output.writeErr) command.error(`error: ${message}`, { exitCode: 2, code: 'hangar.usage' });
+  output.writeErr(`error: ${message}\n`);
   throw new CommanderError(2, 'hangar.usage', message);
 }
 
