@@ -8,7 +8,7 @@ import { HANGAR_VERSION } from '../common/version.js';
 import type { DesiredState__Output } from '../proto/loader.js';
 import { ArtifactStore } from './artifact-store.js';
 import type { BackoffOptions } from './backoff.js';
-import { buildRelease } from './builder.js';
+import { VenvBuilds, buildRelease, type BuildOptions } from './builder.js';
 import { CoordinatorLink } from './coordinator-link.js';
 import { Reconciler } from './reconciler.js';
 import { Router } from './router.js';
@@ -94,6 +94,9 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     if (!link) throw new Error('not connected');
     return link.fetchArtifact(sha);
   });
+  // Builds of one virtualenv are shared between the instances and tasks that need it at once.
+  const venvBuilds = new VenvBuilds();
+  const build = (options: BuildOptions) => buildRelease({ ...options, venvBuilds });
   let appliedGeneration = 0;
   const sendHeartbeat = () => link?.send({ heartbeat: { generation: appliedGeneration, instances: reconciler.statuses() } });
 
@@ -101,7 +104,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     instancesDir: join(c.dataDir, 'instances'),
     router,
     artifacts,
-    build: buildRelease,
+    build,
     buildDataDir: c.dataDir,
     ...(c.python ? { python: c.python } : {}),
     ...(deps.backoff ? { backoff: deps.backoff } : {}),
@@ -114,7 +117,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const tasks = new TaskRunner({
     dir: join(c.dataDir, 'tasks'),
     artifacts,
-    build: buildRelease,
+    build,
     buildDataDir: c.dataDir,
     ...(c.python ? { python: c.python } : {}),
     logger,
