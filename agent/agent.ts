@@ -35,7 +35,11 @@ export const agentConfigSchema = z
     name: z
       .string()
       .regex(/^[a-z0-9][a-z0-9.-]{0,62}$/i, 'must be letters, digits, dots and dashes')
-      .default(() => hostname().toLowerCase().replace(/[^a-z0-9.-]/g, '-')),
+      .default(() =>
+        hostname()
+          .toLowerCase()
+          .replace(/[^a-z0-9.-]/g, '-'),
+      ),
     /** Port of the HTTP router. Default 80; 0 picks a free one. */
     routerPort: z.number().int().min(0).max(65535).default(80),
     /** Address the router listens on. Default 0.0.0.0. */

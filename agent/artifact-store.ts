@@ -55,14 +55,21 @@ export class ArtifactStore {
       await pipeline(this.#source(sha256), hasher, createWriteStream(tmp, { mode: 0o600 }));
       const actual = hash.digest('hex');
       if (actual !== sha256) {
-        throw new HangarError('BUILD_FAILED', `Artifact ${sha256.slice(0, 12)} arrived corrupted (sha256 ${actual.slice(0, 12)}); it will be fetched again.`);
+        throw new HangarError(
+          'BUILD_FAILED',
+          `Artifact ${sha256.slice(0, 12)} arrived corrupted (sha256 ${actual.slice(0, 12)}); it will be fetched again.`,
+        );
       }
       await rename(tmp, path);
       return path;
     } catch (err) {
       await rm(tmp, { force: true });
       if (err instanceof HangarError) throw err;
-      throw new HangarError('BUILD_FAILED', `Could not fetch artifact ${sha256.slice(0, 12)} from the coordinator: ${(err as Error).message}`, { cause: err });
+      throw new HangarError(
+        'BUILD_FAILED',
+        `Could not fetch artifact ${sha256.slice(0, 12)} from the coordinator: ${(err as Error).message}`,
+        { cause: err },
+      );
     }
   }
 }

@@ -27,7 +27,10 @@ export function parseProcStat(text: string): ProcStat | null {
   const close = text.lastIndexOf(')');
   if (open < 0 || close < open) return null;
   const pid = Number(text.slice(0, open).trim());
-  const rest = text.slice(close + 2).trim().split(/\s+/);
+  const rest = text
+    .slice(close + 2)
+    .trim()
+    .split(/\s+/);
   // rest[0] is field 3, so field N is rest[N - 3].
   const state = rest[0];
   const numbers = [rest[1], rest[2], rest[3], rest[19]].map((field) => Number(field));

@@ -306,8 +306,7 @@ export class Reconciler {
     if (this.#o.uid !== undefined) options.uid = this.#o.uid;
     if (this.#o.gid !== undefined) options.gid = this.#o.gid;
     if (isWeb && spec) {
-      options.healthCheck = () =>
-        httpHealthCheck({ port: meta.port, path: spec.healthPath || '/', host: spec.domain, timeoutMs: 2000 });
+      options.healthCheck = () => httpHealthCheck({ port: meta.port, path: spec.healthPath || '/', host: spec.domain, timeoutMs: 2000 });
     }
     return options;
   }

@@ -12,13 +12,7 @@ import { Pool, type Dispatcher } from 'undici';
 import type { Logger } from '../common/logger.js';
 import { systemClock, sleep, type Clock, type ClockTimer } from '../common/clock.js';
 import { HangarError, describeError } from '../common/errors.js';
-import {
-  acceptableRequestId,
-  forwardRequestHeaders,
-  forwardResponseHeaders,
-  hasRequestBody,
-  hostnameOf,
-} from './http-headers.js';
+import { acceptableRequestId, forwardRequestHeaders, forwardResponseHeaders, hasRequestBody, hostnameOf } from './http-headers.js';
 
 /** One web instance the router may send requests to. */
 export interface Backend {
@@ -257,7 +251,13 @@ export class Router {
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => {
         this.#state = 'closed';
-        reject(new HangarError('CONFLICT', `The router cannot listen on port ${this.#options.port}: ${err.message}. Choose another --router-port.`, { cause: err }));
+        reject(
+          new HangarError(
+            'CONFLICT',
+            `The router cannot listen on port ${this.#options.port}: ${err.message}. Choose another --router-port.`,
+            { cause: err },
+          ),
+        );
       };
       server.once('error', onError);
       server.listen(this.#options.port, this.#options.host ?? '0.0.0.0', () => {
@@ -431,11 +431,7 @@ export class Router {
   #pick(entry: AppEntry, avoid?: BackendState): BackendState | undefined {
     const open = entry.backends.filter((b) => !b.draining && !b.retired);
     const now = this.#clock.now();
-    const tiers = [
-      open.filter((b) => b !== avoid && now - b.lastFailureAt >= FAILURE_COOLDOWN_MS),
-      open.filter((b) => b !== avoid),
-      open,
-    ];
+    const tiers = [open.filter((b) => b !== avoid && now - b.lastFailureAt >= FAILURE_COOLDOWN_MS), open.filter((b) => b !== avoid), open];
     const candidates = tiers.find((t) => t.length > 0);
     if (candidates === undefined) return undefined;
     const start = entry.cursor++ % candidates.length;
@@ -493,8 +489,16 @@ export class Router {
     let failure: RouteFailure | undefined;
     const finish = (): void => {
       const entry: AccessEntry = {
-        ts, app, method, path, status, durationMs: Math.round((performance.now() - t0) * 1000) / 1000,
-        instanceKey, bytes: ex.bytes, requestId, attempts,
+        ts,
+        app,
+        method,
+        path,
+        status,
+        durationMs: Math.round((performance.now() - t0) * 1000) / 1000,
+        instanceKey,
+        bytes: ex.bytes,
+        requestId,
+        attempts,
       };
       if (failure !== undefined) entry.failure = failure;
       try {
@@ -508,7 +512,12 @@ export class Router {
     if (entry === undefined) {
       status = 404;
       failure = 'NO_APP';
-      this.#reply(res, 404, `No app is served at ${truncate(hostname ?? '(no Host header)')} by this Hangar router. Check the domain, or run \`hangar apps\` to see the apps.\n`, ex);
+      this.#reply(
+        res,
+        404,
+        `No app is served at ${truncate(hostname ?? '(no Host header)')} by this Hangar router. Check the domain, or run \`hangar apps\` to see the apps.\n`,
+        ex,
+      );
       return finish();
     }
     app = entry.app;
@@ -517,7 +526,12 @@ export class Router {
     if (first === undefined) {
       status = 503;
       failure = 'NO_BACKENDS';
-      this.#reply(res, 503, `No web processes running for app "${app}". Check them with \`hangar ps -a ${app}\`, or start one with \`hangar scale web=1 -a ${app}\`.\n`, ex);
+      this.#reply(
+        res,
+        503,
+        `No web processes running for app "${app}". Check them with \`hangar ps -a ${app}\`, or start one with \`hangar scale web=1 -a ${app}\`.\n`,
+        ex,
+      );
       return finish();
     }
 
@@ -544,7 +558,12 @@ export class Router {
           this.#log.warn({ ...ctx, timeoutMs: this.#requestTimeoutMs }, 'instance sent no response in time');
           status = 504;
           failure = 'BACKEND_TIMEOUT';
-          this.#reply(res, 504, `The app "${app}" did not respond within ${Math.round(this.#requestTimeoutMs / 1000)} s. Look for slow requests with \`hangar logs -a ${app}\`.\n`, ex);
+          this.#reply(
+            res,
+            504,
+            `The app "${app}" did not respond within ${Math.round(this.#requestTimeoutMs / 1000)} s. Look for slow requests with \`hangar logs -a ${app}\`.\n`,
+            ex,
+          );
           return finish();
         case 'error':
           this.#log.warn({ ...ctx, err: describeError(outcome.err), code: errorCode(outcome.err) }, 'forwarding to instance failed');
@@ -555,7 +574,10 @@ export class Router {
         case 'unreachable': {
           backend.lastFailureAt = this.#clock.now();
           const canRetry = retryable && attempts === 1 && !ex.clientGone;
-          this.#log.warn({ ...ctx, err: describeError(outcome.err), code: errorCode(outcome.err), retry: canRetry }, 'instance unreachable');
+          this.#log.warn(
+            { ...ctx, err: describeError(outcome.err), code: errorCode(outcome.err), retry: canRetry },
+            'instance unreachable',
+          );
           if (canRetry) {
             const failed: BackendState = backend;
             // Re-read the table: the router may have learnt of the instance's death meanwhile.
@@ -578,7 +600,12 @@ export class Router {
           }
           status = 502;
           failure = 'BACKEND_UNREACHABLE';
-          this.#reply(res, 502, `The app "${app}" could not be reached (its web process refused or dropped the connection). Check \`hangar ps -a ${app}\` and \`hangar logs -a ${app}\`.\n`, ex);
+          this.#reply(
+            res,
+            502,
+            `The app "${app}" could not be reached (its web process refused or dropped the connection). Check \`hangar ps -a ${app}\` and \`hangar logs -a ${app}\`.\n`,
+            ex,
+          );
           return finish();
         }
       }
@@ -612,12 +639,16 @@ export class Router {
       }
       ex.res.writeHead(status, forwardResponseHeaders(upstream.headers, ex.requestId));
       try {
-        await pipeline(upstream.body, async function* count(source: AsyncIterable<Buffer>) {
-          for await (const chunk of source) {
-            ex.bytes += chunk.length;
-            yield chunk;
-          }
-        }, ex.res);
+        await pipeline(
+          upstream.body,
+          async function* count(source: AsyncIterable<Buffer>) {
+            for await (const chunk of source) {
+              ex.bytes += chunk.length;
+              yield chunk;
+            }
+          },
+          ex.res,
+        );
         return { kind: 'done', status };
       } catch (err) {
         // Headers are gone: cutting the connection is the only way to tell the client it is truncated.

@@ -367,10 +367,11 @@ export class Supervisor {
   #awaitReadiness(run: Run): void {
     if (this.#options.healthCheck === undefined) {
       run.settleTimer = this.#clock.setTimeout(
-        () => this.#guard(() => {
-          run.settleTimer = null;
-          if (this.#isCurrent(run) && this.#state === 'starting') this.#becomeUp(run);
-        }),
+        () =>
+          this.#guard(() => {
+            run.settleTimer = null;
+            if (this.#isCurrent(run) && this.#state === 'starting') this.#becomeUp(run);
+          }),
         this.#settleMs,
       );
     } else {
@@ -410,12 +411,13 @@ export class Supervisor {
 
   #pollAdopted(run: Run): void {
     run.pollTimer = this.#clock.setTimeout(
-      () => this.#guard(() => {
-        run.pollTimer = null;
-        if (run.exit !== null || !this.#isCurrent(run)) return;
-        if (isProcessRunning(run.pid, run.startTime ?? undefined)) this.#pollAdopted(run);
-        else this.#onLeaderExit(run, null, null);
-      }),
+      () =>
+        this.#guard(() => {
+          run.pollTimer = null;
+          if (run.exit !== null || !this.#isCurrent(run)) return;
+          if (isProcessRunning(run.pid, run.startTime ?? undefined)) this.#pollAdopted(run);
+          else this.#onLeaderExit(run, null, null);
+        }),
       this.#adoptPollMs,
     );
   }
@@ -460,12 +462,13 @@ export class Supervisor {
     }
     this.#emit({ type: 'restarting', delayMs: decision.delayMs, attempt: decision.attempt });
     this.#restartTimer = this.#clock.setTimeout(
-      () => this.#guard(() => {
-        this.#restartTimer = null;
-        if (this.#state !== 'crashed' || this.#detached) return;
-        this.#restarts += 1;
-        this.#launch();
-      }),
+      () =>
+        this.#guard(() => {
+          this.#restartTimer = null;
+          if (this.#state !== 'crashed' || this.#detached) return;
+          this.#restarts += 1;
+          this.#launch();
+        }),
       decision.delayMs,
     );
   }

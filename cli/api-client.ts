@@ -7,15 +7,7 @@
  * a coordinator that cannot be reached is `UNREACHABLE`. The token never appears in any of them.
  */
 import { Agent, request, type Dispatcher } from 'undici';
-import type {
-  AgentView,
-  AppView,
-  DeployView,
-  ErrorBody,
-  HealthView,
-  PsRow,
-  ReleaseView,
-} from '../common/api-types.js';
+import type { AgentView, AppView, DeployView, ErrorBody, HealthView, PsRow, ReleaseView } from '../common/api-types.js';
 import { HangarError, type ErrorCode } from '../common/errors.js';
 
 /** Options of {@link ApiClient}. */
@@ -278,7 +270,8 @@ export class ApiClient {
       // The server's code is kept as sent: it comes from the same table in common/errors.ts.
       return new HangarError(json.code as ErrorCode, json.message, { details: json.details });
     }
-    const code: ErrorCode = status === 401 ? 'UNAUTHORIZED' : status === 404 ? 'NOT_FOUND' : status === 413 ? 'PAYLOAD_TOO_LARGE' : 'INTERNAL';
+    const code: ErrorCode =
+      status === 401 ? 'UNAUTHORIZED' : status === 404 ? 'NOT_FOUND' : status === 413 ? 'PAYLOAD_TOO_LARGE' : 'INTERNAL';
     return new HangarError(
       code,
       `${method} ${path} answered HTTP ${status} without a Hangar error body; check that ${this.url} is the coordinator's HTTP API`,

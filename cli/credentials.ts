@@ -35,7 +35,7 @@ export interface ResolvedCredentials extends Credentials {
 /** What to tell someone who has no credentials at all. */
 export const LOGIN_HINT =
   'run `hangar login --url URL --token TOKEN`, or set HANGAR_URL and HANGAR_TOKEN ' +
-  '(`hangar dev` and the coordinator\'s first start print both)';
+  "(`hangar dev` and the coordinator's first start print both)";
 
 const TOKEN_PATTERN = /^[\x21-\x7e]+$/;
 
@@ -115,9 +115,13 @@ export async function readCredentials(path: string): Promise<Credentials | null>
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw new HangarError('BAD_INPUT', `The credentials file ${path} is not JSON; log in again with \`hangar login --url URL --token TOKEN\``, {
-      cause: err,
-    });
+    throw new HangarError(
+      'BAD_INPUT',
+      `The credentials file ${path} is not JSON; log in again with \`hangar login --url URL --token TOKEN\``,
+      {
+        cause: err,
+      },
+    );
   }
   const parsed = credentialsFileSchema.safeParse(json);
   if (!parsed.success) {
@@ -182,7 +186,11 @@ export async function resolveCredentials(env: Env): Promise<ResolvedCredentials>
         `${set} is set but ${unset} is not; set both, or unset ${set} to use the credentials from \`hangar login\``,
       );
     }
-    return { url: withSource('HANGAR_URL', () => parseCoordinatorUrl(url)), token: withSource('HANGAR_TOKEN', () => parseToken(token)), source: 'env' };
+    return {
+      url: withSource('HANGAR_URL', () => parseCoordinatorUrl(url)),
+      token: withSource('HANGAR_TOKEN', () => parseToken(token)),
+      source: 'env',
+    };
   }
   const path = credentialsPath(env);
   const stored = await readCredentials(path);

@@ -36,7 +36,7 @@ export type ExtraCommands = (program: Command, ctx: CliContext) => void;
  */
 export function buildProgram(io: CliIo, extraCommands?: ExtraCommands, ctx: CliContext = createContext(io)): Command {
   const program = new Command('hangar')
-    .description('Heroku\'s workflow on your own servers: deploy, scale and watch Django apps')
+    .description("Heroku's workflow on your own servers: deploy, scale and watch Django apps")
     .version(readVersion(), '-v, --version', 'print the version')
     .exitOverride()
     .configureOutput({
@@ -47,8 +47,7 @@ export function buildProgram(io: CliIo, extraCommands?: ExtraCommands, ctx: CliC
     .showSuggestionAfterError()
     .addHelpText(
       'after',
-      '\nConnection: HANGAR_URL and HANGAR_TOKEN, else the credentials saved by `hangar login`.\n' +
-        'App: -a/--app, else HANGAR_APP.\n',
+      '\nConnection: HANGAR_URL and HANGAR_TOKEN, else the credentials saved by `hangar login`.\n' + 'App: -a/--app, else HANGAR_APP.\n',
     );
 
   registerAgentsCommands(program, ctx);

@@ -108,9 +108,13 @@ export async function createSourceArchive(dir: string): Promise<SourceArchive> {
   try {
     info = await stat(dir);
   } catch (err) {
-    throw new HangarError('BAD_INPUT', `Cannot read ${dir}: ${(err as Error).message}; pass your app's folder: \`hangar deploy PATH -a APP\``, {
-      cause: err,
-    });
+    throw new HangarError(
+      'BAD_INPUT',
+      `Cannot read ${dir}: ${(err as Error).message}; pass your app's folder: \`hangar deploy PATH -a APP\``,
+      {
+        cause: err,
+      },
+    );
   }
   if (!info.isDirectory()) {
     throw new HangarError('BAD_INPUT', `${dir} is not a directory; pass your app's folder: \`hangar deploy PATH -a APP\``);

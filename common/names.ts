@@ -6,9 +6,7 @@ export const appNameSchema = z
   .regex(/^[a-z][a-z0-9-]{1,29}$/, 'must be 2–30 lowercase letters, digits or dashes, starting with a letter');
 
 /** Procfile process types. */
-export const processTypeSchema = z
-  .string()
-  .regex(/^[A-Za-z0-9_-]{1,63}$/, 'must be letters, digits, dashes or underscores (at most 63)');
+export const processTypeSchema = z.string().regex(/^[A-Za-z0-9_-]{1,63}$/, 'must be letters, digits, dashes or underscores (at most 63)');
 
 /** Config var names: what a POSIX shell accepts. */
 export const configKeySchema = z

@@ -47,7 +47,12 @@ const formationBody = z
   .strict();
 const rollbackBody = z.object({ rollback: z.number().int().positive().optional() }).strict();
 const restartBody = z
-  .object({ target: z.string().regex(/^[A-Za-z0-9_-]{1,63}(\.[0-9]{1,4})?$/, 'must be a process type (web) or an instance (web.1)').optional() })
+  .object({
+    target: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,63}(\.[0-9]{1,4})?$/, 'must be a process type (web) or an instance (web.1)')
+      .optional(),
+  })
   .strict();
 const destroyQuery = z.object({ confirm: z.string().optional() }).strict();
 const afterQuery = z.object({ after: z.coerce.number().int().min(0).default(0) }).strict();
@@ -190,7 +195,10 @@ export function buildApi(o: ApiOptions) {
       const row = o.store.requireApp(name);
       const active = o.rollouts.activeDeploy(name);
       if (active && row.currentRelease !== null) {
-        throw new HangarError('ROLLOUT_IN_PROGRESS', `A deploy of ${name} is in progress; change config once it finished (hangar releases -a ${name}).`);
+        throw new HangarError(
+          'ROLLOUT_IN_PROGRESS',
+          `A deploy of ${name} is in progress; change config once it finished (hangar releases -a ${name}).`,
+        );
       }
       o.store.patchConfig(name, patch);
       const config = o.store.getConfig(name);
@@ -219,11 +227,17 @@ export function buildApi(o: ApiOptions) {
     o.store.requireApp(name);
     const active = o.rollouts.activeDeploy(name);
     if (active) {
-      throw new HangarError('ROLLOUT_IN_PROGRESS', `A deploy of ${name} is in progress; wait for it to finish (hangar releases -a ${name}) and try again.`);
+      throw new HangarError(
+        'ROLLOUT_IN_PROGRESS',
+        `A deploy of ${name} is in progress; wait for it to finish (hangar releases -a ${name}) and try again.`,
+      );
     }
     const body = request.body as Readable | undefined;
-    if (!body || typeof (body).pipe !== 'function') {
-      throw new HangarError('UNSUPPORTED_MEDIA_TYPE', 'Send the gzipped tar of your source with Content-Type: application/gzip (hangar deploy does).');
+    if (!body || typeof body.pipe !== 'function') {
+      throw new HangarError(
+        'UNSUPPORTED_MEDIA_TYPE',
+        'Send the gzipped tar of your source with Content-Type: application/gzip (hangar deploy does).',
+      );
     }
     const { sha256, path, size } = await receiveUpload(body, o.artifactDir, o.maxUploadBytes);
     try {
@@ -349,11 +363,7 @@ export function buildApi(o: ApiOptions) {
 }
 
 /** Streams an upload to a temporary file while hashing it; enforces the size limit. */
-async function receiveUpload(
-  body: Readable,
-  dir: string,
-  maxBytes: number,
-): Promise<{ sha256: string; path: string; size: number }> {
+async function receiveUpload(body: Readable, dir: string, maxBytes: number): Promise<{ sha256: string; path: string; size: number }> {
   await mkdir(dir, { recursive: true });
   const path = join(dir, `.upload-${randomUUID()}`);
   const hash = createHash('sha256');
@@ -362,7 +372,12 @@ async function receiveUpload(
     transform(chunk: Buffer, _encoding, callback) {
       size += chunk.length;
       if (size > maxBytes) {
-        callback(new HangarError('PAYLOAD_TOO_LARGE', `The upload is larger than ${Math.round(maxBytes / 1048576)} MiB; leave build output and data out of it (.hangarignore).`));
+        callback(
+          new HangarError(
+            'PAYLOAD_TOO_LARGE',
+            `The upload is larger than ${Math.round(maxBytes / 1048576)} MiB; leave build output and data out of it (.hangarignore).`,
+          ),
+        );
         return;
       }
       hash.update(chunk);

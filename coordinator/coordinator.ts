@@ -26,7 +26,10 @@ export const coordinatorConfigSchema = z
     /** Address the gRPC server listens on. Default 0.0.0.0. */
     grpcHost: z.string().default('0.0.0.0'),
     /** Apps are served at APP.<domain>. Default `localhost`. */
-    domain: z.string().regex(/^[a-z0-9.-]+$/i).default('localhost'),
+    domain: z
+      .string()
+      .regex(/^[a-z0-9.-]+$/i)
+      .default('localhost'),
     /** How often agents send heartbeats, ms. Default 2000. */
     heartbeatIntervalMs: z.number().int().positive().default(2000),
     /** New instances must be healthy within this, or the release is rolled back, ms. Default 120 s. */
@@ -40,7 +43,11 @@ export const coordinatorConfigSchema = z
     /** An agent silent this long is `down`, ms. Default 15 s. */
     agentDownAfterMs: z.number().int().positive().default(15_000),
     /** Largest source upload, bytes. Default 512 MiB. */
-    maxUploadBytes: z.number().int().positive().default(512 * 1024 * 1024),
+    maxUploadBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(512 * 1024 * 1024),
     /** Period of the rollout/drain loop, ms. Default 250. */
     tickMs: z.number().int().positive().default(250),
   })

@@ -102,7 +102,7 @@ export class Fleet {
           since: Number(s.since) || this.#o.clock.now(),
           message: s.message,
         });
-        if (row.type === 'web' && (row.state === 'up') !== (state === 'up' ) ) routesChanged = true;
+        if (row.type === 'web' && (row.state === 'up') !== (state === 'up')) routesChanged = true;
         if (row.type === 'web' && state === 'up' && row.port !== (s.port || null)) routesChanged = true;
       }
     });
@@ -133,7 +133,11 @@ export class Fleet {
         const want = formation[type] ?? 0;
         const have = running.filter((i) => i.type === type).sort((a, b) => a.idx - b.idx);
         if (have.length < want) {
-          for (const idx of freeIndexes(have.map((i) => i.idx), want - have.length)) toAdd.push({ type, idx });
+          for (const idx of freeIndexes(
+            have.map((i) => i.idx),
+            want - have.length,
+          ))
+            toAdd.push({ type, idx });
         } else if (have.length > want) {
           toDrain.push(...have.slice(want));
         }

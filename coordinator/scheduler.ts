@@ -39,7 +39,10 @@ export function placeInstances(
 ): string[] {
   const candidates = agents.filter((a) => a.up);
   if (candidates.length === 0) {
-    throw new HangarError('NO_AGENTS', 'No agent is connected, so nothing can run; start one with `hangar agent --coordinator HOST:PORT --join-token TOKEN`.');
+    throw new HangarError(
+      'NO_AGENTS',
+      'No agent is connected, so nothing can run; start one with `hangar agent --coordinator HOST:PORT --join-token TOKEN`.',
+    );
   }
   const load = new Map(candidates.map((a) => [a.name, a.load]));
   const sameKind = new Map<string, number>();

@@ -240,7 +240,8 @@ export class Store {
   /** The app, or APP_NOT_FOUND. */
   requireApp(name: string): AppRow {
     const app = this.getApp(name);
-    if (!app) throw new HangarError('APP_NOT_FOUND', `No app named ${name}; see \`hangar apps\` or create it with \`hangar apps:create ${name}\`.`);
+    if (!app)
+      throw new HangarError('APP_NOT_FOUND', `No app named ${name}; see \`hangar apps\` or create it with \`hangar apps:create ${name}\`.`);
     return app;
   }
 
@@ -347,7 +348,20 @@ export class Store {
     this.#stmt(
       `INSERT INTO deploys (id, app, release, previous_release, status, error, error_code, task_agent, skip_release_phase, deadline, created_at, finished_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(d.id, d.app, d.release, d.previousRelease, d.status, d.error, d.errorCode, d.taskAgent, d.skipReleasePhase ? 1 : 0, d.deadline, d.createdAt, d.finishedAt);
+    ).run(
+      d.id,
+      d.app,
+      d.release,
+      d.previousRelease,
+      d.status,
+      d.error,
+      d.errorCode,
+      d.taskAgent,
+      d.skipReleasePhase ? 1 : 0,
+      d.deadline,
+      d.createdAt,
+      d.finishedAt,
+    );
   }
 
   getDeploy(id: string): DeployRow | null {
@@ -357,12 +371,17 @@ export class Store {
 
   /** Deploys not yet finished, oldest first. */
   activeDeploys(): DeployRow[] {
-    return (
-      this.#stmt("SELECT * FROM deploys WHERE status NOT IN ('succeeded', 'failed') ORDER BY created_at").all() as Row[]
-    ).map(deployFrom);
+    return (this.#stmt("SELECT * FROM deploys WHERE status NOT IN ('succeeded', 'failed') ORDER BY created_at").all() as Row[]).map(
+      deployFrom,
+    );
   }
 
-  updateDeploy(id: string, patch: Partial<Pick<DeployRow, 'status' | 'error' | 'errorCode' | 'taskAgent' | 'deadline' | 'finishedAt' | 'release' | 'previousRelease'>>): void {
+  updateDeploy(
+    id: string,
+    patch: Partial<
+      Pick<DeployRow, 'status' | 'error' | 'errorCode' | 'taskAgent' | 'deadline' | 'finishedAt' | 'release' | 'previousRelease'>
+    >,
+  ): void {
     const columns: Record<string, string> = {
       status: 'status',
       error: 'error',
@@ -388,9 +407,11 @@ export class Store {
   }
 
   deployLines(deployId: string, after: number, limit = 5000): DeployLineRow[] {
-    return this.#stmt(
-      'SELECT seq, ts, source, stream, line FROM deploy_lines WHERE deploy_id = ? AND seq > ? ORDER BY seq LIMIT ?',
-    ).all(deployId, after, limit) as DeployLineRow[];
+    return this.#stmt('SELECT seq, ts, source, stream, line FROM deploy_lines WHERE deploy_id = ? AND seq > ? ORDER BY seq LIMIT ?').all(
+      deployId,
+      after,
+      limit,
+    ) as DeployLineRow[];
   }
 
   // ---------------------------------------------------------------- agents
@@ -449,18 +470,20 @@ export class Store {
   ): InstanceRow | null {
     const before = this.getInstance(key);
     if (!before) return null;
-    this.#stmt(
-      'UPDATE instances SET state = ?, pid = ?, port = ?, restarts = ?, since = ?, message = ? WHERE key = ?',
-    ).run(s.state, s.pid, s.port, s.restarts, s.since, s.message, key);
+    this.#stmt('UPDATE instances SET state = ?, pid = ?, port = ?, restarts = ?, since = ?, message = ? WHERE key = ?').run(
+      s.state,
+      s.pid,
+      s.port,
+      s.restarts,
+      s.since,
+      s.message,
+      key,
+    );
     return before;
   }
 
   markDraining(key: string, generation: number, now: number): void {
-    this.#stmt("UPDATE instances SET desired = 'drain', drain_generation = ?, drain_started = ? WHERE key = ?").run(
-      generation,
-      now,
-      key,
-    );
+    this.#stmt("UPDATE instances SET desired = 'drain', drain_generation = ?, drain_started = ? WHERE key = ?").run(generation, now, key);
   }
 
   bumpRestart(key: string): void {

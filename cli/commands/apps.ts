@@ -32,7 +32,7 @@ export function registerAppsCommands(program: Command, ctx: CliContext): void {
   program
     .command('apps:create')
     .description('create an app')
-    .argument('<name>', 'the new app\'s name; its domain is NAME.<coordinator domain>')
+    .argument('<name>', "the new app's name; its domain is NAME.<coordinator domain>")
     .action(async (name: string) => {
       const app = await (await ctx.client()).createApp(name);
       ctx.out(`Creating ${app.name}... done\n`);
@@ -44,7 +44,7 @@ export function registerAppsCommands(program: Command, ctx: CliContext): void {
     .command('apps:destroy')
     .description('destroy an app with its releases, config and processes')
     .argument('<name>', 'the app to destroy')
-    .option('--confirm <name>', 'the app\'s name again, to confirm')
+    .option('--confirm <name>', "the app's name again, to confirm")
     .action(async (name: string, options: { confirm?: string }, command: Command) => {
       if (options.confirm !== name) {
         const got = options.confirm === undefined ? '' : ` (--confirm ${options.confirm} does not match)`;
@@ -58,7 +58,7 @@ export function registerAppsCommands(program: Command, ctx: CliContext): void {
     });
 
   withAppOption(program.command('apps:info'))
-    .description('show an app\'s domain, release and formation')
+    .description("show an app's domain, release and formation")
     .option('--json', 'print the API object')
     .action(async (options: JsonOptions, command: Command) => {
       const name = resolveApp(command, ctx);

@@ -53,9 +53,9 @@ export function parseConfigKeys(args: readonly string[]): string[] {
 /** Registers the config commands on `program`. */
 export function registerConfigCommands(program: Command, ctx: CliContext): void {
   withAppOption(program.command('config'))
-    .description('show the app\'s config vars')
+    .description("show the app's config vars")
     .addOption(new Option('--json', 'print the config as a JSON object').conflicts('shell'))
-    .option('--shell', 'print KEY=\'value\' lines for a shell or a .env file')
+    .option('--shell', "print KEY='value' lines for a shell or a .env file")
     .action(async (options: { json?: boolean; shell?: boolean }, command: Command) => {
       const app = resolveApp(command, ctx);
       const config = await (await ctx.client()).getConfig(app);
@@ -96,7 +96,7 @@ export function registerConfigCommands(program: Command, ctx: CliContext): void 
     });
 
   withAppOption(program.command('config:get'))
-    .description('print one config var\'s value')
+    .description("print one config var's value")
     .argument('<key>', 'the key')
     .action(async (key: string, _options: unknown, command: Command) => {
       const app = resolveApp(command, ctx);

@@ -102,7 +102,7 @@ export function timeoutOption(): Option {
 export function registerDeployCommands(program: Command, ctx: CliContext): void {
   withAppOption(program.command('deploy'))
     .description('upload DIR, build it, run the release phase and roll it out; exits 0 only when healthy')
-    .argument('[dir]', 'the app\'s source folder', '.')
+    .argument('[dir]', "the app's source folder", '.')
     .addOption(timeoutOption())
     .action(async (dir: string, options: { timeout: number }, command: Command) => {
       const app = resolveApp(command, ctx);

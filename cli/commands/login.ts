@@ -20,7 +20,7 @@ export function registerLoginCommands(program: Command, ctx: CliContext): void {
   program
     .command('login')
     .description('check a coordinator URL and token, and save them for the other commands')
-    .requiredOption('--url <url>', 'the coordinator\'s HTTP API, e.g. http://10.0.0.5:7080')
+    .requiredOption('--url <url>', "the coordinator's HTTP API, e.g. http://10.0.0.5:7080")
     .requiredOption('--token <token>', 'the admin token (DATA_DIR/admin-token on the coordinator)')
     .action(async (options: { url: string; token: string }, command: Command) => {
       const credentials = atEdge(command, () => ({ url: parseCoordinatorUrl(options.url), token: parseToken(options.token) }));

@@ -20,7 +20,7 @@ export function parseReleaseVersion(input: string): number {
 /** Registers `releases` and `rollback` on `program`. */
 export function registerReleasesCommands(program: Command, ctx: CliContext): void {
   withAppOption(program.command('releases'))
-    .description('list the app\'s releases, newest first')
+    .description("list the app's releases, newest first")
     .option('--json', 'print the API objects as a JSON array')
     .action(async (options: { json?: boolean }, command: Command) => {
       const app = resolveApp(command, ctx);

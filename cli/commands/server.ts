@@ -27,7 +27,8 @@ function untilSignal(): Promise<NodeJS.Signals> {
 
 function port(value: string, name: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new HangarError('BAD_INPUT', `${name} must be a port number (0-65535), not "${value}".`);
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw new HangarError('BAD_INPUT', `${name} must be a port number (0-65535), not "${value}".`);
   return n;
 }
 

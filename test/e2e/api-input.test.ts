@@ -11,7 +11,12 @@ interface Reply {
 }
 
 function api(url: string, token: string) {
-  return async (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Reply> => {
+  return async (
+    method: 'GET' | 'POST' | 'PATCH' | 'DELETE',
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<Reply> => {
     const res = await request(`${url}${path}`, {
       method,
       headers: {
@@ -118,7 +123,10 @@ test('apps, config, releases and formation survive a coordinator restart', { tim
   const env2 = { ...env, HANGAR_URL: second.url };
   const apps = await runCli(['apps', '--json'], env2);
   assert.equal(apps.code, 0, apps.stderr);
-  assert.deepEqual((JSON.parse(apps.stdout) as { name: string }[]).map((a) => a.name), ['blog']);
+  assert.deepEqual(
+    (JSON.parse(apps.stdout) as { name: string }[]).map((a) => a.name),
+    ['blog'],
+  );
   const foo = await runCli(['config:get', 'FOO', '-a', 'blog'], env2);
   assert.equal(foo.stdout.trim(), 'bar');
 });

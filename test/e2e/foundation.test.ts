@@ -29,11 +29,22 @@ async function ps(cluster: Cluster, app: string): Promise<PsRow[]> {
   return JSON.parse(res.stdout) as PsRow[];
 }
 
-async function waitForPs(cluster: Cluster, app: string, what: string, check: (rows: PsRow[]) => boolean, timeoutMs = 90_000): Promise<PsRow[]> {
-  return waitFor(what, async () => {
-    const rows = await ps(cluster, app);
-    return check(rows) ? rows : null;
-  }, timeoutMs, 300);
+async function waitForPs(
+  cluster: Cluster,
+  app: string,
+  what: string,
+  check: (rows: PsRow[]) => boolean,
+  timeoutMs = 90_000,
+): Promise<PsRow[]> {
+  return waitFor(
+    what,
+    async () => {
+      const rows = await ps(cluster, app);
+      return check(rows) ? rows : null;
+    },
+    timeoutMs,
+    300,
+  );
 }
 
 test('deploy, route, scale, self-heal and scale to zero on a two-agent fleet', { timeout: 600_000 }, async (t) => {
@@ -44,7 +55,10 @@ test('deploy, route, scale, self-heal and scale to zero on a two-agent fleet', {
   const agents = await cluster.cli(['agents', '--json']);
   assert.equal(agents.code, 0, agents.stderr);
   const agentRows = JSON.parse(agents.stdout) as { name: string; state: string }[];
-  assert.deepEqual(agentRows.map((a) => [a.name, a.state]).sort(), [['agent-1', 'up'], ['agent-2', 'up']]);
+  assert.deepEqual(agentRows.map((a) => [a.name, a.state]).sort(), [
+    ['agent-1', 'up'],
+    ['agent-2', 'up'],
+  ]);
 
   assert.equal((await cluster.cli(['apps:create', 'shop'])).code, 0);
   // Config before the first deploy; the SQLite file is shared by both agents on this one host.
@@ -66,10 +80,14 @@ test('deploy, route, scale, self-heal and scale to zero on a two-agent fleet', {
 
   // Reachable through both agents' routers, whichever agent runs it.
   for (const agent of [a1, a2]) {
-    const res = await waitFor('the router to serve shop', async () => {
-      const r = await cluster.get(agent, 'shop');
-      return r.status === 200 ? r : null;
-    }, 30_000);
+    const res = await waitFor(
+      'the router to serve shop',
+      async () => {
+        const r = await cluster.get(agent, 'shop');
+        return r.status === 200 ? r : null;
+      },
+      30_000,
+    );
     const body = JSON.parse(res.body) as { instance: string; release: string; app: string };
     assert.equal(body.instance, 'web.1');
     assert.equal(body.release, 'v1');
@@ -86,22 +104,35 @@ test('deploy, route, scale, self-heal and scale to zero on a two-agent fleet', {
     cluster,
     'shop',
     '3 web and 2 worker up',
-    (r) => r.filter((x) => x.type === 'web' && x.state === 'up').length === 3 && r.filter((x) => x.type === 'worker' && x.state === 'up').length === 2 && r.length === 5,
+    (r) =>
+      r.filter((x) => x.type === 'web' && x.state === 'up').length === 3 &&
+      r.filter((x) => x.type === 'worker' && x.state === 'up').length === 2 &&
+      r.length === 5,
   );
   assert.deepEqual(new Set(rows.filter((r) => r.type === 'web').map((r) => r.agent)), new Set(['agent-1', 'agent-2']));
   assert.deepEqual(new Set(rows.filter((r) => r.type === 'worker').map((r) => r.agent)), new Set(['agent-1', 'agent-2']));
-  assert.deepEqual(rows.filter((r) => r.type === 'web').map((r) => r.id).sort(), ['web.1', 'web.2', 'web.3']);
+  assert.deepEqual(
+    rows
+      .filter((r) => r.type === 'web')
+      .map((r) => r.id)
+      .sort(),
+    ['web.1', 'web.2', 'web.3'],
+  );
 
   // Requests through one router reach instances on both agents.
   const seen = new Set<string>();
-  await waitFor('requests to reach all three web instances', async () => {
-    for (let i = 0; i < 12; i++) {
-      const r = await cluster.get(i % 2 ? a1 : a2, 'shop');
-      assert.equal(r.status, 200);
-      seen.add((JSON.parse(r.body) as { instance: string }).instance);
-    }
-    return seen.size === 3;
-  }, 30_000);
+  await waitFor(
+    'requests to reach all three web instances',
+    async () => {
+      for (let i = 0; i < 12; i++) {
+        const r = await cluster.get(i % 2 ? a1 : a2, 'shop');
+        assert.equal(r.status, 200);
+        seen.add((JSON.parse(r.body) as { instance: string }).instance);
+      }
+      return seen.size === 3;
+    },
+    30_000,
+  );
 
   // The worker really runs: its output lands in its instance's files.
   const worker = rows.find((r) => r.id === 'worker.1');

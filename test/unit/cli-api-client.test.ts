@@ -52,7 +52,13 @@ function client(t: TestContext, url: string): ApiClient {
   return c;
 }
 
-const app: AppView = { name: 'shop', domain: 'shop.localhost', createdAt: '2026-01-02T03:04:05.000Z', release: 'v3', formation: { web: 2 } };
+const app: AppView = {
+  name: 'shop',
+  domain: 'shop.localhost',
+  createdAt: '2026-01-02T03:04:05.000Z',
+  release: 'v3',
+  formation: { web: 2 },
+};
 const release: ReleaseView = {
   version: 4,
   name: 'v4',
@@ -76,7 +82,17 @@ const deploy: DeployView = {
   createdAt: '2026-01-02T03:04:05.000Z',
   finishedAt: null,
 };
-const row: PsRow = { id: 'web.1', type: 'web', release: 'v3', agent: 'a1', state: 'up', pid: 42, port: 5000, restarts: 0, since: '2026-01-02T03:04:05.000Z' };
+const row: PsRow = {
+  id: 'web.1',
+  type: 'web',
+  release: 'v3',
+  agent: 'a1',
+  state: 'up',
+  pid: 42,
+  port: 5000,
+  restarts: 0,
+  since: '2026-01-02T03:04:05.000Z',
+};
 
 test('every method sends its route, method, token and body, and returns the API shape', async (t) => {
   const server = await fakeCoordinator(t, (req) => {

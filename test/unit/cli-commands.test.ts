@@ -77,7 +77,13 @@ async function run(args: string[], env: Record<string, string | undefined>, cwd?
   return { code, stdout, stderr };
 }
 
-const app: AppView = { name: 'shop', domain: 'shop.localhost', createdAt: '2026-01-02T03:04:05.000Z', release: 'v3', formation: { web: 2 } };
+const app: AppView = {
+  name: 'shop',
+  domain: 'shop.localhost',
+  createdAt: '2026-01-02T03:04:05.000Z',
+  release: 'v3',
+  formation: { web: 2 },
+};
 const release = (version: number, extra: Partial<ReleaseView> = {}): ReleaseView => ({
   version,
   name: `v${version}`,
@@ -90,7 +96,13 @@ const release = (version: number, extra: Partial<ReleaseView> = {}): ReleaseView
   current: false,
   ...extra,
 });
-const line = (seq: number, text: string, source = 'build'): DeployLine => ({ seq, ts: '2026-01-02T03:04:05.000Z', source, stream: 'stdout', line: text });
+const line = (seq: number, text: string, source = 'build'): DeployLine => ({
+  seq,
+  ts: '2026-01-02T03:04:05.000Z',
+  source,
+  stream: 'stdout',
+  line: text,
+});
 const deployView = (extra: Partial<DeployView>): DeployView => ({
   id: 'd1',
   app: 'shop',
@@ -154,7 +166,19 @@ test('bad input exits 2 with a sentence and sends no request', async (t) => {
 test('--help and --version exit 0', async () => {
   const help = await run(['--help'], {});
   assert.equal(help.code, 0);
-  for (const command of ['agents', 'apps:create', 'apps:destroy', 'apps:info', 'config:set', 'deploy', 'rollback', 'scale', 'restart', 'login', 'whoami']) {
+  for (const command of [
+    'agents',
+    'apps:create',
+    'apps:destroy',
+    'apps:info',
+    'config:set',
+    'deploy',
+    'rollback',
+    'scale',
+    'restart',
+    'login',
+    'whoami',
+  ]) {
     assert.match(help.stdout, new RegExp(`\\b${command}\\b`));
   }
   assert.equal((await run(['--version'], {})).code, 0);
@@ -176,7 +200,9 @@ test('an unreachable coordinator: exit 1, says what to run', async () => {
 
 test('server errors print the server message and exit 1', async (t) => {
   const server = await fakeCoordinator(t, (req) =>
-    req.method === 'POST' ? { status: 409, json: { code: 'APP_EXISTS', message: 'An app named shop exists; pick another name' } } : undefined,
+    req.method === 'POST'
+      ? { status: 409, json: { code: 'APP_EXISTS', message: 'An app named shop exists; pick another name' } }
+      : undefined,
   );
   const result = await run(['apps:create', 'shop'], env(server.url));
   assert.deepEqual(result, { code: 1, stdout: '', stderr: 'error: An app named shop exists; pick another name\n' });
@@ -184,8 +210,28 @@ test('server errors print the server message and exit 1', async (t) => {
 
 test('--json prints the API objects exactly; human output is a table', async (t) => {
   const rows: PsRow[] = [
-    { id: 'web.2', type: 'web', release: 'v3', agent: 'agent-a', state: 'up', pid: 1235, port: 5001, restarts: 0, since: '2026-01-02T03:08:05.000Z' },
-    { id: 'web.1', type: 'web', release: 'v3', agent: 'agent-a', state: 'up', pid: 1234, port: 5000, restarts: 0, since: '2026-01-02T03:08:05.000Z' },
+    {
+      id: 'web.2',
+      type: 'web',
+      release: 'v3',
+      agent: 'agent-a',
+      state: 'up',
+      pid: 1235,
+      port: 5001,
+      restarts: 0,
+      since: '2026-01-02T03:08:05.000Z',
+    },
+    {
+      id: 'web.1',
+      type: 'web',
+      release: 'v3',
+      agent: 'agent-a',
+      state: 'up',
+      pid: 1234,
+      port: 5000,
+      restarts: 0,
+      since: '2026-01-02T03:08:05.000Z',
+    },
   ];
   const server = await fakeCoordinator(t, (req) => {
     if (req.url === '/v1/apps/shop/ps') return { json: { ps: rows } };
@@ -219,7 +265,9 @@ test('scale PATCHes the formation and says what it did', async (t) => {
 });
 
 test('config --shell prints quoted lines; config:get prints the value', async (t) => {
-  const server = await fakeCoordinator(t, (req) => (req.url === '/v1/apps/shop/config' ? { json: { config: { B: "it's", A: 'x y' } } } : undefined));
+  const server = await fakeCoordinator(t, (req) =>
+    req.url === '/v1/apps/shop/config' ? { json: { config: { B: "it's", A: 'x y' } } } : undefined,
+  );
   assert.equal((await run(['config', '--shell', '-a', 'shop'], env(server.url))).stdout, "A='x y'\nB='it'\\''s'\n");
   assert.deepEqual(JSON.parse((await run(['config', '--json', '-a', 'shop'], env(server.url))).stdout), { B: "it's", A: 'x y' });
   assert.equal((await run(['config:get', 'B', '-a', 'shop'], env(server.url))).stdout, "it's\n");
@@ -263,7 +311,12 @@ test('a failed deploy prints its error and exits 1', async (t) => {
   await writeFile(join(src, 'manage.py'), '');
   const poll = scriptedDeploy([
     { status: 'rolling_out', lines: [line(1, '-----> Starting web.1', 'hangar')], next: 1 },
-    { status: 'failed', error: 'web.1 did not become healthy within 60 s; see `hangar logs -a shop`', errorCode: 'RELEASE_UNHEALTHY', next: 1 },
+    {
+      status: 'failed',
+      error: 'web.1 did not become healthy within 60 s; see `hangar logs -a shop`',
+      errorCode: 'RELEASE_UNHEALTHY',
+      next: 1,
+    },
   ]);
   const server = await fakeCoordinator(t, (req) => {
     if (req.url === '/v1/apps/shop') return { json: { app } };

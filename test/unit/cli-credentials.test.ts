@@ -114,6 +114,10 @@ test('coordinator URLs are normalised and unsafe ones refused', () => {
   assert.equal(parseCoordinatorUrl('http://h:7080/'), 'http://h:7080');
   assert.equal(parseCoordinatorUrl('https://h/hangar/'), 'https://h/hangar');
   for (const bad of ['h:7080', 'ftp://h', 'http://u:p@h', 'http://h/?token=x']) {
-    assert.throws(() => parseCoordinatorUrl(bad), (err: unknown) => isHangarError(err, 'BAD_INPUT'), bad);
+    assert.throws(
+      () => parseCoordinatorUrl(bad),
+      (err: unknown) => isHangarError(err, 'BAD_INPUT'),
+      bad,
+    );
   }
 });

@@ -52,7 +52,8 @@ test('rollback versions: v3 or 3', () => {
 test('restart targets: a type or an instance', () => {
   assert.equal(parseRestartTarget('web'), 'web');
   assert.equal(parseRestartTarget('worker.12'), 'worker.12');
-  for (const bad of ['web.', 'web.0', 'web.x', '.1', 'a b']) assert.throws(() => parseRestartTarget(bad), badInput(/neither a process type/), bad);
+  for (const bad of ['web.', 'web.0', 'web.x', '.1', 'a b'])
+    assert.throws(() => parseRestartTarget(bad), badInput(/neither a process type/), bad);
 });
 
 test('--timeout must be a positive number of seconds', () => {
@@ -98,6 +99,15 @@ test('output helpers: durations, sizes, tables, shell quoting', () => {
   assert.equal(formatDuration(-5), '0s');
   assert.equal(formatBytes(512), '512 B');
   assert.equal(formatBytes(1_234_567), '1.2 MB');
-  assert.equal(formatTable([['a', 'bb'], ['ccc', 'd']], ['X', 'Y']), 'X    Y\n-    -\na    bb\nccc  d\n');
+  assert.equal(
+    formatTable(
+      [
+        ['a', 'bb'],
+        ['ccc', 'd'],
+      ],
+      ['X', 'Y'],
+    ),
+    'X    Y\n-    -\na    bb\nccc  d\n',
+  );
   assert.equal(shellQuote("it's"), `'it'\\''s'`);
 });

@@ -91,13 +91,22 @@ test('the archive round-trips through tar with contents and executable bits inta
 
 test('a missing folder, a file, or a folder with nothing to deploy is BAD_INPUT', async (t) => {
   const src = await tempDir(t);
-  await assert.rejects(createSourceArchive(join(src, 'nope')), (err: unknown) => isHangarError(err, 'BAD_INPUT') && /hangar deploy PATH/.test(err.message));
+  await assert.rejects(
+    createSourceArchive(join(src, 'nope')),
+    (err: unknown) => isHangarError(err, 'BAD_INPUT') && /hangar deploy PATH/.test(err.message),
+  );
   await writeFile(join(src, 'f'), '');
-  await assert.rejects(createSourceArchive(join(src, 'f')), (err: unknown) => isHangarError(err, 'BAD_INPUT') && /not a directory/.test(err.message));
+  await assert.rejects(
+    createSourceArchive(join(src, 'f')),
+    (err: unknown) => isHangarError(err, 'BAD_INPUT') && /not a directory/.test(err.message),
+  );
   const empty = join(src, 'empty');
   await mkdir(join(empty, '.git'), { recursive: true });
   await writeFile(join(empty, '.git', 'HEAD'), '');
-  await assert.rejects(createSourceArchive(empty), (err: unknown) => isHangarError(err, 'BAD_INPUT') && /no files to deploy/.test(err.message));
+  await assert.rejects(
+    createSourceArchive(empty),
+    (err: unknown) => isHangarError(err, 'BAD_INPUT') && /no files to deploy/.test(err.message),
+  );
 });
 
 test('isIgnored: names match at any depth, patterns with a slash from the top', () => {

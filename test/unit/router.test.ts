@@ -129,7 +129,14 @@ function send(
   return bounded(
     new Promise<Reply>((resolve, reject) => {
       const req = http.request(
-        { port, host: '127.0.0.1', method: opts.method ?? 'GET', path: opts.path ?? '/', agent: false, headers: { host: opts.host, ...opts.headers } },
+        {
+          port,
+          host: '127.0.0.1',
+          method: opts.method ?? 'GET',
+          path: opts.path ?? '/',
+          agent: false,
+          headers: { host: opts.host, ...opts.headers },
+        },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
@@ -159,12 +166,44 @@ describe('http-headers', () => {
 
   test('forwardRequestHeaders drops hop-by-hop, appends X-Forwarded-For, sets router headers', () => {
     const out = forwardRequestHeaders(
-      ['Host', 'A.example.com', 'Connection', 'keep-alive, X-Secret', 'X-Secret', '1', 'TE', 'trailers', 'Proxy-Authorization', 'x',
-        'X-Forwarded-For', '1.1.1.1', 'X-Forwarded-Proto', 'https', 'Cookie', 'a=1', 'Cookie', 'b=2'],
+      [
+        'Host',
+        'A.example.com',
+        'Connection',
+        'keep-alive, X-Secret',
+        'X-Secret',
+        '1',
+        'TE',
+        'trailers',
+        'Proxy-Authorization',
+        'x',
+        'X-Forwarded-For',
+        '1.1.1.1',
+        'X-Forwarded-Proto',
+        'https',
+        'Cookie',
+        'a=1',
+        'Cookie',
+        'b=2',
+      ],
       { clientAddress: '10.0.0.9', proto: 'http', port: 80, requestId: 'rid' },
     );
-    assert.deepEqual(out, ['Host', 'A.example.com', 'Cookie', 'a=1', 'Cookie', 'b=2', 'x-forwarded-for', '1.1.1.1, 10.0.0.9',
-      'x-forwarded-proto', 'http', 'x-forwarded-port', '80', 'x-request-id', 'rid']);
+    assert.deepEqual(out, [
+      'Host',
+      'A.example.com',
+      'Cookie',
+      'a=1',
+      'Cookie',
+      'b=2',
+      'x-forwarded-for',
+      '1.1.1.1, 10.0.0.9',
+      'x-forwarded-proto',
+      'http',
+      'x-forwarded-port',
+      '80',
+      'x-request-id',
+      'rid',
+    ]);
   });
 
   test('forwardResponseHeaders drops hop-by-hop and sets X-Request-Id', () => {
@@ -263,7 +302,14 @@ describe('Router', () => {
     const good = await startBackend(t, 'good');
     const dead = await deadPort();
     const routes: AppRoute[] = [
-      { app: 'app', domains: ['app.example.com'], backends: [{ instanceKey: 'dead', host: '127.0.0.1', port: dead }, { instanceKey: 'good', host: '127.0.0.1', port: good.port }] },
+      {
+        app: 'app',
+        domains: ['app.example.com'],
+        backends: [
+          { instanceKey: 'dead', host: '127.0.0.1', port: dead },
+          { instanceKey: 'good', host: '127.0.0.1', port: good.port },
+        ],
+      },
     ];
     const first = await startRouter(t, routes);
     const reply = await send(first.port, { host: 'app.example.com', path: '/x' });
@@ -303,7 +349,9 @@ describe('Router', () => {
 
   test('the only instance refusing: GET tried twice on it, then 502', async (t) => {
     const dead = await deadPort();
-    const { port, access } = await startRouter(t, [{ app: 'app', domains: ['app.example.com'], backends: [{ instanceKey: 'dead', host: '127.0.0.1', port: dead }] }]);
+    const { port, access } = await startRouter(t, [
+      { app: 'app', domains: ['app.example.com'], backends: [{ instanceKey: 'dead', host: '127.0.0.1', port: dead }] },
+    ]);
     const reply = await send(port, { host: 'app.example.com' });
     assert.equal(reply.status, 502);
     assert.equal(access[0]?.attempts, 2);
@@ -437,7 +485,14 @@ describe('Router', () => {
     const reply = await bounded(
       new Promise<Reply>((resolve, reject) => {
         const req = http.request(
-          { port, host: '127.0.0.1', method: 'PUT', path: '/upload', agent: false, headers: { host: 'sink.example.com', 'transfer-encoding': 'chunked' } },
+          {
+            port,
+            host: '127.0.0.1',
+            method: 'PUT',
+            path: '/upload',
+            agent: false,
+            headers: { host: 'sink.example.com', 'transfer-encoding': 'chunked' },
+          },
           (res) => {
             const chunks: Buffer[] = [];
             res.on('data', (c: Buffer) => chunks.push(c));
@@ -469,7 +524,13 @@ describe('Router', () => {
     const { port } = await startRouter(t, [route('a', [a])]);
     const reply = await send(port, {
       host: 'a.example.com',
-      headers: { 'x-forwarded-for': '1.2.3.4', connection: 'x-secret', 'x-secret': 'hop', 'proxy-authorization': 'Basic x', 'x-kept': 'yes' },
+      headers: {
+        'x-forwarded-for': '1.2.3.4',
+        connection: 'x-secret',
+        'x-secret': 'hop',
+        'proxy-authorization': 'Basic x',
+        'x-kept': 'yes',
+      },
     });
     assert.equal(reply.status, 200);
     const seen = a.seen[0];
@@ -581,7 +642,13 @@ describe('Router', () => {
       req.on('close', () => (upstreamAborted ||= !req.complete));
     });
     const { router, port, access } = await startRouter(t, [route('app', [sink])]);
-    const req = http.request({ port, host: '127.0.0.1', method: 'POST', agent: false, headers: { host: 'app.example.com', 'transfer-encoding': 'chunked' } });
+    const req = http.request({
+      port,
+      host: '127.0.0.1',
+      method: 'POST',
+      agent: false,
+      headers: { host: 'app.example.com', 'transfer-encoding': 'chunked' },
+    });
     req.on('error', () => undefined);
     req.write(Buffer.alloc(64 * 1024));
     await waitFor(() => sink.hits === 1, 'upload to reach the instance');

@@ -6,11 +6,15 @@ import { isHangarError } from '../../common/errors.js';
 const agent = (name: string, load = 0, maxInstances = 10, up = true): SchedulerAgent => ({ name, load, maxInstances, up });
 
 test('spreads instances of one process type over agents before stacking', () => {
-  const placed = placeInstances([agent('a'), agent('b')], [], [
-    { app: 'shop', type: 'web' },
-    { app: 'shop', type: 'web' },
-    { app: 'shop', type: 'web' },
-  ]);
+  const placed = placeInstances(
+    [agent('a'), agent('b')],
+    [],
+    [
+      { app: 'shop', type: 'web' },
+      { app: 'shop', type: 'web' },
+      { app: 'shop', type: 'web' },
+    ],
+  );
   assert.deepEqual(placed, ['a', 'b', 'a']);
 });
 
@@ -35,10 +39,14 @@ test('among equally spread agents the least loaded wins, then the name', () => {
 });
 
 test('respects capacity and skips agents that are down', () => {
-  const placed = placeInstances([agent('a', 1, 2), agent('b', 0, 10, false), agent('c', 0, 1)], [], [
-    { app: 'x', type: 'web' },
-    { app: 'x', type: 'web' },
-  ]);
+  const placed = placeInstances(
+    [agent('a', 1, 2), agent('b', 0, 10, false), agent('c', 0, 1)],
+    [],
+    [
+      { app: 'x', type: 'web' },
+      { app: 'x', type: 'web' },
+    ],
+  );
   assert.deepEqual(placed.sort(), ['a', 'c']);
 });
 
@@ -51,7 +59,10 @@ test('throws NO_CAPACITY when every agent is full and NO_AGENTS when none is up'
     () => placeInstances([agent('a', 0, 2, false)], [], [{ app: 'x', type: 'web' }]),
     (err) => isHangarError(err, 'NO_AGENTS'),
   );
-  assert.throws(() => placeInstances([], [], [{ app: 'x', type: 'web' }]), (err) => isHangarError(err, 'NO_AGENTS'));
+  assert.throws(
+    () => placeInstances([], [], [{ app: 'x', type: 'web' }]),
+    (err) => isHangarError(err, 'NO_AGENTS'),
+  );
 });
 
 test('placing nothing needs no agent capacity', () => {

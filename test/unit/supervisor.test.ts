@@ -208,7 +208,10 @@ describe('Supervisor', () => {
     assert.equal(status.exitCode, null);
     const exited = ofType(h.events, 'exited');
     assert.equal(exited.length, 1);
-    assert.deepEqual({ pid: exited[0]!.pid, code: exited[0]!.code, signal: exited[0]!.signal }, { pid: pid1, code: null, signal: 'SIGKILL' });
+    assert.deepEqual(
+      { pid: exited[0]!.pid, code: exited[0]!.code, signal: exited[0]!.signal },
+      { pid: pid1, code: null, signal: 'SIGKILL' },
+    );
     assert.deepEqual(
       h.events.map((e) => e.type),
       ['started', 'healthy', 'exited', 'restarting', 'started', 'healthy'],
@@ -232,7 +235,10 @@ describe('Supervisor', () => {
     await waitFor('a fifth exit', () => ofType(h.events, 'restarting').length >= 5, 10_000);
 
     const exited = ofType(h.events, 'exited');
-    assert.ok(exited.every((e) => e.code === 3 && e.signal === null), 'every exit has code 3');
+    assert.ok(
+      exited.every((e) => e.code === 3 && e.signal === null),
+      'every exit has code 3',
+    );
     const delays = ofType(h.events, 'restarting').map((e) => e.delayMs);
     assert.deepEqual(delays.slice(0, 5), [50, 100, 200, 400, 400]);
     // The actual gap between scheduling and the next start honours each delay.
@@ -263,15 +269,16 @@ describe('Supervisor', () => {
     supervisor.start();
     await waitFor('up', () => supervisor.status().state === 'up');
     const pid = supervisor.status().pid!;
-    const grandchild = Number(
-      await waitFor('grandchild pid', () => /grandchild=(\d+)/.exec(readText(h.options.stdoutPath))?.[1]),
-    );
+    const grandchild = Number(await waitFor('grandchild pid', () => /grandchild=(\d+)/.exec(readText(h.options.stdoutPath))?.[1]));
     h.pids.add(grandchild);
     assert.equal(readProcStat(grandchild)?.pgrp, pid, 'grandchild is in the group');
 
     const stopping = supervisor.stop();
     assert.equal(supervisor.status().state, 'stopping');
-    assert.throws(() => supervisor.start(), (err) => isHangarError(err, 'CONFLICT'));
+    assert.throws(
+      () => supervisor.start(),
+      (err) => isHangarError(err, 'CONFLICT'),
+    );
     const t0 = Date.now();
     await stopping;
     const elapsed = Date.now() - t0;
@@ -281,7 +288,10 @@ describe('Supervisor', () => {
     assert.ok(isGone(pid), 'leader gone');
     assert.ok(isGone(grandchild), 'grandchild gone');
     assert.match(readText(h.options.stdoutPath), /SIGTERM ignored/);
-    assert.deepEqual(h.events.map((e) => e.type), ['started', 'healthy', 'stopped']);
+    assert.deepEqual(
+      h.events.map((e) => e.type),
+      ['started', 'healthy', 'stopped'],
+    );
     await supervisor.stop();
     assert.equal(ofType(h.events, 'stopped').length, 1, 'stop() is idempotent');
   });
@@ -292,9 +302,7 @@ describe('Supervisor', () => {
     supervisor.start();
     await waitFor('up', () => supervisor.status().state === 'up');
     const pid = supervisor.status().pid!;
-    const grandchild = Number(
-      await waitFor('grandchild pid', () => /grandchild=(\d+)/.exec(readText(h.options.stdoutPath))?.[1]),
-    );
+    const grandchild = Number(await waitFor('grandchild pid', () => /grandchild=(\d+)/.exec(readText(h.options.stdoutPath))?.[1]));
     h.pids.add(grandchild);
     await waitFor('grandchild running', () => readProcStat(grandchild)?.state === 'S');
     const t0 = Date.now();
@@ -358,7 +366,10 @@ describe('Supervisor', () => {
     const pid = first.status().pid!;
     // Simulate the agent going away: stop supervising, leave the process running.
     first.detach();
-    assert.throws(() => first.start(), (err) => isHangarError(err, 'CONFLICT'));
+    assert.throws(
+      () => first.start(),
+      (err) => isHangarError(err, 'CONFLICT'),
+    );
     await delay(200);
     assert.ok(!isGone(pid), 'detach leaves the process running');
 
@@ -376,7 +387,10 @@ describe('Supervisor', () => {
       { state: adopted.status().state, pid: adopted.status().pid, restarts: adopted.status().restarts },
       { state: 'up', pid, restarts: 0 },
     );
-    assert.deepEqual(adoptedEvents.map((e) => e.type), ['adopted', 'healthy']);
+    assert.deepEqual(
+      adoptedEvents.map((e) => e.type),
+      ['adopted', 'healthy'],
+    );
     await delay(300);
     assert.equal(adopted.status().pid, pid, 'not restarted by polling');
 
@@ -446,8 +460,7 @@ describe('httpHealthCheck', () => {
       const status = Number(req.url?.slice(1)) || 200;
       res.writeHead(status, status === 302 ? { location: '/elsewhere' } : {}).end('body');
     });
-    const check = (path: string, host = 'shop.example.test'): Promise<boolean> =>
-      httpHealthCheck({ port, path, host, timeoutMs: 1000 });
+    const check = (path: string, host = 'shop.example.test'): Promise<boolean> => httpHealthCheck({ port, path, host, timeoutMs: 1000 });
     assert.equal(await check('/'), true);
     assert.equal(await check('/204'), true);
     assert.equal(await check('/302'), true);
