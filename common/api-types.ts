@@ -55,6 +55,8 @@ export interface AppView {
   name: string;
   /** Default domain: NAME.<coordinator --domain>; the routers match it in the Host header. */
   domain: string;
+  /** Where the app answers through the routers: `http://DOMAIN` (plus the router port when not 80). */
+  url: string;
   createdAt: string;
   /** Current release (`v3`), or null before the first deploy. */
   release: string | null;

@@ -30,6 +30,8 @@ export interface ApiOptions {
   /** Largest accepted upload, bytes. Default 512 MiB. */
   maxUploadBytes: number;
   version: string;
+  /** Port users reach the routers on, for app URLs. */
+  webPort: number;
 }
 
 const appParams = z.object({ app: appNameSchema }).strict();
@@ -120,6 +122,7 @@ export function buildApi(o: ApiOptions) {
   const appView = (row: AppRow): AppView => ({
     name: row.name,
     domain: o.fleet.domainOf(row.name),
+    url: `http://${o.fleet.domainOf(row.name)}${o.webPort === 80 ? '' : `:${o.webPort}`}`,
     createdAt: new Date(row.createdAt).toISOString(),
     release: row.currentRelease === null ? null : `v${row.currentRelease}`,
     formation: o.store.getFormation(row.name),

@@ -42,6 +42,8 @@ export const coordinatorConfigSchema = z
     drainTimeoutMs: z.number().int().positive().default(10_000),
     /** An agent silent this long is `down`, ms. Default 15 s. */
     agentDownAfterMs: z.number().int().positive().default(15_000),
+    /** Port users reach the agents' routers on, shown in app URLs. Default 80. */
+    webPort: z.number().int().min(1).max(65535).default(80),
     /** Largest source upload, bytes. Default 512 MiB. */
     maxUploadBytes: z
       .number()
@@ -162,6 +164,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     artifactDir,
     maxUploadBytes: c.maxUploadBytes,
     version: HANGAR_VERSION,
+    webPort: c.webPort,
   });
 
   let grpcPort: number;

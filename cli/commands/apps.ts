@@ -36,7 +36,7 @@ export function registerAppsCommands(program: Command, ctx: CliContext): void {
     .action(async (name: string) => {
       const app = await (await ctx.client()).createApp(name);
       ctx.out(`Creating ${app.name}... done\n`);
-      ctx.out(`http://${app.domain}\n`);
+      ctx.out(`${app.url}\n`);
       ctx.out(`Deploy it with \`hangar deploy -a ${app.name}\` from the app's folder.\n`);
     });
 
@@ -67,7 +67,8 @@ export function registerAppsCommands(program: Command, ctx: CliContext): void {
       ctx.out(heading(app.name));
       ctx.out(
         formatPairs([
-          ['Domain', `http://${app.domain}`],
+          ['Domain', app.domain],
+          ['URL', app.url],
           ['Release', app.release ?? 'none yet (deploy with `hangar deploy -a ' + app.name + '`)'],
           ['Formation', formatFormation(app.formation)],
           ['Created', `${app.createdAt} (${timeAgo(app.createdAt, ctx.clock.now())})`],

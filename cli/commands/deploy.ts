@@ -20,8 +20,8 @@ export const DEPLOY_POLL_INTERVAL_MS = 300;
 
 /** Options of {@link followDeploy}. */
 export interface FollowOptions {
-  /** The app's domain for the final line; fetched when omitted. */
-  domain?: string;
+  /** The app's URL for the final line; fetched when omitted. */
+  url?: string;
   /** Give up after this long, in ms (the deploy itself goes on). */
   timeoutMs: number;
   /** Time between polls, in ms. Default: {@link DEPLOY_POLL_INTERVAL_MS}. */
@@ -30,7 +30,7 @@ export interface FollowOptions {
 
 /**
  * Prints a deploy's output lines as they come, polling `GET /v1/apps/APP/deploys/ID?after=N`,
- * then `-----> vN deployed: http://DOMAIN` when it succeeded. Throws a {@link HangarError} with
+ * then `-----> vN deployed: URL` when it succeeded. Throws a {@link HangarError} with
  * the deploy's error when it failed, and one saying how to check on it when `timeoutMs` passed.
  * A coordinator that is briefly unreachable is polled again until the deadline.
  */
@@ -77,8 +77,8 @@ export async function followDeploy(
       deploy.error ?? `Deploy ${deploy.id} failed; see \`hangar releases -a ${app}\``,
     );
   }
-  const domain = options.domain ?? (await client.getApp(app)).domain;
-  ctx.out(`-----> ${deploy.release ?? 'release'} deployed: http://${domain}\n`);
+  const url = options.url ?? (await client.getApp(app)).url;
+  ctx.out(`-----> ${deploy.release ?? 'release'} deployed: ${url}\n`);
   return deploy;
 }
 
@@ -111,10 +111,10 @@ export function registerDeployCommands(program: Command, ctx: CliContext): void 
       const archive = await atEdgeAsync(command, () => createSourceArchive(source));
       const client = await ctx.client();
       // Asking for the app before uploading fails fast on an unknown app or a bad token.
-      const { domain } = await client.getApp(app);
+      const { url } = await client.getApp(app);
       ctx.out(`-----> Uploading ${formatBytes(archive.data.length)}\n`);
       const deploy = await client.createBuild(app, archive.data);
-      await followDeploy(ctx, client, app, deploy, { domain, timeoutMs: options.timeout * 1000 });
+      await followDeploy(ctx, client, app, deploy, { url, timeoutMs: options.timeout * 1000 });
     });
 }
 

@@ -147,6 +147,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
             grpcPort: port(flags.grpcPort, '--grpc-port'),
             grpcHost: '127.0.0.1',
             domain: flags.domain,
+            webPort: port(flags.routerPort, '--router-port') || 80,
           },
           { logger },
         );

@@ -55,6 +55,7 @@ function client(t: TestContext, url: string): ApiClient {
 const app: AppView = {
   name: 'shop',
   domain: 'shop.localhost',
+  url: 'http://shop.localhost',
   createdAt: '2026-01-02T03:04:05.000Z',
   release: 'v3',
   formation: { web: 2 },

@@ -80,6 +80,7 @@ async function run(args: string[], env: Record<string, string | undefined>, cwd?
 const app: AppView = {
   name: 'shop',
   domain: 'shop.localhost',
+  url: 'http://shop.localhost',
   createdAt: '2026-01-02T03:04:05.000Z',
   release: 'v3',
   formation: { web: 2 },
