@@ -1,7 +1,7 @@
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import type { Clock } from '../common/clock.js';
+import { sleep, type Clock } from '../common/clock.js';
 import { describeError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { DesiredState__Output, InstanceSpec__Output, InstanceStatus } from '../proto/loader.js';
@@ -9,6 +9,7 @@ import type { ArtifactStore } from './artifact-store.js';
 import type { BackoffOptions } from './backoff.js';
 import type { BuildOptions, BuildResult } from './builder.js';
 import { httpHealthCheck } from './health-check.js';
+import { instanceLogTail } from './log-tail.js';
 import type { Router } from './router.js';
 import { Supervisor, type SupervisorEvent, type SupervisorOptions } from './supervisor.js';
 
@@ -51,6 +52,11 @@ interface Entry {
   stopping: Promise<void> | null;
 }
 
+/** Time between health checks of a starting web instance, ms. */
+const HEALTH_INTERVAL_MS = 250;
+/** Pause between the passing checks in a row, ms. */
+const HEALTH_RECHECK_MS = 100;
+
 /** What is kept beside a running instance so a restarted agent can adopt it. */
 interface InstanceMeta {
   port: number;
@@ -87,6 +93,8 @@ export class Reconciler {
   readonly #logger: Logger;
   readonly #entries = new Map<string, Entry>();
   readonly #usedPorts = new Set<number>();
+  /** Specs wanted while an instance of the same key was still stopping: started once it stopped. */
+  readonly #waiting = new Map<string, InstanceSpec__Output>();
   #closed = false;
 
   constructor(options: ReconcilerOptions) {
@@ -156,6 +164,7 @@ export class Reconciler {
       })),
     );
     const wanted = new Map(state.instances.map((s) => [s.key, s]));
+    for (const key of this.#waiting.keys()) if (!wanted.has(key)) this.#waiting.delete(key);
     for (const [key, entry] of this.#entries) {
       if (!wanted.has(key) && entry.phase !== 'stopping') void this.#stop(entry);
     }
@@ -166,7 +175,10 @@ export class Reconciler {
         this.#launch(spec);
         continue;
       }
-      if (entry.phase === 'stopping') continue;
+      if (entry.phase === 'stopping') {
+        this.#waiting.set(spec.key, spec);
+        continue;
+      }
       entry.spec = spec;
       if (entry.phase === 'failed' && now - entry.failedAt >= (this.#o.buildRetryMs ?? 15_000)) {
         this.#entries.delete(spec.key);
@@ -219,6 +231,11 @@ export class Reconciler {
       restarts: s?.restarts ?? 0,
       since: e.phase === 'running' && s ? s.since : e.since,
       message: e.phase === 'running' && s ? s.message : e.message,
+      // Why it is not up yet, for a rollout that fails on it (a small read from the file ends).
+      logTail:
+        e.phase === 'running' && state !== 'up' && state !== 'stopping'
+          ? instanceLogTail(join(e.dir, 'stdout.log'), join(e.dir, 'stderr.log'))
+          : '',
     };
   }
 
@@ -298,6 +315,7 @@ export class Reconciler {
       pidfilePath: join(dir, 'pid.json'),
       graceMs: (spec?.graceSeconds ?? 30) * 1000,
       settleMs: this.#o.settleMs ?? 1000,
+      healthIntervalMs: HEALTH_INTERVAL_MS,
       clock: this.#o.clock,
       logger: this.#logger,
       onEvent: (event) => this.#onSupervisorEvent(spec?.key ?? name, event),
@@ -306,7 +324,17 @@ export class Reconciler {
     if (this.#o.uid !== undefined) options.uid = this.#o.uid;
     if (this.#o.gid !== undefined) options.gid = this.#o.gid;
     if (isWeb && spec) {
-      options.healthCheck = () => httpHealthCheck({ port: meta.port, path: spec.healthPath || '/', host: spec.domain, timeoutMs: 2000 });
+      const check = { port: meta.port, path: spec.healthPath || '/', host: spec.domain, timeoutMs: spec.healthTimeoutMs || 2000 };
+      const inARow = Math.max(1, spec.healthChecksInARow);
+      // Healthy = the check passes `inARow` times in a row (a process that answers once and then
+      // dies during its boot never gets traffic).
+      options.healthCheck = async () => {
+        for (let n = 0; n < inARow; n++) {
+          if (n > 0) await sleep(HEALTH_RECHECK_MS, this.#o.clock);
+          if (!(await httpHealthCheck(check))) return false;
+        }
+        return true;
+      };
     }
     return options;
   }
@@ -341,6 +369,10 @@ export class Reconciler {
         this.#usedPorts.delete(entry.port);
         if (this.#entries.get(entry.spec.key) === entry) this.#entries.delete(entry.spec.key);
         this.#o.onStatus({ ...this.#status(entry), state: 'stopping' }, 'stopped');
+        // The same key was placed again while this one stopped (e.g. a rollback re-uses web.2).
+        const again = this.#waiting.get(entry.spec.key);
+        this.#waiting.delete(entry.spec.key);
+        if (again && !this.#closed && !this.#entries.has(again.key)) this.#launch(again);
       }
     })();
     return entry.stopping;
