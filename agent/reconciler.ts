@@ -9,6 +9,7 @@ import type { ArtifactStore } from './artifact-store.js';
 import type { BackoffOptions } from './backoff.js';
 import type { BuildOptions, BuildResult } from './builder.js';
 import { httpHealthCheck } from './health-check.js';
+import { markStaticDone, runDjangoBuild, staticDone, staticMarker } from './django-build.js';
 import { instanceLogTail } from './log-tail.js';
 import type { Router } from './router.js';
 import { Supervisor, type SupervisorEvent, type SupervisorOptions } from './supervisor.js';
@@ -95,6 +96,8 @@ export class Reconciler {
   readonly #usedPorts = new Set<number>();
   /** Specs wanted while an instance of the same key was still stopping: started once it stopped. */
   readonly #waiting = new Map<string, InstanceSpec__Output>();
+  /** collectstatic runs in progress, by marker path (instances of one release share one). */
+  readonly #staticRuns = new Map<string, Promise<void>>();
   #closed = false;
 
   constructor(options: ReconcilerOptions) {
@@ -284,6 +287,8 @@ export class Reconciler {
       logger: this.#logger,
     });
     if (entry.phase !== 'building' || this.#closed) return;
+    await this.#collectStatic(build.appDir, { ...spec.env, ...build.env }, spec.env);
+    if (entry.phase !== 'building' || this.#closed) return;
     let port = 0;
     for (let tries = 0; tries < 20 && (port === 0 || this.#usedPorts.has(port)); tries++) port = await freePort();
     this.#usedPorts.add(port);
@@ -299,6 +304,29 @@ export class Reconciler {
     entry.supervisor = supervisor;
     entry.phase = 'running';
     supervisor.start();
+  }
+
+  /**
+   * collectstatic once per release config on this agent (the build task did it on its own agent);
+   * a Django app without STATIC_ROOT only pays for loading its settings once.
+   */
+  async #collectStatic(appDir: string, env: Record<string, string>, config: Record<string, string>): Promise<void> {
+    if (await staticDone(appDir, config)) return;
+    const marker = staticMarker(appDir, config);
+    let run = this.#staticRuns.get(marker);
+    if (!run) {
+      run = (async () => {
+        const result = await runDjangoBuild({
+          appDir,
+          env,
+          mode: 'static',
+          emit: (line) => this.#logger.info({ appDir, line }, 'collectstatic'),
+        });
+        if (result.django && !result.staticFailed) await markStaticDone(appDir, config);
+      })().finally(() => this.#staticRuns.delete(marker));
+      this.#staticRuns.set(marker, run);
+    }
+    await run;
   }
 
   #supervisorOptions(spec: InstanceSpec__Output | null, name: string, dir: string, meta: InstanceMeta): SupervisorOptions {

@@ -348,7 +348,8 @@ export class Rollouts {
     const mine = instances.filter((i) => i.release === target && i.type === type && i.desired === 'run');
     const createdAt = Math.max(...mine.map((i) => i.createdAt));
     const batch = mine.filter((i) => i.createdAt === createdAt && i.state === 'up');
-    if (batch.length === 0) return;
+    // Instances placed before this deploy (a rollback's target) were no batch of it.
+    if (batch.length === 0 || createdAt < deploy.createdAt) return;
     const seen = this.#reported.get(deploy.id) ?? new Set<string>();
     this.#reported.set(deploy.id, seen);
     const id = `${type}:${target}:${createdAt}`;
