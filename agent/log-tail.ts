@@ -6,6 +6,7 @@ const TAIL_BYTES = 8 * 1024;
 
 /** The last `maxLines` complete lines of a file (fewer when it is short or missing). */
 export function tailLines(path: string, maxLines: number): string[] {
+  if (maxLines <= 0) return [];
   let fd: number;
   try {
     fd = openSync(path, 'r');

@@ -5,7 +5,7 @@ import type { DeployLine, DeployView } from '../common/api-types.js';
 import { HangarError, type ErrorCode } from '../common/errors.js';
 import type { Task, TaskOutput__Output } from '../proto/loader.js';
 import { runnableTypes, type Fleet } from './fleet.js';
-import { planRollout, surgeOf } from './rollout-planner.js';
+import { planRollout, surgeOf, type RolloutPlan } from './rollout-planner.js';
 import type { DeployRow, InstanceRow, ReleaseRow, Store } from './store.js';
 
 /** Log lines of a failing instance shown by a failed deploy. */
@@ -291,6 +291,38 @@ export class Rollouts {
     }
 
     const byKey = new Map(instances.map((i) => [i.key, i]));
+    try {
+      this.#apply(deploy, target, plan, byKey, now);
+    } catch (err) {
+      // Nowhere to place the next batch (NO_CAPACITY, NO_AGENTS): waiting would never end.
+      const code: ErrorCode = err instanceof HangarError ? err.code : 'INTERNAL';
+      const message = err instanceof Error ? err.message : String(err);
+      if (rollingBack) this.#finishRollback(deploy, now, message);
+      else this.#rollBack(deploy, code, message, null);
+      return;
+    }
+    if (!plan.done) return;
+    if (rollingBack) {
+      this.#finishRollback(deploy, now, null);
+      return;
+    }
+    const up = instances.filter((i) => i.release === version && i.desired === 'run').length;
+    store.transaction(() => {
+      for (const r of store.listReleases(deploy.app)) {
+        if (r.version === version) store.setReleaseStatus(deploy.app, version, 'running');
+        else if (r.status === 'running') store.setReleaseStatus(deploy.app, r.version, 'succeeded');
+      }
+      store.updateDeploy(deploy.id, { status: 'succeeded', finishedAt: now });
+      this.#line(deploy.id, 'hangar', `-----> v${version} is up: ${up} instance(s) healthy`);
+    });
+    this.#reported.delete(deploy.id);
+    this.#logger.info({ app: deploy.app, release: version }, 'release is live');
+  }
+
+  /** Carries out one tick's plan: removes, drains and places instances, in one transaction. */
+  #apply(deploy: DeployRow, target: number, plan: RolloutPlan, byKey: ReadonlyMap<string, InstanceRow>, now: number): void {
+    const store = this.#o.store;
+    const instances = [...byKey.values()];
     store.transaction(() => {
       let started = false;
       for (const step of plan.steps) {
@@ -321,22 +353,6 @@ export class Rollouts {
       // Each batch gets the whole health timeout.
       if (started) store.updateDeploy(deploy.id, { deadline: now + this.#o.healthTimeoutMs });
     });
-    if (!plan.done) return;
-    if (rollingBack) {
-      this.#finishRollback(deploy, now, null);
-      return;
-    }
-    const up = instances.filter((i) => i.release === version && i.desired === 'run').length;
-    store.transaction(() => {
-      for (const r of store.listReleases(deploy.app)) {
-        if (r.version === version) store.setReleaseStatus(deploy.app, version, 'running');
-        else if (r.status === 'running') store.setReleaseStatus(deploy.app, r.version, 'succeeded');
-      }
-      store.updateDeploy(deploy.id, { status: 'succeeded', finishedAt: now });
-      this.#line(deploy.id, 'hangar', `-----> v${version} is up: ${up} instance(s) healthy`);
-    });
-    this.#reported.delete(deploy.id);
-    this.#logger.info({ app: deploy.app, release: version }, 'release is live');
   }
 
   /**
