@@ -223,74 +223,98 @@ test(
   },
 );
 
-test('a coordinator restarted in the middle of a rollout carries it on', { timeout: 300_000 }, async (t) => {
-  const dir = await tempDir(t);
-  const dataDir = join(dir, 'coordinator');
-  const config = {
-    dataDir,
-    httpPort: 0,
-    httpHost: '127.0.0.1',
-    grpcPort: 0,
-    grpcHost: '127.0.0.1',
-    heartbeatIntervalMs: 500,
-    graceSeconds: 10,
-    healthTimeoutMs: 60_000,
-  };
-  let coordinator = await startCoordinator(config, { logger: fileLogger(dir, 'coordinator-1') });
-  const agent = await startAgent(
-    {
-      coordinator: coordinator.grpcAddress,
-      joinToken: coordinator.joinToken,
-      dataDir: join(dir, 'agent'),
-      name: 'agent-1',
-      routerPort: 0,
-      routerHost: '127.0.0.1',
-      advertise: '127.0.0.1',
-    },
-    { logger: fileLogger(dir, 'agent-1'), backoff: { initialMs: 200, maxMs: 2000 } },
-  );
-  t.after(async () => {
-    await agent.close({ stopInstances: true });
+test(
+  'a coordinator restarted in the middle of a rollout carries it on; a release never healthy is rolled back at its deadline',
+  { timeout: 300_000 },
+  async (t) => {
+    const dir = await tempDir(t);
+    const dataDir = join(dir, 'coordinator');
+    const config = {
+      dataDir,
+      httpPort: 0,
+      httpHost: '127.0.0.1',
+      grpcPort: 0,
+      grpcHost: '127.0.0.1',
+      heartbeatIntervalMs: 500,
+      graceSeconds: 10,
+      // Short, so the never-healthy release below is given up quickly.
+      healthTimeoutMs: 15_000,
+    };
+    let coordinator = await startCoordinator(config, { logger: fileLogger(dir, 'coordinator-1') });
+    const agent = await startAgent(
+      {
+        coordinator: coordinator.grpcAddress,
+        joinToken: coordinator.joinToken,
+        dataDir: join(dir, 'agent'),
+        name: 'agent-1',
+        routerPort: 0,
+        routerHost: '127.0.0.1',
+        advertise: '127.0.0.1',
+      },
+      { logger: fileLogger(dir, 'agent-1'), backoff: { initialMs: 200, maxMs: 2000 } },
+    );
+    t.after(async () => {
+      await agent.close({ stopInstances: true });
+      await coordinator.close();
+    });
+    const env = () => ({ HANGAR_URL: coordinator.url, HANGAR_TOKEN: coordinator.adminToken, HANGAR_CREDENTIALS: join(dir, 'none.json') });
+    const cli = { cli: (args: string[], o: { timeoutMs?: number } = {}) => runCli(args, env(), o.timeoutMs) };
+
+    assert.equal((await cli.cli(['apps:create', APP])).code, 0);
+    const set = await cli.cli(['config:set', `DATABASE_URL=sqlite:///${join(dir, 'shop.sqlite3')}`, '-a', APP]);
+    assert.equal(set.code, 0, set.stderr);
+    const first = await cli.cli(['deploy', join(FIXTURES, 'django-app'), '-a', APP], { timeoutMs: 300_000 });
+    assert.equal(first.code, 0, out(first));
+    assert.equal((await cli.cli(['scale', 'web=2', '-a', APP])).code, 0);
+    await waitFor('web=2 up', async () => (await ps(cli)).filter((r) => r.state === 'up').length === 2, 90_000, 300);
+
+    const l = load([agent.routerPort]);
+    const deploying = cli.cli(['deploy', join(FIXTURES, 'django-app'), '-a', APP, '--timeout', '240'], { timeoutMs: 300_000 });
+    await waitFor('the first v2 batch placed', async () => (await ps(cli)).some((r) => r.release === 'v2'), 120_000, 200);
+    const { httpPort, grpcPort } = coordinator;
     await coordinator.close();
-  });
-  const env = () => ({ HANGAR_URL: coordinator.url, HANGAR_TOKEN: coordinator.adminToken, HANGAR_CREDENTIALS: join(dir, 'none.json') });
-  const cli = { cli: (args: string[], o: { timeoutMs?: number } = {}) => runCli(args, env(), o.timeoutMs) };
+    await new Promise((r) => setTimeout(r, 1000));
+    coordinator = await startCoordinator({ ...config, httpPort, grpcPort }, { logger: fileLogger(dir, 'coordinator-2') });
 
-  assert.equal((await cli.cli(['apps:create', APP])).code, 0);
-  const set = await cli.cli(['config:set', `DATABASE_URL=sqlite:///${join(dir, 'shop.sqlite3')}`, '-a', APP]);
-  assert.equal(set.code, 0, set.stderr);
-  const first = await cli.cli(['deploy', join(FIXTURES, 'django-app'), '-a', APP], { timeoutMs: 300_000 });
-  assert.equal(first.code, 0, out(first));
-  assert.equal((await cli.cli(['scale', 'web=2', '-a', APP])).code, 0);
-  await waitFor('web=2 up', async () => (await ps(cli)).filter((r) => r.state === 'up').length === 2, 90_000, 300);
+    const deployed = await deploying;
+    assert.equal(deployed.code, 0, out(deployed));
+    assert.match(deployed.stdout, /v2 is up: 2 instance\(s\) healthy/);
+    const ok = await assertNoFailures('coordinator restart mid-rollout', l);
+    t.diagnostic(`coordinator restart mid-rollout: ${ok} requests served, 0 failed`);
+    const rows = await ps(cli);
+    assert.deepEqual(
+      rows.map((r) => [r.id, r.release, r.state]),
+      [
+        ['web.1', 'v2', 'up'],
+        ['web.2', 'v2', 'up'],
+      ],
+    );
+    const list = await releases(cli);
+    assert.deepEqual(
+      list.map((r) => [r.name, r.status]),
+      [
+        ['v2', 'running'],
+        ['v1', 'succeeded'],
+      ],
+    );
 
-  const l = load([agent.routerPort]);
-  const deploying = cli.cli(['deploy', join(FIXTURES, 'django-app'), '-a', APP, '--timeout', '240'], { timeoutMs: 300_000 });
-  await waitFor('the first v2 batch placed', async () => (await ps(cli)).some((r) => r.release === 'v2'), 120_000, 200);
-  const { httpPort, grpcPort } = coordinator;
-  await coordinator.close();
-  await new Promise((r) => setTimeout(r, 1000));
-  coordinator = await startCoordinator({ ...config, httpPort, grpcPort }, { logger: fileLogger(dir, 'coordinator-2') });
-
-  const deployed = await deploying;
-  assert.equal(deployed.code, 0, out(deployed));
-  assert.match(deployed.stdout, /v2 is up: 2 instance\(s\) healthy/);
-  const ok = await assertNoFailures('coordinator restart mid-rollout', l);
-  t.diagnostic(`coordinator restart mid-rollout: ${ok} requests served, 0 failed`);
-  const rows = await ps(cli);
-  assert.deepEqual(
-    rows.map((r) => [r.id, r.release, r.state]),
-    [
-      ['web.1', 'v2', 'up'],
-      ['web.2', 'v2', 'up'],
-    ],
-  );
-  const list = await releases(cli);
-  assert.deepEqual(
-    list.map((r) => [r.name, r.status]),
-    [
-      ['v2', 'running'],
-      ['v1', 'succeeded'],
-    ],
-  );
-});
+    // Runs, but its health check path answers 404: never healthy, given up after 15 s.
+    const unhealthy = await fixtureVariant(
+      dir,
+      'unhealthy',
+      'web: gunicorn mysite.wsgi --bind 0.0.0.0:$PORT --workers 1 --access-logfile -\n',
+    );
+    await writeFile(join(unhealthy, 'app.json'), JSON.stringify({ healthchecks: { web: { path: '/missing/' } } }));
+    const l2 = load([agent.routerPort]);
+    const res = await cli.cli(['deploy', unhealthy, '-a', APP], { timeoutMs: 300_000 });
+    assert.notEqual(res.code, 0, out(res));
+    assert.match(res.stderr, /web\.1 of v3 did not become healthy within 15 s/);
+    assert.match(res.stdout, /Last log lines of web\.1 \(v3\)/);
+    // Django's own log line says why.
+    assert.match(res.stdout, /Not Found: \/missing\//);
+    assert.match(res.stdout, /Rolled back: v2 serves \(2 instance\(s\) healthy\)/);
+    const ok2 = await assertNoFailures('never-healthy release', l2);
+    t.diagnostic(`never-healthy release: ${ok2} requests served, 0 failed`);
+    assert.equal((await releases(cli))[0]?.status, 'rolled_back');
+  },
+);
