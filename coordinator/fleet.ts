@@ -222,15 +222,17 @@ export class Fleet {
   /** Periodic work: finish drains whose routes every agent applied. */
   tick(): void {
     const now = this.#o.clock.now();
-    const connected = this.#o.hub.connected();
-    const finished = this.#o.store
-      .listInstances()
-      .filter((i) => i.desired === 'drain')
-      .filter((i) => {
-        const gen = i.drainGeneration ?? 0;
-        const allApplied = connected.every((a) => (this.#o.hub.appliedGeneration(a) ?? 0) >= gen);
-        return allApplied || now - (i.drainStarted ?? now) > this.#o.drainTimeoutMs;
-      });
+    const draining = this.#o.store.listInstances().filter((i) => i.desired === 'drain');
+    if (draining.length === 0) return;
+    // Every router that may still have the instance must have dropped it: the connected agents,
+    // and those seen lately that are reconnecting (e.g. after a coordinator restart).
+    const routers = new Set(this.#o.hub.connected());
+    for (const a of this.#o.store.listAgents()) if (now - a.lastSeen < this.#o.agentDownAfterMs) routers.add(a.name);
+    const finished = draining.filter((i) => {
+      const gen = i.drainGeneration ?? 0;
+      const allApplied = [...routers].every((a) => this.#o.hub.isConnected(a) && (this.#o.hub.appliedGeneration(a) ?? 0) >= gen);
+      return allApplied || now - (i.drainStarted ?? now) > this.#o.drainTimeoutMs;
+    });
     this.remove(finished);
   }
 

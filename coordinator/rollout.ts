@@ -294,9 +294,14 @@ export class Rollouts {
     try {
       this.#apply(deploy, target, plan, byKey, now);
     } catch (err) {
-      // Nowhere to place the next batch (NO_CAPACITY, NO_AGENTS): waiting would never end.
+      // Nowhere to place the next batch (NO_CAPACITY, NO_AGENTS): agents may come back (e.g.
+      // right after a coordinator restart) or drained instances free room, until the deadline.
       const code: ErrorCode = err instanceof HangarError ? err.code : 'INTERNAL';
       const message = err instanceof Error ? err.message : String(err);
+      if (deploy.deadline === null || now <= deploy.deadline) {
+        this.#logger.warn({ app: deploy.app, code }, `cannot place the next batch yet: ${message}`);
+        return;
+      }
       if (rollingBack) this.#finishRollback(deploy, now, message);
       else this.#rollBack(deploy, code, message, null);
       return;
