@@ -1,7 +1,7 @@
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import type { Clock } from '../common/clock.js';
+import { sleep, type Clock } from '../common/clock.js';
 import { describeError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { DesiredState__Output, InstanceSpec__Output, InstanceStatus } from '../proto/loader.js';
@@ -9,6 +9,8 @@ import type { ArtifactStore } from './artifact-store.js';
 import type { BackoffOptions } from './backoff.js';
 import type { BuildOptions, BuildResult } from './builder.js';
 import { httpHealthCheck } from './health-check.js';
+import { markStaticDone, runDjangoBuild, staticDone, staticMarker } from './django-build.js';
+import { instanceLogTail } from './log-tail.js';
 import type { Router } from './router.js';
 import { Supervisor, type SupervisorEvent, type SupervisorOptions } from './supervisor.js';
 
@@ -51,6 +53,11 @@ interface Entry {
   stopping: Promise<void> | null;
 }
 
+/** Time between health checks of a starting web instance, ms. */
+const HEALTH_INTERVAL_MS = 250;
+/** Pause between the passing checks in a row, ms. */
+const HEALTH_RECHECK_MS = 100;
+
 /** What is kept beside a running instance so a restarted agent can adopt it. */
 interface InstanceMeta {
   port: number;
@@ -87,6 +94,10 @@ export class Reconciler {
   readonly #logger: Logger;
   readonly #entries = new Map<string, Entry>();
   readonly #usedPorts = new Set<number>();
+  /** Specs wanted while an instance of the same key was still stopping: started once it stopped. */
+  readonly #waiting = new Map<string, InstanceSpec__Output>();
+  /** collectstatic runs in progress, by marker path (instances of one release share one). */
+  readonly #staticRuns = new Map<string, Promise<void>>();
   #closed = false;
 
   constructor(options: ReconcilerOptions) {
@@ -156,6 +167,7 @@ export class Reconciler {
       })),
     );
     const wanted = new Map(state.instances.map((s) => [s.key, s]));
+    for (const key of this.#waiting.keys()) if (!wanted.has(key)) this.#waiting.delete(key);
     for (const [key, entry] of this.#entries) {
       if (!wanted.has(key) && entry.phase !== 'stopping') void this.#stop(entry);
     }
@@ -166,7 +178,10 @@ export class Reconciler {
         this.#launch(spec);
         continue;
       }
-      if (entry.phase === 'stopping') continue;
+      if (entry.phase === 'stopping') {
+        this.#waiting.set(spec.key, spec);
+        continue;
+      }
       entry.spec = spec;
       if (entry.phase === 'failed' && now - entry.failedAt >= (this.#o.buildRetryMs ?? 15_000)) {
         this.#entries.delete(spec.key);
@@ -219,6 +234,11 @@ export class Reconciler {
       restarts: s?.restarts ?? 0,
       since: e.phase === 'running' && s ? s.since : e.since,
       message: e.phase === 'running' && s ? s.message : e.message,
+      // Why it is not up yet, for a rollout that fails on it (a small read from the file ends).
+      logTail:
+        e.phase === 'running' && state !== 'up' && state !== 'stopping'
+          ? instanceLogTail(join(e.dir, 'stdout.log'), join(e.dir, 'stderr.log'))
+          : '',
     };
   }
 
@@ -267,6 +287,8 @@ export class Reconciler {
       logger: this.#logger,
     });
     if (entry.phase !== 'building' || this.#closed) return;
+    await this.#collectStatic(build.appDir, { ...spec.env, ...build.env }, spec.env);
+    if (entry.phase !== 'building' || this.#closed) return;
     let port = 0;
     for (let tries = 0; tries < 20 && (port === 0 || this.#usedPorts.has(port)); tries++) port = await freePort();
     this.#usedPorts.add(port);
@@ -284,6 +306,29 @@ export class Reconciler {
     supervisor.start();
   }
 
+  /**
+   * collectstatic once per release config on this agent (the build task did it on its own agent);
+   * a Django app without STATIC_ROOT only pays for loading its settings once.
+   */
+  async #collectStatic(appDir: string, env: Record<string, string>, config: Record<string, string>): Promise<void> {
+    if (await staticDone(appDir, config)) return;
+    const marker = staticMarker(appDir, config);
+    let run = this.#staticRuns.get(marker);
+    if (!run) {
+      run = (async () => {
+        const result = await runDjangoBuild({
+          appDir,
+          env,
+          mode: 'static',
+          emit: (line) => this.#logger.info({ appDir, line }, 'collectstatic'),
+        });
+        if (result.django && !result.staticFailed) await markStaticDone(appDir, config);
+      })().finally(() => this.#staticRuns.delete(marker));
+      this.#staticRuns.set(marker, run);
+    }
+    await run;
+  }
+
   #supervisorOptions(spec: InstanceSpec__Output | null, name: string, dir: string, meta: InstanceMeta): SupervisorOptions {
     const isWeb = spec?.type === 'web';
     const env: Record<string, string> = { ...(spec?.env ?? {}), ...meta.buildEnv };
@@ -298,6 +343,7 @@ export class Reconciler {
       pidfilePath: join(dir, 'pid.json'),
       graceMs: (spec?.graceSeconds ?? 30) * 1000,
       settleMs: this.#o.settleMs ?? 1000,
+      healthIntervalMs: HEALTH_INTERVAL_MS,
       clock: this.#o.clock,
       logger: this.#logger,
       onEvent: (event) => this.#onSupervisorEvent(spec?.key ?? name, event),
@@ -306,7 +352,17 @@ export class Reconciler {
     if (this.#o.uid !== undefined) options.uid = this.#o.uid;
     if (this.#o.gid !== undefined) options.gid = this.#o.gid;
     if (isWeb && spec) {
-      options.healthCheck = () => httpHealthCheck({ port: meta.port, path: spec.healthPath || '/', host: spec.domain, timeoutMs: 2000 });
+      const check = { port: meta.port, path: spec.healthPath || '/', host: spec.domain, timeoutMs: spec.healthTimeoutMs || 2000 };
+      const inARow = Math.max(1, spec.healthChecksInARow);
+      // Healthy = the check passes `inARow` times in a row (a process that answers once and then
+      // dies during its boot never gets traffic).
+      options.healthCheck = async () => {
+        for (let n = 0; n < inARow; n++) {
+          if (n > 0) await sleep(HEALTH_RECHECK_MS, this.#o.clock);
+          if (!(await httpHealthCheck(check))) return false;
+        }
+        return true;
+      };
     }
     return options;
   }
@@ -341,6 +397,10 @@ export class Reconciler {
         this.#usedPorts.delete(entry.port);
         if (this.#entries.get(entry.spec.key) === entry) this.#entries.delete(entry.spec.key);
         this.#o.onStatus({ ...this.#status(entry), state: 'stopping' }, 'stopped');
+        // The same key was placed again while this one stopped (e.g. a rollback re-uses web.2).
+        const again = this.#waiting.get(entry.spec.key);
+        this.#waiting.delete(entry.spec.key);
+        if (again && !this.#closed && !this.#entries.has(again.key)) this.#launch(again);
       }
     })();
     return entry.stopping;

@@ -7,6 +7,7 @@ import type { Logger } from '../common/logger.js';
 import type { Task__Output } from '../proto/loader.js';
 import type { ArtifactStore } from './artifact-store.js';
 import type { BuildOptions, BuildResult } from './builder.js';
+import { markStaticDone, runDjangoBuild } from './django-build.js';
 
 /** One line of task output as it happens. */
 export interface TaskLine {
@@ -112,6 +113,24 @@ export class TaskRunner {
       emit('build', 'stderr', `-----> Build failed: ${message}`);
       return { taskId: task.id, ok: false, error: `Build failed: ${message}`, errorCode: 'BUILD_FAILED' };
     }
+    // Django: deploy checks (warnings only) and collectstatic, with the release's config vars.
+    try {
+      const django = await runDjangoBuild({
+        appDir: build.appDir,
+        env: { ...task.env, ...build.env },
+        mode: 'checks',
+        secrets: Object.entries(task.env)
+          .filter(([k]) => !k.startsWith('HANGAR_'))
+          .map(([, v]) => v),
+        emit: (line, stream) => emit('build', stream, line),
+        signal,
+      });
+      // Instances of this release on this agent need not run collectstatic again.
+      if (django.django && !django.staticFailed) await markStaticDone(build.appDir, task.env);
+    } catch (err) {
+      emit('build', 'stderr', `       warning: the Django checks did not run: ${describeError(err)}`);
+    }
+    if (signal.aborted) return { taskId: task.id, ok: false, error: 'The build was aborted.', errorCode: 'BUILD_FAILED' };
     if (!task.releaseCommand) {
       return { taskId: task.id, ok: true, error: '', errorCode: '' };
     }

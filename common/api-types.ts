@@ -97,7 +97,8 @@ export interface PsRow {
   since: string;
 }
 
-export type DeployStatus = 'pending' | 'building' | 'releasing' | 'rolling_out' | 'succeeded' | 'failed';
+/** `rolling_back`: the new release did not get healthy; the previous one is being restored (then `failed`). */
+export type DeployStatus = 'pending' | 'building' | 'releasing' | 'rolling_out' | 'rolling_back' | 'succeeded' | 'failed';
 
 export interface DeployLine {
   seq: number;

@@ -19,9 +19,9 @@ const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'config var names m
 const webHealthcheck = z.object({
   /** Path requested with GET; must start with "/". */
   path: z.string().startsWith('/', 'the health check path must start with "/"'),
-  /** Seconds one attempt may take. Default: the rollout's own default. */
+  /** Seconds one check may take. Default 2. */
   timeout: z.number().positive().max(600).optional(),
-  /** Attempts before the instance counts as unhealthy. Default: the rollout's own default. */
+  /** Passing checks in a row before a new instance is healthy and gets traffic. Default 2. */
   attempts: z.number().int().min(1).max(1000).optional(),
 });
 
@@ -61,6 +61,16 @@ export const appJsonSchema = z.looseObject({
     .optional(),
   /** Initial number of instances per process type. */
   formation: z.record(processTypeName, z.object({ quantity: z.number().int().min(0).max(1000) })).optional(),
+  /** Hangar's own settings. */
+  hangar: z
+    .object({
+      /**
+       * New instances started per batch of a rolling rollout, per process type: a count (`2`) or
+       * a share of the wanted count rounded up (`"50%"`). Default `"25%"`, at least 1.
+       */
+      surge: z.union([z.number().int().min(1).max(1000), z.string().regex(/^([1-9][0-9]?|100)%$/, 'write a share as "25%"')]).optional(),
+    })
+    .optional(),
   healthchecks: z
     .object({
       web: z

@@ -283,7 +283,8 @@ export function buildApi(o: ApiOptions) {
       const current = currentRelease(name);
       const candidates = o.store
         .listReleases(name)
-        .filter((r) => r.version < current.version && (r.status === 'succeeded' || r.status === 'running' || r.status === 'rolled_back'));
+        // Releases that served; one that was rolled back automatically never did (name it to go back to it).
+        .filter((r) => r.version < current.version && (r.status === 'succeeded' || r.status === 'running'));
       const target = rollback === undefined ? candidates[0] : o.store.getRelease(name, rollback);
       if (!target) {
         throw rollback === undefined

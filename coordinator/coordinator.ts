@@ -151,6 +151,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     drainTimeoutMs: c.drainTimeoutMs,
     agentDownAfterMs: c.agentDownAfterMs,
     tasksFor: (agent) => rollouts?.tasksFor(agent) ?? [],
+    holdsPlacement: (app) => rollouts?.holdsPlacement(app) ?? false,
   });
   rollouts = new Rollouts({ store, fleet, clock, logger, healthTimeoutMs: c.healthTimeoutMs, crashLimit: c.crashLimit });
 

@@ -22,6 +22,11 @@ export interface FleetOptions {
   agentDownAfterMs: number;
   /** The one-shot tasks (build + release phase) an agent must run now. */
   tasksFor(agent: string): Task[];
+  /**
+   * True while a rollout places the app's instances itself (batch by batch): formation changes
+   * then only record the new counts, which the rollout picks up. Default: never.
+   */
+  holdsPlacement?: (app: string) => boolean;
 }
 
 const INSTANCE_STATES: readonly InstanceState[] = ['starting', 'up', 'crashed', 'stopping'];
@@ -101,6 +106,7 @@ export class Fleet {
           restarts: s.restarts,
           since: Number(s.since) || this.#o.clock.now(),
           message: s.message,
+          logTail: s.logTail,
         });
         if (row.type === 'web' && (row.state === 'up') !== (state === 'up')) routesChanged = true;
         if (row.type === 'web' && state === 'up' && row.port !== (s.port || null)) routesChanged = true;
@@ -122,8 +128,8 @@ export class Fleet {
     if (appRow.currentRelease === null) return;
     const release = store.getRelease(app, appRow.currentRelease);
     if (!release) return;
+    if (this.#o.holdsPlacement?.(app) === true) return;
     const formation = store.getFormation(app);
-    const now = this.#o.clock.now();
     store.transaction(() => {
       const all = store.listInstances();
       const running = all.filter((i) => i.app === app && i.release === release.version && i.desired === 'run');
@@ -133,50 +139,64 @@ export class Fleet {
         const want = formation[type] ?? 0;
         const have = running.filter((i) => i.type === type).sort((a, b) => a.idx - b.idx);
         if (have.length < want) {
-          for (const idx of freeIndexes(
-            have.map((i) => i.idx),
-            want - have.length,
-          ))
-            toAdd.push({ type, idx });
+          // Rows still draining keep their keys until every router dropped them.
+          const used = all.filter((i) => i.app === app && i.release === release.version && i.type === type).map((i) => i.idx);
+          for (const idx of freeIndexes(used, want - have.length)) toAdd.push({ type, idx });
         } else if (have.length > want) {
           toDrain.push(...have.slice(want));
         }
       }
-      if (toAdd.length > 0) {
-        const agents = store.listAgents().map((a) => ({
-          name: a.name,
-          up: this.isUp(a.name),
-          maxInstances: a.maxInstances,
-          load: all.filter((i) => i.agent === a.name).length,
-        }));
-        const placed = placeInstances(
-          agents,
-          all.map((i) => ({ agent: i.agent, app: i.app, type: i.type })),
-          toAdd.map((t) => ({ app, type: t.type })),
-        );
-        toAdd.forEach((t, n) => {
-          store.insertInstance({
-            key: instanceKey(app, t.type, t.idx, release.version),
-            app,
-            type: t.type,
-            idx: t.idx,
-            release: release.version,
-            agent: placed[n] as string,
-            desired: 'run',
-            drainGeneration: null,
-            drainStarted: null,
-            state: 'starting',
-            pid: null,
-            port: null,
-            restarts: 0,
-            since: now,
-            message: '',
-            restartNonce: 0,
-            createdAt: now,
-          });
-        });
-      }
+      this.place(app, release.version, toAdd);
       if (toDrain.length > 0) this.drain(toDrain);
+    });
+    this.requestSync();
+  }
+
+  /**
+   * Places new instances of a release (spread across agents). Throws NO_CAPACITY or NO_AGENTS
+   * when something cannot be placed (nothing is changed then).
+   */
+  place(app: string, release: number, toAdd: readonly { type: string; idx: number }[]): void {
+    if (toAdd.length === 0) return;
+    const store = this.#o.store;
+    const now = this.#o.clock.now();
+    store.transaction(() => {
+      const all = store.listInstances();
+      const agents = store.listAgents().map((a) => ({
+        name: a.name,
+        up: this.isUp(a.name),
+        maxInstances: a.maxInstances,
+        load: all.filter((i) => i.agent === a.name).length,
+      }));
+      const placed = placeInstances(
+        agents,
+        all.map((i) => ({ agent: i.agent, app: i.app, type: i.type })),
+        toAdd.map((t) => ({ app, type: t.type })),
+      );
+      toAdd.forEach((t, n) => {
+        store.insertInstance({
+          key: instanceKey(app, t.type, t.idx, release),
+          app,
+          type: t.type,
+          idx: t.idx,
+          release,
+          agent: placed[n] as string,
+          desired: 'run',
+          drainGeneration: null,
+          drainStarted: null,
+          state: 'starting',
+          pid: null,
+          port: null,
+          restarts: 0,
+          since: now,
+          message: '',
+          restartNonce: 0,
+          createdAt: now,
+          logTail: '',
+          startedAt: null,
+          upAt: null,
+        });
+      });
     });
     this.requestSync();
   }
@@ -202,15 +222,17 @@ export class Fleet {
   /** Periodic work: finish drains whose routes every agent applied. */
   tick(): void {
     const now = this.#o.clock.now();
-    const connected = this.#o.hub.connected();
-    const finished = this.#o.store
-      .listInstances()
-      .filter((i) => i.desired === 'drain')
-      .filter((i) => {
-        const gen = i.drainGeneration ?? 0;
-        const allApplied = connected.every((a) => (this.#o.hub.appliedGeneration(a) ?? 0) >= gen);
-        return allApplied || now - (i.drainStarted ?? now) > this.#o.drainTimeoutMs;
-      });
+    const draining = this.#o.store.listInstances().filter((i) => i.desired === 'drain');
+    if (draining.length === 0) return;
+    // Every router that may still have the instance must have dropped it: the connected agents,
+    // and those seen lately that are reconnecting (e.g. after a coordinator restart).
+    const routers = new Set(this.#o.hub.connected());
+    for (const a of this.#o.store.listAgents()) if (now - a.lastSeen < this.#o.agentDownAfterMs) routers.add(a.name);
+    const finished = draining.filter((i) => {
+      const gen = i.drainGeneration ?? 0;
+      const allApplied = [...routers].every((a) => this.#o.hub.isConnected(a) && (this.#o.hub.appliedGeneration(a) ?? 0) >= gen);
+      return allApplied || now - (i.drainStarted ?? now) > this.#o.drainTimeoutMs;
+    });
     this.remove(finished);
   }
 
@@ -261,6 +283,7 @@ export class Fleet {
 
   #spec(i: InstanceRow, release: ReleaseRow): InstanceSpec {
     const healthPath = healthPathOf(release.appJson);
+    const health = healthCheckOf(release.appJson);
     return {
       key: i.key,
       app: i.app,
@@ -280,6 +303,8 @@ export class Fleet {
       domain: this.domainOf(i.app),
       graceSeconds: this.#o.graceSeconds,
       restartNonce: i.restartNonce,
+      healthTimeoutMs: i.type === 'web' ? health.timeoutMs : 0,
+      healthChecksInARow: i.type === 'web' ? health.inARow : 0,
     };
   }
 
@@ -337,4 +362,23 @@ export function healthPathOf(appJson: unknown): string {
     if (typeof path === 'string' && path.startsWith('/')) return path;
   }
   return '/';
+}
+
+/** Default number of passing health checks in a row that make a web instance healthy. */
+export const DEFAULT_HEALTH_CHECKS_IN_A_ROW = 2;
+
+/**
+ * Timing of web health checks from app.json `healthchecks.web`: `timeout` (seconds one check may
+ * take; default 2) and `attempts` (passing checks in a row needed; default
+ * {@link DEFAULT_HEALTH_CHECKS_IN_A_ROW}). Dokku's list form was reduced to one check on upload.
+ */
+export function healthCheckOf(appJson: unknown): { timeoutMs: number; inARow: number } {
+  let timeoutMs = 2000;
+  let inARow = DEFAULT_HEALTH_CHECKS_IN_A_ROW;
+  if (appJson && typeof appJson === 'object') {
+    const web = (appJson as { healthchecks?: { web?: { timeout?: unknown; attempts?: unknown } } }).healthchecks?.web;
+    if (typeof web?.timeout === 'number' && web.timeout > 0) timeoutMs = Math.min(600_000, Math.round(web.timeout * 1000));
+    if (typeof web?.attempts === 'number' && Number.isInteger(web.attempts) && web.attempts >= 1) inARow = Math.min(1000, web.attempts);
+  }
+  return { timeoutMs, inARow };
 }

@@ -98,4 +98,10 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX instances_agent ON instances(agent);
   CREATE INDEX instances_app ON instances(app, type, release);
   `,
+  // rolling rollouts: the last log lines of an instance that is not up, and its boot timing
+  `
+  ALTER TABLE instances ADD COLUMN log_tail TEXT NOT NULL DEFAULT '';
+  ALTER TABLE instances ADD COLUMN started_at INTEGER;
+  ALTER TABLE instances ADD COLUMN up_at INTEGER;
+  `,
 ];

@@ -5,7 +5,20 @@ import type { DeployLine, DeployView } from '../common/api-types.js';
 import { HangarError, type ErrorCode } from '../common/errors.js';
 import type { Task, TaskOutput__Output } from '../proto/loader.js';
 import { runnableTypes, type Fleet } from './fleet.js';
-import type { DeployRow, ReleaseRow, Store } from './store.js';
+import { planRollout, surgeOf, type RolloutPlan } from './rollout-planner.js';
+import type { DeployRow, InstanceRow, ReleaseRow, Store } from './store.js';
+
+/** Log lines of a failing instance shown by a failed deploy. */
+const LOG_TAIL_LINES = 20;
+
+/** How many of a type a first deploy runs: app.json `formation.TYPE.quantity`, else web=1 and 0 of the others. */
+export function initialQuantity(appJson: unknown, type: string): number {
+  if (appJson && typeof appJson === 'object') {
+    const q = (appJson as { formation?: Record<string, { quantity?: unknown } | undefined> }).formation?.[type]?.quantity;
+    if (typeof q === 'number' && Number.isInteger(q) && q >= 0) return q;
+  }
+  return type === 'web' ? 1 : 0;
+}
 
 /** Options of {@link Rollouts}. */
 export interface RolloutOptions {
@@ -46,6 +59,8 @@ const TERMINAL = new Set(['succeeded', 'failed']);
 export class Rollouts {
   readonly #o: RolloutOptions;
   readonly #logger: Logger;
+  /** Batches already reported healthy, per deploy (only to print each once). */
+  readonly #reported = new Map<string, Set<string>>();
   constructor(options: RolloutOptions) {
     this.#o = options;
     this.#logger = options.logger.child({ component: 'rollout' });
@@ -184,7 +199,7 @@ export class Rollouts {
         const formation = store.getFormation(deploy.app);
         const defaults: Record<string, number> = {};
         for (const type of runnableTypes(release)) {
-          if (formation[type] === undefined) defaults[type] = type === 'web' ? 1 : 0;
+          if (formation[type] === undefined) defaults[type] = initialQuantity(release.appJson, type);
         }
         store.setFormation(deploy.app, defaults);
         store.setCurrentRelease(deploy.app, version);
@@ -194,7 +209,6 @@ export class Rollouts {
           .map((t) => `${t}=${wanted[t] ?? 0}`)
           .join(' ');
         this.#line(deploy.id, 'hangar', `-----> Starting v${version}: ${summary || 'no process types'}`);
-        this.#o.fleet.reconcileFormation(deploy.app);
       });
       this.#logger.info({ app: deploy.app, release: version }, 'rolling out');
       this.tick();
@@ -204,12 +218,18 @@ export class Rollouts {
     }
   }
 
-  /** Level-triggered: moves every rollout on (health gate, deadline, finish). */
+  /** True while a rollout of the app places its instances batch by batch. */
+  holdsPlacement(app: string): boolean {
+    const d = this.activeDeploy(app);
+    return d !== null && (d.status === 'rolling_out' || d.status === 'rolling_back');
+  }
+
+  /** Level-triggered: moves every rollout on (batches, health gate, deadline, finish). */
   tick(): void {
     const now = this.#o.clock.now();
     for (const deploy of this.#o.store.activeDeploys()) {
       try {
-        if (deploy.status === 'rolling_out') this.#advance(deploy, now);
+        if (deploy.status === 'rolling_out' || deploy.status === 'rolling_back') this.#advance(deploy, now);
         else if (deploy.deadline === null) this.#o.store.updateDeploy(deploy.id, { deadline: now + 30 * 60_000 });
         else if (now > deploy.deadline) this.#fail(deploy, 'BUILD_FAILED', 'The build did not finish in 30 minutes.');
       } catch (err) {
@@ -220,44 +240,227 @@ export class Rollouts {
 
   #advance(deploy: DeployRow, now: number): void {
     const store = this.#o.store;
+    const rollingBack = deploy.status === 'rolling_back';
     const version = deploy.release as number;
-    const instances = store.listInstances({ app: deploy.app });
-    const fresh = instances.filter((i) => i.release === version && i.desired === 'run');
-    const crashed = fresh.find((i) => i.state === 'crashed' && i.restarts >= this.#o.crashLimit);
-    if (crashed) {
-      this.#fail(
-        deploy,
-        'RELEASE_UNHEALTHY',
-        `${crashed.type}.${crashed.idx} of v${version} keeps crashing (${crashed.message || `restarted ${crashed.restarts} times`}).`,
-      );
+    const target = rollingBack ? deploy.previousRelease : version;
+    const release = target === null ? null : store.getRelease(deploy.app, target);
+    if (target === null || !release) {
+      this.#finishRollback(deploy, now, 'nothing to go back to');
       return;
     }
-    const notUp = fresh.filter((i) => i.state !== 'up');
-    if (notUp.length > 0) {
-      if (deploy.deadline !== null && now > deploy.deadline) {
-        const first = notUp[0];
-        const seconds = Math.round(this.#o.healthTimeoutMs / 1000);
-        this.#fail(
+    const instances = store.listInstances({ app: deploy.app });
+    if (!rollingBack) {
+      const crashed = instances.find(
+        (i) => i.release === version && i.desired === 'run' && i.state === 'crashed' && i.restarts >= this.#o.crashLimit,
+      );
+      if (crashed) {
+        this.#rollBack(
           deploy,
           'RELEASE_UNHEALTHY',
-          `${first ? `${first.type}.${first.idx}` : 'An instance'} of v${version} did not become healthy within ${seconds} s (state ${first?.state ?? 'unknown'}${first?.message ? `: ${first.message}` : ''}).`,
+          `${crashed.type}.${crashed.idx} of v${version} keeps crashing (${crashed.message || `restarted ${crashed.restarts} times`}).`,
+          crashed,
         );
+        return;
       }
+    }
+    const formation = store.getFormation(deploy.app);
+    const wanted: Record<string, number> = {};
+    for (const type of runnableTypes(release)) wanted[type] = formation[type] ?? 0;
+    const plan = planRollout({
+      target,
+      formation: wanted,
+      instances: instances.map((i) => ({
+        key: i.key,
+        type: i.type,
+        idx: i.idx,
+        release: i.release,
+        desired: i.desired,
+        state: i.state,
+      })),
+      surge: surgeOf(release.appJson),
+    });
+
+    const pending = plan.steps.flatMap((s) => s.pending);
+    if (pending.length > 0 && deploy.deadline !== null && now > deploy.deadline) {
+      const first = instances.find((i) => i.key === pending[0]);
+      const seconds = Math.round(this.#o.healthTimeoutMs / 1000);
+      const message = `${first ? `${first.type}.${first.idx}` : 'An instance'} of v${target} did not become healthy within ${seconds} s (state ${first?.state ?? 'unknown'}${first?.message ? `: ${first.message}` : ''}).`;
+      if (rollingBack) this.#finishRollback(deploy, now, message);
+      else this.#rollBack(deploy, 'RELEASE_UNHEALTHY', message, first ?? null);
       return;
     }
-    const old = instances.filter((i) => i.release !== version && i.desired === 'run');
+
+    const byKey = new Map(instances.map((i) => [i.key, i]));
+    try {
+      this.#apply(deploy, target, plan, byKey, now);
+    } catch (err) {
+      // Nowhere to place the next batch (NO_CAPACITY, NO_AGENTS): agents may come back (e.g.
+      // right after a coordinator restart) or drained instances free room, until the deadline.
+      const code: ErrorCode = err instanceof HangarError ? err.code : 'INTERNAL';
+      const message = err instanceof Error ? err.message : String(err);
+      if (deploy.deadline === null || now <= deploy.deadline) {
+        this.#logger.warn({ app: deploy.app, code }, `cannot place the next batch yet: ${message}`);
+        return;
+      }
+      if (rollingBack) this.#finishRollback(deploy, now, message);
+      else this.#rollBack(deploy, code, message, null);
+      return;
+    }
+    if (!plan.done) return;
+    if (rollingBack) {
+      this.#finishRollback(deploy, now, null);
+      return;
+    }
+    const up = instances.filter((i) => i.release === version && i.desired === 'run').length;
     store.transaction(() => {
-      this.#o.fleet.drain(old);
       for (const r of store.listReleases(deploy.app)) {
         if (r.version === version) store.setReleaseStatus(deploy.app, version, 'running');
         else if (r.status === 'running') store.setReleaseStatus(deploy.app, r.version, 'succeeded');
       }
       store.updateDeploy(deploy.id, { status: 'succeeded', finishedAt: now });
-      this.#line(deploy.id, 'hangar', `-----> v${version} is up: ${fresh.length} instance(s) healthy`);
+      this.#line(deploy.id, 'hangar', `-----> v${version} is up: ${up} instance(s) healthy`);
     });
+    this.#reported.delete(deploy.id);
     this.#logger.info({ app: deploy.app, release: version }, 'release is live');
   }
 
+  /** Carries out one tick's plan: removes, drains and places instances, in one transaction. */
+  #apply(deploy: DeployRow, target: number, plan: RolloutPlan, byKey: ReadonlyMap<string, InstanceRow>, now: number): void {
+    const store = this.#o.store;
+    const instances = [...byKey.values()];
+    store.transaction(() => {
+      let started = false;
+      for (const step of plan.steps) {
+        this.#reportBatch(deploy, step.type, target, instances, step.pending.length === 0 && step.up > 0, step.wanted);
+        const remove = step.remove.flatMap((k) => byKey.get(k) ?? []);
+        const drain = step.drain.flatMap((k) => byKey.get(k) ?? []);
+        this.#o.fleet.remove(remove);
+        if (drain.length > 0) {
+          this.#o.fleet.drain(drain);
+          const from = [...new Set(drain.map((i) => `v${i.release}`))].join(', ');
+          this.#line(deploy.id, 'hangar', `-----> ${step.type}: draining ${drain.length} old (${from}) from the routers`);
+        }
+        if (step.start.length > 0) {
+          this.#o.fleet.place(
+            deploy.app,
+            target,
+            step.start.map((idx) => ({ type: step.type, idx })),
+          );
+          started = true;
+          const have = step.up + step.pending.length + step.start.length;
+          this.#line(
+            deploy.id,
+            'hangar',
+            `-----> ${step.type}: starting ${step.start.length} of v${target} (${have}/${step.wanted}, ${step.surge} at a time)`,
+          );
+        }
+      }
+      // Each batch gets the whole health timeout.
+      if (started) store.updateDeploy(deploy.id, { deadline: now + this.#o.healthTimeoutMs });
+    });
+  }
+
+  /**
+   * Once per batch: says it is healthy, with how long the app took to boot (process start to
+   * health check passed, the slowest of the batch) and the batch's wall time.
+   */
+  #reportBatch(deploy: DeployRow, type: string, target: number, instances: readonly InstanceRow[], healthy: boolean, wanted: number): void {
+    if (!healthy) return;
+    const mine = instances.filter((i) => i.release === target && i.type === type && i.desired === 'run');
+    const createdAt = Math.max(...mine.map((i) => i.createdAt));
+    const batch = mine.filter((i) => i.createdAt === createdAt && i.state === 'up');
+    // Instances placed before this deploy (a rollback's target) were no batch of it.
+    if (batch.length === 0 || createdAt < deploy.createdAt) return;
+    const seen = this.#reported.get(deploy.id) ?? new Set<string>();
+    this.#reported.set(deploy.id, seen);
+    const id = `${type}:${target}:${createdAt}`;
+    if (seen.has(id)) return;
+    seen.add(id);
+    const boots = batch.flatMap((i) => (i.startedAt !== null && i.upAt !== null ? [i.upAt - i.startedAt] : []));
+    const upAt = Math.max(...batch.map((i) => i.upAt ?? i.since));
+    const boot = boots.length > 0 ? `app boot ${(Math.max(...boots) / 1000).toFixed(2)} s` : 'app boot unknown';
+    this.#line(
+      deploy.id,
+      'hangar',
+      `-----> ${type}: ${batch.length} of v${target} healthy (${mine.filter((i) => i.state === 'up').length}/${wanted}; batch ${((upAt - createdAt) / 1000).toFixed(2)} s, ${boot})`,
+    );
+  }
+
+  /**
+   * The new release did not get healthy: it is marked rolled back and the previous release is
+   * rolled out again (its remaining instances never stopped serving). Without a previous release
+   * the deploy simply fails.
+   */
+  #rollBack(deploy: DeployRow, code: ErrorCode, message: string, culprit: InstanceRow | null): void {
+    const store = this.#o.store;
+    const version = deploy.release as number;
+    const previous = deploy.previousRelease === null ? null : store.getRelease(deploy.app, deploy.previousRelease);
+    if (culprit) this.#showLogTail(deploy.id, culprit);
+    if (!previous) {
+      this.#fail(deploy, code, message);
+      return;
+    }
+    const now = this.#o.clock.now();
+    store.transaction(() => {
+      store.setReleaseStatus(deploy.app, version, 'rolled_back');
+      store.setCurrentRelease(deploy.app, previous.version);
+      this.#restoreConfig(deploy.app, previous);
+      store.updateDeploy(deploy.id, {
+        status: 'rolling_back',
+        error: `${message} Rolled back: v${previous.version} keeps serving.`,
+        errorCode: code,
+        deadline: now + this.#o.healthTimeoutMs,
+      });
+      this.#line(deploy.id, 'hangar', `-----> v${version} failed: ${message}`, 'stderr');
+      this.#line(deploy.id, 'hangar', `-----> Rolling back to v${previous.version}`, 'stderr');
+    });
+    this.#logger.warn({ app: deploy.app, release: version, code }, `rolling back: ${message}`);
+    this.#advance(store.getDeploy(deploy.id) ?? deploy, now);
+  }
+
+  /** The previous release serves again (or could not be restored: `problem`); the deploy failed. */
+  #finishRollback(deploy: DeployRow, now: number, problem: string | null): void {
+    const store = this.#o.store;
+    const serving = store
+      .listInstances({ app: deploy.app })
+      .filter((i) => i.release === deploy.previousRelease && i.desired === 'run' && i.state === 'up').length;
+    store.transaction(() => {
+      store.updateDeploy(deploy.id, { status: 'failed', finishedAt: now });
+      if (problem === null) {
+        this.#line(
+          deploy.id,
+          'hangar',
+          `-----> Rolled back: v${deploy.previousRelease ?? '?'} serves (${serving} instance(s) healthy)`,
+          'stderr',
+        );
+      } else {
+        this.#line(deploy.id, 'hangar', `-----> Could not fully restore v${deploy.previousRelease ?? '?'}: ${problem}`, 'stderr');
+      }
+    });
+    this.#reported.delete(deploy.id);
+    this.#o.fleet.requestSync();
+  }
+
+  /** Prints the last lines the failing instance wrote, as its agent read them. */
+  #showLogTail(deployId: string, i: InstanceRow): void {
+    const lines = i.logTail.split('\n').filter((l) => l.trim() !== '');
+    if (lines.length === 0) {
+      this.#line(deployId, 'hangar', `-----> ${i.type}.${i.idx} (v${i.release}) wrote no output`, 'stderr');
+      return;
+    }
+    this.#line(deployId, 'hangar', `-----> Last log lines of ${i.type}.${i.idx} (v${i.release}):`, 'stderr');
+    for (const l of lines.slice(-LOG_TAIL_LINES)) this.#line(deployId, `app[${i.type}.${i.idx}]`, `       ${l}`, 'stderr');
+  }
+
+  /** Makes the app's config what `release` ran with (a failed config change does not stick). */
+  #restoreConfig(app: string, release: ReleaseRow): void {
+    const current = this.#o.store.getConfig(app);
+    const patch: Record<string, string | null> = { ...release.config };
+    for (const key of Object.keys(current)) if (!(key in release.config)) patch[key] = null;
+    this.#o.store.patchConfig(app, patch);
+  }
+
+  /** Fails a deploy before or without a rollback: its instances go, the previous release (if any) stays. */
   #fail(deploy: DeployRow, code: ErrorCode, message: string): void {
     const store = this.#o.store;
     const now = this.#o.clock.now();
@@ -265,15 +468,19 @@ export class Rollouts {
     store.transaction(() => {
       if (version !== null) {
         const fresh = store.listInstances({ app: deploy.app }).filter((i) => i.release === version);
-        this.#o.fleet.remove(fresh);
+        this.#o.fleet.drain(fresh.filter((i) => i.desired === 'run' && i.state === 'up' && i.type === 'web'));
+        this.#o.fleet.remove(fresh.filter((i) => !(i.desired === 'run' && i.state === 'up' && i.type === 'web')));
         store.setReleaseStatus(deploy.app, version, 'failed');
         const app = store.getApp(deploy.app);
         if (app && app.currentRelease === version) store.setCurrentRelease(deploy.app, deploy.previousRelease);
+        const previous = deploy.previousRelease === null ? null : store.getRelease(deploy.app, deploy.previousRelease);
+        if (previous) this.#restoreConfig(deploy.app, previous);
       }
       const keeps = deploy.previousRelease !== null ? ` v${deploy.previousRelease} keeps serving.` : '';
       store.updateDeploy(deploy.id, { status: 'failed', error: message + keeps, errorCode: code, finishedAt: now });
       this.#line(deploy.id, 'hangar', `-----> Deploy failed: ${message}${keeps}`, 'stderr');
     });
+    this.#reported.delete(deploy.id);
     this.#logger.warn({ app: deploy.app, release: version, code }, `deploy failed: ${message}`);
     this.#o.fleet.requestSync();
   }

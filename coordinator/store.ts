@@ -24,7 +24,8 @@ export interface ReleaseRow {
   createdAt: number;
 }
 
-export type DeployStatus = 'pending' | 'building' | 'releasing' | 'rolling_out' | 'succeeded' | 'failed';
+/** `rolling_back`: the new release failed and the previous one is being restored (then `failed`). */
+export type DeployStatus = 'pending' | 'building' | 'releasing' | 'rolling_out' | 'rolling_back' | 'succeeded' | 'failed';
 
 export interface DeployRow {
   id: string;
@@ -85,6 +86,12 @@ export interface InstanceRow {
   /** Bumped by `hangar restart`: the agent restarts the process when it changes. */
   restartNonce: number;
   createdAt: number;
+  /** Last lines of its output while it is not up (crashing, unhealthy), as the agent read them. */
+  logTail: string;
+  /** When its process last started, as the agent reported (Unix ms). */
+  startedAt: number | null;
+  /** When it last passed its health check (Unix ms). */
+  upAt: number | null;
 }
 
 /** Options of {@link Store}. */
@@ -164,6 +171,9 @@ function instanceFrom(r: Row): InstanceRow {
     message: r.message as string,
     restartNonce: r.restart_nonce as number,
     createdAt: r.created_at as number,
+    logTail: (r.log_tail as string | null) ?? '',
+    startedAt: (r.started_at as number | null) ?? null,
+    upAt: (r.up_at as number | null) ?? null,
   };
 }
 
@@ -443,8 +453,8 @@ export class Store {
 
   insertInstance(i: InstanceRow): void {
     this.#stmt(
-      `INSERT INTO instances (key, app, type, idx, release, agent, desired, drain_generation, drain_started, state, pid, port, restarts, since, message, restart_nonce, created_at)
-       VALUES (@key, @app, @type, @idx, @release, @agent, @desired, @drainGeneration, @drainStarted, @state, @pid, @port, @restarts, @since, @message, @restartNonce, @createdAt)`,
+      `INSERT INTO instances (key, app, type, idx, release, agent, desired, drain_generation, drain_started, state, pid, port, restarts, since, message, restart_nonce, created_at, log_tail, started_at, up_at)
+       VALUES (@key, @app, @type, @idx, @release, @agent, @desired, @drainGeneration, @drainStarted, @state, @pid, @port, @restarts, @since, @message, @restartNonce, @createdAt, @logTail, @startedAt, @upAt)`,
     ).run(i);
   }
 
@@ -466,19 +476,24 @@ export class Store {
   /** Records what an agent reports; returns the row before the update (null when unknown). */
   updateInstanceStatus(
     key: string,
-    s: { state: InstanceState; pid: number | null; port: number | null; restarts: number; since: number; message: string },
+    s: {
+      state: InstanceState;
+      pid: number | null;
+      port: number | null;
+      restarts: number;
+      since: number;
+      message: string;
+      logTail?: string;
+    },
   ): InstanceRow | null {
     const before = this.getInstance(key);
     if (!before) return null;
-    this.#stmt('UPDATE instances SET state = ?, pid = ?, port = ?, restarts = ?, since = ?, message = ? WHERE key = ?').run(
-      s.state,
-      s.pid,
-      s.port,
-      s.restarts,
-      s.since,
-      s.message,
-      key,
-    );
+    // Boot timing: the last start of its process, and when it then passed its health check.
+    const startedAt = s.state === 'starting' && s.pid !== null ? s.since : before.startedAt;
+    const upAt = s.state === 'up' ? (before.state === 'up' ? (before.upAt ?? s.since) : s.since) : before.upAt;
+    this.#stmt(
+      'UPDATE instances SET state = ?, pid = ?, port = ?, restarts = ?, since = ?, message = ?, log_tail = ?, started_at = ?, up_at = ? WHERE key = ?',
+    ).run(s.state, s.pid, s.port, s.restarts, s.since, s.message, s.logTail ?? before.logTail, startedAt, upAt, key);
     return before;
   }
 

@@ -19,7 +19,8 @@ export const HANGAR_BIN = join(ROOT, 'bin', 'hangar.js');
 /** A temporary directory removed after the test. */
 export async function tempDir(t: TestContext, prefix = 'hangar-test-'): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  // Retries: an app process may still be writing its last lines while the tree is removed.
+  t.after(() => rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }));
   return dir;
 }
 
