@@ -74,7 +74,7 @@ export function registerAddonsCommands(program: Command, ctx: CliContext): void 
         ...(options.name === undefined ? {} : { name: options.name }),
       });
       ctx.out(`Creating ${addon.name} (${kind}) on ${addon.agent} for ${app}...\n`);
-      const ready = await followAddon(ctx, client, app, addon, started + options.timeout * 1000);
+      const ready = await followAddon(ctx, client, app, addon, started, started + options.timeout * 1000);
       const seconds = ((ctx.clock.now() - started) / 1000).toFixed(1);
       ctx.out(`-----> ${ready.name} is up and ${ready.configVar} is set (${seconds} s): ${ready.url ?? ''}\n`);
     });
@@ -145,13 +145,21 @@ export function registerAddonsCommands(program: Command, ctx: CliContext): void 
  * Polls the add-on, printing each state it goes through, until it is up and attached (following
  * the rollout of the release that set its config var); throws when it failed or at `deadline`.
  */
-async function followAddon(ctx: CliContext, client: ApiClient, app: string, first: AddonView, deadline: number): Promise<AddonView> {
+async function followAddon(
+  ctx: CliContext,
+  client: ApiClient,
+  app: string,
+  first: AddonView,
+  started: number,
+  deadline: number,
+): Promise<AddonView> {
   let addon = first;
   let lastState = '';
   for (;;) {
     if (addon.state !== lastState) {
       lastState = addon.state;
-      ctx.out(`-----> ${addon.name}: ${addon.state}${addon.message && addon.state !== 'up' ? ` (${addon.message})` : ''}\n`);
+      const detail = addon.state === 'up' ? `${((ctx.clock.now() - started) / 1000).toFixed(1)} s` : addon.message;
+      ctx.out(`-----> ${addon.name}: ${addon.state}${detail ? ` (${detail})` : ''}\n`);
     }
     if (addon.state === 'failed') {
       throw new HangarError('ADDON_FAILED', `${addon.name} could not be provisioned: ${addon.message}`);
