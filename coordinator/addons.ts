@@ -62,6 +62,17 @@ export function databaseNameOf(app: string): string {
   return app.replace(/-/g, '_');
 }
 
+/**
+ * The config var of a new add-on: Heroku's name for its kind (DATABASE_URL, REDIS_URL,
+ * MEMCACHED_URL) unless another live add-on of the app holds it; then NAME_URL from its name
+ * (`postgres-2` → `POSTGRES_2_URL`).
+ */
+export function configVarFor(kind: AddonKind, name: string, appAddons: readonly Pick<AddonRow, 'desired' | 'configVar'>[]): string {
+  const primary = ADDON_CONFIG_VARS[kind];
+  const taken = appAddons.some((a) => a.desired === 'run' && a.configVar === primary);
+  return taken ? `${name.toUpperCase().replace(/-/g, '_')}_URL` : primary;
+}
+
 /** The connection URL of an add-on on `host`; `password` replaced by `****` when `mask`. */
 export function addonUrl(row: Pick<AddonRow, 'kind' | 'app' | 'port' | 'password'>, host: string, mask: boolean): string | null {
   if (row.port === null) return null;
@@ -115,8 +126,6 @@ export class Addons {
         throw new HangarError('ADDON_EXISTS', `An add-on named ${name} already exists (names are fleet-wide); pick another with --name.`);
       }
       const agent = this.#pickAgent(input.agent);
-      const primary = ADDON_CONFIG_VARS[input.kind];
-      const taken = all.some((a) => a.app === app && a.desired === 'run' && a.configVar === primary);
       const row: AddonRow = {
         name,
         id: randomUUID(),
@@ -124,7 +133,11 @@ export class Addons {
         kind: input.kind,
         agent,
         port: null,
-        configVar: taken ? `${name.toUpperCase().replace(/-/g, '_')}_URL` : primary,
+        configVar: configVarFor(
+          input.kind,
+          name,
+          all.filter((a) => a.app === app),
+        ),
         desired: 'run',
         attachedUrl: null,
         deployId: null,
@@ -296,6 +309,16 @@ export class Addons {
     this.#jobs.delete(result.id);
     clearTimeout(job.timer);
     job.resolve(result);
+  }
+
+  /** An agent's stream closed: its unanswered jobs fail now rather than at their timeout. */
+  onDisconnect(agent: string): void {
+    for (const [id, job] of this.#jobs) {
+      if (job.agent !== agent) continue;
+      this.#jobs.delete(id);
+      clearTimeout(job.timer);
+      job.reject(new HangarError('UNREACHABLE', `${agent} went away before it finished the job; check the add-on and try again.`));
+    }
   }
 
   /** Periodic: attaches add-ons that are up but whose URL could not be set yet (a deploy was running). */

@@ -138,6 +138,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       onAddonStatus: (agent, status) => addons?.onStatuses(agent, [status]),
       onAddonJobResult: (agent, result) => addons?.onJobResult(agent, result),
       onDisconnect: (agent) => {
+        addons?.onDisconnect(agent);
         const timer = setTimeout(() => {
           goneTimers.delete(agent);
           if (!hub.isConnected(agent)) rollouts?.onAgentGone(agent);

@@ -233,6 +233,42 @@ test('add-ons: PostgreSQL keeps the app data, Redis queues, memcached answers, a
     assert.match(answer, /^VERSION \d/);
   });
 
+  await t.test('the add-on API validates its input: 4xx {code, message}', async () => {
+    const call = async (method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown) => {
+      const res = await request(`${cluster.coordinator.url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${cluster.coordinator.adminToken}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+        ...(body ? { body: JSON.stringify(body) } : {}),
+      });
+      return { status: res.statusCode, body: (await res.body.json()) as { code: string; message: string } };
+    };
+    let res = await call('POST', `/v1/apps/${app}/addons`, { kind: 'mysql' });
+    assert.equal(res.status, 400);
+    assert.equal(res.body.code, 'BAD_INPUT');
+    assert.match(res.body.message, /kind/);
+    res = await call('POST', `/v1/apps/${app}/addons`, { kind: 'redis', size: 'huge' });
+    assert.equal(res.status, 400);
+    res = await call('POST', `/v1/apps/${app}/addons`, { kind: 'redis', name: 'postgres-1' });
+    assert.equal(res.status, 409);
+    assert.equal(res.body.code, 'ADDON_EXISTS');
+    res = await call('POST', `/v1/apps/${app}/addons`, { kind: 'redis', agent: 'no-such-agent' });
+    assert.equal(res.status, 404);
+    res = await call('GET', `/v1/apps/${app}/addons/nope-1`);
+    assert.equal(res.status, 404);
+    assert.equal(res.body.code, 'ADDON_NOT_FOUND');
+    res = await call('GET', `/v1/apps/${app}/addons/memcached-1/backups`);
+    assert.equal(res.status, 400);
+    assert.match(res.body.message, /backups are for PostgreSQL/);
+    res = await call('DELETE', `/v1/apps/${app}/addons/postgres-1`);
+    assert.equal(res.status, 400);
+    assert.match(res.body.message, /--confirm postgres-1/);
+    res = await call('GET', `/v1/apps/no-app/addons`);
+    assert.equal(res.status, 404);
+    assert.equal(res.body.code, 'APP_NOT_FOUND');
+    // Nothing was created by the refused calls.
+    assert.equal((await addons(cluster, app)).length, 3);
+  });
+
   await t.test('an agent restart adopts the running add-on servers', async () => {
     const pidfile = join(agentDir, 'addons', 'postgres-1', 'pid.json');
     const { pid } = JSON.parse(await readFile(pidfile, 'utf8')) as { pid: number };
