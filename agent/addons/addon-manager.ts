@@ -7,7 +7,7 @@
 import { chmod, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import type { Clock } from '../../common/clock.js';
+import type { Clock, ClockTimer } from '../../common/clock.js';
 import { HangarError, describeError, isHangarError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type { AddonBackup, AddonJob__Output, AddonJobResult, AddonSpec__Output, AddonStatus } from '../../proto/loader.js';
@@ -66,6 +66,8 @@ interface Entry {
   message: string;
   since: number;
   failedAt: number;
+  /** Retry of a failed provisioning. */
+  retryTimer: ClockTimer | null;
   stopping: Promise<void> | null;
 }
 
@@ -131,15 +133,14 @@ export class AddonManager {
       if (!meta || !isAddonKind(meta.kind)) continue;
       const spec = wanted.get(name);
       try {
-        const ctx = await this.#context(spec && spec.id === meta.id ? spec : specFromMeta(meta), paths, meta.port);
+        if (!spec || spec.id !== meta.id) {
+          await this.#stopLeftover(name, paths);
+          continue;
+        }
+        const ctx = await this.#context(spec, paths, meta.port);
         const server = await this.#drivers[meta.kind].prepare(ctx);
         const supervisor = Supervisor.adopt(this.#supervisorOptions(ctx, server));
         if (!supervisor) continue;
-        if (!spec || spec.id !== meta.id) {
-          this.#logger.info({ addon: name }, 'stopping a leftover add-on server that is no longer wanted');
-          await supervisor.stop();
-          continue;
-        }
         this.#entries.set(name, {
           spec,
           paths,
@@ -150,6 +151,7 @@ export class AddonManager {
           message: 'adopted after an agent restart',
           since: this.#o.clock.now(),
           failedAt: 0,
+          retryTimer: null,
           stopping: null,
         });
         this.#logger.info({ addon: name, pid: supervisor.status().pid }, 'adopted a running add-on server');
@@ -157,6 +159,27 @@ export class AddonManager {
         this.#logger.warn({ err, addon: name }, 'could not adopt an add-on server; it will be started again');
       }
     }
+  }
+
+  /** Stops a server a previous agent left running that desired state no longer lists (its data stays). */
+  async #stopLeftover(name: string, paths: AddonPaths): Promise<void> {
+    const supervisor = Supervisor.adopt({
+      key: `addon:${name}`,
+      command: 'true',
+      cwd: paths.root,
+      env: {},
+      stdoutPath: paths.stdout,
+      stderrPath: paths.stderr,
+      pidfilePath: paths.pidfile,
+      graceMs: this.#o.graceMs ?? 30_000,
+      // PostgreSQL's fast shutdown; Redis and memcached stop on SIGINT as on SIGTERM.
+      stopSignal: 'SIGINT',
+      clock: this.#o.clock,
+      logger: this.#logger,
+    });
+    if (!supervisor) return;
+    this.#logger.info({ addon: name }, 'stopping a leftover add-on server that is no longer wanted');
+    await supervisor.stop();
   }
 
   /** Applies the add-ons of a desired-state snapshot; provisioning happens in the background. */
@@ -176,6 +199,7 @@ export class AddonManager {
       }
       if (entry.phase === 'stopping') continue;
       if (entry.phase === 'failed' && now - entry.failedAt >= (this.#o.retryMs ?? 15_000)) {
+        if (entry.retryTimer) this.#o.clock.clearTimeout(entry.retryTimer);
         this.#entries.delete(spec.name);
         this.#launch(spec);
       }
@@ -212,6 +236,7 @@ export class AddonManager {
   async close(options: { stopInstances: boolean }): Promise<void> {
     this.#closed = true;
     const entries = [...this.#entries.values()];
+    for (const e of entries) if (e.retryTimer) this.#o.clock.clearTimeout(e.retryTimer);
     if (options.stopInstances) {
       await Promise.all(entries.map((e) => this.#stop(e)));
     } else {
@@ -236,6 +261,7 @@ export class AddonManager {
       message: 'provisioning',
       since: this.#o.clock.now(),
       failedAt: 0,
+      retryTimer: null,
       stopping: null,
     };
     this.#entries.set(spec.name, entry);
@@ -248,6 +274,13 @@ export class AddonManager {
       entry.message = describeError(err);
       this.#logger.error({ err, addon: spec.name }, 'add-on could not be provisioned; will try again');
       this.#report(entry);
+      // Tried again on its own: desired state may not change for a long time.
+      entry.retryTimer = this.#o.clock.setTimeout(() => {
+        entry.retryTimer = null;
+        if (this.#closed || this.#entries.get(spec.name) !== entry || entry.phase !== 'failed') return;
+        this.#entries.delete(spec.name);
+        this.#launch(entry.spec);
+      }, this.#o.retryMs ?? 15_000);
     });
   }
 
@@ -364,6 +397,7 @@ export class AddonManager {
 
   #stop(entry: Entry): Promise<void> {
     if (entry.stopping) return entry.stopping;
+    if (entry.retryTimer) this.#o.clock.clearTimeout(entry.retryTimer);
     entry.phase = 'stopping';
     entry.since = this.#o.clock.now();
     entry.message = 'stopping';
@@ -478,11 +512,6 @@ async function readMeta(paths: AddonPaths): Promise<AddonMeta | null> {
   } catch {
     return null;
   }
-}
-
-/** A spec good enough to stop a leftover server (no password needed for that). */
-function specFromMeta(meta: AddonMeta): AddonSpec__Output {
-  return { id: meta.id, name: meta.name, app: meta.app, kind: meta.kind, port: meta.port, password: '', database: 'leftover', memoryMb: 0 };
 }
 
 /** Backups of an add-on, newest first. */
