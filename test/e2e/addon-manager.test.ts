@@ -16,7 +16,7 @@ async function waitUntil<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await fn();
-    if (value) return value as NonNullable<T>;
+    if (value) return value;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
