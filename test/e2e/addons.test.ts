@@ -312,4 +312,22 @@ test('add-ons: PostgreSQL keeps the app data, Redis queues, memcached answers, a
       false,
     );
   });
+
+  await t.test('a second PostgreSQL of the app gets its own server and NAME_URL', async () => {
+    const out = await cliOk(cluster, ['addons:create', 'postgres', '-a', app]);
+    assert.match(out, /postgres-2: up/);
+    const rows = await addons(cluster, app, true);
+    const second = rows.find((a) => a.name === 'postgres-2');
+    const first = rows.find((a) => a.name === 'postgres-1');
+    assert.ok(second?.url && first?.url);
+    assert.equal(second.configVar, 'POSTGRES_2_URL');
+    assert.notEqual(second.port, first.port);
+    const vars = await config(cluster, app);
+    assert.equal(vars.POSTGRES_2_URL, second.url);
+    assert.equal(vars.DATABASE_URL, pgUrl, 'DATABASE_URL still names the first one');
+    assert.equal(await psql(second.url, 'SELECT current_database()'), 'shop');
+    assert.equal(await psql(second.url, "SELECT count(*) FROM pg_tables WHERE tablename = 'notes_note'"), '0');
+    await cliOk(cluster, ['addons:destroy', 'postgres-2', '-a', app, '--confirm', 'postgres-2', '--purge']);
+    assert.equal((await config(cluster, app)).POSTGRES_2_URL, undefined);
+  });
 });
