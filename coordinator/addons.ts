@@ -237,7 +237,10 @@ export class Addons {
       attached: row.attachedUrl !== null,
       deploy: row.deployId,
       restarts: row.restarts,
-      message: row.message,
+      message:
+        row.desired === 'run' && !this.#o.hub.isConnected(row.agent)
+          ? `${row.agent} is not connected; last reported: ${row.message || row.state}`
+          : row.message,
       since: new Date(row.since).toISOString(),
       createdAt: new Date(row.createdAt).toISOString(),
     };
