@@ -6,6 +6,7 @@ import { systemClock, type Clock, type ClockTimer } from '../common/clock.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { HANGAR_VERSION } from '../common/version.js';
 import type { DesiredState__Output } from '../proto/loader.js';
+import { AddonManager } from './addons/addon-manager.js';
 import { ArtifactStore } from './artifact-store.js';
 import type { BackoffOptions } from './backoff.js';
 import { VenvBuilds, buildRelease, type BuildOptions } from './builder.js';
@@ -102,7 +103,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const venvBuilds = new VenvBuilds();
   const build = (options: BuildOptions) => buildRelease({ ...options, venvBuilds });
   let appliedGeneration = 0;
-  const sendHeartbeat = () => link?.send({ heartbeat: { generation: appliedGeneration, instances: reconciler.statuses() } });
+  const sendHeartbeat = () =>
+    link?.send({ heartbeat: { generation: appliedGeneration, instances: reconciler.statuses(), addons: addons.statuses() } });
 
   const reconciler = new Reconciler({
     instancesDir: join(c.dataDir, 'instances'),
@@ -117,6 +119,16 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     logger,
     onStatus: (status, kind, exit) =>
       link?.send({ instanceEvent: { status, kind, exitCode: exit?.code ?? 0, signal: exit?.signal ?? '' } }),
+  });
+  // Add-on servers (PostgreSQL, Redis, memcached): DATA/addons/NAME/{data,stdout.log,stderr.log,pid.json}.
+  const addons = new AddonManager({
+    dir: join(c.dataDir, 'addons'),
+    host: c.name,
+    advertise: c.advertise,
+    ...(deps.backoff ? { backoff: deps.backoff } : {}),
+    clock,
+    logger,
+    onStatus: (status) => link?.send({ addonStatus: status }),
   });
   const tasks = new TaskRunner({
     dir: join(c.dataDir, 'tasks'),
@@ -147,6 +159,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       return;
     }
     reconciler.apply(state);
+    // Add-ons start from the cached state too: they stay up while the coordinator is away.
+    addons.apply(state.addons ?? []);
     if (!fromCache) {
       tasks.apply(state.tasks);
       cache(state);
@@ -163,6 +177,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     cached = null;
   }
   await reconciler.adopt(cached);
+  await addons.adopt(cached?.addons ?? []);
   if (cached) apply(cached, true);
 
   let heartbeat: ClockTimer | null = null;
@@ -184,6 +199,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       routerPort,
       capacity: { cpus: cpus().length, memoryMb: Math.round(totalmem() / 1048576), maxInstances: c.maxInstances },
       instances: reconciler.statuses(),
+      addons: addons.statuses(),
       version: HANGAR_VERSION,
       generation: appliedGeneration,
     }),
@@ -192,6 +208,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       beat(intervalMs);
     },
     onDesiredState: (state) => apply(state, false),
+    onAddonJob: (job) => void addons.runJob(job).then((result) => link?.send({ addonJobResult: result })),
   });
   link.start();
   logger.info({ routerPort, coordinator: c.coordinator, advertise: c.advertise }, 'agent started');
@@ -206,6 +223,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
         tasks.close();
         link?.close();
         await reconciler.close({ stopInstances: options.stopInstances ?? false });
+        await addons.close({ stopInstances: options.stopInstances ?? false });
         await router.close();
         await cacheWrite;
         logger.info('agent stopped');

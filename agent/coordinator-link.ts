@@ -6,6 +6,7 @@ import {
   AGENT_METADATA_KEY,
   AUTH_METADATA_KEY,
   loadProto,
+  type AddonJob__Output,
   type AgentMessage,
   type AgentServiceClient,
   type ArtifactChunk__Output,
@@ -23,6 +24,8 @@ export interface CoordinatorLinkOptions {
   /** Builds the hello sent on every (re)connect: identity, capacity, what runs now. */
   hello: () => NonNullable<AgentMessage['hello']>;
   onDesiredState: (state: DesiredState__Output) => void;
+  /** A one-shot job on an add-on; answer it with an `addonJobResult` message. */
+  onAddonJob?: (job: AddonJob__Output) => void;
   /** The stream is up (after Welcome); gives the heartbeat interval the coordinator wants. */
   onConnected?: (heartbeatIntervalMs: number) => void;
   onDisconnected?: () => void;
@@ -133,6 +136,8 @@ export class CoordinatorLink {
           this.#o.onConnected?.(message.welcome.heartbeatIntervalMs || 2000);
         } else if (message.desiredState) {
           this.#o.onDesiredState(message.desiredState);
+        } else if (message.addonJob) {
+          this.#o.onAddonJob?.(message.addonJob);
         }
       } catch (err) {
         this.#logger.error({ err }, 'failed to handle a message from the coordinator');

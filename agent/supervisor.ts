@@ -34,6 +34,11 @@ export interface SupervisorOptions {
   pidfilePath: string;
   /** Time between SIGTERM and SIGKILL of the process group on stop, in ms. Default 30000. */
   graceMs?: number;
+  /**
+   * Signal that asks the process group to stop, before SIGKILL after `graceMs`. Default SIGTERM
+   * (PostgreSQL wants SIGINT: its SIGTERM waits for every client to disconnect).
+   */
+  stopSignal?: NodeJS.Signals;
   /** Without `healthCheck`: running this long makes the instance `up`, in ms. Default 1000. */
   settleMs?: number;
   /** When given, the instance is `up` only once this resolves true. It should never throw. */
@@ -492,9 +497,10 @@ export class Supervisor {
 
   async #terminate(run: Run): Promise<void> {
     if (run.exit === null) {
-      this.#signalGroup(run.pid, 'SIGTERM');
+      const stopSignal = this.#options.stopSignal ?? 'SIGTERM';
+      this.#signalGroup(run.pid, stopSignal);
       if (!(await this.#waitForExit(run, this.#graceMs))) {
-        this.#logger.warn({ pid: run.pid, graceMs: this.#graceMs }, 'did not exit after SIGTERM; sending SIGKILL');
+        this.#logger.warn({ pid: run.pid, graceMs: this.#graceMs }, `did not exit after ${stopSignal}; sending SIGKILL`);
         this.#signalGroup(run.pid, 'SIGKILL');
         if (!(await this.#waitForExit(run, KILL_WAIT_MS))) {
           this.#logger.error({ pid: run.pid }, 'still running after SIGKILL; check the process by hand');

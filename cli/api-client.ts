@@ -7,7 +7,18 @@
  * a coordinator that cannot be reached is `UNREACHABLE`. The token never appears in any of them.
  */
 import { Agent, request, type Dispatcher } from 'undici';
-import type { AgentView, AppView, DeployView, ErrorBody, HealthView, PsRow, ReleaseView } from '../common/api-types.js';
+import type {
+  AddonBackupView,
+  AddonKind,
+  AddonView,
+  AgentView,
+  AppView,
+  DeployView,
+  ErrorBody,
+  HealthView,
+  PsRow,
+  ReleaseView,
+} from '../common/api-types.js';
 import { HangarError, type ErrorCode } from '../common/errors.js';
 
 /** Options of {@link ApiClient}. */
@@ -46,7 +57,19 @@ interface CallOptions {
   query?: Record<string, string | number | undefined>;
   json?: unknown;
   raw?: { body: Uint8Array; contentType: string };
+  /** Overrides the client's answer timeout for this call, ms. */
+  timeoutMs?: number;
 }
+
+/** Answer of `DELETE /v1/apps/:app/addons/:name`. */
+export interface AddonDestroyResult {
+  addon: AddonView;
+  /** The rollout of the release that unset the config var, or null. */
+  deploy: DeployView | null;
+}
+
+/** How long backup and restore calls may take, ms (they run on the agent while the call waits). */
+const ADDON_JOB_TIMEOUT_MS = 3 * 3600_000;
 
 /** Error codes of a connection that never got an answer. */
 const NETWORK_CODES = new Set([
@@ -186,6 +209,49 @@ export class ApiClient {
     return expectRecord<Record<string, number>>(body, 'formation');
   }
 
+  /** `GET /v1/apps/:app/addons`: passwords in URLs masked unless `reveal`. */
+  async listAddons(app: string, options: { reveal?: boolean } = {}): Promise<AddonView[]> {
+    const query = options.reveal ? { reveal: 'true' } : {};
+    return expectArray<AddonView>(await this.#call('GET', appPath(app, 'addons'), { query }), 'addons');
+  }
+
+  /** `GET /v1/apps/:app/addons/:name`. */
+  async getAddon(app: string, name: string, options: { reveal?: boolean } = {}): Promise<AddonView> {
+    const query = options.reveal ? { reveal: 'true' } : {};
+    return expectRecord<AddonView>(await this.#call('GET', appPath(app, 'addons', name), { query }), 'addon');
+  }
+
+  /** `POST /v1/apps/:app/addons`: provisions an add-on; its URL is set in config once it is up. */
+  async createAddon(app: string, input: { kind: AddonKind; agent?: string; name?: string }): Promise<AddonView> {
+    return expectRecord<AddonView>(await this.#call('POST', appPath(app, 'addons'), { json: input }), 'addon');
+  }
+
+  /** `DELETE /v1/apps/:app/addons/:name?confirm=NAME&purge=true`: stops it and unsets its config var. */
+  async destroyAddon(app: string, name: string, options: { confirm: string; purge?: boolean }): Promise<AddonDestroyResult> {
+    const body = await this.#call('DELETE', appPath(app, 'addons', name), {
+      query: { confirm: options.confirm, purge: options.purge ? 'true' : undefined },
+      timeoutMs: ADDON_JOB_TIMEOUT_MS,
+    });
+    return { addon: expectRecord<AddonView>(body, 'addon'), deploy: expectNullableRecord<DeployView>(body, 'deploy') };
+  }
+
+  /** `GET /v1/apps/:app/addons/:name/backups`, newest first. */
+  async listAddonBackups(app: string, name: string): Promise<AddonBackupView[]> {
+    return expectArray<AddonBackupView>(await this.#call('GET', appPath(app, 'addons', name, 'backups')), 'backups');
+  }
+
+  /** `POST /v1/apps/:app/addons/:name/backups`: makes a backup now (waits for it). */
+  async createAddonBackup(app: string, name: string): Promise<{ backup: AddonBackupView; backups: AddonBackupView[] }> {
+    const body = await this.#call('POST', appPath(app, 'addons', name, 'backups'), { timeoutMs: ADDON_JOB_TIMEOUT_MS });
+    return { backup: expectRecord<AddonBackupView>(body, 'backup'), backups: expectArray<AddonBackupView>(body, 'backups') };
+  }
+
+  /** `POST /v1/apps/:app/addons/:name/backups/:backup/restore` (waits for it). */
+  async restoreAddonBackup(app: string, name: string, backup: string): Promise<AddonBackupView[]> {
+    const body = await this.#call('POST', appPath(app, 'addons', name, 'backups', backup, 'restore'), { timeoutMs: ADDON_JOB_TIMEOUT_MS });
+    return expectArray<AddonBackupView>(body, 'backups');
+  }
+
   /** Closes the connections this client opened. Idempotent. */
   close(): Promise<void> {
     this.#closed ??= this.#ownsDispatcher ? this.#dispatcher.close() : Promise.resolve();
@@ -217,8 +283,8 @@ export class ApiClient {
         headers,
         body,
         dispatcher: this.#dispatcher,
-        headersTimeout: this.#timeoutMs,
-        bodyTimeout: this.#timeoutMs,
+        headersTimeout: options.timeoutMs ?? this.#timeoutMs,
+        bodyTimeout: options.timeoutMs ?? this.#timeoutMs,
       });
     } catch (err) {
       throw this.#networkError(err);

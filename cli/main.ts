@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { isHangarError } from '../common/errors.js';
+import { registerAddonsCommands } from './commands/addons.js';
 import { registerAgentsCommands } from './commands/agents.js';
 import { registerAppsCommands } from './commands/apps.js';
 import { registerConfigCommands } from './commands/config.js';
@@ -56,6 +57,7 @@ export function buildProgram(io: CliIo, extraCommands?: ExtraCommands, ctx: CliC
   registerReleasesCommands(program, ctx);
   registerPsCommands(program, ctx);
   registerConfigCommands(program, ctx);
+  registerAddonsCommands(program, ctx);
   registerLoginCommands(program, ctx);
   extraCommands?.(program, ctx);
   return program;

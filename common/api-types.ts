@@ -21,6 +21,13 @@
  *   POST   /v1/apps/:app/ps/restart { target? }    -> { restarted: string[] }   (target: TYPE or TYPE.N)
  *   GET    /v1/apps/:app/formation                 -> { formation: Record<string, number> }
  *   PATCH  /v1/apps/:app/formation { formation: { web: 2 } } -> { formation }
+ *   GET    /v1/apps/:app/addons?reveal=true        -> { addons: AddonView[] }   (passwords masked unless reveal)
+ *   POST   /v1/apps/:app/addons { kind, agent?, name? } -> 202 { addon: AddonView }
+ *   GET    /v1/apps/:app/addons/:name?reveal=true  -> { addon: AddonView }
+ *   DELETE /v1/apps/:app/addons/:name?confirm=NAME&purge=true -> { addon: AddonView, deploy: DeployView | null }
+ *   GET    /v1/apps/:app/addons/:name/backups      -> { backups: AddonBackupView[] }   (PostgreSQL)
+ *   POST   /v1/apps/:app/addons/:name/backups      -> 201 { backup: AddonBackupView, backups: AddonBackupView[] }
+ *   POST   /v1/apps/:app/addons/:name/backups/:backup/restore -> { ok: true, backups }
  *
  * Errors: any 4xx/5xx has the body {@link ErrorBody}.
  */
@@ -126,4 +133,47 @@ export interface DeployView {
   next: number;
   createdAt: string;
   finishedAt: string | null;
+}
+
+export type AddonKind = 'postgres' | 'redis' | 'memcached';
+
+/**
+ * `provisioning` (data dir being made), `starting` (started, not yet answering its protocol),
+ * `up`, `crashed` (exited; restarting with backoff), `stopping`, `failed` (could not be
+ * provisioned, e.g. the server's Debian package is missing: see `message`), `destroyed` (stopped,
+ * data kept on the agent).
+ */
+export type AddonState = 'provisioning' | 'starting' | 'up' | 'crashed' | 'stopping' | 'failed' | 'destroyed';
+
+export interface AddonView {
+  /** `postgres-1`; unique across the fleet. */
+  name: string;
+  kind: AddonKind;
+  app: string;
+  /** The agent that runs it. */
+  agent: string;
+  state: AddonState;
+  /** The app's config var that holds the URL: DATABASE_URL, REDIS_URL, MEMCACHED_URL, or NAME_URL for a second one. */
+  configVar: string;
+  /** `postgres://USER:PASSWORD@HOST:PORT/DB` (password `****` unless revealed); null until the port is known. */
+  url: string | null;
+  port: number | null;
+  /** True once the URL is in the app's config. */
+  attached: boolean;
+  /** The deploy that set (or unset) the config var, or null. */
+  deploy: string | null;
+  restarts: number;
+  /** One sentence about the state (why it failed, when it restarts). */
+  message: string;
+  /** ISO time of the last state change. */
+  since: string;
+  createdAt: string;
+}
+
+export interface AddonBackupView {
+  /** `b20260102-030405` */
+  name: string;
+  size: number;
+  /** ISO time. */
+  createdAt: string;
 }

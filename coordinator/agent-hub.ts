@@ -6,6 +6,9 @@ import {
   AGENT_METADATA_KEY,
   AUTH_METADATA_KEY,
   loadProto,
+  type AddonJob,
+  type AddonJobResult__Output,
+  type AddonStatus__Output,
   type AgentMessage__Output,
   type AgentServiceHandlers,
   type ArtifactChunk,
@@ -27,6 +30,10 @@ export interface AgentHubEvents {
   onTaskOutput(agent: string, output: TaskOutput__Output): void;
   onTaskResult(agent: string, result: { taskId: string; ok: boolean; error: string; errorCode: string }): void;
   onDisconnect(agent: string): void;
+  /** An add-on's state changed on the agent. */
+  onAddonStatus?(agent: string, status: AddonStatus__Output): void;
+  /** The agent answered an add-on job. */
+  onAddonJobResult?(agent: string, result: AddonJobResult__Output): void;
 }
 
 /** Options of {@link AgentHub}. */
@@ -118,6 +125,14 @@ export class AgentHub {
     if (!session) return false;
     session.sentGeneration = state.generation;
     session.call.write({ desiredState: state });
+    return true;
+  }
+
+  /** Sends a one-shot add-on job to a connected agent; false when it is not connected. */
+  sendAddonJob(agent: string, job: AddonJob): boolean {
+    const session = this.#sessions.get(agent);
+    if (!session) return false;
+    session.call.write({ addonJob: job });
     return true;
   }
 
@@ -226,6 +241,12 @@ export class AgentHub {
         return;
       case 'taskResult':
         if (message.taskResult) events.onTaskResult(session.name, message.taskResult);
+        return;
+      case 'addonStatus':
+        if (message.addonStatus) events.onAddonStatus?.(session.name, message.addonStatus);
+        return;
+      case 'addonJobResult':
+        if (message.addonJobResult) events.onAddonJobResult?.(session.name, message.addonJobResult);
         return;
       case 'logBatch':
       case 'metrics':

@@ -11,6 +11,8 @@ import type { Clock } from '../common/clock.js';
 import { HangarError, httpStatusFor, isHangarError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { MAX_QUANTITY, appNameSchema, configKeySchema, processTypeSchema } from '../common/names.js';
+import { registerAddonRoutes } from './addon-routes.js';
+import type { Addons } from './addons.js';
 import { runnableTypes, type Fleet } from './fleet.js';
 import type { Rollouts } from './rollout.js';
 import { inspectSource } from './source-inspector.js';
@@ -22,6 +24,8 @@ export interface ApiOptions {
   store: Store;
   fleet: Fleet;
   rollouts: Rollouts;
+  /** Add-on routes (`/v1/apps/:app/addons…`) are served when given. */
+  addons?: Addons;
   clock: Clock;
   logger: Logger;
   adminToken: string;
@@ -362,6 +366,8 @@ export function buildApi(o: ApiOptions) {
     logger.info({ app: name, formation }, 'formation changed');
     return { formation: o.store.getFormation(name) };
   });
+
+  if (o.addons) registerAddonRoutes(app, { addons: o.addons, rollouts: o.rollouts, logger });
 
   return app;
 }

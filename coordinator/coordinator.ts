@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { systemClock, type Clock } from '../common/clock.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { HANGAR_VERSION } from '../common/version.js';
+import { Addons } from './addons.js';
 import { AgentHub } from './agent-hub.js';
 import { buildApi } from './api.js';
 import { Fleet } from './fleet.js';
@@ -106,6 +107,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   // Late-bound: the hub, the fleet and the rollouts call each other through these events.
   let fleet: Fleet | null = null;
   let rollouts: Rollouts | null = null;
+  let addons: Addons | null = null;
   const goneTimers = new Map<string, NodeJS.Timeout>();
   const hub = new AgentHub({
     host: c.grpcHost,
@@ -119,10 +121,12 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
         clearTimeout(goneTimers.get(agent));
         goneTimers.delete(agent);
         fleet?.onHello(agent, hello);
+        addons?.onStatuses(agent, hello.addons);
         rollouts?.tick();
       },
       onHeartbeat: (agent, hb) => {
         fleet?.onHeartbeat(agent, hb.instances);
+        addons?.onStatuses(agent, hb.addons);
         rollouts?.tick();
       },
       onInstanceEvent: (agent, event) => {
@@ -131,7 +135,10 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       },
       onTaskOutput: (agent, output) => rollouts?.onTaskOutput(agent, output),
       onTaskResult: (agent, result) => rollouts?.onTaskResult(agent, result),
+      onAddonStatus: (agent, status) => addons?.onStatuses(agent, [status]),
+      onAddonJobResult: (agent, result) => addons?.onJobResult(agent, result),
       onDisconnect: (agent) => {
+        addons?.onDisconnect(agent);
         const timer = setTimeout(() => {
           goneTimers.delete(agent);
           if (!hub.isConnected(agent)) rollouts?.onAgentGone(agent);
@@ -152,13 +159,16 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     agentDownAfterMs: c.agentDownAfterMs,
     tasksFor: (agent) => rollouts?.tasksFor(agent) ?? [],
     holdsPlacement: (app) => rollouts?.holdsPlacement(app) ?? false,
+    addonsFor: (agent) => addons?.specsFor(agent) ?? [],
   });
   rollouts = new Rollouts({ store, fleet, clock, logger, healthTimeoutMs: c.healthTimeoutMs, crashLimit: c.crashLimit });
+  addons = new Addons({ store, fleet, rollouts, hub, clock, logger });
 
   const api = buildApi({
     store,
     fleet,
     rollouts,
+    addons,
     clock,
     logger,
     adminToken,
@@ -184,6 +194,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     try {
       fleet?.tick();
       rollouts?.tick();
+      addons?.tick();
     } catch (err) {
       logger.error({ err }, 'coordinator loop failed');
     }
@@ -204,6 +215,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
         clearInterval(loop);
         for (const timer of goneTimers.values()) clearTimeout(timer);
         fleet?.close();
+        addons?.close();
         await api.close();
         await hub.close();
         store.close();

@@ -1,7 +1,7 @@
 import type { Clock } from '../common/clock.js';
 import type { Logger } from '../common/logger.js';
 import type { AgentView, PsRow } from '../common/api-types.js';
-import type { AppRoutes, InstanceSpec, InstanceStatus__Output, Task } from '../proto/loader.js';
+import type { AddonSpec, AppRoutes, InstanceSpec, InstanceStatus__Output, Task } from '../proto/loader.js';
 import type { AgentHub, Hello__Output } from './agent-hub.js';
 import { freeIndexes, placeInstances } from './scheduler.js';
 import type { InstanceRow, InstanceState, ReleaseRow, Store } from './store.js';
@@ -27,6 +27,8 @@ export interface FleetOptions {
    * then only record the new counts, which the rollout picks up. Default: never.
    */
   holdsPlacement?: (app: string) => boolean;
+  /** The add-on servers an agent must run. Default: none. */
+  addonsFor?(agent: string): AddonSpec[];
 }
 
 const INSTANCE_STATES: readonly InstanceState[] = ['starting', 'up', 'crashed', 'stopping'];
@@ -277,7 +279,13 @@ export class Fleet {
         if (!release) continue;
         specs.push(this.#spec(i, release));
       }
-      this.#o.hub.send(agent, { generation, instances: specs, routes, tasks: this.#o.tasksFor(agent) });
+      this.#o.hub.send(agent, {
+        generation,
+        instances: specs,
+        routes,
+        tasks: this.#o.tasksFor(agent),
+        addons: this.#o.addonsFor?.(agent) ?? [],
+      });
     }
   }
 

@@ -104,4 +104,29 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE instances ADD COLUMN started_at INTEGER;
   ALTER TABLE instances ADD COLUMN up_at INTEGER;
   `,
+  // add-ons: PostgreSQL, Redis and memcached servers run by agents. `secret` is the only column
+  // holding secrets (JSON {"password": ...}), so encrypting it at rest touches one place.
+  `
+  CREATE TABLE addons (
+    name TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    port INTEGER,
+    config_var TEXT NOT NULL,
+    desired TEXT NOT NULL,
+    attached_url TEXT,
+    deploy_id TEXT,
+    state TEXT NOT NULL,
+    pid INTEGER,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    since INTEGER NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    secret TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  CREATE INDEX addons_app ON addons(app);
+  CREATE INDEX addons_agent ON addons(agent);
+  `,
 ];

@@ -94,6 +94,37 @@ export interface InstanceRow {
   upAt: number | null;
 }
 
+/** What the coordinator wants of an add-on: keep it running, or keep only its data (destroyed). */
+export type AddonDesire = 'run' | 'destroyed';
+
+/** An add-on server (PostgreSQL, Redis, memcached) on an agent. */
+export interface AddonRow {
+  name: string;
+  /** Random id: a leftover directory of an earlier add-on of the same name is never reused. */
+  id: string;
+  app: string;
+  kind: string;
+  agent: string;
+  /** Chosen by the agent; null until it reported one. */
+  port: number | null;
+  /** The config var that holds its URL (DATABASE_URL, REDIS_URL, …). */
+  configVar: string;
+  desired: AddonDesire;
+  /** The URL last set in the app's config (null: not attached yet, or detached). */
+  attachedUrl: string | null;
+  /** The deploy that set or unset the config var. */
+  deployId: string | null;
+  /** As last reported by the agent (or `destroyed`). */
+  state: string;
+  pid: number | null;
+  restarts: number;
+  since: number;
+  message: string;
+  /** The generated password. Kept so it can be sent again; never logged. */
+  password: string;
+  createdAt: number;
+}
+
 /** Options of {@link Store}. */
 export interface StoreOptions {
   /** Path of the SQLite file; `:memory:` for tests. */
@@ -174,6 +205,29 @@ function instanceFrom(r: Row): InstanceRow {
     logTail: (r.log_tail as string | null) ?? '',
     startedAt: (r.started_at as number | null) ?? null,
     upAt: (r.up_at as number | null) ?? null,
+  };
+}
+
+function addonFrom(r: Row): AddonRow {
+  const secret = JSON.parse(r.secret as string) as { password?: string };
+  return {
+    name: r.name as string,
+    id: r.id as string,
+    app: r.app as string,
+    kind: r.kind as string,
+    agent: r.agent as string,
+    port: (r.port as number | null) ?? null,
+    configVar: r.config_var as string,
+    desired: r.desired as AddonDesire,
+    attachedUrl: (r.attached_url as string | null) ?? null,
+    deployId: (r.deploy_id as string | null) ?? null,
+    state: r.state as string,
+    pid: (r.pid as number | null) ?? null,
+    restarts: r.restarts as number,
+    since: r.since as number,
+    message: r.message as string,
+    password: secret.password ?? '',
+    createdAt: r.created_at as number,
   };
 }
 
@@ -507,5 +561,72 @@ export class Store {
 
   deleteInstance(key: string): void {
     this.#stmt('DELETE FROM instances WHERE key = ?').run(key);
+  }
+
+  // ---------------------------------------------------------------- add-ons
+
+  insertAddon(a: AddonRow): void {
+    this.#stmt(
+      `INSERT INTO addons (name, id, app, kind, agent, port, config_var, desired, attached_url, deploy_id, state, pid, restarts, since, message, secret, created_at)
+       VALUES (@name, @id, @app, @kind, @agent, @port, @configVar, @desired, @attachedUrl, @deployId, @state, @pid, @restarts, @since, @message, @secret, @createdAt)`,
+    ).run({
+      name: a.name,
+      id: a.id,
+      app: a.app,
+      kind: a.kind,
+      agent: a.agent,
+      port: a.port,
+      configVar: a.configVar,
+      desired: a.desired,
+      attachedUrl: a.attachedUrl,
+      deployId: a.deployId,
+      state: a.state,
+      pid: a.pid,
+      restarts: a.restarts,
+      since: a.since,
+      message: a.message,
+      secret: JSON.stringify({ password: a.password }),
+      createdAt: a.createdAt,
+    });
+  }
+
+  getAddon(name: string): AddonRow | null {
+    const r = this.#stmt('SELECT * FROM addons WHERE name = ?').get(name) as Row | undefined;
+    return r ? addonFrom(r) : null;
+  }
+
+  /** Add-ons, oldest first; destroyed ones (data kept) included. */
+  listAddons(filter: { app?: string } = {}): AddonRow[] {
+    if (filter.app !== undefined) {
+      return (this.#stmt('SELECT * FROM addons WHERE app = ? ORDER BY created_at, name').all(filter.app) as Row[]).map(addonFrom);
+    }
+    return (this.#stmt('SELECT * FROM addons ORDER BY created_at, name').all() as Row[]).map(addonFrom);
+  }
+
+  updateAddon(
+    name: string,
+    patch: Partial<
+      Pick<AddonRow, 'port' | 'desired' | 'attachedUrl' | 'deployId' | 'state' | 'pid' | 'restarts' | 'since' | 'message' | 'configVar'>
+    >,
+  ): void {
+    const columns: Record<string, string> = {
+      port: 'port',
+      desired: 'desired',
+      attachedUrl: 'attached_url',
+      deployId: 'deploy_id',
+      state: 'state',
+      pid: 'pid',
+      restarts: 'restarts',
+      since: 'since',
+      message: 'message',
+      configVar: 'config_var',
+    };
+    const keys = Object.keys(patch).filter((k) => k in columns);
+    if (keys.length === 0) return;
+    this.#stmt(`UPDATE addons SET ${keys.map((k) => `${columns[k]} = @${k}`).join(', ')} WHERE name = @name`).run({ ...patch, name });
+  }
+
+  deleteAddon(name: string): void {
+    this.#stmt('DELETE FROM addons WHERE name = ?').run(name);
   }
 }

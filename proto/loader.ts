@@ -18,6 +18,11 @@ export type { Hello__Output } from './generated/hangar/v1/Hello.js';
 export type { Heartbeat__Output } from './generated/hangar/v1/Heartbeat.js';
 export type { FetchArtifactRequest__Output } from './generated/hangar/v1/FetchArtifactRequest.js';
 export type { ArtifactChunk, ArtifactChunk__Output } from './generated/hangar/v1/ArtifactChunk.js';
+export type { AddonSpec, AddonSpec__Output } from './generated/hangar/v1/AddonSpec.js';
+export type { AddonStatus, AddonStatus__Output } from './generated/hangar/v1/AddonStatus.js';
+export type { AddonJob, AddonJob__Output } from './generated/hangar/v1/AddonJob.js';
+export type { AddonJobResult, AddonJobResult__Output } from './generated/hangar/v1/AddonJobResult.js';
+export type { AddonBackup, AddonBackup__Output } from './generated/hangar/v1/AddonBackup.js';
 
 /** Path of the .proto file, beside this module's source. */
 export const PROTO_PATH = fileURLToPath(new URL('../../proto/hangar.proto', import.meta.url));

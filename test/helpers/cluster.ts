@@ -97,25 +97,36 @@ export async function startCluster(
   t: TestContext,
   options: { agents?: number; coordinator?: Partial<CoordinatorConfig> } = {},
 ): Promise<Cluster> {
-  const dir = await tempDir(t);
-  const coordinator = await startCoordinator(
-    {
-      dataDir: join(dir, 'coordinator'),
-      httpPort: 0,
-      httpHost: '127.0.0.1',
-      grpcPort: 0,
-      grpcHost: '127.0.0.1',
-      heartbeatIntervalMs: 500,
-      graceSeconds: 5,
-      healthTimeoutMs: 60_000,
-      ...options.coordinator,
-    },
-    { logger: fileLogger(dir, 'coordinator') },
-  );
+  // Removed only after everything that writes into it has stopped (add-on servers keep writing).
+  const dir = await mkdtemp(join(tmpdir(), 'hangar-test-'));
+  let coordinator: RunningCoordinator;
+  try {
+    coordinator = await startCoordinator(
+      {
+        dataDir: join(dir, 'coordinator'),
+        httpPort: 0,
+        httpHost: '127.0.0.1',
+        grpcPort: 0,
+        grpcHost: '127.0.0.1',
+        heartbeatIntervalMs: 500,
+        graceSeconds: 5,
+        healthTimeoutMs: 60_000,
+        ...options.coordinator,
+      },
+      { logger: fileLogger(dir, 'coordinator') },
+    );
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
   const agents: RunningAgent[] = [];
   t.after(async () => {
-    await Promise.all(agents.map((a) => a.close({ stopInstances: true })));
-    await coordinator.close();
+    try {
+      await Promise.all(agents.map((a) => a.close({ stopInstances: true })));
+      await coordinator.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
   const env = { HANGAR_URL: coordinator.url, HANGAR_TOKEN: coordinator.adminToken, HANGAR_CREDENTIALS: join(dir, 'no-credentials.json') };
   const cluster: Cluster = {

@@ -1,0 +1,128 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { chmod, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { AddonManager } from '../../agent/addons/addon-manager.js';
+import type { AddonDriver } from '../../agent/addons/addon-kind.js';
+import { redisPing, respCommand } from '../../agent/addons/redis.js';
+import { findBinary } from '../../agent/addons/server-binaries.js';
+import { socketExchange } from '../../agent/addons/socket-exchange.js';
+import { systemClock } from '../../common/clock.js';
+import type { AddonSpec__Output, AddonStatus } from '../../proto/loader.js';
+
+async function waitUntil<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 30_000): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function spec(overrides: Partial<AddonSpec__Output>): AddonSpec__Output {
+  return {
+    id: 'id-1',
+    name: 'redis-1',
+    app: 'shop',
+    kind: 'redis',
+    port: 0,
+    password: 'p4ssw0rd-for-tests',
+    database: 'shop',
+    memoryMb: 0,
+    ...overrides,
+  };
+}
+
+async function manager(t: import('node:test').TestContext, drivers?: Partial<Record<'postgres' | 'redis' | 'memcached', AddonDriver>>) {
+  const dir = await mkdtemp(join(tmpdir(), 'hangar-addons-unit-'));
+  // The servers' unprivileged user (when tests run as root) must walk into it.
+  await chmod(dir, 0o711);
+  const events: AddonStatus[] = [];
+  const m = new AddonManager({
+    dir: join(dir, 'data', 'addons'),
+    host: 'test-agent',
+    advertise: '127.0.0.1',
+    backoff: { initialMs: 100, maxMs: 500 },
+    retryMs: 300,
+    graceMs: 5000,
+    ...(drivers ? { drivers } : {}),
+    clock: systemClock,
+    logger: pino({ level: 'silent' }),
+    onStatus: (s) => events.push(s),
+  });
+  t.after(async () => {
+    await m.close({ stopInstances: true });
+    await rm(dir, { recursive: true, force: true });
+  });
+  return { m, dir, events };
+}
+
+test('a Redis add-on: provisioned, answers with its password, restarts after kill -9 with its data', async (t) => {
+  const { m, dir, events } = await manager(t);
+  m.apply([spec({})]);
+  const up = await waitUntil('redis-1 up', () => m.statuses().find((s) => s.name === 'redis-1' && s.state === 'up'));
+  assert.ok(up.port && up.pid);
+  assert.deepEqual([...new Set(events.map((e) => e.state))].slice(0, 2), ['provisioning', 'starting']);
+  assert.equal(await redisPing('127.0.0.1', Number(up.port), 'p4ssw0rd-for-tests'), true);
+  assert.equal(await redisPing('127.0.0.1', Number(up.port), 'wrong'), false);
+  const set = await socketExchange({
+    host: '127.0.0.1',
+    port: Number(up.port),
+    request: respCommand('AUTH', 'p4ssw0rd-for-tests') + respCommand('SET', 'greeting', 'hello'),
+    complete: (r) => (r.match(/\r\n/g) ?? []).length >= 2,
+  });
+  assert.equal(set, '+OK\r\n+OK\r\n');
+
+  process.kill(Number(up.pid), 'SIGKILL');
+  const back = await waitUntil('redis-1 restarted', () =>
+    m.statuses().find((s) => s.name === 'redis-1' && s.state === 'up' && Number(s.restarts) >= 1),
+  );
+  assert.notEqual(back.pid, up.pid);
+  assert.equal(back.port, up.port, 'same port after a restart');
+  const get = await socketExchange({
+    host: '127.0.0.1',
+    port: Number(up.port),
+    request: respCommand('AUTH', 'p4ssw0rd-for-tests') + respCommand('GET', 'greeting'),
+    complete: (r) => r.includes('hello\r\n'),
+  });
+  assert.match(get, /\$5\r\nhello\r\n/);
+  // The config holding the password is not readable by others; the output goes to files.
+  const conf = join(dir, 'data', 'addons', 'redis-1', 'redis.conf');
+  assert.equal((await stat(conf)).mode & 0o077, 0);
+  assert.match(await readFile(join(dir, 'data', 'addons', 'redis-1', 'stdout.log'), 'utf8'), /Ready to accept connections/);
+
+  // Backups are PostgreSQL's only.
+  const job = await m.runJob({ id: 'job-1', addon: 'redis-1', action: 'backup', backup: '' });
+  assert.equal(job.ok, false);
+  assert.equal(job.errorCode, 'BAD_INPUT');
+
+  // Not wanted any more: stopped, data kept.
+  m.apply([]);
+  await waitUntil('redis-1 gone', () => m.statuses().length === 0);
+  await stat(join(dir, 'data', 'addons', 'redis-1', 'data'));
+  const purge = await m.runJob({ id: 'job-2', addon: 'redis-1', action: 'purge', backup: '' });
+  assert.equal(purge.ok, true);
+  await assert.rejects(stat(join(dir, 'data', 'addons', 'redis-1')));
+});
+
+test('a missing server package: the add-on is failed with the package to install, and tried again', async (t) => {
+  let attempts = 0;
+  const noMemcached: AddonDriver = {
+    kind: 'memcached',
+    preferredPort: 11211,
+    async prepare() {
+      attempts++;
+      // The real lookup, in a directory without the binary.
+      await findBinary('memcached', 'memcached', 'test-agent', ['/nonexistent-bin-dir']);
+      throw new Error('unreachable');
+    },
+  };
+  const { m } = await manager(t, { memcached: noMemcached });
+  m.apply([spec({ id: 'id-2', name: 'memcached-1', kind: 'memcached' })]);
+  const failed = await waitUntil('memcached-1 failed', () => m.statuses().find((s) => s.state === 'failed'));
+  assert.match(String(failed.message), /memcached is not installed on test-agent: install the Debian package `memcached`/);
+  await waitUntil('a second attempt', () => attempts >= 2, 10_000);
+});
