@@ -10,6 +10,7 @@ import { ArtifactStore } from './artifact-store.js';
 import type { BackoffOptions } from './backoff.js';
 import { VenvBuilds, buildRelease, type BuildOptions } from './builder.js';
 import { CoordinatorLink } from './coordinator-link.js';
+import { MetricsCollector } from './metrics-collector.js';
 import { Reconciler } from './reconciler.js';
 import { Router } from './router.js';
 import { TaskRunner } from './task-runner.js';
@@ -52,6 +53,8 @@ export const agentConfigSchema = z
     python: z.string().optional(),
     /** Non-web instances count as up after running this long, ms. Default 1000. */
     settleMs: z.number().int().min(0).default(1000),
+    /** Interval of metrics reports, ms. Default: what the coordinator asks for (10 s unless configured). */
+    metricsIntervalMs: z.number().int().positive().optional(),
   })
   .strict();
 
@@ -89,8 +92,12 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     port: c.routerPort,
     host: c.routerHost,
     logger,
-    onAccess: (e) => logger.debug({ access: e }, 'request'),
+    onAccess: (e) => {
+      metrics?.recordAccess(e);
+      logger.debug({ access: e }, 'request');
+    },
   });
+  let metrics: MetricsCollector | null = null;
   const { port: routerPort } = await router.start();
 
   let link: CoordinatorLink | null = null;
@@ -165,6 +172,17 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   await reconciler.adopt(cached);
   if (cached) apply(cached, true);
 
+  metrics = new MetricsCollector({
+    dataDir: c.dataDir,
+    ...(c.metricsIntervalMs ? { intervalMs: c.metricsIntervalMs } : {}),
+    instances: () => new Map(reconciler.statuses().flatMap((s) => (s.key && s.pid ? [[s.key, s.pid] as const] : []))),
+    inFlight: (key) => router.inFlight(key),
+    send: (report) => link?.send({ metrics: report }) ?? false,
+    clock,
+    logger,
+  });
+  metrics.start();
+
   let heartbeat: ClockTimer | null = null;
   const beat = (intervalMs: number) => {
     heartbeat = clock.setTimeout(() => {
@@ -187,9 +205,10 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       version: HANGAR_VERSION,
       generation: appliedGeneration,
     }),
-    onConnected: (intervalMs) => {
+    onConnected: (intervalMs, metricsIntervalMs) => {
       if (heartbeat) clock.clearTimeout(heartbeat);
       beat(intervalMs);
+      if (!c.metricsIntervalMs && metricsIntervalMs > 0) metrics?.setInterval(metricsIntervalMs);
     },
     onDesiredState: (state) => apply(state, false),
   });
@@ -203,6 +222,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     close(options = {}) {
       closing ??= (async () => {
         if (heartbeat) clock.clearTimeout(heartbeat);
+        metrics?.close();
         tasks.close();
         link?.close();
         await reconciler.close({ stopInstances: options.stopInstances ?? false });

@@ -7,7 +7,18 @@
  * a coordinator that cannot be reached is `UNREACHABLE`. The token never appears in any of them.
  */
 import { Agent, request, type Dispatcher } from 'undici';
-import type { AgentView, AppView, DeployView, ErrorBody, HealthView, PsRow, ReleaseView } from '../common/api-types.js';
+import type {
+  AgentMetricsView,
+  AgentView,
+  AppMetricsView,
+  AppView,
+  AutoscaleView,
+  DeployView,
+  ErrorBody,
+  HealthView,
+  PsRow,
+  ReleaseView,
+} from '../common/api-types.js';
 import { HangarError, type ErrorCode } from '../common/errors.js';
 
 /** Options of {@link ApiClient}. */
@@ -40,7 +51,7 @@ export interface RollbackResult {
   deploy: DeployView;
 }
 
-type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE';
+type Method = 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE';
 
 interface CallOptions {
   query?: Record<string, string | number | undefined>;
@@ -184,6 +195,36 @@ export class ApiClient {
   async scale(app: string, formation: Record<string, number>): Promise<Record<string, number>> {
     const body = await this.#call('PATCH', appPath(app, 'formation'), { json: { formation } });
     return expectRecord<Record<string, number>>(body, 'formation');
+  }
+
+  /** `GET /v1/apps/:app/metrics?since=1h`. */
+  async appMetrics(app: string, since?: string): Promise<AppMetricsView> {
+    return expectRecord<AppMetricsView>(await this.#call('GET', appPath(app, 'metrics'), { query: { since } }), 'metrics');
+  }
+
+  /** `GET /v1/agents/:agent/metrics?since=1h`. */
+  async agentMetrics(agent: string, since?: string): Promise<AgentMetricsView> {
+    const body = await this.#call('GET', `/v1/agents/${encodeURIComponent(agent)}/metrics`, { query: { since } });
+    return expectRecord<AgentMetricsView>(body, 'metrics');
+  }
+
+  /** `GET /v1/apps/:app/autoscale`: policies and recent decisions. */
+  async getAutoscale(app: string): Promise<AutoscaleView> {
+    return expectRecord<AutoscaleView>(await this.#call('GET', appPath(app, 'autoscale')), 'autoscale');
+  }
+
+  /** `PUT /v1/apps/:app/autoscale/:type`: sets the type's policy. */
+  async setAutoscale(
+    app: string,
+    type: string,
+    policy: { min: number; max: number; p95Ms?: number | null; cpuPct?: number | null },
+  ): Promise<AutoscaleView> {
+    return expectRecord<AutoscaleView>(await this.#call('PUT', appPath(app, 'autoscale', type), { json: policy }), 'autoscale');
+  }
+
+  /** `DELETE /v1/apps/:app/autoscale/:type`: turns autoscaling of the type off. */
+  async removeAutoscale(app: string, type: string): Promise<AutoscaleView> {
+    return expectRecord<AutoscaleView>(await this.#call('DELETE', appPath(app, 'autoscale', type)), 'autoscale');
   }
 
   /** Closes the connections this client opened. Idempotent. */

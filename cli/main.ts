@@ -9,10 +9,12 @@ import { Command, CommanderError } from 'commander';
 import { isHangarError } from '../common/errors.js';
 import { registerAgentsCommands } from './commands/agents.js';
 import { registerAppsCommands } from './commands/apps.js';
+import { registerAutoscaleCommands } from './commands/autoscale.js';
 import { registerConfigCommands } from './commands/config.js';
 import { createContext, type CliContext, type CliIo } from './commands/context.js';
 import { registerDeployCommands } from './commands/deploy.js';
 import { registerLoginCommands } from './commands/login.js';
+import { registerMetricsCommands } from './commands/metrics.js';
 import { registerPsCommands } from './commands/ps.js';
 import { registerReleasesCommands } from './commands/releases.js';
 
@@ -57,6 +59,8 @@ export function buildProgram(io: CliIo, extraCommands?: ExtraCommands, ctx: CliC
   registerPsCommands(program, ctx);
   registerConfigCommands(program, ctx);
   registerLoginCommands(program, ctx);
+  registerMetricsCommands(program, ctx);
+  registerAutoscaleCommands(program, ctx);
   extraCommands?.(program, ctx);
   return program;
 }

@@ -22,6 +22,8 @@ export interface FleetOptions {
   agentDownAfterMs: number;
   /** The one-shot tasks (build + release phase) an agent must run now. */
   tasksFor(agent: string): Task[];
+  /** The agent's host usage from its last metrics report, or null. */
+  usageOf?(agent: string): { cpuPct: number; memoryUsedMb: number } | null;
 }
 
 const INSTANCE_STATES: readonly InstanceState[] = ['starting', 'up', 'crashed', 'stopping'];
@@ -311,6 +313,8 @@ export class Fleet {
       capacity: { cpus: a.cpus, memoryMb: a.memoryMb, maxInstances: a.maxInstances },
       lastSeen: new Date(a.lastSeen).toISOString(),
       version: a.version,
+      cpuPct: this.#o.usageOf?.(a.name)?.cpuPct ?? null,
+      memoryUsedMb: this.#o.usageOf?.(a.name)?.memoryUsedMb ?? null,
     }));
   }
 

@@ -188,6 +188,11 @@ export class Store {
     if (this.#db.open) this.#db.close();
   }
 
+  /** The database handle, for the table-group stores that share this one writer (metrics-store.ts). */
+  get database(): Database.Database {
+    return this.#db;
+  }
+
   /** Runs `fn` in one transaction. */
   transaction<T>(fn: () => T): T {
     return this.#db.transaction(fn)();

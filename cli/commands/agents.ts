@@ -29,10 +29,12 @@ export function registerAgentsCommands(program: Command, ctx: CliContext): void 
             `${agent.address} (router :${agent.routerPort})`,
             `${agent.instances}/${agent.capacity.maxInstances}`,
             `${agent.capacity.cpus} cpu, ${agent.capacity.memoryMb} MB`,
+            agent.cpuPct === null ? '-' : `${agent.cpuPct.toFixed(1)}%`,
+            agent.memoryUsedMb === null ? '-' : `${agent.memoryUsedMb} MB`,
             timeAgo(agent.lastSeen, now),
             agent.version,
           ]),
-          ['NAME', 'STATE', 'ADDRESS', 'INSTANCES', 'CAPACITY', 'LAST SEEN', 'VERSION'],
+          ['NAME', 'STATE', 'ADDRESS', 'INSTANCES', 'CAPACITY', 'CPU', 'MEMORY', 'LAST SEEN', 'VERSION'],
         ),
       );
     });
