@@ -4,7 +4,7 @@ import type { AgentView, PsRow } from '../common/api-types.js';
 import type { AppRoutes, InstanceSpec, InstanceStatus__Output, Task } from '../proto/loader.js';
 import type { AgentHub, Hello__Output } from './agent-hub.js';
 import { freeIndexes, placeInstances } from './scheduler.js';
-import type { InstanceRow, InstanceState, ReleaseRow, Store } from './store.js';
+import type { AgentRow, InstanceRow, InstanceState, ReleaseRow, Store } from './store.js';
 
 /** Options of {@link Fleet}. */
 export interface FleetOptions {
@@ -48,10 +48,15 @@ export class Fleet {
   readonly #logger: Logger;
   #syncQueued = false;
   #closed = false;
+  /** Agents are not judged down before the coordinator has run for the liveness window. */
+  readonly #startedAt: number;
+  #lastLostCheck = -Infinity;
+  #lastLostWarning = '';
 
   constructor(options: FleetOptions) {
     this.#o = options;
     this.#logger = options.logger.child({ component: 'fleet' });
+    this.#startedAt = options.clock.now();
   }
 
   close(): void {
@@ -201,9 +206,13 @@ export class Fleet {
     if (instances.length > 0) this.requestSync();
   }
 
-  /** Periodic work: finish drains whose routes every agent applied. */
+  /** Periodic work: finish drains whose routes every agent applied; move instances off down agents. */
   tick(): void {
     const now = this.#o.clock.now();
+    if (now - this.#lastLostCheck >= 1000) {
+      this.#lastLostCheck = now;
+      this.#replaceLost(now);
+    }
     const connected = this.#o.hub.connected();
     const finished = this.#o.store
       .listInstances()
@@ -218,6 +227,65 @@ export class Fleet {
 
   isUp(agent: string): boolean {
     return this.#o.hub.isConnected(agent);
+  }
+
+  /** How long the agent has been down (0 when up), counted from the coordinator's start at most. */
+  #downFor(a: AgentRow, now: number): number {
+    if (this.isUp(a.name) && now - a.lastSeen < this.#o.agentDownAfterMs) return 0;
+    return now - Math.max(a.lastSeen, this.#startedAt);
+  }
+
+  /**
+   * Instances of agents down for `agentDownAfterMs` are placed on agents that are up, under the
+   * same names (web.1 stays web.1). The down agent, when it comes back, no longer finds them in its
+   * desired state and stops its copies; draining ones are simply forgotten.
+   */
+  #replaceLost(now: number): void {
+    const store = this.#o.store;
+    const agents = store.listAgents();
+    const lost = new Set(agents.filter((a) => this.#downFor(a, now) >= this.#o.agentDownAfterMs).map((a) => a.name));
+    if (lost.size === 0) return;
+    const all = store.listInstances();
+    const stranded = all.filter((i) => lost.has(i.agent));
+    if (stranded.length === 0) return;
+    const kept = all.filter((i) => !lost.has(i.agent));
+    const placed = kept.map((i) => ({ agent: i.agent, app: i.app, type: i.type }));
+    const moves: { instance: InstanceRow; to: string }[] = [];
+    const unplaced: string[] = [];
+    for (const i of stranded) {
+      if (i.desired !== 'run') continue;
+      const candidates = agents.map((a) => ({
+        name: a.name,
+        up: !lost.has(a.name) && this.isUp(a.name),
+        maxInstances: a.maxInstances,
+        load: placed.filter((p) => p.agent === a.name).length,
+      }));
+      try {
+        const [to] = placeInstances(candidates, placed, [{ app: i.app, type: i.type }]);
+        if (!to) throw new Error('no agent');
+        placed.push({ agent: to, app: i.app, type: i.type });
+        moves.push({ instance: i, to });
+      } catch {
+        unplaced.push(`${i.app} ${i.type}.${i.idx}`);
+      }
+    }
+    const forgotten = stranded.filter((i) => i.desired !== 'run');
+    if (moves.length === 0 && forgotten.length === 0) {
+      const warning = unplaced.join(', ');
+      if (warning !== this.#lastLostWarning) {
+        this.#lastLostWarning = warning;
+        this.#logger.warn({ instances: unplaced }, 'instances of a down agent cannot be placed elsewhere (no agent up with room)');
+      }
+      return;
+    }
+    store.transaction(() => {
+      for (const m of moves) store.moveInstance(m.instance.key, m.to, now, `moved from ${m.instance.agent}, which is down`);
+      for (const i of forgotten) store.deleteInstance(i.key);
+    });
+    for (const m of moves) {
+      this.#logger.info({ instance: m.instance.key, from: m.instance.agent, to: m.to }, 'agent down: instance placed on another agent');
+    }
+    this.requestSync();
   }
 
   // ---------------------------------------------------------------- desired state

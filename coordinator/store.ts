@@ -495,6 +495,13 @@ export class Store {
     this.#stmt('UPDATE instances SET restart_nonce = restart_nonce + 1 WHERE key = ?').run(key);
   }
 
+  /** Places an instance on another agent (its old agent is down): it starts afresh there, same name. */
+  moveInstance(key: string, agent: string, now: number, message: string): void {
+    this.#stmt(
+      "UPDATE instances SET agent = ?, state = 'starting', pid = NULL, port = NULL, restarts = 0, since = ?, message = ? WHERE key = ?",
+    ).run(agent, now, message, key);
+  }
+
   deleteInstance(key: string): void {
     this.#stmt('DELETE FROM instances WHERE key = ?').run(key);
   }
