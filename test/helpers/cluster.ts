@@ -8,7 +8,7 @@ import { request } from 'undici';
 import { pino } from 'pino';
 import type { TestContext } from 'node:test';
 import { startAgent, type AgentConfig, type RunningAgent } from '../../agent/agent.js';
-import { startCoordinator, type CoordinatorConfig, type RunningCoordinator } from '../../coordinator/coordinator.js';
+import { startCoordinator, type CoordinatorConfig, type CoordinatorDeps, type RunningCoordinator } from '../../coordinator/coordinator.js';
 import type { Logger } from '../../common/logger.js';
 
 /** The repository root (tests run from dist/test/...). */
@@ -94,7 +94,7 @@ export function runCli(args: string[], env: Record<string, string>, timeoutMs = 
  */
 export async function startCluster(
   t: TestContext,
-  options: { agents?: number; coordinator?: Partial<CoordinatorConfig> } = {},
+  options: { agents?: number; coordinator?: Partial<CoordinatorConfig>; onAutoscaleDecision?: CoordinatorDeps['onAutoscaleDecision'] } = {},
 ): Promise<Cluster> {
   const dir = await tempDir(t);
   const coordinator = await startCoordinator(
@@ -109,7 +109,10 @@ export async function startCluster(
       healthTimeoutMs: 60_000,
       ...options.coordinator,
     },
-    { logger: fileLogger(dir, 'coordinator') },
+    {
+      logger: fileLogger(dir, 'coordinator'),
+      ...(options.onAutoscaleDecision ? { onAutoscaleDecision: options.onAutoscaleDecision } : {}),
+    },
   );
   const agents: RunningAgent[] = [];
   t.after(async () => {
