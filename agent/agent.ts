@@ -109,7 +109,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const venvBuilds = new VenvBuilds();
   const build = (options: BuildOptions) => buildRelease({ ...options, venvBuilds });
   let appliedGeneration = 0;
-  const sendHeartbeat = () => link?.send({ heartbeat: { generation: appliedGeneration, instances: reconciler.statuses() } });
+  const sendHeartbeat = () =>
+    link?.send({ heartbeat: { generation: appliedGeneration, instances: reconciler.statuses(), sentAt: clock.now() } });
 
   const reconciler = new Reconciler({
     instancesDir: join(c.dataDir, 'instances'),

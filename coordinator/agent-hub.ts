@@ -47,7 +47,7 @@ export interface AgentHubOptions {
   /** How often agents send metrics reports, ms. Default: the agent's own (10 s). */
   metricsIntervalMs?: number;
   /** Told how long handling each message from an agent took, ms (benchmarks, diagnostics). */
-  onHandled?: (body: string, ms: number) => void;
+  onHandled?: (message: AgentMessage__Output, ms: number) => void;
   logger: Logger;
   events: AgentHubEvents;
 }
@@ -176,7 +176,7 @@ export class AgentHub {
         if (this.#options.onHandled) {
           const started = performance.now();
           this.#dispatch(session, message);
-          this.#options.onHandled(message.body ?? '', performance.now() - started);
+          this.#options.onHandled(message, performance.now() - started);
         } else {
           this.#dispatch(session, message);
         }

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { systemClock, type Clock } from '../common/clock.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { HANGAR_VERSION } from '../common/version.js';
+import type { AgentMessage__Output } from '../proto/loader.js';
 import { AgentHub } from './agent-hub.js';
 import { buildApi } from './api.js';
 import { AutoscaleStore, type AutoscaleDecision } from './autoscale-store.js';
@@ -81,7 +82,7 @@ export interface CoordinatorDeps {
   logger?: Logger;
   clock?: Clock;
   /** Told how long the coordinator took to handle each agent message, ms (benchmarks). */
-  onAgentMessageHandled?: (body: string, ms: number) => void;
+  onAgentMessageHandled?: (message: AgentMessage__Output, ms: number) => void;
   /** Told of every autoscaling decision once applied (e.g. to log it as a `hangar` event). */
   onAutoscaleDecision?: (decision: AutoscaleDecision) => void;
 }

@@ -52,7 +52,18 @@ export interface UsageSample {
   processes: number;
 }
 
+const MINUTE = 60_000;
+
 type Scope = 'host' | 'instance' | 'app' | 'backend';
+
+interface Accumulator {
+  minute: number;
+  agent: string;
+  scope: Scope;
+  app: string;
+  subject: string;
+  sum: TrafficSum | UsageSum | HostSum;
+}
 
 interface Row {
   ts: number;
@@ -154,6 +165,11 @@ export class TrafficSum {
     };
   }
 
+  /** A minute's rollup row. */
+  rollup(): TrafficSample {
+    return this.sample(MINUTE);
+  }
+
   /** As one sample (for a rollup row). */
   sample(intervalMs: number): TrafficSample {
     const v = this.view();
@@ -197,9 +213,12 @@ class UsageSum {
   get meanRss(): number {
     return this.rssBytes;
   }
-}
 
-const MINUTE = 60_000;
+  /** A minute's rollup row. */
+  rollup(): UsageSample {
+    return { cpuPct: this.cpuPct, rssBytes: this.rssBytes, processes: this.processes };
+  }
+}
 
 /** Parses `since` (`30s`, `15m`, `1h`, `7d`) into ms; null when not in that shape. */
 export function parseSince(text: string): number | null {
@@ -216,6 +235,8 @@ export class MetricsStore {
   readonly #logger: Logger;
   readonly #latest = new Map<string, LatestReport>();
   #pending: Row[] = [];
+  /** Rollups of the current (and just finished) minute, by minute, scope, subject and agent. */
+  readonly #minutes = new Map<string, Accumulator>();
   #timer: ClockTimer | null = null;
   #closed = false;
   #lastMaintenance = 0;
@@ -267,7 +288,7 @@ export class MetricsStore {
     this.#closed = true;
     if (this.#timer) this.#o.clock.clearTimeout(this.#timer);
     try {
-      this.flush();
+      this.flush(true);
     } catch (err) {
       this.#logger.warn({ err }, 'failed to write the last metrics');
     }
@@ -284,21 +305,25 @@ export class MetricsStore {
     const intervalMs = report.intervalMs || 10_000;
     const latest: LatestReport = { ts, intervalMs, host: { ...report.host }, instances: new Map(), apps: new Map(), backends: new Map() };
     const rows = this.#pending;
-    rows.push({ ts, agent, scope: 'host', app: '', subject: agent, data: JSON.stringify(latest.host) });
+    const push = (scope: Scope, app: string, subject: string, value: object) => {
+      rows.push({ ts, agent, scope, app, subject, data: JSON.stringify(value) });
+      this.#accumulate(ts, agent, scope, app, subject, value);
+    };
+    push('host', '', agent, latest.host);
     for (const i of report.instances) {
       const u: UsageSample = { cpuPct: i.cpuPct, rssBytes: Number(i.rssBytes), processes: i.processes };
       latest.instances.set(i.key, u);
-      rows.push({ ts, agent, scope: 'instance', app: parseInstanceKey(i.key)?.app ?? '', subject: i.key, data: JSON.stringify(u) });
+      push('instance', parseInstanceKey(i.key)?.app ?? '', i.key, u);
     }
     for (const a of report.apps) {
       const t = traffic(a, intervalMs);
       latest.apps.set(a.key, t);
-      rows.push({ ts, agent, scope: 'app', app: a.key, subject: a.key, data: JSON.stringify(t) });
+      push('app', a.key, a.key, t);
     }
     for (const b of report.backends) {
       const t = traffic(b, intervalMs);
       latest.backends.set(b.key, t);
-      rows.push({ ts, agent, scope: 'backend', app: parseInstanceKey(b.key)?.app ?? '', subject: b.key, data: JSON.stringify(t) });
+      push('backend', parseInstanceKey(b.key)?.app ?? '', b.key, t);
     }
     this.#latest.set(agent, latest);
     for (const l of this.#listeners) l(agent, latest);
@@ -311,39 +336,48 @@ export class MetricsStore {
     return this.#latest;
   }
 
-  /** Writes buffered samples in one transaction. */
-  flush(): void {
-    if (this.#pending.length === 0 || !this.#db.open) return;
+  /** Adds a sample to its minute's rollup (kept in memory, as sums, until the minute is over). */
+  #accumulate(ts: number, agent: string, scope: Scope, app: string, subject: string, value: object): void {
+    const minute = Math.floor(ts / MINUTE) * MINUTE;
+    const k = `${minute}\u0000${scope}\u0000${subject}\u0000${agent}`;
+    let acc = this.#minutes.get(k);
+    if (!acc) {
+      const sum = scope === 'host' ? new HostSum() : scope === 'instance' ? new UsageSum() : new TrafficSum();
+      this.#minutes.set(k, (acc = { minute, agent, scope, app, subject, sum }));
+    }
+    const sum = acc.sum;
+    if (sum instanceof TrafficSum) sum.add(value as TrafficSample, ts, agent);
+    else if (sum instanceof UsageSum) sum.add(value as UsageSample, ts);
+    else sum.add(value as Record<string, number>);
+  }
+
+  /**
+   * Writes buffered samples, and the rollups of minutes that are over (all of them when `all`),
+   * in one transaction.
+   */
+  flush(all = false): void {
+    if (!this.#db.open) return;
     const rows = this.#pending;
+    const current = Math.floor(this.#o.clock.now() / MINUTE) * MINUTE;
+    const done: Accumulator[] = [];
+    for (const [k, acc] of this.#minutes) {
+      if (all || acc.minute < current) {
+        done.push(acc);
+        this.#minutes.delete(k);
+      }
+    }
+    if (rows.length === 0 && done.length === 0) return;
     this.#pending = [];
     this.#db.transaction(() => {
       for (const r of rows) this.#insert.run(r.ts, r.agent, r.scope, r.app, r.subject, r.data);
+      for (const a of done) this.#insertRollup.run(a.minute, a.agent, a.scope, a.app, a.subject, JSON.stringify(a.sum.rollup()));
     })();
   }
 
-  /** Rolls completed minutes up and prunes old samples and rollups. */
+  /** Prunes raw samples and rollups past their retention. */
   maintain(now: number): void {
     if (!this.#db.open) return;
-    const done = Math.floor(now / MINUTE) * MINUTE;
-    const last = (this.#db.prepare('SELECT MAX(minute) AS m FROM metric_rollups').get() as { m: number | null }).m;
-    const from = last === null ? done - this.#rawRetention : last + MINUTE;
-    const rows = this.#db
-      .prepare('SELECT ts, agent, scope, app, subject, data FROM metric_samples WHERE ts >= ? AND ts < ?')
-      .all(Math.max(from, done - this.#rawRetention), done) as Row[];
-    const groups = new Map<string, Row[]>();
-    for (const r of rows) {
-      const minute = Math.floor(r.ts / MINUTE) * MINUTE;
-      const k = `${minute}\u0000${r.scope}\u0000${r.subject}\u0000${r.agent}`;
-      const g = groups.get(k);
-      if (g) g.push(r);
-      else groups.set(k, [r]);
-    }
     this.#db.transaction(() => {
-      for (const [k, g] of groups) {
-        const minute = Number(k.slice(0, k.indexOf('\u0000')));
-        const first = g[0] as Row;
-        this.#insertRollup.run(minute, first.agent, first.scope, first.app, first.subject, JSON.stringify(rollup(first.scope, g)));
-      }
       this.#db.prepare('DELETE FROM metric_samples WHERE ts < ?').run(now - this.#rawRetention);
       this.#db.prepare('DELETE FROM metric_rollups WHERE minute < ?').run(now - (this.#o.rollupRetentionMs ?? 30 * 86_400_000));
     })();
@@ -565,19 +599,17 @@ export class MetricsStore {
   }
 }
 
-/** One rollup row's data from a minute's samples of one subject. */
-function rollup(scope: Scope, rows: readonly Row[]): unknown {
-  if (scope === 'app' || scope === 'backend') {
-    const sum = new TrafficSum();
-    for (const r of rows) sum.add(JSON.parse(r.data) as TrafficSample, r.ts, r.agent);
-    return sum.sample(MINUTE);
+/** Mean of each host figure over a minute. */
+class HostSum {
+  readonly #sums: Record<string, number> = {};
+  #n = 0;
+
+  add(host: Record<string, number>): void {
+    for (const [k, v] of Object.entries(host)) this.#sums[k] = (this.#sums[k] ?? 0) + v;
+    this.#n++;
   }
-  if (scope === 'instance') {
-    const u = new UsageSum();
-    for (const r of rows) u.add(JSON.parse(r.data) as UsageSample, r.ts);
-    return { cpuPct: u.cpuPct, rssBytes: u.rssBytes, processes: u.processes } satisfies UsageSample;
+
+  rollup(): Record<string, number> {
+    return Object.fromEntries(Object.entries(this.#sums).map(([k, v]) => [k, v / Math.max(1, this.#n)]));
   }
-  const sums: Record<string, number> = {};
-  for (const r of rows) for (const [k, v] of Object.entries(JSON.parse(r.data) as Record<string, number>)) sums[k] = (sums[k] ?? 0) + v;
-  return Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / rows.length]));
 }

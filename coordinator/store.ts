@@ -468,6 +468,11 @@ export class Store {
     return (this.#stmt('SELECT * FROM instances ORDER BY app, type, idx').all() as Row[]).map(instanceFrom);
   }
 
+  /** Instances being drained (the periodic drain check reads only these). */
+  listDraining(): InstanceRow[] {
+    return (this.#stmt("SELECT * FROM instances WHERE desired = 'drain'").all() as Row[]).map(instanceFrom);
+  }
+
   /** Records what an agent reports; returns the row before the update (null when unknown). */
   updateInstanceStatus(
     key: string,
