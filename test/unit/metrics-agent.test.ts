@@ -56,7 +56,7 @@ test('process group usage: sums CPU and RSS of the group members, from a /proc t
   const proc = async (pid: number, pgrp: number, utime: number, stime: number, rssPages: number, comm = 'gunicorn: worker') => {
     await mkdir(join(root, String(pid)), { recursive: true });
     const fields = ['S', '1', String(pgrp), String(pgrp), '0', '-1', '0', '0', '0', '0', '0', String(utime), String(stime)];
-    fields.push(...Array(40).fill('0'));
+    fields.push(...Array.from({ length: 40 }, () => '0'));
     await writeFile(join(root, String(pid), 'stat'), `${pid} (${comm}) ${fields.join(' ')}\n`);
     await writeFile(join(root, String(pid), 'statm'), `1000 ${rssPages} 10 1 0 100 0\n`);
   };
