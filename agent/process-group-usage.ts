@@ -1,8 +1,9 @@
 /**
  * CPU and resident memory of instances' process groups (gunicorn master + workers), read from
  * `/proc/PID/stat` and `/proc/PID/statm` of the group's members only. The members are found by a
- * scan of /proc when an instance is new, when a member died, or every `rescanMs` (a worker
- * gunicorn respawned joins within that time) — never on every sample.
+ * scan of /proc when an instance is new, when a member died, and then at doubling intervals up to
+ * `rescanMs` (workers a young gunicorn forks are seen at once; one it respawns later joins within
+ * `rescanMs`) — never on every sample.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 
@@ -30,6 +31,7 @@ interface Group {
   leader: number;
   /** Member pid → CPU ticks (utime + stime) at the last sample. */
   ticks: Map<number, number>;
+  firstSeen: number;
   scannedAt: number;
   lastSampleAt: number;
 }
@@ -103,10 +105,12 @@ export class ProcessGroupUsage {
     for (const [key, pid] of instances) {
       let g = this.#groups.get(key);
       if (!g || g.leader !== pid) {
-        g = { leader: pid, ticks: new Map(), scannedAt: -Infinity, lastSampleAt: now };
+        g = { leader: pid, ticks: new Map(), firstSeen: now, scannedAt: -Infinity, lastSampleAt: now };
         this.#groups.set(key, g);
       }
-      if (now - g.scannedAt >= this.#rescanMs) stale.add(pid);
+      // Doubling gaps from the group's start: 0, its age at the first scan, ... up to rescanMs.
+      const gap = Math.min(this.#rescanMs, Math.max(1, g.scannedAt - g.firstSeen));
+      if (now - g.scannedAt >= gap) stale.add(pid);
     }
     const out = new Map<string, GroupUsage>();
     const readings = new Map<string, Map<number, { ticks: number; rss: number }>>();
