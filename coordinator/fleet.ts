@@ -28,6 +28,9 @@ export interface FleetOptions {
 
 const INSTANCE_STATES: readonly InstanceState[] = ['starting', 'up', 'crashed', 'stopping'];
 
+/** Agents sent their desired state per turn of the event loop. */
+const SYNC_CHUNK = 100;
+
 /** `shop:web.1:v3` */
 export function instanceKey(app: string, type: string, idx: number, release: number): string {
   return `${app}:${type}.${idx}:v${release}`;
@@ -47,10 +50,12 @@ export class Fleet {
   readonly #o: FleetOptions;
   readonly #logger: Logger;
   #syncQueued = false;
+  /** A sync is sending its chunks. */
+  #syncing = false;
   #syncAll = false;
   readonly #syncAgents = new Set<string>();
-  #lastFullSyncAt = 0;
-  #lastFullSyncMs = 0;
+  #lastSyncAt = 0;
+  #lastSyncMs = 0;
   #closed = false;
   /** Agents are not judged down before the coordinator has run for the liveness window. */
   readonly #startedAt: number;
@@ -308,15 +313,19 @@ export class Fleet {
 
   /**
    * Coalesces changes: one snapshot per agent per turn of the event loop. `agent`: only that one
-   * needs its state (a hello). Fleet-wide syncs are spaced by twice the time the last one took, so
-   * that a storm of changes on a large fleet (a thousand agents reconnecting) never holds the event
-   * loop more than a third of the time; on small fleets that is well under a millisecond.
+   * needs its state (a hello). Syncs are spaced by twice the time the last one took, so that a
+   * storm of changes on a large fleet (a thousand agents reconnecting) is batched and never holds
+   * the event loop more than a third of the time; on small fleets that is about a millisecond.
    */
   requestSync(agent?: string): void {
     if (this.#closed) return;
     if (agent === undefined) this.#syncAll = true;
     else this.#syncAgents.add(agent);
-    if (this.#syncQueued) return;
+    this.#scheduleSync();
+  }
+
+  #scheduleSync(): void {
+    if (this.#syncQueued || this.#syncing || this.#closed) return;
     this.#syncQueued = true;
     const run = () => {
       this.#syncQueued = false;
@@ -325,24 +334,32 @@ export class Fleet {
       const only = [...this.#syncAgents];
       this.#syncAll = false;
       this.#syncAgents.clear();
-      const started = performance.now();
+      this.#syncing = true;
+      const finish = (busyMs: number) => {
+        this.#syncing = false;
+        this.#lastSyncAt = performance.now();
+        this.#lastSyncMs = busyMs;
+        if (this.#syncAll || this.#syncAgents.size > 0) this.#scheduleSync();
+      };
       try {
-        this.syncNow(all ? undefined : only);
+        this.syncNow(all ? undefined : only, finish);
       } catch (err) {
         this.#logger.error({ err }, 'failed to send desired state to agents');
-      }
-      if (all) {
-        this.#lastFullSyncAt = performance.now();
-        this.#lastFullSyncMs = this.#lastFullSyncAt - started;
+        finish(0);
       }
     };
-    const wait = agent === undefined ? this.#lastFullSyncAt + 2 * this.#lastFullSyncMs - performance.now() : 0;
+    const wait = this.#lastSyncAt + 2 * this.#lastSyncMs - performance.now();
     if (wait >= 1) setTimeout(run, wait).unref();
     else setImmediate(run);
   }
 
-  /** Sends connected agents (all, or the ones named) their desired state under a new generation. */
-  syncNow(only?: readonly string[]): void {
+  /**
+   * Sends connected agents (all, or the ones named) their desired state under a new generation,
+   * {@link SYNC_CHUNK} agents per turn of the event loop so that heartbeats are handled in between
+   * on a large fleet. `done` gets the time spent, ms.
+   */
+  syncNow(only?: readonly string[], done?: (busyMs: number) => void): void {
+    const started = performance.now();
     const store = this.#o.store;
     const generation = store.nextGeneration();
     const instances = store.listInstances();
@@ -360,15 +377,28 @@ export class Fleet {
     }
     const routes = this.#routes(instances);
     const targets = only ? only.filter((a) => this.#o.hub.isConnected(a)) : this.#o.hub.connected();
-    for (const agent of targets) {
-      const specs: InstanceSpec[] = [];
-      for (const i of byAgent.get(agent) ?? []) {
-        const release = releaseOf(i.app, i.release);
-        if (!release) continue;
-        specs.push(this.#spec(i, release));
+    let busy = performance.now() - started;
+    const sendChunk = (from: number) => {
+      if (this.#closed) return;
+      const t0 = performance.now();
+      try {
+        for (const agent of targets.slice(from, from + SYNC_CHUNK)) {
+          const specs: InstanceSpec[] = [];
+          for (const i of byAgent.get(agent) ?? []) {
+            const release = releaseOf(i.app, i.release);
+            if (!release) continue;
+            specs.push(this.#spec(i, release));
+          }
+          this.#o.hub.send(agent, { generation, instances: specs, routes, tasks: this.#o.tasksFor(agent) });
+        }
+      } catch (err) {
+        this.#logger.error({ err }, 'failed to send desired state to agents');
       }
-      this.#o.hub.send(agent, { generation, instances: specs, routes, tasks: this.#o.tasksFor(agent) });
-    }
+      busy += performance.now() - t0;
+      if (from + SYNC_CHUNK < targets.length) setImmediate(() => sendChunk(from + SYNC_CHUNK));
+      else done?.(busy);
+    };
+    sendChunk(0);
   }
 
   #spec(i: InstanceRow, release: ReleaseRow): InstanceSpec {
