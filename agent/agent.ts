@@ -11,6 +11,7 @@ import { ArtifactStore } from './artifact-store.js';
 import type { BackoffOptions } from './backoff.js';
 import { VenvBuilds, buildRelease, type BuildOptions } from './builder.js';
 import { CoordinatorLink } from './coordinator-link.js';
+import { MetricsCollector } from './metrics-collector.js';
 import { Reconciler } from './reconciler.js';
 import { Router } from './router.js';
 import { TaskRunner } from './task-runner.js';
@@ -53,6 +54,8 @@ export const agentConfigSchema = z
     python: z.string().optional(),
     /** Non-web instances count as up after running this long, ms. Default 1000. */
     settleMs: z.number().int().min(0).default(1000),
+    /** Interval of metrics reports, ms. Default: what the coordinator asks for (10 s unless configured). */
+    metricsIntervalMs: z.number().int().positive().optional(),
   })
   .strict();
 
@@ -90,8 +93,12 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     port: c.routerPort,
     host: c.routerHost,
     logger,
-    onAccess: (e) => logger.debug({ access: e }, 'request'),
+    onAccess: (e) => {
+      metrics?.recordAccess(e);
+      logger.debug({ access: e }, 'request');
+    },
   });
+  let metrics: MetricsCollector | null = null;
   const { port: routerPort } = await router.start();
 
   let link: CoordinatorLink | null = null;
@@ -104,7 +111,9 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const build = (options: BuildOptions) => buildRelease({ ...options, venvBuilds });
   let appliedGeneration = 0;
   const sendHeartbeat = () =>
-    link?.send({ heartbeat: { generation: appliedGeneration, instances: reconciler.statuses(), addons: addons.statuses() } });
+    link?.send({
+      heartbeat: { generation: appliedGeneration, instances: reconciler.statuses(), addons: addons.statuses(), sentAt: clock.now() },
+    });
 
   const reconciler = new Reconciler({
     instancesDir: join(c.dataDir, 'instances'),
@@ -180,6 +189,17 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   await addons.adopt(cached?.addons ?? []);
   if (cached) apply(cached, true);
 
+  metrics = new MetricsCollector({
+    dataDir: c.dataDir,
+    ...(c.metricsIntervalMs ? { intervalMs: c.metricsIntervalMs } : {}),
+    instances: () => new Map(reconciler.statuses().flatMap((s) => (s.key && s.pid ? [[s.key, s.pid] as const] : []))),
+    inFlight: (key) => router.inFlight(key),
+    send: (report) => link?.send({ metrics: report }) ?? false,
+    clock,
+    logger,
+  });
+  metrics.start();
+
   let heartbeat: ClockTimer | null = null;
   const beat = (intervalMs: number) => {
     heartbeat = clock.setTimeout(() => {
@@ -203,9 +223,10 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       version: HANGAR_VERSION,
       generation: appliedGeneration,
     }),
-    onConnected: (intervalMs) => {
+    onConnected: (intervalMs, metricsIntervalMs) => {
       if (heartbeat) clock.clearTimeout(heartbeat);
       beat(intervalMs);
+      if (!c.metricsIntervalMs && metricsIntervalMs > 0) metrics?.setInterval(metricsIntervalMs);
     },
     onDesiredState: (state) => apply(state, false),
     onAddonJob: (job) => void addons.runJob(job).then((result) => link?.send({ addonJobResult: result })),
@@ -220,6 +241,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     close(options = {}) {
       closing ??= (async () => {
         if (heartbeat) clock.clearTimeout(heartbeat);
+        metrics?.close();
         tasks.close();
         link?.close();
         await reconciler.close({ stopInstances: options.stopInstances ?? false });

@@ -26,8 +26,8 @@ export interface CoordinatorLinkOptions {
   onDesiredState: (state: DesiredState__Output) => void;
   /** A one-shot job on an add-on; answer it with an `addonJobResult` message. */
   onAddonJob?: (job: AddonJob__Output) => void;
-  /** The stream is up (after Welcome); gives the heartbeat interval the coordinator wants. */
-  onConnected?: (heartbeatIntervalMs: number) => void;
+  /** The stream is up (after Welcome); gives the heartbeat and metrics intervals the coordinator wants (0: default). */
+  onConnected?: (heartbeatIntervalMs: number, metricsIntervalMs: number) => void;
   onDisconnected?: () => void;
   clock: Clock;
   logger: Logger;
@@ -133,7 +133,7 @@ export class CoordinatorLink {
           this.#attempt = 0;
           this.#lastError = '';
           this.#logger.info('connected to the coordinator');
-          this.#o.onConnected?.(message.welcome.heartbeatIntervalMs || 2000);
+          this.#o.onConnected?.(message.welcome.heartbeatIntervalMs || 2000, message.welcome.metricsIntervalMs);
         } else if (message.desiredState) {
           this.#o.onDesiredState(message.desiredState);
         } else if (message.addonJob) {

@@ -11,8 +11,11 @@ import type {
   AddonBackupView,
   AddonKind,
   AddonView,
+  AgentMetricsView,
   AgentView,
+  AppMetricsView,
   AppView,
+  AutoscaleView,
   DeployView,
   ErrorBody,
   HealthView,
@@ -51,7 +54,7 @@ export interface RollbackResult {
   deploy: DeployView;
 }
 
-type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE';
+type Method = 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE';
 
 interface CallOptions {
   query?: Record<string, string | number | undefined>;
@@ -250,6 +253,36 @@ export class ApiClient {
   async restoreAddonBackup(app: string, name: string, backup: string): Promise<AddonBackupView[]> {
     const body = await this.#call('POST', appPath(app, 'addons', name, 'backups', backup, 'restore'), { timeoutMs: ADDON_JOB_TIMEOUT_MS });
     return expectArray<AddonBackupView>(body, 'backups');
+  }
+
+  /** `GET /v1/apps/:app/metrics?since=1h`. */
+  async appMetrics(app: string, since?: string): Promise<AppMetricsView> {
+    return expectRecord<AppMetricsView>(await this.#call('GET', appPath(app, 'metrics'), { query: { since } }), 'metrics');
+  }
+
+  /** `GET /v1/agents/:agent/metrics?since=1h`. */
+  async agentMetrics(agent: string, since?: string): Promise<AgentMetricsView> {
+    const body = await this.#call('GET', `/v1/agents/${encodeURIComponent(agent)}/metrics`, { query: { since } });
+    return expectRecord<AgentMetricsView>(body, 'metrics');
+  }
+
+  /** `GET /v1/apps/:app/autoscale`: policies and recent decisions. */
+  async getAutoscale(app: string): Promise<AutoscaleView> {
+    return expectRecord<AutoscaleView>(await this.#call('GET', appPath(app, 'autoscale')), 'autoscale');
+  }
+
+  /** `PUT /v1/apps/:app/autoscale/:type`: sets the type's policy. */
+  async setAutoscale(
+    app: string,
+    type: string,
+    policy: { min: number; max: number; p95Ms?: number | null; cpuPct?: number | null },
+  ): Promise<AutoscaleView> {
+    return expectRecord<AutoscaleView>(await this.#call('PUT', appPath(app, 'autoscale', type), { json: policy }), 'autoscale');
+  }
+
+  /** `DELETE /v1/apps/:app/autoscale/:type`: turns autoscaling of the type off. */
+  async removeAutoscale(app: string, type: string): Promise<AutoscaleView> {
+    return expectRecord<AutoscaleView>(await this.#call('DELETE', appPath(app, 'autoscale', type)), 'autoscale');
   }
 
   /** Closes the connections this client opened. Idempotent. */

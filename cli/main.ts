@@ -10,10 +10,12 @@ import { isHangarError } from '../common/errors.js';
 import { registerAddonsCommands } from './commands/addons.js';
 import { registerAgentsCommands } from './commands/agents.js';
 import { registerAppsCommands } from './commands/apps.js';
+import { registerAutoscaleCommands } from './commands/autoscale.js';
 import { registerConfigCommands } from './commands/config.js';
 import { createContext, type CliContext, type CliIo } from './commands/context.js';
 import { registerDeployCommands } from './commands/deploy.js';
 import { registerLoginCommands } from './commands/login.js';
+import { registerMetricsCommands } from './commands/metrics.js';
 import { registerPsCommands } from './commands/ps.js';
 import { registerReleasesCommands } from './commands/releases.js';
 
@@ -59,6 +61,8 @@ export function buildProgram(io: CliIo, extraCommands?: ExtraCommands, ctx: CliC
   registerConfigCommands(program, ctx);
   registerAddonsCommands(program, ctx);
   registerLoginCommands(program, ctx);
+  registerMetricsCommands(program, ctx);
+  registerAutoscaleCommands(program, ctx);
   extraCommands?.(program, ctx);
   return program;
 }

@@ -28,6 +28,12 @@
  *   GET    /v1/apps/:app/addons/:name/backups      -> { backups: AddonBackupView[] }   (PostgreSQL)
  *   POST   /v1/apps/:app/addons/:name/backups      -> 201 { backup: AddonBackupView, backups: AddonBackupView[] }
  *   POST   /v1/apps/:app/addons/:name/backups/:backup/restore -> { ok: true, backups }
+ *   GET    /v1/apps/:app/metrics?since=1h           -> { metrics: AppMetricsView }
+ *   GET    /v1/agents/:agent/metrics?since=1h       -> { metrics: AgentMetricsView }
+ *   GET    /v1/apps/:app/autoscale                  -> { autoscale: AutoscaleView }
+ *   PUT    /v1/apps/:app/autoscale/:type { min, max, p95Ms?, cpuPct? } -> { autoscale: AutoscaleView }
+ *   DELETE /v1/apps/:app/autoscale/:type            -> { autoscale: AutoscaleView }
+ *   GET    /metrics   Prometheus text format (admin token as `Authorization: Bearer`)
  *
  * Errors: any 4xx/5xx has the body {@link ErrorBody}.
  */
@@ -56,6 +62,10 @@ export interface AgentView {
   /** ISO time of the last message from the agent. */
   lastSeen: string;
   version: string;
+  /** Host CPU busy, % of all cores, from the last metrics report (null before one arrived). */
+  cpuPct: number | null;
+  /** Host memory in use, MB, from the last metrics report (null before one arrived). */
+  memoryUsedMb: number | null;
 }
 
 export interface AppView {
@@ -176,4 +186,112 @@ export interface AddonBackupView {
   size: number;
   /** ISO time. */
   createdAt: string;
+}
+
+/** Requests through the routers over a window. */
+export interface TrafficView {
+  requests: number;
+  /** Requests per second over the window. */
+  rps: number;
+  /** Latency percentiles, ms (request-weighted over the routers' intervals). */
+  p50Ms: number;
+  p95Ms: number;
+  p99Ms: number;
+  status: { '2xx': number; '3xx': number; '4xx': number; '5xx': number };
+  /** In flight at the last report. */
+  inFlight: number;
+}
+
+/** One instance's figures over the window. */
+export interface InstanceMetricsView {
+  /** `web.1` */
+  id: string;
+  type: string;
+  /** `v3` */
+  release: string;
+  agent: string;
+  /** Mean CPU over the window, % of one core. */
+  cpuPct: number;
+  /** Resident memory of its process group at the last report, bytes. */
+  rssBytes: number;
+  processes: number;
+  /** Requests routed to it (web), or null. */
+  traffic: TrafficView | null;
+}
+
+/** One process type's figures (sum of its instances). */
+export interface TypeMetricsView {
+  type: string;
+  instances: number;
+  cpuPct: number;
+  rssBytes: number;
+  traffic: TrafficView | null;
+}
+
+/** A point of a per-minute series. */
+export interface MetricsPoint {
+  /** ISO start of the minute. */
+  ts: string;
+  rps: number;
+  p95Ms: number;
+  status5xx: number;
+  /** Sum over the app's instances, % of one core. */
+  cpuPct: number;
+  rssBytes: number;
+}
+
+export interface AppMetricsView {
+  app: string;
+  /** ISO start and end of the window. */
+  since: string;
+  until: string;
+  /** All of the app's traffic (every router). */
+  traffic: TrafficView;
+  types: TypeMetricsView[];
+  instances: InstanceMetricsView[];
+  /** Per-minute points (completed minutes). */
+  series: MetricsPoint[];
+}
+
+export interface AgentMetricsView {
+  agent: string;
+  state: AgentState;
+  since: string;
+  until: string;
+  /** ISO time of the last report, or null. */
+  reportedAt: string | null;
+  /** Last host figures (cpu_pct, load1, mem_used_bytes, disk_used_bytes, net_rx_bps...). */
+  host: Record<string, number>;
+  /** Mean of each host figure over the window. */
+  mean: Record<string, number>;
+  instances: (InstanceMetricsView & { app: string })[];
+  /** Per-minute host CPU % and memory used. */
+  series: { ts: string; cpuPct: number; memoryUsedBytes: number }[];
+}
+
+export interface AutoscalePolicyView {
+  type: string;
+  min: number;
+  max: number;
+  /** Target p95 latency, ms (web), or null. */
+  p95Ms: number | null;
+  /** Target mean CPU per instance, % of one core, or null. */
+  cpuPct: number | null;
+  /** Current quantity. */
+  quantity: number;
+}
+
+export interface AutoscaleDecisionView {
+  ts: string;
+  type: string;
+  from: number;
+  to: number;
+  reason: string;
+}
+
+export interface AutoscaleView {
+  app: string;
+  policies: AutoscalePolicyView[];
+  /** Newest first. */
+  decisions: AutoscaleDecisionView[];
 }

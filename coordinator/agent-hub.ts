@@ -18,6 +18,7 @@ import {
   type Heartbeat__Output,
   type Hello__Output,
   type InstanceEvent__Output,
+  type MetricsReport__Output,
   type TaskOutput__Output,
 } from '../proto/loader.js';
 
@@ -29,6 +30,8 @@ export interface AgentHubEvents {
   onInstanceEvent(agent: string, event: InstanceEvent__Output): void;
   onTaskOutput(agent: string, output: TaskOutput__Output): void;
   onTaskResult(agent: string, result: { taskId: string; ok: boolean; error: string; errorCode: string }): void;
+  /** A metrics report (optional: without a listener reports are dropped). */
+  onMetrics?(agent: string, report: MetricsReport__Output): void;
   onDisconnect(agent: string): void;
   /** An add-on's state changed on the agent. */
   onAddonStatus?(agent: string, status: AddonStatus__Output): void;
@@ -48,6 +51,10 @@ export interface AgentHubOptions {
   artifactPath(sha256: string): string | null;
   /** How often agents send heartbeats, ms. Default 2000. */
   heartbeatIntervalMs?: number;
+  /** How often agents send metrics reports, ms. Default: the agent's own (10 s). */
+  metricsIntervalMs?: number;
+  /** Told how long handling each message from an agent took, ms (benchmarks, diagnostics). */
+  onHandled?: (message: AgentMessage__Output, ms: number) => void;
   logger: Logger;
   events: AgentHubEvents;
 }
@@ -181,7 +188,13 @@ export class AgentHub {
           call.destroy(grpcError(grpc.status.FAILED_PRECONDITION, 'Say hello first.'));
           return;
         }
-        this.#dispatch(session, message);
+        if (this.#options.onHandled) {
+          const started = performance.now();
+          this.#dispatch(session, message);
+          this.#options.onHandled(message, performance.now() - started);
+        } else {
+          this.#dispatch(session, message);
+        }
       } catch (err) {
         this.#logger.error({ err, agent: name }, 'failed to handle a message from an agent');
       }
@@ -219,7 +232,13 @@ export class AgentHub {
     const session: Session = { name, call, appliedGeneration: Number(hello.generation), sentGeneration: 0 };
     this.#sessions.set(name, session);
     this.#logger.info({ agent: name, address: hello.advertiseAddress, routerPort: hello.routerPort }, 'agent connected');
-    call.write({ welcome: { agentId: name, heartbeatIntervalMs: this.#options.heartbeatIntervalMs ?? 2000 } });
+    call.write({
+      welcome: {
+        agentId: name,
+        heartbeatIntervalMs: this.#options.heartbeatIntervalMs ?? 2000,
+        metricsIntervalMs: this.#options.metricsIntervalMs ?? 0,
+      },
+    });
     this.#options.events.onHello(name, hello);
     return session;
   }
@@ -248,8 +267,10 @@ export class AgentHub {
       case 'addonJobResult':
         if (message.addonJobResult) events.onAddonJobResult?.(session.name, message.addonJobResult);
         return;
-      case 'logBatch':
       case 'metrics':
+        if (message.metrics) events.onMetrics?.(session.name, message.metrics);
+        return;
+      case 'logBatch':
       case 'hello':
       case undefined:
         return;

@@ -4,7 +4,8 @@ import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import Fastify, { LogController, type FastifyError } from 'fastify';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type RawServerDefault } from 'fastify';
 import { z } from 'zod';
 import type { AppView, ErrorBody, ReleaseView } from '../common/api-types.js';
 import type { Clock } from '../common/clock.js';
@@ -18,6 +19,9 @@ import type { Rollouts } from './rollout.js';
 import { inspectSource } from './source-inspector.js';
 import type { AppRow, ReleaseRow, Store } from './store.js';
 import { parseInput } from './validation.js';
+
+/** The Fastify server {@link buildApi} makes (route groups in other files register on it). */
+export type ApiServer = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, Logger>;
 
 /** Options of {@link buildApi}. */
 export interface ApiOptions {
@@ -36,6 +40,8 @@ export interface ApiOptions {
   version: string;
   /** Port users reach the routers on, for app URLs. */
   webPort: number;
+  /** More route groups (metrics, autoscale), registered after the core routes. */
+  routes?: readonly ((app: ApiServer) => void)[];
 }
 
 const appParams = z.object({ app: appNameSchema }).strict();
@@ -368,6 +374,7 @@ export function buildApi(o: ApiOptions) {
   });
 
   if (o.addons) registerAddonRoutes(app, { addons: o.addons, rollouts: o.rollouts, logger });
+  for (const register of o.routes ?? []) register(app);
 
   return app;
 }

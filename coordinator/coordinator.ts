@@ -6,9 +6,15 @@ import { systemClock, type Clock } from '../common/clock.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { HANGAR_VERSION } from '../common/version.js';
 import { Addons } from './addons.js';
+import type { AgentMessage__Output } from '../proto/loader.js';
 import { AgentHub } from './agent-hub.js';
 import { buildApi } from './api.js';
+import { AutoscaleStore, type AutoscaleDecision } from './autoscale-store.js';
+import { Autoscaler } from './autoscaler.js';
 import { Fleet } from './fleet.js';
+import { registerMetricsRoutes } from './metrics-api.js';
+import { MetricsStore } from './metrics-store.js';
+import { PrometheusExporter } from './prometheus-exporter.js';
 import { Rollouts } from './rollout.js';
 import { Store } from './store.js';
 import { parseInput } from './validation.js';
@@ -53,6 +59,20 @@ export const coordinatorConfigSchema = z
       .default(512 * 1024 * 1024),
     /** Period of the rollout/drain loop, ms. Default 250. */
     tickMs: z.number().int().positive().default(250),
+    /** How often agents send metrics reports, ms. Default 10 s. */
+    metricsIntervalMs: z.number().int().positive().default(10_000),
+    /** Raw metric samples are kept this long, ms (1-minute rollups for 30 days). Default 1 h. */
+    metricsRawRetentionMs: z.number().int().positive().default(3_600_000),
+    /** Period of autoscaling evaluations, ms. Default 10 s. */
+    autoscaleIntervalMs: z.number().int().positive().default(10_000),
+    /** Autoscaling looks at this recent window, ms. Default 60 s. */
+    autoscaleWindowMs: z.number().int().positive().default(60_000),
+    /** Pressure or calm must last this long before autoscaling acts, ms. Default 30 s. */
+    autoscaleSustainMs: z.number().int().min(0).default(30_000),
+    /** No scale-up sooner than this after an autoscaling change, ms. Default 60 s. */
+    autoscaleUpCooldownMs: z.number().int().min(0).default(60_000),
+    /** No scale-down sooner than this after an autoscaling change, ms. Default 180 s. */
+    autoscaleDownCooldownMs: z.number().int().min(0).default(180_000),
   })
   .strict();
 
@@ -62,6 +82,10 @@ export type CoordinatorConfig = z.input<typeof coordinatorConfigSchema>;
 export interface CoordinatorDeps {
   logger?: Logger;
   clock?: Clock;
+  /** Told how long the coordinator took to handle each agent message, ms (benchmarks). */
+  onAgentMessageHandled?: (message: AgentMessage__Output, ms: number) => void;
+  /** Told of every autoscaling decision once applied (e.g. to log it as a `hangar` event). */
+  onAutoscaleDecision?: (decision: AutoscaleDecision) => void;
 }
 
 /** A running coordinator. */
@@ -104,6 +128,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   const joinToken = await ensureToken(join(c.dataDir, 'join-token'), 'hgr_join');
 
   const store = new Store({ path: join(c.dataDir, 'hangar.db') });
+  const metrics = new MetricsStore({ store, clock, logger, rawRetentionMs: c.metricsRawRetentionMs });
   // Late-bound: the hub, the fleet and the rollouts call each other through these events.
   let fleet: Fleet | null = null;
   let rollouts: Rollouts | null = null;
@@ -114,6 +139,8 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     port: c.grpcPort,
     joinToken,
     heartbeatIntervalMs: c.heartbeatIntervalMs,
+    metricsIntervalMs: c.metricsIntervalMs,
+    ...(deps.onAgentMessageHandled ? { onHandled: deps.onAgentMessageHandled } : {}),
     logger,
     artifactPath: (sha) => (store.hasArtifact(sha) ? join(artifactDir, `${sha}.tar.gz`) : null),
     events: {
@@ -137,6 +164,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       onTaskResult: (agent, result) => rollouts?.onTaskResult(agent, result),
       onAddonStatus: (agent, status) => addons?.onStatuses(agent, [status]),
       onAddonJobResult: (agent, result) => addons?.onJobResult(agent, result),
+      onMetrics: (agent, report) => metrics.ingest(agent, report),
       onDisconnect: (agent) => {
         addons?.onDisconnect(agent);
         const timer = setTimeout(() => {
@@ -160,9 +188,38 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     tasksFor: (agent) => rollouts?.tasksFor(agent) ?? [],
     holdsPlacement: (app) => rollouts?.holdsPlacement(app) ?? false,
     addonsFor: (agent) => addons?.specsFor(agent) ?? [],
+    usageOf: (agent) => {
+      const host = metrics.latest().get(agent)?.host;
+      if (host?.cpu_pct === undefined || host.mem_used_bytes === undefined) return null;
+      return { cpuPct: host.cpu_pct, memoryUsedMb: Math.round(host.mem_used_bytes / 1048576) };
+    },
   });
   rollouts = new Rollouts({ store, fleet, clock, logger, healthTimeoutMs: c.healthTimeoutMs, crashLimit: c.crashLimit });
   addons = new Addons({ store, fleet, rollouts, hub, clock, logger });
+
+  const policies = new AutoscaleStore(store);
+  const autoscaler = new Autoscaler({
+    store,
+    policies,
+    metrics,
+    fleet,
+    clock,
+    logger,
+    intervalMs: c.autoscaleIntervalMs,
+    tuning: {
+      windowMs: c.autoscaleWindowMs,
+      sustainMs: c.autoscaleSustainMs,
+      upCooldownMs: c.autoscaleUpCooldownMs,
+      downCooldownMs: c.autoscaleDownCooldownMs,
+    },
+    ...(deps.onAutoscaleDecision ? { onDecision: deps.onAutoscaleDecision } : {}),
+  });
+  const exporter = new PrometheusExporter({
+    metrics,
+    agents: () => fleet?.agentViews() ?? [],
+    instances: () => store.listInstances(),
+    now: () => clock.now(),
+  });
 
   const api = buildApi({
     store,
@@ -176,6 +233,9 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     maxUploadBytes: c.maxUploadBytes,
     version: HANGAR_VERSION,
     webPort: c.webPort,
+    routes: [
+      (server) => registerMetricsRoutes(server, { store, fleet, metrics, exporter, policies, autoscaler, adminToken, clock, logger }),
+    ],
   });
 
   let grpcPort: number;
@@ -188,6 +248,8 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     store.close();
     throw err;
   }
+  metrics.start();
+  autoscaler.start();
   const address = api.server.address();
   const httpPort = typeof address === 'object' && address ? address.port : c.httpPort;
   const loop = setInterval(() => {
@@ -216,8 +278,10 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
         for (const timer of goneTimers.values()) clearTimeout(timer);
         fleet?.close();
         addons?.close();
+        autoscaler.close();
         await api.close();
         await hub.close();
+        metrics.close();
         store.close();
         logger.info('coordinator stopped');
       })();

@@ -4,7 +4,7 @@ import type { AgentView, PsRow } from '../common/api-types.js';
 import type { AddonSpec, AppRoutes, InstanceSpec, InstanceStatus__Output, Task } from '../proto/loader.js';
 import type { AgentHub, Hello__Output } from './agent-hub.js';
 import { freeIndexes, placeInstances } from './scheduler.js';
-import type { InstanceRow, InstanceState, ReleaseRow, Store } from './store.js';
+import type { AgentRow, InstanceRow, InstanceState, ReleaseRow, Store } from './store.js';
 
 /** Options of {@link Fleet}. */
 export interface FleetOptions {
@@ -29,9 +29,14 @@ export interface FleetOptions {
   holdsPlacement?: (app: string) => boolean;
   /** The add-on servers an agent must run. Default: none. */
   addonsFor?(agent: string): AddonSpec[];
+  /** The agent's host usage from its last metrics report, or null. */
+  usageOf?(agent: string): { cpuPct: number; memoryUsedMb: number } | null;
 }
 
 const INSTANCE_STATES: readonly InstanceState[] = ['starting', 'up', 'crashed', 'stopping'];
+
+/** Agents sent their desired state per turn of the event loop. */
+const SYNC_CHUNK = 100;
 
 /** `shop:web.1:v3` */
 export function instanceKey(app: string, type: string, idx: number, release: number): string {
@@ -52,11 +57,22 @@ export class Fleet {
   readonly #o: FleetOptions;
   readonly #logger: Logger;
   #syncQueued = false;
+  /** A sync is sending its chunks. */
+  #syncing = false;
+  #syncAll = false;
+  readonly #syncAgents = new Set<string>();
+  #lastSyncAt = 0;
+  #lastSyncMs = 0;
   #closed = false;
+  /** Agents are not judged down before the coordinator has run for the liveness window. */
+  readonly #startedAt: number;
+  #lastLostCheck = -Infinity;
+  #lastLostWarning = '';
 
   constructor(options: FleetOptions) {
     this.#o = options;
     this.#logger = options.logger.child({ component: 'fleet' });
+    this.#startedAt = options.clock.now();
   }
 
   close(): void {
@@ -85,7 +101,8 @@ export class Fleet {
       createdAt: existing?.createdAt ?? now,
     });
     this.applyStatuses(agent, hello.instances);
-    this.requestSync();
+    // The newcomer needs its state now; the others only if its statuses changed routes (above).
+    this.requestSync(agent);
   }
 
   onHeartbeat(agent: string, statuses: InstanceStatus__Output[]): void {
@@ -101,6 +118,20 @@ export class Fleet {
         const state = INSTANCE_STATES.includes(s.state as InstanceState) ? (s.state as InstanceState) : 'starting';
         const row = this.#o.store.getInstance(s.key);
         if (!row || row.agent !== agent) continue;
+        const pid = s.pid || null;
+        const port = s.port || null;
+        const since = Number(s.since) || row.since;
+        // Heartbeats repeat what is known: only a change is written.
+        if (
+          row.state === state &&
+          row.pid === pid &&
+          row.port === port &&
+          row.restarts === s.restarts &&
+          row.since === since &&
+          row.message === s.message
+        ) {
+          continue;
+        }
         this.#o.store.updateInstanceStatus(s.key, {
           state,
           pid: s.pid || null,
@@ -221,10 +252,14 @@ export class Fleet {
     if (instances.length > 0) this.requestSync();
   }
 
-  /** Periodic work: finish drains whose routes every agent applied. */
+  /** Periodic work: finish drains whose routes every agent applied; move instances off down agents. */
   tick(): void {
     const now = this.#o.clock.now();
-    const draining = this.#o.store.listInstances().filter((i) => i.desired === 'drain');
+    if (now - this.#lastLostCheck >= 1000) {
+      this.#lastLostCheck = now;
+      this.#replaceLost(now);
+    }
+    const draining = this.#o.store.listDraining();
     if (draining.length === 0) return;
     // Every router that may still have the instance must have dropped it: the connected agents,
     // and those seen lately that are reconnecting (e.g. after a coordinator restart).
@@ -242,25 +277,116 @@ export class Fleet {
     return this.#o.hub.isConnected(agent);
   }
 
-  // ---------------------------------------------------------------- desired state
-
-  /** Coalesces changes: one snapshot per agent per turn of the event loop. */
-  requestSync(): void {
-    if (this.#syncQueued || this.#closed) return;
-    this.#syncQueued = true;
-    setImmediate(() => {
-      this.#syncQueued = false;
-      if (this.#closed) return;
-      try {
-        this.syncNow();
-      } catch (err) {
-        this.#logger.error({ err }, 'failed to send desired state to agents');
-      }
-    });
+  /** How long the agent has been down (0 when up), counted from the coordinator's start at most. */
+  #downFor(a: AgentRow, now: number): number {
+    if (this.isUp(a.name) && now - a.lastSeen < this.#o.agentDownAfterMs) return 0;
+    return now - Math.max(a.lastSeen, this.#startedAt);
   }
 
-  /** Sends every connected agent its desired state under a new generation. */
-  syncNow(): void {
+  /**
+   * Instances of agents down for `agentDownAfterMs` are placed on agents that are up, under the
+   * same names (web.1 stays web.1). The down agent, when it comes back, no longer finds them in its
+   * desired state and stops its copies; draining ones are simply forgotten.
+   */
+  #replaceLost(now: number): void {
+    const store = this.#o.store;
+    const agents = store.listAgents();
+    const lost = new Set(agents.filter((a) => this.#downFor(a, now) >= this.#o.agentDownAfterMs).map((a) => a.name));
+    if (lost.size === 0) return;
+    const all = store.listInstances();
+    const stranded = all.filter((i) => lost.has(i.agent));
+    if (stranded.length === 0) return;
+    const kept = all.filter((i) => !lost.has(i.agent));
+    const placed = kept.map((i) => ({ agent: i.agent, app: i.app, type: i.type }));
+    const moves: { instance: InstanceRow; to: string }[] = [];
+    const unplaced: string[] = [];
+    for (const i of stranded) {
+      if (i.desired !== 'run') continue;
+      const candidates = agents.map((a) => ({
+        name: a.name,
+        up: !lost.has(a.name) && this.isUp(a.name),
+        maxInstances: a.maxInstances,
+        load: placed.filter((p) => p.agent === a.name).length,
+      }));
+      try {
+        const [to] = placeInstances(candidates, placed, [{ app: i.app, type: i.type }]);
+        if (!to) throw new Error('no agent');
+        placed.push({ agent: to, app: i.app, type: i.type });
+        moves.push({ instance: i, to });
+      } catch {
+        unplaced.push(`${i.app} ${i.type}.${i.idx}`);
+      }
+    }
+    const forgotten = stranded.filter((i) => i.desired !== 'run');
+    if (moves.length === 0 && forgotten.length === 0) {
+      const warning = unplaced.join(', ');
+      if (warning !== this.#lastLostWarning) {
+        this.#lastLostWarning = warning;
+        this.#logger.warn({ instances: unplaced }, 'instances of a down agent cannot be placed elsewhere (no agent up with room)');
+      }
+      return;
+    }
+    store.transaction(() => {
+      for (const m of moves) store.moveInstance(m.instance.key, m.to, now, `moved from ${m.instance.agent}, which is down`);
+      for (const i of forgotten) store.deleteInstance(i.key);
+    });
+    for (const m of moves) {
+      this.#logger.info({ instance: m.instance.key, from: m.instance.agent, to: m.to }, 'agent down: instance placed on another agent');
+    }
+    this.requestSync();
+  }
+
+  // ---------------------------------------------------------------- desired state
+
+  /**
+   * Coalesces changes: one snapshot per agent per turn of the event loop. `agent`: only that one
+   * needs its state (a hello). Syncs are spaced by twice the time the last one took, so that a
+   * storm of changes on a large fleet (a thousand agents reconnecting) is batched and never holds
+   * the event loop more than a third of the time; on small fleets that is about a millisecond.
+   */
+  requestSync(agent?: string): void {
+    if (this.#closed) return;
+    if (agent === undefined) this.#syncAll = true;
+    else this.#syncAgents.add(agent);
+    this.#scheduleSync();
+  }
+
+  #scheduleSync(): void {
+    if (this.#syncQueued || this.#syncing || this.#closed) return;
+    this.#syncQueued = true;
+    const run = () => {
+      this.#syncQueued = false;
+      if (this.#closed) return;
+      const all = this.#syncAll;
+      const only = [...this.#syncAgents];
+      this.#syncAll = false;
+      this.#syncAgents.clear();
+      this.#syncing = true;
+      const finish = (busyMs: number) => {
+        this.#syncing = false;
+        this.#lastSyncAt = performance.now();
+        this.#lastSyncMs = busyMs;
+        if (this.#syncAll || this.#syncAgents.size > 0) this.#scheduleSync();
+      };
+      try {
+        this.syncNow(all ? undefined : only, finish);
+      } catch (err) {
+        this.#logger.error({ err }, 'failed to send desired state to agents');
+        finish(0);
+      }
+    };
+    const wait = this.#lastSyncAt + 2 * this.#lastSyncMs - performance.now();
+    if (wait >= 1) setTimeout(run, wait).unref();
+    else setImmediate(run);
+  }
+
+  /**
+   * Sends connected agents (all, or the ones named) their desired state under a new generation,
+   * {@link SYNC_CHUNK} agents per turn of the event loop so that heartbeats are handled in between
+   * on a large fleet. `done` gets the time spent, ms.
+   */
+  syncNow(only?: readonly string[], done?: (busyMs: number) => void): void {
+    const started = performance.now();
     const store = this.#o.store;
     const generation = store.nextGeneration();
     const instances = store.listInstances();
@@ -270,23 +396,42 @@ export class Fleet {
       if (!releases.has(k)) releases.set(k, store.getRelease(app, version));
       return releases.get(k) ?? null;
     };
-    const routes = this.#routes(instances);
-    for (const agent of this.#o.hub.connected()) {
-      const specs: InstanceSpec[] = [];
-      for (const i of instances) {
-        if (i.agent !== agent) continue;
-        const release = releaseOf(i.app, i.release);
-        if (!release) continue;
-        specs.push(this.#spec(i, release));
-      }
-      this.#o.hub.send(agent, {
-        generation,
-        instances: specs,
-        routes,
-        tasks: this.#o.tasksFor(agent),
-        addons: this.#o.addonsFor?.(agent) ?? [],
-      });
+    const byAgent = new Map<string, InstanceRow[]>();
+    for (const i of instances) {
+      const list = byAgent.get(i.agent);
+      if (list) list.push(i);
+      else byAgent.set(i.agent, [i]);
     }
+    const routes = this.#routes(instances);
+    const targets = only ? only.filter((a) => this.#o.hub.isConnected(a)) : this.#o.hub.connected();
+    let busy = performance.now() - started;
+    const sendChunk = (from: number) => {
+      if (this.#closed) return;
+      const t0 = performance.now();
+      try {
+        for (const agent of targets.slice(from, from + SYNC_CHUNK)) {
+          const specs: InstanceSpec[] = [];
+          for (const i of byAgent.get(agent) ?? []) {
+            const release = releaseOf(i.app, i.release);
+            if (!release) continue;
+            specs.push(this.#spec(i, release));
+          }
+          this.#o.hub.send(agent, {
+            generation,
+            instances: specs,
+            routes,
+            tasks: this.#o.tasksFor(agent),
+            addons: this.#o.addonsFor?.(agent) ?? [],
+          });
+        }
+      } catch (err) {
+        this.#logger.error({ err }, 'failed to send desired state to agents');
+      }
+      busy += performance.now() - t0;
+      if (from + SYNC_CHUNK < targets.length) setImmediate(() => sendChunk(from + SYNC_CHUNK));
+      else done?.(busy);
+    };
+    sendChunk(0);
   }
 
   #spec(i: InstanceRow, release: ReleaseRow): InstanceSpec {
@@ -318,15 +463,20 @@ export class Fleet {
 
   #routes(instances: readonly InstanceRow[]): AppRoutes[] {
     const agents = new Map(this.#o.store.listAgents().map((a) => [a.name, a]));
+    const web = new Map<string, InstanceRow[]>();
+    for (const i of instances) {
+      if (i.type !== 'web' || i.desired !== 'run' || i.state !== 'up' || !i.port) continue;
+      const list = web.get(i.app);
+      if (list) list.push(i);
+      else web.set(i.app, [i]);
+    }
     return this.#o.store.listApps().map((app) => ({
       app: app.name,
       domains: [this.domainOf(app.name)],
-      backends: instances
-        .filter((i) => i.app === app.name && i.type === 'web' && i.desired === 'run' && i.state === 'up' && i.port)
-        .flatMap((i) => {
-          const agent = agents.get(i.agent);
-          return agent ? [{ instanceKey: i.key, host: agent.address, port: i.port ?? 0 }] : [];
-        }),
+      backends: (web.get(app.name) ?? []).flatMap((i) => {
+        const agent = agents.get(i.agent);
+        return agent ? [{ instanceKey: i.key, host: agent.address, port: i.port ?? 0 }] : [];
+      }),
     }));
   }
 
@@ -344,6 +494,8 @@ export class Fleet {
       capacity: { cpus: a.cpus, memoryMb: a.memoryMb, maxInstances: a.maxInstances },
       lastSeen: new Date(a.lastSeen).toISOString(),
       version: a.version,
+      cpuPct: this.#o.usageOf?.(a.name)?.cpuPct ?? null,
+      memoryUsedMb: this.#o.usageOf?.(a.name)?.memoryUsedMb ?? null,
     }));
   }
 

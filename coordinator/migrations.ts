@@ -129,4 +129,50 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX addons_app ON addons(app);
   CREATE INDEX addons_agent ON addons(agent);
   `,
+  // metrics and autoscaling (issue 6): raw samples (~1 h), 1-minute rollups (30 days), policies, decisions
+  `
+  CREATE TABLE metric_samples (
+    ts INTEGER NOT NULL,
+    agent TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    app TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    data TEXT NOT NULL
+  );
+  CREATE INDEX metric_samples_app ON metric_samples (app, ts);
+  CREATE INDEX metric_samples_agent ON metric_samples (agent, ts);
+  CREATE INDEX metric_samples_ts ON metric_samples (ts);
+  CREATE TABLE metric_rollups (
+    minute INTEGER NOT NULL,
+    agent TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    app TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (scope, subject, agent, minute)
+  );
+  CREATE INDEX metric_rollups_app ON metric_rollups (app, minute);
+  CREATE INDEX metric_rollups_agent ON metric_rollups (agent, minute);
+  CREATE INDEX metric_rollups_minute ON metric_rollups (minute);
+  CREATE TABLE autoscale_policies (
+    app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    type TEXT NOT NULL,
+    min INTEGER NOT NULL,
+    max INTEGER NOT NULL,
+    p95_ms INTEGER,
+    cpu_pct REAL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (app, type)
+  );
+  CREATE TABLE autoscale_decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts INTEGER NOT NULL,
+    app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    type TEXT NOT NULL,
+    from_quantity INTEGER NOT NULL,
+    to_quantity INTEGER NOT NULL,
+    reason TEXT NOT NULL
+  );
+  CREATE INDEX autoscale_decisions_app ON autoscale_decisions (app, id);
+  `,
 ];

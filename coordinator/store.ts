@@ -252,6 +252,11 @@ export class Store {
     if (this.#db.open) this.#db.close();
   }
 
+  /** The database handle, for the table-group stores that share this one writer (metrics-store.ts). */
+  get database(): Database.Database {
+    return this.#db;
+  }
+
   /** Runs `fn` in one transaction. */
   transaction<T>(fn: () => T): T {
     return this.#db.transaction(fn)();
@@ -527,6 +532,11 @@ export class Store {
     return (this.#stmt('SELECT * FROM instances ORDER BY app, type, idx').all() as Row[]).map(instanceFrom);
   }
 
+  /** Instances being drained (the periodic drain check reads only these). */
+  listDraining(): InstanceRow[] {
+    return (this.#stmt("SELECT * FROM instances WHERE desired = 'drain'").all() as Row[]).map(instanceFrom);
+  }
+
   /** Records what an agent reports; returns the row before the update (null when unknown). */
   updateInstanceStatus(
     key: string,
@@ -557,6 +567,13 @@ export class Store {
 
   bumpRestart(key: string): void {
     this.#stmt('UPDATE instances SET restart_nonce = restart_nonce + 1 WHERE key = ?').run(key);
+  }
+
+  /** Places an instance on another agent (its old agent is down): it starts afresh there, same name. */
+  moveInstance(key: string, agent: string, now: number, message: string): void {
+    this.#stmt(
+      "UPDATE instances SET agent = ?, state = 'starting', pid = NULL, port = NULL, restarts = 0, since = ?, message = ? WHERE key = ?",
+    ).run(agent, now, message, key);
   }
 
   deleteInstance(key: string): void {

@@ -23,6 +23,9 @@ export type { AddonStatus, AddonStatus__Output } from './generated/hangar/v1/Add
 export type { AddonJob, AddonJob__Output } from './generated/hangar/v1/AddonJob.js';
 export type { AddonJobResult, AddonJobResult__Output } from './generated/hangar/v1/AddonJobResult.js';
 export type { AddonBackup, AddonBackup__Output } from './generated/hangar/v1/AddonBackup.js';
+export type { MetricsReport, MetricsReport__Output } from './generated/hangar/v1/MetricsReport.js';
+export type { InstanceMetrics, InstanceMetrics__Output } from './generated/hangar/v1/InstanceMetrics.js';
+export type { TrafficStats, TrafficStats__Output } from './generated/hangar/v1/TrafficStats.js';
 
 /** Path of the .proto file, beside this module's source. */
 export const PROTO_PATH = fileURLToPath(new URL('../../proto/hangar.proto', import.meta.url));

@@ -29,10 +29,12 @@ export function registerAgentsCommands(program: Command, ctx: CliContext): void 
             `${agent.address} (router :${agent.routerPort})`,
             `${agent.instances}/${agent.capacity.maxInstances}`,
             `${agent.capacity.cpus} cpu, ${agent.capacity.memoryMb} MB`,
+            typeof agent.cpuPct === 'number' ? `${agent.cpuPct.toFixed(1)}%` : '-',
+            typeof agent.memoryUsedMb === 'number' ? `${agent.memoryUsedMb} MB` : '-',
             timeAgo(agent.lastSeen, now),
             agent.version,
           ]),
-          ['NAME', 'STATE', 'ADDRESS', 'INSTANCES', 'CAPACITY', 'LAST SEEN', 'VERSION'],
+          ['NAME', 'STATE', 'ADDRESS', 'INSTANCES', 'CAPACITY', 'CPU', 'MEMORY', 'LAST SEEN', 'VERSION'],
         ),
       );
     });

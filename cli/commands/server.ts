@@ -5,10 +5,10 @@
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { startAgent, type RunningAgent } from '../../agent/agent.js';
+import type { RunningAgent } from '../../agent/agent.js';
 import { HangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/logger.js';
-import { startCoordinator, type RunningCoordinator } from '../../coordinator/coordinator.js';
+import type { RunningCoordinator } from '../../coordinator/coordinator.js';
 import { credentialsPath, readCredentials, writeCredentials } from '../credentials.js';
 import type { CliContext } from './context.js';
 
@@ -70,6 +70,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
     .option('--domain <domain>', 'apps are served at APP.<domain>', 'localhost')
     .action(async (flags: CoordinatorFlags) => {
       const logger = rootLogger(ctx);
+      const { startCoordinator } = await import('../../coordinator/coordinator.js');
       const coordinator = await startCoordinator(
         {
           dataDir: resolve(flags.dataDir),
@@ -107,6 +108,8 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
           'Give --coordinator HOST:PORT and --join-token TOKEN (the join token is in the coordinator data dir, file join-token).',
         );
       }
+      // Loaded on demand: an agent process never holds the coordinator's modules (memory footprint).
+      const { startAgent } = await import('../../agent/agent.js');
       const agent = await startAgent(
         {
           coordinator: flags.coordinator,
@@ -136,6 +139,8 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
     .action(async (flags: CoordinatorFlags & { routerPort: string }) => {
       const logger = rootLogger(ctx);
       const dataDir = resolve(flags.dataDir);
+      const { startCoordinator } = await import('../../coordinator/coordinator.js');
+      const { startAgent } = await import('../../agent/agent.js');
       let coordinator: RunningCoordinator | null = null;
       let agent: RunningAgent | null = null;
       try {

@@ -8,7 +8,7 @@ import { request } from 'undici';
 import { pino } from 'pino';
 import type { TestContext } from 'node:test';
 import { startAgent, type AgentConfig, type RunningAgent } from '../../agent/agent.js';
-import { startCoordinator, type CoordinatorConfig, type RunningCoordinator } from '../../coordinator/coordinator.js';
+import { startCoordinator, type CoordinatorConfig, type CoordinatorDeps, type RunningCoordinator } from '../../coordinator/coordinator.js';
 import type { Logger } from '../../common/logger.js';
 
 /** The repository root (tests run from dist/test/...). */
@@ -95,7 +95,7 @@ export function runCli(args: string[], env: Record<string, string>, timeoutMs = 
  */
 export async function startCluster(
   t: TestContext,
-  options: { agents?: number; coordinator?: Partial<CoordinatorConfig> } = {},
+  options: { agents?: number; coordinator?: Partial<CoordinatorConfig>; onAutoscaleDecision?: CoordinatorDeps['onAutoscaleDecision'] } = {},
 ): Promise<Cluster> {
   // Removed only after everything that writes into it has stopped (add-on servers keep writing).
   const dir = await mkdtemp(join(tmpdir(), 'hangar-test-'));
@@ -113,7 +113,10 @@ export async function startCluster(
         healthTimeoutMs: 60_000,
         ...options.coordinator,
       },
-      { logger: fileLogger(dir, 'coordinator') },
+      {
+        logger: fileLogger(dir, 'coordinator'),
+        ...(options.onAutoscaleDecision ? { onAutoscaleDecision: options.onAutoscaleDecision } : {}),
+      },
     );
   } catch (err) {
     await rm(dir, { recursive: true, force: true });

@@ -1,0 +1,289 @@
+/**
+ * How many agents one coordinator holds: simulated agents speaking the real gRPC protocol (hello,
+ * desired state, heartbeats every 5 s carrying their instances' statuses, metrics every 10 s) in a
+ * few child processes, against a real coordinator in this process. The fleet grows in steps; at
+ * each plateau the coordinator's own handling time of every heartbeat is measured (AgentHub's
+ * timing hook) and printed as p50/p99/max. The answer is the largest plateau with p99 < 50 ms.
+ *
+ *   npm run bench:fleet                    steps 250,500,1000,1500,2000
+ *   node dist/bench/coordinator-scale.js --steps 500,1000 --plateau-s 30 --sim-procs 4
+ *
+ * Every simulated agent runs 3 instances (one web, two workers) of one of 50 apps; they are put in
+ * the database before the coordinator starts, as a real fleet would have them.
+ */
+import { fork } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import * as grpc from '@grpc/grpc-js';
+import { pino } from 'pino';
+import { startCoordinator } from '../coordinator/coordinator.js';
+import { instanceKey } from '../coordinator/fleet.js';
+import { Store } from '../coordinator/store.js';
+import { AGENT_METADATA_KEY, AUTH_METADATA_KEY, loadProto, type AgentMessage, type CoordinatorMessage__Output } from '../proto/loader.js';
+
+const HEARTBEAT_MS = 5000;
+const METRICS_MS = 10_000;
+const APPS = 50;
+
+function agentName(i: number): string {
+  return `sim-${String(i).padStart(5, '0')}`;
+}
+
+/** The instances of simulated agent i: a web and two workers of app i % APPS. */
+function instancesOf(i: number): { key: string; app: string; type: string; idx: number }[] {
+  const app = `app${i % APPS}`;
+  const n = Math.floor(i / APPS);
+  return [
+    { key: instanceKey(app, 'web', n + 1, 1), app, type: 'web', idx: n + 1 },
+    { key: instanceKey(app, 'worker', 2 * n + 1, 1), app, type: 'worker', idx: 2 * n + 1 },
+    { key: instanceKey(app, 'worker', 2 * n + 2, 1), app, type: 'worker', idx: 2 * n + 2 },
+  ];
+}
+
+// ---------------------------------------------------------------- simulator (child process)
+
+function simulate(address: string, token: string): void {
+  const Service = loadProto().hangar.v1.AgentService;
+  const client = new Service(address, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
+  const timers: NodeJS.Timeout[] = [];
+  const start = (i: number) => {
+    const md = new grpc.Metadata();
+    md.set(AUTH_METADATA_KEY, `Bearer ${token}`);
+    md.set(AGENT_METADATA_KEY, agentName(i));
+    const call = client.Connect(md);
+    let generation = 0;
+    const now = Date.now();
+    const statuses = instancesOf(i).map((inst, n) => ({
+      key: inst.key,
+      state: 'up',
+      pid: 10_000 + n,
+      port: inst.type === 'web' ? 20_000 + (i % 40_000) : 0,
+      restarts: 0,
+      since: now,
+      message: '',
+    }));
+    call.on('data', (m: CoordinatorMessage__Output) => {
+      if (m.desiredState) generation = Math.max(generation, m.desiredState.generation);
+      if (m.welcome) {
+        const beat = () => call.write({ heartbeat: { generation, instances: statuses, sentAt: Date.now() } } satisfies AgentMessage);
+        const report = () =>
+          call.write({
+            metrics: {
+              ts: Date.now(),
+              intervalMs: METRICS_MS,
+              host: {
+                cpu_pct: 12.5,
+                load1: 0.4,
+                load5: 0.3,
+                load15: 0.2,
+                mem_used_bytes: 2e9,
+                mem_total_bytes: 8e9,
+                disk_used_bytes: 5e10,
+                disk_total_bytes: 1e11,
+              },
+              instances: statuses.map((s) => ({ key: s.key, cpuPct: 3.2, rssBytes: 80e6, processes: 3 })),
+              apps: [{ key: `app${i % APPS}`, requests: 120, p50Ms: 12, p95Ms: 40, p99Ms: 90, status2xx: 118, status5xx: 2, inFlight: 1 }],
+              backends: [{ key: statuses[0]?.key ?? '', requests: 120, p50Ms: 12, p95Ms: 40, p99Ms: 90, status2xx: 118, status5xx: 2 }],
+            },
+          } satisfies AgentMessage);
+        // Spread the fleet's heartbeats and reports over their periods, as independent agents are.
+        timers.push(setTimeout(() => timers.push(setInterval(beat, HEARTBEAT_MS)), Math.random() * HEARTBEAT_MS));
+        timers.push(setTimeout(() => timers.push(setInterval(report, METRICS_MS)), Math.random() * METRICS_MS));
+      }
+    });
+    call.on('error', () => undefined);
+    call.write({
+      hello: {
+        name: agentName(i),
+        advertiseAddress: '127.0.0.1',
+        routerPort: 8080,
+        capacity: { cpus: 4, memoryMb: 8192, maxInstances: 50 },
+        instances: statuses,
+        version: 'sim',
+        generation: 0,
+      },
+    } satisfies AgentMessage);
+  };
+  process.on('message', (msg: { start: number[] }) => {
+    // Connect at ~100 agents/s per simulator, like a fleet reconnecting with jitter.
+    msg.start.forEach((i, n) => setTimeout(() => start(i), n * 10));
+  });
+  process.on('disconnect', () => {
+    for (const t of timers) clearTimeout(t);
+    client.close();
+    process.exit(0);
+  });
+}
+
+// ---------------------------------------------------------------- driver
+
+function percentile(sorted: readonly number[], q: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? 0;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      steps: { type: 'string', default: '250,500,1000,1500,2000' },
+      'plateau-s': { type: 'string', default: '25' },
+      'sim-procs': { type: 'string', default: '3' },
+    },
+  });
+  const steps = values.steps.split(',').map(Number);
+  const plateauMs = Number(values['plateau-s']) * 1000;
+  const simProcs = Number(values['sim-procs']);
+  const max = Math.max(...steps);
+
+  const dir = await mkdtemp(join(tmpdir(), 'hangar-bench-fleet-'));
+  // The fleet as it would be in the database: apps, a release each, 3 instances per agent.
+  const seed = new Store({ path: join(dir, 'hangar.db') });
+  const now = Date.now();
+  seed.transaction(() => {
+    for (let a = 0; a < APPS; a++) {
+      const app = `app${a}`;
+      seed.createApp(app, now);
+      seed.putArtifact('0'.repeat(64), 1, now);
+      seed.createRelease({
+        app,
+        artifactSha256: '0'.repeat(64),
+        procfile: { web: 'gunicorn app.wsgi', worker: 'python worker.py' },
+        config: { SECRET_KEY: 'x' },
+        appJson: null,
+        status: 'succeeded',
+        description: 'seed',
+        createdBy: 'bench',
+        createdAt: now,
+      });
+      seed.setCurrentRelease(app, 1);
+    }
+    for (let i = 0; i < max; i++) {
+      for (const inst of instancesOf(i)) {
+        seed.insertInstance({
+          ...inst,
+          release: 1,
+          agent: agentName(i),
+          desired: 'run',
+          drainGeneration: null,
+          drainStarted: null,
+          state: 'starting',
+          pid: null,
+          port: null,
+          restarts: 0,
+          since: now,
+          message: '',
+          restartNonce: 0,
+          createdAt: now,
+          logTail: '',
+          startedAt: null,
+          upAt: null,
+        });
+      }
+    }
+  });
+  seed.close();
+
+  const heartbeats: number[] = [];
+  /** From the simulator's send to the end of the coordinator's handling: transit + queueing + handling. */
+  const delays: number[] = [];
+  const reports: number[] = [];
+  let recording = false;
+  const coordinator = await startCoordinator(
+    {
+      dataDir: dir,
+      httpPort: 0,
+      httpHost: '127.0.0.1',
+      grpcPort: 0,
+      grpcHost: '127.0.0.1',
+      heartbeatIntervalMs: HEARTBEAT_MS,
+      metricsIntervalMs: METRICS_MS,
+      // Agents that have not connected yet must not have their instances moved.
+      agentDownAfterMs: 3_600_000,
+    },
+    {
+      logger: pino({ level: 'warn' }),
+      onAgentMessageHandled: (message, ms) => {
+        if (!recording) return;
+        if (message.heartbeat) {
+          heartbeats.push(ms);
+          delays.push(Date.now() - Number(message.heartbeat.sentAt));
+        } else if (message.metrics) reports.push(ms);
+      },
+    },
+  );
+  const script = new URL(import.meta.url);
+  const sims = Array.from({ length: simProcs }, () =>
+    fork(script, ['--simulate', coordinator.grpcAddress, coordinator.joinToken], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
+  );
+  // Event-loop lag of the coordinator process, sampled every 100 ms.
+  let lagMax = 0;
+  let lastTick = performance.now();
+  const lagTimer = setInterval(() => {
+    const t = performance.now();
+    lagMax = Math.max(lagMax, t - lastTick - 100);
+    lastTick = t;
+  }, 100);
+
+  console.log(
+    `coordinator-scale: heartbeats every ${HEARTBEAT_MS / 1000} s, metrics every ${METRICS_MS / 1000} s, 3 instances per agent, ${simProcs} simulator processes`,
+  );
+  console.log(
+    'agents  heartbeats  hb_p50_ms  hb_p99_ms  hb_max_ms  delay_p50_ms  delay_p99_ms  metrics  m_p99_ms  loop_lag_max_ms  rss_mb',
+  );
+  let connected = 0;
+  let best = 0;
+  try {
+    for (const target of steps) {
+      for (let i = connected; i < target; i++) sims[i % simProcs]?.send({ start: [i] });
+      connected = target;
+      // Let the new agents connect and their first heartbeats and sync settle.
+      await new Promise((r) => setTimeout(r, Math.max(10_000, (target / simProcs) * 10 + 5000)));
+      heartbeats.length = 0;
+      delays.length = 0;
+      reports.length = 0;
+      lagMax = 0;
+      recording = true;
+      await new Promise((r) => setTimeout(r, plateauMs));
+      recording = false;
+      const hb = [...heartbeats].sort((a, b) => a - b);
+      const mr = [...reports].sort((a, b) => a - b);
+      const dl = [...delays].sort((a, b) => a - b);
+      const p99 = percentile(hb, 0.99);
+      console.log(
+        [
+          String(target).padStart(6),
+          String(hb.length).padStart(10),
+          percentile(hb, 0.5).toFixed(2).padStart(9),
+          p99.toFixed(2).padStart(9),
+          (hb.at(-1) ?? 0).toFixed(2).padStart(9),
+          percentile(dl, 0.5).toFixed(0).padStart(11),
+          percentile(dl, 0.99).toFixed(0).padStart(11),
+          String(mr.length).padStart(7),
+          percentile(mr, 0.99).toFixed(2).padStart(8),
+          lagMax.toFixed(1).padStart(15),
+          (process.memoryUsage().rss / 1048576).toFixed(0).padStart(6),
+        ].join('  '),
+      );
+      // Held: the coordinator handles heartbeats in < 50 ms at p99, and keeps up (at most 10% are
+      // missing, which a simulator too busy to send would also cause on a small machine).
+      const expected = (target * plateauMs) / HEARTBEAT_MS;
+      if (p99 < 50 && hb.length >= expected * 0.9) best = target;
+      else break;
+    }
+  } finally {
+    clearInterval(lagTimer);
+    for (const s of sims) s.disconnect();
+    await coordinator.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+  console.log(`agents held at p99 heartbeat handling < 50 ms: ${best}`);
+}
+
+if (process.argv[2] === '--simulate') simulate(process.argv[3] ?? '', process.argv[4] ?? '');
+else
+  main().catch((err: unknown) => {
+    console.error(err);
+    process.exitCode = 1;
+  });

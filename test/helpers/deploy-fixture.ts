@@ -1,0 +1,56 @@
+import assert from 'node:assert/strict';
+import { cp, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { PsRow } from '../../common/api-types.js';
+import { FIXTURES, waitFor, type Cluster } from './cluster.js';
+
+/** `hangar ps -a APP --json`. */
+export async function ps(cluster: Cluster, app: string): Promise<PsRow[]> {
+  const res = await cluster.cli(['ps', '-a', app, '--json']);
+  assert.equal(res.code, 0, res.stderr);
+  return JSON.parse(res.stdout) as PsRow[];
+}
+
+/** Polls `ps` until `check` holds; bounded. */
+export function waitForPs(
+  cluster: Cluster,
+  app: string,
+  what: string,
+  check: (rows: PsRow[]) => boolean,
+  timeoutMs = 90_000,
+): Promise<PsRow[]> {
+  return waitFor(
+    what,
+    async () => {
+      const rows = await ps(cluster, app);
+      return check(rows) ? rows : null;
+    },
+    timeoutMs,
+    300,
+  );
+}
+
+/**
+ * Creates APP and deploys the fixture Django app to it (web=1), optionally with another Procfile;
+ * resolves when web.1 is up.
+ */
+export async function deployFixture(cluster: Cluster, app: string, options: { procfile?: string } = {}): Promise<void> {
+  assert.equal((await cluster.cli(['apps:create', app])).code, 0);
+  const set = await cluster.cli([
+    'config:set',
+    `DATABASE_URL=sqlite:///${join(cluster.dir, `${app}.sqlite3`)}`,
+    'DJANGO_ALLOWED_HOSTS=.localhost',
+    '-a',
+    app,
+  ]);
+  assert.equal(set.code, 0, set.stderr);
+  let source = join(FIXTURES, 'django-app');
+  if (options.procfile !== undefined) {
+    source = join(cluster.dir, `${app}-source`);
+    await cp(join(FIXTURES, 'django-app'), source, { recursive: true });
+    await writeFile(join(source, 'Procfile'), options.procfile);
+  }
+  const deploy = await cluster.cli(['deploy', source, '-a', app], { timeoutMs: 300_000 });
+  assert.equal(deploy.code, 0, `deploy failed:\n${deploy.stdout}\n${deploy.stderr}`);
+  await waitForPs(cluster, app, 'web.1 up', (r) => r.some((x) => x.id === 'web.1' && x.state === 'up'));
+}
