@@ -26,6 +26,8 @@ export interface CoordinatorLinkOptions {
   /** The stream is up (after Welcome); gives the heartbeat interval the coordinator wants. */
   onConnected?: (heartbeatIntervalMs: number) => void;
   onDisconnected?: () => void;
+  /** The coordinator stored every log line up to `seq` of spool `epoch`. */
+  onLogAck?: (seq: number, epoch: string) => void;
   clock: Clock;
   logger: Logger;
   /** First reconnect delay, ms. Default 500; doubles up to `maxBackoffMs`, with jitter. */
@@ -133,6 +135,8 @@ export class CoordinatorLink {
           this.#o.onConnected?.(message.welcome.heartbeatIntervalMs || 2000);
         } else if (message.desiredState) {
           this.#o.onDesiredState(message.desiredState);
+        } else if (message.logAck) {
+          this.#o.onLogAck?.(Number(message.logAck.seq), message.logAck.epoch);
         }
       } catch (err) {
         this.#logger.error({ err }, 'failed to handle a message from the coordinator');
