@@ -13,6 +13,7 @@ import { registerConfigCommands } from './commands/config.js';
 import { createContext, type CliContext, type CliIo } from './commands/context.js';
 import { registerDeployCommands } from './commands/deploy.js';
 import { registerLoginCommands } from './commands/login.js';
+import { registerLogsCommands } from './commands/logs.js';
 import { registerPsCommands } from './commands/ps.js';
 import { registerReleasesCommands } from './commands/releases.js';
 
@@ -57,6 +58,7 @@ export function buildProgram(io: CliIo, extraCommands?: ExtraCommands, ctx: CliC
   registerPsCommands(program, ctx);
   registerConfigCommands(program, ctx);
   registerLoginCommands(program, ctx);
+  registerLogsCommands(program, ctx);
   extraCommands?.(program, ctx);
   return program;
 }

@@ -15,6 +15,7 @@ import {
   type Heartbeat__Output,
   type Hello__Output,
   type InstanceEvent__Output,
+  type LogBatch__Output,
   type TaskOutput__Output,
 } from '../proto/loader.js';
 
@@ -26,6 +27,10 @@ export interface AgentHubEvents {
   onInstanceEvent(agent: string, event: InstanceEvent__Output): void;
   onTaskOutput(agent: string, output: TaskOutput__Output): void;
   onTaskResult(agent: string, result: { taskId: string; ok: boolean; error: string; errorCode: string }): void;
+  /** A log batch of the agent's spool `epoch`; returns the seq to ack (null: no ack). */
+  onLogBatch(agent: string, epoch: string, batch: LogBatch__Output): number | null;
+  /** Highest log seq stored of the agent's spool `epoch` (acked at once on hello). */
+  logAcked(agent: string, epoch: string): number;
   onDisconnect(agent: string): void;
 }
 
@@ -52,6 +57,8 @@ interface Session {
   appliedGeneration: number;
   /** Last generation we sent it. */
   sentGeneration: number;
+  /** Identity of the agent's log spool. */
+  logEpoch: string;
 }
 
 function grpcError(code: grpc.status, details: string): Error {
@@ -201,10 +208,15 @@ export class AgentHub {
       this.#logger.warn({ agent: name }, 'agent reconnected; closing its previous stream');
       previous.call.end();
     }
-    const session: Session = { name, call, appliedGeneration: Number(hello.generation), sentGeneration: 0 };
+    const session: Session = { name, call, appliedGeneration: Number(hello.generation), sentGeneration: 0, logEpoch: hello.logEpoch };
     this.#sessions.set(name, session);
     this.#logger.info({ agent: name, address: hello.advertiseAddress, routerPort: hello.routerPort }, 'agent connected');
     call.write({ welcome: { agentId: name, heartbeatIntervalMs: this.#options.heartbeatIntervalMs ?? 2000 } });
+    if (hello.logEpoch) {
+      // Lines stored before a coordinator restart need not be sent again.
+      const acked = this.#options.events.logAcked(name, hello.logEpoch);
+      if (acked > 0) call.write({ logAck: { seq: acked, epoch: hello.logEpoch } });
+    }
     this.#options.events.onHello(name, hello);
     return session;
   }
@@ -228,6 +240,11 @@ export class AgentHub {
         if (message.taskResult) events.onTaskResult(session.name, message.taskResult);
         return;
       case 'logBatch':
+        if (message.logBatch && session.logEpoch) {
+          const acked = events.onLogBatch(session.name, session.logEpoch, message.logBatch);
+          if (acked !== null) session.call.write({ logAck: { seq: acked, epoch: session.logEpoch } });
+        }
+        return;
       case 'metrics':
       case 'hello':
       case undefined:

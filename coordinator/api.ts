@@ -12,6 +12,9 @@ import { HangarError, httpStatusFor, isHangarError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { MAX_QUANTITY, appNameSchema, configKeySchema, processTypeSchema } from '../common/names.js';
 import { runnableTypes, type Fleet } from './fleet.js';
+import type { LogHub } from './log-hub.js';
+import { registerLogRoutes } from './log-routes.js';
+import type { LogStore } from './log-store.js';
 import type { Rollouts } from './rollout.js';
 import { inspectSource } from './source-inspector.js';
 import type { AppRow, ReleaseRow, Store } from './store.js';
@@ -32,6 +35,10 @@ export interface ApiOptions {
   version: string;
   /** Port users reach the routers on, for app URLs. */
   webPort: number;
+  /** Stored log lines and errors. */
+  logs: LogStore;
+  /** Live log fan-out. */
+  logHub: LogHub;
 }
 
 const appParams = z.object({ app: appNameSchema }).strict();
@@ -180,6 +187,7 @@ export function buildApi(o: ApiOptions) {
       throw new HangarError('BAD_INPUT', `This destroys ${name} and stops all its processes; confirm with --confirm ${name}.`);
     }
     o.store.deleteApp(name);
+    o.logs.deleteApp(name);
     o.fleet.requestSync();
     logger.info({ app: name }, 'app destroyed');
     return { ok: true };
@@ -361,6 +369,8 @@ export function buildApi(o: ApiOptions) {
     logger.info({ app: name, formation }, 'formation changed');
     return { formation: o.store.getFormation(name) };
   });
+
+  registerLogRoutes(app, { store: o.store, logs: o.logs, hub: o.logHub, adminToken: o.adminToken, clock: o.clock, logger });
 
   return app;
 }

@@ -8,6 +8,8 @@ import { HANGAR_VERSION } from '../common/version.js';
 import { AgentHub } from './agent-hub.js';
 import { buildApi } from './api.js';
 import { Fleet } from './fleet.js';
+import { LogHub } from './log-hub.js';
+import { LogStore } from './log-store.js';
 import { Rollouts } from './rollout.js';
 import { Store } from './store.js';
 import { parseInput } from './validation.js';
@@ -52,6 +54,14 @@ export const coordinatorConfigSchema = z
       .default(512 * 1024 * 1024),
     /** Period of the rollout/drain loop, ms. Default 250. */
     tickMs: z.number().int().positive().default(250),
+    /** Log lines older than this are deleted, days. Default 7. */
+    logRetentionDays: z.number().positive().default(7),
+    /** Beyond this database size the oldest log lines are deleted, bytes. Default 1 GiB. */
+    logRetentionBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(1024 * 1024 * 1024),
   })
   .strict();
 
@@ -103,6 +113,12 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   const joinToken = await ensureToken(join(c.dataDir, 'join-token'), 'hgr_join');
 
   const store = new Store({ path: join(c.dataDir, 'hangar.db') });
+  const logs = new LogStore({
+    path: join(c.dataDir, 'hangar.db'),
+    maxAgeMs: c.logRetentionDays * 86_400_000,
+    maxBytes: c.logRetentionBytes,
+  });
+  const logHub = new LogHub();
   // Late-bound: the hub, the fleet and the rollouts call each other through these events.
   let fleet: Fleet | null = null;
   let rollouts: Rollouts | null = null;
@@ -131,6 +147,18 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       },
       onTaskOutput: (agent, output) => rollouts?.onTaskOutput(agent, output),
       onTaskResult: (agent, result) => rollouts?.onTaskResult(agent, result),
+      onLogBatch: (agent, epoch, batch) => {
+        try {
+          const { acked, inserted } = logs.ingest(agent, epoch, batch.lines);
+          logHub.publish(inserted);
+          return acked;
+        } catch (err) {
+          // Not acked: the agent keeps the lines and sends them again.
+          logger.error({ err, agent }, 'could not store log lines');
+          return null;
+        }
+      },
+      logAcked: (agent, epoch) => logs.acked(agent, epoch),
       onDisconnect: (agent) => {
         const timer = setTimeout(() => {
           goneTimers.delete(agent);
@@ -165,6 +193,8 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     maxUploadBytes: c.maxUploadBytes,
     version: HANGAR_VERSION,
     webPort: c.webPort,
+    logs,
+    logHub,
   });
 
   let grpcPort: number;
@@ -174,6 +204,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   } catch (err) {
     await hub.close();
     await api.close();
+    logs.close();
     store.close();
     throw err;
   }
@@ -187,6 +218,16 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       logger.error({ err }, 'coordinator loop failed');
     }
   }, c.tickMs);
+  const prune = () => {
+    try {
+      const deleted = logs.prune(clock.now());
+      if (deleted > 0) logger.debug({ deleted }, 'pruned old log lines');
+    } catch (err) {
+      logger.error({ err }, 'log retention failed');
+    }
+  };
+  const pruneLoop = setInterval(prune, 30_000);
+  prune();
   const localHost = (host: string) => (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host);
   logger.info({ httpPort, grpcPort, dataDir: c.dataDir }, 'coordinator ready');
 
@@ -201,10 +242,12 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     close() {
       closed ??= (async () => {
         clearInterval(loop);
+        clearInterval(pruneLoop);
         for (const timer of goneTimers.values()) clearTimeout(timer);
         fleet?.close();
         await api.close();
         await hub.close();
+        logs.close();
         store.close();
         logger.info('coordinator stopped');
       })();
