@@ -351,13 +351,21 @@ export class LogSpool {
 
   #trimMemory(): void {
     let drop = 0;
-    while (drop < this.#mem.length && (this.#memSize > this.#memoryBytes || (this.#mem[drop]?.seq ?? Infinity) <= this.#acked)) {
+    // Over the cap, down to three quarters of it, so that the (linear) splice happens rarely.
+    const target = this.#memSize > this.#memoryBytes ? this.#memoryBytes * 0.75 : Infinity;
+    while (drop < this.#mem.length && (this.#memSize > target || (this.#mem[drop]?.seq ?? Infinity) <= this.#acked)) {
       this.#memSize -= (this.#mem[drop]?.line.length ?? 0) + RECORD_OVERHEAD;
       drop++;
     }
-    if (drop === 0) return;
-    this.#mem = this.#mem.slice(drop);
-    this.#memFirst += drop;
+    this.#dropMemory(drop);
+  }
+
+  /** Forgets the first `count` records in memory (splice is O(n): done in one go per call). */
+  #dropMemory(count: number): void {
+    if (count <= 0) return;
+    if (count >= this.#mem.length) this.#mem = [];
+    else this.#mem.splice(0, count);
+    this.#memFirst += count;
   }
 
   /** Deletes segments all of whose lines are acked (never the open one). */
@@ -383,11 +391,12 @@ export class LogSpool {
       this.#removeSegment(oldest);
       // Memory holds only consecutive seqs from memFirst on; drop what precedes the new oldest.
       const keepFrom = this.#segments[0]?.firstSeq ?? this.#lastSeq + 1;
-      while (this.#mem.length > 0 && (this.#mem[0]?.seq ?? Infinity) < keepFrom) {
-        this.#memSize -= (this.#mem[0]?.line.length ?? 0) + RECORD_OVERHEAD;
-        this.#mem.shift();
-        this.#memFirst++;
+      let drop = 0;
+      while (drop < this.#mem.length && (this.#mem[drop]?.seq ?? Infinity) < keepFrom) {
+        this.#memSize -= (this.#mem[drop]?.line.length ?? 0) + RECORD_OVERHEAD;
+        drop++;
       }
+      this.#dropMemory(drop);
     }
     for (const [app, count] of lost) {
       this.#logger.warn({ app, count }, 'log spool full: dropped the oldest lines');

@@ -46,6 +46,9 @@ export interface LogStoreOptions {
   maxBytes?: number;
 }
 
+/** Rows per multi-row INSERT. */
+const INSERT_CHUNK = 32;
+
 /** Prefix of the structured lines the agent's Python hook writes (see agent/error-hook.ts). */
 export const ERROR_LINE_PREFIX = 'hangar-error ';
 
@@ -84,8 +87,12 @@ type Row = Record<string, unknown>;
 
 /**
  * Log lines and grouped errors in the coordinator's SQLite database, on a connection of its own.
- * Each batch is stored in one transaction; (agent epoch, seq) is unique, so a batch sent again
- * after a restart stores nothing twice. Retention by age and size runs in small chunks.
+ * Each batch is stored in one transaction together with the highest seq stored for the agent's
+ * log epoch (agent + spool identity). Agents send lines in seq order, so that high-water mark is
+ * the dedupe on (agent, seq): a line at or below it was stored already and is skipped, and every
+ * stored line is at or below it (a gap means lines the agent's full spool dropped). A batch sent
+ * again after any restart stores nothing twice, without a unique index to slow ingestion.
+ * Retention by age and size runs in small chunks.
  */
 export class LogStore {
   readonly #db: Database.Database;
@@ -95,6 +102,8 @@ export class LogStore {
   readonly #agents = new Map<number, string>();
   readonly #queries = new Map<string, Database.Statement>();
   readonly #insert: Database.Statement;
+  /** Inserts {@link INSERT_CHUNK} rows in one statement: far fewer calls into SQLite per batch. */
+  readonly #insertChunk: Database.Statement;
   readonly #ingestTx: (streamId: number, acked: number, lines: readonly IncomingLogLine[], out: StoredLogLine[]) => number;
 
   constructor(options: LogStoreOptions) {
@@ -108,9 +117,10 @@ export class LogStore {
       this.#streams.set(`${r.agent as string}\0${r.epoch as string}`, { id: r.id as number, acked: r.acked_seq as number });
       this.#agents.set(r.id as number, r.agent as string);
     }
-    this.#insert = this.#db.prepare(
-      'INSERT OR IGNORE INTO log_lines (stream_id, seq, ts, app, source, fd, line) VALUES (?, ?, ?, ?, ?, ?, ?)',
-    );
+    const insertSql = 'INSERT INTO log_lines (stream_id, seq, ts, app, source, fd, line) VALUES ';
+    this.#insert = this.#db.prepare(`${insertSql}(?, ?, ?, ?, ?, ?, ?)`);
+    this.#insertChunk = this.#db.prepare(`${insertSql}${Array(INSERT_CHUNK).fill('(?, ?, ?, ?, ?, ?, ?)').join(', ')}`);
+    const lastId = this.#db.prepare('SELECT max(id) AS id FROM log_lines').pluck();
     const setAcked = this.#db.prepare('UPDATE log_streams SET acked_seq = ? WHERE id = ?');
     const upsertError = this.#db.prepare(`
       INSERT INTO log_errors (app, fingerprint, type, location, message, count, first_seen, last_seen, release, traceback)
@@ -125,16 +135,34 @@ export class LogStore {
     this.#ingestTx = this.#db.transaction((streamId: number, ackedBefore: number, lines: readonly IncomingLogLine[], out: StoredLogLine[]) => {
       let acked = ackedBefore;
       const agent = this.#agents.get(streamId) ?? '';
-      const first = lines[0];
-      // Seqs below the batch's first that never arrived were dropped by the agent's full spool.
-      if (first && first.seq > acked + 1) acked = first.seq - 1;
+      const fresh: IncomingLogLine[] = [];
       for (const l of lines) {
+        // Stored already (sent again after a reconnect or a restart): this is the dedupe.
         if (l.seq <= acked) continue;
+        // Seqs skipped over were dropped by the agent's full spool; they will never come.
+        acked = l.seq;
+        fresh.push(l);
+      }
+      if (fresh.length === 0) return acked;
+      // Row ids are assigned in insertion order, one after the other, in this one writer.
+      let id = ((lastId.get() as number | null) ?? 0) + 1;
+      const params: unknown[] = [];
+      let i = 0;
+      for (; i + INSERT_CHUNK <= fresh.length; i += INSERT_CHUNK) {
+        params.length = 0;
+        for (let k = i; k < i + INSERT_CHUNK; k++) {
+          const l = fresh[k] as IncomingLogLine;
+          params.push(streamId, l.seq, l.ts, l.app, l.source, l.stream === 'stderr' ? 'stderr' : 'stdout', l.line);
+        }
+        this.#insertChunk.run(params);
+      }
+      for (; i < fresh.length; i++) {
+        const l = fresh[i] as IncomingLogLine;
+        this.#insert.run(streamId, l.seq, l.ts, l.app, l.source, l.stream === 'stderr' ? 'stderr' : 'stdout', l.line);
+      }
+      for (const l of fresh) {
         const stream = l.stream === 'stderr' ? 'stderr' : 'stdout';
-        const info = this.#insert.run(streamId, l.seq, l.ts, l.app, l.source, stream, l.line);
-        if (l.seq === acked + 1) acked = l.seq;
-        if (info.changes === 0) continue;
-        out.push({ id: Number(info.lastInsertRowid), ts: l.ts, app: l.app, source: l.source, stream, agent, line: l.line });
+        out.push({ id: id++, ts: l.ts, app: l.app, source: l.source, stream, agent, line: l.line });
         const error = l.line.startsWith(ERROR_LINE_PREFIX) ? parseErrorLine(l.line) : null;
         if (error) {
           const location = `${error.file}:${error.line}:${error.function}`;

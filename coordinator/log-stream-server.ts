@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
-import type { LogStreamMessage } from '../common/api-types.js';
+import type { LogLineView, LogStreamMessage } from '../common/api-types.js';
 import type { Clock } from '../common/clock.js';
 import { httpStatusFor, isHangarError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -39,6 +39,9 @@ export class LogStreamServer {
   readonly #o: LogStreamServerOptions;
   readonly #logger: Logger;
   readonly #wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
+  /** Lines of one batch share their read time: their ISO string is made once. */
+  #lastTs = -1;
+  #lastIso = '';
 
   constructor(options: LogStreamServerOptions) {
     this.#o = options;
@@ -77,6 +80,14 @@ export class LogStreamServer {
     this.#wss.close();
   }
 
+  #view(l: StoredLogLine): LogLineView {
+    if (l.ts !== this.#lastTs) {
+      this.#lastTs = l.ts;
+      this.#lastIso = new Date(l.ts).toISOString();
+    }
+    return { ts: this.#lastIso, source: l.source, stream: l.stream, agent: l.agent, line: l.line };
+  }
+
   #serve(ws: WebSocket, query: ReturnType<typeof parseLogQuery>): void {
     const highWater = this.#o.highWaterBytes ?? 1024 * 1024;
     const cutoffMs = this.#o.slowCutoffMs ?? 30_000;
@@ -109,7 +120,7 @@ export class LogStreamServer {
           drainTimer ??= setInterval(checkDrain, 100);
           return;
         }
-        send({ lines: lines.map(logLineView) });
+        send({ lines: lines.map((l) => this.#view(l)) });
       },
     });
     ws.on('close', () => {

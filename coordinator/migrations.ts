@@ -98,7 +98,7 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX instances_agent ON instances(agent);
   CREATE INDEX instances_app ON instances(app, type, release);
   `,
-  // logs: lines per agent log epoch (deduped on stream + seq), grouped Python errors
+  // logs: lines per agent log epoch (deduped by seq against log_streams.acked_seq), grouped Python errors
   `
   CREATE TABLE log_streams (
     id INTEGER PRIMARY KEY,
@@ -117,7 +117,6 @@ export const MIGRATIONS: readonly string[] = [
     fd TEXT NOT NULL,
     line TEXT NOT NULL
   );
-  CREATE UNIQUE INDEX log_lines_seq ON log_lines(stream_id, seq);
   CREATE INDEX log_lines_app ON log_lines(app, id);
   CREATE INDEX log_lines_app_source ON log_lines(app, source, id);
   CREATE TABLE log_errors (
