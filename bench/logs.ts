@@ -176,7 +176,17 @@ interface Latency {
 }
 
 function run(role: string, extra: string[]): ChildProcess {
-  return spawn(process.execPath, [...(process.env.BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF_DIR}`] : []), SELF, '--role', role, ...extra], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  return spawn(
+    process.execPath,
+    [
+      ...(process.env.BENCH_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF_DIR}`] : []),
+      SELF,
+      '--role',
+      role,
+      ...extra,
+    ],
+    { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
+  );
 }
 
 function exited(child: ChildProcess): Promise<void> {
@@ -216,7 +226,16 @@ async function main(): Promise<void> {
 
     const file = join(dir, 'app.log');
     closeSync(openSync(file, 'a'));
-    const agentChild = run('agent', ['--dir', join(dir, 'agent'), '--file', file, '--coordinator', coordinator.grpcAddress, '--token', coordinator.joinToken]);
+    const agentChild = run('agent', [
+      '--dir',
+      join(dir, 'agent'),
+      '--file',
+      file,
+      '--coordinator',
+      coordinator.grpcAddress,
+      '--token',
+      coordinator.joinToken,
+    ]);
     children.push(agentChild);
     await new Promise((r) => setTimeout(r, 1500));
 

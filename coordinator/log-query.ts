@@ -39,7 +39,8 @@ export function parseLogQuery(app: string, query: unknown, now: number): LogQuer
   if (q.grep) out.grep = q.grep;
   if (q.since) {
     const since = parseSince(q.since, now);
-    if (since === null) throw new HangarError('BAD_INPUT', `Bad log query: since "${q.since}" is neither like 10m, 2h, 1d nor an ISO time.`);
+    if (since === null)
+      throw new HangarError('BAD_INPUT', `Bad log query: since "${q.since}" is neither like 10m, 2h, 1d nor an ISO time.`);
     out.since = since;
   }
   return out;

@@ -132,55 +132,57 @@ export class LogStore {
         message = excluded.message,
         release = excluded.release,
         traceback = excluded.traceback`);
-    this.#ingestTx = this.#db.transaction((streamId: number, ackedBefore: number, lines: readonly IncomingLogLine[], out: StoredLogLine[]) => {
-      let acked = ackedBefore;
-      const agent = this.#agents.get(streamId) ?? '';
-      const fresh: IncomingLogLine[] = [];
-      for (const l of lines) {
-        // Stored already (sent again after a reconnect or a restart): this is the dedupe.
-        if (l.seq <= acked) continue;
-        // Seqs skipped over were dropped by the agent's full spool; they will never come.
-        acked = l.seq;
-        fresh.push(l);
-      }
-      if (fresh.length === 0) return acked;
-      // Row ids are assigned in insertion order, one after the other, in this one writer.
-      let id = ((lastId.get() as number | null) ?? 0) + 1;
-      const params: unknown[] = [];
-      let i = 0;
-      for (; i + INSERT_CHUNK <= fresh.length; i += INSERT_CHUNK) {
-        params.length = 0;
-        for (let k = i; k < i + INSERT_CHUNK; k++) {
-          const l = fresh[k] as IncomingLogLine;
-          params.push(streamId, l.seq, l.ts, l.app, l.source, l.stream === 'stderr' ? 'stderr' : 'stdout', l.line);
+    this.#ingestTx = this.#db.transaction(
+      (streamId: number, ackedBefore: number, lines: readonly IncomingLogLine[], out: StoredLogLine[]) => {
+        let acked = ackedBefore;
+        const agent = this.#agents.get(streamId) ?? '';
+        const fresh: IncomingLogLine[] = [];
+        for (const l of lines) {
+          // Stored already (sent again after a reconnect or a restart): this is the dedupe.
+          if (l.seq <= acked) continue;
+          // Seqs skipped over were dropped by the agent's full spool; they will never come.
+          acked = l.seq;
+          fresh.push(l);
         }
-        this.#insertChunk.run(params);
-      }
-      for (; i < fresh.length; i++) {
-        const l = fresh[i] as IncomingLogLine;
-        this.#insert.run(streamId, l.seq, l.ts, l.app, l.source, l.stream === 'stderr' ? 'stderr' : 'stdout', l.line);
-      }
-      for (const l of fresh) {
-        const stream = l.stream === 'stderr' ? 'stderr' : 'stdout';
-        out.push({ id: id++, ts: l.ts, app: l.app, source: l.source, stream, agent, line: l.line });
-        const error = l.line.startsWith(ERROR_LINE_PREFIX) ? parseErrorLine(l.line) : null;
-        if (error) {
-          const location = `${error.file}:${error.line}:${error.function}`;
-          upsertError.run({
-            app: l.app,
-            fingerprint: `${error.type}|${location}`,
-            type: error.type,
-            location,
-            message: error.message,
-            ts: l.ts,
-            release: error.release,
-            traceback: error.traceback,
-          });
+        if (fresh.length === 0) return acked;
+        // Row ids are assigned in insertion order, one after the other, in this one writer.
+        let id = ((lastId.get() as number | null) ?? 0) + 1;
+        const params: unknown[] = [];
+        let i = 0;
+        for (; i + INSERT_CHUNK <= fresh.length; i += INSERT_CHUNK) {
+          params.length = 0;
+          for (let k = i; k < i + INSERT_CHUNK; k++) {
+            const l = fresh[k] as IncomingLogLine;
+            params.push(streamId, l.seq, l.ts, l.app, l.source, l.stream === 'stderr' ? 'stderr' : 'stdout', l.line);
+          }
+          this.#insertChunk.run(params);
         }
-      }
-      if (acked !== ackedBefore) setAcked.run(acked, streamId);
-      return acked;
-    });
+        for (; i < fresh.length; i++) {
+          const l = fresh[i] as IncomingLogLine;
+          this.#insert.run(streamId, l.seq, l.ts, l.app, l.source, l.stream === 'stderr' ? 'stderr' : 'stdout', l.line);
+        }
+        for (const l of fresh) {
+          const stream = l.stream === 'stderr' ? 'stderr' : 'stdout';
+          out.push({ id: id++, ts: l.ts, app: l.app, source: l.source, stream, agent, line: l.line });
+          const error = l.line.startsWith(ERROR_LINE_PREFIX) ? parseErrorLine(l.line) : null;
+          if (error) {
+            const location = `${error.file}:${error.line}:${error.function}`;
+            upsertError.run({
+              app: l.app,
+              fingerprint: `${error.type}|${location}`,
+              type: error.type,
+              location,
+              message: error.message,
+              ts: l.ts,
+              release: error.release,
+              traceback: error.traceback,
+            });
+          }
+        }
+        if (acked !== ackedBefore) setAcked.run(acked, streamId);
+        return acked;
+      },
+    );
   }
 
   /** Highest contiguous seq stored for an agent's epoch (0 when none). */
@@ -274,9 +276,7 @@ export class LogStore {
     let deleted = 0;
     const chunk = 5000;
     const cutoff = now - this.#maxAgeMs;
-    const deleteOld = this.#db.prepare(
-      'DELETE FROM log_lines WHERE id IN (SELECT id FROM log_lines ORDER BY id LIMIT ?) AND ts < ?',
-    );
+    const deleteOld = this.#db.prepare('DELETE FROM log_lines WHERE id IN (SELECT id FROM log_lines ORDER BY id LIMIT ?) AND ts < ?');
     while (deleted < maxRows) {
       const n = deleteOld.run(chunk, cutoff).changes;
       deleted += n;

@@ -25,7 +25,8 @@ export function parseLogsFlags(flags: LogsFlags): LogsQuery {
   const problems: string[] = [];
   const query: LogsQuery = {};
   if (flags.num !== undefined) {
-    if (!/^\d+$/.test(flags.num) || Number(flags.num) > MAX_LOG_LINES) problems.push(`-n must be a whole number from 0 to ${MAX_LOG_LINES}`);
+    if (!/^\d+$/.test(flags.num) || Number(flags.num) > MAX_LOG_LINES)
+      problems.push(`-n must be a whole number from 0 to ${MAX_LOG_LINES}`);
     else query.n = Number(flags.num);
   }
   if (flags.source !== undefined) {

@@ -63,7 +63,15 @@ function checkCounts(lines: readonly LogLineView[]): number {
 async function start(t: TestContext) {
   const dir = await tempDir(t);
   const [httpPort, grpcPort, routerPort] = [await freePort(), await freePort(), await freePort()];
-  const coordArgs = ['coordinator', '--data-dir', join(dir, 'coordinator'), '--http-port', String(httpPort), '--grpc-port', String(grpcPort)];
+  const coordArgs = [
+    'coordinator',
+    '--data-dir',
+    join(dir, 'coordinator'),
+    '--http-port',
+    String(httpPort),
+    '--grpc-port',
+    String(grpcPort),
+  ];
   const url = `http://127.0.0.1:${httpPort}`;
   let coordRuns = 0;
   let agentRuns = 0;
@@ -132,7 +140,9 @@ async function start(t: TestContext) {
   return { dir, cli, procs, startCoordinator, startAgentProcess };
 }
 
-async function counterLogs(cli: (args: string[]) => Promise<{ code: number | null; stdout: string; stderr: string }>): Promise<LogLineView[]> {
+async function counterLogs(
+  cli: (args: string[]) => Promise<{ code: number | null; stdout: string; stderr: string }>,
+): Promise<LogLineView[]> {
   const res = await cli(['logs', '-a', 'shop', '--source', 'counter', '-n', '50000', '--json']);
   assert.equal(res.code, 0, res.stderr);
   return res.stdout

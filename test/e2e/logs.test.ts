@@ -86,7 +86,10 @@ test('logs: worker output, router lines, lifecycle, build/release, -f and websoc
   assert.equal(routerLines.length, before + 3);
   for (let i = 0; i < 3; i++) {
     const line = routerLines.find((l) => l.line.includes(`path="/?n=${i}"`));
-    assert.match(line?.line ?? '', /^at=info method=GET path="\/\?n=\d" host=shop\.localhost request_id=\S+ dyno=web\.1 service=\d+ms status=200 bytes=\d+$/);
+    assert.match(
+      line?.line ?? '',
+      /^at=info method=GET path="\/\?n=\d" host=shop\.localhost request_id=\S+ dyno=web\.1 service=\d+ms status=200 bytes=\d+$/,
+    );
   }
 
   // `hangar logs -f` prints new lines live.
