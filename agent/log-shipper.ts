@@ -185,9 +185,8 @@ export class LogShipper {
       const records = this.#spool.read(this.#cursor, batchBytes);
       const last = records[records.length - 1];
       if (!last) break;
-      const sent = this.#o.send({
-        lines: records.map((r) => ({ seq: r.seq, ts: r.ts, app: r.app, source: r.source, stream: r.stream, line: r.line })),
-      });
+      // Records have exactly LogLine's fields.
+      const sent = this.#o.send({ lines: records });
       if (!sent) {
         this.#connected = false;
         break;

@@ -60,7 +60,7 @@ export interface LogSpoolOptions {
   maxBytes?: number;
   /** Size at which a segment is closed and a new one started, bytes. Default 4 MiB (at most maxBytes / 4). */
   segmentBytes?: number;
-  /** Most bytes of unshipped lines also kept in memory (saves reading them back), bytes. Default 32 MiB. */
+  /** Most bytes of unshipped lines also kept in memory (saves reading them back), bytes. Default 64 MiB. */
   memoryBytes?: number;
   /** Called with the lines dropped, per app, when the spool was full. */
   onDropped?: (app: string, count: number) => void;
@@ -132,7 +132,7 @@ export class LogSpool {
     this.#logger = options.logger.child({ component: 'log-spool' });
     this.#maxBytes = options.maxBytes ?? 256 * 1024 * 1024;
     this.#segmentBytes = Math.max(64 * 1024, Math.min(options.segmentBytes ?? 4 * 1024 * 1024, Math.floor(this.#maxBytes / 4)));
-    this.#memoryBytes = options.memoryBytes ?? 32 * 1024 * 1024;
+    this.#memoryBytes = options.memoryBytes ?? 64 * 1024 * 1024;
   }
 
   /** Identity of this spool; seqs count within it. */
@@ -238,20 +238,30 @@ export class LogSpool {
     if (this.#state !== 'open') throw new Error(`log spool is ${this.#state}`);
     if (inputs.length === 0) return this.#lastSeq;
     let text = '';
+    // Lines of one read share app, source, stream and file: their JSON is made once.
+    let prev: SpoolInput | null = null;
+    let head = '';
+    let fileJson = '';
+    let f: TailedFile | undefined;
     for (const input of inputs) {
       const seq = ++this.#lastSeq;
-      const record: LogRecord = { seq, ts: input.ts, app: input.app, source: input.source, stream: input.stream, line: input.line };
-      const disk: DiskRecord = [seq, input.ts, input.app, input.source, input.stream, input.line];
+      if (!prev || prev.app !== input.app || prev.source !== input.source || prev.stream !== input.stream || prev.file !== input.file) {
+        head = `,${JSON.stringify(input.app)},${JSON.stringify(input.source)},"${input.stream}",`;
+        fileJson = input.file === undefined ? '' : `,${JSON.stringify(input.file)},`;
+        f = input.file === undefined ? undefined : this.#files.get(input.file);
+        prev = input;
+      }
+      // The same as JSON.stringify([seq, ts, app, source, stream, line, file?, offset?]) (a DiskRecord).
       if (input.file !== undefined && input.offset !== undefined) {
-        disk.push(input.file, input.offset);
-        const f = this.#files.get(input.file);
+        text += `[${seq},${input.ts}${head}${JSON.stringify(input.line)}${fileJson}${input.offset}]\n`;
         if (f) {
           f.offset = input.offset;
           f.lastSeq = seq;
         }
+      } else {
+        text += `[${seq},${input.ts}${head}${JSON.stringify(input.line)}]\n`;
       }
-      text += `${JSON.stringify(disk)}\n`;
-      this.#mem.push(record);
+      this.#mem.push({ seq, ts: input.ts, app: input.app, source: input.source, stream: input.stream, line: input.line });
       this.#memSize += input.line.length + RECORD_OVERHEAD;
     }
     const buffer = Buffer.from(text);

@@ -10,8 +10,8 @@
  * `--lines`, and p50/p99 latency from write to websocket delivery at `--rate` lines/s.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -193,6 +193,17 @@ function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', () => resolve())));
 }
 
+/** CPU seconds (user + system) a process has used, from /proc (Linux). */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid ?? 'self'}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
 function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 }
@@ -246,6 +257,7 @@ async function main(): Promise<void> {
 
     // 1. Flood.
     const lines = Number(args.lines);
+    const cpuBefore = { coordinator: cpuSeconds(undefined), agent: cpuSeconds(agentChild.pid), client: cpuSeconds(wsChild.pid) };
     const floodStart = nowMs();
     const w1 = run('writer', ['--file', file, '--mode', 'flood', '--lines', String(lines)]);
     children.push(w1);
@@ -253,10 +265,20 @@ async function main(): Promise<void> {
     const writtenAt = nowMs();
     await waitDelivered(lines, 300_000);
     const seconds = (progress.lastDeliveredAt - floodStart) / 1000;
+    const cpu = {
+      coordinator: cpuSeconds(undefined) - cpuBefore.coordinator,
+      agent: cpuSeconds(agentChild.pid) - cpuBefore.agent,
+      client: cpuSeconds(wsChild.pid) - cpuBefore.client,
+    };
     console.log(
       `flood: ${lines} lines written in ${((writtenAt - floodStart) / 1000).toFixed(2)} s; ` +
         `${progress.delivered} delivered on the websocket${progress.missed ? ` (${progress.missed} skipped as slow-client)` : ''} ` +
         `in ${seconds.toFixed(2)} s: ${Math.round(progress.delivered / seconds).toLocaleString('en-US')} lines/s end to end`,
+    );
+    console.log(
+      `flood CPU: coordinator ${cpu.coordinator.toFixed(2)} s, agent ${cpu.agent.toFixed(2)} s, websocket client ${cpu.client.toFixed(2)} s ` +
+        `(${Math.round(lines / cpu.coordinator).toLocaleString('en-US')} lines per coordinator CPU-second, ` +
+        `${Math.round(lines / cpu.agent).toLocaleString('en-US')} per agent CPU-second); load average ${loadavg()[0]?.toFixed(2)}`,
     );
 
     // 2. Latency at a steady rate.

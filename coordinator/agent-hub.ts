@@ -65,6 +65,33 @@ function grpcError(code: grpc.status, details: string): Error {
   return Object.assign(new Error(details), { code, details });
 }
 
+/** Receive window for an agent's stream, bytes: several log batches may be on the way at once. */
+const AGENT_STREAM_WINDOW = 16 * 1024 * 1024;
+
+/**
+ * Widens HTTP/2 flow control for an agent's stream. With the default 64 KiB window, an agent can
+ * have only 64 KiB in flight while the coordinator stores a batch, so log shipping would stall on
+ * round trips. grpc-js has no server option for it (only the client's `grpc-node.flow_control_window`),
+ * so this reaches the HTTP/2 session under the call; if grpc-js changes its internals, nothing
+ * breaks, shipping is only slower.
+ */
+function widenFlowControlWindow(call: unknown): void {
+  try {
+    const session = (call as { call?: { stream?: { session?: Http2SessionLike } } }).call?.stream?.session;
+    if (!session || typeof session.settings !== 'function') return;
+    if ((session.localSettings?.initialWindowSize ?? 0) < AGENT_STREAM_WINDOW) session.settings({ initialWindowSize: AGENT_STREAM_WINDOW });
+    if (typeof session.setLocalWindowSize === 'function') session.setLocalWindowSize(AGENT_STREAM_WINDOW * 2);
+  } catch {
+    // Flow control keeps its defaults.
+  }
+}
+
+interface Http2SessionLike {
+  settings(settings: { initialWindowSize: number }): void;
+  setLocalWindowSize?(size: number): void;
+  localSettings?: { initialWindowSize?: number };
+}
+
 function tokenMatches(presented: string, expected: string): boolean {
   const a = Buffer.from(presented);
   const b = Buffer.from(expected);
@@ -162,6 +189,7 @@ export class AgentHub {
       call.destroy(grpcError(grpc.status.UNAUTHENTICATED, 'The join token is wrong: copy it from the coordinator data dir (join-token).'));
       return;
     }
+    widenFlowControlWindow(call);
     let session: Session | null = null;
     call.on('data', (message: AgentMessage__Output) => {
       try {
