@@ -271,6 +271,8 @@ export class AgentHub {
         if (message.logBatch && session.logEpoch) {
           const acked = events.onLogBatch(session.name, session.logEpoch, message.logBatch);
           if (acked !== null) session.call.write({ logAck: { seq: acked, epoch: session.logEpoch } });
+          // Not stored: the agent reconnects (with backoff) and sends everything unacked again.
+          else session.call.destroy(grpcError(grpc.status.UNAVAILABLE, 'The coordinator could not store log lines; send them again.'));
         }
         return;
       case 'metrics':
