@@ -372,12 +372,16 @@ export class LogSpool {
 
   #trimMemory(): void {
     let drop = 0;
+    let freed = 0;
     // Over the cap, down to three quarters of it, so that the (linear) splice happens rarely.
     const target = this.#memSize > this.#memoryBytes ? this.#memoryBytes * 0.75 : Infinity;
-    while (drop < this.#mem.length && (this.#memSize > target || (this.#mem[drop]?.seq ?? Infinity) <= this.#acked)) {
-      this.#memSize -= (this.#mem[drop]?.line.length ?? 0) + RECORD_OVERHEAD;
+    while (drop < this.#mem.length && (this.#memSize - freed > target || (this.#mem[drop]?.seq ?? Infinity) <= this.#acked)) {
+      freed += (this.#mem[drop]?.line.length ?? 0) + RECORD_OVERHEAD;
       drop++;
     }
+    // Acked records are skipped by index anyway; removing them in bulk keeps the splices rare.
+    if (target === Infinity && drop < 4096 && drop < this.#mem.length) return;
+    this.#memSize -= freed;
     this.#dropMemory(drop);
   }
 
@@ -465,7 +469,7 @@ export class LogSpool {
     this.#stateTimer = this.#o.clock.setTimeout(() => {
       this.#stateTimer = null;
       if (this.#stateDirty && this.#state === 'open') this.#writeState();
-    }, 200);
+    }, 1000);
   }
 
   #writeState(): void {
