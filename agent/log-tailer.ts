@@ -40,8 +40,9 @@ interface Tailed {
   offset: number;
   /** Inside a line that was cut: bytes are skipped up to its newline. */
   skipping: boolean;
-  /** When the current partial last line was first seen (0: none). */
+  /** When the current partial last line was first seen (0: none), and where it starts. */
   partialSince: number;
+  partialAt: number;
   retiring: boolean;
   lastChange: number;
   watcher: FSWatcher | null;
@@ -90,6 +91,7 @@ export class LogTailer {
       offset: tracked.offset,
       skipping: false,
       partialSince: 0,
+      partialAt: -1,
       retiring: false,
       lastChange: this.#o.clock.now(),
       watcher: null,
@@ -237,7 +239,10 @@ export class LogTailer {
         pos = n;
       } else if (t.offset + n === size) {
         // A last line without its newline yet: wait for the rest, but not forever.
-        if (t.partialSince === 0) t.partialSince = now;
+        if (t.partialSince === 0 || t.partialAt !== base + pos) {
+          t.partialSince = now;
+          t.partialAt = base + pos;
+        }
         else if (now - t.partialSince >= (this.#o.partialLineMs ?? 1000)) {
           push(pos, n);
           const last = inputs[inputs.length - 1];
