@@ -114,6 +114,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const taskApps = new Map<string, string>();
   const followInstances = (state: DesiredState__Output) => {
     logs.setTails(
+      'instances',
       state.instances.flatMap((s) => {
         const dir = join(instancesDir, instanceDirName(s.key));
         const source = parseInstanceKey(s.key).instance;

@@ -44,6 +44,7 @@ export class LogShipper {
   readonly #spool: LogSpool;
   readonly #tailer: LogTailer;
   #connected = false;
+  readonly #groups = new Map<string, Set<string>>();
   /** Next seq to send on this connection. */
   #cursor = 1;
   #pumpScheduled = false;
@@ -105,18 +106,32 @@ export class LogShipper {
     this.#tailer.start();
   }
 
-  /** Follows a file: instance output, add-on logs… */
+  /**
+   * Follows a file (add-on logs, anything that writes lines to a file) until {@link untail}.
+   * Lines get `app`, `source` (e.g. `redis`) and `stream`.
+   */
   tail(spec: TailSpec): void {
     if (this.#state !== 'running') return;
     this.#tailer.tail(spec);
   }
 
-  /** Makes `specs` the files wanted; others are let go once read to their end. */
-  setTails(specs: readonly TailSpec[], keep: (path: string) => boolean = () => false): void {
+  /** Stops following a file once everything in it has been read. */
+  untail(path: string): void {
+    if (this.#state !== 'running') return;
+    this.#tailer.retire(path);
+  }
+
+  /**
+   * Makes `specs` the files of `group` (e.g. `instances`): new ones are followed, the group's
+   * others are let go once read to their end. Files of other groups or of {@link tail} are untouched.
+   */
+  setTails(group: string, specs: readonly TailSpec[]): void {
     if (this.#state !== 'running') return;
     const wanted = new Set(specs.map((s) => s.path));
     for (const spec of specs) this.#tailer.tail(spec);
-    for (const path of this.#tailer.paths()) if (!wanted.has(path) && !keep(path)) this.#tailer.retire(path);
+    const previous = this.#groups.get(group) ?? new Set<string>();
+    for (const path of previous) if (!wanted.has(path)) this.#tailer.retire(path);
+    this.#groups.set(group, wanted);
   }
 
   /** Adds a line the agent made itself. */
