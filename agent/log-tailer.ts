@@ -242,8 +242,7 @@ export class LogTailer {
         if (t.partialSince === 0 || t.partialAt !== base + pos) {
           t.partialSince = now;
           t.partialAt = base + pos;
-        }
-        else if (now - t.partialSince >= (this.#o.partialLineMs ?? 1000)) {
+        } else if (now - t.partialSince >= (this.#o.partialLineMs ?? 1000)) {
           push(pos, n);
           const last = inputs[inputs.length - 1];
           if (last) last.offset = base + n;
