@@ -27,8 +27,8 @@ export interface AgentHubEvents {
   onInstanceEvent(agent: string, event: InstanceEvent__Output): void;
   onTaskOutput(agent: string, output: TaskOutput__Output): void;
   onTaskResult(agent: string, result: { taskId: string; ok: boolean; error: string; errorCode: string }): void;
-  /** A log batch of the agent's spool `epoch`; returns the seq to ack (null: no ack). */
-  onLogBatch(agent: string, epoch: string, batch: LogBatch__Output): number | null;
+  /** A log batch of the agent's spool `epoch`; `reply` with the seq to ack once stored (null: not stored). */
+  onLogBatch(agent: string, epoch: string, batch: LogBatch__Output, reply: (acked: number | null) => void): void;
   /** Highest log seq stored of the agent's spool `epoch` (acked at once on hello). */
   logAcked(agent: string, epoch: string): number;
   onDisconnect(agent: string): void;
@@ -269,10 +269,13 @@ export class AgentHub {
         return;
       case 'logBatch':
         if (message.logBatch && session.logEpoch) {
-          const acked = events.onLogBatch(session.name, session.logEpoch, message.logBatch);
-          if (acked !== null) session.call.write({ logAck: { seq: acked, epoch: session.logEpoch } });
-          // Not stored: the agent reconnects (with backoff) and sends everything unacked again.
-          else session.call.destroy(grpcError(grpc.status.UNAVAILABLE, 'The coordinator could not store log lines; send them again.'));
+          const { call, logEpoch } = session;
+          events.onLogBatch(session.name, logEpoch, message.logBatch, (acked) => {
+            if (call.destroyed || call.cancelled) return;
+            if (acked !== null) call.write({ logAck: { seq: acked, epoch: logEpoch } });
+            // Not stored: the agent reconnects (with backoff) and sends everything unacked again.
+            else call.destroy(grpcError(grpc.status.UNAVAILABLE, 'The coordinator could not store log lines; send them again.'));
+          });
         }
         return;
       case 'metrics':

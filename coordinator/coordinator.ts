@@ -9,6 +9,7 @@ import { AgentHub } from './agent-hub.js';
 import { buildApi } from './api.js';
 import { Fleet } from './fleet.js';
 import { LogHub } from './log-hub.js';
+import { LogIngest } from './log-ingest.js';
 import { LogStore } from './log-store.js';
 import { Rollouts } from './rollout.js';
 import { Store } from './store.js';
@@ -119,6 +120,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     maxBytes: c.logRetentionBytes,
   });
   const logHub = new LogHub();
+  const ingest = new LogIngest({ store: logs, hub: logHub, logger });
   // Late-bound: the hub, the fleet and the rollouts call each other through these events.
   let fleet: Fleet | null = null;
   let rollouts: Rollouts | null = null;
@@ -147,17 +149,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       },
       onTaskOutput: (agent, output) => rollouts?.onTaskOutput(agent, output),
       onTaskResult: (agent, result) => rollouts?.onTaskResult(agent, result),
-      onLogBatch: (agent, epoch, batch) => {
-        try {
-          const { acked, inserted } = logs.ingest(agent, epoch, batch.lines);
-          logHub.publish(inserted);
-          return acked;
-        } catch (err) {
-          // Not acked: the agent keeps the lines and sends them again.
-          logger.error({ err, agent }, 'could not store log lines');
-          return null;
-        }
-      },
+      onLogBatch: (agent, epoch, batch, reply) => ingest.submit(agent, epoch, batch.lines, reply),
       logAcked: (agent, epoch) => logs.acked(agent, epoch),
       onDisconnect: (agent) => {
         const timer = setTimeout(() => {
@@ -247,6 +239,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
         fleet?.close();
         await api.close();
         await hub.close();
+        ingest.close();
         logs.close();
         store.close();
         logger.info('coordinator stopped');

@@ -104,7 +104,12 @@ export class LogStore {
   readonly #insert: Database.Statement;
   /** Inserts {@link INSERT_CHUNK} rows in one statement: far fewer calls into SQLite per batch. */
   readonly #insertChunk: Database.Statement;
-  readonly #ingestTx: (streamId: number, acked: number, lines: readonly IncomingLogLine[], out: StoredLogLine[]) => number;
+  /** Stores one batch; runs inside {@link #ingestManyTx}'s transaction. */
+  readonly #ingestBatch: (streamId: number, acked: number, lines: readonly IncomingLogLine[], out: StoredLogLine[]) => number;
+  readonly #ingestManyTx: (
+    batches: readonly { lines: readonly IncomingLogLine[] }[],
+    streams: readonly { id: number; acked: number }[],
+  ) => IngestResult[];
 
   constructor(options: LogStoreOptions) {
     this.#db = new Database(options.path);
@@ -134,55 +139,66 @@ export class LogStore {
         message = excluded.message,
         release = excluded.release,
         traceback = excluded.traceback`);
-    this.#ingestTx = this.#db.transaction(
-      (streamId: number, ackedBefore: number, lines: readonly IncomingLogLine[], out: StoredLogLine[]) => {
-        let acked = ackedBefore;
-        const agent = this.#agents.get(streamId) ?? '';
-        const fresh: IncomingLogLine[] = [];
-        for (const l of lines) {
-          // Stored already (sent again after a reconnect or a restart): this is the dedupe.
-          if (l.seq <= acked) continue;
-          // Seqs skipped over were dropped by the agent's full spool; they will never come.
-          acked = l.seq;
-          fresh.push(l);
+    this.#ingestBatch = (streamId: number, ackedBefore: number, lines: readonly IncomingLogLine[], out: StoredLogLine[]) => {
+      let acked = ackedBefore;
+      const agent = this.#agents.get(streamId) ?? '';
+      const fresh: IncomingLogLine[] = [];
+      for (const l of lines) {
+        // Stored already (sent again after a reconnect or a restart): this is the dedupe.
+        if (l.seq <= acked) continue;
+        // Seqs skipped over were dropped by the agent's full spool; they will never come.
+        acked = l.seq;
+        fresh.push(l);
+      }
+      if (fresh.length === 0) return acked;
+      // Row ids are assigned in insertion order, one after the other, in this one writer.
+      let id = ((lastId.get() as number | null) ?? 0) + 1;
+      const params: unknown[] = [];
+      let i = 0;
+      for (; i + INSERT_CHUNK <= fresh.length; i += INSERT_CHUNK) {
+        params.length = 0;
+        for (let k = i; k < i + INSERT_CHUNK; k++) {
+          const l = fresh[k] as IncomingLogLine;
+          params.push(streamId, l.seq, l.ts, l.app, l.source, l.stream === 'stderr' ? 'stderr' : 'stdout', l.line);
         }
-        if (fresh.length === 0) return acked;
-        // Row ids are assigned in insertion order, one after the other, in this one writer.
-        let id = ((lastId.get() as number | null) ?? 0) + 1;
-        const params: unknown[] = [];
-        let i = 0;
-        for (; i + INSERT_CHUNK <= fresh.length; i += INSERT_CHUNK) {
-          params.length = 0;
-          for (let k = i; k < i + INSERT_CHUNK; k++) {
-            const l = fresh[k] as IncomingLogLine;
-            params.push(streamId, l.seq, l.ts, l.app, l.source, l.stream === 'stderr' ? 'stderr' : 'stdout', l.line);
-          }
-          this.#insertChunk.run(params);
+        this.#insertChunk.run(params);
+      }
+      for (; i < fresh.length; i++) {
+        const l = fresh[i] as IncomingLogLine;
+        this.#insert.run(streamId, l.seq, l.ts, l.app, l.source, l.stream === 'stderr' ? 'stderr' : 'stdout', l.line);
+      }
+      for (const l of fresh) {
+        const stream = l.stream === 'stderr' ? 'stderr' : 'stdout';
+        out.push({ id: id++, ts: l.ts, app: l.app, source: l.source, stream, agent, line: l.line });
+        const error = l.line.startsWith(ERROR_LINE_PREFIX) ? parseErrorLine(l.line) : null;
+        if (error) {
+          const location = `${error.file}:${error.line}:${error.function}`;
+          upsertError.run({
+            app: l.app,
+            fingerprint: `${error.type}|${location}`,
+            type: error.type,
+            location,
+            message: error.message,
+            ts: l.ts,
+            release: error.release,
+            traceback: error.traceback,
+          });
         }
-        for (; i < fresh.length; i++) {
-          const l = fresh[i] as IncomingLogLine;
-          this.#insert.run(streamId, l.seq, l.ts, l.app, l.source, l.stream === 'stderr' ? 'stderr' : 'stdout', l.line);
-        }
-        for (const l of fresh) {
-          const stream = l.stream === 'stderr' ? 'stderr' : 'stdout';
-          out.push({ id: id++, ts: l.ts, app: l.app, source: l.source, stream, agent, line: l.line });
-          const error = l.line.startsWith(ERROR_LINE_PREFIX) ? parseErrorLine(l.line) : null;
-          if (error) {
-            const location = `${error.file}:${error.line}:${error.function}`;
-            upsertError.run({
-              app: l.app,
-              fingerprint: `${error.type}|${location}`,
-              type: error.type,
-              location,
-              message: error.message,
-              ts: l.ts,
-              release: error.release,
-              traceback: error.traceback,
-            });
-          }
-        }
-        if (acked !== ackedBefore) setAcked.run(acked, streamId);
-        return acked;
+      }
+      if (acked !== ackedBefore) setAcked.run(acked, streamId);
+      return acked;
+    };
+    this.#ingestManyTx = this.#db.transaction(
+      (batches: readonly { lines: readonly IncomingLogLine[] }[], streams: readonly { id: number; acked: number }[]) => {
+        // Acks move within the transaction; the in-memory ones only once it committed.
+        const acked = new Map<number, number>();
+        return batches.map((b, i) => {
+          const stream = streams[i] as { id: number; acked: number };
+          const inserted: StoredLogLine[] = [];
+          const result = this.#ingestBatch(stream.id, acked.get(stream.id) ?? stream.acked, b.lines, inserted);
+          acked.set(stream.id, result);
+          return { acked: result, inserted };
+        });
       },
     );
   }
@@ -194,11 +210,19 @@ export class LogStore {
 
   /** Stores one batch in one transaction. */
   ingest(agent: string, epoch: string, lines: readonly IncomingLogLine[]): IngestResult {
-    const stream = this.#stream(agent, epoch);
-    const inserted: StoredLogLine[] = [];
-    if (lines.length === 0) return { acked: stream.acked, inserted };
-    stream.acked = this.#ingestTx(stream.id, stream.acked, lines, inserted);
-    return { acked: stream.acked, inserted };
+    const [result] = this.ingestMany([{ agent, epoch, lines }]);
+    return result ?? { acked: 0, inserted: [] };
+  }
+
+  /**
+   * Stores several batches (of one or more agents, in arrival order) in one transaction: fewer
+   * commits when batches queue up. Returns each batch's ack; all are stored or none.
+   */
+  ingestMany(batches: readonly { agent: string; epoch: string; lines: readonly IncomingLogLine[] }[]): IngestResult[] {
+    const streams = batches.map((b) => this.#stream(b.agent, b.epoch));
+    const results = this.#ingestManyTx(batches, streams);
+    streams.forEach((stream, i) => (stream.acked = Math.max(stream.acked, results[i]?.acked ?? 0)));
+    return results;
   }
 
   /** The newest `n` lines matching the filters, oldest first. */
