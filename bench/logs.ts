@@ -13,7 +13,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
@@ -27,8 +26,8 @@ import { startCoordinator } from '../coordinator/coordinator.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const quiet = () => pino({ level: 'warn' }, pino.destination(2));
-/** Wall-clock ms with sub-ms precision, comparable across processes on this host. */
-const nowMs = () => performance.timeOrigin + performance.now();
+/** Milliseconds of the system's monotonic clock (CLOCK_MONOTONIC): the same in every process on this host. */
+const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
 
 const { values: args } = parseArgs({
   options: {
