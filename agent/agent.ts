@@ -11,8 +11,11 @@ import { ArtifactStore } from './artifact-store.js';
 import type { BackoffOptions } from './backoff.js';
 import { VenvBuilds, buildRelease, type BuildOptions } from './builder.js';
 import { CoordinatorLink } from './coordinator-link.js';
+import { installErrorHook, withHookOnPath } from './error-hook.js';
+import { accessLine, lifecycleLine, parseInstanceKey } from './log-lines.js';
+import { LogShipper } from './log-shipper.js';
 import { MetricsCollector } from './metrics-collector.js';
-import { Reconciler } from './reconciler.js';
+import { Reconciler, instanceDirName } from './reconciler.js';
 import { Router } from './router.js';
 import { TaskRunner } from './task-runner.js';
 
@@ -56,6 +59,12 @@ export const agentConfigSchema = z
     settleMs: z.number().int().min(0).default(1000),
     /** Interval of metrics reports, ms. Default: what the coordinator asks for (10 s unless configured). */
     metricsIntervalMs: z.number().int().positive().optional(),
+    /** Largest on-disk log spool (lines not yet acked by the coordinator), bytes. Default 256 MiB. */
+    logSpoolBytes: z
+      .number()
+      .int()
+      .min(1024 * 1024)
+      .default(256 * 1024 * 1024),
   })
   .strict();
 
@@ -89,19 +98,63 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   await mkdir(c.dataDir, { recursive: true, mode: 0o700 });
   const cachePath = join(c.dataDir, 'desired-state.json');
 
+  let link: CoordinatorLink | null = null;
+  const instancesDir = join(c.dataDir, 'instances');
+  const logs = new LogShipper({
+    dir: join(c.dataDir, 'logs'),
+    spoolBytes: c.logSpoolBytes,
+    send: (batch) => link?.send({ logBatch: batch }) ?? false,
+    clock,
+    logger,
+  });
+  logs.start();
+  const hookDir = await installErrorHook(join(c.dataDir, 'python-hook'));
+  // App processes get the error hook first on PYTHONPATH; tailing follows their output files.
+  const prepare = (state: DesiredState__Output): DesiredState__Output => ({
+    ...state,
+    instances: state.instances.map((s) => ({ ...s, env: withHookOnPath(s.env, hookDir) })),
+  });
+  const domains = new Map<string, string>();
+  const taskApps = new Map<string, string>();
+  const followInstances = (state: DesiredState__Output) => {
+    logs.setTails(
+      'instances',
+      state.instances.flatMap((s) => {
+        const dir = join(instancesDir, instanceDirName(s.key));
+        const source = parseInstanceKey(s.key).instance;
+        return [
+          { path: join(dir, 'stdout.log'), app: s.app, source, stream: 'stdout' as const },
+          { path: join(dir, 'stderr.log'), app: s.app, source, stream: 'stderr' as const },
+        ];
+      }),
+    );
+    logs.setTails(
+      'addons',
+      (state.addons ?? []).flatMap((a) => {
+        const dir = join(c.dataDir, 'addons', a.name);
+        const source = `addon[${a.name}]`;
+        return [
+          { path: join(dir, 'stdout.log'), app: a.app, source, stream: 'stdout' as const },
+          { path: join(dir, 'stderr.log'), app: a.app, source, stream: 'stderr' as const },
+        ];
+      }),
+    );
+    for (const s of state.instances) if (s.domain) domains.set(s.app, s.domain);
+    for (const r of state.routes) if (r.domains[0]) domains.set(r.app, r.domains[0]);
+  };
+
   const router = new Router({
     port: c.routerPort,
     host: c.routerHost,
     logger,
     onAccess: (e) => {
       metrics?.recordAccess(e);
-      logger.debug({ access: e }, 'request');
+      if (e.app) logs.write({ app: e.app, source: 'router', line: accessLine(e, domains.get(e.app) ?? e.app), ts: e.ts });
     },
   });
   let metrics: MetricsCollector | null = null;
   const { port: routerPort } = await router.start();
 
-  let link: CoordinatorLink | null = null;
   const artifacts = new ArtifactStore(join(c.dataDir, 'artifacts'), (sha) => {
     if (!link) throw new Error('not connected');
     return link.fetchArtifact(sha);
@@ -116,7 +169,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     });
 
   const reconciler = new Reconciler({
-    instancesDir: join(c.dataDir, 'instances'),
+    instancesDir,
     router,
     artifacts,
     build,
@@ -126,8 +179,11 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     settleMs: c.settleMs,
     clock,
     logger,
-    onStatus: (status, kind, exit) =>
-      link?.send({ instanceEvent: { status, kind, exitCode: exit?.code ?? 0, signal: exit?.signal ?? '' } }),
+    onStatus: (status, kind, exit) => {
+      const life = lifecycleLine(status, kind, exit);
+      if (life) logs.write({ app: life.app, source: 'hangar', line: life.line });
+      link?.send({ instanceEvent: { status, kind, exitCode: exit?.code ?? 0, signal: exit?.signal ?? '' } });
+    },
   });
   // Add-on servers (PostgreSQL, Redis, memcached): DATA/addons/NAME/{data,stdout.log,stderr.log,pid.json}.
   const addons = new AddonManager({
@@ -146,7 +202,11 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     buildDataDir: c.dataDir,
     ...(c.python ? { python: c.python } : {}),
     logger,
-    onLine: (l) => link?.send({ taskOutput: { taskId: l.taskId, source: l.source, stream: l.stream, line: l.line, ts: l.ts } }),
+    onLine: (l) => {
+      const app = taskApps.get(l.taskId);
+      if (app) logs.write({ app, source: l.source, stream: l.stream, line: l.line, ts: l.ts });
+      link?.send({ taskOutput: { taskId: l.taskId, source: l.source, stream: l.stream, line: l.line, ts: l.ts } });
+    },
     onOutcome: (o) => link?.send({ taskResult: { taskId: o.taskId, ok: o.ok, error: o.error, errorCode: o.errorCode } }),
   });
 
@@ -167,10 +227,12 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       logger.debug({ generation: state.generation, applied: appliedGeneration }, 'ignoring an old desired state');
       return;
     }
-    reconciler.apply(state);
+    followInstances(state);
+    reconciler.apply(prepare(state));
     // Add-ons start from the cached state too: they stay up while the coordinator is away.
     addons.apply(state.addons ?? []);
     if (!fromCache) {
+      for (const t of state.tasks) taskApps.set(t.id, t.app);
       tasks.apply(state.tasks);
       cache(state);
     }
@@ -185,7 +247,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   } catch {
     cached = null;
   }
-  await reconciler.adopt(cached);
+  await reconciler.adopt(cached ? prepare(cached) : null);
   await addons.adopt(cached?.addons ?? []);
   if (cached) apply(cached, true);
 
@@ -222,12 +284,17 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       addons: addons.statuses(),
       version: HANGAR_VERSION,
       generation: appliedGeneration,
+      logEpoch: logs.epoch,
+      logAckedSeq: logs.acked,
     }),
     onConnected: (intervalMs, metricsIntervalMs) => {
       if (heartbeat) clock.clearTimeout(heartbeat);
       beat(intervalMs);
       if (!c.metricsIntervalMs && metricsIntervalMs > 0) metrics?.setInterval(metricsIntervalMs);
+      logs.onConnected();
     },
+    onDisconnected: () => logs.onDisconnected(),
+    onLogAck: (seq, epoch) => logs.onAck(seq, epoch),
     onDesiredState: (state) => apply(state, false),
     onAddonJob: (job) => void addons.runJob(job).then((result) => link?.send({ addonJobResult: result })),
   });
@@ -247,6 +314,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
         await reconciler.close({ stopInstances: options.stopInstances ?? false });
         await addons.close({ stopInstances: options.stopInstances ?? false });
         await router.close();
+        logs.close();
         await cacheWrite;
         logger.info('agent stopped');
       })();

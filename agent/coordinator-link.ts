@@ -29,6 +29,8 @@ export interface CoordinatorLinkOptions {
   /** The stream is up (after Welcome); gives the heartbeat and metrics intervals the coordinator wants (0: default). */
   onConnected?: (heartbeatIntervalMs: number, metricsIntervalMs: number) => void;
   onDisconnected?: () => void;
+  /** The coordinator stored every log line up to `seq` of spool `epoch`. */
+  onLogAck?: (seq: number, epoch: string) => void;
   clock: Clock;
   logger: Logger;
   /** First reconnect delay, ms. Default 500; doubles up to `maxBackoffMs`, with jitter. */
@@ -138,6 +140,8 @@ export class CoordinatorLink {
           this.#o.onDesiredState(message.desiredState);
         } else if (message.addonJob) {
           this.#o.onAddonJob?.(message.addonJob);
+        } else if (message.logAck) {
+          this.#o.onLogAck?.(Number(message.logAck.seq), message.logAck.epoch);
         }
       } catch (err) {
         this.#logger.error({ err }, 'failed to handle a message from the coordinator');

@@ -7,6 +7,7 @@
  * a coordinator that cannot be reached is `UNREACHABLE`. The token never appears in any of them.
  */
 import { Agent, request, type Dispatcher } from 'undici';
+import { WebSocket } from 'ws';
 import type {
   AddonBackupView,
   AddonKind,
@@ -18,7 +19,10 @@ import type {
   AutoscaleView,
   DeployView,
   ErrorBody,
+  ErrorGroupView,
   HealthView,
+  LogLineView,
+  LogStreamMessage,
   PsRow,
   ReleaseView,
 } from '../common/api-types.js';
@@ -46,6 +50,17 @@ export interface ConfigUpdate {
   release: ReleaseView | null;
   /** The rollout of that release, or null when nothing runs. */
   deploy: DeployView | null;
+}
+
+/** Filters of `GET /v1/apps/:app/logs` and the log stream. */
+export interface LogsQuery {
+  /** Most lines (the newest). Default 100. */
+  n?: number;
+  /** `web`, `web.1`, `router`, `build`, `release`, `hangar`. */
+  source?: string;
+  /** `10m`, `2h`, `1d` or an ISO time. */
+  since?: string;
+  grep?: string;
 }
 
 /** Answer of `POST /v1/apps/:app/releases` (rollback). */
@@ -283,6 +298,54 @@ export class ApiClient {
   /** `DELETE /v1/apps/:app/autoscale/:type`: turns autoscaling of the type off. */
   async removeAutoscale(app: string, type: string): Promise<AutoscaleView> {
     return expectRecord<AutoscaleView>(await this.#call('DELETE', appPath(app, 'autoscale', type)), 'autoscale');
+  }
+
+  /** `GET /v1/apps/:app/logs`: the newest lines matching the filters, oldest first. */
+  async logs(app: string, query: LogsQuery = {}): Promise<LogLineView[]> {
+    const body = await this.#call('GET', appPath(app, 'logs'), { query: { ...query } });
+    return expectArray<LogLineView>(body, 'lines');
+  }
+
+  /** `GET /v1/apps/:app/errors`: grouped Python exceptions, last seen first. */
+  async errors(app: string): Promise<ErrorGroupView[]> {
+    return expectArray<ErrorGroupView>(await this.#call('GET', appPath(app, 'errors')), 'errors');
+  }
+
+  /**
+   * Follows the websocket `/v1/apps/:app/logs/stream`: backfill, `{live: true}`, then live lines
+   * and `{missed: N}` notices, each handed to `onMessage`. Resolves when the stream ends (the
+   * coordinator stopped or `signal` aborted); rejects when it cannot be opened.
+   */
+  streamLogs(app: string, query: LogsQuery, onMessage: (message: LogStreamMessage) => void, signal?: AbortSignal): Promise<void> {
+    const url = new URL(`${this.url.replace(/^http/, 'ws')}${appPath(app, 'logs', 'stream')}`);
+    for (const [key, value] of Object.entries(query)) if (value !== undefined) url.searchParams.set(key, String(value));
+    return new Promise((resolve, reject) => {
+      // The token goes in the Authorization header, never in the URL.
+      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${this.#token}` }, handshakeTimeout: this.#timeoutMs });
+      let opened = false;
+      const onAbort = () => ws.close(1000);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      ws.on('open', () => (opened = true));
+      ws.on('message', (data: Buffer) => {
+        try {
+          onMessage(JSON.parse(data.toString('utf8')) as LogStreamMessage);
+        } catch {
+          // Not a message of ours: ignored.
+        }
+      });
+      ws.on('unexpected-response', (_req, res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => reject(this.#responseError(res.statusCode ?? 500, parseJson(text), 'GET', appPath(app, 'logs', 'stream'))));
+      });
+      ws.on('error', (err) => {
+        if (!opened) reject(this.#networkError(err));
+      });
+      ws.on('close', () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      });
+    });
   }
 
   /** Closes the connections this client opened. Idempotent. */

@@ -16,6 +16,7 @@ import { createContext, type CliContext, type CliIo } from './commands/context.j
 import { registerDeployCommands } from './commands/deploy.js';
 import { registerLoginCommands } from './commands/login.js';
 import { registerMetricsCommands } from './commands/metrics.js';
+import { registerLogsCommands } from './commands/logs.js';
 import { registerPsCommands } from './commands/ps.js';
 import { registerReleasesCommands } from './commands/releases.js';
 
@@ -63,6 +64,7 @@ export function buildProgram(io: CliIo, extraCommands?: ExtraCommands, ctx: CliC
   registerLoginCommands(program, ctx);
   registerMetricsCommands(program, ctx);
   registerAutoscaleCommands(program, ctx);
+  registerLogsCommands(program, ctx);
   extraCommands?.(program, ctx);
   return program;
 }

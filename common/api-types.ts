@@ -34,6 +34,10 @@
  *   PUT    /v1/apps/:app/autoscale/:type { min, max, p95Ms?, cpuPct? } -> { autoscale: AutoscaleView }
  *   DELETE /v1/apps/:app/autoscale/:type            -> { autoscale: AutoscaleView }
  *   GET    /metrics   Prometheus text format (admin token as `Authorization: Bearer`)
+ *   GET    /v1/apps/:app/logs?n=&source=&since=&grep=  -> { lines: LogLineView[] }  (oldest first)
+ *   WS     /v1/apps/:app/logs/stream?n=&source=&since=&grep=   (Authorization header, no token in the URL)
+ *                                                  server sends JSON text frames: {@link LogStreamMessage}
+ *   GET    /v1/apps/:app/errors                    -> { errors: ErrorGroupView[] }  (last seen first)
  *
  * Errors: any 4xx/5xx has the body {@link ErrorBody}.
  */
@@ -294,4 +298,39 @@ export interface AutoscaleView {
   policies: AutoscalePolicyView[];
   /** Newest first. */
   decisions: AutoscaleDecisionView[];
+}
+
+/** One log line: `hangar logs --json` prints exactly these fields, one object a line. */
+export interface LogLineView {
+  /** ISO time the agent read the line. */
+  ts: string;
+  /** `web.1`, `worker.2`, `router`, `build`, `release`, `hangar`, an add-on. */
+  source: string;
+  stream: 'stdout' | 'stderr';
+  /** Agent that captured it. */
+  agent: string;
+  line: string;
+}
+
+/**
+ * A frame of the live log websocket: lines (the backfill first, then live ones), `live` once the
+ * backfill is done, or `missed` when the client was too slow and that many lines were skipped.
+ */
+export type LogStreamMessage = { lines: LogLineView[] } | { live: true } | { missed: number };
+
+/** Python exceptions of one type at one place in the app's code (`hangar errors --json`). */
+export interface ErrorGroupView {
+  /** Exception type, e.g. `ValueError` or `django.db.utils.OperationalError`. */
+  type: string;
+  /** `file:line:function` of the innermost frame of the app's own code. */
+  location: string;
+  /** Message of the last occurrence. */
+  message: string;
+  count: number;
+  firstSeen: string;
+  lastSeen: string;
+  /** Release of the last occurrence (`v3`). */
+  release: string;
+  /** Traceback of the last occurrence. */
+  traceback: string;
 }

@@ -19,6 +19,7 @@ import {
   type Hello__Output,
   type InstanceEvent__Output,
   type MetricsReport__Output,
+  type LogBatch__Output,
   type TaskOutput__Output,
 } from '../proto/loader.js';
 
@@ -32,6 +33,10 @@ export interface AgentHubEvents {
   onTaskResult(agent: string, result: { taskId: string; ok: boolean; error: string; errorCode: string }): void;
   /** A metrics report (optional: without a listener reports are dropped). */
   onMetrics?(agent: string, report: MetricsReport__Output): void;
+  /** A log batch of the agent's spool `epoch`; `reply` with the seq to ack once stored (null: not stored). */
+  onLogBatch(agent: string, epoch: string, batch: LogBatch__Output, reply: (acked: number | null) => void): void;
+  /** Highest log seq stored of the agent's spool `epoch` (acked at once on hello). */
+  logAcked(agent: string, epoch: string): number;
   onDisconnect(agent: string): void;
   /** An add-on's state changed on the agent. */
   onAddonStatus?(agent: string, status: AddonStatus__Output): void;
@@ -66,10 +71,39 @@ interface Session {
   appliedGeneration: number;
   /** Last generation we sent it. */
   sentGeneration: number;
+  /** Identity of the agent's log spool. */
+  logEpoch: string;
 }
 
 function grpcError(code: grpc.status, details: string): Error {
   return Object.assign(new Error(details), { code, details });
+}
+
+/** Receive window for an agent's stream, bytes: several log batches may be on the way at once. */
+const AGENT_STREAM_WINDOW = 16 * 1024 * 1024;
+
+/**
+ * Widens HTTP/2 flow control for an agent's stream. With the default 64 KiB window, an agent can
+ * have only 64 KiB in flight while the coordinator stores a batch, so log shipping would stall on
+ * round trips. grpc-js has no server option for it (only the client's `grpc-node.flow_control_window`),
+ * so this reaches the HTTP/2 session under the call; if grpc-js changes its internals, nothing
+ * breaks, shipping is only slower.
+ */
+function widenFlowControlWindow(call: unknown): void {
+  try {
+    const session = (call as { call?: { stream?: { session?: Http2SessionLike } } }).call?.stream?.session;
+    if (!session || typeof session.settings !== 'function') return;
+    if ((session.localSettings?.initialWindowSize ?? 0) < AGENT_STREAM_WINDOW) session.settings({ initialWindowSize: AGENT_STREAM_WINDOW });
+    if (typeof session.setLocalWindowSize === 'function') session.setLocalWindowSize(AGENT_STREAM_WINDOW * 2);
+  } catch {
+    // Flow control keeps its defaults.
+  }
+}
+
+interface Http2SessionLike {
+  settings(settings: { initialWindowSize: number }): void;
+  setLocalWindowSize?(size: number): void;
+  localSettings?: { initialWindowSize?: number };
 }
 
 function tokenMatches(presented: string, expected: string): boolean {
@@ -177,6 +211,7 @@ export class AgentHub {
       call.destroy(grpcError(grpc.status.UNAUTHENTICATED, 'The join token is wrong: copy it from the coordinator data dir (join-token).'));
       return;
     }
+    widenFlowControlWindow(call);
     let session: Session | null = null;
     call.on('data', (message: AgentMessage__Output) => {
       try {
@@ -229,7 +264,7 @@ export class AgentHub {
       this.#logger.warn({ agent: name }, 'agent reconnected; closing its previous stream');
       previous.call.end();
     }
-    const session: Session = { name, call, appliedGeneration: Number(hello.generation), sentGeneration: 0 };
+    const session: Session = { name, call, appliedGeneration: Number(hello.generation), sentGeneration: 0, logEpoch: hello.logEpoch };
     this.#sessions.set(name, session);
     this.#logger.info({ agent: name, address: hello.advertiseAddress, routerPort: hello.routerPort }, 'agent connected');
     call.write({
@@ -239,6 +274,11 @@ export class AgentHub {
         metricsIntervalMs: this.#options.metricsIntervalMs ?? 0,
       },
     });
+    if (hello.logEpoch) {
+      // Lines stored before a coordinator restart need not be sent again.
+      const acked = this.#options.events.logAcked(name, hello.logEpoch);
+      if (acked > 0) call.write({ logAck: { seq: acked, epoch: hello.logEpoch } });
+    }
     this.#options.events.onHello(name, hello);
     return session;
   }
@@ -267,10 +307,20 @@ export class AgentHub {
       case 'addonJobResult':
         if (message.addonJobResult) events.onAddonJobResult?.(session.name, message.addonJobResult);
         return;
+      case 'logBatch':
+        if (message.logBatch && session.logEpoch) {
+          const { call, logEpoch } = session;
+          events.onLogBatch(session.name, logEpoch, message.logBatch, (acked) => {
+            if (call.destroyed || call.cancelled) return;
+            if (acked !== null) call.write({ logAck: { seq: acked, epoch: logEpoch } });
+            // Not stored: the agent reconnects (with backoff) and sends everything unacked again.
+            else call.destroy(grpcError(grpc.status.UNAVAILABLE, 'The coordinator could not store log lines; send them again.'));
+          });
+        }
+        return;
       case 'metrics':
         if (message.metrics) events.onMetrics?.(session.name, message.metrics);
         return;
-      case 'logBatch':
       case 'hello':
       case undefined:
         return;

@@ -15,6 +15,9 @@ import { MAX_QUANTITY, appNameSchema, configKeySchema, processTypeSchema } from 
 import { registerAddonRoutes } from './addon-routes.js';
 import type { Addons } from './addons.js';
 import { runnableTypes, type Fleet } from './fleet.js';
+import type { LogHub } from './log-hub.js';
+import { registerLogRoutes } from './log-routes.js';
+import type { LogStore } from './log-store.js';
 import type { Rollouts } from './rollout.js';
 import { inspectSource } from './source-inspector.js';
 import type { AppRow, ReleaseRow, Store } from './store.js';
@@ -42,6 +45,10 @@ export interface ApiOptions {
   webPort: number;
   /** More route groups (metrics, autoscale), registered after the core routes. */
   routes?: readonly ((app: ApiServer) => void)[];
+  /** Stored log lines and errors. */
+  logs: LogStore;
+  /** Live log fan-out. */
+  logHub: LogHub;
 }
 
 const appParams = z.object({ app: appNameSchema }).strict();
@@ -190,6 +197,7 @@ export function buildApi(o: ApiOptions) {
       throw new HangarError('BAD_INPUT', `This destroys ${name} and stops all its processes; confirm with --confirm ${name}.`);
     }
     o.store.deleteApp(name);
+    o.logs.deleteApp(name);
     o.fleet.requestSync();
     logger.info({ app: name }, 'app destroyed');
     return { ok: true };
@@ -375,6 +383,7 @@ export function buildApi(o: ApiOptions) {
 
   if (o.addons) registerAddonRoutes(app, { addons: o.addons, rollouts: o.rollouts, logger });
   for (const register of o.routes ?? []) register(app);
+  registerLogRoutes(app, { store: o.store, logs: o.logs, hub: o.logHub, adminToken: o.adminToken, clock: o.clock, logger });
 
   return app;
 }

@@ -15,6 +15,9 @@ import { Fleet } from './fleet.js';
 import { registerMetricsRoutes } from './metrics-api.js';
 import { MetricsStore } from './metrics-store.js';
 import { PrometheusExporter } from './prometheus-exporter.js';
+import { LogHub } from './log-hub.js';
+import { LogIngest } from './log-ingest.js';
+import { LogStore } from './log-store.js';
 import { Rollouts } from './rollout.js';
 import { Store } from './store.js';
 import { parseInput } from './validation.js';
@@ -73,6 +76,14 @@ export const coordinatorConfigSchema = z
     autoscaleUpCooldownMs: z.number().int().min(0).default(60_000),
     /** No scale-down sooner than this after an autoscaling change, ms. Default 180 s. */
     autoscaleDownCooldownMs: z.number().int().min(0).default(180_000),
+    /** Log lines older than this are deleted, days. Default 7. */
+    logRetentionDays: z.number().positive().default(7),
+    /** Beyond this database size the oldest log lines are deleted, bytes. Default 1 GiB. */
+    logRetentionBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(1024 * 1024 * 1024),
   })
   .strict();
 
@@ -129,6 +140,26 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
 
   const store = new Store({ path: join(c.dataDir, 'hangar.db') });
   const metrics = new MetricsStore({ store, clock, logger, rawRetentionMs: c.metricsRawRetentionMs });
+  const logs = new LogStore({
+    path: join(c.dataDir, 'hangar.db'),
+    maxAgeMs: c.logRetentionDays * 86_400_000,
+    maxBytes: c.logRetentionBytes,
+  });
+  const logHub = new LogHub();
+  // Events of the coordinator itself (autoscaling decisions) are `hangar` log lines of the app,
+  // stored under a stream of their own like an agent's.
+  let eventSeq = logs.acked('coordinator', 'events');
+  const recordEvent = (app: string, line: string) => {
+    try {
+      const { inserted } = logs.ingest('coordinator', 'events', [
+        { seq: ++eventSeq, ts: clock.now(), app, source: 'hangar', stream: 'stdout', line },
+      ]);
+      logHub.publish(inserted);
+    } catch (err) {
+      logger.error({ err, app }, 'could not record an event in the logs');
+    }
+  };
+  const ingest = new LogIngest({ store: logs, hub: logHub, logger });
   // Late-bound: the hub, the fleet and the rollouts call each other through these events.
   let fleet: Fleet | null = null;
   let rollouts: Rollouts | null = null;
@@ -165,6 +196,8 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       onAddonStatus: (agent, status) => addons?.onStatuses(agent, [status]),
       onAddonJobResult: (agent, result) => addons?.onJobResult(agent, result),
       onMetrics: (agent, report) => metrics.ingest(agent, report),
+      onLogBatch: (agent, epoch, batch, reply) => ingest.submit(agent, epoch, batch.lines, reply),
+      logAcked: (agent, epoch) => logs.acked(agent, epoch),
       onDisconnect: (agent) => {
         addons?.onDisconnect(agent);
         const timer = setTimeout(() => {
@@ -212,7 +245,10 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       upCooldownMs: c.autoscaleUpCooldownMs,
       downCooldownMs: c.autoscaleDownCooldownMs,
     },
-    ...(deps.onAutoscaleDecision ? { onDecision: deps.onAutoscaleDecision } : {}),
+    onDecision: (d) => {
+      recordEvent(d.app, `Autoscaling ${d.type} from ${d.from} to ${d.to}: ${d.reason}`);
+      deps.onAutoscaleDecision?.(d);
+    },
   });
   const exporter = new PrometheusExporter({
     metrics,
@@ -236,6 +272,8 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     routes: [
       (server) => registerMetricsRoutes(server, { store, fleet, metrics, exporter, policies, autoscaler, adminToken, clock, logger }),
     ],
+    logs,
+    logHub,
   });
 
   let grpcPort: number;
@@ -245,6 +283,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   } catch (err) {
     await hub.close();
     await api.close();
+    logs.close();
     store.close();
     throw err;
   }
@@ -261,6 +300,16 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       logger.error({ err }, 'coordinator loop failed');
     }
   }, c.tickMs);
+  const prune = () => {
+    try {
+      const deleted = logs.prune(clock.now());
+      if (deleted > 0) logger.debug({ deleted }, 'pruned old log lines');
+    } catch (err) {
+      logger.error({ err }, 'log retention failed');
+    }
+  };
+  const pruneLoop = setInterval(prune, 30_000);
+  prune();
   const localHost = (host: string) => (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host);
   logger.info({ httpPort, grpcPort, dataDir: c.dataDir }, 'coordinator ready');
 
@@ -275,6 +324,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     close() {
       closed ??= (async () => {
         clearInterval(loop);
+        clearInterval(pruneLoop);
         for (const timer of goneTimers.values()) clearTimeout(timer);
         fleet?.close();
         addons?.close();
@@ -282,6 +332,8 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
         await api.close();
         await hub.close();
         metrics.close();
+        ingest.close();
+        logs.close();
         store.close();
         logger.info('coordinator stopped');
       })();

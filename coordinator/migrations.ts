@@ -175,4 +175,39 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX autoscale_decisions_app ON autoscale_decisions (app, id);
   `,
+  // logs: lines per agent log epoch (deduped by seq against log_streams.acked_seq), grouped Python errors
+  `
+  CREATE TABLE log_streams (
+    id INTEGER PRIMARY KEY,
+    agent TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    acked_seq INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (agent, epoch)
+  );
+  CREATE TABLE log_lines (
+    id INTEGER PRIMARY KEY,
+    stream_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    app TEXT NOT NULL,
+    source TEXT NOT NULL,
+    fd TEXT NOT NULL,
+    line TEXT NOT NULL
+  );
+  CREATE INDEX log_lines_app ON log_lines(app, id);
+  CREATE INDEX log_lines_app_source ON log_lines(app, source, id);
+  CREATE TABLE log_errors (
+    app TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    type TEXT NOT NULL,
+    location TEXT NOT NULL,
+    message TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    release TEXT NOT NULL,
+    traceback TEXT NOT NULL,
+    PRIMARY KEY (app, fingerprint)
+  );
+  `,
 ];

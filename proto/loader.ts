@@ -16,6 +16,8 @@ export type { Task, Task__Output } from './generated/hangar/v1/Task.js';
 export type { TaskOutput__Output } from './generated/hangar/v1/TaskOutput.js';
 export type { Hello__Output } from './generated/hangar/v1/Hello.js';
 export type { Heartbeat__Output } from './generated/hangar/v1/Heartbeat.js';
+export type { LogBatch, LogBatch__Output } from './generated/hangar/v1/LogBatch.js';
+export type { LogLine, LogLine__Output } from './generated/hangar/v1/LogLine.js';
 export type { FetchArtifactRequest__Output } from './generated/hangar/v1/FetchArtifactRequest.js';
 export type { ArtifactChunk, ArtifactChunk__Output } from './generated/hangar/v1/ArtifactChunk.js';
 export type { AddonSpec, AddonSpec__Output } from './generated/hangar/v1/AddonSpec.js';

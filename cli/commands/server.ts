@@ -47,6 +47,8 @@ interface CoordinatorFlags {
   httpPort: string;
   grpcPort: string;
   domain: string;
+  logRetentionDays?: string;
+  logRetentionMb?: string;
 }
 
 interface AgentFlags {
@@ -57,6 +59,7 @@ interface AgentFlags {
   routerPort: string;
   advertise?: string;
   maxInstances: string;
+  logSpoolMb?: string;
 }
 
 /** Registers `coordinator`, `agent` and `dev`. */
@@ -68,6 +71,8 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
     .option('--http-port <port>', 'HTTP API port', '7080')
     .option('--grpc-port <port>', 'gRPC port agents connect to', '7081')
     .option('--domain <domain>', 'apps are served at APP.<domain>', 'localhost')
+    .option('--log-retention-days <days>', 'log lines older than this are deleted (default 7)')
+    .option('--log-retention-mb <mb>', 'beyond this database size the oldest log lines are deleted (default 1024)')
     .action(async (flags: CoordinatorFlags) => {
       const logger = rootLogger(ctx);
       const { startCoordinator } = await import('../../coordinator/coordinator.js');
@@ -77,6 +82,8 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
           httpPort: port(flags.httpPort, '--http-port'),
           grpcPort: port(flags.grpcPort, '--grpc-port'),
           domain: flags.domain,
+          ...(flags.logRetentionDays ? { logRetentionDays: positiveInt(flags.logRetentionDays, '--log-retention-days') } : {}),
+          ...(flags.logRetentionMb ? { logRetentionBytes: positiveInt(flags.logRetentionMb, '--log-retention-mb') * 1024 * 1024 } : {}),
         },
         { logger },
       );
@@ -99,6 +106,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
     .option('--router-port <port>', 'port of the HTTP router', '80')
     .option('--advertise <addr>', "address other agents reach this one's instances on")
     .option('--max-instances <n>', 'most instances placed on this agent', '50')
+    .option('--log-spool-mb <mb>', 'largest on-disk spool of log lines not yet stored by the coordinator (default 256)')
     .addHelpText('after', '\nOn SIGTERM the agent exits and leaves apps running; the next start adopts them.')
     .action(async (flags: AgentFlags) => {
       const joinToken = flags.joinToken ?? ctx.io.env.HANGAR_JOIN_TOKEN;
@@ -119,6 +127,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
           routerPort: port(flags.routerPort, '--router-port'),
           ...(flags.advertise ? { advertise: flags.advertise } : {}),
           maxInstances: positiveInt(flags.maxInstances, '--max-instances'),
+          ...(flags.logSpoolMb ? { logSpoolBytes: positiveInt(flags.logSpoolMb, '--log-spool-mb') * 1024 * 1024 } : {}),
         },
         { logger: rootLogger(ctx) },
       );

@@ -130,6 +130,15 @@ test('add-ons: PostgreSQL keeps the app data, Redis queues, memcached answers, a
     assert.doesNotMatch(table, new RegExp(new URL(pgUrl).password));
     // Output goes to files the log shipper can tail; the server runs unprivileged.
     await stat(join(agentDir, 'addons', 'postgres-1', 'stderr.log'));
+    // ... and it does: the server's own output is in the app's logs.
+    await waitFor(
+      'postgres output in hangar logs',
+      async () => {
+        const res = await cluster.cli(['logs', '-a', app, '--source', 'addon[postgres-1]', '-n', '200']);
+        return res.code === 0 && /database system is ready to accept connections/.test(res.stdout);
+      },
+      30_000,
+    );
     const pid = (JSON.parse(await readFile(join(agentDir, 'addons', 'postgres-1', 'pid.json'), 'utf8')) as { pid: number }).pid;
     const status = await readFile(`/proc/${pid}/status`, 'utf8');
     const uid = Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]);

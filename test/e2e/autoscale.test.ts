@@ -75,6 +75,11 @@ test('autoscaling on p95: web grows past its minimum under slow load and shrinks
   assert.equal(view.decisions[0]?.to, 1, 'the newest decision brought web back to its minimum');
   // Every decision went to the hook as well.
   assert.equal(decisions.length, view.decisions.length);
+  // ... and to the app's logs, as `hangar` events.
+  const events = await cluster.cli(['logs', '-a', 'shop', '--source', 'hangar', '-n', '500']);
+  assert.equal(events.code, 0, events.stderr);
+  assert.match(events.stdout, /hangar: Autoscaling web from 1 to \d+: /);
+  assert.match(events.stdout, /hangar: Autoscaling web from \d+ to 1: /);
 
   const human = await cluster.cli(['autoscale', '-a', 'shop']);
   assert.match(human.stdout, /web\s+1-3/);

@@ -1,0 +1,62 @@
+import type { InstanceStatus } from '../proto/loader.js';
+import type { AccessEntry } from './router.js';
+
+/** `shop:web.1:v3` → `{ app: 'shop', instance: 'web.1', release: 'v3' }`. */
+export function parseInstanceKey(key: string): { app: string; instance: string; release: string } {
+  const [app = '', instance = '', release = ''] = key.split(':');
+  return { app, instance, release };
+}
+
+/**
+ * The router's access line, Heroku style:
+ * `at=info method=GET path="/" host=shop.localhost request_id=… dyno=web.1 service=12ms status=200 bytes=512`.
+ */
+export function accessLine(e: AccessEntry, host: string): string {
+  const dyno = e.instanceKey ? parseInstanceKey(e.instanceKey).instance : 'router';
+  const at = e.failure ? `at=error code=${e.failure}` : 'at=info';
+  const path = e.path.replace(/["\\]/g, (c) => `\\${c}`).replace(/[\r\n]/g, '');
+  const retry = e.attempts > 1 ? ` attempts=${e.attempts}` : '';
+  return `${at} method=${e.method} path="${path}" host=${host} request_id=${e.requestId} dyno=${dyno} service=${Math.round(e.durationMs)}ms status=${e.status} bytes=${e.bytes}${retry}`;
+}
+
+/**
+ * A lifecycle event of an instance as a `hangar` line, e.g. `web.1: State changed from starting to up`
+ * or `worker.1: Process exited with status 1`. Null for events not worth a line.
+ */
+export function lifecycleLine(
+  status: InstanceStatus,
+  kind: string,
+  exit?: { code: number | null; signal: string | null },
+): { app: string; line: string } | null {
+  const { app, instance, release } = parseInstanceKey(status.key ?? '');
+  if (!app) return null;
+  const who = `${instance} (${release})`;
+  switch (kind) {
+    case 'building':
+      return { app, line: `${who}: Preparing the release` };
+    case 'started':
+      return { app, line: `${who}: Starting process (pid ${status.pid ?? 0})` };
+    case 'healthy':
+    case 'up':
+      return { app, line: `${who}: State changed from starting to up` };
+    case 'exited': {
+      const how = exit?.signal ? `was killed by ${exit.signal}` : `exited with status ${exit?.code ?? 'unknown'}`;
+      return { app, line: `${who}: Process ${how}` };
+    }
+    case 'adopted':
+      return { app, line: `${who}: Adopted by a restarted agent (pid ${status.pid ?? 0})` };
+    case 'restarting':
+      return { app, line: `${who}: Restarting (restart ${status.restarts ?? 0})` };
+    case 'crash_loop':
+    case 'crashed':
+      return { app, line: `${who}: Crashed too often; waiting before the next start${status.message ? ` (${status.message})` : ''}` };
+    case 'stopping':
+      return { app, line: `${who}: Stopping` };
+    case 'stopped':
+      return { app, line: `${who}: Stopped` };
+    case 'failed':
+      return { app, line: `${who}: Could not start${status.message ? `: ${status.message}` : ''}` };
+    default:
+      return { app, line: `${who}: ${kind}${status.message ? ` (${status.message})` : ''}` };
+  }
+}

@@ -1,0 +1,302 @@
+import { closeSync, fstatSync, openSync, readSync, statSync, truncateSync, watch, type FSWatcher } from 'node:fs';
+import type { Clock, ClockTimer } from '../common/clock.js';
+import type { Logger } from '../common/logger.js';
+import type { LogSpool, SpoolInput } from './log-spool.js';
+
+/** A file to follow and what its lines are. */
+export interface TailSpec {
+  path: string;
+  app: string;
+  /** `web.1`, `worker.2`, `redis`… */
+  source: string;
+  stream: 'stdout' | 'stderr';
+}
+
+/** Options of {@link LogTailer}. */
+export interface LogTailerOptions {
+  spool: LogSpool;
+  /** Called after lines were appended to the spool. */
+  onAppended?: () => void;
+  /** How often files are checked when nothing wakes the tailer, ms. Default 100. */
+  pollMs?: number;
+  /** Most bytes read from one file per round, so one flooding process cannot starve the others. Default 256 KiB. */
+  readBytes?: number;
+  /** Lines longer than this are cut, with a marker, bytes. Default 64 KiB. */
+  maxLineBytes?: number;
+  /** A file read to its end, all of it acked, and at least this big is truncated, bytes. Default 64 MiB. */
+  rotateBytes?: number;
+  /** A partial last line (no newline yet) is shipped after it has waited this long, ms. Default 1000. */
+  partialLineMs?: number;
+  /** A file no longer wanted is let go once read to its end and quiet for this long, ms. Default 5000. */
+  retireAfterMs?: number;
+  clock: Clock;
+  logger: Logger;
+}
+
+interface Tailed {
+  spec: TailSpec;
+  fd: number | null;
+  ino: number;
+  offset: number;
+  /** Inside a line that was cut: bytes are skipped up to its newline. */
+  skipping: boolean;
+  /** When the current partial last line was first seen (0: none), and where it starts. */
+  partialSince: number;
+  partialAt: number;
+  retiring: boolean;
+  lastChange: number;
+  watcher: FSWatcher | null;
+}
+
+/**
+ * Follows files by offset (the way Vector and Fluent Bit do): app output written to per-instance
+ * files survives an agent restart, and reading resumes from where the spool says lines end. Each
+ * round reads a bounded amount of every file in turn, so a flood in one file neither stalls the
+ * agent nor delays the others; a busy file gets the next round at once instead of after the poll.
+ */
+export class LogTailer {
+  readonly #o: LogTailerOptions;
+  readonly #logger: Logger;
+  readonly #files = new Map<string, Tailed>();
+  readonly #buf: Buffer;
+  readonly #maxLine: number;
+  #timer: ClockTimer | null = null;
+  #immediate: NodeJS.Immediate | null = null;
+  #state: 'idle' | 'running' | 'closed' = 'idle';
+
+  constructor(options: LogTailerOptions) {
+    this.#o = options;
+    this.#logger = options.logger.child({ component: 'log-tailer' });
+    this.#maxLine = options.maxLineBytes ?? 64 * 1024;
+    this.#buf = Buffer.allocUnsafe(Math.max(options.readBytes ?? 256 * 1024, this.#maxLine * 2));
+  }
+
+  /** Paths followed now. */
+  paths(): string[] {
+    return [...this.#files.keys()];
+  }
+
+  /** Follows a file (idempotent); a file let go of before is followed again. */
+  tail(spec: TailSpec): void {
+    const known = this.#files.get(spec.path);
+    if (known) {
+      known.retiring = false;
+      return;
+    }
+    const tracked = this.#o.spool.trackFile({ path: spec.path, app: spec.app, source: spec.source, stream: spec.stream });
+    const t: Tailed = {
+      spec,
+      fd: null,
+      ino: 0,
+      offset: tracked.offset,
+      skipping: false,
+      partialSince: 0,
+      partialAt: -1,
+      retiring: false,
+      lastChange: this.#o.clock.now(),
+      watcher: null,
+    };
+    this.#files.set(spec.path, t);
+    this.wake();
+  }
+
+  /** Lets a file go once everything in it has been read and it has been quiet a while. */
+  retire(path: string): void {
+    const t = this.#files.get(path);
+    if (t) t.retiring = true;
+  }
+
+  /** Starts the read loop; idempotent. */
+  start(): void {
+    if (this.#state !== 'idle') return;
+    this.#state = 'running';
+    this.wake();
+  }
+
+  /** Runs a round soon (new data was announced). */
+  wake(): void {
+    if (this.#state !== 'running' || this.#immediate) return;
+    if (this.#timer) {
+      this.#o.clock.clearTimeout(this.#timer);
+      this.#timer = null;
+    }
+    this.#immediate = setImmediate(() => {
+      this.#immediate = null;
+      this.#round();
+    });
+  }
+
+  /** Stops reading and closes the files; idempotent. */
+  close(): void {
+    if (this.#state === 'closed') return;
+    this.#state = 'closed';
+    if (this.#timer) this.#o.clock.clearTimeout(this.#timer);
+    if (this.#immediate) clearImmediate(this.#immediate);
+    for (const t of this.#files.values()) this.#release(t);
+    this.#files.clear();
+  }
+
+  #round(): void {
+    if (this.#state !== 'running') return;
+    let busy = false;
+    let appended = false;
+    for (const t of [...this.#files.values()]) {
+      try {
+        const r = this.#readSome(t);
+        busy ||= r.more;
+        appended ||= r.appended;
+      } catch (err) {
+        this.#logger.warn({ err, path: t.spec.path }, 'could not read a log file; will try again');
+      }
+    }
+    if (appended) this.#o.onAppended?.();
+    if (this.#state !== 'running') return;
+    if (busy) this.wake();
+    else this.#timer = this.#o.clock.setTimeout(() => this.#round(), this.#o.pollMs ?? 100);
+  }
+
+  /** Reads up to one buffer of a file; `more` when it has more to read right away. */
+  #readSome(t: Tailed): { more: boolean; appended: boolean } {
+    const now = this.#o.clock.now();
+    let pathIno = 0;
+    try {
+      pathIno = statSync(t.spec.path).ino;
+    } catch {
+      pathIno = 0;
+    }
+    if (t.fd === null) {
+      if (pathIno === 0) {
+        if (t.retiring && now - t.lastChange > (this.#o.retireAfterMs ?? 5000)) this.#forget(t);
+        return { more: false, appended: false };
+      }
+      t.fd = openSync(t.spec.path, 'r');
+      t.ino = fstatSync(t.fd).ino;
+      this.#watch(t);
+    }
+    const size = fstatSync(t.fd).size;
+    if (size < t.offset) {
+      this.#logger.info({ path: t.spec.path }, 'log file was truncated; reading it from the start');
+      t.offset = 0;
+      t.skipping = false;
+      this.#o.spool.resetFile(t.spec.path);
+    }
+    if (size === t.offset) {
+      if (pathIno !== 0 && pathIno !== t.ino) {
+        // Replaced (moved away and created anew): the old one is read to its end; follow the new one.
+        this.#release(t);
+        t.offset = 0;
+        this.#o.spool.resetFile(t.spec.path);
+        return { more: true, appended: false };
+      }
+      this.#maybeRotate(t, size);
+      if (t.retiring && now - t.lastChange > (this.#o.retireAfterMs ?? 5000)) this.#forget(t);
+      return { more: false, appended: false };
+    }
+    t.lastChange = now;
+    const want = Math.min(this.#buf.length, size - t.offset);
+    const n = readSync(t.fd, this.#buf, 0, want, t.offset);
+    if (n <= 0) return { more: false, appended: false };
+    const buf = this.#buf;
+    const inputs: SpoolInput[] = [];
+    const base = t.offset;
+    const { app, source, stream, path } = t.spec;
+    const push = (start: number, end: number, cutFrom?: number) => {
+      let line = buf.toString('utf8', start, end);
+      if (cutFrom !== undefined) line += ` [hangar: line cut at ${this.#maxLine} bytes]`;
+      else if (line.endsWith('\r')) line = line.slice(0, -1);
+      inputs.push({ ts: now, app, source, stream, line, file: path, offset: base + (cutFrom ?? end + 1) });
+    };
+    let pos = 0;
+    for (;;) {
+      let nl = buf.indexOf(10, pos);
+      if (nl >= n) nl = -1;
+      if (nl === -1) break;
+      if (t.skipping) {
+        t.skipping = false;
+        // The rest of a cut line ends here; record the offset so a restart does not re-read it.
+        if (inputs.length > 0) {
+          const last = inputs[inputs.length - 1];
+          if (last) last.offset = base + nl + 1;
+        }
+      } else if (nl - pos > this.#maxLine) {
+        push(pos, pos + this.#maxLine, nl + 1);
+      } else {
+        push(pos, nl);
+      }
+      pos = nl + 1;
+    }
+    const rest = n - pos;
+    if (rest > 0) {
+      if (t.skipping) {
+        pos = n;
+        if (inputs.length > 0) {
+          const last = inputs[inputs.length - 1];
+          if (last) last.offset = base + n;
+        }
+      } else if (rest >= this.#maxLine) {
+        push(pos, pos + this.#maxLine, n);
+        t.skipping = true;
+        pos = n;
+      } else if (t.offset + n === size) {
+        // A last line without its newline yet: wait for the rest, but not forever.
+        if (t.partialSince === 0 || t.partialAt !== base + pos) {
+          t.partialSince = now;
+          t.partialAt = base + pos;
+        } else if (now - t.partialSince >= (this.#o.partialLineMs ?? 1000)) {
+          push(pos, n);
+          const last = inputs[inputs.length - 1];
+          if (last) last.offset = base + n;
+          pos = n;
+        }
+      }
+    }
+    if (pos === n || rest === 0) t.partialSince = 0;
+    if (inputs.length > 0) this.#o.spool.append(inputs);
+    t.offset = base + pos;
+    return { more: t.offset < size && pos > 0, appended: inputs.length > 0 };
+  }
+
+  #maybeRotate(t: Tailed, size: number): void {
+    if (size < (this.#o.rotateBytes ?? 64 * 1024 * 1024)) return;
+    const f = this.#o.spool.file(t.spec.path);
+    if (!f || f.lastSeq > this.#o.spool.acked || f.offset !== size) return;
+    // Truncate only what was shipped and acked; checked again right before, the window is tiny.
+    if (statSync(t.spec.path).size !== size) return;
+    truncateSync(t.spec.path, 0);
+    t.offset = 0;
+    this.#o.spool.resetFile(t.spec.path);
+    this.#logger.info({ path: t.spec.path, bytes: size }, 'rotated a shipped log file');
+  }
+
+  #watch(t: Tailed): void {
+    try {
+      t.watcher = watch(t.spec.path, { persistent: false }, () => this.wake());
+      t.watcher.on('error', () => {
+        t.watcher?.close();
+        t.watcher = null;
+      });
+    } catch {
+      t.watcher = null;
+    }
+  }
+
+  #release(t: Tailed): void {
+    t.watcher?.close();
+    t.watcher = null;
+    if (t.fd !== null) {
+      try {
+        closeSync(t.fd);
+      } catch {
+        // Already closed.
+      }
+    }
+    t.fd = null;
+    t.ino = 0;
+  }
+
+  #forget(t: Tailed): void {
+    this.#release(t);
+    this.#files.delete(t.spec.path);
+    this.#o.spool.forgetFile(t.spec.path);
+  }
+}

@@ -1,0 +1,66 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import type { Clock } from '../common/clock.js';
+import type { Logger } from '../common/logger.js';
+import { appNameSchema } from '../common/names.js';
+import type { LogHub } from './log-hub.js';
+import { parseLogQuery } from './log-query.js';
+import { logLineView, type LogStore } from './log-store.js';
+import { LogStreamServer } from './log-stream-server.js';
+import type { Store } from './store.js';
+import { parseInput } from './validation.js';
+
+/** What the log routes need. */
+export interface LogRoutesOptions {
+  store: Store;
+  logs: LogStore;
+  hub: LogHub;
+  adminToken: string;
+  clock: Clock;
+  logger: Logger;
+}
+
+const appParams = z.object({ app: appNameSchema }).strict();
+
+function bearerMatches(header: string | undefined, expected: string): boolean {
+  const token = header?.startsWith('Bearer ') ? header.slice('Bearer '.length) : '';
+  if (!token) return false;
+  const a = createHash('sha256').update(token).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
+}
+
+/**
+ * `GET /v1/apps/:app/logs`, `GET /v1/apps/:app/errors` and the websocket
+ * `/v1/apps/:app/logs/stream` (on the server's 'upgrade' event; closed with the server).
+ */
+export function registerLogRoutes(app: FastifyInstance<Server, IncomingMessage, ServerResponse, Logger>, o: LogRoutesOptions): void {
+  app.get('/v1/apps/:app/logs', async (request) => {
+    const { app: name } = parseInput(appParams, request.params, 'app name');
+    o.store.requireApp(name);
+    const query = parseLogQuery(name, request.query, o.clock.now());
+    return { lines: o.logs.query(query).map(logLineView) };
+  });
+
+  app.get('/v1/apps/:app/errors', async (request) => {
+    const { app: name } = parseInput(appParams, request.params, 'app name');
+    o.store.requireApp(name);
+    return { errors: o.logs.errors(name) };
+  });
+
+  const streams = new LogStreamServer({
+    logs: o.logs,
+    hub: o.hub,
+    appExists: (name) => o.store.getApp(name) !== null,
+    authorized: (header) => bearerMatches(header, o.adminToken),
+    clock: o.clock,
+    logger: o.logger,
+  });
+  app.server.on('upgrade', (request, socket, head: Buffer) => {
+    if (streams.handles(request)) streams.handleUpgrade(request, socket, head);
+    else socket.destroy();
+  });
+  app.addHook('preClose', async () => streams.close());
+}

@@ -1,0 +1,136 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it, type TestContext } from 'node:test';
+import { matchesFilter } from '../../coordinator/log-hub.js';
+import { parseSince } from '../../coordinator/log-query.js';
+import { LogStore, parseErrorLine, type IncomingLogLine } from '../../coordinator/log-store.js';
+import { Store } from '../../coordinator/store.js';
+
+function open(t: TestContext, options: { maxAgeMs?: number } = {}) {
+  const d = mkdtempSync(join(tmpdir(), 'hangar-logstore-'));
+  const path = join(d, 'hangar.db');
+  const store = new Store({ path });
+  const logs = new LogStore({ path, ...options });
+  t.after(() => {
+    logs.close();
+    store.close();
+    rmSync(d, { recursive: true, force: true });
+  });
+  return { path, store, logs };
+}
+
+function batch(from: number, to: number, extra: Partial<IncomingLogLine> = {}): IncomingLogLine[] {
+  const out: IncomingLogLine[] = [];
+  for (let seq = from; seq <= to; seq++)
+    out.push({ seq, ts: 1000 + seq, app: 'shop', source: 'web.1', stream: 'stdout', line: `line ${seq}`, ...extra });
+  return out;
+}
+
+function errorLine(type: string, line: number, release = 'v1'): string {
+  return `hangar-error ${JSON.stringify({ type, message: 'bad', file: 'notes/views.py', line, function: 'boom', traceback: `Traceback\n${type}: bad`, release })}`;
+}
+
+describe('LogStore', () => {
+  it('stores each (agent epoch, seq) once, acks the highest stored, and survives a reopen', (t) => {
+    const { path, logs } = open(t);
+    assert.equal(logs.ingest('a1', 'e1', batch(1, 100)).acked, 100);
+    const again = logs.ingest('a1', 'e1', batch(50, 150));
+    assert.equal(again.acked, 150);
+    assert.deepEqual(
+      again.inserted.map((l) => l.line),
+      batch(101, 150).map((l) => l.line),
+      'only new lines are stored and published',
+    );
+    assert.equal(logs.count(), 150);
+    // Another agent, or the same agent with a new spool (wiped data dir), counts on its own.
+    assert.equal(logs.ingest('a2', 'e1', batch(1, 10)).acked, 10);
+    assert.equal(logs.ingest('a1', 'e2', batch(1, 10)).acked, 10);
+    assert.equal(logs.count(), 170);
+    logs.close();
+    const reopened = new LogStore({ path });
+    t.after(() => reopened.close());
+    assert.equal(reopened.acked('a1', 'e1'), 150);
+    assert.equal(reopened.ingest('a1', 'e1', batch(140, 160)).inserted.length, 10);
+    assert.equal(reopened.count(), 180);
+  });
+
+  it('skips over seqs the agent dropped (its spool was full)', (t) => {
+    const { logs } = open(t);
+    logs.ingest('a1', 'e1', batch(1, 10));
+    const r = logs.ingest('a1', 'e1', batch(500, 510));
+    assert.equal(r.acked, 510);
+    assert.equal(r.inserted.length, 11);
+  });
+
+  it('answers queries: newest n oldest first, by process type or instance, grep, since', (t) => {
+    const { logs } = open(t);
+    logs.ingest('a1', 'e1', [
+      ...batch(1, 5),
+      ...batch(6, 8, { source: 'web.2' }),
+      ...batch(9, 9, { source: 'router', line: 'method=GET path="/" status=200' }),
+      ...batch(10, 10, { source: 'webhook.1', line: 'not web' }),
+      ...batch(11, 11, { app: 'other' }),
+      ...batch(12, 12, { line: 'Hello 50% World_', stream: 'stderr' }),
+    ]);
+    const q = (extra: Partial<Parameters<LogStore['query']>[0]>) => logs.query({ app: 'shop', n: 100, ...extra }).map((l) => l.line);
+    assert.deepEqual(q({ n: 2 }), ['not web', 'Hello 50% World_']);
+    assert.equal(q({ source: 'web' }).length, 9, 'web means web.1 and web.2, not webhook.1');
+    assert.equal(q({ source: 'web.2' }).length, 3);
+    assert.deepEqual(q({ source: 'router' }), ['method=GET path="/" status=200']);
+    assert.deepEqual(q({ grep: 'hello 50%' }), ['Hello 50% World_']);
+    assert.deepEqual(q({ grep: '0%' }), ['Hello 50% World_'], '% is literal');
+    assert.deepEqual(q({ grep: 'd_' }), ['Hello 50% World_'], '_ is literal');
+    assert.deepEqual(q({ since: 1011 }), ['Hello 50% World_']);
+    const [line] = logs.query({ app: 'shop', n: 1 });
+    assert.deepEqual(line && { stream: line.stream, agent: line.agent, ts: line.ts }, { stream: 'stderr', agent: 'a1', ts: 1012 });
+  });
+
+  it('groups Python errors by type and location, keeping the last traceback and release', (t) => {
+    const { logs } = open(t);
+    logs.ingest('a1', 'e1', [
+      ...batch(1, 1, { line: errorLine('ValueError', 10), stream: 'stderr' }),
+      ...batch(2, 2, { line: errorLine('ValueError', 10, 'v2'), stream: 'stderr' }),
+      ...batch(3, 3, { line: errorLine('KeyError', 10), stream: 'stderr' }),
+      ...batch(4, 4, { line: 'hangar-error {not json' }),
+    ]);
+    const groups = logs.errors('shop');
+    assert.equal(groups.length, 2);
+    const value = groups.find((g) => g.type === 'ValueError');
+    assert.equal(value?.count, 2);
+    assert.equal(value?.location, 'notes/views.py:10:boom');
+    assert.equal(value?.release, 'v2');
+    assert.equal(value?.firstSeen, new Date(1001).toISOString());
+    assert.equal(value?.lastSeen, new Date(1002).toISOString());
+    assert.equal(groups.find((g) => g.type === 'KeyError')?.count, 1);
+    assert.equal(parseErrorLine('hangar-error {"message": "no type"}'), null);
+  });
+
+  it('deletes lines past the age limit', (t) => {
+    const { logs } = open(t, { maxAgeMs: 1000 });
+    logs.ingest('a1', 'e1', batch(1, 100));
+    assert.equal(logs.prune(1000 + 50 + 1000), 49);
+    assert.equal(logs.count(), 51);
+  });
+});
+
+describe('log filters', () => {
+  it('live filters mean what queries mean', () => {
+    const l = { id: 1, ts: 1, app: 'shop', source: 'web.2', stream: 'stdout' as const, agent: 'a', line: 'Hello' };
+    assert.ok(matchesFilter({ app: 'shop' }, l));
+    assert.ok(matchesFilter({ app: 'shop', source: 'web' }, l));
+    assert.ok(matchesFilter({ app: 'shop', source: 'web.2', grep: 'hell' }, l));
+    assert.ok(!matchesFilter({ app: 'shop', source: 'web.1' }, l));
+    assert.ok(!matchesFilter({ app: 'shop', source: 'we' }, l));
+    assert.ok(!matchesFilter({ app: 'other' }, l));
+    assert.ok(!matchesFilter({ app: 'shop', grep: 'bye' }, l));
+  });
+
+  it('--since takes durations and ISO times', () => {
+    assert.equal(parseSince('10m', 1_000_000), 400_000);
+    assert.equal(parseSince('2h', 10_000_000), 10_000_000 - 7_200_000);
+    assert.equal(parseSince('2026-01-02T03:04:05Z', 0), Date.parse('2026-01-02T03:04:05Z'));
+    assert.equal(parseSince('soon', 0), null);
+  });
+});
