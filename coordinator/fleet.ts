@@ -128,7 +128,8 @@ export class Fleet {
           row.port === port &&
           row.restarts === s.restarts &&
           row.since === since &&
-          row.message === s.message
+          row.message === s.message &&
+          row.logTail === s.logTail
         ) {
           continue;
         }

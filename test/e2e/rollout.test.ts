@@ -238,7 +238,7 @@ test(
       heartbeatIntervalMs: 500,
       graceSeconds: 10,
       // Short, so the never-healthy release below is given up quickly.
-      healthTimeoutMs: 30_000,
+      healthTimeoutMs: 15_000,
     };
     let coordinator = await startCoordinator(config, { logger: fileLogger(dir, 'coordinator-1') });
     const agent = await startAgent(
@@ -298,7 +298,7 @@ test(
       ],
     );
 
-    // Runs, but its health check path answers 404: never healthy, given up after 30 s.
+    // Runs, but its health check path answers 404: never healthy, given up after 15 s.
     const unhealthy = await fixtureVariant(
       dir,
       'unhealthy',
@@ -308,7 +308,7 @@ test(
     const l2 = load([agent.routerPort]);
     const res = await cli.cli(['deploy', unhealthy, '-a', APP], { timeoutMs: 300_000 });
     assert.notEqual(res.code, 0, out(res));
-    assert.match(res.stderr, /web\.1 of v3 did not become healthy within 30 s/);
+    assert.match(res.stderr, /web\.1 of v3 did not become healthy within 15 s/);
     assert.match(res.stdout, /Last log lines of web\.1 \(v3\)/);
     // Django's own log line says why.
     assert.match(res.stdout, /Not Found: \/missing\//);
