@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -11,7 +11,9 @@ import type { Clock } from '../common/clock.js';
 import { HangarError, httpStatusFor, isHangarError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { MAX_QUANTITY, appNameSchema, configKeySchema, processTypeSchema } from '../common/names.js';
+import { registerAuth, type Authenticator } from './auth.js';
 import { runnableTypes, type Fleet } from './fleet.js';
+import { registerSecurityRoutes, type SecurityRoutesOptions } from './security-routes.js';
 import type { Rollouts } from './rollout.js';
 import { inspectSource } from './source-inspector.js';
 import type { AppRow, ReleaseRow, Store } from './store.js';
@@ -24,7 +26,10 @@ export interface ApiOptions {
   rollouts: Rollouts;
   clock: Clock;
   logger: Logger;
-  adminToken: string;
+  /** Checks API tokens; {@link registerAuth} hooks it onto every route. */
+  auth: Authenticator;
+  /** Revokes an agent and drops its placements (`DELETE /v1/agents/:name`). */
+  removeAgent: SecurityRoutesOptions['removeAgent'];
   /** Where uploaded artifacts are kept (`<dir>/<sha256>.tar.gz`). */
   artifactDir: string;
   /** Largest accepted upload, bytes. Default 512 MiB. */
@@ -32,6 +37,8 @@ export interface ApiOptions {
   version: string;
   /** Port users reach the routers on, for app URLs. */
   webPort: number;
+  /** Serve HTTPS with this certificate and key (PEM). Default: plain HTTP. */
+  https?: { cert: Buffer; key: Buffer };
 }
 
 const appParams = z.object({ app: appNameSchema }).strict();
@@ -59,12 +66,6 @@ const restartBody = z
 const destroyQuery = z.object({ confirm: z.string().optional() }).strict();
 const afterQuery = z.object({ after: z.coerce.number().int().min(0).default(0) }).strict();
 
-function tokenMatches(presented: string, expected: string): boolean {
-  const a = createHash('sha256').update(presented).digest();
-  const b = createHash('sha256').update(expected).digest();
-  return timingSafeEqual(a, b);
-}
-
 function errorBody(code: string, message: string, details?: unknown): ErrorBody {
   return details === undefined ? { code, message } : { code, message, details };
 }
@@ -80,6 +81,7 @@ export function buildApi(o: ApiOptions) {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
+    ...(o.https ? { https: o.https } : {}),
   });
 
   app.addContentTypeParser(
@@ -87,15 +89,9 @@ export function buildApi(o: ApiOptions) {
     (_request, payload, done) => done(null, payload),
   );
 
-  app.addHook('onRequest', async (request) => {
-    const path = request.url.split('?')[0] ?? '';
-    if (path === '/v1/health' || !path.startsWith('/v1/')) return;
-    const header = request.headers.authorization ?? '';
-    const token = header.startsWith('Bearer ') ? header.slice('Bearer '.length) : '';
-    if (!token || !tokenMatches(token, o.adminToken)) {
-      throw new HangarError('UNAUTHORIZED', 'Missing or wrong API token: set HANGAR_TOKEN or run `hangar login --url URL --token TOKEN`.');
-    }
-  });
+  registerAuth(app, o.auth);
+  registerSecurityRoutes(app, { store: o.store, auth: o.auth, logger, removeAgent: o.removeAgent });
+  const admin = { config: { scope: 'admin' as const } };
 
   app.setErrorHandler((err: FastifyError | HangarError | Error, request, reply) => {
     if (isHangarError(err)) {
@@ -149,13 +145,13 @@ export function buildApi(o: ApiOptions) {
     return release;
   };
 
-  app.get('/v1/health', async () => ({ ok: true, version: o.version }));
+  app.get('/v1/health', { config: { scope: 'none' } }, async () => ({ ok: true, version: o.version }));
 
   app.get('/v1/agents', async () => ({ agents: o.fleet.agentViews() }));
 
   app.get('/v1/apps', async () => ({ apps: o.store.listApps().map(appView) }));
 
-  app.post('/v1/apps', async (request, reply) => {
+  app.post('/v1/apps', admin, async (request, reply) => {
     const { name } = parseInput(createAppBody, request.body ?? {}, 'app');
     const row = o.store.transaction(() => {
       const created = o.store.createApp(name, o.clock.now());
@@ -172,7 +168,7 @@ export function buildApi(o: ApiOptions) {
     return { app: appView(o.store.requireApp(name)) };
   });
 
-  app.delete('/v1/apps/:app', async (request) => {
+  app.delete('/v1/apps/:app', admin, async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     const { confirm } = parseInput(destroyQuery, request.query, 'query');
     o.store.requireApp(name);
@@ -185,7 +181,8 @@ export function buildApi(o: ApiOptions) {
     return { ok: true };
   });
 
-  app.get('/v1/apps/:app/config', async (request) => {
+  // Config values are secrets: reading them takes a deploy token.
+  app.get('/v1/apps/:app/config', { config: { scope: 'deploy' } }, async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     o.store.requireApp(name);
     return { config: o.store.getConfig(name) };
@@ -219,7 +216,7 @@ export function buildApi(o: ApiOptions) {
         appJson: current.appJson,
         config,
         description,
-        createdBy: 'admin',
+        createdBy: request.caller?.name ?? 'admin',
       });
       return { config, release: releaseView(release, row.currentRelease), deploy: o.rollouts.view(deploy.id, name, 0) };
     });
@@ -255,7 +252,7 @@ export function buildApi(o: ApiOptions) {
         procfile: info.procfile,
         appJson: info.appJson,
         description: `Deploy ${sha256.slice(0, 7)}`,
-        createdBy: 'admin',
+        createdBy: request.caller?.name ?? 'admin',
       });
       return reply.status(202).send({ deploy: o.rollouts.view(deploy.id, name, 0) });
     } finally {
@@ -304,7 +301,7 @@ export function buildApi(o: ApiOptions) {
         appJson: target.appJson,
         config: target.config,
         description: `Rollback to v${target.version}`,
-        createdBy: 'admin',
+        createdBy: request.caller?.name ?? 'admin',
         runReleasePhase: false,
       });
       return { release: releaseView(started.release, current.version), deploy: o.rollouts.view(started.deploy.id, name, 0) };

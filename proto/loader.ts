@@ -18,6 +18,8 @@ export type { Hello__Output } from './generated/hangar/v1/Hello.js';
 export type { Heartbeat__Output } from './generated/hangar/v1/Heartbeat.js';
 export type { FetchArtifactRequest__Output } from './generated/hangar/v1/FetchArtifactRequest.js';
 export type { ArtifactChunk, ArtifactChunk__Output } from './generated/hangar/v1/ArtifactChunk.js';
+export type { JoinRequest__Output } from './generated/hangar/v1/JoinRequest.js';
+export type { JoinResponse, JoinResponse__Output } from './generated/hangar/v1/JoinResponse.js';
 
 /** Path of the .proto file, beside this module's source. */
 export const PROTO_PATH = fileURLToPath(new URL('../../proto/hangar.proto', import.meta.url));

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -50,6 +50,8 @@ export async function waitFor<T>(what: string, fn: () => Promise<T> | T, timeout
 
 export interface Cluster {
   dir: string;
+  /** A directory apps may write to (mode 1777): agents running as root run apps as `hangar`. */
+  appDir: string;
   coordinator: RunningCoordinator;
   agents: RunningAgent[];
   /** Runs the `hangar` CLI against this coordinator. */
@@ -97,6 +99,11 @@ export async function startCluster(
   options: { agents?: number; coordinator?: Partial<CoordinatorConfig> } = {},
 ): Promise<Cluster> {
   const dir = await tempDir(t);
+  // Agents running as root start apps as the `hangar` user, which must reach the agents' data dirs.
+  await chmod(dir, 0o711);
+  const appDir = join(dir, 'app-files');
+  await mkdir(appDir);
+  await chmod(appDir, 0o1777);
   const coordinator = await startCoordinator(
     {
       dataDir: join(dir, 'coordinator'),
@@ -119,6 +126,7 @@ export async function startCluster(
   const env = { HANGAR_URL: coordinator.url, HANGAR_TOKEN: coordinator.adminToken, HANGAR_CREDENTIALS: join(dir, 'no-credentials.json') };
   const cluster: Cluster = {
     dir,
+    appDir,
     coordinator,
     agents,
     cli: (args, o = {}) => runCli(args, { ...env, ...o.env }, o.timeoutMs),
