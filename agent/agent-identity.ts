@@ -88,7 +88,7 @@ export function fetchPinnedCa(address: string, fingerprint: string, timeoutMs = 
         ),
       );
     });
-    socket.once('error', (err) => {
+    socket.once('error', (err: Error) => {
       clearTimeout(timer);
       reject(new HangarError('UNREACHABLE', `Could not reach the coordinator at ${address} over TLS: ${err.message}.`, { cause: err }));
     });

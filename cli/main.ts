@@ -15,6 +15,7 @@ import { registerDeployCommands } from './commands/deploy.js';
 import { registerLoginCommands } from './commands/login.js';
 import { registerPsCommands } from './commands/ps.js';
 import { registerReleasesCommands } from './commands/releases.js';
+import { registerTokensCommands } from './commands/tokens.js';
 
 export type { CliContext, CliIo } from './commands/context.js';
 
@@ -57,6 +58,7 @@ export function buildProgram(io: CliIo, extraCommands?: ExtraCommands, ctx: CliC
   registerPsCommands(program, ctx);
   registerConfigCommands(program, ctx);
   registerLoginCommands(program, ctx);
+  registerTokensCommands(program, ctx);
   extraCommands?.(program, ctx);
   return program;
 }

@@ -4,13 +4,15 @@
  */
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { startAgent, type RunningAgent } from '../../agent/agent.js';
+import { startAgent, type AgentConfig, type RunningAgent } from '../../agent/agent.js';
 import { HangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/logger.js';
-import { startCoordinator, type RunningCoordinator } from '../../coordinator/coordinator.js';
+import { startCoordinator, type CoordinatorConfig, type RunningCoordinator } from '../../coordinator/coordinator.js';
 import { credentialsPath, readCredentials, writeCredentials } from '../credentials.js';
 import type { CliContext } from './context.js';
+import { registerInstallCommands } from './install.js';
 
 /** Resolves when the process is asked to stop (SIGINT or SIGTERM). */
 function untilSignal(): Promise<NodeJS.Signals> {
@@ -47,9 +49,41 @@ interface CoordinatorFlags {
   httpPort: string;
   grpcPort: string;
   domain: string;
+  config?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+}
+
+/** Reads a JSON settings file (`--config`), e.g. /etc/hangar/agent.json written by `install`. */
+async function readConfigFile(path: string): Promise<Record<string, unknown>> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(path, 'utf8'));
+  } catch (err) {
+    throw new HangarError('BAD_INPUT', `Could not read the config file ${path}: ${(err as Error).message}.`, { cause: err });
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new HangarError('BAD_INPUT', `The config file ${path} must hold a JSON object of settings.`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/**
+ * Settings from `--config FILE`, overridden by flags given on the command line; flags left at
+ * their defaults fill only what the file does not set.
+ */
+async function mergedSettings(command: Command, fromFlags: Record<string, unknown>, configPath: string | undefined) {
+  const file = configPath ? await readConfigFile(configPath) : {};
+  const merged: Record<string, unknown> = { ...file };
+  for (const [key, value] of Object.entries(fromFlags)) {
+    if (value === undefined) continue;
+    if (command.getOptionValueSource(key) === 'cli' || merged[key] === undefined) merged[key] = value;
+  }
+  return merged;
 }
 
 interface AgentFlags {
+  config?: string;
   coordinator?: string;
   joinToken?: string;
   dataDir: string;
@@ -61,35 +95,47 @@ interface AgentFlags {
 
 /** Registers `coordinator`, `agent` and `dev`. */
 export function registerServerCommands(program: Command, ctx: CliContext): void {
-  program
+  // `hangar agent install --coordinator X` must give --coordinator to install, not to agent.
+  program.enablePositionalOptions();
+  const coordinatorCommand = program
     .command('coordinator')
+    .enablePositionalOptions()
     .description('run the coordinator: HTTP API, gRPC for agents, SQLite store')
     .option('--data-dir <dir>', 'where state, tokens and artifacts live', '/var/lib/hangar')
     .option('--http-port <port>', 'HTTP API port', '7080')
     .option('--grpc-port <port>', 'gRPC port agents connect to', '7081')
     .option('--domain <domain>', 'apps are served at APP.<domain>', 'localhost')
-    .action(async (flags: CoordinatorFlags) => {
+    .option('--tls-cert <file>', 'serve the HTTP API over HTTPS with this PEM certificate (chain)')
+    .option('--tls-key <file>', 'private key (PEM) of --tls-cert')
+    .option('--config <file>', 'read settings from this JSON file (what `hangar coordinator install` writes); flags override it')
+    .action(async (flags: CoordinatorFlags, command: Command) => {
       const logger = rootLogger(ctx);
-      const coordinator = await startCoordinator(
+      const settings = await mergedSettings(
+        command,
         {
           dataDir: resolve(flags.dataDir),
           httpPort: port(flags.httpPort, '--http-port'),
           grpcPort: port(flags.grpcPort, '--grpc-port'),
           domain: flags.domain,
+          tlsCert: flags.tlsCert === undefined ? undefined : resolve(flags.tlsCert),
+          tlsKey: flags.tlsKey === undefined ? undefined : resolve(flags.tlsKey),
         },
-        { logger },
+        flags.config,
       );
+      const coordinator = await startCoordinator(settings as unknown as CoordinatorConfig, { logger });
+      const dataDir = String(settings.dataDir);
       ctx.out(
         `Hangar coordinator is running.\n` +
-          `  API:    ${coordinator.url}  (admin token in ${join(resolve(flags.dataDir), 'admin-token')})\n` +
-          `  Agents: hangar agent --coordinator THIS_HOST:${coordinator.grpcPort} --join-token "$(cat ${join(resolve(flags.dataDir), 'join-token')})"\n`,
+          `  API:    ${coordinator.url}  (admin token in ${join(dataDir, 'admin-token')})\n` +
+          `  Agents: hangar agent --coordinator THIS_HOST:${coordinator.grpcPort} --join-token "$(cat ${join(dataDir, 'join-token')})"\n`,
       );
       await untilSignal();
       await coordinator.close();
     });
 
-  program
+  const agentCommand = program
     .command('agent')
+    .enablePositionalOptions()
     .description('run an agent on this server: supervises app processes and routes their traffic')
     .option('--coordinator <host:port>', "the coordinator's gRPC address")
     .option('--join-token <token>', "the coordinator's join token (or HANGAR_JOIN_TOKEN)")
@@ -98,31 +144,35 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
     .option('--router-port <port>', 'port of the HTTP router', '80')
     .option('--advertise <addr>', "address other agents reach this one's instances on")
     .option('--max-instances <n>', 'most instances placed on this agent', '50')
+    .option('--config <file>', 'read settings from this JSON file (what `hangar agent install` writes); flags override it')
     .addHelpText('after', '\nOn SIGTERM the agent exits and leaves apps running; the next start adopts them.')
-    .action(async (flags: AgentFlags) => {
-      const joinToken = flags.joinToken ?? ctx.io.env.HANGAR_JOIN_TOKEN;
-      if (!flags.coordinator || !joinToken) {
-        throw new HangarError(
-          'BAD_INPUT',
-          'Give --coordinator HOST:PORT and --join-token TOKEN (the join token is in the coordinator data dir, file join-token).',
-        );
-      }
-      const agent = await startAgent(
+    .action(async (flags: AgentFlags, command: Command) => {
+      const settings = await mergedSettings(
+        command,
         {
           coordinator: flags.coordinator,
-          joinToken,
+          joinToken: flags.joinToken ?? ctx.io.env.HANGAR_JOIN_TOKEN,
           dataDir: resolve(flags.dataDir),
-          ...(flags.name ? { name: flags.name } : {}),
+          name: flags.name,
           routerPort: port(flags.routerPort, '--router-port'),
-          ...(flags.advertise ? { advertise: flags.advertise } : {}),
+          advertise: flags.advertise,
           maxInstances: positiveInt(flags.maxInstances, '--max-instances'),
         },
-        { logger: rootLogger(ctx) },
+        flags.config,
       );
+      if (!settings.coordinator || !settings.joinToken) {
+        throw new HangarError(
+          'BAD_INPUT',
+          'Give --coordinator HOST:PORT and --join-token TOKEN (the join token is in the coordinator data dir, file join-token), or --config FILE.',
+        );
+      }
+      const agent = await startAgent(settings as unknown as AgentConfig, { logger: rootLogger(ctx) });
       ctx.out(`Hangar agent ${agent.name} is running; router on port ${agent.routerPort}.\n`);
       await untilSignal();
       await agent.close({ stopInstances: false });
     });
+
+  registerInstallCommands(agentCommand, coordinatorCommand, ctx);
 
   program
     .command('dev')
