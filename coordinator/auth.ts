@@ -6,10 +6,11 @@
  * subprotocol in `Sec-WebSocket-Protocol` — never in a URL, which lands in logs.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger, FastifyInstance, RawServerDefault } from 'fastify';
 import type { Clock } from '../common/clock.js';
-import { HangarError } from '../common/errors.js';
+import { HangarError, httpStatusFor, isHangarError } from '../common/errors.js';
 import type { ApiTokenRow, Store, TokenScope } from './store.js';
 
 export type { TokenScope } from './store.js';
@@ -143,6 +144,26 @@ export class Authenticator {
     const row = this.#store.findTokenByHash(hash);
     if (!row || !timingSafeEqual(Buffer.from(row.hash, 'hex'), Buffer.from(hash, 'hex'))) return null;
     return row;
+  }
+}
+
+/**
+ * Checks a websocket upgrade request: returns the caller, or answers the raw socket with 401/403
+ * and `{code, message}` and returns null. Use it in a server's `upgrade` handler before
+ * `handleUpgrade`.
+ */
+export function authorizeUpgrade(auth: Authenticator, request: IncomingMessage, socket: Duplex, needed: TokenScope): Caller | null {
+  try {
+    return auth.authorize(request.headers, needed);
+  } catch (err) {
+    const code = isHangarError(err) ? err.code : 'UNAUTHORIZED';
+    const status = httpStatusFor(code);
+    const body = JSON.stringify({ code, message: err instanceof Error ? err.message : 'Unauthorized.' });
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+    return null;
   }
 }
 

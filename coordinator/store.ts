@@ -530,10 +530,6 @@ export class Store {
     return this.#stmt('DELETE FROM api_tokens WHERE id = ?').run(id).changes > 0;
   }
 
-  touchToken(id: string, now: number): void {
-    this.#stmt('UPDATE api_tokens SET last_used_at = ? WHERE id = ?').run(now, id);
-  }
-
   /** Reads a meta value. */
   getMeta(key: string): string | null {
     const r = this.#stmt('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined;
