@@ -168,7 +168,8 @@ export class CoordinatorLink {
           this.#state = 'connecting';
           const code = (err as grpc.ServiceError).code;
           const refused = code === grpc.status.UNAUTHENTICATED || code === grpc.status.INVALID_ARGUMENT || isHangarError(err, 'FORBIDDEN');
-          const reason = (err as grpc.ServiceError).details || describeError(err);
+          const details = (err as Partial<grpc.ServiceError>).details;
+          const reason = typeof details === 'string' && details ? details : describeError(err);
           this.#scheduleReconnect(refused ? `could not join: ${reason}` : reason, refused ? grpc.status.UNAUTHENTICATED : code);
         },
       );

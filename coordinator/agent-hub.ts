@@ -68,6 +68,7 @@ interface Session {
   sentGeneration: number;
 }
 
+/** An error a server call ends with: emit it on the call (`destroy` would not send the status). */
 function grpcError(code: grpc.status, details: string): Error {
   return Object.assign(new Error(details), { code, details });
 }
@@ -150,7 +151,7 @@ export class AgentHub {
     const session = this.#sessions.get(agent);
     if (!session) return false;
     this.#sessions.delete(agent);
-    session.call.destroy(grpcError(grpc.status.UNAUTHENTICATED, 'This agent was removed from the coordinator.'));
+    session.call.emit('error', grpcError(grpc.status.UNAUTHENTICATED, 'This agent was removed from the coordinator.'));
     this.#options.events.onDisconnect(agent);
     return true;
   }
@@ -211,7 +212,8 @@ export class AgentHub {
     const name = this.#authenticate(call.metadata);
     if (name === null) {
       this.#logger.warn({ peer: call.getPeer() }, 'agent presented no valid credential; refused');
-      call.destroy(
+      call.emit(
+        'error',
         grpcError(
           grpc.status.UNAUTHENTICATED,
           'This agent has no valid credential (it was removed, or joined another coordinator): delete DATA_DIR/credential.json and start it with a join token.',
@@ -227,7 +229,7 @@ export class AgentHub {
           return;
         }
         if (!session) {
-          call.destroy(grpcError(grpc.status.FAILED_PRECONDITION, 'Say hello first.'));
+          call.emit('error', grpcError(grpc.status.FAILED_PRECONDITION, 'Say hello first.'));
           return;
         }
         this.#dispatch(session, message);
@@ -258,7 +260,10 @@ export class AgentHub {
     // The credential names the agent: a hello cannot speak for another one.
     const name = metadataName;
     if (!AGENT_NAME.test(name)) {
-      call.destroy(grpcError(grpc.status.INVALID_ARGUMENT, `Agent name "${name}" is not valid: use letters, digits, dots and dashes.`));
+      call.emit(
+        'error',
+        grpcError(grpc.status.INVALID_ARGUMENT, `Agent name "${name}" is not valid: use letters, digits, dots and dashes.`),
+      );
       throw new Error(`bad agent name ${name}`);
     }
     const previous = this.#sessions.get(name);
@@ -302,13 +307,13 @@ export class AgentHub {
 
   #onFetchArtifact(call: grpc.ServerWritableStream<FetchArtifactRequest__Output, ArtifactChunk>): void {
     if (this.#authenticate(call.metadata) === null) {
-      call.destroy(grpcError(grpc.status.UNAUTHENTICATED, 'This agent has no valid credential.'));
+      call.emit('error', grpcError(grpc.status.UNAUTHENTICATED, 'This agent has no valid credential.'));
       return;
     }
     const sha = call.request.sha256;
     const path = /^[0-9a-f]{64}$/.test(sha) ? this.#options.artifactPath(sha) : null;
     if (!path) {
-      call.destroy(grpcError(grpc.status.NOT_FOUND, `No artifact ${sha}.`));
+      call.emit('error', grpcError(grpc.status.NOT_FOUND, `No artifact ${sha}.`));
       return;
     }
     const stream = createReadStream(path, { highWaterMark: 256 * 1024 });
@@ -321,7 +326,7 @@ export class AgentHub {
     stream.on('end', () => call.end());
     stream.on('error', (err) => {
       this.#logger.error({ err, sha }, 'failed to read an artifact');
-      call.destroy(grpcError(grpc.status.INTERNAL, 'Failed to read the artifact.'));
+      call.emit('error', grpcError(grpc.status.INTERNAL, 'Failed to read the artifact.'));
     });
     call.on('cancelled', () => stream.destroy());
   }
