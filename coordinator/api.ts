@@ -94,6 +94,8 @@ export function buildApi(o: ApiOptions) {
   const admin = { config: { scope: 'admin' as const } };
 
   app.setErrorHandler((err: FastifyError | HangarError | Error, request, reply) => {
+    // A refused upload leaves its body unread: the connection cannot carry another request.
+    if (!request.raw.complete) void reply.header('connection', 'close');
     if (isHangarError(err)) {
       const status = httpStatusFor(err.code);
       if (status >= 500) logger.error({ err, url: request.url }, err.message);
