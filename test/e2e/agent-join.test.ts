@@ -66,14 +66,14 @@ test(
     // The real token joins.
     await cluster.startAgent('good');
 
-    await waitFor('the good agent to be listed', async () => (await agentNames(cluster.cli)).includes('good'), 30_000);
+    await waitFor('the good agent to be listed', async () => (await agentNames((args) => cluster.cli(args))).includes('good'), 30_000);
     const readLog = (name: string) => readFile(join(cluster.dir, `agent-${name}.log`), 'utf8');
     await waitFor('the refusals to be logged', async () => {
       const elsewhere = await readLog('pinned-elsewhere');
       const bogus = await readLog('bogus');
       return elsewhere.includes('does not present the CA this join token pins') && bogus.includes('join token is wrong');
     });
-    assert.deepEqual(await agentNames(cluster.cli), ['good'], 'a wrong join token never joins');
+    assert.deepEqual(await agentNames((args) => cluster.cli(args)), ['good'], 'a wrong join token never joins');
     assert.ok(!existsSync(join(cluster.dir, 'agent-pinned-elsewhere', 'credential.json')));
     assert.ok(!existsSync(join(cluster.dir, 'agent-bogus', 'credential.json')));
     const coordinatorLog = await readFile(join(cluster.dir, 'coordinator.log'), 'utf8');
@@ -93,7 +93,7 @@ test(
       return (await readLog('good')).includes('the coordinator refused this agent');
     });
     await new Promise((r) => setTimeout(r, 1500));
-    assert.deepEqual(await agentNames(cluster.cli), [], 'a removed agent stays out');
+    assert.deepEqual(await agentNames((args) => cluster.cli(args)), [], 'a removed agent stays out');
     const again = await cluster.cli(['agents:remove', 'good']);
     assert.equal(again.code, 1);
     assert.match(again.stderr, /No agent named good/);
