@@ -75,7 +75,6 @@ function unitFile(o: { description: string; exec: string[]; user: string | null;
   return [
     '[Unit]',
     `Description=${o.description}`,
-    'Documentation=man:hangar(1)',
     'After=network-online.target',
     'Wants=network-online.target',
     '',
