@@ -128,7 +128,7 @@ test('agent install writes its files idempotently, and the unit command runs the
   ).catch((err: Error) => {
     throw new Error(`${err.message}\n${output}`);
   });
-  assert.equal(JSON.parse(await readFile(join(dataDir, 'credential.json'), 'utf8')).name, 'installed');
+  assert.equal((JSON.parse(await readFile(join(dataDir, 'credential.json'), 'utf8')) as { name: string }).name, 'installed');
 
   const removed = await runCli(['agent', 'uninstall', '--root', root], {});
   assert.equal(removed.code, 0, removed.stderr);
