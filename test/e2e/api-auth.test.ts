@@ -1,9 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 import { WebSocket, WebSocketServer } from 'ws';
 import { systemClock } from '../../common/clock.js';
 import { SecretBox } from '../../common/secret-box.js';
@@ -187,4 +188,43 @@ test('websocket upgrades authenticate by header or subprotocol, never by URL', {
   t.after(() => new Promise((resolve) => strictServer.close(resolve)));
   const strictPort = (strictServer.address() as { port: number }).port;
   assert.equal((await attempt(`ws://127.0.0.1:${strictPort}/`, { headers: { authorization: `Bearer ${weak}` } })).status, 403);
+});
+
+test('the HTTP API serves HTTPS with --tls-cert/--tls-key', { timeout: 60_000 }, async (t) => {
+  const dir = await tempDir(t);
+  const cert = join(dir, 'api.crt');
+  const key = join(dir, 'api.key');
+  execFileSync('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    key,
+    '-out',
+    cert,
+    '-days',
+    '2',
+    '-subj',
+    '/CN=127.0.0.1',
+    '-addext',
+    'subjectAltName=IP:127.0.0.1',
+  ]);
+  const cluster = await startCluster(t, { agents: 0, coordinator: { tlsCert: cert, tlsKey: key } });
+  assert.match(cluster.coordinator.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+  const dispatcher = new Agent({ connect: { ca: await readFile(cert, 'utf8') } });
+  t.after(() => dispatcher.close());
+  const res = await request(`${cluster.coordinator.url}/v1/apps`, {
+    dispatcher,
+    headers: { authorization: `Bearer ${cluster.coordinator.adminToken}` },
+  });
+  assert.equal(res.statusCode, 200);
+  await res.body.dump();
+  await assert.rejects(request(cluster.coordinator.url.replace('https:', 'http:') + '/v1/health', { headersTimeout: 5000 }));
+  const cli = await cluster.cli(['apps', '--json'], { env: { NODE_EXTRA_CA_CERTS: cert } });
+  assert.equal(cli.code, 0, cli.stderr);
+  assert.deepEqual(JSON.parse(cli.stdout), []);
 });
