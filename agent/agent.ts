@@ -14,7 +14,7 @@ import { VenvBuilds, buildRelease, type BuildOptions } from './builder.js';
 import { CoordinatorLink } from './coordinator-link.js';
 import { Reconciler } from './reconciler.js';
 import { Router } from './router.js';
-import { resolveRunAs } from './run-as.js';
+import { assertReachable, resolveRunAs } from './run-as.js';
 import { TaskRunner } from './task-runner.js';
 
 /** The first non-internal IPv4 address of this host, else loopback. */
@@ -97,7 +97,10 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const secrets = await SecretBox.fromKeyFile(join(c.dataDir, 'secret-key'));
   const user = await resolveRunAs(c.appUser, join(c.dataDir, 'home'), logger);
   // The app's user must reach its slug and virtualenv below the data dir (but not list it).
-  if (user) await chmod(c.dataDir, 0o711);
+  if (user) {
+    await chmod(c.dataDir, 0o711);
+    await assertReachable(c.dataDir, user);
+  }
 
   const router = new Router({
     port: c.routerPort,

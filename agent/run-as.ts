@@ -3,7 +3,8 @@
  * runs as root: the `hangar` system user, created when missing.
  */
 import { execFile } from 'node:child_process';
-import { chown, mkdir } from 'node:fs/promises';
+import { chown, mkdir, stat } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { HangarError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -60,6 +61,30 @@ export async function resolveRunAs(name: string, home: string, logger: Logger): 
   await mkdir(home, { recursive: true, mode: 0o700 });
   await chown(home, uid, gid);
   return { name, uid, gid, home };
+}
+
+/**
+ * Checks that another user can reach `dir` (every ancestor searchable by others), so the app's
+ * user finds its slug and virtualenv below it.
+ *
+ * @throws HangarError `BAD_INPUT` naming the first directory in the way.
+ */
+export async function assertReachable(dir: string, user: RunAs): Promise<void> {
+  for (let current = resolve(dir); ; current = dirname(current)) {
+    const info = await stat(current);
+    const searchable =
+      (info.mode & 0o001) !== 0 ||
+      (info.uid === user.uid && (info.mode & 0o100) !== 0) ||
+      (info.gid === user.gid && (info.mode & 0o010) !== 0);
+    if (!searchable) {
+      throw new HangarError(
+        'BAD_INPUT',
+        `Apps run as the user ${user.name}, which cannot reach ${dir}: ${current} is closed to other users. ` +
+          `Use a data dir such as /var/lib/hangar-agent, or \`chmod o+x ${current}\`.`,
+      );
+    }
+    if (current === dirname(current)) return;
+  }
 }
 
 /** Gives `dir` and everything in it to `user`. */

@@ -4,7 +4,7 @@
  */
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { startAgent, type AgentConfig, type RunningAgent } from '../../agent/agent.js';
 import { HangarError } from '../../common/errors.js';
@@ -177,7 +177,8 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
   program
     .command('dev')
     .description('coordinator + agent in one process (embedded SQLite), for a laptop or a single server')
-    .option('--data-dir <dir>', 'where state lives', join(homedir(), '.hangar', 'dev'))
+    // As root, apps run as the hangar user, which cannot enter root's home.
+    .option('--data-dir <dir>', 'where state lives', process.getuid?.() === 0 ? '/var/lib/hangar-dev' : join(homedir(), '.hangar', 'dev'))
     .option('--http-port <port>', 'HTTP API port', '7080')
     .option('--grpc-port <port>', 'gRPC port', '7081')
     .option('--router-port <port>', 'port of the HTTP router', '8080')
@@ -186,6 +187,8 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
     .action(async (flags: CoordinatorFlags & { routerPort: string }) => {
       const logger = rootLogger(ctx);
       const dataDir = resolve(flags.dataDir);
+      // Searchable, not listable: apps running as the hangar user reach their files below it.
+      await mkdir(dataDir, { recursive: true, mode: 0o711 });
       let coordinator: RunningCoordinator | null = null;
       let agent: RunningAgent | null = null;
       try {
