@@ -219,7 +219,11 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
         const existing = await readCredentials(credsPath).catch(() => null);
         const loggedIn = !existing || existing.url === coordinator.url;
         if (loggedIn) {
-          await writeCredentials(credsPath, { url: coordinator.url, token: coordinator.adminToken }, { ownDirectory: true });
+          await writeCredentials(
+            credsPath,
+            { url: coordinator.url, token: coordinator.adminToken },
+            { ownDirectory: !ctx.io.env.HANGAR_CREDENTIALS },
+          );
         }
         const routerPort = agent.routerPort;
         ctx.out(
