@@ -211,6 +211,8 @@ export class Store {
     this.#db.pragma('synchronous = NORMAL');
     this.#db.pragma('foreign_keys = ON');
     this.#db.pragma('busy_timeout = 5000');
+    // Overwritten and deleted cells are zeroed: no clear config value survives in free pages.
+    this.#db.pragma('secure_delete = ON');
     this.#migrate();
     this.#sealClearSecrets();
   }
