@@ -62,8 +62,21 @@ test(
 
     // A second release (config change) rolls out too, then nothing on disk holds the value in clear:
     // not the SQLite files, not the agent's cached desired state, not instance files, not the logs.
+    const psV1 = JSON.parse((await cluster.cli(['ps', '--json', '-a', 'vault'])).stdout) as { pid: number | null }[];
+    const v1Pid = psV1[0]?.pid;
+    assert.ok(v1Pid);
     const again = await cluster.cli(['config:set', 'OTHER=1', '-a', 'vault'], { timeoutMs: 120_000 });
     assert.equal(again.code, 0, again.stderr);
+    // Restart the agent once v1's process is gone (an agent leaves running apps, not half-stopped ones).
+    await waitFor('v1 to stop', () => {
+      try {
+        process.kill(v1Pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    await new Promise((r) => setTimeout(r, 500));
     await agent.close();
     cluster.agents.splice(0, 1);
     const restarted = await cluster.startAgent('agent-1');
