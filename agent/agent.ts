@@ -1,9 +1,11 @@
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { cpus, hostname, networkInterfaces, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { systemClock, type Clock, type ClockTimer } from '../common/clock.js';
 import { createLogger, type Logger } from '../common/logger.js';
+import { parseJoinToken } from '../common/join-token.js';
+import { SecretBox } from '../common/secret-box.js';
 import { HANGAR_VERSION } from '../common/version.js';
 import type { DesiredState__Output } from '../proto/loader.js';
 import { AddonManager } from './addons/addon-manager.js';
@@ -17,6 +19,7 @@ import { LogShipper } from './log-shipper.js';
 import { MetricsCollector } from './metrics-collector.js';
 import { Reconciler, instanceDirName } from './reconciler.js';
 import { Router } from './router.js';
+import { assertReachable, resolveRunAs } from './run-as.js';
 import { TaskRunner } from './task-runner.js';
 
 /** The first non-internal IPv4 address of this host, else loopback. */
@@ -32,7 +35,7 @@ export const agentConfigSchema = z
   .object({
     /** `HOST:PORT` of the coordinator's gRPC server. */
     coordinator: z.string().regex(/^[^\s:]+:\d{1,5}$/, 'must be HOST:PORT'),
-    /** The join token from the coordinator's data dir. */
+    /** The join token from the coordinator's data dir: `hgr_join_<secret>.<CA fingerprint>`. */
     joinToken: z.string().min(8),
     /** Where builds, instances and the desired-state cache live. */
     dataDir: z.string().min(1),
@@ -65,6 +68,11 @@ export const agentConfigSchema = z
       .int()
       .min(1024 * 1024)
       .default(256 * 1024 * 1024),
+    /** System user apps, release phases and builds run as when the agent runs as root (created if missing). Default `hangar`. */
+    appUser: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_-]{0,31}$/)
+      .default('hangar'),
   })
   .strict();
 
@@ -95,8 +103,17 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const c = agentConfigSchema.parse(config);
   const clock = deps.clock ?? systemClock;
   const logger = (deps.logger ?? createLogger()).child({ component: 'agent', agent: c.name });
+  const joinToken = parseJoinToken(c.joinToken);
   await mkdir(c.dataDir, { recursive: true, mode: 0o700 });
   const cachePath = join(c.dataDir, 'desired-state.json');
+  // The cached desired state holds config values: sealed with this agent's own key.
+  const secrets = await SecretBox.fromKeyFile(join(c.dataDir, 'secret-key'));
+  const user = await resolveRunAs(c.appUser, join(c.dataDir, 'home'), logger);
+  // The app's user must reach its slug and virtualenv below the data dir (but not list it).
+  if (user) {
+    await chmod(c.dataDir, 0o711);
+    await assertReachable(c.dataDir, user);
+  }
 
   let link: CoordinatorLink | null = null;
   const instancesDir = join(c.dataDir, 'instances');
@@ -161,7 +178,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   });
   // Builds of one virtualenv are shared between the instances and tasks that need it at once.
   const venvBuilds = new VenvBuilds();
-  const build = (options: BuildOptions) => buildRelease({ ...options, venvBuilds });
+  const build = (options: BuildOptions) => buildRelease({ ...options, venvBuilds, user });
   let appliedGeneration = 0;
   const sendHeartbeat = () =>
     link?.send({
@@ -176,6 +193,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     buildDataDir: c.dataDir,
     ...(c.python ? { python: c.python } : {}),
     ...(deps.backoff ? { backoff: deps.backoff } : {}),
+    ...(user ? { uid: user.uid, gid: user.gid } : {}),
     settleMs: c.settleMs,
     clock,
     logger,
@@ -201,6 +219,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     build,
     buildDataDir: c.dataDir,
     ...(c.python ? { python: c.python } : {}),
+    user,
     logger,
     onLine: (l) => {
       const app = taskApps.get(l.taskId);
@@ -216,7 +235,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     cacheWrite = cacheWrite
       .then(async () => {
         const tmp = `${cachePath}.tmp`;
-        await writeFile(tmp, JSON.stringify(state), { mode: 0o600 });
+        await writeFile(tmp, secrets.seal(JSON.stringify(state)), { mode: 0o600 });
         await rename(tmp, cachePath);
       })
       .catch((err: unknown) => logger.error({ err }, 'could not cache desired state'));
@@ -243,7 +262,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   // An agent restart keeps apps running: adopt what the cached state says should run.
   let cached: DesiredState__Output | null = null;
   try {
-    cached = JSON.parse(await readFile(cachePath, 'utf8')) as DesiredState__Output;
+    cached = JSON.parse(secrets.open(await readFile(cachePath, 'utf8'))) as DesiredState__Output;
   } catch {
     cached = null;
   }
@@ -271,7 +290,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   };
   link = new CoordinatorLink({
     address: c.coordinator,
-    joinToken: c.joinToken,
+    joinToken,
+    identityPath: join(c.dataDir, 'credential.json'),
     name: c.name,
     clock,
     logger,
@@ -299,7 +319,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     onAddonJob: (job) => void addons.runJob(job).then((result) => link?.send({ addonJobResult: result })),
   });
   link.start();
-  logger.info({ routerPort, coordinator: c.coordinator, advertise: c.advertise }, 'agent started');
+  logger.info({ routerPort, coordinator: c.coordinator, advertise: c.advertise, appUser: user?.name ?? null }, 'agent started');
 
   let closing: Promise<void> | null = null;
   return {

@@ -9,12 +9,13 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
 import { HangarError, describeError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { chownTree, type RunAs } from './run-as.js';
 import { unpackSlug } from './slug-unpack.js';
 
 /** Lines of output kept to explain a failed step. */
@@ -55,6 +56,11 @@ export interface BuildOptions {
    * it, concurrent builds still never corrupt each other: they wait on a lock directory instead.
    */
   venvBuilds?: VenvBuilds;
+  /**
+   * Unprivileged user of the app (when the agent is root): build steps run as it and the slug and
+   * virtualenv belong to it. Default: this process's user.
+   */
+  user?: RunAs | null;
 }
 
 /** A built release, ready to run. */
@@ -115,7 +121,8 @@ export async function buildRelease(options: BuildOptions): Promise<BuildResult> 
   const logger = options.logger.child({ component: 'builder', artifact: sha256.slice(0, 12) });
   const emit = (line: string, stream: 'stdout' | 'stderr' = 'stdout'): void => options.onOutput?.(line, stream);
   const python = options.python ?? defaultPython();
-  const baseEnv = buildEnv(options.env);
+  const user = options.user ?? null;
+  const baseEnv = buildEnv({ ...(user ? { HOME: user.home, USER: user.name, LOGNAME: user.name } : {}), ...options.env });
   const started = Date.now();
 
   emit('-----> Unpacking');
@@ -126,6 +133,7 @@ export async function buildRelease(options: BuildOptions): Promise<BuildResult> 
     maxBytes: options.maxBytes,
     signal,
   });
+  if (user && !slug.reused) await chownTree(slug.appDir, user);
   emit(
     slug.reused
       ? `${INDENT}Using the slug unpacked by an earlier build`
@@ -139,7 +147,11 @@ export async function buildRelease(options: BuildOptions): Promise<BuildResult> 
     .digest('hex')
     .slice(0, 32);
   const venvDir = join(dataDir, 'venvs', key);
-  const step: StepContext = { env: baseEnv, cwd: slug.appDir, signal, emit, tail: [] };
+  const step: StepContext = { env: baseEnv, cwd: slug.appDir, signal, emit, tail: [], user };
+  if (user) {
+    await mkdir(join(dataDir, 'venvs'), { recursive: true });
+    await chown(join(dataDir, 'venvs'), user.uid, user.gid);
+  }
 
   let cached: boolean;
   if (await isFile(join(venvDir, '.complete'))) {
@@ -167,6 +179,7 @@ export async function buildRelease(options: BuildOptions): Promise<BuildResult> 
       PATH: `${join(venvDir, 'bin')}:${baseEnv.PATH ?? '/usr/local/bin:/usr/bin:/bin'}`,
       VIRTUAL_ENV: venvDir,
       PYTHONUNBUFFERED: '1',
+      ...(user ? { HOME: user.home } : {}),
     },
   };
 }
@@ -301,6 +314,8 @@ interface StepContext {
   tail: string[];
   /** Keep the output out of the build log (still kept in `tail`). */
   quiet?: boolean;
+  /** Run as this user instead of this process's. */
+  user: RunAs | null;
 }
 
 /**
@@ -319,6 +334,7 @@ function runStep(what: string, command: string, args: string[], ctx: StepContext
       cwd: ctx.cwd,
       env: ctx.env,
       detached: true,
+      ...(ctx.user ? { uid: ctx.user.uid, gid: ctx.user.gid } : {}),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let killTimer: NodeJS.Timeout | undefined;
@@ -384,7 +400,7 @@ function runStep(what: string, command: string, args: string[], ctx: StepContext
 
 /** The interpreter's version (`3.11.2`); fails the build when it cannot be run. */
 async function pythonVersion(python: string, env: Record<string, string>, cwd: string, signal: AbortSignal | undefined): Promise<string> {
-  const ctx: StepContext = { env, cwd, signal, emit: () => undefined, tail: [], quiet: true };
+  const ctx: StepContext = { env, cwd, signal, emit: () => undefined, tail: [], quiet: true, user: null };
   let version = '';
   await runStep('find the Python version', python, ['-c', 'import sys; print("%d.%d.%d" % sys.version_info[:3])'], {
     ...ctx,

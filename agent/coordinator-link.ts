@@ -1,6 +1,8 @@
 import { Readable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import type { Clock, ClockTimer } from '../common/clock.js';
+import { describeError, isHangarError } from '../common/errors.js';
+import { COORDINATOR_TLS_NAME, type JoinToken } from '../common/join-token.js';
 import type { Logger } from '../common/logger.js';
 import {
   AGENT_METADATA_KEY,
@@ -12,13 +14,18 @@ import {
   type ArtifactChunk__Output,
   type CoordinatorMessage__Output,
   type DesiredState__Output,
+  type JoinResponse__Output,
 } from '../proto/loader.js';
+import { fetchPinnedCa, readIdentity, writeIdentity, type AgentIdentity } from './agent-identity.js';
 
 /** Options of {@link CoordinatorLink}. */
 export interface CoordinatorLinkOptions {
   /** `HOST:PORT` of the coordinator's gRPC server. */
   address: string;
-  joinToken: string;
+  /** The join token: its secret joins once, its fingerprint pins the coordinator's CA. */
+  joinToken: JoinToken;
+  /** Where the CA and this agent's credential are kept after joining (mode 0600). */
+  identityPath: string;
   /** This agent's name. */
   name: string;
   /** Builds the hello sent on every (re)connect: identity, capacity, what runs now. */
@@ -31,6 +38,8 @@ export interface CoordinatorLinkOptions {
   onDisconnected?: () => void;
   /** The coordinator stored every log line up to `seq` of spool `epoch`. */
   onLogAck?: (seq: number, epoch: string) => void;
+  /** The coordinator refused this agent (wrong join token, another CA, revoked credential). */
+  onRefused?: (message: string) => void;
   clock: Clock;
   logger: Logger;
   /** First reconnect delay, ms. Default 500; doubles up to `maxBackoffMs`, with jitter. */
@@ -39,16 +48,29 @@ export interface CoordinatorLinkOptions {
   maxBackoffMs?: number;
 }
 
-export type LinkState = 'idle' | 'connecting' | 'connected' | 'closed';
+export type LinkState = 'idle' | 'joining' | 'connecting' | 'connected' | 'closed';
+
+const CHANNEL_OPTIONS = {
+  'grpc.keepalive_time_ms': 20_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.max_receive_message_length': 64 * 1024 * 1024,
+  // The server certificate names the coordinator, not the address agents dial; the pinned CA is the trust.
+  'grpc.ssl_target_name_override': COORDINATOR_TLS_NAME,
+  'grpc.default_authority': COORDINATOR_TLS_NAME,
+};
 
 /**
- * The agent's one long-lived bidirectional stream to the coordinator. Agents dial out; this
- * reconnects forever with exponential backoff and jitter until closed.
+ * The agent's one long-lived bidirectional stream to the coordinator, over TLS verified against
+ * the pinned CA. A new agent first joins (fetches the CA, checks its fingerprint, trades the join
+ * token for its own credential). Agents dial out; this reconnects forever with exponential
+ * backoff and jitter until closed.
  */
 export class CoordinatorLink {
   readonly #o: CoordinatorLinkOptions;
   readonly #logger: Logger;
-  readonly #client: AgentServiceClient;
+  #client: AgentServiceClient | null = null;
+  #identity: AgentIdentity | null = null;
   #state: LinkState = 'idle';
   #call: grpc.ClientDuplexStream<AgentMessage, CoordinatorMessage__Output> | null = null;
   #attempt = 0;
@@ -58,13 +80,11 @@ export class CoordinatorLink {
   constructor(options: CoordinatorLinkOptions) {
     this.#o = options;
     this.#logger = options.logger.child({ component: 'coordinator-link', coordinator: options.address });
+  }
+
+  static #clientFor(address: string, caPem: string): AgentServiceClient {
     const Service = loadProto().hangar.v1.AgentService;
-    this.#client = new Service(options.address, grpc.credentials.createInsecure(), {
-      'grpc.keepalive_time_ms': 20_000,
-      'grpc.keepalive_timeout_ms': 10_000,
-      'grpc.keepalive_permit_without_calls': 1,
-      'grpc.max_receive_message_length': 64 * 1024 * 1024,
-    });
+    return new Service(address, grpc.credentials.createSsl(Buffer.from(caPem)), CHANNEL_OPTIONS);
   }
 
   get state(): LinkState {
@@ -86,6 +106,7 @@ export class CoordinatorLink {
 
   /** Streams an artifact's bytes from the coordinator. */
   fetchArtifact(sha256: string): Readable {
+    if (!this.#client) throw new Error('not joined to the coordinator yet');
     const call = this.#client.FetchArtifact({ sha256 }, this.#metadata());
     return Readable.from(
       (async function* () {
@@ -102,18 +123,63 @@ export class CoordinatorLink {
     this.#call?.end();
     this.#call?.cancel();
     this.#call = null;
-    this.#client.close();
+    this.#client?.close();
   }
 
   #metadata(): grpc.Metadata {
     const md = new grpc.Metadata();
-    md.set(AUTH_METADATA_KEY, `Bearer ${this.#o.joinToken}`);
+    md.set(AUTH_METADATA_KEY, `Bearer ${this.#identity?.credential ?? ''}`);
     md.set(AGENT_METADATA_KEY, this.#o.name);
     return md;
   }
 
+  /** Loads the stored identity, or joins to get one; then makes the verifying client. */
+  async #ensureClient(): Promise<AgentServiceClient> {
+    if (this.#client) return this.#client;
+    const { joinToken, identityPath, address, name } = this.#o;
+    let identity = await readIdentity(identityPath);
+    if (identity && (identity.caFingerprint !== joinToken.caFingerprint || identity.name !== name)) identity = null;
+    if (!identity) {
+      this.#state = 'joining';
+      const caPem = await fetchPinnedCa(address, joinToken.caFingerprint);
+      const joiner = CoordinatorLink.#clientFor(address, caPem);
+      try {
+        const md = new grpc.Metadata();
+        md.set(AUTH_METADATA_KEY, `Bearer ${joinToken.secret}`);
+        const answer = await new Promise<JoinResponse__Output>((resolve, reject) => {
+          joiner.Join({ name }, md, { deadline: Date.now() + 15_000 }, (err, res) =>
+            err || !res ? reject(err ?? new Error('no answer')) : resolve(res),
+          );
+        });
+        identity = { name, caPem, caFingerprint: joinToken.caFingerprint, credential: answer.credential };
+        await writeIdentity(identityPath, identity);
+        this.#logger.info('joined the coordinator; credential stored');
+      } finally {
+        joiner.close();
+      }
+    }
+    this.#identity = identity;
+    this.#client = CoordinatorLink.#clientFor(address, identity.caPem);
+    return this.#client;
+  }
+
   #connect(): void {
     if (this.#state === 'closed') return;
+    if (!this.#client) {
+      this.#ensureClient().then(
+        () => this.#connect(),
+        (err: unknown) => {
+          if (this.#state === 'closed') return;
+          this.#state = 'connecting';
+          const code = (err as grpc.ServiceError).code;
+          const refused = code === grpc.status.UNAUTHENTICATED || code === grpc.status.INVALID_ARGUMENT || isHangarError(err, 'FORBIDDEN');
+          const details = (err as Partial<grpc.ServiceError>).details;
+          const reason = typeof details === 'string' && details ? details : describeError(err);
+          this.#scheduleReconnect(refused ? `could not join: ${reason}` : reason, refused ? grpc.status.UNAUTHENTICATED : code);
+        },
+      );
+      return;
+    }
     this.#state = 'connecting';
     const call = this.#client.Connect(this.#metadata());
     this.#call = call;
@@ -160,6 +226,7 @@ export class CoordinatorLink {
     this.#attempt++;
     if (code === grpc.status.UNAUTHENTICATED) {
       this.#logger.error({ retryInMs: delay }, `the coordinator refused this agent: ${reason}`);
+      this.#o.onRefused?.(reason);
     } else if (reason !== this.#lastError) {
       this.#logger.warn({ retryInMs: delay }, `lost the coordinator (${reason}); reconnecting`);
     }

@@ -6,6 +6,7 @@ import { HangarError, describeError, isHangarError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Task__Output } from '../proto/loader.js';
 import type { ArtifactStore } from './artifact-store.js';
+import type { RunAs } from './run-as.js';
 import type { BuildOptions, BuildResult } from './builder.js';
 import { markStaticDone, runDjangoBuild } from './django-build.js';
 
@@ -34,6 +35,8 @@ export interface TaskRunnerOptions {
   build: (options: BuildOptions) => Promise<BuildResult>;
   buildDataDir: string;
   python?: string;
+  /** Unprivileged user the release phase runs as (when the agent is root). Default: this process's user. */
+  user?: RunAs | null;
   /** Longest a release command may run, ms. Default 30 minutes. */
   releaseTimeoutMs?: number;
   onLine: (line: TaskLine) => void;
@@ -157,6 +160,7 @@ export class TaskRunner {
         cwd: build.appDir,
         env: { ...task.env, ...build.env },
         detached: true,
+        ...(this.#o.user ? { uid: this.#o.user.uid, gid: this.#o.user.gid } : {}),
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       const killGroup = () => {

@@ -21,6 +21,9 @@ import { pino } from 'pino';
 import { startCoordinator } from '../coordinator/coordinator.js';
 import { instanceKey } from '../coordinator/fleet.js';
 import { Store } from '../coordinator/store.js';
+import { fetchPinnedCa } from '../agent/agent-identity.js';
+import { COORDINATOR_TLS_NAME, parseJoinToken } from '../common/join-token.js';
+import { SecretBox } from '../common/secret-box.js';
 import { AGENT_METADATA_KEY, AUTH_METADATA_KEY, loadProto, type AgentMessage, type CoordinatorMessage__Output } from '../proto/loader.js';
 
 const HEARTBEAT_MS = 5000;
@@ -44,13 +47,28 @@ function instancesOf(i: number): { key: string; app: string; type: string; idx: 
 
 // ---------------------------------------------------------------- simulator (child process)
 
-function simulate(address: string, token: string): void {
+async function simulate(address: string, token: string): Promise<void> {
+  // Like a real agent: pin the coordinator's CA from the join token, join once per agent for a
+  // credential, then hold the TLS stream with it.
+  const joinToken = parseJoinToken(token);
+  const caPem = await fetchPinnedCa(address, joinToken.caFingerprint);
   const Service = loadProto().hangar.v1.AgentService;
-  const client = new Service(address, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
+  const client = new Service(address, grpc.credentials.createSsl(Buffer.from(caPem)), {
+    'grpc.max_receive_message_length': 64 * 1024 * 1024,
+    'grpc.ssl_target_name_override': COORDINATOR_TLS_NAME,
+    'grpc.default_authority': COORDINATOR_TLS_NAME,
+  });
   const timers: NodeJS.Timeout[] = [];
-  const start = (i: number) => {
+  const join = (name: string) =>
+    new Promise<string>((resolve, reject) => {
+      const md = new grpc.Metadata();
+      md.set(AUTH_METADATA_KEY, `Bearer ${joinToken.secret}`);
+      client.Join({ name }, md, (err, res) => (err || !res ? reject(err ?? new Error('no answer')) : resolve(res.credential)));
+    });
+  const start = async (i: number) => {
+    const credential = await join(agentName(i));
     const md = new grpc.Metadata();
-    md.set(AUTH_METADATA_KEY, `Bearer ${token}`);
+    md.set(AUTH_METADATA_KEY, `Bearer ${credential}`);
     md.set(AGENT_METADATA_KEY, agentName(i));
     const call = client.Connect(md);
     let generation = 0;
@@ -108,7 +126,11 @@ function simulate(address: string, token: string): void {
   };
   process.on('message', (msg: { start: number[] }) => {
     // Connect at ~100 agents/s per simulator, like a fleet reconnecting with jitter.
-    msg.start.forEach((i, n) => setTimeout(() => start(i), n * 10));
+    msg.start.forEach((i, n) =>
+      setTimeout(() => {
+        start(i).catch((err: unknown) => console.error(`simulated agent ${i} could not join: ${String(err)}`));
+      }, n * 10),
+    );
   });
   process.on('disconnect', () => {
     for (const t of timers) clearTimeout(t);
@@ -139,7 +161,7 @@ async function main(): Promise<void> {
 
   const dir = await mkdtemp(join(tmpdir(), 'hangar-bench-fleet-'));
   // The fleet as it would be in the database: apps, a release each, 3 instances per agent.
-  const seed = new Store({ path: join(dir, 'hangar.db') });
+  const seed = new Store({ path: join(dir, 'hangar.db'), secrets: await SecretBox.fromKeyFile(join(dir, 'secret-key')) });
   const now = Date.now();
   seed.transaction(() => {
     for (let a = 0; a < APPS; a++) {
@@ -281,8 +303,12 @@ async function main(): Promise<void> {
   console.log(`agents held at p99 heartbeat handling < 50 ms: ${best}`);
 }
 
-if (process.argv[2] === '--simulate') simulate(process.argv[3] ?? '', process.argv[4] ?? '');
-else
+if (process.argv[2] === '--simulate') {
+  simulate(process.argv[3] ?? '', process.argv[4] ?? '').catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+} else
   main().catch((err: unknown) => {
     console.error(err);
     process.exitCode = 1;

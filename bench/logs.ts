@@ -22,6 +22,7 @@ import { CoordinatorLink } from '../agent/coordinator-link.js';
 import { LogShipper } from '../agent/log-shipper.js';
 import type { LogStreamMessage } from '../common/api-types.js';
 import { systemClock } from '../common/clock.js';
+import { parseJoinToken } from '../common/join-token.js';
 import { startCoordinator } from '../coordinator/coordinator.js';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -90,7 +91,8 @@ function agent(): void {
   shipper.tail({ path: args.file ?? '', app: 'bench', source: 'web.1', stream: 'stdout' });
   link = new CoordinatorLink({
     address: args.coordinator ?? '',
-    joinToken: args.token ?? '',
+    joinToken: parseJoinToken(args.token ?? ''),
+    identityPath: join(args.dir ?? '', 'identity.json'),
     name: 'bench-agent',
     clock: systemClock,
     logger,

@@ -17,6 +17,7 @@ import type {
   AppMetricsView,
   AppView,
   AutoscaleView,
+  CreatedTokenView,
   DeployView,
   ErrorBody,
   ErrorGroupView,
@@ -25,6 +26,8 @@ import type {
   LogStreamMessage,
   PsRow,
   ReleaseView,
+  TokenScopeName,
+  TokenView,
 } from '../common/api-types.js';
 import { HangarError, type ErrorCode } from '../common/errors.js';
 
@@ -134,6 +137,26 @@ export class ApiClient {
   /** `GET /v1/agents`. */
   async listAgents(): Promise<AgentView[]> {
     return expectArray<AgentView>(await this.#call('GET', '/v1/agents'), 'agents');
+  }
+
+  /** `DELETE /v1/agents/:name`: revokes the agent's credential and moves its instances elsewhere. */
+  async removeAgent(name: string): Promise<string[]> {
+    return expectArray<string>(await this.#call('DELETE', `/v1/agents/${encodeURIComponent(name)}`), 'apps');
+  }
+
+  /** `GET /v1/tokens`. */
+  async listTokens(): Promise<TokenView[]> {
+    return expectArray<TokenView>(await this.#call('GET', '/v1/tokens'), 'tokens');
+  }
+
+  /** `POST /v1/tokens`: the answer holds the token itself, shown this once. */
+  async createToken(scope: TokenScopeName, name?: string): Promise<CreatedTokenView> {
+    return expectRecord<CreatedTokenView>(await this.#call('POST', '/v1/tokens', { json: { scope, ...(name ? { name } : {}) } }), 'token');
+  }
+
+  /** `DELETE /v1/tokens/:id`. */
+  async revokeToken(id: string): Promise<void> {
+    await this.#call('DELETE', `/v1/tokens/${encodeURIComponent(id)}`);
   }
 
   /** `GET /v1/apps`. */

@@ -19,6 +19,7 @@ import { registerMetricsCommands } from './commands/metrics.js';
 import { registerLogsCommands } from './commands/logs.js';
 import { registerPsCommands } from './commands/ps.js';
 import { registerReleasesCommands } from './commands/releases.js';
+import { registerTokensCommands } from './commands/tokens.js';
 
 export type { CliContext, CliIo } from './commands/context.js';
 
@@ -65,6 +66,7 @@ export function buildProgram(io: CliIo, extraCommands?: ExtraCommands, ctx: CliC
   registerMetricsCommands(program, ctx);
   registerAutoscaleCommands(program, ctx);
   registerLogsCommands(program, ctx);
+  registerTokensCommands(program, ctx);
   extraCommands?.(program, ctx);
   return program;
 }

@@ -38,6 +38,14 @@
  *   WS     /v1/apps/:app/logs/stream?n=&source=&since=&grep=   (Authorization header, no token in the URL)
  *                                                  server sends JSON text frames: {@link LogStreamMessage}
  *   GET    /v1/apps/:app/errors                    -> { errors: ErrorGroupView[] }  (last seen first)
+ *   GET    /v1/tokens                              -> { tokens: TokenView[] }            (admin)
+ *   POST   /v1/tokens { scope, name? }             -> 201 { token: CreatedTokenView }    (admin)
+ *   DELETE /v1/tokens/:id                          -> { ok: true }                       (admin)
+ *   DELETE /v1/agents/:name                        -> { ok: true, apps: string[] }       (admin)
+ *
+ * Scopes: a `read` token may GET (but not config values); `deploy` also deploys, changes config
+ * and formation, restarts and rolls back; `admin` also creates and destroys apps, manages tokens
+ * and removes agents. No token or a wrong one: 401 UNAUTHORIZED; too weak a scope: 403 FORBIDDEN.
  *
  * Errors: any 4xx/5xx has the body {@link ErrorBody}.
  */
@@ -333,4 +341,20 @@ export interface ErrorGroupView {
   release: string;
   /** Traceback of the last occurrence. */
   traceback: string;
+}
+
+/** Scope of an API token: each includes the ones before it. */
+export type TokenScopeName = 'read' | 'deploy' | 'admin';
+
+/** An API token as listed (never the token itself). */
+export interface TokenView {
+  id: string;
+  name: string;
+  scope: TokenScopeName;
+  createdAt: string;
+}
+
+/** A token just created: the only time the token itself is shown. */
+export interface CreatedTokenView extends TokenView {
+  token: string;
 }

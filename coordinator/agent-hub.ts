@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../common/logger.js';
 import {
@@ -20,6 +20,8 @@ import {
   type InstanceEvent__Output,
   type MetricsReport__Output,
   type LogBatch__Output,
+  type JoinRequest__Output,
+  type JoinResponse,
   type TaskOutput__Output,
 } from '../proto/loader.js';
 
@@ -44,14 +46,26 @@ export interface AgentHubEvents {
   onAddonJobResult?(agent: string, result: AddonJobResult__Output): void;
 }
 
+/** Where the hub keeps the agents' own credentials (the coordinator backs it with its store). */
+export interface AgentCredentials {
+  /** Makes (or replaces) the credential of `agent` and returns it; only its hash is kept. */
+  issue(agent: string): string;
+  /** True when `credential` is the current one of `agent`. */
+  verify(agent: string, credential: string): boolean;
+}
+
 /** Options of {@link AgentHub}. */
 export interface AgentHubOptions {
   /** Host to listen on. Default `0.0.0.0`. */
   host?: string;
   /** gRPC port; 0 picks a free one. */
   port: number;
-  /** Agents must present it (`authorization: Bearer TOKEN`). */
-  joinToken: string;
+  /** The secret part of the join token (`hgr_join_...`); `Join` checks it. */
+  joinSecret: string;
+  /** Certificate chain (server certificate, then the CA) and key the port serves TLS with. */
+  tls: { certChainPem: string; keyPem: string };
+  /** Per-agent credentials: issued at join, checked on every other call. */
+  credentials: AgentCredentials;
   /** Path of a stored artifact by sha256, or null when unknown. */
   artifactPath(sha256: string): string | null;
   /** How often agents send heartbeats, ms. Default 2000. */
@@ -75,6 +89,7 @@ interface Session {
   logEpoch: string;
 }
 
+/** An error a server call ends with: emit it on the call (`destroy` would not send the status). */
 function grpcError(code: grpc.status, details: string): Error {
   return Object.assign(new Error(details), { code, details });
 }
@@ -107,14 +122,17 @@ interface Http2SessionLike {
 }
 
 function tokenMatches(presented: string, expected: string): boolean {
-  const a = Buffer.from(presented);
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
+  const a = createHash('sha256').update(presented).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
 }
+
+const AGENT_NAME = /^[a-z0-9][a-z0-9.-]{0,62}$/i;
 
 /**
  * The coordinator's gRPC side: one long-lived `Connect` stream per agent and `FetchArtifact` for
- * release artifacts. Checks the join token on every call.
+ * release artifacts, over TLS. `Join` takes the join token and issues the agent its own
+ * credential; every other call must carry that credential.
  */
 export class AgentHub {
   readonly #options: AgentHubOptions;
@@ -135,10 +153,17 @@ export class AgentHub {
     const handlers: AgentServiceHandlers = {
       Connect: (call) => this.#onConnect(call),
       FetchArtifact: (call) => this.#onFetchArtifact(call),
+      Join: (call, callback) => this.#onJoin(call, callback),
     };
     server.addService(loadProto().hangar.v1.AgentService.service, handlers);
+    const { certChainPem, keyPem } = this.#options.tls;
+    const credentials = grpc.ServerCredentials.createSsl(
+      null,
+      [{ cert_chain: Buffer.from(certChainPem), private_key: Buffer.from(keyPem) }],
+      false,
+    );
     this.#port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(`${this.#options.host ?? '0.0.0.0'}:${this.#options.port}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
+      server.bindAsync(`${this.#options.host ?? '0.0.0.0'}:${this.#options.port}`, credentials, (err, port) =>
         err ? reject(err) : resolve(port),
       );
     });
@@ -177,6 +202,16 @@ export class AgentHub {
     return true;
   }
 
+  /** Ends the stream of `agent` (e.g. after its credential was revoked); false when not connected. */
+  disconnect(agent: string): boolean {
+    const session = this.#sessions.get(agent);
+    if (!session) return false;
+    this.#sessions.delete(agent);
+    session.call.emit('error', grpcError(grpc.status.UNAUTHENTICATED, 'This agent was removed from the coordinator.'));
+    this.#options.events.onDisconnect(agent);
+    return true;
+  }
+
   /** Stops serving: open streams are cancelled. Idempotent. */
   async close(): Promise<void> {
     const server = this.#server;
@@ -196,19 +231,50 @@ export class AgentHub {
     });
   }
 
+  /** The agent's name when the call carries its current credential, else null. */
   #authenticate(metadata: grpc.Metadata): string | null {
-    const auth = String(metadata.get(AUTH_METADATA_KEY)[0] ?? '');
-    const presented = auth.startsWith('Bearer ') ? auth.slice('Bearer '.length) : '';
-    if (!tokenMatches(presented, this.#options.joinToken)) return null;
+    const presented = bearer(metadata);
     const name = String(metadata.get(AGENT_METADATA_KEY)[0] ?? '');
-    return name;
+    if (!presented || !AGENT_NAME.test(name)) return null;
+    return this.#options.credentials.verify(name, presented) ? name : null;
+  }
+
+  #onJoin(call: grpc.ServerUnaryCall<JoinRequest__Output, JoinResponse>, callback: grpc.sendUnaryData<JoinResponse>): void {
+    if (!tokenMatches(bearer(call.metadata), this.#options.joinSecret)) {
+      this.#logger.warn({ peer: call.getPeer() }, 'an agent presented a wrong join token; refused');
+      callback(
+        grpcError(grpc.status.UNAUTHENTICATED, 'The join token is wrong: copy it whole from the coordinator data dir (join-token).'),
+      );
+      return;
+    }
+    const name = call.request.name;
+    if (!AGENT_NAME.test(name)) {
+      callback(
+        grpcError(grpc.status.INVALID_ARGUMENT, `Agent name "${name.slice(0, 80)}" is not valid: use letters, digits, dots and dashes.`),
+      );
+      return;
+    }
+    try {
+      const credential = this.#options.credentials.issue(name);
+      this.#logger.info({ agent: name, peer: call.getPeer() }, 'agent joined');
+      callback(null, { agentId: name, credential });
+    } catch (err) {
+      this.#logger.error({ err, agent: name }, 'could not issue an agent credential');
+      callback(grpcError(grpc.status.INTERNAL, 'The coordinator could not register this agent; its log has the details.'));
+    }
   }
 
   #onConnect(call: grpc.ServerDuplexStream<AgentMessage__Output, CoordinatorMessage>): void {
     const name = this.#authenticate(call.metadata);
     if (name === null) {
-      this.#logger.warn({ peer: call.getPeer() }, 'agent presented a wrong join token; refused');
-      call.destroy(grpcError(grpc.status.UNAUTHENTICATED, 'The join token is wrong: copy it from the coordinator data dir (join-token).'));
+      this.#logger.warn({ peer: call.getPeer() }, 'agent presented no valid credential; refused');
+      call.emit(
+        'error',
+        grpcError(
+          grpc.status.UNAUTHENTICATED,
+          'This agent has no valid credential (it was removed, or joined another coordinator): delete DATA_DIR/credential.json and start it with a join token.',
+        ),
+      );
       return;
     }
     widenFlowControlWindow(call);
@@ -220,7 +286,7 @@ export class AgentHub {
           return;
         }
         if (!session) {
-          call.destroy(grpcError(grpc.status.FAILED_PRECONDITION, 'Say hello first.'));
+          call.emit('error', grpcError(grpc.status.FAILED_PRECONDITION, 'Say hello first.'));
           return;
         }
         if (this.#options.onHandled) {
@@ -254,9 +320,13 @@ export class AgentHub {
   }
 
   #openSession(call: Session['call'], hello: Hello__Output, metadataName: string): Session {
-    const name = hello.name || metadataName;
-    if (!/^[a-z0-9][a-z0-9.-]{0,62}$/i.test(name)) {
-      call.destroy(grpcError(grpc.status.INVALID_ARGUMENT, `Agent name "${name}" is not valid: use letters, digits, dots and dashes.`));
+    // The credential names the agent: a hello cannot speak for another one.
+    const name = metadataName;
+    if (!AGENT_NAME.test(name)) {
+      call.emit(
+        'error',
+        grpcError(grpc.status.INVALID_ARGUMENT, `Agent name "${name}" is not valid: use letters, digits, dots and dashes.`),
+      );
       throw new Error(`bad agent name ${name}`);
     }
     const previous = this.#sessions.get(name);
@@ -329,13 +399,13 @@ export class AgentHub {
 
   #onFetchArtifact(call: grpc.ServerWritableStream<FetchArtifactRequest__Output, ArtifactChunk>): void {
     if (this.#authenticate(call.metadata) === null) {
-      call.destroy(grpcError(grpc.status.UNAUTHENTICATED, 'The join token is wrong.'));
+      call.emit('error', grpcError(grpc.status.UNAUTHENTICATED, 'This agent has no valid credential.'));
       return;
     }
     const sha = call.request.sha256;
     const path = /^[0-9a-f]{64}$/.test(sha) ? this.#options.artifactPath(sha) : null;
     if (!path) {
-      call.destroy(grpcError(grpc.status.NOT_FOUND, `No artifact ${sha}.`));
+      call.emit('error', grpcError(grpc.status.NOT_FOUND, `No artifact ${sha}.`));
       return;
     }
     const stream = createReadStream(path, { highWaterMark: 256 * 1024 });
@@ -348,10 +418,15 @@ export class AgentHub {
     stream.on('end', () => call.end());
     stream.on('error', (err) => {
       this.#logger.error({ err, sha }, 'failed to read an artifact');
-      call.destroy(grpcError(grpc.status.INTERNAL, 'Failed to read the artifact.'));
+      call.emit('error', grpcError(grpc.status.INTERNAL, 'Failed to read the artifact.'));
     });
     call.on('cancelled', () => stream.destroy());
   }
+}
+
+function bearer(metadata: grpc.Metadata): string {
+  const auth = String(metadata.get(AUTH_METADATA_KEY)[0] ?? '');
+  return auth.startsWith('Bearer ') ? auth.slice('Bearer '.length) : '';
 }
 
 export type { Heartbeat__Output, Hello__Output, InstanceEvent__Output, TaskOutput__Output };

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -18,6 +18,8 @@ import { runnableTypes, type Fleet } from './fleet.js';
 import type { LogHub } from './log-hub.js';
 import { registerLogRoutes } from './log-routes.js';
 import type { LogStore } from './log-store.js';
+import { registerAuth, type Authenticator } from './auth.js';
+import { registerSecurityRoutes, type SecurityRoutesOptions } from './security-routes.js';
 import type { Rollouts } from './rollout.js';
 import { inspectSource } from './source-inspector.js';
 import type { AppRow, ReleaseRow, Store } from './store.js';
@@ -35,7 +37,10 @@ export interface ApiOptions {
   addons?: Addons;
   clock: Clock;
   logger: Logger;
-  adminToken: string;
+  /** Checks API tokens; {@link registerAuth} hooks it onto every route. */
+  auth: Authenticator;
+  /** Revokes an agent and drops its placements (`DELETE /v1/agents/:name`). */
+  removeAgent: SecurityRoutesOptions['removeAgent'];
   /** Where uploaded artifacts are kept (`<dir>/<sha256>.tar.gz`). */
   artifactDir: string;
   /** Largest accepted upload, bytes. Default 512 MiB. */
@@ -49,6 +54,8 @@ export interface ApiOptions {
   logs: LogStore;
   /** Live log fan-out. */
   logHub: LogHub;
+  /** Serve HTTPS with this certificate and key (PEM). Default: plain HTTP. */
+  https?: { cert: Buffer; key: Buffer };
 }
 
 const appParams = z.object({ app: appNameSchema }).strict();
@@ -76,12 +83,6 @@ const restartBody = z
 const destroyQuery = z.object({ confirm: z.string().optional() }).strict();
 const afterQuery = z.object({ after: z.coerce.number().int().min(0).default(0) }).strict();
 
-function tokenMatches(presented: string, expected: string): boolean {
-  const a = createHash('sha256').update(presented).digest();
-  const b = createHash('sha256').update(expected).digest();
-  return timingSafeEqual(a, b);
-}
-
 function errorBody(code: string, message: string, details?: unknown): ErrorBody {
   return details === undefined ? { code, message } : { code, message, details };
 }
@@ -97,6 +98,7 @@ export function buildApi(o: ApiOptions) {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
+    ...(o.https ? { https: o.https } : {}),
   });
 
   app.addContentTypeParser(
@@ -104,17 +106,13 @@ export function buildApi(o: ApiOptions) {
     (_request, payload, done) => done(null, payload),
   );
 
-  app.addHook('onRequest', async (request) => {
-    const path = request.url.split('?')[0] ?? '';
-    if (path === '/v1/health' || !path.startsWith('/v1/')) return;
-    const header = request.headers.authorization ?? '';
-    const token = header.startsWith('Bearer ') ? header.slice('Bearer '.length) : '';
-    if (!token || !tokenMatches(token, o.adminToken)) {
-      throw new HangarError('UNAUTHORIZED', 'Missing or wrong API token: set HANGAR_TOKEN or run `hangar login --url URL --token TOKEN`.');
-    }
-  });
+  registerAuth(app, o.auth);
+  registerSecurityRoutes(app, { store: o.store, auth: o.auth, logger, removeAgent: o.removeAgent });
+  const admin = { config: { scope: 'admin' as const } };
 
   app.setErrorHandler((err: FastifyError | HangarError | Error, request, reply) => {
+    // A refused upload leaves its body unread: the connection cannot carry another request.
+    if (!request.raw.complete) void reply.header('connection', 'close');
     if (isHangarError(err)) {
       const status = httpStatusFor(err.code);
       if (status >= 500) logger.error({ err, url: request.url }, err.message);
@@ -166,13 +164,13 @@ export function buildApi(o: ApiOptions) {
     return release;
   };
 
-  app.get('/v1/health', async () => ({ ok: true, version: o.version }));
+  app.get('/v1/health', { config: { scope: 'none' } }, async () => ({ ok: true, version: o.version }));
 
   app.get('/v1/agents', async () => ({ agents: o.fleet.agentViews() }));
 
   app.get('/v1/apps', async () => ({ apps: o.store.listApps().map(appView) }));
 
-  app.post('/v1/apps', async (request, reply) => {
+  app.post('/v1/apps', admin, async (request, reply) => {
     const { name } = parseInput(createAppBody, request.body ?? {}, 'app');
     const row = o.store.transaction(() => {
       const created = o.store.createApp(name, o.clock.now());
@@ -189,7 +187,7 @@ export function buildApi(o: ApiOptions) {
     return { app: appView(o.store.requireApp(name)) };
   });
 
-  app.delete('/v1/apps/:app', async (request) => {
+  app.delete('/v1/apps/:app', admin, async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     const { confirm } = parseInput(destroyQuery, request.query, 'query');
     o.store.requireApp(name);
@@ -203,7 +201,8 @@ export function buildApi(o: ApiOptions) {
     return { ok: true };
   });
 
-  app.get('/v1/apps/:app/config', async (request) => {
+  // Config values are secrets: reading them takes a deploy token.
+  app.get('/v1/apps/:app/config', { config: { scope: 'deploy' } }, async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     o.store.requireApp(name);
     return { config: o.store.getConfig(name) };
@@ -237,7 +236,7 @@ export function buildApi(o: ApiOptions) {
         appJson: current.appJson,
         config,
         description,
-        createdBy: 'admin',
+        createdBy: request.caller?.name ?? 'admin',
       });
       return { config, release: releaseView(release, row.currentRelease), deploy: o.rollouts.view(deploy.id, name, 0) };
     });
@@ -273,7 +272,7 @@ export function buildApi(o: ApiOptions) {
         procfile: info.procfile,
         appJson: info.appJson,
         description: `Deploy ${sha256.slice(0, 7)}`,
-        createdBy: 'admin',
+        createdBy: request.caller?.name ?? 'admin',
       });
       return reply.status(202).send({ deploy: o.rollouts.view(deploy.id, name, 0) });
     } finally {
@@ -323,7 +322,7 @@ export function buildApi(o: ApiOptions) {
         appJson: target.appJson,
         config: target.config,
         description: `Rollback to v${target.version}`,
-        createdBy: 'admin',
+        createdBy: request.caller?.name ?? 'admin',
         runReleasePhase: false,
       });
       return { release: releaseView(started.release, current.version), deploy: o.rollouts.view(started.deploy.id, name, 0) };
@@ -383,7 +382,7 @@ export function buildApi(o: ApiOptions) {
 
   if (o.addons) registerAddonRoutes(app, { addons: o.addons, rollouts: o.rollouts, logger });
   for (const register of o.routes ?? []) register(app);
-  registerLogRoutes(app, { store: o.store, logs: o.logs, hub: o.logHub, adminToken: o.adminToken, clock: o.clock, logger });
+  registerLogRoutes(app, { store: o.store, logs: o.logs, hub: o.logHub, auth: o.auth, clock: o.clock, logger });
 
   return app;
 }

@@ -1,9 +1,11 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { systemClock, type Clock } from '../common/clock.js';
 import { createLogger, type Logger } from '../common/logger.js';
+import { formatJoinToken, parseJoinToken } from '../common/join-token.js';
+import { SecretBox } from '../common/secret-box.js';
 import { HANGAR_VERSION } from '../common/version.js';
 import { Addons } from './addons.js';
 import type { AgentMessage__Output } from '../proto/loader.js';
@@ -11,6 +13,8 @@ import { AgentHub } from './agent-hub.js';
 import { buildApi } from './api.js';
 import { AutoscaleStore, type AutoscaleDecision } from './autoscale-store.js';
 import { Autoscaler } from './autoscaler.js';
+import { Authenticator, hashToken } from './auth.js';
+import { ensureCoordinatorTls } from './certificate-authority.js';
 import { Fleet } from './fleet.js';
 import { registerMetricsRoutes } from './metrics-api.js';
 import { MetricsStore } from './metrics-store.js';
@@ -84,8 +88,13 @@ export const coordinatorConfigSchema = z
       .int()
       .positive()
       .default(1024 * 1024 * 1024),
+    /** PEM certificate (chain) file: the HTTP API serves HTTPS with it and `tlsKey`. Default: plain HTTP. */
+    tlsCert: z.string().min(1).optional(),
+    /** PEM private key file of `tlsCert`. */
+    tlsKey: z.string().min(1).optional(),
   })
-  .strict();
+  .strict()
+  .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), 'give both tlsCert and tlsKey, or neither');
 
 export type CoordinatorConfig = z.input<typeof coordinatorConfigSchema>;
 
@@ -107,6 +116,8 @@ export interface RunningCoordinator {
   grpcPort: number;
   /** `HOST:PORT` agents dial. */
   grpcAddress: string;
+  /** Lowercase hex SHA-256 of the CA certificate agents pin (also the join token's suffix). */
+  caFingerprint: string;
   adminToken: string;
   joinToken: string;
   close(): Promise<void>;
@@ -125,6 +136,29 @@ async function ensureToken(path: string, prefix: string): Promise<string> {
 }
 
 /**
+ * Reads the join token file, or writes it (mode 0600): `hgr_join_<secret>.<CA fingerprint>`. A
+ * token of an older format, or of another CA, keeps its secret and gets the current fingerprint.
+ */
+async function ensureJoinToken(path: string, caFingerprint: string): Promise<string> {
+  let secret: string | null = null;
+  try {
+    const text = (await readFile(path, 'utf8')).trim();
+    secret = /^hgr_join_[A-Za-z0-9_-]{16,128}$/.test(text) ? text : parseJoinToken(text).secret;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && (err as { code?: string }).code !== 'BAD_INPUT') throw err;
+  }
+  secret ??= `hgr_join_${randomBytes(24).toString('base64url')}`;
+  const token = formatJoinToken({ secret, caFingerprint });
+  const current = await readFile(path, 'utf8').catch(() => '');
+  if (current.trim() !== token) {
+    await writeFile(`${path}.tmp`, `${token}\n`, { mode: 0o600 });
+    await rename(`${path}.tmp`, path);
+  }
+  await chmod(path, 0o600);
+  return token;
+}
+
+/**
  * Starts a coordinator: SQLite store, gRPC server for agents, HTTP API. The first start writes
  * `admin-token` and `join-token` (mode 0600) into the data dir.
  */
@@ -136,9 +170,14 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   const artifactDir = join(c.dataDir, 'artifacts');
   await mkdir(artifactDir, { recursive: true, mode: 0o700 });
   const adminToken = await ensureToken(join(c.dataDir, 'admin-token'), 'hgr_admin');
-  const joinToken = await ensureToken(join(c.dataDir, 'join-token'), 'hgr_join');
+  const tls = await ensureCoordinatorTls(c.dataDir);
+  const joinToken = await ensureJoinToken(join(c.dataDir, 'join-token'), tls.caFingerprint);
+  const secrets = await SecretBox.fromKeyFile(join(c.dataDir, 'secret-key'));
+  const httpsOptions = c.tlsCert && c.tlsKey ? { cert: await readFile(c.tlsCert), key: await readFile(c.tlsKey) } : null;
 
-  const store = new Store({ path: join(c.dataDir, 'hangar.db') });
+  const store = new Store({ path: join(c.dataDir, 'hangar.db'), secrets });
+  const auth = new Authenticator({ store, clock });
+  auth.seed(adminToken, 'admin', 'admin', 'admin_token_seeded');
   const metrics = new MetricsStore({ store, clock, logger, rawRetentionMs: c.metricsRawRetentionMs });
   const logs = new LogStore({
     path: join(c.dataDir, 'hangar.db'),
@@ -168,7 +207,20 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   const hub = new AgentHub({
     host: c.grpcHost,
     port: c.grpcPort,
-    joinToken,
+    joinSecret: parseJoinToken(joinToken).secret,
+    tls: { certChainPem: tls.certChainPem, keyPem: tls.keyPem },
+    credentials: {
+      issue: (agent) => {
+        const credential = `hgr_agent_${randomBytes(32).toString('base64url')}`;
+        store.setAgentCredential(agent, hashToken(credential), clock.now());
+        return credential;
+      },
+      verify: (agent, credential) => {
+        const stored = store.getAgentCredentialHash(agent);
+        if (stored === null) return false;
+        return timingSafeEqual(Buffer.from(stored, 'hex'), Buffer.from(hashToken(credential), 'hex'));
+      },
+    },
     heartbeatIntervalMs: c.heartbeatIntervalMs,
     metricsIntervalMs: c.metricsIntervalMs,
     ...(deps.onAgentMessageHandled ? { onHandled: deps.onAgentMessageHandled } : {}),
@@ -264,14 +316,22 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     addons,
     clock,
     logger,
-    adminToken,
+    auth,
+    removeAgent: (name) => {
+      const known = store.getAgent(name) !== null || store.getAgentCredentialHash(name) !== null;
+      if (!known) return { removed: false, apps: [] };
+      const apps = store.transaction(() => store.removeAgent(name));
+      hub.disconnect(name);
+      for (const app of apps) fleet?.reconcileFormation(app);
+      fleet?.requestSync();
+      return { removed: true, apps };
+    },
+    ...(httpsOptions ? { https: httpsOptions } : {}),
     artifactDir,
     maxUploadBytes: c.maxUploadBytes,
     version: HANGAR_VERSION,
     webPort: c.webPort,
-    routes: [
-      (server) => registerMetricsRoutes(server, { store, fleet, metrics, exporter, policies, autoscaler, adminToken, clock, logger }),
-    ],
+    routes: [(server) => registerMetricsRoutes(server, { store, fleet, metrics, exporter, policies, autoscaler, auth, clock, logger })],
     logs,
     logHub,
   });
@@ -315,12 +375,13 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
 
   let closed: Promise<void> | null = null;
   return {
-    url: `http://${localHost(c.httpHost)}:${httpPort}`,
+    url: `${httpsOptions ? 'https' : 'http'}://${localHost(c.httpHost)}:${httpPort}`,
     httpPort,
     grpcPort,
     grpcAddress: `${localHost(c.grpcHost)}:${grpcPort}`,
     adminToken,
     joinToken,
+    caFingerprint: tls.caFingerprint,
     close() {
       closed ??= (async () => {
         clearInterval(loop);

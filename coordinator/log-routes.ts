@@ -1,10 +1,10 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { Clock } from '../common/clock.js';
 import type { Logger } from '../common/logger.js';
 import { appNameSchema } from '../common/names.js';
+import { authorizeUpgrade, type Authenticator } from './auth.js';
 import type { LogHub } from './log-hub.js';
 import { parseLogQuery } from './log-query.js';
 import { logLineView, type LogStore } from './log-store.js';
@@ -17,20 +17,13 @@ export interface LogRoutesOptions {
   store: Store;
   logs: LogStore;
   hub: LogHub;
-  adminToken: string;
+  /** Checks API tokens (the stream needs a `read` token). */
+  auth: Authenticator;
   clock: Clock;
   logger: Logger;
 }
 
 const appParams = z.object({ app: appNameSchema }).strict();
-
-function bearerMatches(header: string | undefined, expected: string): boolean {
-  const token = header?.startsWith('Bearer ') ? header.slice('Bearer '.length) : '';
-  if (!token) return false;
-  const a = createHash('sha256').update(token).digest();
-  const b = createHash('sha256').update(expected).digest();
-  return timingSafeEqual(a, b);
-}
 
 /**
  * `GET /v1/apps/:app/logs`, `GET /v1/apps/:app/errors` and the websocket
@@ -54,7 +47,7 @@ export function registerLogRoutes(app: FastifyInstance<Server, IncomingMessage, 
     logs: o.logs,
     hub: o.hub,
     appExists: (name) => o.store.getApp(name) !== null,
-    authorized: (header) => bearerMatches(header, o.adminToken),
+    authorize: (request, socket) => authorizeUpgrade(o.auth, request, socket, 'read') !== null,
     clock: o.clock,
     logger: o.logger,
   });

@@ -6,6 +6,7 @@ import type { Clock } from '../common/clock.js';
 import { httpStatusFor, isHangarError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { appNameSchema } from '../common/names.js';
+import { selectWebsocketProtocol } from './auth.js';
 import type { LogHub } from './log-hub.js';
 import { parseLogQuery } from './log-query.js';
 import { logLineView, type LogStore, type StoredLogLine } from './log-store.js';
@@ -17,7 +18,8 @@ export interface LogStreamServerOptions {
   /** Whether the app exists. */
   appExists: (app: string) => boolean;
   /** Whether the `Authorization` header carries the admin token. */
-  authorized: (authorization: string | undefined) => boolean;
+  /** Checks the caller's token; when it refuses, it has answered the socket (401/403) itself. */
+  authorize: (request: IncomingMessage, socket: Duplex) => boolean;
   clock: Clock;
   logger: Logger;
   /** Above this many bytes waiting to go out to a client, its new lines are skipped (and counted). Default 1 MiB. */
@@ -38,7 +40,7 @@ const PATH = /^\/v1\/apps\/([^/]+)\/logs\/stream$/;
 export class LogStreamServer {
   readonly #o: LogStreamServerOptions;
   readonly #logger: Logger;
-  readonly #wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
+  readonly #wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024, handleProtocols: selectWebsocketProtocol });
   /** Lines of one batch share their read time: their ISO string is made once. */
   #lastTs = -1;
   #lastIso = '';
@@ -58,9 +60,7 @@ export class LogStreamServer {
     const url = new URL(request.url ?? '/', 'http://localhost');
     const match = PATH.exec(url.pathname);
     try {
-      if (!this.#o.authorized(request.headers.authorization)) {
-        return reject(socket, 401, 'UNAUTHORIZED', 'Missing or wrong API token: send Authorization: Bearer TOKEN.');
-      }
+      if (!this.#o.authorize(request, socket)) return;
       const app = appNameSchema.safeParse(decodeURIComponent(match?.[1] ?? ''));
       if (!app.success || !this.#o.appExists(app.data)) {
         return reject(socket, 404, 'APP_NOT_FOUND', `No app ${match?.[1] ?? ''}; see \`hangar apps\`.`);

@@ -5,7 +5,6 @@
  * Prometheus' `authorization` / `bearer_token_file` scrape setting): the series name every app
  * and instance of the fleet.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import type { AutoscaleView } from '../common/api-types.js';
 import type { Clock } from '../common/clock.js';
@@ -13,6 +12,7 @@ import { HangarError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { MAX_QUANTITY, appNameSchema, processTypeSchema } from '../common/names.js';
 import type { ApiServer } from './api.js';
+import type { Authenticator } from './auth.js';
 import type { AutoscaleStore } from './autoscale-store.js';
 import type { Autoscaler } from './autoscaler.js';
 import { runnableTypes, type Fleet } from './fleet.js';
@@ -29,7 +29,8 @@ export interface MetricsRoutesOptions {
   exporter: PrometheusExporter;
   policies: AutoscaleStore;
   autoscaler: Autoscaler;
-  adminToken: string;
+  /** Checks API tokens: `/metrics` takes any token of scope `read` or more. */
+  auth: Authenticator;
   clock: Clock;
   logger: Logger;
 }
@@ -63,12 +64,6 @@ const policyBody = z
   .refine((p) => p.min <= p.max, { message: 'min must not be above max', path: ['min'] })
   .refine((p) => p.p95Ms !== null || p.cpuPct !== null, { message: 'give a target: p95Ms and/or cpuPct', path: ['p95Ms'] });
 
-function tokenMatches(presented: string, expected: string): boolean {
-  const a = createHash('sha256').update(presented).digest();
-  const b = createHash('sha256').update(expected).digest();
-  return timingSafeEqual(a, b);
-}
-
 /** Adds the routes to the API server. */
 export function registerMetricsRoutes(app: ApiServer, o: MetricsRoutesOptions): void {
   const logger = o.logger.child({ component: 'metrics-api' });
@@ -96,11 +91,7 @@ export function registerMetricsRoutes(app: ApiServer, o: MetricsRoutesOptions): 
   };
 
   app.get('/metrics', async (request, reply) => {
-    const header = request.headers.authorization ?? '';
-    const token = header.startsWith('Bearer ') ? header.slice('Bearer '.length) : '';
-    if (!token || !tokenMatches(token, o.adminToken)) {
-      throw new HangarError('UNAUTHORIZED', 'Missing or wrong token: scrape /metrics with the admin token as a bearer token.');
-    }
+    o.auth.authorize(request.headers, 'read');
     const text = await o.exporter.text();
     return reply.header('content-type', o.exporter.contentType).send(text);
   });

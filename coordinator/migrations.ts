@@ -210,4 +210,20 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (app, fingerprint)
   );
   `,
+  // security: API tokens (hashed) and per-agent credentials (hashed)
+  `
+  CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    last_used_at INTEGER
+  );
+  CREATE TABLE agent_credentials (
+    agent TEXT PRIMARY KEY,
+    hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  `,
 ];

@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
 import { HangarError } from '../common/errors.js';
+import type { SecretBox } from '../common/secret-box.js';
 import { MIGRATIONS } from './migrations.js';
 
 /** An app's row. */
@@ -129,6 +130,22 @@ export interface AddonRow {
 export interface StoreOptions {
   /** Path of the SQLite file; `:memory:` for tests. */
   path: string;
+  /** Seals config values at rest (config_vars values, releases' config). */
+  secrets: SecretBox;
+}
+
+/** Who an API token lets do what: each scope includes the ones before it. */
+export type TokenScope = 'read' | 'deploy' | 'admin';
+
+/** An API token as stored: its hash, never the token. */
+export interface ApiTokenRow {
+  id: string;
+  name: string;
+  scope: TokenScope;
+  /** Lowercase hex SHA-256 of the token. */
+  hash: string;
+  createdAt: number;
+  lastUsedAt: number | null;
 }
 
 type Row = Record<string, unknown>;
@@ -137,13 +154,13 @@ function appFrom(r: Row): AppRow {
   return { name: r.name as string, createdAt: r.created_at as number, currentRelease: (r.current_release as number | null) ?? null };
 }
 
-function releaseFrom(r: Row): ReleaseRow {
+function releaseFrom(r: Row, secrets: SecretBox): ReleaseRow {
   return {
     app: r.app as string,
     version: r.version as number,
     artifactSha256: r.artifact_sha256 as string,
     procfile: JSON.parse(r.procfile as string) as Record<string, string>,
-    config: JSON.parse(r.config as string) as Record<string, string>,
+    config: JSON.parse(secrets.open(r.config as string)) as Record<string, string>,
     appJson: r.app_json === null ? null : (JSON.parse(r.app_json as string) as unknown),
     status: r.status as ReleaseStatus,
     description: r.description as string,
@@ -183,6 +200,17 @@ function agentFrom(r: Row): AgentRow {
   };
 }
 
+function tokenFrom(r: Row): ApiTokenRow {
+  return {
+    id: r.id as string,
+    name: r.name as string,
+    scope: r.scope as TokenScope,
+    hash: r.hash as string,
+    createdAt: r.created_at as number,
+    lastUsedAt: (r.last_used_at as number | null) ?? null,
+  };
+}
+
 function instanceFrom(r: Row): InstanceRow {
   return {
     key: r.key as string,
@@ -208,8 +236,9 @@ function instanceFrom(r: Row): InstanceRow {
   };
 }
 
-function addonFrom(r: Row): AddonRow {
-  const secret = JSON.parse(r.secret as string) as { password?: string };
+function addonFrom(r: Row, secrets: SecretBox): AddonRow {
+  const secret = JSON.parse(secrets.open(r.secret as string)) as { password?: string };
+  const attached = (r.attached_url as string | null) ?? null;
   return {
     name: r.name as string,
     id: r.id as string,
@@ -219,7 +248,7 @@ function addonFrom(r: Row): AddonRow {
     port: (r.port as number | null) ?? null,
     configVar: r.config_var as string,
     desired: r.desired as AddonDesire,
-    attachedUrl: (r.attached_url as string | null) ?? null,
+    attachedUrl: attached === null ? null : secrets.open(attached),
     deployId: (r.deploy_id as string | null) ?? null,
     state: r.state as string,
     pid: (r.pid as number | null) ?? null,
@@ -238,14 +267,38 @@ function addonFrom(r: Row): AddonRow {
 export class Store {
   readonly #db: Database.Database;
   readonly #stmts = new Map<string, Database.Statement>();
+  readonly #secrets: SecretBox;
 
   constructor(options: StoreOptions) {
+    this.#secrets = options.secrets;
     this.#db = new Database(options.path);
     this.#db.pragma('journal_mode = WAL');
     this.#db.pragma('synchronous = NORMAL');
     this.#db.pragma('foreign_keys = ON');
     this.#db.pragma('busy_timeout = 5000');
+    // Overwritten and deleted cells are zeroed: no clear config value survives in free pages.
+    this.#db.pragma('secure_delete = ON');
     this.#migrate();
+    this.#sealClearSecrets();
+  }
+
+  /** Encrypts config values written in clear before encryption at rest existed; idempotent. */
+  #sealClearSecrets(): void {
+    const box = this.#secrets;
+    this.#db.transaction(() => {
+      const vars = this.#db.prepare(`SELECT app, key, value FROM config_vars WHERE value NOT LIKE 'enc:v1:%'`).all() as Row[];
+      const setVar = this.#db.prepare('UPDATE config_vars SET value = ? WHERE app = ? AND key = ?');
+      for (const v of vars) setVar.run(box.seal(v.value as string), v.app, v.key);
+      const releases = this.#db.prepare(`SELECT app, version, config FROM releases WHERE config NOT LIKE 'enc:v1:%'`).all() as Row[];
+      const setRelease = this.#db.prepare('UPDATE releases SET config = ? WHERE app = ? AND version = ?');
+      for (const r of releases) setRelease.run(box.seal(r.config as string), r.app, r.version);
+      const addons = this.#db.prepare(`SELECT name, secret, attached_url FROM addons WHERE secret NOT LIKE 'enc:v1:%'`).all() as Row[];
+      const setAddon = this.#db.prepare('UPDATE addons SET secret = ?, attached_url = ? WHERE name = ?');
+      for (const a of addons) {
+        const url = a.attached_url as string | null;
+        setAddon.run(box.seal(a.secret as string), url === null ? null : box.seal(url), a.name);
+      }
+    })();
   }
 
   close(): void {
@@ -333,7 +386,7 @@ export class Store {
       key: string;
       value: string;
     }[];
-    return Object.fromEntries(rows.map((r) => [r.key, r.value]));
+    return Object.fromEntries(rows.map((r) => [r.key, this.#secrets.open(r.value)]));
   }
 
   /** Applies a patch: a string sets, null unsets. */
@@ -344,7 +397,7 @@ export class Store {
     const unset = this.#stmt('DELETE FROM config_vars WHERE app = ? AND key = ?');
     for (const [key, value] of Object.entries(patch)) {
       if (value === null) unset.run(app, key);
-      else set.run(app, key, value);
+      else set.run(app, key, this.#secrets.seal(value));
     }
   }
 
@@ -388,7 +441,7 @@ export class Store {
       release.version,
       r.artifactSha256,
       JSON.stringify(r.procfile),
-      JSON.stringify(r.config),
+      this.#secrets.seal(JSON.stringify(r.config)),
       r.appJson === null || r.appJson === undefined ? null : JSON.stringify(r.appJson),
       r.status,
       r.description,
@@ -400,11 +453,13 @@ export class Store {
 
   getRelease(app: string, version: number): ReleaseRow | null {
     const r = this.#stmt('SELECT * FROM releases WHERE app = ? AND version = ?').get(app, version) as Row | undefined;
-    return r ? releaseFrom(r) : null;
+    return r ? releaseFrom(r, this.#secrets) : null;
   }
 
   listReleases(app: string): ReleaseRow[] {
-    return (this.#stmt('SELECT * FROM releases WHERE app = ? ORDER BY version DESC').all(app) as Row[]).map(releaseFrom);
+    return (this.#stmt('SELECT * FROM releases WHERE app = ? ORDER BY version DESC').all(app) as Row[]).map((r) =>
+      releaseFrom(r, this.#secrets),
+    );
   }
 
   setReleaseStatus(app: string, version: number, status: ReleaseStatus): void {
@@ -508,6 +563,61 @@ export class Store {
     return r ? agentFrom(r) : null;
   }
 
+  /** Forgets an agent: its credential, its row and its placements. Returns the apps it ran. */
+  removeAgent(name: string): string[] {
+    const apps = (this.#stmt('SELECT DISTINCT app FROM instances WHERE agent = ?').all(name) as { app: string }[]).map((r) => r.app);
+    this.#stmt('DELETE FROM instances WHERE agent = ?').run(name);
+    this.#stmt('DELETE FROM agent_credentials WHERE agent = ?').run(name);
+    this.#stmt('DELETE FROM agents WHERE name = ?').run(name);
+    return apps;
+  }
+
+  /** Sets the hash of an agent's credential (replacing any earlier one). */
+  setAgentCredential(agent: string, hash: string, now: number): void {
+    this.#stmt(
+      'INSERT INTO agent_credentials (agent, hash, created_at) VALUES (?, ?, ?) ON CONFLICT(agent) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at',
+    ).run(agent, hash, now);
+  }
+
+  /** The hash of an agent's credential, or null when it has none (never joined, or removed). */
+  getAgentCredentialHash(agent: string): string | null {
+    const r = this.#stmt('SELECT hash FROM agent_credentials WHERE agent = ?').get(agent) as { hash: string } | undefined;
+    return r?.hash ?? null;
+  }
+
+  // ---------------------------------------------------------------- API tokens
+
+  insertToken(t: ApiTokenRow): void {
+    this.#stmt(
+      'INSERT INTO api_tokens (id, name, scope, hash, created_at, last_used_at) VALUES (@id, @name, @scope, @hash, @createdAt, @lastUsedAt)',
+    ).run(t);
+  }
+
+  /** The token with this hash, or null. */
+  findTokenByHash(hash: string): ApiTokenRow | null {
+    const r = this.#stmt('SELECT * FROM api_tokens WHERE hash = ?').get(hash) as Row | undefined;
+    return r ? tokenFrom(r) : null;
+  }
+
+  listTokens(): ApiTokenRow[] {
+    return (this.#stmt('SELECT * FROM api_tokens ORDER BY created_at, id').all() as Row[]).map(tokenFrom);
+  }
+
+  /** Deletes a token; false when there was none with this id. */
+  deleteToken(id: string): boolean {
+    return this.#stmt('DELETE FROM api_tokens WHERE id = ?').run(id).changes > 0;
+  }
+
+  /** Reads a meta value. */
+  getMeta(key: string): string | null {
+    const r = this.#stmt('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined;
+    return r?.value ?? null;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.#stmt('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
+  }
+
   // ---------------------------------------------------------------- instances
 
   insertInstance(i: InstanceRow): void {
@@ -595,29 +705,31 @@ export class Store {
       port: a.port,
       configVar: a.configVar,
       desired: a.desired,
-      attachedUrl: a.attachedUrl,
+      attachedUrl: a.attachedUrl === null ? null : this.#secrets.seal(a.attachedUrl),
       deployId: a.deployId,
       state: a.state,
       pid: a.pid,
       restarts: a.restarts,
       since: a.since,
       message: a.message,
-      secret: JSON.stringify({ password: a.password }),
+      secret: this.#secrets.seal(JSON.stringify({ password: a.password })),
       createdAt: a.createdAt,
     });
   }
 
   getAddon(name: string): AddonRow | null {
     const r = this.#stmt('SELECT * FROM addons WHERE name = ?').get(name) as Row | undefined;
-    return r ? addonFrom(r) : null;
+    return r ? addonFrom(r, this.#secrets) : null;
   }
 
   /** Add-ons, oldest first; destroyed ones (data kept) included. */
   listAddons(filter: { app?: string } = {}): AddonRow[] {
     if (filter.app !== undefined) {
-      return (this.#stmt('SELECT * FROM addons WHERE app = ? ORDER BY created_at, name').all(filter.app) as Row[]).map(addonFrom);
+      return (this.#stmt('SELECT * FROM addons WHERE app = ? ORDER BY created_at, name').all(filter.app) as Row[]).map((r) =>
+        addonFrom(r, this.#secrets),
+      );
     }
-    return (this.#stmt('SELECT * FROM addons ORDER BY created_at, name').all() as Row[]).map(addonFrom);
+    return (this.#stmt('SELECT * FROM addons ORDER BY created_at, name').all() as Row[]).map((r) => addonFrom(r, this.#secrets));
   }
 
   updateAddon(
@@ -640,6 +752,8 @@ export class Store {
     };
     const keys = Object.keys(patch).filter((k) => k in columns);
     if (keys.length === 0) return;
+    // The attached URL holds the add-on's password: sealed like config values.
+    if (typeof patch.attachedUrl === 'string') patch = { ...patch, attachedUrl: this.#secrets.seal(patch.attachedUrl) };
     this.#stmt(`UPDATE addons SET ${keys.map((k) => `${columns[k]} = @${k}`).join(', ')} WHERE name = @name`).run({ ...patch, name });
   }
 

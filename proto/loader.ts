@@ -28,6 +28,8 @@ export type { AddonBackup, AddonBackup__Output } from './generated/hangar/v1/Add
 export type { MetricsReport, MetricsReport__Output } from './generated/hangar/v1/MetricsReport.js';
 export type { InstanceMetrics, InstanceMetrics__Output } from './generated/hangar/v1/InstanceMetrics.js';
 export type { TrafficStats, TrafficStats__Output } from './generated/hangar/v1/TrafficStats.js';
+export type { JoinRequest__Output } from './generated/hangar/v1/JoinRequest.js';
+export type { JoinResponse, JoinResponse__Output } from './generated/hangar/v1/JoinResponse.js';
 
 /** Path of the .proto file, beside this module's source. */
 export const PROTO_PATH = fileURLToPath(new URL('../../proto/hangar.proto', import.meta.url));

@@ -38,4 +38,17 @@ export function registerAgentsCommands(program: Command, ctx: CliContext): void 
         ),
       );
     });
+
+  program
+    .command('agents:remove')
+    .description('remove an agent: revokes its credential and moves its instances to other agents')
+    .argument('<name>', 'the agent, as `hangar agents` shows it')
+    .action(async (name: string) => {
+      const apps = await (await ctx.client()).removeAgent(name);
+      ctx.out(
+        `Removed ${name}; it can no longer connect.` +
+          (apps.length > 0 ? ` Its instances of ${apps.join(', ')} move to other agents.` : '') +
+          `\nTo let it join again, delete credential.json in its data dir and restart it.\n`,
+      );
+    });
 }

@@ -9,6 +9,8 @@ import { formatJson, formatList, formatPairs, heading, shellQuote } from '../out
 import { atEdge, badInput, resolveApp, withAppOption, type CliContext } from './context.js';
 import { followDeploy, timeoutOption } from './deploy.js';
 
+const MASK = '********';
+
 const KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /**
@@ -53,10 +55,11 @@ export function parseConfigKeys(args: readonly string[]): string[] {
 /** Registers the config commands on `program`. */
 export function registerConfigCommands(program: Command, ctx: CliContext): void {
   withAppOption(program.command('config'))
-    .description("show the app's config vars")
-    .addOption(new Option('--json', 'print the config as a JSON object').conflicts('shell'))
-    .option('--shell', "print KEY='value' lines for a shell or a .env file")
-    .action(async (options: { json?: boolean; shell?: boolean }, command: Command) => {
+    .description("show the app's config vars (values masked unless --reveal)")
+    .addOption(new Option('--json', 'print the config as a JSON object, values included').conflicts('shell'))
+    .option('--shell', "print KEY='value' lines for a shell or a .env file, values included")
+    .option('--reveal', 'show the values in the table')
+    .action(async (options: { json?: boolean; shell?: boolean; reveal?: boolean }, command: Command) => {
       const app = resolveApp(command, ctx);
       const config = await (await ctx.client()).getConfig(app);
       if (options.json) return ctx.out(formatJson(config));
@@ -66,7 +69,9 @@ export function registerConfigCommands(program: Command, ctx: CliContext): void 
         return ctx.out(`${app} has no config vars; set some with \`hangar config:set KEY=VALUE -a ${app}\`.\n`);
       }
       ctx.out(heading(`${app} Config Vars`));
-      ctx.out(formatPairs(entries));
+      // Values are secrets: a table on a screen (or a shared terminal log) shows them only on request.
+      ctx.out(formatPairs(options.reveal ? entries : entries.map(([key]) => [key, MASK] as [string, string])));
+      if (!options.reveal) ctx.out(`(values hidden: add --reveal, or \`hangar config:get KEY -a ${app}\`)\n`);
     });
 
   withAppOption(program.command('config:set'))

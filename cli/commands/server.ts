@@ -4,13 +4,15 @@
  */
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { mkdir, readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import type { RunningAgent } from '../../agent/agent.js';
+import type { AgentConfig, RunningAgent } from '../../agent/agent.js';
 import { HangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/logger.js';
-import type { RunningCoordinator } from '../../coordinator/coordinator.js';
+import type { CoordinatorConfig, RunningCoordinator } from '../../coordinator/coordinator.js';
 import { credentialsPath, readCredentials, writeCredentials } from '../credentials.js';
 import type { CliContext } from './context.js';
+import { registerInstallCommands } from './install.js';
 
 /** Resolves when the process is asked to stop (SIGINT or SIGTERM). */
 function untilSignal(): Promise<NodeJS.Signals> {
@@ -47,11 +49,43 @@ interface CoordinatorFlags {
   httpPort: string;
   grpcPort: string;
   domain: string;
+  config?: string;
+  tlsCert?: string;
   logRetentionDays?: string;
   logRetentionMb?: string;
+  tlsKey?: string;
+}
+
+/** Reads a JSON settings file (`--config`), e.g. /etc/hangar/agent.json written by `install`. */
+async function readConfigFile(path: string): Promise<Record<string, unknown>> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(path, 'utf8'));
+  } catch (err) {
+    throw new HangarError('BAD_INPUT', `Could not read the config file ${path}: ${(err as Error).message}.`, { cause: err });
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new HangarError('BAD_INPUT', `The config file ${path} must hold a JSON object of settings.`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/**
+ * Settings from `--config FILE`, overridden by flags given on the command line; flags left at
+ * their defaults fill only what the file does not set.
+ */
+async function mergedSettings(command: Command, fromFlags: Record<string, unknown>, configPath: string | undefined) {
+  const file = configPath ? await readConfigFile(configPath) : {};
+  const merged: Record<string, unknown> = { ...file };
+  for (const [key, value] of Object.entries(fromFlags)) {
+    if (value === undefined) continue;
+    if (command.getOptionValueSource(key) === 'cli' || merged[key] === undefined) merged[key] = value;
+  }
+  return merged;
 }
 
 interface AgentFlags {
+  config?: string;
   coordinator?: string;
   joinToken?: string;
   dataDir: string;
@@ -64,40 +98,53 @@ interface AgentFlags {
 
 /** Registers `coordinator`, `agent` and `dev`. */
 export function registerServerCommands(program: Command, ctx: CliContext): void {
-  program
+  // `hangar agent install --coordinator X` must give --coordinator to install, not to agent.
+  program.enablePositionalOptions();
+  const coordinatorCommand = program
     .command('coordinator')
+    .enablePositionalOptions()
     .description('run the coordinator: HTTP API, gRPC for agents, SQLite store')
     .option('--data-dir <dir>', 'where state, tokens and artifacts live', '/var/lib/hangar')
     .option('--http-port <port>', 'HTTP API port', '7080')
     .option('--grpc-port <port>', 'gRPC port agents connect to', '7081')
     .option('--domain <domain>', 'apps are served at APP.<domain>', 'localhost')
+    .option('--tls-cert <file>', 'serve the HTTP API over HTTPS with this PEM certificate (chain)')
+    .option('--tls-key <file>', 'private key (PEM) of --tls-cert')
     .option('--log-retention-days <days>', 'log lines older than this are deleted (default 7)')
     .option('--log-retention-mb <mb>', 'beyond this database size the oldest log lines are deleted (default 1024)')
-    .action(async (flags: CoordinatorFlags) => {
+    .option('--config <file>', 'read settings from this JSON file (what `hangar coordinator install` writes); flags override it')
+    .action(async (flags: CoordinatorFlags, command: Command) => {
       const logger = rootLogger(ctx);
       const { startCoordinator } = await import('../../coordinator/coordinator.js');
-      const coordinator = await startCoordinator(
+      const settings = await mergedSettings(
+        command,
         {
           dataDir: resolve(flags.dataDir),
           httpPort: port(flags.httpPort, '--http-port'),
           grpcPort: port(flags.grpcPort, '--grpc-port'),
           domain: flags.domain,
-          ...(flags.logRetentionDays ? { logRetentionDays: positiveInt(flags.logRetentionDays, '--log-retention-days') } : {}),
-          ...(flags.logRetentionMb ? { logRetentionBytes: positiveInt(flags.logRetentionMb, '--log-retention-mb') * 1024 * 1024 } : {}),
+          tlsCert: flags.tlsCert === undefined ? undefined : resolve(flags.tlsCert),
+          tlsKey: flags.tlsKey === undefined ? undefined : resolve(flags.tlsKey),
+          logRetentionDays: flags.logRetentionDays === undefined ? undefined : positiveInt(flags.logRetentionDays, '--log-retention-days'),
+          logRetentionBytes:
+            flags.logRetentionMb === undefined ? undefined : positiveInt(flags.logRetentionMb, '--log-retention-mb') * 1024 * 1024,
         },
-        { logger },
+        flags.config,
       );
+      const coordinator = await startCoordinator(settings as unknown as CoordinatorConfig, { logger });
+      const dataDir = String(settings.dataDir);
       ctx.out(
         `Hangar coordinator is running.\n` +
-          `  API:    ${coordinator.url}  (admin token in ${join(resolve(flags.dataDir), 'admin-token')})\n` +
-          `  Agents: hangar agent --coordinator THIS_HOST:${coordinator.grpcPort} --join-token "$(cat ${join(resolve(flags.dataDir), 'join-token')})"\n`,
+          `  API:    ${coordinator.url}  (admin token in ${join(dataDir, 'admin-token')})\n` +
+          `  Agents: hangar agent --coordinator THIS_HOST:${coordinator.grpcPort} --join-token "$(cat ${join(dataDir, 'join-token')})"\n`,
       );
       await untilSignal();
       await coordinator.close();
     });
 
-  program
+  const agentCommand = program
     .command('agent')
+    .enablePositionalOptions()
     .description('run an agent on this server: supervises app processes and routes their traffic')
     .option('--coordinator <host:port>', "the coordinator's gRPC address")
     .option('--join-token <token>', "the coordinator's join token (or HANGAR_JOIN_TOKEN)")
@@ -107,39 +154,44 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
     .option('--advertise <addr>', "address other agents reach this one's instances on")
     .option('--max-instances <n>', 'most instances placed on this agent', '50')
     .option('--log-spool-mb <mb>', 'largest on-disk spool of log lines not yet stored by the coordinator (default 256)')
+    .option('--config <file>', 'read settings from this JSON file (what `hangar agent install` writes); flags override it')
     .addHelpText('after', '\nOn SIGTERM the agent exits and leaves apps running; the next start adopts them.')
-    .action(async (flags: AgentFlags) => {
-      const joinToken = flags.joinToken ?? ctx.io.env.HANGAR_JOIN_TOKEN;
-      if (!flags.coordinator || !joinToken) {
+    .action(async (flags: AgentFlags, command: Command) => {
+      const settings = await mergedSettings(
+        command,
+        {
+          coordinator: flags.coordinator,
+          joinToken: flags.joinToken ?? ctx.io.env.HANGAR_JOIN_TOKEN,
+          dataDir: resolve(flags.dataDir),
+          name: flags.name,
+          routerPort: port(flags.routerPort, '--router-port'),
+          advertise: flags.advertise,
+          maxInstances: positiveInt(flags.maxInstances, '--max-instances'),
+          logSpoolBytes: flags.logSpoolMb === undefined ? undefined : positiveInt(flags.logSpoolMb, '--log-spool-mb') * 1024 * 1024,
+        },
+        flags.config,
+      );
+      if (!settings.coordinator || !settings.joinToken) {
         throw new HangarError(
           'BAD_INPUT',
-          'Give --coordinator HOST:PORT and --join-token TOKEN (the join token is in the coordinator data dir, file join-token).',
+          'Give --coordinator HOST:PORT and --join-token TOKEN (the join token is in the coordinator data dir, file join-token), or --config FILE.',
         );
       }
       // Loaded on demand: an agent process never holds the coordinator's modules (memory footprint).
       const { startAgent } = await import('../../agent/agent.js');
-      const agent = await startAgent(
-        {
-          coordinator: flags.coordinator,
-          joinToken,
-          dataDir: resolve(flags.dataDir),
-          ...(flags.name ? { name: flags.name } : {}),
-          routerPort: port(flags.routerPort, '--router-port'),
-          ...(flags.advertise ? { advertise: flags.advertise } : {}),
-          maxInstances: positiveInt(flags.maxInstances, '--max-instances'),
-          ...(flags.logSpoolMb ? { logSpoolBytes: positiveInt(flags.logSpoolMb, '--log-spool-mb') * 1024 * 1024 } : {}),
-        },
-        { logger: rootLogger(ctx) },
-      );
+      const agent = await startAgent(settings as unknown as AgentConfig, { logger: rootLogger(ctx) });
       ctx.out(`Hangar agent ${agent.name} is running; router on port ${agent.routerPort}.\n`);
       await untilSignal();
       await agent.close({ stopInstances: false });
     });
 
+  registerInstallCommands(agentCommand, coordinatorCommand, ctx);
+
   program
     .command('dev')
     .description('coordinator + agent in one process (embedded SQLite), for a laptop or a single server')
-    .option('--data-dir <dir>', 'where state lives', join(homedir(), '.hangar', 'dev'))
+    // As root, apps run as the hangar user, which cannot enter root's home.
+    .option('--data-dir <dir>', 'where state lives', process.getuid?.() === 0 ? '/var/lib/hangar-dev' : join(homedir(), '.hangar', 'dev'))
     .option('--http-port <port>', 'HTTP API port', '7080')
     .option('--grpc-port <port>', 'gRPC port', '7081')
     .option('--router-port <port>', 'port of the HTTP router', '8080')
@@ -148,6 +200,8 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
     .action(async (flags: CoordinatorFlags & { routerPort: string }) => {
       const logger = rootLogger(ctx);
       const dataDir = resolve(flags.dataDir);
+      // Searchable, not listable: apps running as the hangar user reach their files below it.
+      await mkdir(dataDir, { recursive: true, mode: 0o711 });
       const { startCoordinator } = await import('../../coordinator/coordinator.js');
       const { startAgent } = await import('../../agent/agent.js');
       let coordinator: RunningCoordinator | null = null;
@@ -180,7 +234,11 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
         const existing = await readCredentials(credsPath).catch(() => null);
         const loggedIn = !existing || existing.url === coordinator.url;
         if (loggedIn) {
-          await writeCredentials(credsPath, { url: coordinator.url, token: coordinator.adminToken }, { ownDirectory: true });
+          await writeCredentials(
+            credsPath,
+            { url: coordinator.url, token: coordinator.adminToken },
+            { ownDirectory: !ctx.io.env.HANGAR_CREDENTIALS },
+          );
         }
         const routerPort = agent.routerPort;
         ctx.out(

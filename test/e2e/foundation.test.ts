@@ -62,7 +62,7 @@ test('deploy, route, scale, self-heal and scale to zero on a two-agent fleet', {
 
   assert.equal((await cluster.cli(['apps:create', 'shop'])).code, 0);
   // Config before the first deploy; the SQLite file is shared by both agents on this one host.
-  const dbUrl = `sqlite:///${join(cluster.dir, 'shop.sqlite3')}`;
+  const dbUrl = `sqlite:///${join(cluster.appDir, 'shop.sqlite3')}`;
   const set = await cluster.cli(['config:set', `DATABASE_URL=${dbUrl}`, 'DJANGO_ALLOWED_HOSTS=.localhost', '-a', 'shop']);
   assert.equal(set.code, 0, set.stderr);
 

@@ -11,13 +11,23 @@ import { LogStore, type IncomingLogLine } from '../../coordinator/log-store.js';
 import { LogStreamServer } from '../../coordinator/log-stream-server.js';
 import { Store } from '../../coordinator/store.js';
 import { tempDir, waitFor } from '../helpers/cluster.js';
+import { randomBytes } from 'node:crypto';
+import { SecretBox } from '../../common/secret-box.js';
+import { Authenticator, authorizeUpgrade } from '../../coordinator/auth.js';
 
 const TOKEN = 'test-token';
+
+/** The real token check, with TOKEN as a `read` token. */
+function tokenAuth(store: Store): Authenticator {
+  const auth = new Authenticator({ store, clock: systemClock });
+  auth.seed(TOKEN, 'read', 'test', 'test_token_seeded');
+  return auth;
+}
 
 test('a slow websocket client is told what it missed and never slows ingestion or a fast client', { timeout: 120_000 }, async (t) => {
   const dir = await tempDir(t);
   const path = join(dir, 'hangar.db');
-  const store = new Store({ path });
+  const store = new Store({ path, secrets: new SecretBox(randomBytes(32)) });
   store.createApp('shop', Date.now());
   const logs = new LogStore({ path });
   const hub = new LogHub();
@@ -25,7 +35,7 @@ test('a slow websocket client is told what it missed and never slows ingestion o
     logs,
     hub,
     appExists: (app) => store.getApp(app) !== null,
-    authorized: (h) => h === `Bearer ${TOKEN}`,
+    authorize: (req, socket) => authorizeUpgrade(tokenAuth(store), req, socket, 'read') !== null,
     clock: systemClock,
     logger: pino({ level: 'silent' }),
     highWaterBytes: 256 * 1024,
@@ -98,13 +108,13 @@ test('a slow websocket client is told what it missed and never slows ingestion o
 test('the log stream refuses a missing token and an unknown app', { timeout: 30_000 }, async (t) => {
   const dir = await tempDir(t);
   const path = join(dir, 'hangar.db');
-  const store = new Store({ path });
+  const store = new Store({ path, secrets: new SecretBox(randomBytes(32)) });
   const logs = new LogStore({ path });
   const streams = new LogStreamServer({
     logs,
     hub: new LogHub(),
     appExists: (app) => store.getApp(app) !== null,
-    authorized: (h) => h === `Bearer ${TOKEN}`,
+    authorize: (req, socket) => authorizeUpgrade(tokenAuth(store), req, socket, 'read') !== null,
     clock: systemClock,
     logger: pino({ level: 'silent' }),
   });

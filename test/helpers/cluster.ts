@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -51,6 +51,8 @@ export async function waitFor<T>(what: string, fn: () => Promise<T> | T, timeout
 
 export interface Cluster {
   dir: string;
+  /** A directory apps may write to (mode 1777): agents running as root run apps as `hangar`. */
+  appDir: string;
   coordinator: RunningCoordinator;
   agents: RunningAgent[];
   /** Runs the `hangar` CLI against this coordinator. */
@@ -99,6 +101,11 @@ export async function startCluster(
 ): Promise<Cluster> {
   // Removed only after everything that writes into it has stopped (add-on servers keep writing).
   const dir = await mkdtemp(join(tmpdir(), 'hangar-test-'));
+  // Agents running as root start apps as the `hangar` user, which must reach the agents' data dirs.
+  await chmod(dir, 0o711);
+  const appDir = join(dir, 'app-files');
+  await mkdir(appDir);
+  await chmod(appDir, 0o1777);
   let coordinator: RunningCoordinator;
   try {
     coordinator = await startCoordinator(
@@ -134,6 +141,7 @@ export async function startCluster(
   const env = { HANGAR_URL: coordinator.url, HANGAR_TOKEN: coordinator.adminToken, HANGAR_CREDENTIALS: join(dir, 'no-credentials.json') };
   const cluster: Cluster = {
     dir,
+    appDir,
     coordinator,
     agents,
     cli: (args, o = {}) => runCli(args, { ...env, ...o.env }, o.timeoutMs),

@@ -7,11 +7,13 @@ import { matchesFilter } from '../../coordinator/log-hub.js';
 import { parseSince } from '../../coordinator/log-query.js';
 import { LogStore, parseErrorLine, type IncomingLogLine } from '../../coordinator/log-store.js';
 import { Store } from '../../coordinator/store.js';
+import { randomBytes } from 'node:crypto';
+import { SecretBox } from '../../common/secret-box.js';
 
 function open(t: TestContext, options: { maxAgeMs?: number } = {}) {
   const d = mkdtempSync(join(tmpdir(), 'hangar-logstore-'));
   const path = join(d, 'hangar.db');
-  const store = new Store({ path });
+  const store = new Store({ path, secrets: new SecretBox(randomBytes(32)) });
   const logs = new LogStore({ path, ...options });
   t.after(() => {
     logs.close();

@@ -8,6 +8,8 @@ import type { Clock } from '../../common/clock.js';
 import { MetricsStore, parseInstanceKey, parseSince } from '../../coordinator/metrics-store.js';
 import { Store } from '../../coordinator/store.js';
 import type { MetricsReport__Output, TrafficStats__Output } from '../../proto/loader.js';
+import { randomBytes } from 'node:crypto';
+import { SecretBox } from '../../common/secret-box.js';
 
 function traffic(key: string, requests: number, p95Ms: number, s5 = 0): TrafficStats__Output {
   return {
@@ -48,7 +50,7 @@ test('metrics store: windows over raw samples, weighted percentiles, minute roll
   t.after(() => rm(dir, { recursive: true, force: true }));
   let now = 1_700_000_000_000 - (1_700_000_000_000 % 60_000);
   const clock: Clock = { now: () => now, setTimeout: () => ({}), clearTimeout: () => undefined };
-  const store = new Store({ path: join(dir, 'hangar.db') });
+  const store = new Store({ path: join(dir, 'hangar.db'), secrets: new SecretBox(randomBytes(32)) });
   t.after(() => store.close());
   store.createApp('shop', now);
   const metrics = new MetricsStore({ store, clock, logger: pino({ level: 'silent' }), rawRetentionMs: 3_600_000 });
