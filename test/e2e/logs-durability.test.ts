@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import type { LogLineView, PsRow } from '../../common/api-types.js';
 import { freePort } from '../../agent/reconciler.js';
-import { FIXTURES, HANGAR_BIN, runCli, tempDir, waitFor } from '../helpers/cluster.js';
+import { FIXTURES, HANGAR_BIN, runCli, shareWithApps, tempDir, waitFor } from '../helpers/cluster.js';
 
 const COUNTER = `import sys, time
 n = 0
@@ -62,6 +62,7 @@ function checkCounts(lines: readonly LogLineView[]): number {
 
 async function start(t: TestContext) {
   const dir = await tempDir(t);
+  const appDir = await shareWithApps(dir);
   const [httpPort, grpcPort, routerPort] = [await freePort(), await freePort(), await freePort()];
   const coordArgs = [
     'coordinator',
@@ -137,7 +138,7 @@ async function start(t: TestContext) {
       child.kill('SIGKILL');
     }
   });
-  return { dir, cli, procs, startCoordinator, startAgentProcess };
+  return { dir, appDir, cli, procs, startCoordinator, startAgentProcess };
 }
 
 async function counterLogs(
@@ -152,7 +153,7 @@ async function counterLogs(
 }
 
 test('no log line is lost or doubled across a kill -9 of the coordinator and of the agent', { timeout: 600_000 }, async (t) => {
-  const { dir, cli, procs, startCoordinator, startAgentProcess } = await start(t);
+  const { dir, appDir, cli, procs, startCoordinator, startAgentProcess } = await start(t);
   const app = join(dir, 'app');
   await cp(join(FIXTURES, 'django-app'), app, { recursive: true });
   const procfile = await readFile(join(app, 'Procfile'), 'utf8');
@@ -160,7 +161,7 @@ test('no log line is lost or doubled across a kill -9 of the coordinator and of 
   await writeFile(join(app, 'counter.py'), COUNTER);
 
   assert.equal((await cli(['apps:create', 'shop'])).code, 0);
-  assert.equal((await cli(['config:set', `DATABASE_URL=sqlite:///${join(dir, 'shop.sqlite3')}`, '-a', 'shop'])).code, 0);
+  assert.equal((await cli(['config:set', `DATABASE_URL=sqlite:///${join(appDir, 'shop.sqlite3')}`, '-a', 'shop'])).code, 0);
   await waitFor('the agent to join', async () => {
     const r = await cli(['agents', '--json']);
     return r.code === 0 && r.stdout.includes('"up"');

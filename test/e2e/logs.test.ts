@@ -24,7 +24,7 @@ test('logs: worker output, router lines, lifecycle, build/release, -f and websoc
   const [agent] = cluster.agents;
   assert.ok(agent);
   assert.equal((await cluster.cli(['apps:create', 'shop'])).code, 0);
-  const dbUrl = `sqlite:///${join(cluster.dir, 'shop.sqlite3')}`;
+  const dbUrl = `sqlite:///${join(cluster.appDir, 'shop.sqlite3')}`;
   assert.equal((await cluster.cli(['config:set', `DATABASE_URL=${dbUrl}`, '-a', 'shop'])).code, 0);
   const deploy = await cluster.cli(['deploy', join(FIXTURES, 'django-app'), '-a', 'shop'], { timeoutMs: 300_000 });
   assert.equal(deploy.code, 0, `deploy failed:\n${deploy.stdout}\n${deploy.stderr}`);

@@ -6,7 +6,7 @@ import { request } from 'undici';
 import type { PsRow, ReleaseView } from '../../common/api-types.js';
 import { startCoordinator } from '../../coordinator/coordinator.js';
 import { startAgent } from '../../agent/agent.js';
-import { FIXTURES, fileLogger, runCli, startCluster, tempDir, waitFor, type Cluster, type CliResult } from '../helpers/cluster.js';
+import { FIXTURES, fileLogger, runCli, shareWithApps, startCluster, tempDir, waitFor, type Cluster, type CliResult } from '../helpers/cluster.js';
 import { startHttpLoad, type HttpLoad } from '../helpers/http-load.js';
 
 const APP = 'shop';
@@ -67,7 +67,7 @@ test(
     assert.equal((await cluster.cli(['apps:create', APP])).code, 0);
     const set = await cluster.cli([
       'config:set',
-      `DATABASE_URL=sqlite:///${join(cluster.dir, 'shop.sqlite3')}`,
+      `DATABASE_URL=sqlite:///${join(cluster.appDir, 'shop.sqlite3')}`,
       'DJANGO_ALLOWED_HOSTS=.localhost',
       '-a',
       APP,
@@ -228,6 +228,7 @@ test(
   { timeout: 300_000 },
   async (t) => {
     const dir = await tempDir(t);
+    const appDir = await shareWithApps(dir);
     const dataDir = join(dir, 'coordinator');
     const config = {
       dataDir,
@@ -261,7 +262,7 @@ test(
     const cli = { cli: (args: string[], o: { timeoutMs?: number } = {}) => runCli(args, env(), o.timeoutMs) };
 
     assert.equal((await cli.cli(['apps:create', APP])).code, 0);
-    const set = await cli.cli(['config:set', `DATABASE_URL=sqlite:///${join(dir, 'shop.sqlite3')}`, '-a', APP]);
+    const set = await cli.cli(['config:set', `DATABASE_URL=sqlite:///${join(appDir, 'shop.sqlite3')}`, '-a', APP]);
     assert.equal(set.code, 0, set.stderr);
     const first = await cli.cli(['deploy', join(FIXTURES, 'django-app'), '-a', APP], { timeoutMs: 300_000 });
     assert.equal(first.code, 0, out(first));

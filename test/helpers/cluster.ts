@@ -92,6 +92,19 @@ export function runCli(args: string[], env: Record<string, string>, timeoutMs = 
 }
 
 /**
+ * Agents running as root start apps as the `hangar` user, which must reach the agents' data dirs
+ * below `dir`: makes `dir` searchable (0711) and returns `dir/app-files` (1777), where apps may
+ * write (e.g. a shared SQLite database).
+ */
+export async function shareWithApps(dir: string): Promise<string> {
+  await chmod(dir, 0o711);
+  const appDir = join(dir, 'app-files');
+  await mkdir(appDir, { recursive: true });
+  await chmod(appDir, 0o1777);
+  return appDir;
+}
+
+/**
  * A coordinator and `agents` agents on loopback, each with its own data dir and router on a free
  * port, all closed (instances stopped) after the test.
  */
@@ -101,11 +114,7 @@ export async function startCluster(
 ): Promise<Cluster> {
   // Removed only after everything that writes into it has stopped (add-on servers keep writing).
   const dir = await mkdtemp(join(tmpdir(), 'hangar-test-'));
-  // Agents running as root start apps as the `hangar` user, which must reach the agents' data dirs.
-  await chmod(dir, 0o711);
-  const appDir = join(dir, 'app-files');
-  await mkdir(appDir);
-  await chmod(appDir, 0o1777);
+  const appDir = await shareWithApps(dir);
   let coordinator: RunningCoordinator;
   try {
     coordinator = await startCoordinator(

@@ -38,7 +38,7 @@ export async function deployFixture(cluster: Cluster, app: string, options: { pr
   assert.equal((await cluster.cli(['apps:create', app])).code, 0);
   const set = await cluster.cli([
     'config:set',
-    `DATABASE_URL=sqlite:///${join(cluster.dir, `${app}.sqlite3`)}`,
+    `DATABASE_URL=sqlite:///${join(cluster.appDir, `${app}.sqlite3`)}`,
     'DJANGO_ALLOWED_HOSTS=.localhost',
     '-a',
     app,
