@@ -6,7 +6,17 @@ import { request } from 'undici';
 import type { PsRow, ReleaseView } from '../../common/api-types.js';
 import { startCoordinator } from '../../coordinator/coordinator.js';
 import { startAgent } from '../../agent/agent.js';
-import { FIXTURES, fileLogger, runCli, shareWithApps, startCluster, tempDir, waitFor, type Cluster, type CliResult } from '../helpers/cluster.js';
+import {
+  FIXTURES,
+  fileLogger,
+  runCli,
+  shareWithApps,
+  startCluster,
+  tempDir,
+  waitFor,
+  type Cluster,
+  type CliResult,
+} from '../helpers/cluster.js';
 import { startHttpLoad, type HttpLoad } from '../helpers/http-load.js';
 
 const APP = 'shop';
