@@ -2,8 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { PsRow } from '../../common/api-types.js';
-import { FIXTURES, startCluster, waitFor, type Cluster } from '../helpers/cluster.js';
+import { FIXTURES, startCluster, waitFor } from '../helpers/cluster.js';
+import { waitForPs } from '../helpers/deploy-fixture.js';
 
 function alive(pid: number): boolean {
   try {
@@ -21,30 +21,6 @@ function groupAlive(pgid: number): boolean {
   } catch {
     return false;
   }
-}
-
-async function ps(cluster: Cluster, app: string): Promise<PsRow[]> {
-  const res = await cluster.cli(['ps', '-a', app, '--json']);
-  assert.equal(res.code, 0, res.stderr);
-  return JSON.parse(res.stdout) as PsRow[];
-}
-
-async function waitForPs(
-  cluster: Cluster,
-  app: string,
-  what: string,
-  check: (rows: PsRow[]) => boolean,
-  timeoutMs = 90_000,
-): Promise<PsRow[]> {
-  return waitFor(
-    what,
-    async () => {
-      const rows = await ps(cluster, app);
-      return check(rows) ? rows : null;
-    },
-    timeoutMs,
-    300,
-  );
 }
 
 test('deploy, route, scale, self-heal and scale to zero on a two-agent fleet', { timeout: 600_000 }, async (t) => {
