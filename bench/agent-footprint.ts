@@ -10,7 +10,7 @@
  * real CLI. CPU is read from /proc/PID/stat (utime + stime) over the measuring window.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -61,6 +61,8 @@ async function main(): Promise<void> {
   const measureS = Number(values['measure-s']);
   const count = Number(values.instances);
   const dir = await mkdtemp(join(tmpdir(), 'hangar-bench-agent-'));
+  // As root, apps run as the `hangar` user: it must reach the agents' data dirs below this one.
+  await chmod(dir, 0o711);
   const coordinator = await startCoordinator(
     { dataDir: join(dir, 'coordinator'), httpPort: 0, httpHost: '127.0.0.1', grpcPort: 0, grpcHost: '127.0.0.1', graceSeconds: 2 },
     { logger: pino({ level: 'warn' }) },

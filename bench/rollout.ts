@@ -7,7 +7,7 @@
  *
  *   npm run build && npm run bench:rollout [-- --agents 2 --instances 10]
  */
-import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -44,6 +44,11 @@ async function main(): Promise<void> {
   const agentCount = Math.max(1, Number(values.agents));
   const instances = Math.max(1, Number(values.instances));
   const dir = await mkdtemp(join(tmpdir(), 'hangar-bench-rollout-'));
+  // As root, apps run as the `hangar` user: it must reach the agents' data dirs below this one.
+  await chmod(dir, 0o711);
+  const appFiles = join(dir, 'app-files');
+  await mkdir(appFiles, { mode: 0o1777 });
+  await chmod(appFiles, 0o1777);
   const logger = pino({ level: 'info' }, createWriteStream(join(dir, 'bench.log')));
   const coordinator = await startCoordinator(
     {
@@ -82,7 +87,7 @@ async function main(): Promise<void> {
     await cp(join(ROOT, 'test', 'fixtures', 'django-app'), source, { recursive: true });
     await writeFile(join(source, 'Procfile'), 'web: gunicorn mysite.wsgi --bind 0.0.0.0:$PORT --workers 1\n');
     await client.createApp(APP);
-    await client.updateConfig(APP, { DATABASE_URL: `sqlite:///${join(dir, 'bench.sqlite3')}` });
+    await client.updateConfig(APP, { DATABASE_URL: `sqlite:///${join(appFiles, 'bench.sqlite3')}` });
     const archive = await createSourceArchive(source);
     process.stdout.write(`Rollout benchmark: ${instances} web instances on ${agentCount} agent(s)\n`);
     await follow(client, await client.createBuild(APP, archive.data), 600_000);
