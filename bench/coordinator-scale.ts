@@ -53,11 +53,16 @@ async function simulate(address: string, token: string): Promise<void> {
   const joinToken = parseJoinToken(token);
   const caPem = await fetchPinnedCa(address, joinToken.caFingerprint);
   const Service = loadProto().hangar.v1.AgentService;
-  const client = new Service(address, grpc.credentials.createSsl(Buffer.from(caPem)), {
-    'grpc.max_receive_message_length': 64 * 1024 * 1024,
-    'grpc.ssl_target_name_override': COORDINATOR_TLS_NAME,
-    'grpc.default_authority': COORDINATOR_TLS_NAME,
-  });
+  // One connection per simulated agent, as real agents have (not one shared HTTP/2 session).
+  const clientFor = () =>
+    new Service(address, grpc.credentials.createSsl(Buffer.from(caPem)), {
+      'grpc.max_receive_message_length': 64 * 1024 * 1024,
+      'grpc.ssl_target_name_override': COORDINATOR_TLS_NAME,
+      'grpc.default_authority': COORDINATOR_TLS_NAME,
+      'grpc.use_local_subchannel_pool': 1,
+    });
+  const client = clientFor();
+  const clients = [client];
   const timers: NodeJS.Timeout[] = [];
   const join = (name: string) =>
     new Promise<string>((resolve, reject) => {
@@ -70,7 +75,9 @@ async function simulate(address: string, token: string): Promise<void> {
     const md = new grpc.Metadata();
     md.set(AUTH_METADATA_KEY, `Bearer ${credential}`);
     md.set(AGENT_METADATA_KEY, agentName(i));
-    const call = client.Connect(md);
+    const own = clientFor();
+    clients.push(own);
+    const call = own.Connect(md);
     let generation = 0;
     const now = Date.now();
     const statuses = instancesOf(i).map((inst, n) => ({
@@ -111,7 +118,9 @@ async function simulate(address: string, token: string): Promise<void> {
         timers.push(setTimeout(() => timers.push(setInterval(report, METRICS_MS)), Math.random() * METRICS_MS));
       }
     });
-    call.on('error', () => undefined);
+    call.on('error', (err: Error) => {
+      if (process.env.SIM_DEBUG) console.error(`agent ${i}: ${err.message}`);
+    });
     call.write({
       hello: {
         name: agentName(i),
@@ -134,7 +143,7 @@ async function simulate(address: string, token: string): Promise<void> {
   });
   process.on('disconnect', () => {
     for (const t of timers) clearTimeout(t);
-    client.close();
+    for (const c of clients) c.close();
     process.exit(0);
   });
 }
