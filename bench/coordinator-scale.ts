@@ -20,7 +20,7 @@ import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { startCoordinator } from '../coordinator/coordinator.js';
 import { instanceKey } from '../coordinator/fleet.js';
-import { Store } from '../coordinator/store.js';
+import { Store, newInstanceRow } from '../coordinator/store.js';
 import { fetchPinnedCa } from '../agent/agent-identity.js';
 import { COORDINATOR_TLS_NAME, parseJoinToken } from '../common/join-token.js';
 import { SecretBox } from '../common/secret-box.js';
@@ -192,25 +192,7 @@ async function main(): Promise<void> {
     }
     for (let i = 0; i < max; i++) {
       for (const inst of instancesOf(i)) {
-        seed.insertInstance({
-          ...inst,
-          release: 1,
-          agent: agentName(i),
-          desired: 'run',
-          drainGeneration: null,
-          drainStarted: null,
-          state: 'starting',
-          pid: null,
-          port: null,
-          restarts: 0,
-          since: now,
-          message: '',
-          restartNonce: 0,
-          createdAt: now,
-          logTail: '',
-          startedAt: null,
-          upAt: null,
-        });
+        seed.insertInstance(newInstanceRow({ ...inst, release: 1, agent: agentName(i) }, now));
       }
     }
   });

@@ -4,7 +4,7 @@ import type { AgentView, PsRow } from '../common/api-types.js';
 import type { AddonSpec, AppRoutes, InstanceSpec, InstanceStatus__Output, Task } from '../proto/loader.js';
 import type { AgentHub, Hello__Output } from './agent-hub.js';
 import { freeIndexes, placeInstances } from './scheduler.js';
-import type { AgentRow, InstanceRow, InstanceState, ReleaseRow, Store } from './store.js';
+import { newInstanceRow, type AgentRow, type InstanceRow, type InstanceState, type ReleaseRow, type Store } from './store.js';
 
 /** Options of {@link Fleet}. */
 export interface FleetOptions {
@@ -208,28 +208,12 @@ export class Fleet {
         toAdd.map((t) => ({ app, type: t.type })),
       );
       toAdd.forEach((t, n) => {
-        store.insertInstance({
-          key: instanceKey(app, t.type, t.idx, release),
-          app,
-          type: t.type,
-          idx: t.idx,
-          release,
-          agent: placed[n] as string,
-          desired: 'run',
-          drainGeneration: null,
-          drainStarted: null,
-          state: 'starting',
-          pid: null,
-          port: null,
-          restarts: 0,
-          since: now,
-          message: '',
-          restartNonce: 0,
-          createdAt: now,
-          logTail: '',
-          startedAt: null,
-          upAt: null,
-        });
+        store.insertInstance(
+          newInstanceRow(
+            { key: instanceKey(app, t.type, t.idx, release), app, type: t.type, idx: t.idx, release, agent: placed[n] as string },
+            now,
+          ),
+        );
       });
     });
     this.requestSync();

@@ -126,6 +126,27 @@ export interface AddonRow {
   createdAt: number;
 }
 
+/** A new instance, wanted running and not yet started: what placement inserts. */
+export function newInstanceRow(i: Pick<InstanceRow, 'key' | 'app' | 'type' | 'idx' | 'release' | 'agent'>, now: number): InstanceRow {
+  return {
+    ...i,
+    desired: 'run',
+    drainGeneration: null,
+    drainStarted: null,
+    state: 'starting',
+    pid: null,
+    port: null,
+    restarts: 0,
+    since: now,
+    message: '',
+    restartNonce: 0,
+    createdAt: now,
+    logTail: '',
+    startedAt: null,
+    upAt: null,
+  };
+}
+
 /** Options of {@link Store}. */
 export interface StoreOptions {
   /** Path of the SQLite file; `:memory:` for tests. */
