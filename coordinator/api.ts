@@ -18,7 +18,7 @@ import { runnableTypes, type Fleet } from './fleet.js';
 import type { LogHub } from './log-hub.js';
 import { registerLogRoutes } from './log-routes.js';
 import type { LogStore } from './log-store.js';
-import { registerAuth, type Authenticator } from './auth.js';
+import { needs, registerAuth, type Authenticator, type RouteScope } from './auth.js';
 import { registerSecurityRoutes, type SecurityRoutesOptions } from './security-routes.js';
 import type { Rollouts } from './rollout.js';
 import { inspectSource } from './source-inspector.js';
@@ -87,11 +87,17 @@ function errorBody(code: string, message: string, details?: unknown): ErrorBody 
   return details === undefined ? { code, message } : { code, message, details };
 }
 
+/** What {@link buildApi} makes: the server, and every route with the scope it needs. */
+export interface Api {
+  server: ApiServer;
+  routes: readonly RouteScope[];
+}
+
 /**
  * The coordinator's HTTP API (`/v1/...`): JSON in and out, bearer token, every input validated
  * with a 4xx `{code, message}` for bad input.
  */
-export function buildApi(o: ApiOptions) {
+export function buildApi(o: ApiOptions): Api {
   const logger = o.logger.child({ component: 'api' });
   const app = Fastify({
     loggerInstance: logger,
@@ -106,9 +112,8 @@ export function buildApi(o: ApiOptions) {
     (_request, payload, done) => done(null, payload),
   );
 
-  registerAuth(app, o.auth);
+  const routes = registerAuth(app, o.auth);
   registerSecurityRoutes(app, { store: o.store, auth: o.auth, logger, removeAgent: o.removeAgent });
-  const admin = { config: { scope: 'admin' as const } };
 
   app.setErrorHandler((err: FastifyError | HangarError | Error, request, reply) => {
     // A refused upload leaves its body unread: the connection cannot carry another request.
@@ -164,13 +169,13 @@ export function buildApi(o: ApiOptions) {
     return release;
   };
 
-  app.get('/v1/health', { config: { scope: 'none' } }, async () => ({ ok: true, version: o.version }));
+  app.get('/v1/health', needs('none'), async () => ({ ok: true, version: o.version }));
 
-  app.get('/v1/agents', async () => ({ agents: o.fleet.agentViews() }));
+  app.get('/v1/agents', needs('read'), async () => ({ agents: o.fleet.agentViews() }));
 
-  app.get('/v1/apps', async () => ({ apps: o.store.listApps().map(appView) }));
+  app.get('/v1/apps', needs('read'), async () => ({ apps: o.store.listApps().map(appView) }));
 
-  app.post('/v1/apps', admin, async (request, reply) => {
+  app.post('/v1/apps', needs('admin'), async (request, reply) => {
     const { name } = parseInput(createAppBody, request.body ?? {}, 'app');
     const row = o.store.transaction(() => {
       const created = o.store.createApp(name, o.clock.now());
@@ -182,12 +187,12 @@ export function buildApi(o: ApiOptions) {
     return reply.status(201).send({ app: appView(row) });
   });
 
-  app.get('/v1/apps/:app', async (request) => {
+  app.get('/v1/apps/:app', needs('read'), async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     return { app: appView(o.store.requireApp(name)) };
   });
 
-  app.delete('/v1/apps/:app', admin, async (request) => {
+  app.delete('/v1/apps/:app', needs('admin'), async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     const { confirm } = parseInput(destroyQuery, request.query, 'query');
     o.store.requireApp(name);
@@ -202,13 +207,13 @@ export function buildApi(o: ApiOptions) {
   });
 
   // Config values are secrets: reading them takes a deploy token.
-  app.get('/v1/apps/:app/config', { config: { scope: 'deploy' } }, async (request) => {
+  app.get('/v1/apps/:app/config', needs('deploy'), async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     o.store.requireApp(name);
     return { config: o.store.getConfig(name) };
   });
 
-  app.patch('/v1/apps/:app/config', async (request) => {
+  app.patch('/v1/apps/:app/config', needs('deploy'), async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     const patch = parseInput(configPatchBody, request.body ?? {}, 'config');
     return o.store.transaction(() => {
@@ -242,7 +247,7 @@ export function buildApi(o: ApiOptions) {
     });
   });
 
-  app.post('/v1/apps/:app/builds', async (request, reply) => {
+  app.post('/v1/apps/:app/builds', needs('deploy'), async (request, reply) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     o.store.requireApp(name);
     const active = o.rollouts.activeDeploy(name);
@@ -280,20 +285,20 @@ export function buildApi(o: ApiOptions) {
     }
   });
 
-  app.get('/v1/apps/:app/deploys/:id', async (request) => {
+  app.get('/v1/apps/:app/deploys/:id', needs('read'), async (request) => {
     const { app: name, id } = parseInput(deployParams, request.params, 'deploy');
     const { after } = parseInput(afterQuery, request.query, 'query');
     o.store.requireApp(name);
     return { deploy: o.rollouts.view(id, name, after) };
   });
 
-  app.get('/v1/apps/:app/releases', async (request) => {
+  app.get('/v1/apps/:app/releases', needs('read'), async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     const row = o.store.requireApp(name);
     return { releases: o.store.listReleases(name).map((r) => releaseView(r, row.currentRelease)) };
   });
 
-  app.post('/v1/apps/:app/releases', async (request, reply) => {
+  app.post('/v1/apps/:app/releases', needs('deploy'), async (request, reply) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     const { rollback } = parseInput(rollbackBody, request.body ?? {}, 'rollback');
     const result = o.store.transaction(() => {
@@ -330,13 +335,13 @@ export function buildApi(o: ApiOptions) {
     return reply.status(202).send(result);
   });
 
-  app.get('/v1/apps/:app/ps', async (request) => {
+  app.get('/v1/apps/:app/ps', needs('read'), async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     o.store.requireApp(name);
     return { ps: o.fleet.psRows(name) };
   });
 
-  app.post('/v1/apps/:app/ps/restart', async (request) => {
+  app.post('/v1/apps/:app/ps/restart', needs('deploy'), async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     const { target } = parseInput(restartBody, request.body ?? {}, 'restart');
     o.store.requireApp(name);
@@ -354,13 +359,13 @@ export function buildApi(o: ApiOptions) {
     return { restarted: instances.map((i) => `${i.type}.${i.idx}`) };
   });
 
-  app.get('/v1/apps/:app/formation', async (request) => {
+  app.get('/v1/apps/:app/formation', needs('read'), async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     o.store.requireApp(name);
     return { formation: o.store.getFormation(name) };
   });
 
-  app.patch('/v1/apps/:app/formation', async (request) => {
+  app.patch('/v1/apps/:app/formation', needs('deploy'), async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     const { formation } = parseInput(formationBody, request.body ?? {}, 'formation');
     const release = currentRelease(name);
@@ -384,7 +389,7 @@ export function buildApi(o: ApiOptions) {
   for (const register of o.routes ?? []) register(app);
   registerLogRoutes(app, { store: o.store, logs: o.logs, hub: o.logHub, auth: o.auth, clock: o.clock, logger });
 
-  return app;
+  return { server: app, routes };
 }
 
 /** Streams an upload to a temporary file while hashing it; enforces the size limit. */

@@ -169,7 +169,10 @@ export function authorizeUpgrade(auth: Authenticator, request: IncomingMessage, 
 
 declare module 'fastify' {
   interface FastifyContextConfig {
-    /** Least token scope the route needs. Default: `read` for GET/HEAD, `deploy` otherwise. */
+    /**
+     * Least token scope the route needs; `none` makes it public. Default: `admin` (deny by
+     * default: a route that forgets to declare its scope is open to admins only).
+     */
     scope?: TokenScope | 'none';
   }
   interface FastifyRequest {
@@ -178,21 +181,45 @@ declare module 'fastify' {
   }
 }
 
+/** One route of the API and the scope it needs, as the router registered it. */
+export interface RouteScope {
+  method: string;
+  /** The route's pattern, e.g. `/v1/apps/:app/config`. */
+  url: string;
+  scope: TokenScope | 'none';
+}
+
+/** Scope a request that matched no route needs before it learns so (a 404). */
+const UNMATCHED_SCOPE: TokenScope = 'read';
+
 /**
- * Adds the auth hook to every `/v1/` route but `/v1/health`: 401 without a live token, 403
- * when its scope is below the route's `config.scope` (default by method).
+ * Adds the auth hook to every route: 401 without a live token, 403 when its scope is below the
+ * route's `config.scope`. The decision reads the route Fastify matched (its options and config),
+ * never the raw URL, so no spelling of a path (percent-encoded, absolute-form, `//`, `..`, case)
+ * can reach a route without its check. Call it before any route is registered; returns the table
+ * of every route and its scope, filled as routes are added.
  */
 export function registerAuth<L extends FastifyBaseLogger>(
   app: FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, L>,
   auth: Authenticator,
-): void {
+): readonly RouteScope[] {
+  const table: RouteScope[] = [];
   app.decorateRequest('caller', null);
+  app.addHook('onRoute', (route) => {
+    const scope = route.config?.scope ?? 'admin';
+    route.config = { ...route.config, scope };
+    for (const method of [route.method].flat()) table.push({ method, url: route.url, scope });
+  });
   app.addHook('onRequest', async (request) => {
-    const path = request.url.split('?')[0] ?? '';
-    if (path === '/v1/health' || !path.startsWith('/v1/')) return;
-    const declared = request.routeOptions.config.scope;
-    if (declared === 'none') return;
-    const needed = declared ?? (request.method === 'GET' || request.method === 'HEAD' ? 'read' : 'deploy');
+    const matched = request.routeOptions.url !== undefined;
+    const needed = matched ? (request.routeOptions.config.scope ?? 'admin') : UNMATCHED_SCOPE;
+    if (needed === 'none') return;
     request.caller = auth.authorize(request.headers, needed);
   });
+  return table;
+}
+
+/** Route options that declare the least scope a route needs: `app.get(url, needs('read'), handler)`. */
+export function needs(scope: TokenScope | 'none'): { config: { scope: TokenScope | 'none' } } {
+  return { config: { scope } };
 }

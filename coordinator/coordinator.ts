@@ -13,7 +13,7 @@ import { AgentHub } from './agent-hub.js';
 import { buildApi } from './api.js';
 import { AutoscaleStore, type AutoscaleDecision } from './autoscale-store.js';
 import { Autoscaler } from './autoscaler.js';
-import { Authenticator, hashToken } from './auth.js';
+import { Authenticator, hashToken, type RouteScope } from './auth.js';
 import { ensureCoordinatorTls } from './certificate-authority.js';
 import { Fleet } from './fleet.js';
 import { registerMetricsRoutes } from './metrics-api.js';
@@ -120,6 +120,8 @@ export interface RunningCoordinator {
   caFingerprint: string;
   adminToken: string;
   joinToken: string;
+  /** Every route of the HTTP API and the least token scope it needs. */
+  routes: readonly RouteScope[];
   close(): Promise<void>;
 }
 
@@ -309,7 +311,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     now: () => clock.now(),
   });
 
-  const api = buildApi({
+  const { server: api, routes } = buildApi({
     store,
     fleet,
     rollouts,
@@ -331,7 +333,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     maxUploadBytes: c.maxUploadBytes,
     version: HANGAR_VERSION,
     webPort: c.webPort,
-    routes: [(server) => registerMetricsRoutes(server, { store, fleet, metrics, exporter, policies, autoscaler, auth, clock, logger })],
+    routes: [(server) => registerMetricsRoutes(server, { store, fleet, metrics, exporter, policies, autoscaler, clock, logger })],
     logs,
     logHub,
   });
@@ -382,6 +384,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     adminToken,
     joinToken,
     caFingerprint: tls.caFingerprint,
+    routes,
     close() {
       closed ??= (async () => {
         clearInterval(loop);

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { Clock } from '../common/clock.js';
 import type { Logger } from '../common/logger.js';
 import { appNameSchema } from '../common/names.js';
-import { authorizeUpgrade, type Authenticator } from './auth.js';
+import { authorizeUpgrade, needs, type Authenticator } from './auth.js';
 import type { LogHub } from './log-hub.js';
 import { parseLogQuery } from './log-query.js';
 import { logLineView, type LogStore } from './log-store.js';
@@ -30,14 +30,14 @@ const appParams = z.object({ app: appNameSchema }).strict();
  * `/v1/apps/:app/logs/stream` (on the server's 'upgrade' event; closed with the server).
  */
 export function registerLogRoutes(app: FastifyInstance<Server, IncomingMessage, ServerResponse, Logger>, o: LogRoutesOptions): void {
-  app.get('/v1/apps/:app/logs', async (request) => {
+  app.get('/v1/apps/:app/logs', needs('read'), async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     o.store.requireApp(name);
     const query = parseLogQuery(name, request.query, o.clock.now());
     return { lines: o.logs.query(query).map(logLineView) };
   });
 
-  app.get('/v1/apps/:app/errors', async (request) => {
+  app.get('/v1/apps/:app/errors', needs('read'), async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     o.store.requireApp(name);
     return { errors: o.logs.errors(name) };

@@ -12,7 +12,7 @@ import { HangarError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { MAX_QUANTITY, appNameSchema, processTypeSchema } from '../common/names.js';
 import type { ApiServer } from './api.js';
-import type { Authenticator } from './auth.js';
+import { needs } from './auth.js';
 import type { AutoscaleStore } from './autoscale-store.js';
 import type { Autoscaler } from './autoscaler.js';
 import { runnableTypes, type Fleet } from './fleet.js';
@@ -29,8 +29,6 @@ export interface MetricsRoutesOptions {
   exporter: PrometheusExporter;
   policies: AutoscaleStore;
   autoscaler: Autoscaler;
-  /** Checks API tokens: `/metrics` takes any token of scope `read` or more. */
-  auth: Authenticator;
   clock: Clock;
   logger: Logger;
 }
@@ -90,20 +88,19 @@ export function registerMetricsRoutes(app: ApiServer, o: MetricsRoutesOptions): 
     };
   };
 
-  app.get('/metrics', async (request, reply) => {
-    o.auth.authorize(request.headers, 'read');
+  app.get('/metrics', needs('read'), async (request, reply) => {
     const text = await o.exporter.text();
     return reply.header('content-type', o.exporter.contentType).send(text);
   });
 
-  app.get('/v1/apps/:app/metrics', async (request) => {
+  app.get('/v1/apps/:app/metrics', needs('read'), async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     const { since } = parseInput(sinceQuery, request.query ?? {}, 'query');
     o.store.requireApp(name);
     return { metrics: o.metrics.appMetrics(name, since, o.store.listInstances({ app: name })) };
   });
 
-  app.get('/v1/agents/:agent/metrics', async (request) => {
+  app.get('/v1/agents/:agent/metrics', needs('read'), async (request) => {
     const { agent } = parseInput(agentParams, request.params, 'agent name');
     const { since } = parseInput(sinceQuery, request.query ?? {}, 'query');
     const view = o.fleet.agentViews().find((a) => a.name === agent);
@@ -111,13 +108,13 @@ export function registerMetricsRoutes(app: ApiServer, o: MetricsRoutesOptions): 
     return { metrics: o.metrics.agentMetrics(agent, since, view.state) };
   });
 
-  app.get('/v1/apps/:app/autoscale', async (request) => {
+  app.get('/v1/apps/:app/autoscale', needs('read'), async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     o.store.requireApp(name);
     return { autoscale: autoscaleView(name) };
   });
 
-  app.put('/v1/apps/:app/autoscale/:type', async (request) => {
+  app.put('/v1/apps/:app/autoscale/:type', needs('deploy'), async (request) => {
     const { app: name, type } = parseInput(typeParams, request.params, 'app and process type');
     const body = parseInput(policyBody, request.body ?? {}, 'autoscale policy');
     const row = o.store.requireApp(name);
@@ -134,7 +131,7 @@ export function registerMetricsRoutes(app: ApiServer, o: MetricsRoutesOptions): 
     return { autoscale: autoscaleView(name) };
   });
 
-  app.delete('/v1/apps/:app/autoscale/:type', async (request) => {
+  app.delete('/v1/apps/:app/autoscale/:type', needs('deploy'), async (request) => {
     const { app: name, type } = parseInput(typeParams, request.params, 'app and process type');
     o.store.requireApp(name);
     if (!o.policies.deletePolicy(name, type)) {

@@ -12,7 +12,7 @@ import { z } from 'zod';
 import type { CreatedTokenView, TokenView } from '../common/api-types.js';
 import { HangarError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import { TOKEN_SCOPES, type Authenticator } from './auth.js';
+import { TOKEN_SCOPES, needs, type Authenticator } from './auth.js';
 import type { ApiTokenRow, Store } from './store.js';
 import { parseInput } from './validation.js';
 
@@ -51,11 +51,9 @@ export function registerSecurityRoutes<L extends FastifyBaseLogger>(
   app: FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, L>,
   o: SecurityRoutesOptions,
 ): void {
-  const admin = { config: { scope: 'admin' as const } };
+  app.get('/v1/tokens', needs('admin'), async () => ({ tokens: o.store.listTokens().map(tokenView) }));
 
-  app.get('/v1/tokens', admin, async () => ({ tokens: o.store.listTokens().map(tokenView) }));
-
-  app.post('/v1/tokens', admin, async (request, reply) => {
+  app.post('/v1/tokens', needs('admin'), async (request, reply) => {
     const { scope, name } = parseInput(createTokenBody, request.body ?? {}, 'token');
     const { token, row } = o.auth.create(scope, name ?? `${scope} token`);
     o.logger.info({ tokenId: row.id, scope, by: request.caller?.tokenId }, 'API token created');
@@ -63,14 +61,14 @@ export function registerSecurityRoutes<L extends FastifyBaseLogger>(
     return reply.status(201).send({ token: created });
   });
 
-  app.delete('/v1/tokens/:id', admin, async (request) => {
+  app.delete('/v1/tokens/:id', needs('admin'), async (request) => {
     const { id } = parseInput(tokenParams, request.params, 'token id');
     if (!o.store.deleteToken(id)) throw new HangarError('NOT_FOUND', `No token ${id}; see \`hangar tokens\`.`);
     o.logger.info({ tokenId: id, by: request.caller?.tokenId }, 'API token revoked');
     return { ok: true };
   });
 
-  app.delete('/v1/agents/:name', admin, async (request) => {
+  app.delete('/v1/agents/:name', needs('admin'), async (request) => {
     const { name } = parseInput(agentParams, request.params, 'agent name');
     const { removed, apps } = o.removeAgent(name);
     if (!removed) throw new HangarError('NOT_FOUND', `No agent named ${name}; see \`hangar agents\`.`);
