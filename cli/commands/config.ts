@@ -103,7 +103,8 @@ export function registerConfigCommands(program: Command, ctx: CliContext): void 
   withAppOption(program.command('config:get'))
     .description("print one config var's value")
     .argument('<key>', 'the key')
-    .action(async (key: string, _options: unknown, command: Command) => {
+    .option('--json', 'print {"key": ..., "value": ...}')
+    .action(async (key: string, options: { json?: boolean }, command: Command) => {
       const app = resolveApp(command, ctx);
       atEdge(command, () => parseConfigKeys([key]));
       const config = await (await ctx.client()).getConfig(app);
@@ -111,7 +112,7 @@ export function registerConfigCommands(program: Command, ctx: CliContext): void 
       if (value === undefined) {
         throw new HangarError('NOT_FOUND', `${key} is not set on ${app}; \`hangar config -a ${app}\` lists what is`);
       }
-      ctx.out(`${value}\n`);
+      ctx.out(options.json ? formatJson({ key, value }) : `${value}\n`);
     });
 }
 

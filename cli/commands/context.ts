@@ -3,6 +3,8 @@
  * lazily made {@link ApiClient}. Also the two edge helpers all command groups share: `-a/--app`
  * resolution and turning bad input into a usage error (exit 2) before any request is sent.
  */
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { CommanderError, type Command } from 'commander';
 import { sleep, systemClock, type Clock } from '../../common/clock.js';
 import { HangarError, isHangarError } from '../../common/errors.js';
@@ -81,12 +83,49 @@ export function withAppOption(command: Command): Command {
   return command.option('-a, --app <app>', 'the app (default: $HANGAR_APP)');
 }
 
-/** The app a command is about: `-a/--app`, else HANGAR_APP; a usage error (exit 2) when neither. */
+/** The file in a project folder (or a folder above it) that names its app: `app=NAME`. */
+export const APP_FILE = '.hangar';
+
+/**
+ * The app named by a project's `.hangar` file (`app=shop`, `HANGAR_APP=shop`, or just `shop`;
+ * `#` starts a comment) or by a `HANGAR_APP=` line of its `.env`, looked for in `dir` and then in
+ * each folder above it; null when none names one.
+ */
+export function appFromProjectFiles(dir: string): string | null {
+  for (let at = resolve(dir); ; at = dirname(at)) {
+    for (const [file, bare] of [
+      [APP_FILE, true],
+      ['.env', false],
+    ] as const) {
+      let text: string;
+      try {
+        text = readFileSync(join(at, file), 'utf8');
+      } catch {
+        continue;
+      }
+      for (const raw of text.split('\n')) {
+        const line = raw.replace(/#.*$/, '').trim();
+        const m = /^(?:export\s+)?(app|HANGAR_APP)\s*[=:]\s*["']?([^"'\s]+)["']?$/.exec(line);
+        if (m && (m[1] === 'HANGAR_APP' || bare)) return m[2] ?? null;
+        if (bare && /^[a-z][a-z0-9-]*$/.test(line)) return line;
+      }
+    }
+    if (dirname(at) === at) return null;
+  }
+}
+
+/**
+ * The app a command is about: `-a/--app`, else HANGAR_APP, else the project's `.hangar` file (see
+ * {@link appFromProjectFiles}); a usage error (exit 2) when none names one.
+ */
 export function resolveApp(command: Command, ctx: CliContext): string {
   const { app } = command.opts<AppOptions>();
-  const name = app ?? ctx.io.env.HANGAR_APP;
+  const name = app ?? ctx.io.env.HANGAR_APP ?? (ctx.io.cwd === undefined ? null : appFromProjectFiles(ctx.io.cwd));
   if (!name) {
-    return usageError(command, 'No app given: pass -a APP or set HANGAR_APP (`hangar apps` lists your apps)');
+    return usageError(
+      command,
+      'No app given: pass -a APP or set HANGAR_APP, or write `app=APP` in a .hangar file in the project folder (`hangar apps` lists your apps)',
+    );
   }
   return name;
 }

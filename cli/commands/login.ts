@@ -13,6 +13,7 @@ import {
   resolveCredentials,
   writeCredentials,
 } from '../credentials.js';
+import { formatJson } from '../output.js';
 import { atEdge, type CliContext } from './context.js';
 
 /** Registers `login`, `logout` and `whoami` on `program`. */
@@ -62,12 +63,18 @@ export function registerLoginCommands(program: Command, ctx: CliContext): void {
   program
     .command('whoami')
     .description('show which coordinator the commands talk to, and check the token')
-    .action(async () => {
+    .option('--json', 'print {url, version, source, path}')
+    .action(async (options: { json?: boolean }) => {
       const credentials = await resolveCredentials(ctx.io.env);
       const client = await ctx.client();
       const health = await client.health();
       // Health needs no token: listing apps is what proves the token works.
       await client.listApps();
+      if (options.json) {
+        return ctx.out(
+          formatJson({ url: credentials.url, version: health.version, source: credentials.source, path: credentials.path ?? null }),
+        );
+      }
       const from = credentials.source === 'env' ? 'HANGAR_URL and HANGAR_TOKEN' : (credentials.path ?? 'the credentials file');
       ctx.out(`Logged in to ${credentials.url} (coordinator ${health.version}); credentials from ${from}\n`);
     });
