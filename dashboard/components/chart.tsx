@@ -43,8 +43,8 @@ export function Chart({ title, times, series }: ChartProps) {
       scales: { x: { time: true } },
       axes: [
         axis,
-        { ...axis, values: ticksWith(yFormat), size: 64 },
-        ...(y2 ? [{ ...axis, scale: 'y2', side: 1, size: 64, grid: { show: false }, values: ticksWith(y2.format) }] : []),
+        { ...axis, values: ticksWith(yFormat), size: 80 },
+        ...(y2 ? [{ ...axis, scale: 'y2', side: 1, size: 80, grid: { show: false }, values: ticksWith(y2.format) }] : []),
       ],
       series: [
         {},

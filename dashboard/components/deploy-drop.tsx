@@ -77,7 +77,7 @@ export function DeployDrop({ app, onChanged }: { app: string; onChanged: () => v
           Drop the app’s folder or a <code>.tar.gz</code> here, or{' '}
           <label class="button">
             choose a folder
-            <input class="sr-only" type="file" {...{ webkitdirectory: '' }} multiple disabled={busy} onChange={onPick} />
+            <input class="sr-only" type="file" {...{ webkitdirectory: true }} multiple disabled={busy} onChange={onPick} />
           </label>
           .
         </p>
