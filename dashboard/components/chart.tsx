@@ -10,18 +10,31 @@ export interface ChartSeries {
   format?: (v: number) => string;
 }
 
+/** An event drawn as a dashed vertical line: a deploy or an autoscaling decision. */
+export interface ChartMark {
+  /** Unix seconds. */
+  ts: number;
+  label: string;
+  kind: 'deploy' | 'autoscale';
+}
+
 export interface ChartProps {
   title: string;
   /** Unix seconds. */
   times: number[];
   series: ChartSeries[];
+  marks?: ChartMark[];
 }
+
+const MARK_COLORS: Record<ChartMark['kind'], string> = { deploy: '#2f9e61', autoscale: '#c0399f' };
 
 const COLORS = ['#5b6cf0', '#e0663d', '#2f9e61', '#c0399f'];
 
-export function Chart({ title, times, series }: ChartProps) {
+export function Chart({ title, times, series, marks = [] }: ChartProps) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
+  const marksRef = useRef(marks);
+  marksRef.current = marks;
   const shape = series.map((s) => `${s.label}:${s.scale ?? 'y'}`).join('|');
 
   useEffect(() => {
@@ -41,6 +54,30 @@ export function Chart({ title, times, series }: ChartProps) {
       height: 200,
       title,
       scales: { x: { time: true } },
+      hooks: {
+        draw: [
+          (u: uPlot) => {
+            const { ctx } = u;
+            const { left, top, width, height } = u.bbox;
+            const px = devicePixelRatio || 1;
+            ctx.save();
+            ctx.setLineDash([4 * px, 4 * px]);
+            ctx.font = `${11 * px}px system-ui, sans-serif`;
+            for (const m of marksRef.current) {
+              const x = Math.round(u.valToPos(m.ts, 'x', true));
+              if (x < left || x > left + width) continue;
+              ctx.strokeStyle = MARK_COLORS[m.kind];
+              ctx.fillStyle = MARK_COLORS[m.kind];
+              ctx.beginPath();
+              ctx.moveTo(x, top);
+              ctx.lineTo(x, top + height);
+              ctx.stroke();
+              ctx.fillText(m.label, x + 3 * px, top + 12 * px);
+            }
+            ctx.restore();
+          },
+        ],
+      },
       axes: [
         axis,
         { ...axis, values: ticksWith(yFormat), size: 80 },
@@ -71,7 +108,7 @@ export function Chart({ title, times, series }: ChartProps) {
 
   useEffect(() => {
     plot.current?.setData([times, ...series.map((s) => s.values)] as uPlot.AlignedData);
-  }, [times, series]);
+  }, [times, series, marks]);
 
   return <div class="chart" ref={box} role="img" aria-label={`${title}: ${times.length} points`} data-points={times.length} />;
 }

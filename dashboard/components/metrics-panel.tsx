@@ -1,10 +1,10 @@
 /** Charts of an app's traffic and resources (`GET /v1/apps/APP/metrics`) over 1 h, 24 h or 7 d. */
 import { useMemo, useState } from 'preact/hooks';
-import type { AppMetricsView } from '../../common/api-types.js';
+import type { AppMetricsView, AutoscaleView, ReleaseView } from '../../common/api-types.js';
 import { api, appPath } from '../api.js';
 import { formatBytes, formatMs, formatPercent, formatRate } from '../format.js';
 import { usePoll } from '../use-poll.js';
-import { Chart } from './chart.js';
+import { Chart, type ChartMark } from './chart.js';
 import { Problem } from './problem.js';
 
 const WINDOWS = ['1h', '24h', '7d'] as const;
@@ -16,6 +16,30 @@ export function MetricsPanel({ app }: { app: string }) {
     5000,
     [app, since],
   );
+  // Deploys and autoscaling decisions, marked on the time axis.
+  const events = usePoll(
+    async (signal): Promise<ChartMark[]> => {
+      const [{ releases }, autoscale] = await Promise.all([
+        api<{ releases: ReleaseView[] }>('GET', appPath(app, 'releases'), { signal }),
+        api<{ autoscale: AutoscaleView }>('GET', appPath(app, 'autoscale'), { signal }).then(
+          (r) => r.autoscale,
+          () => null,
+        ),
+      ]);
+      const all: ChartMark[] = [
+        ...releases.map((r) => ({ ts: Date.parse(r.createdAt) / 1000, label: r.name, kind: 'deploy' as const })),
+        ...(autoscale?.decisions ?? []).map((d) => ({
+          ts: Date.parse(d.ts) / 1000,
+          label: `${d.type} ${d.from}→${d.to}`,
+          kind: 'autoscale' as const,
+        })),
+      ];
+      return all.sort((a, b) => a.ts - b.ts);
+    },
+    10_000,
+    [app],
+  );
+  const marks = events.data ?? [];
   const m = metrics.data;
   const times = useMemo(() => (m?.series ?? []).map((p) => Date.parse(p.ts) / 1000), [m]);
   const series = m?.series ?? [];
@@ -41,15 +65,22 @@ export function MetricsPanel({ app }: { app: string }) {
           <div class="charts">
             <Chart
               title="Requests"
+              marks={marks}
               times={times}
               series={[
                 { label: 'req/s', values: series.map((p) => p.rps), format: (v) => formatRate(v) },
                 { label: '5xx', values: series.map((p) => p.status5xx), scale: 'y2' },
               ]}
             />
-            <Chart title="p95 latency" times={times} series={[{ label: 'p95', values: series.map((p) => p.p95Ms), format: formatMs }]} />
+            <Chart
+              title="p95 latency"
+              marks={marks}
+              times={times}
+              series={[{ label: 'p95', values: series.map((p) => p.p95Ms), format: formatMs }]}
+            />
             <Chart
               title="CPU and memory"
+              marks={marks}
               times={times}
               series={[
                 { label: 'CPU', values: series.map((p) => p.cpuPct), format: (v) => formatPercent(v) },
@@ -57,6 +88,15 @@ export function MetricsPanel({ app }: { app: string }) {
               ]}
             />
           </div>
+          <p class="muted small" data-marks={marks.length}>
+            Dashed lines: releases (green) and autoscaling decisions (purple)
+            {marks.length > 0 &&
+              `: ${marks
+                .slice(-6)
+                .map((k) => `${k.label} at ${new Date(k.ts * 1000).toLocaleTimeString()}`)
+                .join(', ')}`}
+            .
+          </p>
           {m.types.length > 0 && (
             <div class="scroll">
               <table class="types">

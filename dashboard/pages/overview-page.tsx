@@ -1,11 +1,11 @@
 /** Every app (state, release, formation, traffic) and every agent (CPU, memory, instances). */
-import type { AgentView, AppMetricsView, AppView, PsRow } from '../../common/api-types.js';
+import type { AgentMetricsView, AgentView, AppMetricsView, AppView, PsRow } from '../../common/api-types.js';
 import { api, appPath } from '../api.js';
 import { appState, formationText } from '../app-state.js';
 import { Problem } from '../components/problem.js';
 import { Sparkline } from '../components/sparkline.js';
 import { TimeAgo } from '../components/time-ago.js';
-import { formatMs, formatPercent, formatRate } from '../format.js';
+import { formatBytes, formatMs, formatPercent, formatRate } from '../format.js';
 import { appHref } from '../route.js';
 import { usePoll } from '../use-poll.js';
 
@@ -36,9 +36,37 @@ async function loadApps(signal: AbortSignal): Promise<AppRowData[]> {
   );
 }
 
+interface AgentRowData {
+  agent: AgentView;
+  /** Last host figures (disk), or null before a report. */
+  host: Record<string, number> | null;
+}
+
+async function loadAgents(signal: AbortSignal): Promise<AgentRowData[]> {
+  const { agents } = await api<{ agents: AgentView[] }>('GET', '/v1/agents', { signal });
+  return Promise.all(
+    agents.map(async (agent) => ({
+      agent,
+      host: await api<{ metrics: AgentMetricsView }>('GET', `/v1/agents/${encodeURIComponent(agent.name)}/metrics?since=5m`, {
+        signal,
+      }).then(
+        (r) => (r.metrics.reportedAt ? r.metrics.host : null),
+        () => null,
+      ),
+    })),
+  );
+}
+
+/** `12 GB / 40 GB`. */
+function disk(host: Record<string, number> | null): string {
+  const used = host?.disk_used_bytes;
+  const total = host?.disk_total_bytes;
+  return used === undefined || total === undefined ? '–' : `${formatBytes(used)} / ${formatBytes(total)}`;
+}
+
 export function OverviewPage() {
   const apps = usePoll(loadApps, 3000, []);
-  const agents = usePoll((signal) => api<{ agents: AgentView[] }>('GET', '/v1/agents', { signal }).then((r) => r.agents), 3000, []);
+  const agents = usePoll(loadAgents, 5000, []);
   return (
     <div class="page">
       <section aria-labelledby="apps-h">
@@ -106,12 +134,13 @@ export function OverviewPage() {
                   <th scope="col">Address</th>
                   <th scope="col">CPU</th>
                   <th scope="col">Memory</th>
+                  <th scope="col">Disk</th>
                   <th scope="col">Instances</th>
                   <th scope="col">Last seen</th>
                 </tr>
               </thead>
               <tbody>
-                {agents.data.map((a) => (
+                {agents.data.map(({ agent: a, host }) => (
                   <tr key={a.name} data-agent={a.name}>
                     <th scope="row">{a.name}</th>
                     <td>
@@ -122,6 +151,7 @@ export function OverviewPage() {
                     <td>
                       {a.memoryUsedMb === null ? '–' : `${a.memoryUsedMb.toLocaleString()} MB`} / {a.capacity.memoryMb.toLocaleString()} MB
                     </td>
+                    <td>{disk(host)}</td>
                     <td>
                       {a.instances} / {a.capacity.maxInstances}
                     </td>
