@@ -14,9 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { pino } from 'pino';
-import { chromium } from 'playwright-core';
 import { startCoordinator } from '../coordinator/coordinator.js';
-import { CHROMIUM, CHROMIUM_ARGS } from '../test/helpers/browser.js';
+import { launchBrowser } from '../test/helpers/browser.js';
 
 const GOAL_MS = 1000;
 const BUDGET_BYTES = 150 * 1024;
@@ -41,11 +40,7 @@ const coordinator = await startCoordinator(
   { dataDir: join(dir, 'coordinator'), httpPort: 0, httpHost: '127.0.0.1', grpcPort: 0, grpcHost: '127.0.0.1' },
   { logger: pino({ level: 'warn' }, pino.destination(2)) },
 );
-const browser = await chromium.launchPersistentContext(join(dir, 'profile'), {
-  executablePath: CHROMIUM,
-  args: CHROMIUM_ARGS,
-  viewport: { width: 1280, height: 800 },
-});
+const browser = await launchBrowser();
 try {
   const headers = { authorization: `Bearer ${coordinator.adminToken}`, 'content-type': 'application/json' };
   for (let i = 1; i <= apps; i++) {
@@ -61,7 +56,7 @@ try {
       headers: { authorization: headers.authorization },
     });
     const { link } = (await res.json()) as { link: { path: string } };
-    const page = await browser.newPage();
+    const page = await browser.context.newPage();
     await page.goto(`${coordinator.url}${link.path}`);
     await page.locator(rowsShown).waitFor({ timeout: 30_000 });
     cold.push(await page.evaluate(() => performance.now()));

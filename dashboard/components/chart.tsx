@@ -24,17 +24,21 @@ export interface ChartProps {
   times: number[];
   series: ChartSeries[];
   marks?: ChartMark[];
+  /** The time window shown, Unix seconds (default: the data's own span). */
+  range?: [number, number];
 }
 
 const MARK_COLORS: Record<ChartMark['kind'], string> = { deploy: '#2f9e61', autoscale: '#c0399f' };
 
 const COLORS = ['#5b6cf0', '#e0663d', '#2f9e61', '#c0399f'];
 
-export function Chart({ title, times, series, marks = [] }: ChartProps) {
+export function Chart({ title, times, series, marks = [], range }: ChartProps) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   const marksRef = useRef(marks);
   marksRef.current = marks;
+  const rangeRef = useRef(range);
+  rangeRef.current = range;
   const shape = series.map((s) => `${s.label}:${s.scale ?? 'y'}`).join('|');
 
   useEffect(() => {
@@ -53,7 +57,10 @@ export function Chart({ title, times, series, marks = [] }: ChartProps) {
       width: Math.max(260, el.clientWidth),
       height: 200,
       title,
-      scales: { x: { time: true } },
+      scales: {
+        // One point would otherwise get a span of years around it.
+        x: { time: true, range: (_u, min, max) => rangeRef.current ?? [min, max] },
+      },
       hooks: {
         draw: [
           (u: uPlot) => {
@@ -108,7 +115,7 @@ export function Chart({ title, times, series, marks = [] }: ChartProps) {
 
   useEffect(() => {
     plot.current?.setData([times, ...series.map((s) => s.values)] as uPlot.AlignedData);
-  }, [times, series, marks]);
+  }, [times, series, marks, range?.[0], range?.[1]]);
 
   return <div class="chart" ref={box} role="img" aria-label={`${title}: ${times.length} points`} data-points={times.length} />;
 }

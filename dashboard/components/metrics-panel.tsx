@@ -43,6 +43,10 @@ export function MetricsPanel({ app }: { app: string }) {
   const m = metrics.data;
   const times = useMemo(() => (m?.series ?? []).map((p) => Date.parse(p.ts) / 1000), [m]);
   const series = m?.series ?? [];
+  const range = useMemo(
+    (): [number, number] | undefined => (m ? [Date.parse(m.since) / 1000, Date.parse(m.until) / 1000] : undefined),
+    [m],
+  );
   return (
     <section aria-labelledby="metrics-h" class="card wide">
       <div class="bar">
@@ -66,6 +70,7 @@ export function MetricsPanel({ app }: { app: string }) {
             <Chart
               title="Requests"
               marks={marks}
+              range={range}
               times={times}
               series={[
                 { label: 'req/s', values: series.map((p) => p.rps), format: (v) => formatRate(v) },
@@ -75,12 +80,14 @@ export function MetricsPanel({ app }: { app: string }) {
             <Chart
               title="p95 latency"
               marks={marks}
+              range={range}
               times={times}
               series={[{ label: 'p95', values: series.map((p) => p.p95Ms), format: formatMs }]}
             />
             <Chart
               title="CPU and memory"
               marks={marks}
+              range={range}
               times={times}
               series={[
                 { label: 'CPU', values: series.map((p) => p.cpuPct), format: (v) => formatPercent(v) },

@@ -1,10 +1,10 @@
 /**
  * Debian's Chromium (`apt-get install chromium`) driven by playwright-core: no browser download.
- * Each launch gets a fresh profile in `dir`, closed after the test.
+ * Each launch gets a fresh profile in a temporary directory of its own.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { TestContext } from 'node:test';
 import { chromium, type BrowserContext } from 'playwright-core';
 import { ROOT } from './cluster.js';
 
@@ -26,16 +26,42 @@ export const CHROMIUM_ARGS = [
 /** Where tests save screenshots (git-ignored). */
 export const SCREENSHOT_DIR = join(ROOT, 'test-output', 'dashboard');
 
-/** Launches Chromium with a fresh profile under `dir`; closed after the test when `t` is given. */
-export async function launchBrowser(dir: string, t?: TestContext): Promise<BrowserContext> {
-  const profile = join(dir, `chromium-profile-${Date.now()}`);
-  await mkdir(profile, { recursive: true });
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 1280, height: 800 },
-    timeout: 60_000,
-  });
-  t?.after(() => context.close());
-  return context;
+/** A running Chromium; `close()` ends it and removes its profile (idempotent). */
+export interface Browser {
+  context: BrowserContext;
+  close(): Promise<void>;
+}
+
+/**
+ * Launches Chromium with a fresh profile. Close it before the servers it talks to (a page that
+ * polls keeps their connections busy), e.g. in a `finally` of the test body.
+ */
+export async function launchBrowser(): Promise<Browser> {
+  const profile = await mkdtemp(join(tmpdir(), 'hangar-chromium-'));
+  let context: BrowserContext;
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      args: CHROMIUM_ARGS,
+      viewport: { width: 1280, height: 800 },
+      timeout: 60_000,
+    });
+  } catch (err) {
+    await rm(profile, { recursive: true, force: true });
+    throw err;
+  }
+  let closed: Promise<void> | null = null;
+  return {
+    context,
+    close() {
+      closed ??= (async () => {
+        try {
+          await context.close();
+        } finally {
+          await rm(profile, { recursive: true, force: true });
+        }
+      })();
+      return closed;
+    },
+  };
 }
