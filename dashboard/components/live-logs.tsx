@@ -43,6 +43,8 @@ export function LiveLogs({ app }: { app: string }) {
   const pending = useRef<Shown[]>([]);
   const box = useRef<HTMLDivElement>(null);
   const counter = useRef(0);
+  /** Whether the view follows new lines: until the reader scrolls up. */
+  const follow = useRef(true);
 
   useEffect(() => {
     let ws: WebSocket | null = null;
@@ -50,6 +52,7 @@ export function LiveLogs({ app }: { app: string }) {
     let stopped = false;
     let first = true;
     setLines([]);
+    follow.current = true;
     pending.current = [];
     setHeld(0);
     const connect = () => {
@@ -91,7 +94,7 @@ export function LiveLogs({ app }: { app: string }) {
   // Follow the tail unless the reader scrolled up.
   useEffect(() => {
     const el = box.current;
-    if (el && el.scrollHeight - el.scrollTop - el.clientHeight < 80) el.scrollTop = el.scrollHeight;
+    if (el && follow.current) el.scrollTop = el.scrollHeight;
   }, [lines]);
 
   const togglePause = () => {
@@ -154,7 +157,18 @@ export function LiveLogs({ app }: { app: string }) {
           The stream skipped {missed} lines while this page was too slow to take them.
         </p>
       )}
-      <div class="log" ref={box} tabIndex={0} role="log" aria-label="Log lines" aria-live="off">
+      <div
+        class="log"
+        ref={box}
+        onScroll={(e) => {
+          const el = e.currentTarget;
+          follow.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+        }}
+        tabIndex={0}
+        role="log"
+        aria-label="Log lines"
+        aria-live="off"
+      >
         {lines.length === 0 && <p class="muted">No lines yet{filter.source || filter.grep ? ' for this filter' : ''}.</p>}
         {lines.map((l) => {
           const group = errorGroupOf(l.line);
