@@ -29,6 +29,7 @@ import type {
   TokenScopeName,
   TokenView,
 } from '../common/api-types.js';
+import type { DashboardLoginLinkView, WhoamiView } from '../common/dashboard-types.js';
 import { HangarError, type ErrorCode } from '../common/errors.js';
 
 /** Options of {@link ApiClient}. */
@@ -157,6 +158,16 @@ export class ApiClient {
   /** `DELETE /v1/tokens/:id`. */
   async revokeToken(id: string): Promise<void> {
     await this.#call('DELETE', `/v1/tokens/${encodeURIComponent(id)}`);
+  }
+
+  /** `POST /v1/dashboard/login-links`: a one-time dashboard login code (single use, about a minute). */
+  async createDashboardLoginLink(): Promise<DashboardLoginLinkView> {
+    return expectRecord<DashboardLoginLinkView>(await this.#call('POST', '/v1/dashboard/login-links'), 'link');
+  }
+
+  /** `GET /v1/whoami`: the token's name and scope. */
+  async whoami(): Promise<WhoamiView> {
+    return expectRecord<WhoamiView>(await this.#call('GET', '/v1/whoami'), 'whoami');
   }
 
   /** `GET /v1/apps`. */

@@ -13,6 +13,7 @@ import { registerAppsCommands } from './commands/apps.js';
 import { registerAutoscaleCommands } from './commands/autoscale.js';
 import { registerConfigCommands } from './commands/config.js';
 import { createContext, type CliContext, type CliIo } from './commands/context.js';
+import { registerDashboardCommands } from './commands/dashboard.js';
 import { registerDeployCommands } from './commands/deploy.js';
 import { registerLoginCommands } from './commands/login.js';
 import { registerMetricsCommands } from './commands/metrics.js';
@@ -67,6 +68,7 @@ export function buildProgram(io: CliIo, extraCommands?: ExtraCommands, ctx: CliC
   registerAutoscaleCommands(program, ctx);
   registerLogsCommands(program, ctx);
   registerTokensCommands(program, ctx);
+  registerDashboardCommands(program, ctx);
   extraCommands?.(program, ctx);
   return program;
 }

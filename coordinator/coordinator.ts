@@ -13,8 +13,11 @@ import { AgentHub } from './agent-hub.js';
 import { buildApi } from './api.js';
 import { AutoscaleStore, type AutoscaleDecision } from './autoscale-store.js';
 import { Autoscaler } from './autoscaler.js';
-import { Authenticator, hashToken, type RouteScope } from './auth.js';
+import { hashToken, type RouteScope } from './auth.js';
 import { ensureCoordinatorTls } from './certificate-authority.js';
+import { DashboardSessions } from './dashboard/dashboard-sessions.js';
+import { registerDashboardRoutes } from './dashboard/dashboard-routes.js';
+import { SessionAuthenticator } from './dashboard/session-authenticator.js';
 import { Fleet } from './fleet.js';
 import { registerMetricsRoutes } from './metrics-api.js';
 import { MetricsStore } from './metrics-store.js';
@@ -178,7 +181,8 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   const httpsOptions = c.tlsCert && c.tlsKey ? { cert: await readFile(c.tlsCert), key: await readFile(c.tlsKey) } : null;
 
   const store = new Store({ path: join(c.dataDir, 'hangar.db'), secrets });
-  const auth = new Authenticator({ store, clock });
+  const sessions = new DashboardSessions({ findToken: (hash) => store.findTokenByHash(hash), clock });
+  const auth = new SessionAuthenticator({ store, clock, sessions });
   auth.seed(adminToken, 'admin', 'admin', 'admin_token_seeded');
   const metrics = new MetricsStore({ store, clock, logger, rawRetentionMs: c.metricsRawRetentionMs });
   const logs = new LogStore({
@@ -333,7 +337,10 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     maxUploadBytes: c.maxUploadBytes,
     version: HANGAR_VERSION,
     webPort: c.webPort,
-    routes: [(server) => registerMetricsRoutes(server, { store, fleet, metrics, exporter, policies, autoscaler, clock, logger })],
+    routes: [
+      (server) => registerMetricsRoutes(server, { store, fleet, metrics, exporter, policies, autoscaler, clock, logger }),
+      (server) => registerDashboardRoutes(server, { sessions, logger }),
+    ],
     logs,
     logHub,
   });

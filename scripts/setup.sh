@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(gunicorn python3-django python3-dj-database-url python3-psycopg2 python3-venv python3-pip
+debs=(gunicorn python3-django python3-dj-database-url python3-psycopg2 python3-venv python3-pip chromium
       redis-server postgresql memcached iproute2 procps ca-certificates)
 missing=()
 for p in "${debs[@]}"; do

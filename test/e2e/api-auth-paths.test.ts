@@ -91,7 +91,16 @@ test(
     // The table is the API as registered: every route, none left without a scope.
     const routes: readonly RouteScope[] = cluster.coordinator.routes;
     const publicRoutes = routes.filter((r) => r.scope === 'none').map((r) => `${r.method} ${r.url}`);
-    assert.deepEqual([...new Set(publicRoutes)].sort(), ['GET /v1/health', 'HEAD /v1/health']);
+    // Health, and the dashboard's page and login-code exchange (the one-time code is the credential).
+    assert.deepEqual([...new Set(publicRoutes)].sort(), [
+      'GET /',
+      'GET /assets/:file',
+      'GET /v1/health',
+      'HEAD /',
+      'HEAD /assets/:file',
+      'HEAD /v1/health',
+      'POST /v1/dashboard/login',
+    ]);
     for (const must of [
       'GET /v1/apps/:app/config',
       'POST /v1/tokens',

@@ -179,6 +179,7 @@ test('--help and --version exit 0', async () => {
     'restart',
     'login',
     'whoami',
+    'dashboard',
   ]) {
     assert.match(help.stdout, new RegExp(`\\b${command}\\b`));
   }
