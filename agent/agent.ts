@@ -9,18 +9,18 @@ import { SecretBox } from '../common/secret-box.js';
 import { HANGAR_VERSION } from '../common/version.js';
 import type { DesiredState__Output } from '../proto/loader.js';
 import { AddonManager } from './addons/addon-manager.js';
-import { ArtifactStore } from './artifact-store.js';
-import type { BackoffOptions } from './backoff.js';
-import { VenvBuilds, buildRelease, type BuildOptions } from './builder.js';
-import { CoordinatorLink } from './coordinator-link.js';
-import { installErrorHook, withHookOnPath } from './error-hook.js';
-import { accessLine, lifecycleLine, parseInstanceKey } from './log-lines.js';
-import { LogShipper } from './log-shipper.js';
-import { MetricsCollector } from './metrics-collector.js';
-import { Reconciler, instanceDirName } from './reconciler.js';
-import { Router } from './router.js';
-import { assertReachable, resolveRunAs } from './run-as.js';
-import { TaskRunner } from './task-runner.js';
+import { ArtifactStore } from './build/artifact-store.js';
+import type { BackoffOptions } from './workloads/backoff.js';
+import { VenvBuilds, buildRelease, type BuildOptions } from './build/builder.js';
+import { CoordinatorLink } from './link/coordinator-link.js';
+import { installErrorHook, withHookOnPath } from './workloads/error-hook.js';
+import { accessLine, lifecycleLine, parseInstanceKey } from './logs/log-lines.js';
+import { LogShipper } from './logs/log-shipper.js';
+import { MetricsCollector } from './metrics/metrics-collector.js';
+import { Reconciler, instanceDirName } from './workloads/reconciler.js';
+import { Router } from './router/router.js';
+import { assertReachable, resolveRunAs } from './workloads/run-as.js';
+import { TaskRunner } from './workloads/task-runner.js';
 
 /** The first non-internal IPv4 address of this host, else loopback. */
 export function defaultAdvertiseAddress(): string {

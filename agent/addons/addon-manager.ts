@@ -11,8 +11,8 @@ import type { Clock, ClockTimer } from '../../common/clock.js';
 import { HangarError, describeError, isHangarError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type { AddonBackup, AddonJob__Output, AddonJobResult, AddonSpec__Output, AddonStatus } from '../../proto/loader.js';
-import type { BackoffOptions } from '../backoff.js';
-import { Supervisor, type SupervisorEvent, type SupervisorOptions } from '../supervisor.js';
+import type { BackoffOptions } from '../workloads/backoff.js';
+import { Supervisor, type SupervisorEvent, type SupervisorOptions } from '../workloads/supervisor.js';
 import {
   addonPaths,
   isAddonKind,

@@ -1,17 +1,17 @@
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { sleep, type Clock } from '../common/clock.js';
-import { describeError } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
-import type { DesiredState__Output, InstanceSpec__Output, InstanceStatus } from '../proto/loader.js';
-import type { ArtifactStore } from './artifact-store.js';
+import { sleep, type Clock } from '../../common/clock.js';
+import { describeError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import type { DesiredState__Output, InstanceSpec__Output, InstanceStatus } from '../../proto/loader.js';
+import type { ArtifactStore } from '../build/artifact-store.js';
 import type { BackoffOptions } from './backoff.js';
-import type { BuildOptions, BuildResult } from './builder.js';
+import type { BuildOptions, BuildResult } from '../build/builder.js';
 import { httpHealthCheck } from './health-check.js';
-import { markStaticDone, runDjangoBuild, staticDone, staticMarker } from './django-build.js';
-import { instanceLogTail } from './log-tail.js';
-import type { Router } from './router.js';
+import { markStaticDone, runDjangoBuild, staticDone, staticMarker } from '../build/django-build.js';
+import { instanceLogTail } from '../logs/log-tail.js';
+import type { Router } from '../router/router.js';
 import { Supervisor, type SupervisorEvent, type SupervisorOptions } from './supervisor.js';
 
 /** Options of {@link Reconciler}. */

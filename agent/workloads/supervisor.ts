@@ -7,9 +7,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { systemClock, sleep, type Clock, type ClockTimer } from '../common/clock.js';
-import { HangarError, describeError } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
+import { systemClock, sleep, type Clock, type ClockTimer } from '../../common/clock.js';
+import { HangarError, describeError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { isProcessRunning, listProcessGroup, readProcStat } from './proc-stat.js';
 

@@ -1,5 +1,5 @@
-import type { InstanceStatus } from '../proto/loader.js';
-import type { AccessEntry } from './router.js';
+import type { InstanceStatus } from '../../proto/loader.js';
+import type { AccessEntry } from '../router/router.js';
 
 /** `shop:web.1:v3` → `{ app: 'shop', instance: 'web.1', release: 'v3' }`. */
 export function parseInstanceKey(key: string): { app: string; instance: string; release: string } {

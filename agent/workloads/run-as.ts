@@ -6,8 +6,8 @@ import { execFile } from 'node:child_process';
 import { chown, mkdir, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { HangarError } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
+import { HangarError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
 
 const run = promisify(execFile);
 
