@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import type { Logger } from '../../common/logger.js';
 import type { AddonSpec__Output } from '../../proto/loader.js';
-import type { RunAs } from './run-as.js';
+import type { RunAs } from '../workloads/run-as.js';
 
 /** The kinds of add-on Hangar provisions. */
 export const ADDON_KINDS = ['postgres', 'redis', 'memcached'] as const;

@@ -5,7 +5,6 @@
  * protocol and reports its state. Also runs one-shot jobs on add-ons: backups, restores, purges.
  */
 import { chmod, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Clock, ClockTimer } from '../../common/clock.js';
 import { HangarError, describeError, isHangarError } from '../../common/errors.js';
@@ -25,7 +24,8 @@ import {
 import { memcachedDriver } from './memcached.js';
 import { postgresDriver } from './postgres.js';
 import { redisDriver } from './redis.js';
-import { chownTree, resolveRunAs, type RunAs } from './run-as.js';
+import { isPortFree } from '../workloads/free-port.js';
+import { DEFAULT_RUN_AS_USER, chownTree, resolveRunAs, type RunAs } from '../workloads/run-as.js';
 
 /** State of an add-on as reported to the coordinator. */
 export type AddonState = 'provisioning' | 'starting' | 'up' | 'crashed' | 'stopping' | 'failed';
@@ -81,16 +81,6 @@ interface AddonMeta {
 }
 
 const BACKUP_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
-
-/** True when nothing listens on `port` (checked by binding every address). */
-function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.unref();
-    server.once('error', () => resolve(false));
-    server.listen(port, '0.0.0.0', () => server.close(() => resolve(true)));
-  });
-}
 
 /** Runs and keeps up the add-on servers desired state lists for this agent. */
 export class AddonManager {
@@ -319,7 +309,7 @@ export class AddonManager {
   }
 
   #resolveRunAs(): Promise<RunAs | null> {
-    this.#runAs ??= (this.#o.runAs ?? (() => resolveRunAs(this.#logger)))();
+    this.#runAs ??= (this.#o.runAs ?? (() => resolveRunAs(DEFAULT_RUN_AS_USER, null, this.#logger)))();
     // A failure (e.g. useradd missing) is tried again next time.
     this.#runAs.catch(() => {
       this.#runAs = null;
@@ -340,7 +330,7 @@ export class AddonManager {
   async #pickPort(preferred: number): Promise<number> {
     const used = new Set([...this.#entries.values()].map((e) => e.port));
     for (let port = preferred; port < preferred + 200 && port < 65536; port++) {
-      if (!used.has(port) && (await portIsFree(port))) return port;
+      if (!used.has(port) && (await isPortFree(port))) return port;
     }
     throw new HangarError('ADDON_FAILED', `No free port in ${preferred}-${preferred + 199} on ${this.#o.host}`);
   }

@@ -1,5 +1,4 @@
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { sleep, type Clock } from '../../common/clock.js';
 import { describeError } from '../../common/errors.js';
@@ -8,6 +7,7 @@ import type { DesiredState__Output, InstanceSpec__Output, InstanceStatus } from 
 import type { ArtifactStore } from '../build/artifact-store.js';
 import type { BackoffOptions } from './backoff.js';
 import type { BuildOptions, BuildResult } from '../build/builder.js';
+import { freePort } from './free-port.js';
 import { httpHealthCheck } from './health-check.js';
 import { markStaticDone, runDjangoBuild, staticDone, staticMarker } from '../build/django-build.js';
 import { instanceLogTail } from '../logs/log-tail.js';
@@ -68,20 +68,6 @@ interface InstanceMeta {
 /** Directory name of an instance key (`shop:web.1:v3` → `shop_web.1_v3`). */
 export function instanceDirName(key: string): string {
   return key.replace(/[^A-Za-z0-9._-]/g, '_');
-}
-
-/** A free TCP port on this host, as the OS hands them out. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '0.0.0.0', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /**

@@ -1,10 +1,11 @@
 /**
- * The unprivileged user app processes, release phases and build steps run as when the agent
- * runs as root: the `hangar` system user, created when missing.
+ * The unprivileged user every workload runs as when the agent runs as root (app processes,
+ * release phases, build steps and add-on servers): the `hangar` system user, created when
+ * missing. An agent running as anyone else runs them all as itself.
  */
 import { execFile } from 'node:child_process';
-import { chown, mkdir, stat } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { chown, lstat, mkdir, readdir, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { HangarError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
@@ -16,9 +17,15 @@ export interface RunAs {
   name: string;
   uid: number;
   gid: number;
-  /** A HOME it may write to (pip and Python caches). */
+  /** A HOME it may write to (pip and Python caches); {@link NO_HOME} when it was given none. */
   home: string;
 }
+
+/** Name of the system user workloads run as when the agent is root, unless configured otherwise. */
+export const DEFAULT_RUN_AS_USER = 'hangar';
+
+/** The HOME of a user resolved without one (what `useradd --home-dir` uses for "none"). */
+export const NO_HOME = '/nonexistent';
 
 async function idOf(user: string, flag: '-u' | '-g'): Promise<number | null> {
   try {
@@ -33,19 +40,20 @@ async function idOf(user: string, flag: '-u' | '-g'): Promise<number | null> {
  * The user to drop to: null when this process is not root (children then run as this user).
  * Creates the system user `name` (no home, no login shell) when it does not exist.
  *
- * @param home A directory made for it (owned by it) to serve as its HOME.
+ * @param home A directory made for it (owned by it) to serve as its HOME; without one, none is
+ *   made and {@link RunAs.home} is {@link NO_HOME}.
  */
-export async function resolveRunAs(name: string, home: string, logger: Logger): Promise<RunAs | null> {
+export async function resolveRunAs(name: string, home: string | null, logger: Logger): Promise<RunAs | null> {
   if (process.getuid?.() !== 0) return null;
   if ((await idOf(name, '-u')) === null) {
     try {
       await run('useradd', ['--system', '--no-create-home', '--user-group', '--shell', '/usr/sbin/nologin', name], { timeout: 30_000 });
-      logger.info({ user: name }, 'created the system user apps run as');
+      logger.info({ user: name }, 'created the system user workloads run as');
     } catch (err) {
       if ((await idOf(name, '-u')) === null) {
         throw new HangarError(
           'INTERNAL',
-          `Could not create the system user ${name} that apps run as; create it with \`useradd --system ${name}\`.`,
+          `Could not create the system user ${name} that apps and add-on servers run as; create it with \`useradd --system ${name}\`.`,
           {
             cause: err,
           },
@@ -56,8 +64,12 @@ export async function resolveRunAs(name: string, home: string, logger: Logger): 
   const uid = await idOf(name, '-u');
   const gid = await idOf(name, '-g');
   if (uid === null || gid === null || uid === 0) {
-    throw new HangarError('INTERNAL', `The user ${name} that apps run as cannot be used (uid ${uid}); give it a non-root uid.`);
+    throw new HangarError(
+      'INTERNAL',
+      `The user ${name} that apps and add-on servers run as cannot be used (uid ${uid}); give it a non-root uid.`,
+    );
   }
+  if (home === null) return { name, uid, gid, home: NO_HOME };
   await mkdir(home, { recursive: true, mode: 0o700 });
   await chown(home, uid, gid);
   return { name, uid, gid, home };
@@ -87,11 +99,26 @@ export async function assertReachable(dir: string, user: RunAs): Promise<void> {
   }
 }
 
-/** Gives `dir` and everything in it to `user`. */
-export async function chownTree(dir: string, user: RunAs): Promise<void> {
+/**
+ * Gives `path` and everything under it to `user` (nothing to do when null). Symlinks are not
+ * followed; what `user` owns already is left alone, so a second call is cheap.
+ *
+ * @throws HangarError `INTERNAL` naming the tree and the user.
+ */
+export async function chownTree(path: string, user: RunAs | null): Promise<void> {
+  if (!user) return;
   try {
-    await run('chown', ['-R', '--no-dereference', `${user.uid}:${user.gid}`, dir], { timeout: 120_000 });
+    await chownEach(path, user);
   } catch (err) {
-    throw new HangarError('BUILD_FAILED', `Could not give ${dir} to the user ${user.name}.`, { cause: err });
+    throw new HangarError('INTERNAL', `Could not give ${path} to the user ${user.name}.`, { cause: err });
+  }
+}
+
+async function chownEach(path: string, user: RunAs): Promise<void> {
+  const info = await lstat(path);
+  if (info.isSymbolicLink()) return;
+  if (info.uid !== user.uid || info.gid !== user.gid) await chown(path, user.uid, user.gid);
+  if (info.isDirectory()) {
+    for (const name of await readdir(path)) await chownEach(join(path, name), user);
   }
 }
