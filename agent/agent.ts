@@ -17,7 +17,7 @@ import { installErrorHook, withHookOnPath } from './workloads/error-hook.js';
 import { accessLine, lifecycleLine, parseInstanceKey } from './logs/log-lines.js';
 import { LogShipper } from './logs/log-shipper.js';
 import { MetricsCollector } from './metrics/metrics-collector.js';
-import { Reconciler, instanceDirName } from './workloads/reconciler.js';
+import { createInstanceRunner, instanceDirName } from './workloads/instance-driver.js';
 import { Router } from './router/router.js';
 import { assertReachable, resolveRunAs } from './workloads/run-as.js';
 import { TaskRunner } from './workloads/task-runner.js';
@@ -185,7 +185,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       heartbeat: { generation: appliedGeneration, instances: reconciler.statuses(), addons: addons.statuses(), sentAt: clock.now() },
     });
 
-  const reconciler = new Reconciler({
+  const reconciler = createInstanceRunner({
     instancesDir,
     router,
     artifacts,
@@ -247,7 +247,14 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       return;
     }
     followInstances(state);
-    reconciler.apply(prepare(state));
+    router.setRoutes(
+      state.routes.map((r) => ({
+        app: r.app,
+        domains: r.domains,
+        backends: r.backends.map((b) => ({ instanceKey: b.instanceKey, host: b.host, port: b.port })),
+      })),
+    );
+    reconciler.apply(prepare(state).instances);
     // Add-ons start from the cached state too: they stay up while the coordinator is away.
     addons.apply(state.addons ?? []);
     if (!fromCache) {
@@ -266,7 +273,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   } catch {
     cached = null;
   }
-  await reconciler.adopt(cached ? prepare(cached) : null);
+  await reconciler.adopt(cached ? prepare(cached).instances : []);
   await addons.adopt(cached?.addons ?? []);
   if (cached) apply(cached, true);
 
