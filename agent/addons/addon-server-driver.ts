@@ -4,7 +4,7 @@
  * health-checks it with the server's own protocol, and finds the servers a previous agent left
  * running. The kinds themselves are {@link AddonDriver}s.
  */
-import { chmod, mkdir, readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Clock } from '../../common/clock.js';
 import { HangarError, describeError } from '../../common/errors.js';
@@ -13,6 +13,7 @@ import { isOneOf, ADDON_KINDS, type AddonKind, type AddonState } from '../../com
 import type { AddonSpec__Output, AddonStatus } from '../../proto/loader.js';
 import type { BackoffOptions } from '../workloads/backoff.js';
 import { isPortFree } from '../workloads/free-port.js';
+import { workloadDirNames } from '../workloads/workload-dirs.js';
 import { DEFAULT_RUN_AS_USER, chownTree, resolveRunAs, type RunAs } from '../workloads/run-as.js';
 import type {
   Recovered,
@@ -61,9 +62,7 @@ interface AddonMeta {
 
 /** The add-on servers of desired state, as a kind of workload. */
 export class AddonServerDriver implements WorkloadDriver<AddonSpec__Output, AddonContext, AddonStatus> {
-  readonly field = 'addon';
-  readonly noun = 'add-on server';
-  readonly preparing = 'provisioning';
+  readonly names = { field: 'addon', noun: 'add-on server', preparing: 'provisioning' };
   readonly #o: AddonServerOptions;
   readonly #logger: Logger;
   readonly #kinds: Record<AddonKind, AddonDriver>;
@@ -126,13 +125,7 @@ export class AddonServerDriver implements WorkloadDriver<AddonSpec__Output, Addo
 
   async *recover(specs: readonly AddonSpec__Output[]): AsyncIterable<Recovered<AddonSpec__Output, AddonContext>> {
     const wanted = new Map(specs.map((s) => [s.name, s]));
-    let names: string[] = [];
-    try {
-      names = await readdir(this.#o.dir);
-    } catch {
-      return;
-    }
-    for (const name of names) {
+    for (const name of await workloadDirNames(this.#o.dir)) {
       const paths = addonPaths(this.#o.dir, name);
       const meta = await readMeta(paths);
       if (!meta) continue;
@@ -188,11 +181,7 @@ export class AddonServerDriver implements WorkloadDriver<AddonSpec__Output, Addo
       app: view.spec.app,
       kind: view.spec.kind,
       state,
-      pid: view.pid,
-      port: view.port,
-      restarts: view.restarts,
-      since: view.since,
-      message: view.message,
+      ...view.vitals,
     };
   }
 
@@ -212,7 +201,7 @@ export class AddonServerDriver implements WorkloadDriver<AddonSpec__Output, Addo
           const { code, signal } = change.event;
           this.#logger.warn({ addon: view.key, code, signal }, 'add-on server exited; it will be restarted');
         } else if (change.event.type === 'healthy') {
-          this.#logger.info({ addon: view.key, port: view.port }, 'add-on server is up');
+          this.#logger.info({ addon: view.key, port: view.vitals.port }, 'add-on server is up');
         }
         break;
     }

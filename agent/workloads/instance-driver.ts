@@ -4,7 +4,7 @@
  * adopt it, runs it under a supervisor (web instances are up once their health check passes in
  * a row) and drains a web instance from the router before it stops.
  */
-import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sleep, type Clock } from '../../common/clock.js';
 import { describeError } from '../../common/errors.js';
@@ -18,6 +18,7 @@ import type { Router } from '../router/router.js';
 import type { BackoffOptions } from './backoff.js';
 import { freePort } from './free-port.js';
 import { httpHealthCheck } from './health-check.js';
+import { workloadDirNames } from './workload-dirs.js';
 import { WorkloadRunner } from './workload-runner.js';
 import type { Recovered, Started, StartContext, Supervision, WorkloadChange, WorkloadDriver, WorkloadView } from './workload-driver.js';
 
@@ -89,9 +90,7 @@ export function createInstanceRunner(options: InstanceDriverOptions): InstanceRu
 
 /** The app instances of desired state, as a kind of workload. */
 export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, InstanceData, InstanceStatus> {
-  readonly field = 'instance';
-  readonly noun = 'instance';
-  readonly preparing = 'building';
+  readonly names = { field: 'instance', noun: 'instance', preparing: 'building' };
   readonly #o: InstanceDriverOptions;
   readonly #logger: Logger;
   /** collectstatic runs in progress, by marker path (instances of one release share one). */
@@ -140,13 +139,7 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
 
   async *recover(specs: readonly InstanceSpec__Output[]): AsyncIterable<Recovered<InstanceSpec__Output, InstanceData>> {
     const wanted = new Map(specs.map((s) => [instanceDirName(s.key), s]));
-    let names: string[] = [];
-    try {
-      names = await readdir(this.#o.instancesDir);
-    } catch {
-      return;
-    }
-    for (const name of names) {
+    for (const name of await workloadDirNames(this.#o.instancesDir)) {
       const dir = join(this.#o.instancesDir, name);
       let meta: InstanceMeta;
       try {
@@ -173,11 +166,7 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
     return {
       key: view.key,
       state,
-      pid: view.pid,
-      port: view.port,
-      restarts: view.restarts,
-      since: view.since,
-      message: view.message,
+      ...view.vitals,
       // Why it is not up yet, for a rollout that fails on it (a small read from the file ends).
       logTail:
         view.phase === 'running' && view.data && state !== 'up' && state !== 'stopping'

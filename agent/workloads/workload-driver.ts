@@ -50,14 +50,22 @@ export interface WorkloadView<Spec, Data> {
   phase: WorkloadPhase;
   /** `preparing`, `failed`, or the supervisor's state (`stopping` once stopping or stopped). */
   state: 'preparing' | 'starting' | 'up' | 'crashed' | 'stopping' | 'failed';
+  /** The figures every kind reports alike. */
+  vitals: WorkloadVitals;
+  data: Data | null;
+}
+
+/** What every kind of workload reports alike about its process. */
+export interface WorkloadVitals {
   /** 0 when not running. */
   pid: number;
   port: number;
+  /** Automatic restarts after exits. */
   restarts: number;
   /** Clock time of the last state change, Unix ms. */
   since: number;
+  /** One human-readable sentence about the state. */
   message: string;
-  data: Data | null;
 }
 
 /** Why a workload's state is reported. */
@@ -68,14 +76,20 @@ export type WorkloadChange =
   | { kind: 'stopped' }
   | { kind: 'event'; event: SupervisorEvent };
 
+/** How logs and messages name a kind of workload. */
+export interface WorkloadNames {
+  /** Names a workload of this kind in log fields (`instance`, `addon`). */
+  field: string;
+  /** Names this kind in log messages (`instance`, `add-on server`). */
+  noun: string;
+  /** The message of a workload while it is prepared (`building`, `provisioning`). */
+  preparing: string;
+}
+
 /** One kind of workload. */
 export interface WorkloadDriver<Spec, Data, Status> {
-  /** Names a workload of this kind in log fields (`instance`, `addon`). */
-  readonly field: string;
-  /** Names this kind in log messages (`instance`, `add-on server`). */
-  readonly noun: string;
-  /** The message of a workload while it is prepared (`building`, `provisioning`). */
-  readonly preparing: string;
+  /** How logs and messages name this kind. */
+  readonly names: WorkloadNames;
   /** The key a workload is known by (an instance key, an add-on name). */
   key(spec: Spec): string;
   /** True when `next` is another workload than `current` under the same key: `current` is stopped. */

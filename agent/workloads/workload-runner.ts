@@ -58,7 +58,7 @@ export class WorkloadRunner<Spec, Data, Status> {
    * that do not run are started by the next {@link apply}.
    */
   async adopt(specs: readonly Spec[]): Promise<void> {
-    const { field, noun } = this.#driver;
+    const { field, noun } = this.#driver.names;
     for await (const found of this.#driver.recover(specs)) {
       try {
         const spec = found.spec;
@@ -118,8 +118,8 @@ export class WorkloadRunner<Spec, Data, Status> {
         this.#launch(key, spec);
       } else if (w.phase.state === 'running' && w.supervisor && token !== w.restartToken) {
         w.restartToken = token;
-        this.#o.logger.info({ [this.#driver.field]: key }, 'restarting on request');
-        w.supervisor.restart().catch((err: unknown) => this.#o.logger.error({ err, [this.#driver.field]: key }, 'restart failed'));
+        this.#o.logger.info({ [this.#driver.names.field]: key }, 'restarting on request');
+        w.supervisor.restart().catch((err: unknown) => this.#o.logger.error({ err, [this.#driver.names.field]: key }, 'restart failed'));
       }
     }
   }
@@ -155,7 +155,7 @@ export class WorkloadRunner<Spec, Data, Status> {
       port: 0,
       supervisor: null,
       data: null,
-      message: this.#driver.preparing,
+      message: this.#driver.names.preparing,
       since: this.#o.clock.now(),
       failedAt: 0,
       restartToken: this.#driver.restartToken(spec),
@@ -219,7 +219,10 @@ export class WorkloadRunner<Spec, Data, Status> {
         await this.#driver.beforeStop(this.#view(w));
         await w.supervisor?.stop();
       } catch (err) {
-        this.#o.logger.error({ err, [this.#driver.field]: w.key }, `failed to stop ${article(this.#driver.noun)} ${this.#driver.noun}`);
+        this.#o.logger.error(
+          { err, [this.#driver.names.field]: w.key },
+          `failed to stop ${article(this.#driver.names.noun)} ${this.#driver.names.noun}`,
+        );
       } finally {
         if (this.#workloads.get(w.key) === w) this.#workloads.delete(w.key);
         w.phase.to('stopped');
@@ -258,11 +261,13 @@ export class WorkloadRunner<Spec, Data, Status> {
       spec: w.spec,
       phase,
       state,
-      pid: live?.pid ?? 0,
-      port: w.port,
-      restarts: live?.restarts ?? 0,
-      since: s ? s.since : w.since,
-      message: s ? s.message : w.message,
+      vitals: {
+        pid: live?.pid ?? 0,
+        port: w.port,
+        restarts: live?.restarts ?? 0,
+        since: s ? s.since : w.since,
+        message: s ? s.message : w.message,
+      },
       data: w.data,
     };
   }
@@ -272,7 +277,7 @@ export class WorkloadRunner<Spec, Data, Status> {
       const view = this.#view(w);
       this.#driver.report(this.#driver.inspect(view), change, view);
     } catch (err) {
-      this.#o.logger.error({ err, [this.#driver.field]: w.key }, `${this.#driver.noun} status report failed`);
+      this.#o.logger.error({ err, [this.#driver.names.field]: w.key }, `${this.#driver.names.noun} status report failed`);
     }
   }
 }
