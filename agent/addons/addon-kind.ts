@@ -5,16 +5,9 @@
  */
 import { join } from 'node:path';
 import type { Logger } from '../../common/logger.js';
+import type { AddonKind } from '../../common/vocabulary.js';
 import type { AddonSpec__Output } from '../../proto/loader.js';
 import type { RunAs } from '../workloads/run-as.js';
-
-/** The kinds of add-on Hangar provisions. */
-export const ADDON_KINDS = ['postgres', 'redis', 'memcached'] as const;
-export type AddonKind = (typeof ADDON_KINDS)[number];
-
-export function isAddonKind(kind: string): kind is AddonKind {
-  return (ADDON_KINDS as readonly string[]).includes(kind);
-}
 
 /** Where one add-on keeps its things: DATA/addons/NAME/… */
 export interface AddonPaths {
