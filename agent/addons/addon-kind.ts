@@ -1,6 +1,6 @@
 /**
  * What every kind of add-on server (PostgreSQL, Redis, memcached) provides to the
- * {@link AddonManager}: how to initialize its data on first start, the command the supervisor
+ * {@link AddonServerDriver}: how to initialize its data on first start, the command the supervisor
  * runs, and a health check that speaks the server's own protocol.
  */
 import { join } from 'node:path';

@@ -137,7 +137,7 @@ const STOP_POLL_MS = 50;
 const KILL_WAIT_MS = 5000;
 
 /**
- * Supervises one instance process. Create it, call {@link start}; the reconciler reads
+ * Supervises one instance process. Create it, call {@link start}; the workload runner reads
  * {@link status} and listens to events. After an agent restart, {@link Supervisor.adopt}
  * re-attaches to a process that still runs instead of restarting it.
  */
