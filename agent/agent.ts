@@ -1,26 +1,28 @@
-import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
 import { cpus, hostname, networkInterfaces, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { systemClock, type Clock, type ClockTimer } from '../common/clock.js';
+import { describeError } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { parseJoinToken } from '../common/join-token.js';
 import { SecretBox } from '../common/secret-box.js';
 import { HANGAR_VERSION } from '../common/version.js';
-import type { DesiredState__Output } from '../proto/loader.js';
 import { AddonManager } from './addons/addon-manager.js';
-import { ArtifactStore } from './artifact-store.js';
-import type { BackoffOptions } from './backoff.js';
-import { VenvBuilds, buildRelease, type BuildOptions } from './builder.js';
-import { CoordinatorLink } from './coordinator-link.js';
-import { installErrorHook, withHookOnPath } from './error-hook.js';
-import { accessLine, lifecycleLine, parseInstanceKey } from './log-lines.js';
-import { LogShipper } from './log-shipper.js';
-import { MetricsCollector } from './metrics-collector.js';
-import { Reconciler, instanceDirName } from './reconciler.js';
-import { Router } from './router.js';
-import { assertReachable, resolveRunAs } from './run-as.js';
-import { TaskRunner } from './task-runner.js';
+import { ArtifactStore } from './build/artifact-store.js';
+import type { BackoffOptions } from './workloads/backoff.js';
+import { VenvBuilds, buildRelease, type BuildOptions } from './build/builder.js';
+import { DesiredStateApplier } from './desired-state/desired-state-applier.js';
+import { DesiredStateCache } from './desired-state/desired-state-cache.js';
+import { CoordinatorLink } from './link/coordinator-link.js';
+import { installErrorHook } from './workloads/error-hook.js';
+import { accessLine, lifecycleLine } from './logs/log-lines.js';
+import { LogShipper } from './logs/log-shipper.js';
+import { MetricsCollector } from './metrics/metrics-collector.js';
+import { createInstanceRunner } from './workloads/instance-driver.js';
+import { Router } from './router/router.js';
+import { assertReachable, resolveRunAs } from './workloads/run-as.js';
+import { TaskRunner } from './workloads/task-runner.js';
 
 /** The first non-internal IPv4 address of this host, else loopback. */
 export function defaultAdvertiseAddress(): string {
@@ -98,14 +100,60 @@ export interface RunningAgent {
   close(options?: { stopInstances?: boolean }): Promise<void>;
 }
 
-/** Starts an agent: router, reconciler, and the link to the coordinator. */
+/** Something started, and how to close it again. */
+type Closer = (options: { stopInstances: boolean }) => unknown;
+
+/**
+ * Starts an agent: log shipping, router, the workload runners (adopting what a previous agent
+ * left running), metrics, and the link to the coordinator. When a step fails, what was started
+ * before it is closed again (its instances keep running) and the error is thrown.
+ */
 export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Promise<RunningAgent> {
   const c = agentConfigSchema.parse(config);
   const clock = deps.clock ?? systemClock;
   const logger = (deps.logger ?? createLogger()).child({ component: 'agent', agent: c.name });
+  // Closed newest first, on close() or when start-up fails half-way.
+  const started: Closer[] = [];
+  const closeStarted = async (options: { stopInstances: boolean }) => {
+    for (const close of started.splice(0).reverse()) {
+      try {
+        await close(options);
+      } catch (err) {
+        logger.error({ err }, 'could not close a part of the agent');
+      }
+    }
+  };
+  try {
+    const agent = await assemble(c, { clock, logger, ...(deps.backoff ? { backoff: deps.backoff } : {}) }, started);
+    logger.info(
+      { routerPort: agent.routerPort, coordinator: c.coordinator, advertise: c.advertise, appUser: agent.appUser },
+      'agent started',
+    );
+    let closing: Promise<void> | null = null;
+    return {
+      name: c.name,
+      routerPort: agent.routerPort,
+      close(options = {}) {
+        closing ??= closeStarted({ stopInstances: options.stopInstances ?? false }).then(() => logger.info('agent stopped'));
+        return closing;
+      },
+    };
+  } catch (err) {
+    logger.warn({ err }, `agent did not start (${describeError(err)}); closing what had started`);
+    await closeStarted({ stopInstances: false });
+    throw err;
+  }
+}
+
+/** Starts the agent's parts in order, pushing each one's close onto `started`. */
+async function assemble(
+  c: z.output<typeof agentConfigSchema>,
+  deps: { clock: Clock; logger: Logger; backoff?: BackoffOptions },
+  started: Closer[],
+): Promise<{ routerPort: number; appUser: string | null }> {
+  const { clock, logger } = deps;
   const joinToken = parseJoinToken(c.joinToken);
   await mkdir(c.dataDir, { recursive: true, mode: 0o700 });
-  const cachePath = join(c.dataDir, 'desired-state.json');
   // The cached desired state holds config values: sealed with this agent's own key.
   const secrets = await SecretBox.fromKeyFile(join(c.dataDir, 'secret-key'));
   const user = await resolveRunAs(c.appUser, join(c.dataDir, 'home'), logger);
@@ -116,6 +164,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   }
 
   let link: CoordinatorLink | null = null;
+  let metrics: MetricsCollector | null = null;
+  let applier: DesiredStateApplier | null = null;
   const instancesDir = join(c.dataDir, 'instances');
   const logs = new LogShipper({
     dir: join(c.dataDir, 'logs'),
@@ -125,40 +175,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     logger,
   });
   logs.start();
+  started.push(() => logs.close());
   const hookDir = await installErrorHook(join(c.dataDir, 'python-hook'));
-  // App processes get the error hook first on PYTHONPATH; tailing follows their output files.
-  const prepare = (state: DesiredState__Output): DesiredState__Output => ({
-    ...state,
-    instances: state.instances.map((s) => ({ ...s, env: withHookOnPath(s.env, hookDir) })),
-  });
-  const domains = new Map<string, string>();
-  const taskApps = new Map<string, string>();
-  const followInstances = (state: DesiredState__Output) => {
-    logs.setTails(
-      'instances',
-      state.instances.flatMap((s) => {
-        const dir = join(instancesDir, instanceDirName(s.key));
-        const source = parseInstanceKey(s.key).instance;
-        return [
-          { path: join(dir, 'stdout.log'), app: s.app, source, stream: 'stdout' as const },
-          { path: join(dir, 'stderr.log'), app: s.app, source, stream: 'stderr' as const },
-        ];
-      }),
-    );
-    logs.setTails(
-      'addons',
-      (state.addons ?? []).flatMap((a) => {
-        const dir = join(c.dataDir, 'addons', a.name);
-        const source = `addon[${a.name}]`;
-        return [
-          { path: join(dir, 'stdout.log'), app: a.app, source, stream: 'stdout' as const },
-          { path: join(dir, 'stderr.log'), app: a.app, source, stream: 'stderr' as const },
-        ];
-      }),
-    );
-    for (const s of state.instances) if (s.domain) domains.set(s.app, s.domain);
-    for (const r of state.routes) if (r.domains[0]) domains.set(r.app, r.domains[0]);
-  };
 
   const router = new Router({
     port: c.routerPort,
@@ -166,12 +184,14 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     logger,
     onAccess: (e) => {
       metrics?.recordAccess(e);
-      if (e.app) logs.write({ app: e.app, source: 'router', line: accessLine(e, domains.get(e.app) ?? e.app), ts: e.ts });
+      if (e.app) logs.write({ app: e.app, source: 'router', line: accessLine(e, applier?.domainOf(e.app) ?? e.app), ts: e.ts });
     },
   });
-  let metrics: MetricsCollector | null = null;
   const { port: routerPort } = await router.start();
+  started.push(() => router.close());
 
+  const cache = new DesiredStateCache(join(c.dataDir, 'desired-state.json'), secrets, logger);
+  started.push(() => cache.flush());
   const artifacts = new ArtifactStore(join(c.dataDir, 'artifacts'), (sha) => {
     if (!link) throw new Error('not connected');
     return link.fetchArtifact(sha);
@@ -179,13 +199,28 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   // Builds of one virtualenv are shared between the instances and tasks that need it at once.
   const venvBuilds = new VenvBuilds();
   const build = (options: BuildOptions) => buildRelease({ ...options, venvBuilds, user });
-  let appliedGeneration = 0;
   const sendHeartbeat = () =>
     link?.send({
-      heartbeat: { generation: appliedGeneration, instances: reconciler.statuses(), addons: addons.statuses(), sentAt: clock.now() },
+      heartbeat: {
+        generation: applier?.generation ?? 0,
+        instances: instances.statuses(),
+        addons: addons.statuses(),
+        sentAt: clock.now(),
+      },
     });
 
-  const reconciler = new Reconciler({
+  // Add-on servers (PostgreSQL, Redis, memcached): DATA/addons/NAME/{data,stdout.log,stderr.log,pid.json}.
+  const addons = new AddonManager({
+    dir: join(c.dataDir, 'addons'),
+    host: c.name,
+    advertise: c.advertise,
+    ...(deps.backoff ? { backoff: deps.backoff } : {}),
+    clock,
+    logger,
+    onStatus: (status) => link?.send({ addonStatus: status }),
+  });
+  started.push((o) => addons.close(o));
+  const instances = createInstanceRunner({
     instancesDir,
     router,
     artifacts,
@@ -203,16 +238,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       link?.send({ instanceEvent: { status, kind, exitCode: exit?.code ?? 0, signal: exit?.signal ?? '' } });
     },
   });
-  // Add-on servers (PostgreSQL, Redis, memcached): DATA/addons/NAME/{data,stdout.log,stderr.log,pid.json}.
-  const addons = new AddonManager({
-    dir: join(c.dataDir, 'addons'),
-    host: c.name,
-    advertise: c.advertise,
-    ...(deps.backoff ? { backoff: deps.backoff } : {}),
-    clock,
-    logger,
-    onStatus: (status) => link?.send({ addonStatus: status }),
-  });
+  started.push((o) => instances.close(o));
   const tasks = new TaskRunner({
     dir: join(c.dataDir, 'tasks'),
     artifacts,
@@ -222,64 +248,41 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     user,
     logger,
     onLine: (l) => {
-      const app = taskApps.get(l.taskId);
+      const app = applier?.appOfTask(l.taskId);
       if (app) logs.write({ app, source: l.source, stream: l.stream, line: l.line, ts: l.ts });
       link?.send({ taskOutput: { taskId: l.taskId, source: l.source, stream: l.stream, line: l.line, ts: l.ts } });
     },
     onOutcome: (o) => link?.send({ taskResult: { taskId: o.taskId, ok: o.ok, error: o.error, errorCode: o.errorCode } }),
   });
+  started.push(() => tasks.close());
 
-  // Writes of the cache are serialized; only the newest snapshot matters.
-  let cacheWrite: Promise<void> = Promise.resolve();
-  const cache = (state: DesiredState__Output) => {
-    cacheWrite = cacheWrite
-      .then(async () => {
-        const tmp = `${cachePath}.tmp`;
-        await writeFile(tmp, secrets.seal(JSON.stringify(state)), { mode: 0o600 });
-        await rename(tmp, cachePath);
-      })
-      .catch((err: unknown) => logger.error({ err }, 'could not cache desired state'));
-  };
-
-  const apply = (state: DesiredState__Output, fromCache: boolean) => {
-    if (state.generation < appliedGeneration) {
-      logger.debug({ generation: state.generation, applied: appliedGeneration }, 'ignoring an old desired state');
-      return;
-    }
-    followInstances(state);
-    reconciler.apply(prepare(state));
-    // Add-ons start from the cached state too: they stay up while the coordinator is away.
-    addons.apply(state.addons ?? []);
-    if (!fromCache) {
-      for (const t of state.tasks) taskApps.set(t.id, t.app);
-      tasks.apply(state.tasks);
-      cache(state);
-    }
-    appliedGeneration = state.generation;
-    sendHeartbeat();
-  };
-
+  applier = new DesiredStateApplier({
+    instancesDir,
+    addonsDir: join(c.dataDir, 'addons'),
+    hookDir,
+    router,
+    instances,
+    addons,
+    tasks,
+    logs,
+    cache,
+    logger,
+    onApplied: sendHeartbeat,
+  });
   // An agent restart keeps apps running: adopt what the cached state says should run.
-  let cached: DesiredState__Output | null = null;
-  try {
-    cached = JSON.parse(secrets.open(await readFile(cachePath, 'utf8'))) as DesiredState__Output;
-  } catch {
-    cached = null;
-  }
-  await reconciler.adopt(cached ? prepare(cached) : null);
-  await addons.adopt(cached?.addons ?? []);
-  if (cached) apply(cached, true);
+  await applier.resume(await cache.read());
 
   metrics = new MetricsCollector({
     dataDir: c.dataDir,
     ...(c.metricsIntervalMs ? { intervalMs: c.metricsIntervalMs } : {}),
-    instances: () => new Map(reconciler.statuses().flatMap((s) => (s.key && s.pid ? [[s.key, s.pid] as const] : []))),
+    instances: () => new Map(instances.statuses().flatMap((s) => (s.key && s.pid ? [[s.key, s.pid] as const] : []))),
     inFlight: (key) => router.inFlight(key),
     send: (report) => link?.send({ metrics: report }) ?? false,
     clock,
     logger,
   });
   metrics.start();
+  started.push(() => metrics?.close());
 
   let heartbeat: ClockTimer | null = null;
   const beat = (intervalMs: number) => {
@@ -288,6 +291,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       beat(intervalMs);
     }, intervalMs);
   };
+  const desired = applier;
   link = new CoordinatorLink({
     address: c.coordinator,
     joinToken,
@@ -300,10 +304,10 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       advertiseAddress: c.advertise,
       routerPort,
       capacity: { cpus: cpus().length, memoryMb: Math.round(totalmem() / 1048576), maxInstances: c.maxInstances },
-      instances: reconciler.statuses(),
+      instances: instances.statuses(),
       addons: addons.statuses(),
       version: HANGAR_VERSION,
-      generation: appliedGeneration,
+      generation: desired.generation,
       logEpoch: logs.epoch,
       logAckedSeq: logs.acked,
     }),
@@ -315,30 +319,13 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     },
     onDisconnected: () => logs.onDisconnected(),
     onLogAck: (seq, epoch) => logs.onAck(seq, epoch),
-    onDesiredState: (state) => apply(state, false),
+    onDesiredState: (state) => desired.apply(state, { fromCache: false }),
     onAddonJob: (job) => void addons.runJob(job).then((result) => link?.send({ addonJobResult: result })),
   });
   link.start();
-  logger.info({ routerPort, coordinator: c.coordinator, advertise: c.advertise, appUser: user?.name ?? null }, 'agent started');
-
-  let closing: Promise<void> | null = null;
-  return {
-    name: c.name,
-    routerPort,
-    close(options = {}) {
-      closing ??= (async () => {
-        if (heartbeat) clock.clearTimeout(heartbeat);
-        metrics?.close();
-        tasks.close();
-        link?.close();
-        await reconciler.close({ stopInstances: options.stopInstances ?? false });
-        await addons.close({ stopInstances: options.stopInstances ?? false });
-        await router.close();
-        logs.close();
-        await cacheWrite;
-        logger.info('agent stopped');
-      })();
-      return closing;
-    },
-  };
+  started.push(() => {
+    if (heartbeat) clock.clearTimeout(heartbeat);
+    link?.close();
+  });
+  return { routerPort, appUser: user?.name ?? null };
 }

@@ -21,7 +21,7 @@ import { pino } from 'pino';
 import { startCoordinator } from '../coordinator/coordinator.js';
 import { instanceKey } from '../coordinator/fleet.js';
 import { Store, newInstanceRow } from '../coordinator/store.js';
-import { fetchPinnedCa } from '../agent/agent-identity.js';
+import { fetchPinnedCa } from '../agent/link/agent-identity.js';
 import { COORDINATOR_TLS_NAME, parseJoinToken } from '../common/join-token.js';
 import { SecretBox } from '../common/secret-box.js';
 import { AGENT_METADATA_KEY, AUTH_METADATA_KEY, loadProto, type AgentMessage, type CoordinatorMessage__Output } from '../proto/loader.js';

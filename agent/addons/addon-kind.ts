@@ -1,20 +1,13 @@
 /**
  * What every kind of add-on server (PostgreSQL, Redis, memcached) provides to the
- * {@link AddonManager}: how to initialize its data on first start, the command the supervisor
+ * {@link AddonServerDriver}: how to initialize its data on first start, the command the supervisor
  * runs, and a health check that speaks the server's own protocol.
  */
 import { join } from 'node:path';
 import type { Logger } from '../../common/logger.js';
+import type { AddonKind } from '../../common/vocabulary.js';
 import type { AddonSpec__Output } from '../../proto/loader.js';
-import type { RunAs } from './run-as.js';
-
-/** The kinds of add-on Hangar provisions. */
-export const ADDON_KINDS = ['postgres', 'redis', 'memcached'] as const;
-export type AddonKind = (typeof ADDON_KINDS)[number];
-
-export function isAddonKind(kind: string): kind is AddonKind {
-  return (ADDON_KINDS as readonly string[]).includes(kind);
-}
+import type { RunAs } from '../workloads/run-as.js';
 
 /** Where one add-on keeps its things: DATA/addons/NAME/… */
 export interface AddonPaths {

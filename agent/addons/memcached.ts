@@ -5,7 +5,7 @@
  */
 import type { AddonDriver, PreparedServer } from './addon-kind.js';
 import { shellWords } from './addon-kind.js';
-import { chownTree } from './run-as.js';
+import { chownTree } from '../workloads/run-as.js';
 import { findBinary } from './server-binaries.js';
 import { socketExchange } from './socket-exchange.js';
 

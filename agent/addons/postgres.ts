@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { HangarError } from '../../common/errors.js';
 import type { AddonContext, AddonDriver, PreparedServer } from './addon-kind.js';
 import { shellWords } from './addon-kind.js';
-import { chownTree } from './run-as.js';
+import { chownTree } from '../workloads/run-as.js';
 import { runChecked, runCommand } from './run-command.js';
 import { findPostgresBin } from './server-binaries.js';
 

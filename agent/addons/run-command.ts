@@ -4,7 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { HangarError } from '../../common/errors.js';
-import type { RunAs } from './run-as.js';
+import type { RunAs } from '../workloads/run-as.js';
 
 /** Options of {@link runCommand}. */
 export interface RunCommandOptions {

@@ -6,7 +6,7 @@ import { cp, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import type { LogLineView, PsRow } from '../../common/api-types.js';
-import { freePort } from '../../agent/reconciler.js';
+import { freePort } from '../../agent/workloads/free-port.js';
 import { FIXTURES, HANGAR_BIN, runCli, shareWithApps, tempDir, waitFor } from '../helpers/cluster.js';
 
 const COUNTER = `import sys, time

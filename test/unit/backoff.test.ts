@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Backoff } from '../../agent/backoff.js';
+import { Backoff } from '../../agent/workloads/backoff.js';
 
 /** No jitter effect: random() = 0.5 makes the spread zero. */
 const middle = (): number => 0.5;

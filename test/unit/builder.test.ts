@@ -9,7 +9,7 @@ import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { Header, create } from 'tar';
-import { buildRelease, VenvBuilds, type BuildOptions, type BuildResult } from '../../agent/builder.js';
+import { buildRelease, VenvBuilds, type BuildOptions, type BuildResult } from '../../agent/build/builder.js';
 import { HangarError } from '../../common/errors.js';
 import { silentLogger } from '../../common/logger.js';
 

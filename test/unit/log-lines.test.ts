@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { accessLine, lifecycleLine } from '../../agent/log-lines.js';
+import { accessLine, lifecycleLine } from '../../agent/logs/log-lines.js';
 import { formatLogJson, formatLogLine, parseLogsFlags } from '../../cli/commands/logs.js';
 
 describe('agent log lines', () => {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { pino } from 'pino';
-import { LogShipper } from '../../agent/log-shipper.js';
+import { LogShipper } from '../../agent/logs/log-shipper.js';
 import { systemClock } from '../../common/clock.js';
 import type { LogBatch } from '../../proto/loader.js';
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { pino } from 'pino';
-import { LogSpool, type SpoolInput } from '../../agent/log-spool.js';
+import { LogSpool, type SpoolInput } from '../../agent/logs/log-spool.js';
 import type { Clock } from '../../common/clock.js';
 
 /** A clock whose timers never fire: the state file is written only when the spool must. */

@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { pino } from 'pino';
-import { LogSpool, type LogRecord } from '../../agent/log-spool.js';
-import { LogTailer } from '../../agent/log-tailer.js';
+import { LogSpool, type LogRecord } from '../../agent/logs/log-spool.js';
+import { LogTailer } from '../../agent/logs/log-tailer.js';
 import { systemClock } from '../../common/clock.js';
 
 const logger = pino({ level: 'silent' });

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ProcessGroupUsage } from '../../agent/process-group-usage.js';
-import { LatencyHistogram, TrafficRecorder } from '../../agent/traffic-recorder.js';
+import { ProcessGroupUsage } from '../../agent/metrics/process-group-usage.js';
+import { LatencyHistogram, TrafficRecorder } from '../../agent/metrics/traffic-recorder.js';
 
 test('latency histogram: percentiles within the bucket error', () => {
   const h = new LatencyHistogram();

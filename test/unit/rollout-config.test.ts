@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { instanceLogTail, tailLines } from '../../agent/log-tail.js';
+import { instanceLogTail, tailLines } from '../../agent/logs/log-tail.js';
 import { parseAppJson } from '../../common/app-json.js';
 import { isHangarError } from '../../common/errors.js';
 import { healthCheckOf } from '../../coordinator/fleet.js';

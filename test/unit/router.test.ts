@@ -4,14 +4,14 @@ import http from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
 import { once } from 'node:events';
-import { Router, type AccessEntry, type AppRoute, type RouterOptions } from '../../agent/router.js';
+import { Router, type AccessEntry, type AppRoute, type RouterOptions } from '../../agent/router/router.js';
 import {
   forwardRequestHeaders,
   forwardResponseHeaders,
   hasRequestBody,
   hostnameOf,
   acceptableRequestId,
-} from '../../agent/http-headers.js';
+} from '../../agent/router/http-headers.js';
 import { silentLogger } from '../../common/logger.js';
 import { isHangarError } from '../../common/errors.js';
 

@@ -8,9 +8,9 @@ import { describe, it, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { isHangarError } from '../../common/errors.js';
 import { silentLogger } from '../../common/logger.js';
-import { httpHealthCheck } from '../../agent/health-check.js';
-import { readProcStat } from '../../agent/proc-stat.js';
-import { Supervisor, type SupervisorEvent, type SupervisorOptions, type SupervisorStatus } from '../../agent/supervisor.js';
+import { httpHealthCheck } from '../../agent/workloads/health-check.js';
+import { readProcStat } from '../../agent/workloads/proc-stat.js';
+import { Supervisor, type SupervisorEvent, type SupervisorOptions, type SupervisorStatus } from '../../agent/workloads/supervisor.js';
 
 // Compiled to dist/test/unit/; the fixtures stay in the source tree.
 const FIXTURES = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../test/fixtures/procs');

@@ -3,9 +3,9 @@
  * its router's traffic, and sends one MetricsReport to the coordinator. A report made while the
  * coordinator is unreachable is dropped (a gap in the graphs): memory never grows with an outage.
  */
-import type { Clock, ClockTimer } from '../common/clock.js';
-import type { Logger } from '../common/logger.js';
-import type { MetricsReport } from '../proto/loader.js';
+import type { Clock, ClockTimer } from '../../common/clock.js';
+import type { Logger } from '../../common/logger.js';
+import type { MetricsReport } from '../../proto/loader.js';
 import { HostUsage } from './host-usage.js';
 import { ProcessGroupUsage, type ProcessGroupUsageOptions } from './process-group-usage.js';
 import { TrafficRecorder, type TrafficEntry } from './traffic-recorder.js';

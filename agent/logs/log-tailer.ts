@@ -1,6 +1,6 @@
 import { closeSync, fstatSync, openSync, readSync, statSync, truncateSync, watch, type FSWatcher } from 'node:fs';
-import type { Clock, ClockTimer } from '../common/clock.js';
-import type { Logger } from '../common/logger.js';
+import type { Clock, ClockTimer } from '../../common/clock.js';
+import type { Logger } from '../../common/logger.js';
 import type { LogSpool, SpoolInput } from './log-spool.js';
 
 /** A file to follow and what its lines are. */

@@ -3,7 +3,7 @@
  * status class and latency percentiles from a fixed log-bucket histogram (constant memory and O(1)
  * per request, ~12% relative error on a percentile — plenty to see and to autoscale on).
  */
-import type { TrafficStats } from '../proto/loader.js';
+import type { TrafficStats } from '../../proto/loader.js';
 
 /** Upper bound of bucket 0, ms. */
 const FIRST_BOUND_MS = 1;

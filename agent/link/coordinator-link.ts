@@ -1,9 +1,9 @@
 import { Readable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
-import type { Clock, ClockTimer } from '../common/clock.js';
-import { describeError, isHangarError } from '../common/errors.js';
-import { COORDINATOR_TLS_NAME, type JoinToken } from '../common/join-token.js';
-import type { Logger } from '../common/logger.js';
+import type { Clock, ClockTimer } from '../../common/clock.js';
+import { describeError, isHangarError } from '../../common/errors.js';
+import { COORDINATOR_TLS_NAME, type JoinToken } from '../../common/join-token.js';
+import type { Logger } from '../../common/logger.js';
 import {
   AGENT_METADATA_KEY,
   AUTH_METADATA_KEY,
@@ -15,7 +15,7 @@ import {
   type CoordinatorMessage__Output,
   type DesiredState__Output,
   type JoinResponse__Output,
-} from '../proto/loader.js';
+} from '../../proto/loader.js';
 import { fetchPinnedCa, readIdentity, writeIdentity, type AgentIdentity } from './agent-identity.js';
 
 /** Options of {@link CoordinatorLink}. */

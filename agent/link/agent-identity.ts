@@ -8,8 +8,8 @@ import { X509Certificate, createHash } from 'node:crypto';
 import { chmod, readFile, rename, writeFile } from 'node:fs/promises';
 import { connect, type PeerCertificate } from 'node:tls';
 import { z } from 'zod';
-import { HangarError } from '../common/errors.js';
-import { COORDINATOR_TLS_NAME } from '../common/join-token.js';
+import { HangarError } from '../../common/errors.js';
+import { COORDINATOR_TLS_NAME } from '../../common/join-token.js';
 
 /** An agent's proof of membership. */
 export interface AgentIdentity {

@@ -7,14 +7,19 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { systemClock, sleep, type Clock, type ClockTimer } from '../common/clock.js';
-import { HangarError, describeError } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
+import { systemClock, sleep, type Clock, type ClockTimer } from '../../common/clock.js';
+import { HangarError, describeError } from '../../common/errors.js';
+import { StateMachine } from '../../common/state-machine.js';
+import type { InstanceState } from '../../common/vocabulary.js';
+import type { Logger } from '../../common/logger.js';
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { isProcessRunning, listProcessGroup, readProcStat } from './proc-stat.js';
 
-/** Lifecycle of a supervised instance. `crashed` means exited and waiting to be restarted. */
-export type InstanceState = 'starting' | 'up' | 'crashed' | 'stopping' | 'stopped';
+/**
+ * Lifecycle of a supervised process: the instance states of common/vocabulary.ts plus `stopped`.
+ * `crashed` means exited and waiting to be restarted.
+ */
+export type SupervisorState = InstanceState | 'stopped';
 
 /** Options of a {@link Supervisor}. */
 export interface SupervisorOptions {
@@ -83,7 +88,7 @@ export type SupervisorEvent = EventBase &
 
 /** A snapshot returned by {@link Supervisor.status}. */
 export interface SupervisorStatus {
-  state: InstanceState;
+  state: SupervisorState;
   /** Pid of the running process (also its process group id), or null. */
   pid: number | null;
   /** Automatic restarts after exits; kept across `stop()`/`restart()`. */
@@ -117,7 +122,8 @@ interface Run {
   pollTimer: ClockTimer | null;
 }
 
-const TRANSITIONS: Record<InstanceState, readonly InstanceState[]> = {
+/** The supervisor's transition table; any other move throws. */
+export const SUPERVISOR_TRANSITIONS: Record<SupervisorState, readonly SupervisorState[]> = {
   stopped: ['starting'],
   starting: ['up', 'crashed', 'stopping'],
   up: ['crashed', 'stopping'],
@@ -131,7 +137,7 @@ const STOP_POLL_MS = 50;
 const KILL_WAIT_MS = 5000;
 
 /**
- * Supervises one instance process. Create it, call {@link start}; the reconciler reads
+ * Supervises one instance process. Create it, call {@link start}; the workload runner reads
  * {@link status} and listens to events. After an agent restart, {@link Supervisor.adopt}
  * re-attaches to a process that still runs instead of restarting it.
  */
@@ -146,7 +152,7 @@ export class Supervisor {
   readonly #healthIntervalMs: number;
   readonly #adoptPollMs: number;
 
-  #state: InstanceState = 'stopped';
+  readonly #phase: StateMachine<SupervisorState>;
   #since: number;
   #message = 'not started';
   #restarts = 0;
@@ -160,6 +166,7 @@ export class Supervisor {
 
   constructor(options: SupervisorOptions) {
     this.key = options.key;
+    this.#phase = new StateMachine<SupervisorState>('stopped', SUPERVISOR_TRANSITIONS, `instance ${options.key}`);
     this.#options = options;
     this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger.child({ component: 'supervisor', instance: options.key });
@@ -207,7 +214,7 @@ export class Supervisor {
    */
   start(): void {
     this.#assertAttached('start');
-    switch (this.#state) {
+    switch (this.#phase.state) {
       case 'starting':
       case 'up':
       case 'crashed':
@@ -231,7 +238,7 @@ export class Supervisor {
   async stop(): Promise<void> {
     this.#assertAttached('stop');
     if (this.#stopping !== null) return this.#stopping;
-    if (this.#state === 'stopped') return;
+    if (this.#phase.state === 'stopped') return;
     const stopping = this.#stop().finally(() => {
       this.#stopping = null;
     });
@@ -248,7 +255,7 @@ export class Supervisor {
   /** The current state, pid, restart count and last exit. */
   status(): SupervisorStatus {
     return {
-      state: this.#state,
+      state: this.#phase.state,
       pid: this.#run?.pid ?? null,
       restarts: this.#restarts,
       since: this.#since,
@@ -267,7 +274,7 @@ export class Supervisor {
    */
   detach(): void {
     if (this.#detached) return;
-    if (this.#state === 'stopping') {
+    if (this.#phase.state === 'stopping') {
       throw new HangarError('CONFLICT', `instance ${this.key} is stopping; let stop() finish instead of detaching`);
     }
     this.#detached = true;
@@ -375,7 +382,7 @@ export class Supervisor {
         () =>
           this.#guard(() => {
             run.settleTimer = null;
-            if (this.#isCurrent(run) && this.#state === 'starting') this.#becomeUp(run);
+            if (this.#isCurrent(run) && this.#phase.state === 'starting') this.#becomeUp(run);
           }),
         this.#settleMs,
       );
@@ -389,7 +396,7 @@ export class Supervisor {
     if (healthCheck === undefined) return;
     run.healthTimer = this.#clock.setTimeout(() => {
       run.healthTimer = null;
-      if (!this.#isCurrent(run) || this.#state !== 'starting') return;
+      if (!this.#isCurrent(run) || this.#phase.state !== 'starting') return;
       const checked = (async (): Promise<boolean> => {
         try {
           return await healthCheck();
@@ -400,7 +407,7 @@ export class Supervisor {
       })();
       checked
         .then((healthy) => {
-          if (!this.#isCurrent(run) || this.#state !== 'starting') return;
+          if (!this.#isCurrent(run) || this.#phase.state !== 'starting') return;
           if (healthy) this.#becomeUp(run);
           else this.#scheduleHealthCheck(run);
         })
@@ -432,7 +439,7 @@ export class Supervisor {
     run.exit = { code, signal };
     this.#clearRunTimers(run);
     // During a stop, stop() itself is waiting for this exit.
-    if (!this.#isCurrent(run) || this.#state === 'stopping') return;
+    if (!this.#isCurrent(run) || this.#phase.state === 'stopping') return;
     this.#run = null;
     this.#lastExit = run.exit;
     const runMs = this.#clock.now() - run.startedAt;
@@ -443,7 +450,7 @@ export class Supervisor {
   }
 
   #onSpawnFailure(generation: number, err: unknown): void {
-    if (generation !== this.#generation || this.#state !== 'starting') return;
+    if (generation !== this.#generation || this.#phase.state !== 'starting') return;
     this.#run = null;
     this.#lastExit = { code: null, signal: null };
     this.#logger.error({ err }, 'could not start instance');
@@ -470,7 +477,7 @@ export class Supervisor {
       () =>
         this.#guard(() => {
           this.#restartTimer = null;
-          if (this.#state !== 'crashed' || this.#detached) return;
+          if (this.#phase.state !== 'crashed' || this.#detached) return;
           this.#restarts += 1;
           this.#launch();
         }),
@@ -564,11 +571,8 @@ export class Supervisor {
     }
   }
 
-  #setState(next: InstanceState, message: string): void {
-    if (!TRANSITIONS[this.#state].includes(next)) {
-      throw new HangarError('INTERNAL', `instance ${this.key}: illegal transition ${this.#state} -> ${next}`);
-    }
-    this.#state = next;
+  #setState(next: SupervisorState, message: string): void {
+    this.#phase.to(next);
     this.#since = this.#clock.now();
     this.#message = message;
   }

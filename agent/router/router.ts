@@ -9,9 +9,9 @@ import { performance } from 'node:perf_hooks';
 import { pipeline } from 'node:stream/promises';
 import type { AddressInfo, Socket } from 'node:net';
 import { Pool, type Dispatcher } from 'undici';
-import type { Logger } from '../common/logger.js';
-import { systemClock, sleep, type Clock, type ClockTimer } from '../common/clock.js';
-import { HangarError, describeError } from '../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import { systemClock, sleep, type Clock, type ClockTimer } from '../../common/clock.js';
+import { HangarError, describeError } from '../../common/errors.js';
 import { acceptableRequestId, forwardRequestHeaders, forwardResponseHeaders, hasRequestBody, hostnameOf } from './http-headers.js';
 
 /** One web instance the router may send requests to. */

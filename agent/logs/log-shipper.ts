@@ -1,6 +1,6 @@
-import type { Clock } from '../common/clock.js';
-import type { Logger } from '../common/logger.js';
-import type { LogBatch } from '../proto/loader.js';
+import type { Clock } from '../../common/clock.js';
+import type { Logger } from '../../common/logger.js';
+import type { LogBatch } from '../../proto/loader.js';
 import { LogSpool } from './log-spool.js';
 import { LogTailer, type TailSpec } from './log-tailer.js';
 

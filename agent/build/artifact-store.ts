@@ -4,7 +4,7 @@ import { access, mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { HangarError } from '../common/errors.js';
+import { HangarError } from '../../common/errors.js';
 
 /** Opens a stream of an artifact's bytes from the coordinator. */
 export type ArtifactSource = (sha256: string) => Readable;

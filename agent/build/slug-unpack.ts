@@ -9,8 +9,8 @@ import { createReadStream } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { extract } from 'tar';
-import { DEFAULT_MAX_ARCHIVE_BYTES, SAFE_ENTRY_TYPES, scanArchive } from '../common/archive-guard.js';
-import { HangarError } from '../common/errors.js';
+import { DEFAULT_MAX_ARCHIVE_BYTES, SAFE_ENTRY_TYPES, scanArchive } from '../../common/archive-guard.js';
+import { HangarError } from '../../common/errors.js';
 
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 

@@ -1,18 +1,14 @@
-import type { InstanceStatus } from '../proto/loader.js';
-import type { AccessEntry } from './router.js';
-
-/** `shop:web.1:v3` → `{ app: 'shop', instance: 'web.1', release: 'v3' }`. */
-export function parseInstanceKey(key: string): { app: string; instance: string; release: string } {
-  const [app = '', instance = '', release = ''] = key.split(':');
-  return { app, instance, release };
-}
+import { instanceName, parseInstanceKey } from '../../common/vocabulary.js';
+import type { InstanceStatus } from '../../proto/loader.js';
+import type { AccessEntry } from '../router/router.js';
 
 /**
  * The router's access line, Heroku style:
  * `at=info method=GET path="/" host=shop.localhost request_id=… dyno=web.1 service=12ms status=200 bytes=512`.
  */
 export function accessLine(e: AccessEntry, host: string): string {
-  const dyno = e.instanceKey ? parseInstanceKey(e.instanceKey).instance : 'router';
+  const id = e.instanceKey ? parseInstanceKey(e.instanceKey) : null;
+  const dyno = id ? instanceName(id) : 'router';
   const at = e.failure ? `at=error code=${e.failure}` : 'at=info';
   const path = e.path.replace(/["\\]/g, (c) => `\\${c}`).replace(/[\r\n]/g, '');
   const retry = e.attempts > 1 ? ` attempts=${e.attempts}` : '';
@@ -28,9 +24,10 @@ export function lifecycleLine(
   kind: string,
   exit?: { code: number | null; signal: string | null },
 ): { app: string; line: string } | null {
-  const { app, instance, release } = parseInstanceKey(status.key ?? '');
-  if (!app) return null;
-  const who = `${instance} (${release})`;
+  const id = parseInstanceKey(status.key ?? '');
+  if (!id) return null;
+  const app = id.app;
+  const who = `${instanceName(id)} (v${id.release})`;
   switch (kind) {
     case 'building':
       return { app, line: `${who}: Preparing the release` };

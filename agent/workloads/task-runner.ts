@@ -2,13 +2,13 @@ import { spawn } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { HangarError, describeError, isHangarError } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
-import type { Task__Output } from '../proto/loader.js';
-import type { ArtifactStore } from './artifact-store.js';
+import { HangarError, describeError, isHangarError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import type { Task__Output } from '../../proto/loader.js';
+import type { ArtifactStore } from '../build/artifact-store.js';
 import type { RunAs } from './run-as.js';
-import type { BuildOptions, BuildResult } from './builder.js';
-import { markStaticDone, runDjangoBuild } from './django-build.js';
+import type { BuildOptions, BuildResult } from '../build/builder.js';
+import { markStaticDone, runDjangoBuild } from '../build/django-build.js';
 
 /** One line of task output as it happens. */
 export interface TaskLine {

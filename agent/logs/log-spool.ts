@@ -12,8 +12,8 @@ import {
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import type { Clock, ClockTimer } from '../common/clock.js';
-import type { Logger } from '../common/logger.js';
+import type { Clock, ClockTimer } from '../../common/clock.js';
+import type { Logger } from '../../common/logger.js';
 
 /** One log line with its per-agent sequence number. */
 export interface LogRecord {

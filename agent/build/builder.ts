@@ -13,9 +13,9 @@ import { chmod, chown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/prom
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
-import { HangarError, describeError } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
-import { chownTree, type RunAs } from './run-as.js';
+import { HangarError, describeError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import { chownTree, type RunAs } from '../workloads/run-as.js';
 import { unpackSlug } from './slug-unpack.js';
 
 /** Lines of output kept to explain a failed step. */

@@ -1,0 +1,138 @@
+/**
+ * Applies a desired-state snapshot on this agent, level-triggered and idempotent: it ignores
+ * generations older than the last one applied, points log shipping at the workloads' output
+ * files, gives the router its routes, and hands instances, add-on servers and tasks to their
+ * runners; a snapshot from the coordinator is also cached on disk.
+ */
+import { join } from 'node:path';
+import type { Logger } from '../../common/logger.js';
+import { instanceName, parseInstanceKey } from '../../common/vocabulary.js';
+import type { DesiredState__Output } from '../../proto/loader.js';
+import type { AddonManager } from '../addons/addon-manager.js';
+import type { LogShipper } from '../logs/log-shipper.js';
+import type { Router } from '../router/router.js';
+import { withHookOnPath } from '../workloads/error-hook.js';
+import { instanceDirName, type InstanceRunner } from '../workloads/instance-driver.js';
+import type { TaskRunner } from '../workloads/task-runner.js';
+import type { DesiredStateCache } from './desired-state-cache.js';
+
+/** Options of {@link DesiredStateApplier}. */
+export interface DesiredStateApplierOptions {
+  /** DATA/instances: the instances' output files are under it. */
+  instancesDir: string;
+  /** DATA/addons: the add-on servers' output files are under it. */
+  addonsDir: string;
+  /** The Python error hook's directory, put first on every app process's PYTHONPATH. */
+  hookDir: string;
+  router: Router;
+  instances: InstanceRunner;
+  addons: AddonManager;
+  tasks: TaskRunner;
+  logs: LogShipper;
+  cache: DesiredStateCache;
+  logger: Logger;
+  /** Called after every applied snapshot (the agent then sends a heartbeat). */
+  onApplied: () => void;
+}
+
+/** Applies desired state; see the module comment. */
+export class DesiredStateApplier {
+  readonly #o: DesiredStateApplierOptions;
+  #generation = 0;
+  /** Each app's domain, for the router's access lines. */
+  readonly #domains = new Map<string, string>();
+  /** The app of each task, for its output lines. */
+  readonly #taskApps = new Map<string, string>();
+
+  constructor(options: DesiredStateApplierOptions) {
+    this.#o = options;
+  }
+
+  /** The generation of the last snapshot applied; 0 before the first. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** The domain of `app` as desired state last named it. */
+  domainOf(app: string): string | undefined {
+    return this.#domains.get(app);
+  }
+
+  /** The app task `taskId` belongs to. */
+  appOfTask(taskId: string): string | undefined {
+    return this.#taskApps.get(taskId);
+  }
+
+  /**
+   * After an agent restart: adopts what the cached snapshot says should run (an agent restart
+   * keeps apps running), then applies it.
+   */
+  async resume(cached: DesiredState__Output | null): Promise<void> {
+    await this.#o.instances.adopt(cached ? this.#withErrorHook(cached).instances : []);
+    await this.#o.addons.adopt(cached?.addons ?? []);
+    if (cached) this.apply(cached, { fromCache: true });
+  }
+
+  /**
+   * Applies a snapshot. One `fromCache` (read back after a restart) starts no tasks and is not
+   * cached again.
+   */
+  apply(state: DesiredState__Output, options: { fromCache: boolean }): void {
+    if (state.generation < this.#generation) {
+      this.#o.logger.debug({ generation: state.generation, applied: this.#generation }, 'ignoring an old desired state');
+      return;
+    }
+    this.#follow(state);
+    this.#o.router.setRoutes(
+      state.routes.map((r) => ({
+        app: r.app,
+        domains: r.domains,
+        backends: r.backends.map((b) => ({ instanceKey: b.instanceKey, host: b.host, port: b.port })),
+      })),
+    );
+    this.#o.instances.apply(this.#withErrorHook(state).instances);
+    // Add-ons start from the cached state too: they stay up while the coordinator is away.
+    this.#o.addons.apply(state.addons ?? []);
+    if (!options.fromCache) {
+      for (const t of state.tasks) this.#taskApps.set(t.id, t.app);
+      this.#o.tasks.apply(state.tasks);
+      this.#o.cache.write(state);
+    }
+    this.#generation = state.generation;
+    this.#o.onApplied();
+  }
+
+  /** App processes get the error hook first on PYTHONPATH. */
+  #withErrorHook(state: DesiredState__Output): DesiredState__Output {
+    return { ...state, instances: state.instances.map((s) => ({ ...s, env: withHookOnPath(s.env, this.#o.hookDir) })) };
+  }
+
+  /** Log shipping follows the output files of the snapshot's instances and add-on servers. */
+  #follow(state: DesiredState__Output): void {
+    this.#o.logs.setTails(
+      'instances',
+      state.instances.flatMap((s) => {
+        const dir = join(this.#o.instancesDir, instanceDirName(s.key));
+        const id = parseInstanceKey(s.key);
+        const source = id ? instanceName(id) : '';
+        return [
+          { path: join(dir, 'stdout.log'), app: s.app, source, stream: 'stdout' as const },
+          { path: join(dir, 'stderr.log'), app: s.app, source, stream: 'stderr' as const },
+        ];
+      }),
+    );
+    this.#o.logs.setTails(
+      'addons',
+      (state.addons ?? []).flatMap((a) => {
+        const dir = join(this.#o.addonsDir, a.name);
+        const source = `addon[${a.name}]`;
+        return [
+          { path: join(dir, 'stdout.log'), app: a.app, source, stream: 'stdout' as const },
+          { path: join(dir, 'stderr.log'), app: a.app, source, stream: 'stderr' as const },
+        ];
+      }),
+    );
+    for (const s of state.instances) if (s.domain) this.#domains.set(s.app, s.domain);
+    for (const r of state.routes) if (r.domains[0]) this.#domains.set(r.app, r.domains[0]);
+  }
+}

@@ -1,0 +1,263 @@
+/**
+ * The app-instance kind of workload: builds the release (fetch, virtualenv, collectstatic once
+ * per release config), picks a port, keeps beside the instance what a restarted agent needs to
+ * adopt it, runs it under a supervisor (web instances are up once their health check passes in
+ * a row) and drains a web instance from the router before it stops.
+ */
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { sleep, type Clock } from '../../common/clock.js';
+import { describeError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import type { InstanceSpec__Output, InstanceStatus } from '../../proto/loader.js';
+import type { ArtifactStore } from '../build/artifact-store.js';
+import type { BuildOptions, BuildResult } from '../build/builder.js';
+import { markStaticDone, runDjangoBuild, staticDone, staticMarker } from '../build/django-build.js';
+import { instanceLogTail } from '../logs/log-tail.js';
+import type { Router } from '../router/router.js';
+import type { BackoffOptions } from './backoff.js';
+import { freePort } from './free-port.js';
+import { httpHealthCheck } from './health-check.js';
+import { workloadDirNames } from './workload-dirs.js';
+import { WorkloadRunner } from './workload-runner.js';
+import type { Recovered, Started, StartContext, Supervision, WorkloadChange, WorkloadDriver, WorkloadView } from './workload-driver.js';
+
+/** The runner of this agent's app instances. */
+export type InstanceRunner = WorkloadRunner<InstanceSpec__Output, InstanceData, InstanceStatus>;
+
+/** Options of {@link InstanceDriver}. */
+export interface InstanceDriverOptions {
+  /** Per-instance directories (pidfile, output files, metadata) go under it. */
+  instancesDir: string;
+  router: Router;
+  artifacts: ArtifactStore;
+  build: (options: BuildOptions) => Promise<BuildResult>;
+  buildDataDir: string;
+  python?: string;
+  /** Restart delays of crashed instances. Default: the supervisor's. */
+  backoff?: BackoffOptions;
+  /** Non-web instances count as up after running this long, ms. Default 1000. */
+  settleMs?: number;
+  /** A failed build is tried again after this, ms. Default 15000. */
+  buildRetryMs?: number;
+  /** Run instances as this user/group (set when the agent runs as root). */
+  uid?: number;
+  gid?: number;
+  clock: Clock;
+  logger: Logger;
+  /** Called on every state change of an instance (kind: started, healthy, exited, …). */
+  onStatus: (status: InstanceStatus, kind: string, exit?: { code: number | null; signal: string | null }) => void;
+}
+
+/** What the driver knows of a running instance. */
+export interface InstanceData {
+  /** DATA/instances/<instanceDirName(key)>. */
+  dir: string;
+}
+
+/** Time between health checks of a starting web instance, ms. */
+const HEALTH_INTERVAL_MS = 250;
+/** Pause between the passing checks in a row, ms. */
+const HEALTH_RECHECK_MS = 100;
+
+/** What is kept beside a running instance so a restarted agent can adopt it. */
+interface InstanceMeta {
+  port: number;
+  appDir: string;
+  buildEnv: Record<string, string>;
+}
+
+/** Directory name of an instance key (`shop:web.1:v3` → `shop_web.1_v3`). */
+export function instanceDirName(key: string): string {
+  return key.replace(/[^A-Za-z0-9._-]/g, '_');
+}
+
+/**
+ * Runs the app instances of desired state: builds releases, starts, restarts and stops instances
+ * (draining web ones from the router first). A failed build is tried again when desired state
+ * is applied after `buildRetryMs`.
+ */
+export function createInstanceRunner(options: InstanceDriverOptions): InstanceRunner {
+  const logger = options.logger.child({ component: 'reconciler' });
+  return new WorkloadRunner(new InstanceDriver(options, logger), {
+    retryMs: options.buildRetryMs ?? 15_000,
+    retryByTimer: false,
+    startAfterStop: true,
+    clock: options.clock,
+    logger,
+  });
+}
+
+/** The app instances of desired state, as a kind of workload. */
+export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, InstanceData, InstanceStatus> {
+  readonly names = { field: 'instance', noun: 'instance', preparing: 'building' };
+  readonly #o: InstanceDriverOptions;
+  readonly #logger: Logger;
+  /** collectstatic runs in progress, by marker path (instances of one release share one). */
+  readonly #staticRuns = new Map<string, Promise<void>>();
+
+  /** @param logger the logger of the runner it serves (component `reconciler`) */
+  constructor(options: InstanceDriverOptions, logger: Logger) {
+    this.#o = options;
+    this.#logger = logger;
+  }
+
+  key(spec: InstanceSpec__Output): string {
+    return spec.key;
+  }
+
+  replaces(): boolean {
+    return false;
+  }
+
+  restartToken(spec: InstanceSpec__Output): number {
+    return spec.restartNonce;
+  }
+
+  async start(spec: InstanceSpec__Output, ctx: StartContext): Promise<Started<InstanceData> | null> {
+    const artifactPath = await this.#o.artifacts.get(spec.artifactSha256);
+    const build = await this.#o.build({
+      dataDir: this.#o.buildDataDir,
+      artifactPath,
+      sha256: spec.artifactSha256,
+      ...(this.#o.python ? { python: this.#o.python } : {}),
+      logger: this.#logger,
+    });
+    if (!ctx.wanted()) return null;
+    await this.#collectStatic(build.appDir, { ...spec.env, ...build.env }, spec.env);
+    if (!ctx.wanted()) return null;
+    let port = 0;
+    for (let tries = 0; tries < 20 && (port === 0 || ctx.takenPorts().has(port)); tries++) port = await freePort();
+    ctx.claimPort(port);
+    const dir = join(this.#o.instancesDir, instanceDirName(spec.key));
+    const meta: InstanceMeta = { port, appDir: build.appDir, buildEnv: build.env };
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await writeFile(join(dir, 'meta.json'), JSON.stringify(meta), { mode: 0o600 });
+    if (!ctx.wanted()) return null;
+    return { supervision: this.#supervision(spec, instanceDirName(spec.key), dir, meta), data: { dir } };
+  }
+
+  async *recover(specs: readonly InstanceSpec__Output[]): AsyncIterable<Recovered<InstanceSpec__Output, InstanceData>> {
+    const wanted = new Map(specs.map((s) => [instanceDirName(s.key), s]));
+    for (const name of await workloadDirNames(this.#o.instancesDir)) {
+      const dir = join(this.#o.instancesDir, name);
+      let meta: InstanceMeta;
+      try {
+        meta = JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as InstanceMeta;
+      } catch {
+        continue;
+      }
+      const spec = wanted.get(name) ?? null;
+      yield { key: spec?.key ?? name, spec, supervision: this.#supervision(spec, name, dir, meta), port: meta.port, data: { dir } };
+    }
+  }
+
+  async beforeStop(view: WorkloadView<InstanceSpec__Output, InstanceData>): Promise<void> {
+    // Routes without it were applied already; let requests this router has in flight finish.
+    if (view.spec.type === 'web') await this.#o.router.drain(view.key, Math.min(view.spec.graceSeconds * 1000, 30_000));
+  }
+
+  describeFailure(error: unknown): string {
+    return `could not start: ${describeError(error)}`;
+  }
+
+  inspect(view: WorkloadView<InstanceSpec__Output, InstanceData>): InstanceStatus {
+    const state = view.state === 'preparing' ? 'starting' : view.state === 'failed' ? 'crashed' : view.state;
+    return {
+      key: view.key,
+      state,
+      ...view.vitals,
+      // Why it is not up yet, for a rollout that fails on it (a small read from the file ends).
+      logTail:
+        view.phase === 'running' && view.data && state !== 'up' && state !== 'stopping'
+          ? instanceLogTail(join(view.data.dir, 'stdout.log'), join(view.data.dir, 'stderr.log'))
+          : '',
+    };
+  }
+
+  report(status: InstanceStatus, change: WorkloadChange, view: WorkloadView<InstanceSpec__Output, InstanceData>): void {
+    switch (change.kind) {
+      case 'preparing':
+        this.#o.onStatus(status, 'building');
+        return;
+      case 'failed':
+        this.#logger.warn({ err: change.error, instance: view.key }, 'instance could not start; will try again');
+        this.#o.onStatus(status, 'failed');
+        return;
+      case 'stopping':
+      case 'stopped':
+        this.#o.onStatus(status, change.kind);
+        return;
+      case 'event': {
+        const event = change.event;
+        if (event.type === 'exited') {
+          this.#logger.warn({ instance: view.key, code: event.code, signal: event.signal }, 'instance exited');
+          this.#o.onStatus(status, 'exited', { code: event.code, signal: event.signal });
+        } else {
+          this.#o.onStatus(status, event.type);
+        }
+        return;
+      }
+    }
+  }
+
+  /**
+   * collectstatic once per release config on this agent (the build task did it on its own agent);
+   * a Django app without STATIC_ROOT only pays for loading its settings once.
+   */
+  async #collectStatic(appDir: string, env: Record<string, string>, config: Record<string, string>): Promise<void> {
+    if (await staticDone(appDir, config)) return;
+    const marker = staticMarker(appDir, config);
+    let run = this.#staticRuns.get(marker);
+    if (!run) {
+      run = (async () => {
+        const result = await runDjangoBuild({
+          appDir,
+          env,
+          mode: 'static',
+          emit: (line) => this.#logger.info({ appDir, line }, 'collectstatic'),
+        });
+        if (result.django && !result.staticFailed) await markStaticDone(appDir, config);
+      })().finally(() => this.#staticRuns.delete(marker));
+      this.#staticRuns.set(marker, run);
+    }
+    await run;
+  }
+
+  #supervision(spec: InstanceSpec__Output | null, name: string, dir: string, meta: InstanceMeta): Supervision {
+    const isWeb = spec?.type === 'web';
+    const env: Record<string, string> = { ...(spec?.env ?? {}), ...meta.buildEnv };
+    if (isWeb) env.PORT = String(meta.port);
+    const options: Supervision = {
+      key: spec?.key ?? name,
+      command: spec?.command ?? 'true',
+      cwd: meta.appDir,
+      env,
+      stdoutPath: join(dir, 'stdout.log'),
+      stderrPath: join(dir, 'stderr.log'),
+      pidfilePath: join(dir, 'pid.json'),
+      graceMs: (spec?.graceSeconds ?? 30) * 1000,
+      settleMs: this.#o.settleMs ?? 1000,
+      healthIntervalMs: HEALTH_INTERVAL_MS,
+      clock: this.#o.clock,
+      logger: this.#logger,
+    };
+    if (this.#o.backoff) options.backoff = this.#o.backoff;
+    if (this.#o.uid !== undefined) options.uid = this.#o.uid;
+    if (this.#o.gid !== undefined) options.gid = this.#o.gid;
+    if (isWeb && spec) {
+      const check = { port: meta.port, path: spec.healthPath || '/', host: spec.domain, timeoutMs: spec.healthTimeoutMs || 2000 };
+      const inARow = Math.max(1, spec.healthChecksInARow);
+      // Healthy = the check passes `inARow` times in a row (a process that answers once and then
+      // dies during its boot never gets traffic).
+      options.healthCheck = async () => {
+        for (let n = 0; n < inARow; n++) {
+          if (n > 0) await sleep(HEALTH_RECHECK_MS, this.#o.clock);
+          if (!(await httpHealthCheck(check))) return false;
+        }
+        return true;
+      };
+    }
+    return options;
+  }
+}
