@@ -6,19 +6,19 @@
  * and instance of the fleet.
  */
 import { z } from 'zod';
-import type { AutoscaleView } from '../common/api-types.js';
-import type { Clock } from '../common/clock.js';
-import { HangarError } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
-import { MAX_QUANTITY, appNameSchema, processTypeSchema } from '../common/names.js';
-import type { ApiServer } from './api.js';
+import type { AutoscaleView } from '../../common/api-types.js';
+import type { Clock } from '../../common/clock.js';
+import { HangarError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import { MAX_QUANTITY, appNameSchema, processTypeSchema } from '../../common/names.js';
+import type { ApiServer } from './server.js';
 import { needs } from './auth.js';
-import type { AutoscaleStore } from './autoscale-store.js';
-import type { Autoscaler } from './autoscaler.js';
-import { runnableTypes, type Fleet } from './fleet.js';
-import { parseSince, type MetricsStore } from './metrics-store.js';
-import type { PrometheusExporter } from './prometheus-exporter.js';
-import type { Store } from './store.js';
+import type { AutoscaleStore } from '../autoscale/autoscale-store.js';
+import type { Autoscaler } from '../autoscale/autoscaler.js';
+import { runnableTypes, type Fleet } from '../fleet/fleet.js';
+import { parseSince, type MetricsStore } from '../metrics/metrics-store.js';
+import type { PrometheusExporter } from '../metrics/prometheus-exporter.js';
+import type { Store } from '../store/store.js';
 import { parseInput } from './validation.js';
 
 /** What {@link registerMetricsRoutes} needs. */

@@ -1,10 +1,10 @@
-import type { Clock } from '../common/clock.js';
-import type { Logger } from '../common/logger.js';
-import type { AgentView, PsRow } from '../common/api-types.js';
-import type { AddonSpec, AppRoutes, InstanceSpec, InstanceStatus__Output, Task } from '../proto/loader.js';
+import type { Clock } from '../../common/clock.js';
+import type { Logger } from '../../common/logger.js';
+import type { AgentView, PsRow } from '../../common/api-types.js';
+import type { AddonSpec, AppRoutes, InstanceSpec, InstanceStatus__Output, Task } from '../../proto/loader.js';
 import type { AgentHub, Hello__Output } from './agent-hub.js';
 import { freeIndexes, placeInstances } from './scheduler.js';
-import { newInstanceRow, type AgentRow, type InstanceRow, type InstanceState, type ReleaseRow, type Store } from './store.js';
+import { newInstanceRow, type AgentRow, type InstanceRow, type InstanceState, type ReleaseRow, type Store } from '../store/store.js';
 
 /** Options of {@link Fleet}. */
 export interface FleetOptions {

@@ -1,4 +1,4 @@
-import type { Logger } from '../common/logger.js';
+import type { Logger } from '../../common/logger.js';
 import type { LogHub } from './log-hub.js';
 import type { IncomingLogLine, LogStore } from './log-store.js';
 

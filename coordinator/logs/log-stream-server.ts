@@ -1,12 +1,12 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
-import type { LogLineView, LogStreamMessage } from '../common/api-types.js';
-import type { Clock } from '../common/clock.js';
-import { httpStatusFor, isHangarError } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
-import { appNameSchema } from '../common/names.js';
-import { selectWebsocketProtocol } from './auth.js';
+import type { LogLineView, LogStreamMessage } from '../../common/api-types.js';
+import type { Clock } from '../../common/clock.js';
+import { httpStatusFor, isHangarError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import { appNameSchema } from '../../common/names.js';
+import { selectWebsocketProtocol } from '../api/auth.js';
 import type { LogHub } from './log-hub.js';
 import { parseLogQuery } from './log-query.js';
 import { logLineView, type LogStore, type StoredLogLine } from './log-store.js';

@@ -10,8 +10,8 @@ import { X509Certificate, createHash } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { HangarError } from '../common/errors.js';
-import { COORDINATOR_TLS_NAME } from '../common/join-token.js';
+import { HangarError } from '../../common/errors.js';
+import { COORDINATOR_TLS_NAME } from '../../common/join-token.js';
 
 const run = promisify(execFile);
 

@@ -5,10 +5,10 @@
  */
 
 import type { ReadEntry } from 'tar';
-import { scanArchive, DEFAULT_MAX_ARCHIVE_BYTES } from '../common/archive-guard.js';
-import { parseAppJson, type AppJson } from '../common/app-json.js';
-import { HangarError } from '../common/errors.js';
-import { parseProcfile, processTypes, releaseCommand, type Procfile } from '../common/procfile.js';
+import { scanArchive, DEFAULT_MAX_ARCHIVE_BYTES } from '../../common/archive-guard.js';
+import { parseAppJson, type AppJson } from '../../common/app-json.js';
+import { HangarError } from '../../common/errors.js';
+import { parseProcfile, processTypes, releaseCommand, type Procfile } from '../../common/procfile.js';
 
 /** Largest Procfile or app.json read from an archive. */
 const MAX_MANIFEST_BYTES = 1024 * 1024;

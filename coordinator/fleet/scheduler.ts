@@ -1,4 +1,4 @@
-import { HangarError } from '../common/errors.js';
+import { HangarError } from '../../common/errors.js';
 
 /** An agent as the scheduler sees it. */
 export interface SchedulerAgent {

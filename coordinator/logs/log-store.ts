@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { z } from 'zod';
-import type { ErrorGroupView, LogLineView } from '../common/api-types.js';
+import type { ErrorGroupView, LogLineView } from '../../common/api-types.js';
 
 /** A line as the agent sent it. */
 export interface IncomingLogLine {

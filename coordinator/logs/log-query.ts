@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { HangarError } from '../common/errors.js';
+import { HangarError } from '../../common/errors.js';
 import type { LogQuery } from './log-store.js';
-import { parseInput } from './validation.js';
+import { parseInput } from '../api/validation.js';
 
 /** Most lines one query returns. */
 export const MAX_LOG_LINES = 50_000;

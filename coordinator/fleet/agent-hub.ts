@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import type { Logger } from '../common/logger.js';
+import type { Logger } from '../../common/logger.js';
 import {
   AGENT_METADATA_KEY,
   AUTH_METADATA_KEY,
@@ -23,7 +23,7 @@ import {
   type JoinRequest__Output,
   type JoinResponse,
   type TaskOutput__Output,
-} from '../proto/loader.js';
+} from '../../proto/loader.js';
 
 /** What the hub tells the rest of the coordinator. */
 export interface AgentHubEvents {

@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import type { Clock } from '../common/clock.js';
-import type { Logger } from '../common/logger.js';
-import type { DeployLine, DeployView } from '../common/api-types.js';
-import { HangarError, type ErrorCode } from '../common/errors.js';
-import type { Task, TaskOutput__Output } from '../proto/loader.js';
-import { runnableTypes, type Fleet } from './fleet.js';
+import type { Clock } from '../../common/clock.js';
+import type { Logger } from '../../common/logger.js';
+import type { DeployLine, DeployView } from '../../common/api-types.js';
+import { HangarError, type ErrorCode } from '../../common/errors.js';
+import type { Task, TaskOutput__Output } from '../../proto/loader.js';
+import { runnableTypes, type Fleet } from '../fleet/fleet.js';
 import { planRollout, surgeOf, type RolloutPlan } from './rollout-planner.js';
-import type { DeployRow, InstanceRow, ReleaseRow, Store } from './store.js';
+import type { DeployRow, InstanceRow, ReleaseRow, Store } from '../store/store.js';
 
 /** Log lines of a failing instance shown by a failed deploy. */
 const LOG_TAIL_LINES = 20;

@@ -3,7 +3,7 @@
  * one connection).
  */
 import type Database from 'better-sqlite3';
-import type { Store } from './store.js';
+import type { Store } from '../store/store.js';
 
 /** What `hangar autoscale TYPE --min N --max M [--p95 MS] [--cpu PCT]` sets. */
 export interface AutoscalePolicy {

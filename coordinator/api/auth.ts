@@ -9,11 +9,11 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger, FastifyInstance, RawServerDefault } from 'fastify';
-import type { Clock } from '../common/clock.js';
-import { HangarError, httpStatusFor, isHangarError } from '../common/errors.js';
-import type { ApiTokenRow, Store, TokenScope } from './store.js';
+import type { Clock } from '../../common/clock.js';
+import { HangarError, httpStatusFor, isHangarError } from '../../common/errors.js';
+import type { ApiTokenRow, Store, TokenScope } from '../store/store.js';
 
-export type { TokenScope } from './store.js';
+export type { TokenScope } from '../store/store.js';
 
 /** Every scope, weakest first: each includes the ones before it. */
 export const TOKEN_SCOPES = ['read', 'deploy', 'admin'] as const satisfies readonly TokenScope[];

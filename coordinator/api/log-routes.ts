@@ -1,15 +1,15 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import type { Clock } from '../common/clock.js';
-import type { Logger } from '../common/logger.js';
-import { appNameSchema } from '../common/names.js';
+import type { Clock } from '../../common/clock.js';
+import type { Logger } from '../../common/logger.js';
+import { appNameSchema } from '../../common/names.js';
 import { authorizeUpgrade, needs, type Authenticator } from './auth.js';
-import type { LogHub } from './log-hub.js';
-import { parseLogQuery } from './log-query.js';
-import { logLineView, type LogStore } from './log-store.js';
-import { LogStreamServer } from './log-stream-server.js';
-import type { Store } from './store.js';
+import type { LogHub } from '../logs/log-hub.js';
+import { parseLogQuery } from '../logs/log-query.js';
+import { logLineView, type LogStore } from '../logs/log-store.js';
+import { LogStreamServer } from '../logs/log-stream-server.js';
+import type { Store } from '../store/store.js';
 import { parseInput } from './validation.js';
 
 /** What the log routes need. */

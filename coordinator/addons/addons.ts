@@ -7,15 +7,15 @@
  * owning agent.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { AddonBackupView, AddonKind, AddonState, AddonView } from '../common/api-types.js';
-import type { Clock } from '../common/clock.js';
-import { HangarError, isHangarError, type ErrorCode } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
-import type { AddonBackup__Output, AddonJobResult__Output, AddonSpec, AddonStatus__Output } from '../proto/loader.js';
-import type { AgentHub } from './agent-hub.js';
-import type { Fleet } from './fleet.js';
-import type { Rollouts } from './rollout.js';
-import type { AddonRow, Store } from './store.js';
+import type { AddonBackupView, AddonKind, AddonState, AddonView } from '../../common/api-types.js';
+import type { Clock } from '../../common/clock.js';
+import { HangarError, isHangarError, type ErrorCode } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import type { AddonBackup__Output, AddonJobResult__Output, AddonSpec, AddonStatus__Output } from '../../proto/loader.js';
+import type { AgentHub } from '../fleet/agent-hub.js';
+import type { Fleet } from '../fleet/fleet.js';
+import type { Rollouts } from '../releases/rollout.js';
+import type { AddonRow, Store } from '../store/store.js';
 
 /** The kinds of add-on, with the config var of the first one of a kind (Heroku's names). */
 export const ADDON_CONFIG_VARS: Record<AddonKind, string> = {

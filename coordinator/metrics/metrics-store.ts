@@ -12,11 +12,11 @@ import type {
   MetricsPoint,
   TrafficView,
   TypeMetricsView,
-} from '../common/api-types.js';
-import type { Clock, ClockTimer } from '../common/clock.js';
-import type { Logger } from '../common/logger.js';
-import type { MetricsReport__Output, TrafficStats__Output } from '../proto/loader.js';
-import type { InstanceRow, Store } from './store.js';
+} from '../../common/api-types.js';
+import type { Clock, ClockTimer } from '../../common/clock.js';
+import type { Logger } from '../../common/logger.js';
+import type { MetricsReport__Output, TrafficStats__Output } from '../../proto/loader.js';
+import type { InstanceRow, Store } from '../store/store.js';
 
 /** Options of {@link MetricsStore}. */
 export interface MetricsStoreOptions {

@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { HangarError } from '../common/errors.js';
+import { HangarError } from '../../common/errors.js';
 
 /**
  * Validates `value` against `schema` and returns the typed result, or throws BAD_INPUT whose

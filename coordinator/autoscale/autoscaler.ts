@@ -5,12 +5,12 @@
  * to last `sustainMs`; scaling down needs every figure well under target (hysteresis band
  * `downRatio`); and after a change, cool-downs keep the next one back.
  */
-import type { Clock, ClockTimer } from '../common/clock.js';
-import type { Logger } from '../common/logger.js';
+import type { Clock, ClockTimer } from '../../common/clock.js';
+import type { Logger } from '../../common/logger.js';
 import type { AutoscaleDecision, AutoscalePolicy, AutoscaleStore } from './autoscale-store.js';
-import type { Fleet } from './fleet.js';
-import type { MetricsStore } from './metrics-store.js';
-import type { Store } from './store.js';
+import type { Fleet } from '../fleet/fleet.js';
+import type { MetricsStore } from '../metrics/metrics-store.js';
+import type { Store } from '../store/store.js';
 
 /** Knobs of the decision logic; defaults suit production, tests shorten them. */
 export interface AutoscaleTuning {

@@ -5,12 +5,12 @@
  */
 import type { FastifyInstance, FastifyRequest, RawReplyDefaultExpression, RawRequestDefaultExpression, RawServerDefault } from 'fastify';
 import { z } from 'zod';
-import { HangarError } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
-import { appNameSchema } from '../common/names.js';
+import { HangarError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import { appNameSchema } from '../../common/names.js';
 import { needs, scopeAllows } from './auth.js';
-import type { Addons } from './addons.js';
-import type { Rollouts } from './rollout.js';
+import type { Addons } from '../addons/addons.js';
+import type { Rollouts } from '../releases/rollout.js';
 import { parseInput } from './validation.js';
 
 /** What the add-on routes need. */

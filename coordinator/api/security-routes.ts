@@ -9,11 +9,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyBaseLogger, FastifyInstance, RawServerDefault } from 'fastify';
 import { z } from 'zod';
-import type { CreatedTokenView, TokenView } from '../common/api-types.js';
-import { HangarError } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
+import type { CreatedTokenView, TokenView } from '../../common/api-types.js';
+import { HangarError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
 import { TOKEN_SCOPES, needs, type Authenticator } from './auth.js';
-import type { ApiTokenRow, Store } from './store.js';
+import type { ApiTokenRow, Store } from '../store/store.js';
 import { parseInput } from './validation.js';
 
 /** Options of {@link registerSecurityRoutes}. */

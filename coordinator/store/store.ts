@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
-import { HangarError } from '../common/errors.js';
-import type { SecretBox } from '../common/secret-box.js';
+import { HangarError } from '../../common/errors.js';
+import type { SecretBox } from '../../common/secret-box.js';
 import { MIGRATIONS } from './migrations.js';
 
 /** An app's row. */

@@ -17,9 +17,9 @@
  * - `hangar_instance_http_requests_total{app,type,instance,agent,status_class}` counter.
  */
 import { Counter, Gauge, Registry } from 'prom-client';
-import type { AgentView } from '../common/api-types.js';
+import type { AgentView } from '../../common/api-types.js';
 import { parseInstanceKey, type LatestReport, type MetricsStore } from './metrics-store.js';
-import type { InstanceRow } from './store.js';
+import type { InstanceRow } from '../store/store.js';
 
 /** Options of {@link PrometheusExporter}. */
 export interface PrometheusExporterOptions {
