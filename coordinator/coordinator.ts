@@ -9,7 +9,11 @@ import { SecretBox } from '../common/secret-box.js';
 import { HANGAR_VERSION } from '../common/version.js';
 import { Addons } from './addons/addons.js';
 import type { AgentMessage__Output } from '../proto/loader.js';
-import { AgentHub } from './fleet/agent-hub.js';
+import { AgentHub, type AgentHubEvents } from './fleet/agent-hub.js';
+import { AgentReports } from './fleet/agent-reports.js';
+import { DesiredStateAssembler } from './fleet/desired-state.js';
+import { DesiredStateSync } from './fleet/desired-state-sync.js';
+import { FleetViews } from './fleet/fleet-views.js';
 import { buildApi } from './api/server.js';
 import { AutoscaleStore, type AutoscaleDecision } from './autoscale/autoscale-store.js';
 import { Autoscaler } from './autoscale/autoscaler.js';
@@ -22,6 +26,7 @@ import { PrometheusExporter } from './metrics/prometheus-exporter.js';
 import { LogHub } from './logs/log-hub.js';
 import { LogIngest } from './logs/log-ingest.js';
 import { LogStore } from './logs/log-store.js';
+import { Releases } from './releases/releases.js';
 import { Rollouts } from './releases/rollout.js';
 import { Store } from './store/store.js';
 import { parseInput } from './api/validation.js';
@@ -201,10 +206,6 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     }
   };
   const ingest = new LogIngest({ store: logs, hub: logHub, logger });
-  // Late-bound: the hub, the fleet and the rollouts call each other through these events.
-  let fleet: Fleet | null = null;
-  let rollouts: Rollouts | null = null;
-  let addons: Addons | null = null;
   const goneTimers = new Map<string, NodeJS.Timeout>();
   const hub = new AgentHub({
     host: c.grpcHost,
@@ -228,61 +229,67 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     ...(deps.onAgentMessageHandled ? { onHandled: deps.onAgentMessageHandled } : {}),
     logger,
     artifactPath: (sha) => (store.hasArtifact(sha) ? join(artifactDir, `${sha}.tar.gz`) : null),
-    events: {
-      onHello: (agent, hello) => {
-        clearTimeout(goneTimers.get(agent));
-        goneTimers.delete(agent);
-        fleet?.onHello(agent, hello);
-        addons?.onStatuses(agent, hello.addons);
-        rollouts?.tick();
-      },
-      onHeartbeat: (agent, hb) => {
-        fleet?.onHeartbeat(agent, hb.instances);
-        addons?.onStatuses(agent, hb.addons);
-        rollouts?.tick();
-      },
-      onInstanceEvent: (agent, event) => {
-        if (event.status) fleet?.applyStatuses(agent, [event.status]);
-        rollouts?.tick();
-      },
-      onTaskOutput: (agent, output) => rollouts?.onTaskOutput(agent, output),
-      onTaskResult: (agent, result) => rollouts?.onTaskResult(agent, result),
-      onAddonStatus: (agent, status) => addons?.onStatuses(agent, [status]),
-      onAddonJobResult: (agent, result) => addons?.onJobResult(agent, result),
-      onMetrics: (agent, report) => metrics.ingest(agent, report),
-      onLogBatch: (agent, epoch, batch, reply) => ingest.submit(agent, epoch, batch.lines, reply),
-      logAcked: (agent, epoch) => logs.acked(agent, epoch),
-      onDisconnect: (agent) => {
-        addons?.onDisconnect(agent);
-        const timer = setTimeout(() => {
-          goneTimers.delete(agent);
-          if (!hub.isConnected(agent)) rollouts?.onAgentGone(agent);
-        }, 10_000);
-        timer.unref();
-        goneTimers.set(agent, timer);
-      },
-    },
   });
-  fleet = new Fleet({
+  const assembler = new DesiredStateAssembler({ store, domain: c.domain, graceSeconds: c.graceSeconds });
+  const sync = new DesiredStateSync({ store, hub, assembler, logger });
+  const reports = new AgentReports({ store, sync, clock });
+  const fleet = new Fleet({
     store,
     hub,
+    sync,
     clock,
     logger,
-    domain: c.domain,
-    graceSeconds: c.graceSeconds,
     drainTimeoutMs: c.drainTimeoutMs,
     agentDownAfterMs: c.agentDownAfterMs,
-    tasksFor: (agent) => rollouts?.tasksFor(agent) ?? [],
-    holdsPlacement: (app) => rollouts?.holdsPlacement(app) ?? false,
-    addonsFor: (agent) => addons?.specsFor(agent) ?? [],
+  });
+  const views = new FleetViews({
+    store,
+    fleet,
+    clock,
+    agentDownAfterMs: c.agentDownAfterMs,
     usageOf: (agent) => {
       const host = metrics.latest().get(agent)?.host;
       if (host?.cpu_pct === undefined || host.mem_used_bytes === undefined) return null;
       return { cpuPct: host.cpu_pct, memoryUsedMb: Math.round(host.mem_used_bytes / 1048576) };
     },
   });
-  rollouts = new Rollouts({ store, fleet, clock, logger, healthTimeoutMs: c.healthTimeoutMs, crashLimit: c.crashLimit });
-  addons = new Addons({ store, fleet, rollouts, hub, clock, logger });
+  const rollouts = new Rollouts({ store, fleet, views, sync, clock, logger, healthTimeoutMs: c.healthTimeoutMs, crashLimit: c.crashLimit });
+  const releases = new Releases({ store, rollouts, clock, artifactDir, maxUploadBytes: c.maxUploadBytes });
+  const addons = new Addons({ store, fleet, views, sync, rollouts, releases, hub, clock, logger });
+  const agentEvents: AgentHubEvents = {
+    onHello: (agent, hello) => {
+      clearTimeout(goneTimers.get(agent));
+      goneTimers.delete(agent);
+      reports.onHello(agent, hello);
+      addons.onStatuses(agent, hello.addons);
+      rollouts.tick();
+    },
+    onHeartbeat: (agent, hb) => {
+      reports.onHeartbeat(agent, hb.instances);
+      addons.onStatuses(agent, hb.addons);
+      rollouts.tick();
+    },
+    onInstanceEvent: (agent, event) => {
+      if (event.status) reports.applyStatuses(agent, [event.status]);
+      rollouts.tick();
+    },
+    onTaskOutput: (agent, output) => rollouts.onTaskOutput(agent, output),
+    onTaskResult: (agent, result) => rollouts.onTaskResult(agent, result),
+    onAddonStatus: (agent, status) => addons.onStatuses(agent, [status]),
+    onAddonJobResult: (agent, result) => addons.onJobResult(agent, result),
+    onMetrics: (agent, report) => metrics.ingest(agent, report),
+    onLogBatch: (agent, epoch, batch, reply) => ingest.submit(agent, epoch, batch.lines, reply),
+    logAcked: (agent, epoch) => logs.acked(agent, epoch),
+    onDisconnect: (agent) => {
+      addons.onDisconnect(agent);
+      const timer = setTimeout(() => {
+        goneTimers.delete(agent);
+        if (!hub.isConnected(agent)) rollouts.onAgentGone(agent);
+      }, 10_000);
+      timer.unref();
+      goneTimers.set(agent, timer);
+    },
+  };
 
   const policies = new AutoscaleStore(store);
   const autoscaler = new Autoscaler({
@@ -306,7 +313,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   });
   const exporter = new PrometheusExporter({
     metrics,
-    agents: () => fleet?.agentViews() ?? [],
+    agents: () => views.agentViews(),
     instances: () => store.listInstances(),
     now: () => clock.now(),
   });
@@ -314,7 +321,11 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   const { server: api, routes } = buildApi({
     store,
     fleet,
+    views,
+    sync,
+    domain: c.domain,
     rollouts,
+    releases,
     addons,
     clock,
     logger,
@@ -324,8 +335,8 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       if (!known) return { removed: false, apps: [] };
       const apps = store.transaction(() => store.removeAgent(name));
       hub.disconnect(name);
-      for (const app of apps) fleet?.reconcileFormation(app);
-      fleet?.requestSync();
+      for (const app of apps) fleet.reconcileFormation(app);
+      sync.requestSync();
       return { removed: true, apps };
     },
     ...(httpsOptions ? { https: httpsOptions } : {}),
@@ -333,14 +344,14 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     maxUploadBytes: c.maxUploadBytes,
     version: HANGAR_VERSION,
     webPort: c.webPort,
-    routes: [(server) => registerMetricsRoutes(server, { store, fleet, metrics, exporter, policies, autoscaler, clock, logger })],
+    routes: [(server) => registerMetricsRoutes(server, { store, views, metrics, exporter, policies, autoscaler, clock, logger })],
     logs,
     logHub,
   });
 
   let grpcPort: number;
   try {
-    grpcPort = await hub.start();
+    grpcPort = await hub.start(agentEvents);
     await api.listen({ port: c.httpPort, host: c.httpHost });
   } catch (err) {
     await hub.close();
@@ -355,9 +366,9 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   const httpPort = typeof address === 'object' && address ? address.port : c.httpPort;
   const loop = setInterval(() => {
     try {
-      fleet?.tick();
-      rollouts?.tick();
-      addons?.tick();
+      fleet.tick();
+      rollouts.tick();
+      addons.tick();
     } catch (err) {
       logger.error({ err }, 'coordinator loop failed');
     }
@@ -390,8 +401,8 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
         clearInterval(loop);
         clearInterval(pruneLoop);
         for (const timer of goneTimers.values()) clearTimeout(timer);
-        fleet?.close();
-        addons?.close();
+        sync.close();
+        addons.close();
         autoscaler.close();
         await api.close();
         await hub.close();

@@ -11,27 +11,24 @@ import type { AddonBackupView, AddonKind, AddonState, AddonView } from '../../co
 import type { Clock } from '../../common/clock.js';
 import { HangarError, isHangarError, type ErrorCode } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
-import type { AddonBackup__Output, AddonJobResult__Output, AddonSpec, AddonStatus__Output } from '../../proto/loader.js';
+import type { AddonBackup__Output, AddonJobResult__Output, AddonStatus__Output } from '../../proto/loader.js';
 import type { AgentHub } from '../fleet/agent-hub.js';
+import type { DesiredStateSync } from '../fleet/desired-state-sync.js';
 import type { Fleet } from '../fleet/fleet.js';
+import type { FleetViews } from '../fleet/fleet-views.js';
+import { addonUrl, configVarFor } from './addon-connection.js';
+import type { Releases } from '../releases/releases.js';
 import type { Rollouts } from '../releases/rollout.js';
 import type { AddonRow, Store } from '../store/store.js';
-
-/** The kinds of add-on, with the config var of the first one of a kind (Heroku's names). */
-export const ADDON_CONFIG_VARS: Record<AddonKind, string> = {
-  postgres: 'DATABASE_URL',
-  redis: 'REDIS_URL',
-  memcached: 'MEMCACHED_URL',
-};
-
-/** memcached's memory limit, MB. */
-const MEMCACHED_MB = 64;
 
 /** Options of {@link Addons}. */
 export interface AddonsOptions {
   store: Store;
-  fleet: Fleet;
-  rollouts: Rollouts;
+  fleet: Pick<Fleet, 'isUp'>;
+  views: Pick<FleetViews, 'agentViews'>;
+  sync: Pick<DesiredStateSync, 'requestSync'>;
+  rollouts: Pick<Rollouts, 'assertIdle'>;
+  releases: Pick<Releases, 'changeConfig'>;
   hub: AgentHub;
   clock: Clock;
   logger: Logger;
@@ -56,39 +53,6 @@ interface PendingJob {
 }
 
 const ADDON_STATES: readonly AddonState[] = ['provisioning', 'starting', 'up', 'crashed', 'stopping', 'failed', 'destroyed'];
-
-/** The PostgreSQL database and user of an app: its name with `_` for `-`. */
-export function databaseNameOf(app: string): string {
-  return app.replace(/-/g, '_');
-}
-
-/**
- * The config var of a new add-on: Heroku's name for its kind (DATABASE_URL, REDIS_URL,
- * MEMCACHED_URL) unless another live add-on of the app holds it; then NAME_URL from its name
- * (`postgres-2` → `POSTGRES_2_URL`).
- */
-export function configVarFor(kind: AddonKind, name: string, appAddons: readonly Pick<AddonRow, 'desired' | 'configVar'>[]): string {
-  const primary = ADDON_CONFIG_VARS[kind];
-  const taken = appAddons.some((a) => a.desired === 'run' && a.configVar === primary);
-  return taken ? `${name.toUpperCase().replace(/-/g, '_')}_URL` : primary;
-}
-
-/** The connection URL of an add-on on `host`; `password` replaced by `****` when `mask`. */
-export function addonUrl(row: Pick<AddonRow, 'kind' | 'app' | 'port' | 'password'>, host: string, mask: boolean): string | null {
-  if (row.port === null) return null;
-  const password = mask ? '****' : row.password;
-  const at = host.includes(':') ? `[${host}]:${row.port}` : `${host}:${row.port}`;
-  switch (row.kind) {
-    case 'postgres': {
-      const db = databaseNameOf(row.app);
-      return `postgres://${db}:${password}@${at}/${db}`;
-    }
-    case 'redis':
-      return `redis://:${password}@${at}/0`;
-    default:
-      return `memcached://${at}`;
-  }
-}
 
 /** The add-ons of the fleet: desired state, attachment to the app's config, jobs. */
 export class Addons {
@@ -153,7 +117,7 @@ export class Addons {
       return row;
     });
     this.#logger.info({ app, addon: row.name, kind: row.kind, agent: row.agent }, 'add-on created');
-    this.#o.fleet.requestSync();
+    this.#o.sync.requestSync();
     return row;
   }
 
@@ -197,7 +161,7 @@ export class Addons {
       });
     });
     this.#waiting.delete(name);
-    this.#o.fleet.requestSync();
+    this.#o.sync.requestSync();
     this.#logger.info({ app, addon: name, purge: options.purge }, 'add-on destroyed');
     if (options.purge) {
       await this.#runJob(row, 'purge', '');
@@ -248,23 +212,6 @@ export class Addons {
 
   // ---------------------------------------------------------------- agents
 
-  /** The add-ons an agent must run. */
-  specsFor(agent: string): AddonSpec[] {
-    return this.#o.store
-      .listAddons()
-      .filter((a) => a.agent === agent && a.desired === 'run')
-      .map((a) => ({
-        id: a.id,
-        name: a.name,
-        app: a.app,
-        kind: a.kind,
-        port: a.port ?? 0,
-        password: a.password,
-        database: databaseNameOf(a.app),
-        memoryMb: a.kind === 'memcached' ? MEMCACHED_MB : 0,
-      }));
-  }
-
   /** Add-ons (running) per agent, for placement. */
   countOn(agent: string): number {
     return this.#o.store.listAddons().filter((a) => a.agent === agent && a.desired === 'run').length;
@@ -301,7 +248,7 @@ export class Addons {
       }
     });
     // The agent picked a port: send it back so it is kept in desired state.
-    if (changed.length > 0) this.#o.fleet.requestSync();
+    if (changed.length > 0) this.#o.sync.requestSync();
     for (const name of new Set(changed)) this.#attach(name);
   }
 
@@ -398,9 +345,7 @@ export class Addons {
     if (url === null || row.attachedUrl === url) return;
     try {
       store.transaction(() => {
-        if (this.#o.rollouts.activeDeploy(row.app)) {
-          throw new HangarError('ROLLOUT_IN_PROGRESS', `a deploy of ${row.app} is in progress`);
-        }
+        this.#o.rollouts.assertIdle(row.app);
         const deployId = this.#setConfig(row.app, { [row.configVar]: url }, `Attach ${row.name} as ${row.configVar}`);
         store.updateAddon(name, { attachedUrl: url, deployId });
       });
@@ -417,27 +362,9 @@ export class Addons {
 
   /** Patches config like `config:set`; returns the deploy of the new release (null before the first deploy). */
   #setConfig(app: string, patch: Record<string, string | null>, description: string): string | null {
-    const store = this.#o.store;
-    const appRow = store.requireApp(app);
-    if (this.#o.rollouts.activeDeploy(app)) {
-      throw new HangarError(
-        'ROLLOUT_IN_PROGRESS',
-        `A deploy of ${app} is in progress; try again once it finished (hangar releases -a ${app}).`,
-      );
-    }
-    store.patchConfig(app, patch);
-    const current = appRow.currentRelease === null ? null : store.getRelease(app, appRow.currentRelease);
-    if (!current) return null;
-    const { deploy } = this.#o.rollouts.start({
-      app,
-      artifactSha256: current.artifactSha256,
-      procfile: current.procfile,
-      appJson: current.appJson,
-      config: store.getConfig(app),
-      description,
-      createdBy: 'hangar',
-    });
-    return deploy.id;
+    // Stricter than `config:set`: not even before the first release while it builds.
+    this.#o.rollouts.assertIdle(app);
+    return this.#o.releases.changeConfig(app, patch, 'hangar', description).started?.deploy.id ?? null;
   }
 
   #freeName(kind: AddonKind, all: readonly AddonRow[]): string {
@@ -448,7 +375,7 @@ export class Addons {
   }
 
   #pickAgent(wanted: string | undefined): string {
-    const agents = this.#o.fleet.agentViews();
+    const agents = this.#o.views.agentViews();
     if (wanted !== undefined) {
       const agent = agents.find((a) => a.name === wanted);
       if (!agent) throw new HangarError('NOT_FOUND', `No agent named ${wanted}; see \`hangar agents\`.`);

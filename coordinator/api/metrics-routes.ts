@@ -15,7 +15,8 @@ import type { ApiServer } from './server.js';
 import { needs } from './auth.js';
 import type { AutoscaleStore } from '../autoscale/autoscale-store.js';
 import type { Autoscaler } from '../autoscale/autoscaler.js';
-import { runnableTypes, type Fleet } from '../fleet/fleet.js';
+import { runnableTypes } from '../fleet/fleet.js';
+import type { FleetViews } from '../fleet/fleet-views.js';
 import { parseSince, type MetricsStore } from '../metrics/metrics-store.js';
 import type { PrometheusExporter } from '../metrics/prometheus-exporter.js';
 import type { Store } from '../store/store.js';
@@ -24,7 +25,7 @@ import { parseInput } from './validation.js';
 /** What {@link registerMetricsRoutes} needs. */
 export interface MetricsRoutesOptions {
   store: Store;
-  fleet: Fleet;
+  views: Pick<FleetViews, 'agentViews'>;
   metrics: MetricsStore;
   exporter: PrometheusExporter;
   policies: AutoscaleStore;
@@ -103,7 +104,7 @@ export function registerMetricsRoutes(app: ApiServer, o: MetricsRoutesOptions): 
   app.get('/v1/agents/:agent/metrics', needs('read'), async (request) => {
     const { agent } = parseInput(agentParams, request.params, 'agent name');
     const { since } = parseInput(sinceQuery, request.query ?? {}, 'query');
-    const view = o.fleet.agentViews().find((a) => a.name === agent);
+    const view = o.views.agentViews().find((a) => a.name === agent);
     if (!view) throw new HangarError('NOT_FOUND', `No agent ${agent}; \`hangar agents\` lists them.`);
     return { metrics: o.metrics.agentMetrics(agent, since, view.state) };
   });

@@ -1,9 +1,6 @@
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { Transform, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type RawServerDefault } from 'fastify';
 import { z } from 'zod';
@@ -14,14 +11,18 @@ import type { Logger } from '../../common/logger.js';
 import { MAX_QUANTITY, appNameSchema, configKeySchema, processTypeSchema } from '../../common/names.js';
 import { registerAddonRoutes } from './addon-routes.js';
 import type { Addons } from '../addons/addons.js';
+import type { DesiredStateSync } from '../fleet/desired-state-sync.js';
 import { runnableTypes, type Fleet } from '../fleet/fleet.js';
+import type { FleetViews } from '../fleet/fleet-views.js';
+import { defaultDomain } from '../fleet/route-table.js';
 import type { LogHub } from '../logs/log-hub.js';
 import { registerLogRoutes } from './log-routes.js';
 import type { LogStore } from '../logs/log-store.js';
 import { needs, registerAuth, type Authenticator, type RouteScope } from './auth.js';
+import { receiveUpload } from './source-upload.js';
 import { registerSecurityRoutes, type SecurityRoutesOptions } from './security-routes.js';
+import type { Releases } from '../releases/releases.js';
 import type { Rollouts } from '../releases/rollout.js';
-import { inspectSource } from '../releases/source-inspector.js';
 import type { AppRow, ReleaseRow, Store } from '../store/store.js';
 import { parseInput } from './validation.js';
 
@@ -31,8 +32,14 @@ export type ApiServer = FastifyInstance<RawServerDefault, IncomingMessage, Serve
 /** Options of {@link buildApi}. */
 export interface ApiOptions {
   store: Store;
-  fleet: Fleet;
+  fleet: Pick<Fleet, 'reconcileFormation'>;
+  views: FleetViews;
+  sync: Pick<DesiredStateSync, 'requestSync'>;
+  /** Apps are served at APP.<domain>. */
+  domain: string;
   rollouts: Rollouts;
+  /** Makes the releases of deploys, config changes and rollbacks. */
+  releases: Releases;
   /** Add-on routes (`/v1/apps/:app/addons…`) are served when given. */
   addons?: Addons;
   clock: Clock;
@@ -141,8 +148,8 @@ export function buildApi(o: ApiOptions): Api {
 
   const appView = (row: AppRow): AppView => ({
     name: row.name,
-    domain: o.fleet.domainOf(row.name),
-    url: `http://${o.fleet.domainOf(row.name)}${o.webPort === 80 ? '' : `:${o.webPort}`}`,
+    domain: defaultDomain(row.name, o.domain),
+    url: `http://${defaultDomain(row.name, o.domain)}${o.webPort === 80 ? '' : `:${o.webPort}`}`,
     createdAt: new Date(row.createdAt).toISOString(),
     release: row.currentRelease === null ? null : `v${row.currentRelease}`,
     formation: o.store.getFormation(row.name),
@@ -160,18 +167,9 @@ export function buildApi(o: ApiOptions): Api {
     current: r.version === current,
   });
 
-  const currentRelease = (name: string): ReleaseRow => {
-    const row = o.store.requireApp(name);
-    const release = row.currentRelease === null ? null : o.store.getRelease(name, row.currentRelease);
-    if (!release) {
-      throw new HangarError('NO_RELEASE', `${name} has no release yet; deploy it first with \`hangar deploy -a ${name}\`.`);
-    }
-    return release;
-  };
-
   app.get('/v1/health', needs('none'), async () => ({ ok: true, version: o.version }));
 
-  app.get('/v1/agents', needs('read'), async () => ({ agents: o.fleet.agentViews() }));
+  app.get('/v1/agents', needs('read'), async () => ({ agents: o.views.agentViews() }));
 
   app.get('/v1/apps', needs('read'), async () => ({ apps: o.store.listApps().map(appView) }));
 
@@ -201,7 +199,7 @@ export function buildApi(o: ApiOptions): Api {
     }
     o.store.deleteApp(name);
     o.logs.deleteApp(name);
-    o.fleet.requestSync();
+    o.sync.requestSync();
     logger.info({ app: name }, 'app destroyed');
     return { ok: true };
   });
@@ -216,47 +214,14 @@ export function buildApi(o: ApiOptions): Api {
   app.patch('/v1/apps/:app/config', needs('deploy'), async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     const patch = parseInput(configPatchBody, request.body ?? {}, 'config');
-    return o.store.transaction(() => {
-      const row = o.store.requireApp(name);
-      const active = o.rollouts.activeDeploy(name);
-      if (active && row.currentRelease !== null) {
-        throw new HangarError(
-          'ROLLOUT_IN_PROGRESS',
-          `A deploy of ${name} is in progress; change config once it finished (hangar releases -a ${name}).`,
-        );
-      }
-      o.store.patchConfig(name, patch);
-      const config = o.store.getConfig(name);
-      if (row.currentRelease === null) return { config, release: null, deploy: null };
-      const current = currentRelease(name);
-      const set = Object.keys(patch).filter((k) => patch[k] !== null);
-      const unset = Object.keys(patch).filter((k) => patch[k] === null);
-      const description = [set.length ? `Set ${set.join(', ')}` : '', unset.length ? `Unset ${unset.join(', ')}` : '']
-        .filter(Boolean)
-        .join('; ');
-      const { release, deploy } = o.rollouts.start({
-        app: name,
-        artifactSha256: current.artifactSha256,
-        procfile: current.procfile,
-        appJson: current.appJson,
-        config,
-        description,
-        createdBy: request.caller?.name ?? 'admin',
-      });
-      return { config, release: releaseView(release, row.currentRelease), deploy: o.rollouts.view(deploy.id, name, 0) };
-    });
+    const { config, started } = o.releases.changeConfig(name, patch, request.caller?.name ?? 'admin');
+    if (started === null) return { config, release: null, deploy: null };
+    return { config, release: releaseView(started.release, started.previous), deploy: o.rollouts.view(started.deploy.id, name, 0) };
   });
 
   app.post('/v1/apps/:app/builds', needs('deploy'), async (request, reply) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
-    o.store.requireApp(name);
-    const active = o.rollouts.activeDeploy(name);
-    if (active) {
-      throw new HangarError(
-        'ROLLOUT_IN_PROGRESS',
-        `A deploy of ${name} is in progress; wait for it to finish (hangar releases -a ${name}) and try again.`,
-      );
-    }
+    o.releases.assertCanDeploy(name);
     const body = request.body as Readable | undefined;
     if (!body || typeof body.pipe !== 'function') {
       throw new HangarError(
@@ -264,24 +229,12 @@ export function buildApi(o: ApiOptions): Api {
         'Send the gzipped tar of your source with Content-Type: application/gzip (hangar deploy does).',
       );
     }
-    const { sha256, path, size } = await receiveUpload(body, o.artifactDir, o.maxUploadBytes);
+    const upload = await receiveUpload(body, o.artifactDir, o.maxUploadBytes);
     try {
-      if (size === 0) throw new HangarError('BAD_INPUT', 'The upload is empty; send the gzipped tar of your source.');
-      const info = await inspectSource(path, { maxBytes: o.maxUploadBytes * 8 });
-      const finalPath = join(o.artifactDir, `${sha256}.tar.gz`);
-      await rename(path, finalPath);
-      o.store.putArtifact(sha256, size, o.clock.now());
-      const { deploy } = o.rollouts.start({
-        app: name,
-        artifactSha256: sha256,
-        procfile: info.procfile,
-        appJson: info.appJson,
-        description: `Deploy ${sha256.slice(0, 7)}`,
-        createdBy: request.caller?.name ?? 'admin',
-      });
+      const { deploy } = await o.releases.deploy(name, upload, request.caller?.name ?? 'admin');
       return reply.status(202).send({ deploy: o.rollouts.view(deploy.id, name, 0) });
     } finally {
-      await rm(path, { force: true });
+      await rm(upload.path, { force: true });
     }
   });
 
@@ -301,44 +254,16 @@ export function buildApi(o: ApiOptions): Api {
   app.post('/v1/apps/:app/releases', needs('deploy'), async (request, reply) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     const { rollback } = parseInput(rollbackBody, request.body ?? {}, 'rollback');
-    const result = o.store.transaction(() => {
-      const current = currentRelease(name);
-      const candidates = o.store
-        .listReleases(name)
-        // Releases that served; one that was rolled back automatically never did (name it to go back to it).
-        .filter((r) => r.version < current.version && (r.status === 'succeeded' || r.status === 'running'));
-      const target = rollback === undefined ? candidates[0] : o.store.getRelease(name, rollback);
-      if (!target) {
-        throw rollback === undefined
-          ? new HangarError('RELEASE_NOT_FOUND', `${name} has no earlier release to roll back to; see \`hangar releases -a ${name}\`.`)
-          : new HangarError('RELEASE_NOT_FOUND', `${name} has no release v${rollback}; see \`hangar releases -a ${name}\`.`);
-      }
-      if (target.version === current.version) {
-        throw new HangarError('BAD_INPUT', `v${target.version} is already the current release of ${name}.`);
-      }
-      const currentConfig = o.store.getConfig(name);
-      const patch: Record<string, string | null> = { ...target.config };
-      for (const key of Object.keys(currentConfig)) if (!(key in target.config)) patch[key] = null;
-      o.store.patchConfig(name, patch);
-      const started = o.rollouts.start({
-        app: name,
-        artifactSha256: target.artifactSha256,
-        procfile: target.procfile,
-        appJson: target.appJson,
-        config: target.config,
-        description: `Rollback to v${target.version}`,
-        createdBy: request.caller?.name ?? 'admin',
-        runReleasePhase: false,
-      });
-      return { release: releaseView(started.release, current.version), deploy: o.rollouts.view(started.deploy.id, name, 0) };
-    });
-    return reply.status(202).send(result);
+    const started = o.releases.rollback(name, rollback, request.caller?.name ?? 'admin');
+    return reply
+      .status(202)
+      .send({ release: releaseView(started.release, started.previous), deploy: o.rollouts.view(started.deploy.id, name, 0) });
   });
 
   app.get('/v1/apps/:app/ps', needs('read'), async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     o.store.requireApp(name);
-    return { ps: o.fleet.psRows(name) };
+    return { ps: o.views.psRows(name) };
   });
 
   app.post('/v1/apps/:app/ps/restart', needs('deploy'), async (request) => {
@@ -355,7 +280,7 @@ export function buildApi(o: ApiOptions): Api {
     o.store.transaction(() => {
       for (const i of instances) o.store.bumpRestart(i.key);
     });
-    o.fleet.requestSync();
+    o.sync.requestSync();
     return { restarted: instances.map((i) => `${i.type}.${i.idx}`) };
   });
 
@@ -368,7 +293,7 @@ export function buildApi(o: ApiOptions): Api {
   app.patch('/v1/apps/:app/formation', needs('deploy'), async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     const { formation } = parseInput(formationBody, request.body ?? {}, 'formation');
-    const release = currentRelease(name);
+    const release = o.releases.current(name);
     const types = runnableTypes(release);
     const unknown = Object.keys(formation).filter((t) => !types.includes(t));
     if (unknown.length > 0) {
@@ -390,37 +315,4 @@ export function buildApi(o: ApiOptions): Api {
   registerLogRoutes(app, { store: o.store, logs: o.logs, hub: o.logHub, auth: o.auth, clock: o.clock, logger });
 
   return { server: app, routes };
-}
-
-/** Streams an upload to a temporary file while hashing it; enforces the size limit. */
-async function receiveUpload(body: Readable, dir: string, maxBytes: number): Promise<{ sha256: string; path: string; size: number }> {
-  await mkdir(dir, { recursive: true });
-  const path = join(dir, `.upload-${randomUUID()}`);
-  const hash = createHash('sha256');
-  let size = 0;
-  const meter = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      size += chunk.length;
-      if (size > maxBytes) {
-        callback(
-          new HangarError(
-            'PAYLOAD_TOO_LARGE',
-            `The upload is larger than ${Math.round(maxBytes / 1048576)} MiB; leave build output and data out of it (.hangarignore).`,
-          ),
-        );
-        return;
-      }
-      hash.update(chunk);
-      callback(null, chunk);
-    },
-  });
-  try {
-    await pipeline(body, meter, createWriteStream(path, { mode: 0o600 }));
-  } catch (err) {
-    await rm(path, { force: true });
-    if (isHangarError(err)) throw err;
-    throw new HangarError('BAD_INPUT', 'The upload was cut off before it finished; try again.', { cause: err });
-  }
-  await stat(path);
-  return { sha256: hash.digest('hex'), path, size };
 }

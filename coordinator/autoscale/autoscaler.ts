@@ -129,7 +129,7 @@ export interface AutoscalerOptions {
   store: Store;
   policies: AutoscaleStore;
   metrics: MetricsStore;
-  fleet: Fleet;
+  fleet: Pick<Fleet, 'reconcileFormation'>;
   clock: Clock;
   logger: Logger;
   /** Period of evaluation, ms. Default 10 s. */

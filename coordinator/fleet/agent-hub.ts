@@ -75,7 +75,6 @@ export interface AgentHubOptions {
   /** Told how long handling each message from an agent took, ms (benchmarks, diagnostics). */
   onHandled?: (message: AgentMessage__Output, ms: number) => void;
   logger: Logger;
-  events: AgentHubEvents;
 }
 
 interface Session {
@@ -140,15 +139,18 @@ export class AgentHub {
   readonly #sessions = new Map<string, Session>();
   #server: grpc.Server | null = null;
   #port = 0;
+  /** Set by {@link start}, before any agent can connect. */
+  #events: AgentHubEvents | null = null;
 
   constructor(options: AgentHubOptions) {
     this.#options = options;
     this.#logger = options.logger.child({ component: 'agent-hub' });
   }
 
-  /** Binds the gRPC port; idempotent. Returns the bound port. */
-  async start(): Promise<number> {
+  /** Binds the gRPC port and tells `events` what agents send; idempotent. Returns the bound port. */
+  async start(events: AgentHubEvents): Promise<number> {
     if (this.#server) return this.#port;
+    this.#events = events;
     const server = new grpc.Server({ 'grpc.keepalive_time_ms': 20_000, 'grpc.keepalive_permit_without_calls': 1 });
     const handlers: AgentServiceHandlers = {
       Connect: (call) => this.#onConnect(call),
@@ -169,6 +171,11 @@ export class AgentHub {
     });
     this.#server = server;
     return this.#port;
+  }
+
+  #on(): AgentHubEvents {
+    if (!this.#events) throw new Error('the agent hub is not started');
+    return this.#events;
   }
 
   /** Names of connected agents. */
@@ -208,7 +215,7 @@ export class AgentHub {
     if (!session) return false;
     this.#sessions.delete(agent);
     session.call.emit('error', grpcError(grpc.status.UNAUTHENTICATED, 'This agent was removed from the coordinator.'));
-    this.#options.events.onDisconnect(agent);
+    this.#on().onDisconnect(agent);
     return true;
   }
 
@@ -304,7 +311,7 @@ export class AgentHub {
       if (session && this.#sessions.get(session.name) === session) {
         this.#sessions.delete(session.name);
         this.#logger.info({ agent: session.name }, 'agent disconnected');
-        this.#options.events.onDisconnect(session.name);
+        this.#on().onDisconnect(session.name);
       }
       session = null;
     };
@@ -346,15 +353,15 @@ export class AgentHub {
     });
     if (hello.logEpoch) {
       // Lines stored before a coordinator restart need not be sent again.
-      const acked = this.#options.events.logAcked(name, hello.logEpoch);
+      const acked = this.#on().logAcked(name, hello.logEpoch);
       if (acked > 0) call.write({ logAck: { seq: acked, epoch: hello.logEpoch } });
     }
-    this.#options.events.onHello(name, hello);
+    this.#on().onHello(name, hello);
     return session;
   }
 
   #dispatch(session: Session, message: AgentMessage__Output): void {
-    const events = this.#options.events;
+    const events = this.#on();
     switch (message.body) {
       case 'heartbeat':
         if (message.heartbeat) {

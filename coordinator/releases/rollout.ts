@@ -3,8 +3,12 @@ import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/logger.js';
 import type { DeployLine, DeployView } from '../../common/api-types.js';
 import { HangarError, type ErrorCode } from '../../common/errors.js';
-import type { Task, TaskOutput__Output } from '../../proto/loader.js';
+import type { TaskOutput__Output } from '../../proto/loader.js';
+import type { DesiredStateSync } from '../fleet/desired-state-sync.js';
 import { runnableTypes, type Fleet } from '../fleet/fleet.js';
+import type { FleetViews } from '../fleet/fleet-views.js';
+import { isBuildTask, isFinished } from './deploy-status.js';
+import { configPatchTo } from './releases.js';
 import { planRollout, surgeOf, type RolloutPlan } from './rollout-planner.js';
 import type { DeployRow, InstanceRow, ReleaseRow, Store } from '../store/store.js';
 
@@ -23,7 +27,9 @@ export function initialQuantity(appJson: unknown, type: string): number {
 /** Options of {@link Rollouts}. */
 export interface RolloutOptions {
   store: Store;
-  fleet: Fleet;
+  fleet: Pick<Fleet, 'place' | 'drain' | 'remove'>;
+  views: Pick<FleetViews, 'agentViews'>;
+  sync: Pick<DesiredStateSync, 'requestSync'>;
   clock: Clock;
   logger: Logger;
   /** How long new instances have to become healthy before the release is rolled back, ms. */
@@ -45,8 +51,6 @@ export interface NewRelease {
   /** Run the Procfile's `release:` command (not on rollback, as Heroku does). Default true. */
   runReleasePhase?: boolean;
 }
-
-const TERMINAL = new Set(['succeeded', 'failed']);
 
 /**
  * Deploys: build and release phase on one agent, then a health-gated rollout of the new release's
@@ -72,6 +76,21 @@ export class Rollouts {
   }
 
   /**
+   * Refuses a new release while a deploy of the app runs.
+   *
+   * @throws HangarError `ROLLOUT_IN_PROGRESS`.
+   */
+  assertIdle(app: string): void {
+    const active = this.activeDeploy(app);
+    if (active) {
+      throw new HangarError(
+        'ROLLOUT_IN_PROGRESS',
+        `A deploy of ${app} is in progress${active.release ? ` (v${active.release})` : ''}; wait for it to finish (hangar releases -a ${app}) and try again.`,
+      );
+    }
+  }
+
+  /**
    * Creates a release and starts deploying it. Throws ROLLOUT_IN_PROGRESS while another deploy of
    * the app runs and NO_AGENTS when no agent could build it.
    */
@@ -80,13 +99,7 @@ export class Rollouts {
     const now = this.#o.clock.now();
     return store.transaction(() => {
       const app = store.requireApp(input.app);
-      const active = this.activeDeploy(input.app);
-      if (active) {
-        throw new HangarError(
-          'ROLLOUT_IN_PROGRESS',
-          `A deploy of ${input.app}${active.release ? ` (v${active.release})` : ''} is in progress; wait for it to finish (hangar releases -a ${input.app}) and try again.`,
-        );
-      }
+      this.assertIdle(input.app);
       const builder = this.#pickBuilder();
       const release = store.createRelease({
         app: input.app,
@@ -118,39 +131,14 @@ export class Rollouts {
       this.#line(deploy.id, 'hangar', `-----> Building v${release.version} on ${builder}`);
       if (skipReleasePhase) this.#line(deploy.id, 'hangar', '-----> Skipping the release phase (rollback)');
       this.#logger.info({ app: input.app, release: release.version, deploy: deploy.id, agent: builder }, 'deploy started');
-      this.#o.fleet.requestSync();
+      this.#o.sync.requestSync();
       return { release, deploy };
     });
   }
 
-  /** The tasks an agent must run now: build (and release phase) of deploys assigned to it. */
-  tasksFor(agent: string): Task[] {
-    const tasks: Task[] = [];
-    for (const d of this.#o.store.activeDeploys()) {
-      if (d.taskAgent !== agent || (d.status !== 'building' && d.status !== 'releasing') || d.release === null) continue;
-      const release = this.#o.store.getRelease(d.app, d.release);
-      if (!release) continue;
-      tasks.push({
-        id: d.id,
-        app: d.app,
-        release: release.version,
-        artifactSha256: release.artifactSha256,
-        releaseCommand: d.skipReleasePhase ? '' : (release.procfile.release ?? ''),
-        env: {
-          ...release.config,
-          HANGAR_APP: d.app,
-          HANGAR_RELEASE: `v${release.version}`,
-          HANGAR_INSTANCE: 'release.1',
-          PYTHONUNBUFFERED: release.config.PYTHONUNBUFFERED ?? '1',
-        },
-      });
-    }
-    return tasks;
-  }
-
   onTaskOutput(agent: string, out: TaskOutput__Output): void {
     const deploy = this.#o.store.getDeploy(out.taskId);
-    if (!deploy || deploy.taskAgent !== agent || TERMINAL.has(deploy.status)) return;
+    if (!deploy || deploy.taskAgent !== agent || isFinished(deploy.status)) return;
     if (out.source === 'release' && deploy.status === 'building') {
       this.#o.store.updateDeploy(deploy.id, { status: 'releasing' });
     }
@@ -164,7 +152,7 @@ export class Rollouts {
 
   onTaskResult(agent: string, result: { taskId: string; ok: boolean; error: string; errorCode: string }): void {
     const deploy = this.#o.store.getDeploy(result.taskId);
-    if (!deploy || deploy.taskAgent !== agent || (deploy.status !== 'building' && deploy.status !== 'releasing')) return;
+    if (!deploy || deploy.taskAgent !== agent || !isBuildTask(deploy.status)) return;
     if (!result.ok) {
       const code: ErrorCode = result.errorCode === 'RELEASE_PHASE_FAILED' ? 'RELEASE_PHASE_FAILED' : 'BUILD_FAILED';
       this.#fail(deploy, code, result.error || 'The build failed; see the output above.');
@@ -176,7 +164,7 @@ export class Rollouts {
   /** An agent went away: a build assigned to it moves to another agent. */
   onAgentGone(agent: string): void {
     for (const d of this.#o.store.activeDeploys()) {
-      if (d.taskAgent !== agent || (d.status !== 'building' && d.status !== 'releasing')) continue;
+      if (d.taskAgent !== agent || !isBuildTask(d.status)) continue;
       try {
         const builder = this.#pickBuilder();
         this.#o.store.updateDeploy(d.id, { taskAgent: builder, status: 'building' });
@@ -185,7 +173,7 @@ export class Rollouts {
         // No agent left: the deploy waits for one; tick() fails it at its deadline.
       }
     }
-    this.#o.fleet.requestSync();
+    this.#o.sync.requestSync();
   }
 
   #beginRollout(deploy: DeployRow): void {
@@ -216,12 +204,6 @@ export class Rollouts {
       const code = err instanceof HangarError ? err.code : 'INTERNAL';
       this.#fail(store.getDeploy(deploy.id) ?? deploy, code, err instanceof Error ? err.message : String(err));
     }
-  }
-
-  /** True while a rollout of the app places its instances batch by batch. */
-  holdsPlacement(app: string): boolean {
-    const d = this.activeDeploy(app);
-    return d !== null && (d.status === 'rolling_out' || d.status === 'rolling_back');
   }
 
   /** Level-triggered: moves every rollout on (batches, health gate, deadline, finish). */
@@ -438,7 +420,7 @@ export class Rollouts {
       }
     });
     this.#reported.delete(deploy.id);
-    this.#o.fleet.requestSync();
+    this.#o.sync.requestSync();
   }
 
   /** Prints the last lines the failing instance wrote, as its agent read them. */
@@ -454,10 +436,7 @@ export class Rollouts {
 
   /** Makes the app's config what `release` ran with (a failed config change does not stick). */
   #restoreConfig(app: string, release: ReleaseRow): void {
-    const current = this.#o.store.getConfig(app);
-    const patch: Record<string, string | null> = { ...release.config };
-    for (const key of Object.keys(current)) if (!(key in release.config)) patch[key] = null;
-    this.#o.store.patchConfig(app, patch);
+    this.#o.store.patchConfig(app, configPatchTo(this.#o.store.getConfig(app), release.config));
   }
 
   /** Fails a deploy before or without a rollback: its instances go, the previous release (if any) stays. */
@@ -482,11 +461,11 @@ export class Rollouts {
     });
     this.#reported.delete(deploy.id);
     this.#logger.warn({ app: deploy.app, release: version, code }, `deploy failed: ${message}`);
-    this.#o.fleet.requestSync();
+    this.#o.sync.requestSync();
   }
 
   #pickBuilder(): string {
-    const agents = this.#o.fleet.agentViews().filter((a) => a.state === 'up');
+    const agents = this.#o.views.agentViews().filter((a) => a.state === 'up');
     if (agents.length === 0) {
       throw new HangarError(
         'NO_AGENTS',

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { instanceLogTail, tailLines } from '../../agent/log-tail.js';
 import { parseAppJson } from '../../common/app-json.js';
 import { isHangarError } from '../../common/errors.js';
-import { healthCheckOf } from '../../coordinator/fleet/fleet.js';
+import { healthCheckOf } from '../../coordinator/fleet/health-check.js';
 import { initialQuantity } from '../../coordinator/releases/rollout.js';
 import { surgeOf } from '../../coordinator/releases/rollout-planner.js';
 
