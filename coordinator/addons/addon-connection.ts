@@ -1,5 +1,5 @@
 /** How an app reaches an add-on: its config var, database name and connection URL. */
-import type { AddonKind } from '../../common/api-types.js';
+import type { AddonKind } from '../../common/vocabulary.js';
 import type { AddonRow } from '../store/store.js';
 
 /** The kinds of add-on, with the config var of the first one of a kind (Heroku's names). */
@@ -40,7 +40,7 @@ export function addonUrl(row: Pick<AddonRow, 'kind' | 'app' | 'port' | 'password
     }
     case 'redis':
       return `redis://:${password}@${at}/0`;
-    default:
+    case 'memcached':
       return `memcached://${at}`;
   }
 }

@@ -7,10 +7,11 @@
  * owning agent.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { AddonBackupView, AddonKind, AddonState, AddonView } from '../../common/api-types.js';
+import type { AddonBackupView, AddonView } from '../../common/api-types.js';
 import type { Clock } from '../../common/clock.js';
 import { HangarError, isHangarError, type ErrorCode } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import { ADDON_STATES, isOneOf, type AddonKind, type AddonState } from '../../common/vocabulary.js';
 import type { AddonBackup__Output, AddonJobResult__Output, AddonStatus__Output } from '../../proto/loader.js';
 import type { AgentHub } from '../fleet/agent-hub.js';
 import type { DesiredStateSync } from '../fleet/desired-state-sync.js';
@@ -51,8 +52,6 @@ interface PendingJob {
   reject: (err: unknown) => void;
   timer: NodeJS.Timeout;
 }
-
-const ADDON_STATES: readonly AddonState[] = ['provisioning', 'starting', 'up', 'crashed', 'stopping', 'failed', 'destroyed'];
 
 /** The add-ons of the fleet: desired state, attachment to the app's config, jobs. */
 export class Addons {
@@ -191,10 +190,10 @@ export class Addons {
     const host = this.#o.store.getAgent(row.agent)?.address ?? '127.0.0.1';
     return {
       name: row.name,
-      kind: row.kind as AddonKind,
+      kind: row.kind,
       app: row.app,
       agent: row.agent,
-      state: ADDON_STATES.includes(row.state as AddonState) ? (row.state as AddonState) : 'starting',
+      state: row.state,
       configVar: row.configVar,
       url: addonUrl(row, host, !reveal),
       port: row.port,
@@ -225,7 +224,7 @@ export class Addons {
       for (const s of statuses) {
         const row = store.getAddon(s.name);
         if (!row || row.agent !== agent || row.id !== s.id || row.desired !== 'run') continue;
-        const state = ADDON_STATES.includes(s.state as AddonState) ? s.state : 'starting';
+        const state: AddonState = isOneOf(ADDON_STATES, s.state) ? s.state : 'starting';
         const port = s.port || row.port;
         if (
           row.state === state &&

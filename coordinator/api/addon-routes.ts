@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { HangarError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { appNameSchema } from '../../common/names.js';
+import { ADDON_KINDS } from '../../common/vocabulary.js';
 import { needs, scopeAllows } from './auth.js';
 import type { Addons } from '../addons/addons.js';
 import type { Rollouts } from '../releases/rollout.js';
@@ -43,7 +44,7 @@ const revealQuery = z.object({ reveal: flag }).strict();
 const destroyQuery = z.object({ confirm: z.string().optional(), purge: flag }).strict();
 const createBody = z
   .object({
-    kind: z.enum(['postgres', 'redis', 'memcached']),
+    kind: z.enum(ADDON_KINDS),
     agent: z
       .string()
       .regex(/^[a-z0-9][a-z0-9.-]{0,62}$/i, 'must be an agent name from `hangar agents`')

@@ -9,6 +9,7 @@ import type { Clock } from '../../common/clock.js';
 import { HangarError, httpStatusFor, isHangarError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { MAX_QUANTITY, appNameSchema, configKeySchema, processTypeSchema } from '../../common/names.js';
+import { instanceName } from '../../common/vocabulary.js';
 import { registerAddonRoutes } from './addon-routes.js';
 import type { Addons } from '../addons/addons.js';
 import type { DesiredStateSync } from '../fleet/desired-state-sync.js';
@@ -273,7 +274,7 @@ export function buildApi(o: ApiOptions): Api {
     const instances = o.store
       .listInstances({ app: name })
       .filter((i) => i.desired === 'run')
-      .filter((i) => target === undefined || target === i.type || target === `${i.type}.${i.idx}`);
+      .filter((i) => target === undefined || target === i.type || target === instanceName(i));
     if (target !== undefined && instances.length === 0) {
       throw new HangarError('INSTANCE_NOT_FOUND', `${name} runs nothing called ${target}; see \`hangar ps -a ${name}\`.`);
     }
@@ -281,7 +282,7 @@ export function buildApi(o: ApiOptions): Api {
       for (const i of instances) o.store.bumpRestart(i.key);
     });
     o.sync.requestSync();
-    return { restarted: instances.map((i) => `${i.type}.${i.idx}`) };
+    return { restarted: instances.map((i) => instanceName(i)) };
   });
 
   app.get('/v1/apps/:app/formation', needs('read'), async (request) => {

@@ -3,6 +3,7 @@
  * release-phase tasks assigned to it, the add-on servers it runs, and the fleet-wide routes. Pure
  * reads of the store; {@link DesiredStateSync} sends the result.
  */
+import { instanceName } from '../../common/vocabulary.js';
 import type { AddonSpec, AppRoutes, DesiredState, InstanceSpec, Task } from '../../proto/loader.js';
 import { MEMCACHED_MB, databaseNameOf } from '../addons/addon-connection.js';
 import { isBuildTask } from '../releases/deploy-status.js';
@@ -93,7 +94,7 @@ export class DesiredStateAssembler {
       release: i.release,
       artifactSha256: release.artifactSha256,
       command: release.procfile[i.type] ?? '',
-      env: processEnv(release, `${i.type}.${i.idx}`),
+      env: processEnv(release, instanceName(i)),
       healthPath: web ? healthPathOf(release.appJson) : '',
       domain: defaultDomain(i.app, this.#o.domain),
       graceSeconds: this.#o.graceSeconds,

@@ -1,5 +1,6 @@
 import type { AgentView, PsRow } from '../../common/api-types.js';
 import type { Clock } from '../../common/clock.js';
+import { instanceName } from '../../common/vocabulary.js';
 import type { Store } from '../store/store.js';
 import type { Fleet } from './fleet.js';
 
@@ -41,7 +42,7 @@ export class FleetViews {
 
   psRows(app: string): PsRow[] {
     return this.#o.store.listInstances({ app }).map((i) => ({
-      id: `${i.type}.${i.idx}`,
+      id: instanceName(i),
       type: i.type,
       release: `v${i.release}`,
       agent: i.agent,

@@ -1,6 +1,6 @@
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/logger.js';
-import { instanceKey } from '../../common/vocabulary.js';
+import { instanceKey, instanceName } from '../../common/vocabulary.js';
 import { holdsPlacement } from '../releases/deploy-status.js';
 import { newInstanceRow, type AgentRow, type InstanceRow, type ReleaseRow, type Store } from '../store/store.js';
 import type { AgentHub } from './agent-hub.js';
@@ -202,7 +202,7 @@ export class Fleet {
         placed.push({ agent: to, app: i.app, type: i.type });
         moves.push({ instance: i, to });
       } catch {
-        unplaced.push(`${i.app} ${i.type}.${i.idx}`);
+        unplaced.push(`${i.app} ${instanceName(i)}`);
       }
     }
     const forgotten = stranded.filter((i) => i.desired !== 'run');

@@ -16,6 +16,7 @@ import type {
 import type { Clock, ClockTimer } from '../../common/clock.js';
 import type { Logger } from '../../common/logger.js';
 import type { MetricsReport__Output, TrafficStats__Output } from '../../proto/loader.js';
+import { instanceName, parseInstanceKey } from '../../common/vocabulary.js';
 import type { InstanceRow, Store } from '../store/store.js';
 
 /** Options of {@link MetricsStore}. */
@@ -82,13 +83,6 @@ export interface LatestReport {
   instances: Map<string, UsageSample>;
   apps: Map<string, TrafficSample>;
   backends: Map<string, TrafficSample>;
-}
-
-/** `shop:web.2:v3` → parts; null when not in that shape. */
-export function parseInstanceKey(key: string): { app: string; type: string; idx: number; release: number } | null {
-  const m = /^([^:]+):([^.:]+)\.(\d+):v(\d+)$/.exec(key);
-  if (!m) return null;
-  return { app: m[1] as string, type: m[2] as string, idx: Number(m[3]), release: Number(m[4]) };
 }
 
 function traffic(t: TrafficStats__Output, intervalMs: number): TrafficSample {
@@ -474,7 +468,7 @@ export class MetricsStore {
       const u = usage.get(key);
       const b = backend.get(key);
       instanceViews.push({
-        id: `${parts.type}.${parts.idx}`,
+        id: instanceName(parts),
         type: parts.type,
         release: `v${parts.release}`,
         agent: row?.agent ?? this.#agentOf(key) ?? '',
@@ -577,7 +571,7 @@ export class MetricsStore {
         return [
           {
             app: parts.app,
-            id: `${parts.type}.${parts.idx}`,
+            id: instanceName(parts),
             type: parts.type,
             release: `v${parts.release}`,
             agent,

@@ -18,7 +18,8 @@
  */
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { AgentView } from '../../common/api-types.js';
-import { parseInstanceKey, type LatestReport, type MetricsStore } from './metrics-store.js';
+import { instanceName, parseInstanceKey } from '../../common/vocabulary.js';
+import type { LatestReport, MetricsStore } from './metrics-store.js';
 import type { InstanceRow } from '../store/store.js';
 
 /** Options of {@link PrometheusExporter}. */
@@ -99,7 +100,7 @@ export class PrometheusExporter {
             for (const [key, u] of r.instances) {
               const p = parseInstanceKey(key);
               if (!p || !live.has(`${agent}\u0000${key}`)) continue;
-              this.set({ app: p.app, type: p.type, instance: `${p.type}.${p.idx}`, agent }, pick(u));
+              this.set({ app: p.app, type: p.type, instance: instanceName(p), agent }, pick(u));
             }
           }
         },
@@ -159,7 +160,7 @@ export class PrometheusExporter {
         if (!p) continue;
         for (const [cls, field] of CLASSES) {
           if (t[field] > 0)
-            instanceRequests.inc({ app: p.app, type: p.type, instance: `${p.type}.${p.idx}`, agent, status_class: cls }, t[field]);
+            instanceRequests.inc({ app: p.app, type: p.type, instance: instanceName(p), agent, status_class: cls }, t[field]);
         }
       }
     });

@@ -10,6 +10,9 @@
  * that serve (new up + old up) are at least the wanted count, and at most wanted + surge run.
  */
 
+import { surgeSchema, type AppJson } from '../../common/app-json.js';
+import type { InstanceState } from '../../common/vocabulary.js';
+
 /** An instance as the planner sees it. */
 export interface PlanInstance {
   key: string;
@@ -18,7 +21,7 @@ export interface PlanInstance {
   release: number;
   /** `run`: wanted (routed once up); `drain`: on its way out of the routers. */
   desired: 'run' | 'drain';
-  state: 'starting' | 'up' | 'crashed' | 'stopping';
+  state: InstanceState;
 }
 
 /** How many new instances a batch starts: a count, or a share of the wanted count (`25%`). */
@@ -66,14 +69,12 @@ export function surgeCount(surge: Surge, wanted: number): number {
   return Math.max(1, Math.ceil((wanted * pct) / 100));
 }
 
-/** Parses app.json's `hangar.surge` (a positive integer or `"N%"`); anything else gives the default. */
-export function surgeOf(appJson: unknown): Surge {
-  if (appJson && typeof appJson === 'object') {
-    const value = (appJson as { hangar?: { surge?: unknown } }).hangar?.surge;
-    if (typeof value === 'number' && Number.isInteger(value) && value >= 1) return value;
-    if (typeof value === 'string' && /^\d{1,3}%$/.test(value) && Number(value.slice(0, -1)) > 0) return value as `${number}%`;
-  }
-  return DEFAULT_SURGE;
+/** app.json's `hangar.surge` (validated by its schema: a count, or a share `"N%"`), else the default. */
+export function surgeOf(appJson: AppJson | null): Surge {
+  const parsed = surgeSchema.safeParse(appJson?.hangar?.surge);
+  if (!parsed.success) return DEFAULT_SURGE;
+  // The schema's pattern admits only `N%` strings.
+  return typeof parsed.data === 'number' ? parsed.data : (parsed.data as `${number}%`);
 }
 
 /** The smallest indexes (1-based) not in `used`. */

@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
+import type { AppJson } from '../../common/app-json.js';
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/logger.js';
 import type { DeployLine, DeployView } from '../../common/api-types.js';
 import { HangarError, type ErrorCode } from '../../common/errors.js';
+import { instanceName } from '../../common/vocabulary.js';
 import type { TaskOutput__Output } from '../../proto/loader.js';
 import type { DesiredStateSync } from '../fleet/desired-state-sync.js';
 import { runnableTypes, type Fleet } from '../fleet/fleet.js';
@@ -16,12 +18,8 @@ import type { DeployRow, InstanceRow, ReleaseRow, Store } from '../store/store.j
 const LOG_TAIL_LINES = 20;
 
 /** How many of a type a first deploy runs: app.json `formation.TYPE.quantity`, else web=1 and 0 of the others. */
-export function initialQuantity(appJson: unknown, type: string): number {
-  if (appJson && typeof appJson === 'object') {
-    const q = (appJson as { formation?: Record<string, { quantity?: unknown } | undefined> }).formation?.[type]?.quantity;
-    if (typeof q === 'number' && Number.isInteger(q) && q >= 0) return q;
-  }
-  return type === 'web' ? 1 : 0;
+export function initialQuantity(appJson: AppJson | null, type: string): number {
+  return appJson?.formation?.[type]?.quantity ?? (type === 'web' ? 1 : 0);
 }
 
 /** Options of {@link Rollouts}. */
@@ -43,7 +41,7 @@ export interface NewRelease {
   app: string;
   artifactSha256: string;
   procfile: Record<string, string>;
-  appJson: unknown;
+  appJson: AppJson | null;
   /** Config vars of the release; default: the app's current config. */
   config?: Record<string, string>;
   description: string;
@@ -239,7 +237,7 @@ export class Rollouts {
         this.#rollBack(
           deploy,
           'RELEASE_UNHEALTHY',
-          `${crashed.type}.${crashed.idx} of v${version} keeps crashing (${crashed.message || `restarted ${crashed.restarts} times`}).`,
+          `${instanceName(crashed)} of v${version} keeps crashing (${crashed.message || `restarted ${crashed.restarts} times`}).`,
           crashed,
         );
         return;
@@ -266,7 +264,7 @@ export class Rollouts {
     if (pending.length > 0 && deploy.deadline !== null && now > deploy.deadline) {
       const first = instances.find((i) => i.key === pending[0]);
       const seconds = Math.round(this.#o.healthTimeoutMs / 1000);
-      const message = `${first ? `${first.type}.${first.idx}` : 'An instance'} of v${target} did not become healthy within ${seconds} s (state ${first?.state ?? 'unknown'}${first?.message ? `: ${first.message}` : ''}).`;
+      const message = `${first ? instanceName(first) : 'An instance'} of v${target} did not become healthy within ${seconds} s (state ${first?.state ?? 'unknown'}${first?.message ? `: ${first.message}` : ''}).`;
       if (rollingBack) this.#finishRollback(deploy, now, message);
       else this.#rollBack(deploy, 'RELEASE_UNHEALTHY', message, first ?? null);
       return;
@@ -427,11 +425,11 @@ export class Rollouts {
   #showLogTail(deployId: string, i: InstanceRow): void {
     const lines = i.logTail.split('\n').filter((l) => l.trim() !== '');
     if (lines.length === 0) {
-      this.#line(deployId, 'hangar', `-----> ${i.type}.${i.idx} (v${i.release}) wrote no output`, 'stderr');
+      this.#line(deployId, 'hangar', `-----> ${instanceName(i)} (v${i.release}) wrote no output`, 'stderr');
       return;
     }
-    this.#line(deployId, 'hangar', `-----> Last log lines of ${i.type}.${i.idx} (v${i.release}):`, 'stderr');
-    for (const l of lines.slice(-LOG_TAIL_LINES)) this.#line(deployId, `app[${i.type}.${i.idx}]`, `       ${l}`, 'stderr');
+    this.#line(deployId, 'hangar', `-----> Last log lines of ${instanceName(i)} (v${i.release}):`, 'stderr');
+    for (const l of lines.slice(-LOG_TAIL_LINES)) this.#line(deployId, `app[${instanceName(i)}]`, `       ${l}`, 'stderr');
   }
 
   /** Makes the app's config what `release` ran with (a failed config change does not stick). */

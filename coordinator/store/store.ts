@@ -1,6 +1,8 @@
 import Database from 'better-sqlite3';
+import { appJsonSchema, type AppJson } from '../../common/app-json.js';
 import { HangarError } from '../../common/errors.js';
 import type { SecretBox } from '../../common/secret-box.js';
+import type { AddonKind, AddonState, InstanceState } from '../../common/vocabulary.js';
 import { MIGRATIONS } from './migrations.js';
 
 /** An app's row. */
@@ -18,7 +20,8 @@ export interface ReleaseRow {
   artifactSha256: string;
   procfile: Record<string, string>;
   config: Record<string, string>;
-  appJson: unknown;
+  /** Validated on upload (and again when read back). */
+  appJson: AppJson | null;
   status: ReleaseStatus;
   description: string;
   createdBy: string;
@@ -66,7 +69,6 @@ export interface AgentRow {
 
 /** What the coordinator wants of an instance: run it (and route to it once up), drain it, gone. */
 export type InstanceDesire = 'run' | 'drain';
-export type InstanceState = 'starting' | 'up' | 'crashed' | 'stopping';
 
 export interface InstanceRow {
   key: string;
@@ -104,7 +106,7 @@ export interface AddonRow {
   /** Random id: a leftover directory of an earlier add-on of the same name is never reused. */
   id: string;
   app: string;
-  kind: string;
+  kind: AddonKind;
   agent: string;
   /** Chosen by the agent; null until it reported one. */
   port: number | null;
@@ -116,7 +118,7 @@ export interface AddonRow {
   /** The deploy that set or unset the config var. */
   deployId: string | null;
   /** As last reported by the agent (or `destroyed`). */
-  state: string;
+  state: AddonState | 'destroyed';
   pid: number | null;
   restarts: number;
   since: number;
@@ -182,7 +184,7 @@ function releaseFrom(r: Row, secrets: SecretBox): ReleaseRow {
     artifactSha256: r.artifact_sha256 as string,
     procfile: JSON.parse(r.procfile as string) as Record<string, string>,
     config: JSON.parse(secrets.open(r.config as string)) as Record<string, string>,
-    appJson: r.app_json === null ? null : (JSON.parse(r.app_json as string) as unknown),
+    appJson: r.app_json === null ? null : storedAppJson(r.app_json as string),
     status: r.status as ReleaseStatus,
     description: r.description as string,
     createdBy: r.created_by as string,
@@ -205,6 +207,12 @@ function deployFrom(r: Row): DeployRow {
     createdAt: r.created_at as number,
     finishedAt: (r.finished_at as number | null) ?? null,
   };
+}
+
+/** A release's app.json as stored (validated on upload); one that no longer validates reads as none. */
+function storedAppJson(text: string): AppJson | null {
+  const parsed = appJsonSchema.safeParse(JSON.parse(text));
+  return parsed.success ? parsed.data : null;
 }
 
 function agentFrom(r: Row): AgentRow {
@@ -264,14 +272,14 @@ function addonFrom(r: Row, secrets: SecretBox): AddonRow {
     name: r.name as string,
     id: r.id as string,
     app: r.app as string,
-    kind: r.kind as string,
+    kind: r.kind as AddonKind,
     agent: r.agent as string,
     port: (r.port as number | null) ?? null,
     configVar: r.config_var as string,
     desired: r.desired as AddonDesire,
     attachedUrl: attached === null ? null : secrets.open(attached),
     deployId: (r.deploy_id as string | null) ?? null,
-    state: r.state as string,
+    state: r.state as AddonRow['state'],
     pid: (r.pid as number | null) ?? null,
     restarts: r.restarts as number,
     since: r.since as number,
