@@ -17,7 +17,8 @@ import type { AutoscaleStore } from '../autoscale/autoscale-store.js';
 import type { Autoscaler } from '../autoscale/autoscaler.js';
 import { runnableTypes } from '../fleet/fleet.js';
 import type { FleetViews } from '../fleet/fleet-views.js';
-import { parseSince, type MetricsStore } from '../metrics/metrics-store.js';
+import type { MetricsStore } from '../metrics/metrics-store.js';
+import { parseDuration } from './duration.js';
 import type { PrometheusExporter } from '../metrics/prometheus-exporter.js';
 import type { Store } from '../store/store.js';
 import { parseInput } from './validation.js';
@@ -41,7 +42,7 @@ const sinceSchema = z
   .string()
   .default('1h')
   .transform((text, ctx) => {
-    const ms = parseSince(text);
+    const ms = parseDuration(text);
     if (ms === null || ms <= 0 || ms > MAX_SINCE_MS) {
       ctx.addIssue({ code: 'custom', message: 'must be a duration like 30s, 15m, 1h or 7d (at most 30d)' });
       return z.NEVER;

@@ -5,8 +5,9 @@
  * to last `sustainMs`; scaling down needs every figure well under target (hysteresis band
  * `downRatio`); and after a change, cool-downs keep the next one back.
  */
-import type { Clock, ClockTimer } from '../../common/clock.js';
+import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/logger.js';
+import { TimerLoop } from '../../common/timer-loop.js';
 import type { AutoscaleDecision, AutoscalePolicy, AutoscaleStore } from './autoscale-store.js';
 import type { Fleet } from '../fleet/fleet.js';
 import type { MetricsStore } from '../metrics/metrics-store.js';
@@ -145,35 +146,27 @@ export class Autoscaler {
   readonly #logger: Logger;
   readonly #tuning: AutoscaleTuning;
   readonly #states = new Map<string, ScalerState>();
-  #timer: ClockTimer | null = null;
-  #closed = false;
+  readonly #loop: TimerLoop;
 
   constructor(options: AutoscalerOptions) {
     this.#o = options;
     this.#logger = options.logger.child({ component: 'autoscaler' });
     this.#tuning = { ...DEFAULT_TUNING, ...options.tuning };
+    this.#loop = new TimerLoop({
+      clock: options.clock,
+      intervalMs: options.intervalMs ?? 10_000,
+      run: () => this.tick(),
+      onError: (err) => this.#logger.error({ err }, 'autoscaler tick failed'),
+    });
   }
 
   /** Starts the loop; idempotent. */
   start(): void {
-    if (this.#timer || this.#closed) return;
-    const loop = () => {
-      this.#timer = this.#o.clock.setTimeout(() => {
-        try {
-          this.tick();
-        } catch (err) {
-          this.#logger.error({ err }, 'autoscaler tick failed');
-        }
-        if (!this.#closed) loop();
-      }, this.#o.intervalMs ?? 10_000);
-      this.#timer.unref?.();
-    };
-    loop();
+    this.#loop.start();
   }
 
   close(): void {
-    this.#closed = true;
-    if (this.#timer) this.#o.clock.clearTimeout(this.#timer);
+    this.#loop.close();
   }
 
   /** Forgets a policy's memory (when it changes or is removed). */

@@ -1,17 +1,16 @@
 import { z } from 'zod';
 import { HangarError } from '../../common/errors.js';
 import type { LogQuery } from './log-store.js';
+import { parseDuration } from '../api/duration.js';
 import { parseInput } from '../api/validation.js';
 
 /** Most lines one query returns. */
 export const MAX_LOG_LINES = 50_000;
 
-const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
 /** `10m`, `2h`, `30s`, `1d` (before `now`) or an ISO time → Unix ms; null when neither. */
 export function parseSince(value: string, now: number): number | null {
-  const rel = /^(\d{1,9})([smhd])$/.exec(value);
-  if (rel) return now - Number(rel[1]) * (UNITS[rel[2] ?? 's'] ?? 1000);
+  const ago = parseDuration(value);
+  if (ago !== null) return now - ago;
   if (/^\d{4}-\d{2}-\d{2}/.test(value)) {
     const t = Date.parse(value);
     return Number.isNaN(t) ? null : t;

@@ -19,7 +19,8 @@
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { AgentView } from '../../common/api-types.js';
 import { instanceName, parseInstanceKey } from '../../common/vocabulary.js';
-import type { LatestReport, MetricsStore } from './metrics-store.js';
+import type { LatestReport } from './metric-samples.js';
+import type { MetricsStore } from './metrics-store.js';
 import type { InstanceRow } from '../store/store.js';
 
 /** Options of {@link PrometheusExporter}. */
