@@ -18,9 +18,11 @@ import type { DesiredStateSync } from '../fleet/desired-state-sync.js';
 import type { Fleet } from '../fleet/fleet.js';
 import type { FleetViews } from '../fleet/fleet-views.js';
 import { addonUrl, configVarFor } from './addon-connection.js';
+import { ADDON_TRANSITIONS } from './addon-phase.js';
 import type { Releases } from '../releases/releases.js';
 import type { Rollouts } from '../releases/rollout.js';
 import type { AddonRow, Store } from '../store/store.js';
+import { assertTransition } from '../store/transition-table.js';
 
 /** Options of {@link Addons}. */
 export interface AddonsOptions {
@@ -149,6 +151,7 @@ export class Addons {
       if (row.attachedUrl !== null && config[row.configVar] === row.attachedUrl) {
         deployId = this.#setConfig(app, { [row.configVar]: null }, `Detach ${name} (unset ${row.configVar})`);
       }
+      assertTransition(ADDON_TRANSITIONS, row.state, 'destroyed', 'add-on');
       store.updateAddon(name, {
         desired: 'destroyed',
         state: 'destroyed',
@@ -234,6 +237,7 @@ export class Addons {
           row.pid === (s.pid || null)
         )
           continue;
+        assertTransition(ADDON_TRANSITIONS, row.state, state, 'add-on');
         store.updateAddon(s.name, {
           state,
           port,

@@ -1,9 +1,9 @@
 /**
- * The life of a deploy: build (and release phase) on one agent, health-gated rollout, then
+ * The life of a deploy (and of its release): build (and release phase) on one agent, health-gated rollout, then
  * succeeded; or a rollback to the previous release, then failed. The status lives in the deploy
  * row; every change goes through {@link DEPLOY_TRANSITIONS}.
  */
-import type { DeployStatus } from '../store/store.js';
+import type { DeployStatus, ReleaseStatus } from '../store/store.js';
 import type { TransitionTable } from '../store/transition-table.js';
 
 /** Every legal move of a deploy's status. `succeeded` and `failed` are final. */
@@ -32,3 +32,12 @@ export function isBuildTask(status: DeployStatus): boolean {
 export function holdsPlacement(status: DeployStatus): boolean {
   return status === 'rolling_out' || status === 'rolling_back';
 }
+
+/** Every legal move of a release's status: it serves (`running`) until a later one does (`succeeded`). */
+export const RELEASE_TRANSITIONS: TransitionTable<ReleaseStatus> = {
+  pending: ['running', 'failed', 'rolled_back'],
+  running: ['succeeded'],
+  succeeded: [],
+  failed: [],
+  rolled_back: [],
+};

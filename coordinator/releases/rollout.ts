@@ -9,10 +9,11 @@ import type { TaskOutput__Output } from '../../proto/loader.js';
 import type { DesiredStateSync } from '../fleet/desired-state-sync.js';
 import { runnableTypes, type Fleet } from '../fleet/fleet.js';
 import type { FleetViews } from '../fleet/fleet-views.js';
-import { isBuildTask, isFinished } from './deploy-status.js';
+import { DEPLOY_TRANSITIONS, RELEASE_TRANSITIONS, isBuildTask, isFinished } from './deploy-status.js';
 import { configPatchTo } from './releases.js';
 import { planRollout, surgeOf, type RolloutPlan } from './rollout-planner.js';
-import type { DeployRow, InstanceRow, ReleaseRow, Store } from '../store/store.js';
+import type { DeployRow, DeployStatus, InstanceRow, ReleaseRow, ReleaseStatus, Store } from '../store/store.js';
+import { assertTransition } from '../store/transition-table.js';
 
 /** Log lines of a failing instance shown by a failed deploy. */
 const LOG_TAIL_LINES = 20;
@@ -138,7 +139,7 @@ export class Rollouts {
     const deploy = this.#o.store.getDeploy(out.taskId);
     if (!deploy || deploy.taskAgent !== agent || isFinished(deploy.status)) return;
     if (out.source === 'release' && deploy.status === 'building') {
-      this.#o.store.updateDeploy(deploy.id, { status: 'releasing' });
+      this.#move(deploy.id, 'releasing');
     }
     this.#o.store.appendDeployLine(deploy.id, {
       ts: Number(out.ts) || this.#o.clock.now(),
@@ -165,7 +166,7 @@ export class Rollouts {
       if (d.taskAgent !== agent || !isBuildTask(d.status)) continue;
       try {
         const builder = this.#pickBuilder();
-        this.#o.store.updateDeploy(d.id, { taskAgent: builder, status: 'building' });
+        this.#move(d.id, 'building', { taskAgent: builder });
         this.#line(d.id, 'hangar', `-----> ${agent} went away; building on ${builder} instead`);
       } catch {
         // No agent left: the deploy waits for one; tick() fails it at its deadline.
@@ -189,7 +190,7 @@ export class Rollouts {
         }
         store.setFormation(deploy.app, defaults);
         store.setCurrentRelease(deploy.app, version);
-        store.updateDeploy(deploy.id, { status: 'rolling_out', deadline: now + this.#o.healthTimeoutMs });
+        this.#move(deploy.id, 'rolling_out', { deadline: now + this.#o.healthTimeoutMs });
         const wanted = store.getFormation(deploy.app);
         const summary = runnableTypes(release)
           .map((t) => `${t}=${wanted[t] ?? 0}`)
@@ -294,10 +295,10 @@ export class Rollouts {
     const up = instances.filter((i) => i.release === version && i.desired === 'run').length;
     store.transaction(() => {
       for (const r of store.listReleases(deploy.app)) {
-        if (r.version === version) store.setReleaseStatus(deploy.app, version, 'running');
-        else if (r.status === 'running') store.setReleaseStatus(deploy.app, r.version, 'succeeded');
+        if (r.version === version) this.#setReleaseStatus(r, 'running');
+        else if (r.status === 'running') this.#setReleaseStatus(r, 'succeeded');
       }
-      store.updateDeploy(deploy.id, { status: 'succeeded', finishedAt: now });
+      this.#move(deploy.id, 'succeeded', { finishedAt: now });
       this.#line(deploy.id, 'hangar', `-----> v${version} is up: ${up} instance(s) healthy`);
     });
     this.#reported.delete(deploy.id);
@@ -382,11 +383,10 @@ export class Rollouts {
     }
     const now = this.#o.clock.now();
     store.transaction(() => {
-      store.setReleaseStatus(deploy.app, version, 'rolled_back');
+      this.#setReleaseStatus(store.getRelease(deploy.app, version), 'rolled_back');
       store.setCurrentRelease(deploy.app, previous.version);
       this.#restoreConfig(deploy.app, previous);
-      store.updateDeploy(deploy.id, {
-        status: 'rolling_back',
+      this.#move(deploy.id, 'rolling_back', {
         error: `${message} Rolled back: v${previous.version} keeps serving.`,
         errorCode: code,
         deadline: now + this.#o.healthTimeoutMs,
@@ -405,7 +405,7 @@ export class Rollouts {
       .listInstances({ app: deploy.app })
       .filter((i) => i.release === deploy.previousRelease && i.desired === 'run' && i.state === 'up').length;
     store.transaction(() => {
-      store.updateDeploy(deploy.id, { status: 'failed', finishedAt: now });
+      this.#move(deploy.id, 'failed', { finishedAt: now });
       if (problem === null) {
         this.#line(
           deploy.id,
@@ -447,19 +447,34 @@ export class Rollouts {
         const fresh = store.listInstances({ app: deploy.app }).filter((i) => i.release === version);
         this.#o.fleet.drain(fresh.filter((i) => i.desired === 'run' && i.state === 'up' && i.type === 'web'));
         this.#o.fleet.remove(fresh.filter((i) => !(i.desired === 'run' && i.state === 'up' && i.type === 'web')));
-        store.setReleaseStatus(deploy.app, version, 'failed');
+        this.#setReleaseStatus(store.getRelease(deploy.app, version), 'failed');
         const app = store.getApp(deploy.app);
         if (app && app.currentRelease === version) store.setCurrentRelease(deploy.app, deploy.previousRelease);
         const previous = deploy.previousRelease === null ? null : store.getRelease(deploy.app, deploy.previousRelease);
         if (previous) this.#restoreConfig(deploy.app, previous);
       }
       const keeps = deploy.previousRelease !== null ? ` v${deploy.previousRelease} keeps serving.` : '';
-      store.updateDeploy(deploy.id, { status: 'failed', error: message + keeps, errorCode: code, finishedAt: now });
+      this.#move(deploy.id, 'failed', { error: message + keeps, errorCode: code, finishedAt: now });
       this.#line(deploy.id, 'hangar', `-----> Deploy failed: ${message}${keeps}`, 'stderr');
     });
     this.#reported.delete(deploy.id);
     this.#logger.warn({ app: deploy.app, release: version, code }, `deploy failed: ${message}`);
     this.#o.sync.requestSync();
+  }
+
+  /** Moves a deploy to `to` (with other fields of its row), as {@link DEPLOY_TRANSITIONS} allows. */
+  #move(id: string, to: DeployStatus, patch: Omit<Parameters<Store['updateDeploy']>[1], 'status'> = {}): void {
+    const from = this.#o.store.getDeploy(id)?.status;
+    if (from === undefined) return;
+    assertTransition(DEPLOY_TRANSITIONS, from, to, 'deploy');
+    this.#o.store.updateDeploy(id, { ...patch, status: to });
+  }
+
+  /** Moves a release to `to`, as {@link RELEASE_TRANSITIONS} allows. */
+  #setReleaseStatus(release: ReleaseRow | null, to: ReleaseStatus): void {
+    if (!release) return;
+    assertTransition(RELEASE_TRANSITIONS, release.status, to, 'release');
+    this.#o.store.setReleaseStatus(release.app, release.version, to);
   }
 
   #pickBuilder(): string {
