@@ -1,10 +1,9 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { systemClock, type Clock } from '../common/clock.js';
 import { createLogger, type Logger } from '../common/logger.js';
-import { formatJoinToken, parseJoinToken } from '../common/join-token.js';
+import { parseJoinToken } from '../common/join-token.js';
 import { SecretBox } from '../common/secret-box.js';
 import { HANGAR_VERSION } from '../common/version.js';
 import { Addons } from './addons/addons.js';
@@ -17,8 +16,10 @@ import { FleetViews } from './fleet/fleet-views.js';
 import { buildApi } from './api/server.js';
 import { AutoscaleStore, type AutoscaleDecision } from './autoscale/autoscale-store.js';
 import { Autoscaler } from './autoscale/autoscaler.js';
-import { Authenticator, hashToken, type RouteScope } from './api/auth.js';
+import { Authenticator, type RouteScope } from './api/auth.js';
+import { agentCredentials } from './security/agent-credentials.js';
 import { ensureCoordinatorTls } from './security/certificate-authority.js';
+import { ensureJoinToken, ensureToken } from './security/token-files.js';
 import { Fleet } from './fleet/fleet.js';
 import { registerMetricsRoutes } from './api/metrics-routes.js';
 import { MetricsStore } from './metrics/metrics-store.js';
@@ -130,41 +131,6 @@ export interface RunningCoordinator {
   close(): Promise<void>;
 }
 
-/** Reads a token file, or creates it (mode 0600) on first start. */
-async function ensureToken(path: string, prefix: string): Promise<string> {
-  try {
-    return (await readFile(path, 'utf8')).trim();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  const token = `${prefix}_${randomBytes(24).toString('base64url')}`;
-  await writeFile(path, `${token}\n`, { mode: 0o600, flag: 'wx' });
-  return token;
-}
-
-/**
- * Reads the join token file, or writes it (mode 0600): `hgr_join_<secret>.<CA fingerprint>`. A
- * token of an older format, or of another CA, keeps its secret and gets the current fingerprint.
- */
-async function ensureJoinToken(path: string, caFingerprint: string): Promise<string> {
-  let secret: string | null = null;
-  try {
-    const text = (await readFile(path, 'utf8')).trim();
-    secret = /^hgr_join_[A-Za-z0-9_-]{16,128}$/.test(text) ? text : parseJoinToken(text).secret;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && (err as { code?: string }).code !== 'BAD_INPUT') throw err;
-  }
-  secret ??= `hgr_join_${randomBytes(24).toString('base64url')}`;
-  const token = formatJoinToken({ secret, caFingerprint });
-  const current = await readFile(path, 'utf8').catch(() => '');
-  if (current.trim() !== token) {
-    await writeFile(`${path}.tmp`, `${token}\n`, { mode: 0o600 });
-    await rename(`${path}.tmp`, path);
-  }
-  await chmod(path, 0o600);
-  return token;
-}
-
 /**
  * Starts a coordinator: SQLite store, gRPC server for agents, HTTP API. The first start writes
  * `admin-token` and `join-token` (mode 0600) into the data dir.
@@ -212,18 +178,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     port: c.grpcPort,
     joinSecret: parseJoinToken(joinToken).secret,
     tls: { certChainPem: tls.certChainPem, keyPem: tls.keyPem },
-    credentials: {
-      issue: (agent) => {
-        const credential = `hgr_agent_${randomBytes(32).toString('base64url')}`;
-        store.setAgentCredential(agent, hashToken(credential), clock.now());
-        return credential;
-      },
-      verify: (agent, credential) => {
-        const stored = store.getAgentCredentialHash(agent);
-        if (stored === null) return false;
-        return timingSafeEqual(Buffer.from(stored, 'hex'), Buffer.from(hashToken(credential), 'hex'));
-      },
-    },
+    credentials: agentCredentials(store, clock),
     heartbeatIntervalMs: c.heartbeatIntervalMs,
     metricsIntervalMs: c.metricsIntervalMs,
     ...(deps.onAgentMessageHandled ? { onHandled: deps.onAgentMessageHandled } : {}),
