@@ -19,8 +19,8 @@ import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { startCoordinator } from '../coordinator/coordinator.js';
-import { instanceKey } from '../coordinator/fleet.js';
-import { Store, newInstanceRow } from '../coordinator/store.js';
+import { instanceKey } from '../common/vocabulary.js';
+import { Store, newInstanceRow } from '../coordinator/store/store.js';
 import { fetchPinnedCa } from '../agent/link/agent-identity.js';
 import { COORDINATOR_TLS_NAME, parseJoinToken } from '../common/join-token.js';
 import { SecretBox } from '../common/secret-box.js';
@@ -39,9 +39,9 @@ function instancesOf(i: number): { key: string; app: string; type: string; idx: 
   const app = `app${i % APPS}`;
   const n = Math.floor(i / APPS);
   return [
-    { key: instanceKey(app, 'web', n + 1, 1), app, type: 'web', idx: n + 1 },
-    { key: instanceKey(app, 'worker', 2 * n + 1, 1), app, type: 'worker', idx: 2 * n + 1 },
-    { key: instanceKey(app, 'worker', 2 * n + 2, 1), app, type: 'worker', idx: 2 * n + 2 },
+    { key: instanceKey({ app, type: 'web', idx: n + 1, release: 1 }), app, type: 'web', idx: n + 1 },
+    { key: instanceKey({ app, type: 'worker', idx: 2 * n + 1, release: 1 }), app, type: 'worker', idx: 2 * n + 1 },
+    { key: instanceKey({ app, type: 'worker', idx: 2 * n + 2, release: 1 }), app, type: 'worker', idx: 2 * n + 2 },
   ];
 }
 

@@ -50,6 +50,8 @@
  * Errors: any 4xx/5xx has the body {@link ErrorBody}.
  */
 
+import type { AddonKind, AddonState as ServerAddonState, InstanceState } from './vocabulary.js';
+
 export interface ErrorBody {
   code: string;
   message: string;
@@ -109,7 +111,8 @@ export interface ReleaseView {
   current: boolean;
 }
 
-export type PsState = 'starting' | 'up' | 'crashed' | 'stopping';
+/** An instance's state in `hangar ps` (one of the fleet's instance states). */
+export type PsState = InstanceState;
 
 export interface PsRow {
   /** `web.1` */
@@ -157,7 +160,7 @@ export interface DeployView {
   finishedAt: string | null;
 }
 
-export type AddonKind = 'postgres' | 'redis' | 'memcached';
+export type { AddonKind };
 
 /**
  * `provisioning` (data dir being made), `starting` (started, not yet answering its protocol),
@@ -165,7 +168,7 @@ export type AddonKind = 'postgres' | 'redis' | 'memcached';
  * provisioned, e.g. the server's Debian package is missing: see `message`), `destroyed` (stopped,
  * data kept on the agent).
  */
-export type AddonState = 'provisioning' | 'starting' | 'up' | 'crashed' | 'stopping' | 'failed' | 'destroyed';
+export type AddonState = ServerAddonState | 'destroyed';
 
 export interface AddonView {
   /** `postgres-1`; unique across the fleet. */

@@ -15,6 +15,12 @@ const processTypeName = z
 
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'config var names must look like SHELL variables (A-Z, 0-9, _)');
 
+/**
+ * New instances started per batch of a rolling rollout, per process type: a count (`2`) or a share
+ * of the wanted count rounded up (`"50%"`).
+ */
+export const surgeSchema = z.union([z.number().int().min(1).max(1000), z.string().regex(/^([1-9][0-9]?|100)%$/, 'write a share as "25%"')]);
+
 /** One web health check as Hangar runs it. */
 const webHealthcheck = z.object({
   /** Path requested with GET; must start with "/". */
@@ -68,7 +74,7 @@ export const appJsonSchema = z.looseObject({
        * New instances started per batch of a rolling rollout, per process type: a count (`2`) or
        * a share of the wanted count rounded up (`"50%"`). Default `"25%"`, at least 1.
        */
-      surge: z.union([z.number().int().min(1).max(1000), z.string().regex(/^([1-9][0-9]?|100)%$/, 'write a share as "25%"')]).optional(),
+      surge: surgeSchema.optional(),
     })
     .optional(),
   healthchecks: z

@@ -1,33 +1,39 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { systemClock, type Clock } from '../common/clock.js';
 import { createLogger, type Logger } from '../common/logger.js';
-import { formatJoinToken, parseJoinToken } from '../common/join-token.js';
+import { parseJoinToken } from '../common/join-token.js';
 import { SecretBox } from '../common/secret-box.js';
 import { HANGAR_VERSION } from '../common/version.js';
-import { Addons } from './addons.js';
+import { Addons } from './addons/addons.js';
 import type { AgentMessage__Output } from '../proto/loader.js';
-import { AgentHub } from './agent-hub.js';
-import { buildApi } from './api.js';
-import { AutoscaleStore, type AutoscaleDecision } from './autoscale-store.js';
-import { Autoscaler } from './autoscaler.js';
-import { hashToken, type RouteScope } from './auth.js';
-import { ensureCoordinatorTls } from './certificate-authority.js';
+import { AgentHub, type AgentHubEvents } from './fleet/agent-hub.js';
+import { AgentReports } from './fleet/agent-reports.js';
+import { DesiredStateAssembler } from './fleet/desired-state.js';
+import { DesiredStateSync } from './fleet/desired-state-sync.js';
+import { FleetViews } from './fleet/fleet-views.js';
+import { buildApi } from './api/server.js';
+import { AutoscaleStore, type AutoscaleDecision } from './autoscale/autoscale-store.js';
+import { Autoscaler } from './autoscale/autoscaler.js';
+import { type RouteScope } from './api/auth.js';
+import { agentCredentials } from './security/agent-credentials.js';
+import { ensureCoordinatorTls } from './security/certificate-authority.js';
+import { ensureJoinToken, ensureToken } from './security/token-files.js';
+import { Fleet } from './fleet/fleet.js';
+import { registerMetricsRoutes } from './api/metrics-routes.js';
+import { MetricsStore } from './metrics/metrics-store.js';
+import { PrometheusExporter } from './metrics/prometheus-exporter.js';
+import { LogHub } from './logs/log-hub.js';
+import { LogIngest } from './logs/log-ingest.js';
+import { LogStore } from './logs/log-store.js';
+import { Releases } from './releases/releases.js';
+import { Rollouts } from './releases/rollout.js';
+import { Store } from './store/store.js';
+import { parseInput } from './api/validation.js';
 import { DashboardSessions } from './dashboard/dashboard-sessions.js';
 import { registerDashboardRoutes } from './dashboard/dashboard-routes.js';
 import { SessionAuthenticator } from './dashboard/session-authenticator.js';
-import { Fleet } from './fleet.js';
-import { registerMetricsRoutes } from './metrics-api.js';
-import { MetricsStore } from './metrics-store.js';
-import { PrometheusExporter } from './prometheus-exporter.js';
-import { LogHub } from './log-hub.js';
-import { LogIngest } from './log-ingest.js';
-import { LogStore } from './log-store.js';
-import { Rollouts } from './rollout.js';
-import { Store } from './store.js';
-import { parseInput } from './validation.js';
 
 /** Settings of a coordinator; every field but `dataDir` has a default. */
 export const coordinatorConfigSchema = z
@@ -128,41 +134,6 @@ export interface RunningCoordinator {
   close(): Promise<void>;
 }
 
-/** Reads a token file, or creates it (mode 0600) on first start. */
-async function ensureToken(path: string, prefix: string): Promise<string> {
-  try {
-    return (await readFile(path, 'utf8')).trim();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  const token = `${prefix}_${randomBytes(24).toString('base64url')}`;
-  await writeFile(path, `${token}\n`, { mode: 0o600, flag: 'wx' });
-  return token;
-}
-
-/**
- * Reads the join token file, or writes it (mode 0600): `hgr_join_<secret>.<CA fingerprint>`. A
- * token of an older format, or of another CA, keeps its secret and gets the current fingerprint.
- */
-async function ensureJoinToken(path: string, caFingerprint: string): Promise<string> {
-  let secret: string | null = null;
-  try {
-    const text = (await readFile(path, 'utf8')).trim();
-    secret = /^hgr_join_[A-Za-z0-9_-]{16,128}$/.test(text) ? text : parseJoinToken(text).secret;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && (err as { code?: string }).code !== 'BAD_INPUT') throw err;
-  }
-  secret ??= `hgr_join_${randomBytes(24).toString('base64url')}`;
-  const token = formatJoinToken({ secret, caFingerprint });
-  const current = await readFile(path, 'utf8').catch(() => '');
-  if (current.trim() !== token) {
-    await writeFile(`${path}.tmp`, `${token}\n`, { mode: 0o600 });
-    await rename(`${path}.tmp`, path);
-  }
-  await chmod(path, 0o600);
-  return token;
-}
-
 /**
  * Starts a coordinator: SQLite store, gRPC server for agents, HTTP API. The first start writes
  * `admin-token` and `join-token` (mode 0600) into the data dir.
@@ -205,88 +176,79 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     }
   };
   const ingest = new LogIngest({ store: logs, hub: logHub, logger });
-  // Late-bound: the hub, the fleet and the rollouts call each other through these events.
-  let fleet: Fleet | null = null;
-  let rollouts: Rollouts | null = null;
-  let addons: Addons | null = null;
   const goneTimers = new Map<string, NodeJS.Timeout>();
   const hub = new AgentHub({
     host: c.grpcHost,
     port: c.grpcPort,
     joinSecret: parseJoinToken(joinToken).secret,
     tls: { certChainPem: tls.certChainPem, keyPem: tls.keyPem },
-    credentials: {
-      issue: (agent) => {
-        const credential = `hgr_agent_${randomBytes(32).toString('base64url')}`;
-        store.setAgentCredential(agent, hashToken(credential), clock.now());
-        return credential;
-      },
-      verify: (agent, credential) => {
-        const stored = store.getAgentCredentialHash(agent);
-        if (stored === null) return false;
-        return timingSafeEqual(Buffer.from(stored, 'hex'), Buffer.from(hashToken(credential), 'hex'));
-      },
-    },
+    credentials: agentCredentials(store, clock),
     heartbeatIntervalMs: c.heartbeatIntervalMs,
     metricsIntervalMs: c.metricsIntervalMs,
     ...(deps.onAgentMessageHandled ? { onHandled: deps.onAgentMessageHandled } : {}),
     logger,
     artifactPath: (sha) => (store.hasArtifact(sha) ? join(artifactDir, `${sha}.tar.gz`) : null),
-    events: {
-      onHello: (agent, hello) => {
-        clearTimeout(goneTimers.get(agent));
-        goneTimers.delete(agent);
-        fleet?.onHello(agent, hello);
-        addons?.onStatuses(agent, hello.addons);
-        rollouts?.tick();
-      },
-      onHeartbeat: (agent, hb) => {
-        fleet?.onHeartbeat(agent, hb.instances);
-        addons?.onStatuses(agent, hb.addons);
-        rollouts?.tick();
-      },
-      onInstanceEvent: (agent, event) => {
-        if (event.status) fleet?.applyStatuses(agent, [event.status]);
-        rollouts?.tick();
-      },
-      onTaskOutput: (agent, output) => rollouts?.onTaskOutput(agent, output),
-      onTaskResult: (agent, result) => rollouts?.onTaskResult(agent, result),
-      onAddonStatus: (agent, status) => addons?.onStatuses(agent, [status]),
-      onAddonJobResult: (agent, result) => addons?.onJobResult(agent, result),
-      onMetrics: (agent, report) => metrics.ingest(agent, report),
-      onLogBatch: (agent, epoch, batch, reply) => ingest.submit(agent, epoch, batch.lines, reply),
-      logAcked: (agent, epoch) => logs.acked(agent, epoch),
-      onDisconnect: (agent) => {
-        addons?.onDisconnect(agent);
-        const timer = setTimeout(() => {
-          goneTimers.delete(agent);
-          if (!hub.isConnected(agent)) rollouts?.onAgentGone(agent);
-        }, 10_000);
-        timer.unref();
-        goneTimers.set(agent, timer);
-      },
-    },
   });
-  fleet = new Fleet({
+  const assembler = new DesiredStateAssembler({ store, domain: c.domain, graceSeconds: c.graceSeconds });
+  const sync = new DesiredStateSync({ store, hub, assembler, logger });
+  const reports = new AgentReports({ store, sync, clock });
+  const fleet = new Fleet({
     store,
     hub,
+    sync,
     clock,
     logger,
-    domain: c.domain,
-    graceSeconds: c.graceSeconds,
     drainTimeoutMs: c.drainTimeoutMs,
     agentDownAfterMs: c.agentDownAfterMs,
-    tasksFor: (agent) => rollouts?.tasksFor(agent) ?? [],
-    holdsPlacement: (app) => rollouts?.holdsPlacement(app) ?? false,
-    addonsFor: (agent) => addons?.specsFor(agent) ?? [],
+  });
+  const views = new FleetViews({
+    store,
+    fleet,
+    clock,
+    agentDownAfterMs: c.agentDownAfterMs,
     usageOf: (agent) => {
       const host = metrics.latest().get(agent)?.host;
       if (host?.cpu_pct === undefined || host.mem_used_bytes === undefined) return null;
       return { cpuPct: host.cpu_pct, memoryUsedMb: Math.round(host.mem_used_bytes / 1048576) };
     },
   });
-  rollouts = new Rollouts({ store, fleet, clock, logger, healthTimeoutMs: c.healthTimeoutMs, crashLimit: c.crashLimit });
-  addons = new Addons({ store, fleet, rollouts, hub, clock, logger });
+  const rollouts = new Rollouts({ store, fleet, views, sync, clock, logger, healthTimeoutMs: c.healthTimeoutMs, crashLimit: c.crashLimit });
+  const releases = new Releases({ store, rollouts, clock, artifactDir, maxUploadBytes: c.maxUploadBytes });
+  const addons = new Addons({ store, fleet, views, sync, rollouts, releases, hub, clock, logger });
+  const agentEvents: AgentHubEvents = {
+    onHello: (agent, hello) => {
+      clearTimeout(goneTimers.get(agent));
+      goneTimers.delete(agent);
+      reports.onHello(agent, hello);
+      addons.onStatuses(agent, hello.addons);
+      rollouts.tick();
+    },
+    onHeartbeat: (agent, hb) => {
+      reports.onHeartbeat(agent, hb.instances);
+      addons.onStatuses(agent, hb.addons);
+      rollouts.tick();
+    },
+    onInstanceEvent: (agent, event) => {
+      if (event.status) reports.applyStatuses(agent, [event.status]);
+      rollouts.tick();
+    },
+    onTaskOutput: (agent, output) => rollouts.onTaskOutput(agent, output),
+    onTaskResult: (agent, result) => rollouts.onTaskResult(agent, result),
+    onAddonStatus: (agent, status) => addons.onStatuses(agent, [status]),
+    onAddonJobResult: (agent, result) => addons.onJobResult(agent, result),
+    onMetrics: (agent, report) => metrics.ingest(agent, report),
+    onLogBatch: (agent, epoch, batch, reply) => ingest.submit(agent, epoch, batch.lines, reply),
+    logAcked: (agent, epoch) => logs.acked(agent, epoch),
+    onDisconnect: (agent) => {
+      addons.onDisconnect(agent);
+      const timer = setTimeout(() => {
+        goneTimers.delete(agent);
+        if (!hub.isConnected(agent)) rollouts.onAgentGone(agent);
+      }, 10_000);
+      timer.unref();
+      goneTimers.set(agent, timer);
+    },
+  };
 
   const policies = new AutoscaleStore(store);
   const autoscaler = new Autoscaler({
@@ -310,7 +272,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   });
   const exporter = new PrometheusExporter({
     metrics,
-    agents: () => fleet?.agentViews() ?? [],
+    agents: () => views.agentViews(),
     instances: () => store.listInstances(),
     now: () => clock.now(),
   });
@@ -318,7 +280,11 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   const { server: api, routes } = buildApi({
     store,
     fleet,
+    views,
+    sync,
+    domain: c.domain,
     rollouts,
+    releases,
     addons,
     clock,
     logger,
@@ -328,8 +294,8 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       if (!known) return { removed: false, apps: [] };
       const apps = store.transaction(() => store.removeAgent(name));
       hub.disconnect(name);
-      for (const app of apps) fleet?.reconcileFormation(app);
-      fleet?.requestSync();
+      for (const app of apps) fleet.reconcileFormation(app);
+      sync.requestSync();
       return { removed: true, apps };
     },
     ...(httpsOptions ? { https: httpsOptions } : {}),
@@ -338,7 +304,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     version: HANGAR_VERSION,
     webPort: c.webPort,
     routes: [
-      (server) => registerMetricsRoutes(server, { store, fleet, metrics, exporter, policies, autoscaler, clock, logger }),
+      (server) => registerMetricsRoutes(server, { store, views, metrics, exporter, policies, autoscaler, clock, logger }),
       (server) => registerDashboardRoutes(server, { sessions, logger }),
     ],
     logs,
@@ -347,7 +313,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
 
   let grpcPort: number;
   try {
-    grpcPort = await hub.start();
+    grpcPort = await hub.start(agentEvents);
     await api.listen({ port: c.httpPort, host: c.httpHost });
   } catch (err) {
     await hub.close();
@@ -362,9 +328,9 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   const httpPort = typeof address === 'object' && address ? address.port : c.httpPort;
   const loop = setInterval(() => {
     try {
-      fleet?.tick();
-      rollouts?.tick();
-      addons?.tick();
+      fleet.tick();
+      rollouts.tick();
+      addons.tick();
     } catch (err) {
       logger.error({ err }, 'coordinator loop failed');
     }
@@ -397,8 +363,8 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
         clearInterval(loop);
         clearInterval(pruneLoop);
         for (const timer of goneTimers.values()) clearTimeout(timer);
-        fleet?.close();
-        addons?.close();
+        sync.close();
+        addons.close();
         autoscaler.close();
         await api.close();
         await hub.close();

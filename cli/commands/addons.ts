@@ -4,7 +4,8 @@
  * its server is up and its URL is in the app's config (with the rollout that made), then exits 0.
  */
 import { Option, type Command } from 'commander';
-import type { AddonKind, AddonView } from '../../common/api-types.js';
+import type { AddonView } from '../../common/api-types.js';
+import type { AddonKind } from '../../common/vocabulary.js';
 import { HangarError } from '../../common/errors.js';
 import type { ApiClient } from '../api-client.js';
 import { formatBytes, formatJson, formatTable, heading, timeAgo } from '../output.js';

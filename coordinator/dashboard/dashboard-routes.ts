@@ -16,9 +16,9 @@ import { z } from 'zod';
 import type { DashboardLoginLinkView, DashboardSessionView, WhoamiView } from '../../common/dashboard-types.js';
 import { HangarError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
-import type { ApiServer } from '../api.js';
-import { needs, presentedToken } from '../auth.js';
-import { parseInput } from '../validation.js';
+import type { ApiServer } from '../api/server.js';
+import { needs, presentedToken } from '../api/auth.js';
+import { parseInput } from '../api/validation.js';
 import { loadDashboardAssets, type DashboardAsset } from './dashboard-assets.js';
 import { SESSION_TOKEN_PREFIX, type DashboardSessions, type OpenedSession } from './dashboard-sessions.js';
 

@@ -11,8 +11,8 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Clock } from '../../common/clock.js';
 import { HangarError } from '../../common/errors.js';
-import { hashToken, type Caller } from '../auth.js';
-import type { ApiTokenRow } from '../store.js';
+import { hashToken, type Caller } from '../api/auth.js';
+import type { ApiTokenRow } from '../store/store.js';
 
 /** Prefix of a one-time login code. */
 export const LOGIN_CODE_PREFIX = 'hgr_login_';

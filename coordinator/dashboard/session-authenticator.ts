@@ -3,7 +3,7 @@
  * websocket included, takes them with the same scope checks as API tokens.
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import { Authenticator, presentedToken, type AuthenticatorOptions, type Caller } from '../auth.js';
+import { Authenticator, presentedToken, type AuthenticatorOptions, type Caller } from '../api/auth.js';
 import { SESSION_TOKEN_PREFIX, type DashboardSessions } from './dashboard-sessions.js';
 
 /** Options of {@link SessionAuthenticator}. */

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
-import { scopeAllows, type RouteScope, type TokenScope } from '../../coordinator/auth.js';
+import { scopeAllows, type RouteScope, type TokenScope } from '../../coordinator/api/auth.js';
 import { startCluster } from '../helpers/cluster.js';
 
 /** What a raw HTTP/1.1 exchange answered: the status (0 when the server closed without one) and the body. */

@@ -8,8 +8,8 @@ import { Agent, request } from 'undici';
 import { WebSocket, WebSocketServer } from 'ws';
 import { systemClock } from '../../common/clock.js';
 import { SecretBox } from '../../common/secret-box.js';
-import { Authenticator, TOKEN_SUBPROTOCOL_PREFIX, authorizeUpgrade, selectWebsocketProtocol } from '../../coordinator/auth.js';
-import { Store } from '../../coordinator/store.js';
+import { Authenticator, TOKEN_SUBPROTOCOL_PREFIX, authorizeUpgrade, selectWebsocketProtocol } from '../../coordinator/api/auth.js';
+import { Store } from '../../coordinator/store/store.js';
 import { startCluster, tempDir } from '../helpers/cluster.js';
 
 interface Reply {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AutoscaleView } from '../../common/api-types.js';
-import type { AutoscaleDecision } from '../../coordinator/autoscale-store.js';
+import type { AutoscaleDecision } from '../../coordinator/autoscale/autoscale-store.js';
 import { startCluster, waitFor } from '../helpers/cluster.js';
 import { deployFixture, waitForPs } from '../helpers/deploy-fixture.js';
 

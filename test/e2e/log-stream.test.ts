@@ -6,14 +6,14 @@ import { pino } from 'pino';
 import { WebSocket } from 'ws';
 import type { LogStreamMessage } from '../../common/api-types.js';
 import { systemClock } from '../../common/clock.js';
-import { LogHub } from '../../coordinator/log-hub.js';
-import { LogStore, type IncomingLogLine } from '../../coordinator/log-store.js';
-import { LogStreamServer } from '../../coordinator/log-stream-server.js';
-import { Store } from '../../coordinator/store.js';
+import { LogHub } from '../../coordinator/logs/log-hub.js';
+import { LogStore, type IncomingLogLine } from '../../coordinator/logs/log-store.js';
+import { LogStreamServer } from '../../coordinator/logs/log-stream-server.js';
+import { Store } from '../../coordinator/store/store.js';
 import { tempDir, waitFor } from '../helpers/cluster.js';
 import { randomBytes } from 'node:crypto';
 import { SecretBox } from '../../common/secret-box.js';
-import { Authenticator, authorizeUpgrade } from '../../coordinator/auth.js';
+import { Authenticator, authorizeUpgrade } from '../../coordinator/api/auth.js';
 
 const TOKEN = 'test-token';
 

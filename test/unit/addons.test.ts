@@ -8,7 +8,7 @@ import { respCommand } from '../../agent/addons/redis.js';
 import { findBinary, findPostgresBin } from '../../agent/addons/server-binaries.js';
 import { parseAddonKind } from '../../cli/commands/addons.js';
 import { isHangarError } from '../../common/errors.js';
-import { addonUrl, configVarFor, databaseNameOf } from '../../coordinator/addons.js';
+import { addonUrl, configVarFor, databaseNameOf } from '../../coordinator/addons/addon-connection.js';
 
 test('add-on URLs: Heroku-style schemes, password masked on request, null before the port is known', () => {
   const row = { app: 'my-shop', port: 5433, password: 'abc123' };

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decide, INITIAL_STATE, type AutoscaleTuning, type Observation, type ScalerState } from '../../coordinator/autoscaler.js';
-import type { AutoscalePolicy } from '../../coordinator/autoscale-store.js';
+import { decide, INITIAL_STATE, type AutoscaleTuning, type Observation, type ScalerState } from '../../coordinator/autoscale/autoscaler.js';
+import type { AutoscalePolicy } from '../../coordinator/autoscale/autoscale-store.js';
 
 const tuning: AutoscaleTuning = {
   windowMs: 60_000,

@@ -2,9 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Clock } from '../../common/clock.js';
 import { isHangarError } from '../../common/errors.js';
-import { hashToken } from '../../coordinator/auth.js';
+import { hashToken } from '../../coordinator/api/auth.js';
 import { DashboardSessions } from '../../coordinator/dashboard/dashboard-sessions.js';
-import type { ApiTokenRow } from '../../coordinator/store.js';
+import type { ApiTokenRow } from '../../coordinator/store/store.js';
 
 function fakeClock(start = 1_000_000): Clock & { advance(ms: number): void } {
   let now = start;

@@ -3,10 +3,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
-import { matchesFilter } from '../../coordinator/log-hub.js';
-import { parseSince } from '../../coordinator/log-query.js';
-import { LogStore, parseErrorLine, type IncomingLogLine } from '../../coordinator/log-store.js';
-import { Store } from '../../coordinator/store.js';
+import { matchesFilter } from '../../coordinator/logs/log-hub.js';
+import { parseSince } from '../../coordinator/logs/log-query.js';
+import { LogStore, parseErrorLine, type IncomingLogLine } from '../../coordinator/logs/log-store.js';
+import { Store } from '../../coordinator/store/store.js';
 import { randomBytes } from 'node:crypto';
 import { SecretBox } from '../../common/secret-box.js';
 

@@ -6,9 +6,9 @@ import { join } from 'node:path';
 import { instanceLogTail, tailLines } from '../../agent/logs/log-tail.js';
 import { parseAppJson } from '../../common/app-json.js';
 import { isHangarError } from '../../common/errors.js';
-import { healthCheckOf } from '../../coordinator/fleet.js';
-import { initialQuantity } from '../../coordinator/rollout.js';
-import { surgeOf } from '../../coordinator/rollout-planner.js';
+import { healthCheckOf } from '../../coordinator/fleet/health-check.js';
+import { initialQuantity } from '../../coordinator/releases/rollout.js';
+import { surgeOf } from '../../coordinator/releases/rollout-planner.js';
 
 test('app.json: hangar.surge is a count or a share; anything else is refused with its path', () => {
   assert.equal(surgeOf(parseAppJson('{"hangar": {"surge": 2}}')), 2);

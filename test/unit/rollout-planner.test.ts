@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { planRollout, surgeCount, surgeOf, type PlanInstance, type Surge } from '../../coordinator/rollout-planner.js';
+import { planRollout, surgeCount, surgeOf, type PlanInstance, type Surge } from '../../coordinator/releases/rollout-planner.js';
 
 function inst(type: string, idx: number, release: number, state: PlanInstance['state'] = 'up', desired: PlanInstance['desired'] = 'run') {
   return { key: `app:${type}.${idx}:v${release}`, type, idx, release, desired, state };

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { freeIndexes, placeInstances, type SchedulerAgent } from '../../coordinator/scheduler.js';
+import { freeIndexes, placeInstances, type SchedulerAgent } from '../../coordinator/fleet/scheduler.js';
 import { isHangarError } from '../../common/errors.js';
 
 const agent = (name: string, load = 0, maxInstances = 10, up = true): SchedulerAgent => ({ name, load, maxInstances, up });

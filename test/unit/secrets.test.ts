@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { isHangarError } from '../../common/errors.js';
 import { formatJoinToken, parseJoinToken } from '../../common/join-token.js';
 import { SecretBox } from '../../common/secret-box.js';
-import { hashToken, presentedToken, scopeAllows, selectWebsocketProtocol } from '../../coordinator/auth.js';
+import { hashToken, presentedToken, scopeAllows, selectWebsocketProtocol } from '../../coordinator/api/auth.js';
 
 test('SecretBox seals with AES-256-GCM: fresh IVs, tamper-evident, clear text passes through', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'hangar-secret-'));

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { Header, create } from 'tar';
 import { HangarError } from '../../common/errors.js';
-import { inspectSource } from '../../coordinator/source-inspector.js';
+import { inspectSource } from '../../coordinator/releases/source-inspector.js';
 
 const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..');
 const DJANGO_FIXTURE = join(ROOT, 'test/fixtures/django-app');

@@ -5,7 +5,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SecretBox } from '../../common/secret-box.js';
-import { Store } from '../../coordinator/store.js';
+import { Store } from '../../coordinator/store/store.js';
 
 /** Runs SQL on the file with Python's sqlite3, outside the store (as an older Hangar would have written it). */
 function sqlite(path: string, sql: string): string {

@@ -1,0 +1,120 @@
+/**
+ * HTTP routes of add-ons, under `/v1/apps/:app/addons` (see `common/api-types.ts`): list, create,
+ * show, destroy, and PostgreSQL backups. Every input is validated with zod; bad input is a 4xx
+ * `{code, message}` through the API's error handler.
+ */
+import type { FastifyInstance, FastifyRequest, RawReplyDefaultExpression, RawRequestDefaultExpression, RawServerDefault } from 'fastify';
+import { z } from 'zod';
+import { HangarError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import { appNameSchema } from '../../common/names.js';
+import { ADDON_KINDS } from '../../common/vocabulary.js';
+import { needs, scopeAllows } from './auth.js';
+import type { Addons } from '../addons/addons.js';
+import type { Rollouts } from '../releases/rollout.js';
+import { parseInput } from './validation.js';
+
+/** What the add-on routes need. */
+export interface AddonRoutesOptions {
+  addons: Addons;
+  rollouts: Rollouts;
+  logger: Logger;
+}
+
+/** Add-on names: lowercase letters, digits and dashes, starting with a letter. */
+export const addonNameSchema = z
+  .string()
+  .regex(/^[a-z][a-z0-9-]{1,40}$/, 'must be 2–41 lowercase letters, digits or dashes, starting with a letter');
+
+const flag = z
+  .enum(['true', 'false', '1', '0'])
+  .optional()
+  .transform((v) => v === 'true' || v === '1');
+
+const appParams = z.object({ app: appNameSchema }).strict();
+const addonParams = z.object({ app: appNameSchema, name: addonNameSchema }).strict();
+const backupParams = z
+  .object({
+    app: appNameSchema,
+    name: addonNameSchema,
+    backup: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, 'must be a backup name from `hangar addons:backups`'),
+  })
+  .strict();
+const revealQuery = z.object({ reveal: flag }).strict();
+const destroyQuery = z.object({ confirm: z.string().optional(), purge: flag }).strict();
+const createBody = z
+  .object({
+    kind: z.enum(ADDON_KINDS),
+    agent: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9.-]{0,62}$/i, 'must be an agent name from `hangar agents`')
+      .optional(),
+    name: addonNameSchema.optional(),
+  })
+  .strict();
+
+/** The API's Fastify instance (its logger is the coordinator's pino logger). */
+type Server = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, Logger>;
+
+/**
+ * `?reveal=true`, allowed only to tokens that may read secrets (`deploy`, as for config values).
+ *
+ * @throws HangarError `FORBIDDEN` for a weaker token.
+ */
+function parseReveal(request: FastifyRequest): boolean {
+  const { reveal } = parseInput(revealQuery, request.query, 'query');
+  if (reveal && !(request.caller && scopeAllows(request.caller.scope, 'deploy'))) {
+    throw new HangarError(
+      'FORBIDDEN',
+      `Add-on passwords need a token of scope deploy; this one has scope ${request.caller?.scope ?? 'none'}. Leave out --reveal, or ask an admin for a deploy token.`,
+    );
+  }
+  return reveal;
+}
+
+/** Registers the add-on routes on the API. */
+export function registerAddonRoutes(server: Server, o: AddonRoutesOptions): void {
+  const { addons } = o;
+
+  server.get('/v1/apps/:app/addons', needs('read'), async (request) => {
+    const { app } = parseInput(appParams, request.params, 'app name');
+    const reveal = parseReveal(request);
+    return { addons: addons.list(app).map((row) => addons.view(row, reveal)) };
+  });
+
+  server.post('/v1/apps/:app/addons', needs('deploy'), async (request, reply) => {
+    const { app } = parseInput(appParams, request.params, 'app name');
+    const input = parseInput(createBody, request.body ?? {}, 'add-on');
+    const row = addons.create(app, input);
+    return reply.status(202).send({ addon: addons.view(row, false) });
+  });
+
+  server.get('/v1/apps/:app/addons/:name', needs('read'), async (request) => {
+    const { app, name } = parseInput(addonParams, request.params, 'add-on');
+    const reveal = parseReveal(request);
+    return { addon: addons.view(addons.require(app, name), reveal) };
+  });
+
+  server.delete('/v1/apps/:app/addons/:name', needs('deploy'), async (request) => {
+    const { app, name } = parseInput(addonParams, request.params, 'add-on');
+    const { confirm, purge } = parseInput(destroyQuery, request.query, 'query');
+    const row = await addons.destroy(app, name, { confirm, purge });
+    const deploy = row.deployId ? o.rollouts.view(row.deployId, app, 0) : null;
+    return { addon: addons.view(row, false), deploy: deploy && deploy.finishedAt === null ? deploy : null };
+  });
+
+  server.get('/v1/apps/:app/addons/:name/backups', needs('read'), async (request) => {
+    const { app, name } = parseInput(addonParams, request.params, 'add-on');
+    return { backups: await addons.backups(app, name) };
+  });
+
+  server.post('/v1/apps/:app/addons/:name/backups', needs('deploy'), async (request, reply) => {
+    const { app, name } = parseInput(addonParams, request.params, 'add-on');
+    return reply.status(201).send(await addons.backup(app, name));
+  });
+
+  server.post('/v1/apps/:app/addons/:name/backups/:backup/restore', needs('deploy'), async (request) => {
+    const { app, name, backup } = parseInput(backupParams, request.params, 'backup');
+    return { ok: true, backups: await addons.restore(app, name, backup) };
+  });
+}

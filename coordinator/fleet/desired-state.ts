@@ -1,0 +1,142 @@
+/**
+ * What an agent is told, assembled in one place: the instances placed on it, the build and
+ * release-phase tasks assigned to it, the add-on servers it runs, and the fleet-wide routes. Pure
+ * reads of the store; {@link DesiredStateSync} sends the result.
+ */
+import { instanceName } from '../../common/vocabulary.js';
+import type { AddonSpec, AppRoutes, DesiredState, InstanceSpec, Task } from '../../proto/loader.js';
+import { MEMCACHED_MB, databaseNameOf } from '../addons/addon-connection.js';
+import { isBuildTask } from '../releases/deploy-status.js';
+import type { AddonRow, DeployRow, InstanceRow, ReleaseRow, Store } from '../store/store.js';
+import { healthCheckOf, healthPathOf } from './health-check.js';
+import { defaultDomain, routeTable } from './route-table.js';
+
+/** Options of {@link DesiredStateAssembler}. */
+export interface DesiredStateOptions {
+  store: Store;
+  /** Apps are served at APP.<domain>. */
+  domain: string;
+  /** Seconds between SIGTERM and SIGKILL when an instance stops. */
+  graceSeconds: number;
+}
+
+/** The desired state of every agent at one moment; {@link forAgent} cuts out one agent's part. */
+export interface DesiredStateSnapshot {
+  forAgent(agent: string): Omit<DesiredState, 'generation'>;
+}
+
+/**
+ * The environment of every process of a release: its config vars plus `HANGAR_APP`,
+ * `HANGAR_RELEASE`, `HANGAR_INSTANCE` and `PYTHONUNBUFFERED=1` unless the app sets it.
+ */
+export function processEnv(release: ReleaseRow, instance: string): Record<string, string> {
+  return {
+    ...release.config,
+    HANGAR_APP: release.app,
+    HANGAR_RELEASE: `v${release.version}`,
+    HANGAR_INSTANCE: instance,
+    PYTHONUNBUFFERED: release.config.PYTHONUNBUFFERED ?? '1',
+  };
+}
+
+/** Builds each agent's desired state from the store. */
+export class DesiredStateAssembler {
+  readonly #o: DesiredStateOptions;
+
+  constructor(options: DesiredStateOptions) {
+    this.#o = options;
+  }
+
+  /** Reads the store once; every agent's state is then cut from the same reads. */
+  snapshot(): DesiredStateSnapshot {
+    const store = this.#o.store;
+    const instances = store.listInstances();
+    const releases = new Map<string, ReleaseRow | null>();
+    const releaseOf = (app: string, version: number): ReleaseRow | null => {
+      const k = `${app}:${version}`;
+      if (!releases.has(k)) releases.set(k, store.getRelease(app, version));
+      return releases.get(k) ?? null;
+    };
+    const instancesOn = groupBy(instances, (i) => i.agent);
+    const deploysOn = groupBy(
+      store.activeDeploys().filter((d) => d.taskAgent !== null && isBuildTask(d.status)),
+      (d) => d.taskAgent ?? '',
+    );
+    const addonsOn = groupBy(
+      store.listAddons().filter((a) => a.desired === 'run'),
+      (a) => a.agent,
+    );
+    const routes: AppRoutes[] = routeTable(store.listApps(), store.listAgents(), instances, this.#o.domain);
+    return {
+      forAgent: (agent) => ({
+        instances: (instancesOn.get(agent) ?? []).flatMap((i) => {
+          const release = releaseOf(i.app, i.release);
+          return release ? [this.#instanceSpec(i, release)] : [];
+        }),
+        routes,
+        tasks: (deploysOn.get(agent) ?? []).flatMap((d) => {
+          const release = d.release === null ? null : releaseOf(d.app, d.release);
+          return release ? [taskSpec(d, release)] : [];
+        }),
+        addons: (addonsOn.get(agent) ?? []).map(addonSpec),
+      }),
+    };
+  }
+
+  #instanceSpec(i: InstanceRow, release: ReleaseRow): InstanceSpec {
+    const web = i.type === 'web';
+    const health = healthCheckOf(release.appJson);
+    return {
+      key: i.key,
+      app: i.app,
+      type: i.type,
+      index: i.idx,
+      release: i.release,
+      artifactSha256: release.artifactSha256,
+      command: release.procfile[i.type] ?? '',
+      env: processEnv(release, instanceName(i)),
+      healthPath: web ? healthPathOf(release.appJson) : '',
+      domain: defaultDomain(i.app, this.#o.domain),
+      graceSeconds: this.#o.graceSeconds,
+      restartNonce: i.restartNonce,
+      healthTimeoutMs: web ? health.timeoutMs : 0,
+      healthChecksInARow: web ? health.inARow : 0,
+    };
+  }
+}
+
+/** The build (and release phase) of a deploy, for the agent it is assigned to. */
+function taskSpec(d: DeployRow, release: ReleaseRow): Task {
+  return {
+    id: d.id,
+    app: d.app,
+    release: release.version,
+    artifactSha256: release.artifactSha256,
+    releaseCommand: d.skipReleasePhase ? '' : (release.procfile.release ?? ''),
+    env: processEnv(release, 'release.1'),
+  };
+}
+
+function addonSpec(a: AddonRow): AddonSpec {
+  return {
+    id: a.id,
+    name: a.name,
+    app: a.app,
+    kind: a.kind,
+    port: a.port ?? 0,
+    password: a.password,
+    database: databaseNameOf(a.app),
+    memoryMb: a.kind === 'memcached' ? MEMCACHED_MB : 0,
+  };
+}
+
+function groupBy<T>(items: readonly T[], key: (item: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const k = key(item);
+    const list = groups.get(k);
+    if (list) list.push(item);
+    else groups.set(k, [item]);
+  }
+  return groups;
+}

@@ -1,0 +1,56 @@
+import type { AgentView, PsRow } from '../../common/api-types.js';
+import type { Clock } from '../../common/clock.js';
+import { instanceName } from '../../common/vocabulary.js';
+import type { Store } from '../store/store.js';
+import type { Fleet } from './fleet.js';
+
+/** Options of {@link FleetViews}. */
+export interface FleetViewsOptions {
+  store: Store;
+  fleet: Pick<Fleet, 'isUp'>;
+  clock: Clock;
+  /** An agent silent this long is shown `down`, ms. */
+  agentDownAfterMs: number;
+  /** The agent's host usage from its last metrics report, or null. */
+  usageOf?(agent: string): { cpuPct: number; memoryUsedMb: number } | null;
+}
+
+/** The fleet as the API shows it: agents (`hangar agents`) and an app's instances (`hangar ps`). */
+export class FleetViews {
+  readonly #o: FleetViewsOptions;
+
+  constructor(options: FleetViewsOptions) {
+    this.#o = options;
+  }
+
+  agentViews(): AgentView[] {
+    const instances = this.#o.store.listInstances();
+    const now = this.#o.clock.now();
+    return this.#o.store.listAgents().map((a) => ({
+      name: a.name,
+      state: this.#o.fleet.isUp(a.name) && now - a.lastSeen < this.#o.agentDownAfterMs ? 'up' : 'down',
+      address: a.address,
+      routerPort: a.routerPort,
+      instances: instances.filter((i) => i.agent === a.name).length,
+      capacity: { cpus: a.cpus, memoryMb: a.memoryMb, maxInstances: a.maxInstances },
+      lastSeen: new Date(a.lastSeen).toISOString(),
+      version: a.version,
+      cpuPct: this.#o.usageOf?.(a.name)?.cpuPct ?? null,
+      memoryUsedMb: this.#o.usageOf?.(a.name)?.memoryUsedMb ?? null,
+    }));
+  }
+
+  psRows(app: string): PsRow[] {
+    return this.#o.store.listInstances({ app }).map((i) => ({
+      id: instanceName(i),
+      type: i.type,
+      release: `v${i.release}`,
+      agent: i.agent,
+      state: i.desired === 'drain' ? 'stopping' : i.state,
+      pid: i.pid,
+      port: i.port,
+      restarts: i.restarts,
+      since: new Date(i.since).toISOString(),
+    }));
+  }
+}

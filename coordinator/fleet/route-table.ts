@@ -1,0 +1,35 @@
+import type { AppRoutes } from '../../proto/loader.js';
+import type { AgentRow, AppRow, InstanceRow } from '../store/store.js';
+
+/** The app's default domain: `APP.<coordinator domain>`. */
+export function defaultDomain(app: string, domain: string): string {
+  return `${app}.${domain}`;
+}
+
+/**
+ * The routes every agent's router gets: per app, its domain and the healthy web instances
+ * (address:port, fleet-wide). An instance is routable only once it is up and wanted running.
+ */
+export function routeTable(
+  apps: readonly AppRow[],
+  agents: readonly AgentRow[],
+  instances: readonly InstanceRow[],
+  domain: string,
+): AppRoutes[] {
+  const byName = new Map(agents.map((a) => [a.name, a]));
+  const web = new Map<string, InstanceRow[]>();
+  for (const i of instances) {
+    if (i.type !== 'web' || i.desired !== 'run' || i.state !== 'up' || !i.port) continue;
+    const list = web.get(i.app);
+    if (list) list.push(i);
+    else web.set(i.app, [i]);
+  }
+  return apps.map((app) => ({
+    app: app.name,
+    domains: [defaultDomain(app.name, domain)],
+    backends: (web.get(app.name) ?? []).flatMap((i) => {
+      const agent = byName.get(i.agent);
+      return agent ? [{ instanceKey: i.key, host: agent.address, port: i.port ?? 0 }] : [];
+    }),
+  }));
+}

@@ -1,0 +1,792 @@
+import Database from 'better-sqlite3';
+import { appJsonSchema, type AppJson } from '../../common/app-json.js';
+import { HangarError } from '../../common/errors.js';
+import type { SecretBox } from '../../common/secret-box.js';
+import type { AddonKind, AddonState, InstanceState } from '../../common/vocabulary.js';
+import { MIGRATIONS } from './migrations.js';
+
+/** An app's row. */
+export interface AppRow {
+  name: string;
+  createdAt: number;
+  currentRelease: number | null;
+}
+
+export type ReleaseStatus = 'pending' | 'running' | 'succeeded' | 'failed' | 'rolled_back';
+
+export interface ReleaseRow {
+  app: string;
+  version: number;
+  artifactSha256: string;
+  procfile: Record<string, string>;
+  config: Record<string, string>;
+  /** Validated on upload (and again when read back). */
+  appJson: AppJson | null;
+  status: ReleaseStatus;
+  description: string;
+  createdBy: string;
+  createdAt: number;
+}
+
+/** `rolling_back`: the new release failed and the previous one is being restored (then `failed`). */
+export type DeployStatus = 'pending' | 'building' | 'releasing' | 'rolling_out' | 'rolling_back' | 'succeeded' | 'failed';
+
+export interface DeployRow {
+  id: string;
+  app: string;
+  release: number | null;
+  previousRelease: number | null;
+  status: DeployStatus;
+  error: string | null;
+  errorCode: string | null;
+  taskAgent: string | null;
+  /** Rollbacks do not run the Procfile's `release:` command (as on Heroku). */
+  skipReleasePhase: boolean;
+  deadline: number | null;
+  createdAt: number;
+  finishedAt: number | null;
+}
+
+export interface DeployLineRow {
+  seq: number;
+  ts: number;
+  source: string;
+  stream: string;
+  line: string;
+}
+
+export interface AgentRow {
+  name: string;
+  address: string;
+  routerPort: number;
+  cpus: number;
+  memoryMb: number;
+  maxInstances: number;
+  version: string;
+  lastSeen: number;
+  createdAt: number;
+}
+
+/** What the coordinator wants of an instance: run it (and route to it once up), drain it, gone. */
+export type InstanceDesire = 'run' | 'drain';
+
+export interface InstanceRow {
+  key: string;
+  app: string;
+  type: string;
+  idx: number;
+  release: number;
+  agent: string;
+  desired: InstanceDesire;
+  drainGeneration: number | null;
+  drainStarted: number | null;
+  state: InstanceState;
+  pid: number | null;
+  port: number | null;
+  restarts: number;
+  since: number;
+  message: string;
+  /** Bumped by `hangar restart`: the agent restarts the process when it changes. */
+  restartNonce: number;
+  createdAt: number;
+  /** Last lines of its output while it is not up (crashing, unhealthy), as the agent read them. */
+  logTail: string;
+  /** When its process last started, as the agent reported (Unix ms). */
+  startedAt: number | null;
+  /** When it last passed its health check (Unix ms). */
+  upAt: number | null;
+}
+
+/** What the coordinator wants of an add-on: keep it running, or keep only its data (destroyed). */
+export type AddonDesire = 'run' | 'destroyed';
+
+/** An add-on server (PostgreSQL, Redis, memcached) on an agent. */
+export interface AddonRow {
+  name: string;
+  /** Random id: a leftover directory of an earlier add-on of the same name is never reused. */
+  id: string;
+  app: string;
+  kind: AddonKind;
+  agent: string;
+  /** Chosen by the agent; null until it reported one. */
+  port: number | null;
+  /** The config var that holds its URL (DATABASE_URL, REDIS_URL, …). */
+  configVar: string;
+  desired: AddonDesire;
+  /** The URL last set in the app's config (null: not attached yet, or detached). */
+  attachedUrl: string | null;
+  /** The deploy that set or unset the config var. */
+  deployId: string | null;
+  /** As last reported by the agent (or `destroyed`). */
+  state: AddonState | 'destroyed';
+  pid: number | null;
+  restarts: number;
+  since: number;
+  message: string;
+  /** The generated password. Kept so it can be sent again; never logged. */
+  password: string;
+  createdAt: number;
+}
+
+/** A new instance, wanted running and not yet started: what placement inserts. */
+export function newInstanceRow(i: Pick<InstanceRow, 'key' | 'app' | 'type' | 'idx' | 'release' | 'agent'>, now: number): InstanceRow {
+  return {
+    ...i,
+    desired: 'run',
+    drainGeneration: null,
+    drainStarted: null,
+    state: 'starting',
+    pid: null,
+    port: null,
+    restarts: 0,
+    since: now,
+    message: '',
+    restartNonce: 0,
+    createdAt: now,
+    logTail: '',
+    startedAt: null,
+    upAt: null,
+  };
+}
+
+/** Options of {@link Store}. */
+export interface StoreOptions {
+  /** Path of the SQLite file; `:memory:` for tests. */
+  path: string;
+  /** Seals config values at rest (config_vars values, releases' config). */
+  secrets: SecretBox;
+}
+
+/** Who an API token lets do what: each scope includes the ones before it. */
+export type TokenScope = 'read' | 'deploy' | 'admin';
+
+/** An API token as stored: its hash, never the token. */
+export interface ApiTokenRow {
+  id: string;
+  name: string;
+  scope: TokenScope;
+  /** Lowercase hex SHA-256 of the token. */
+  hash: string;
+  createdAt: number;
+  lastUsedAt: number | null;
+}
+
+type Row = Record<string, unknown>;
+
+function appFrom(r: Row): AppRow {
+  return { name: r.name as string, createdAt: r.created_at as number, currentRelease: (r.current_release as number | null) ?? null };
+}
+
+function releaseFrom(r: Row, secrets: SecretBox): ReleaseRow {
+  return {
+    app: r.app as string,
+    version: r.version as number,
+    artifactSha256: r.artifact_sha256 as string,
+    procfile: JSON.parse(r.procfile as string) as Record<string, string>,
+    config: JSON.parse(secrets.open(r.config as string)) as Record<string, string>,
+    appJson: r.app_json === null ? null : storedAppJson(r.app_json as string),
+    status: r.status as ReleaseStatus,
+    description: r.description as string,
+    createdBy: r.created_by as string,
+    createdAt: r.created_at as number,
+  };
+}
+
+function deployFrom(r: Row): DeployRow {
+  return {
+    id: r.id as string,
+    app: r.app as string,
+    release: (r.release as number | null) ?? null,
+    previousRelease: (r.previous_release as number | null) ?? null,
+    status: r.status as DeployStatus,
+    error: (r.error as string | null) ?? null,
+    errorCode: (r.error_code as string | null) ?? null,
+    taskAgent: (r.task_agent as string | null) ?? null,
+    skipReleasePhase: r.skip_release_phase === 1,
+    deadline: (r.deadline as number | null) ?? null,
+    createdAt: r.created_at as number,
+    finishedAt: (r.finished_at as number | null) ?? null,
+  };
+}
+
+/** A release's app.json as stored (validated on upload); one that no longer validates reads as none. */
+function storedAppJson(text: string): AppJson | null {
+  const parsed = appJsonSchema.safeParse(JSON.parse(text));
+  return parsed.success ? parsed.data : null;
+}
+
+function agentFrom(r: Row): AgentRow {
+  return {
+    name: r.name as string,
+    address: r.address as string,
+    routerPort: r.router_port as number,
+    cpus: r.cpus as number,
+    memoryMb: r.memory_mb as number,
+    maxInstances: r.max_instances as number,
+    version: r.version as string,
+    lastSeen: r.last_seen as number,
+    createdAt: r.created_at as number,
+  };
+}
+
+function tokenFrom(r: Row): ApiTokenRow {
+  return {
+    id: r.id as string,
+    name: r.name as string,
+    scope: r.scope as TokenScope,
+    hash: r.hash as string,
+    createdAt: r.created_at as number,
+    lastUsedAt: (r.last_used_at as number | null) ?? null,
+  };
+}
+
+function instanceFrom(r: Row): InstanceRow {
+  return {
+    key: r.key as string,
+    app: r.app as string,
+    type: r.type as string,
+    idx: r.idx as number,
+    release: r.release as number,
+    agent: r.agent as string,
+    desired: r.desired as InstanceDesire,
+    drainGeneration: (r.drain_generation as number | null) ?? null,
+    drainStarted: (r.drain_started as number | null) ?? null,
+    state: r.state as InstanceState,
+    pid: (r.pid as number | null) ?? null,
+    port: (r.port as number | null) ?? null,
+    restarts: r.restarts as number,
+    since: r.since as number,
+    message: r.message as string,
+    restartNonce: r.restart_nonce as number,
+    createdAt: r.created_at as number,
+    logTail: (r.log_tail as string | null) ?? '',
+    startedAt: (r.started_at as number | null) ?? null,
+    upAt: (r.up_at as number | null) ?? null,
+  };
+}
+
+function addonFrom(r: Row, secrets: SecretBox): AddonRow {
+  const secret = JSON.parse(secrets.open(r.secret as string)) as { password?: string };
+  const attached = (r.attached_url as string | null) ?? null;
+  return {
+    name: r.name as string,
+    id: r.id as string,
+    app: r.app as string,
+    kind: r.kind as AddonKind,
+    agent: r.agent as string,
+    port: (r.port as number | null) ?? null,
+    configVar: r.config_var as string,
+    desired: r.desired as AddonDesire,
+    attachedUrl: attached === null ? null : secrets.open(attached),
+    deployId: (r.deploy_id as string | null) ?? null,
+    state: r.state as AddonRow['state'],
+    pid: (r.pid as number | null) ?? null,
+    restarts: r.restarts as number,
+    since: r.since as number,
+    message: r.message as string,
+    password: secret.password ?? '',
+    createdAt: r.created_at as number,
+  };
+}
+
+/**
+ * The coordinator's state in SQLite: the only module that touches better-sqlite3.
+ * One writer (this process), WAL, `synchronous=NORMAL`, prepared statements.
+ */
+export class Store {
+  readonly #db: Database.Database;
+  readonly #stmts = new Map<string, Database.Statement>();
+  readonly #secrets: SecretBox;
+
+  constructor(options: StoreOptions) {
+    this.#secrets = options.secrets;
+    this.#db = new Database(options.path);
+    this.#db.pragma('journal_mode = WAL');
+    this.#db.pragma('synchronous = NORMAL');
+    this.#db.pragma('foreign_keys = ON');
+    this.#db.pragma('busy_timeout = 5000');
+    // Overwritten and deleted cells are zeroed: no clear config value survives in free pages.
+    this.#db.pragma('secure_delete = ON');
+    this.#migrate();
+    this.#sealClearSecrets();
+  }
+
+  /** Encrypts config values written in clear before encryption at rest existed; idempotent. */
+  #sealClearSecrets(): void {
+    const box = this.#secrets;
+    this.#db.transaction(() => {
+      const vars = this.#db.prepare(`SELECT app, key, value FROM config_vars WHERE value NOT LIKE 'enc:v1:%'`).all() as Row[];
+      const setVar = this.#db.prepare('UPDATE config_vars SET value = ? WHERE app = ? AND key = ?');
+      for (const v of vars) setVar.run(box.seal(v.value as string), v.app, v.key);
+      const releases = this.#db.prepare(`SELECT app, version, config FROM releases WHERE config NOT LIKE 'enc:v1:%'`).all() as Row[];
+      const setRelease = this.#db.prepare('UPDATE releases SET config = ? WHERE app = ? AND version = ?');
+      for (const r of releases) setRelease.run(box.seal(r.config as string), r.app, r.version);
+      const addons = this.#db.prepare(`SELECT name, secret, attached_url FROM addons WHERE secret NOT LIKE 'enc:v1:%'`).all() as Row[];
+      const setAddon = this.#db.prepare('UPDATE addons SET secret = ?, attached_url = ? WHERE name = ?');
+      for (const a of addons) {
+        const url = a.attached_url as string | null;
+        setAddon.run(box.seal(a.secret as string), url === null ? null : box.seal(url), a.name);
+      }
+    })();
+  }
+
+  close(): void {
+    if (this.#db.open) this.#db.close();
+  }
+
+  /** The database handle, for the table-group stores that share this one writer (metrics-store.ts). */
+  get database(): Database.Database {
+    return this.#db;
+  }
+
+  /** Runs `fn` in one transaction. */
+  transaction<T>(fn: () => T): T {
+    return this.#db.transaction(fn)();
+  }
+
+  #migrate(): void {
+    const version = this.#db.pragma('user_version', { simple: true }) as number;
+    for (let i = version; i < MIGRATIONS.length; i++) {
+      this.#db.transaction(() => {
+        this.#db.exec(MIGRATIONS[i] as string);
+        this.#db.pragma(`user_version = ${i + 1}`);
+      })();
+    }
+  }
+
+  #stmt(sql: string): Database.Statement {
+    let stmt = this.#stmts.get(sql);
+    if (!stmt) {
+      stmt = this.#db.prepare(sql);
+      this.#stmts.set(sql, stmt);
+    }
+    return stmt;
+  }
+
+  // ---------------------------------------------------------------- meta
+
+  /** Bumps and returns the desired-state generation (monotonic across restarts). */
+  nextGeneration(): number {
+    const row = this.#stmt(
+      `INSERT INTO meta (key, value) VALUES ('generation', '1')
+       ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING value`,
+    ).get() as { value: string };
+    return Number(row.value);
+  }
+
+  // ---------------------------------------------------------------- apps
+
+  createApp(name: string, now: number): AppRow {
+    const existing = this.getApp(name);
+    if (existing) throw new HangarError('APP_EXISTS', `An app named ${name} already exists; pick another name.`);
+    this.#stmt('INSERT INTO apps (name, created_at) VALUES (?, ?)').run(name, now);
+    return { name, createdAt: now, currentRelease: null };
+  }
+
+  getApp(name: string): AppRow | null {
+    const r = this.#stmt('SELECT * FROM apps WHERE name = ?').get(name) as Row | undefined;
+    return r ? appFrom(r) : null;
+  }
+
+  /** The app, or APP_NOT_FOUND. */
+  requireApp(name: string): AppRow {
+    const app = this.getApp(name);
+    if (!app)
+      throw new HangarError('APP_NOT_FOUND', `No app named ${name}; see \`hangar apps\` or create it with \`hangar apps:create ${name}\`.`);
+    return app;
+  }
+
+  listApps(): AppRow[] {
+    return (this.#stmt('SELECT * FROM apps ORDER BY name').all() as Row[]).map(appFrom);
+  }
+
+  deleteApp(name: string): void {
+    this.#stmt('DELETE FROM apps WHERE name = ?').run(name);
+  }
+
+  setCurrentRelease(app: string, version: number | null): void {
+    this.#stmt('UPDATE apps SET current_release = ? WHERE name = ?').run(version, app);
+  }
+
+  // ---------------------------------------------------------------- config
+
+  getConfig(app: string): Record<string, string> {
+    const rows = this.#stmt('SELECT key, value FROM config_vars WHERE app = ? ORDER BY key').all(app) as {
+      key: string;
+      value: string;
+    }[];
+    return Object.fromEntries(rows.map((r) => [r.key, this.#secrets.open(r.value)]));
+  }
+
+  /** Applies a patch: a string sets, null unsets. */
+  patchConfig(app: string, patch: Record<string, string | null>): void {
+    const set = this.#stmt(
+      'INSERT INTO config_vars (app, key, value) VALUES (?, ?, ?) ON CONFLICT(app, key) DO UPDATE SET value = excluded.value',
+    );
+    const unset = this.#stmt('DELETE FROM config_vars WHERE app = ? AND key = ?');
+    for (const [key, value] of Object.entries(patch)) {
+      if (value === null) unset.run(app, key);
+      else set.run(app, key, this.#secrets.seal(value));
+    }
+  }
+
+  // ---------------------------------------------------------------- formation
+
+  getFormation(app: string): Record<string, number> {
+    const rows = this.#stmt('SELECT type, quantity FROM formation WHERE app = ? ORDER BY type').all(app) as {
+      type: string;
+      quantity: number;
+    }[];
+    return Object.fromEntries(rows.map((r) => [r.type, r.quantity]));
+  }
+
+  setFormation(app: string, formation: Record<string, number>): void {
+    const stmt = this.#stmt(
+      'INSERT INTO formation (app, type, quantity) VALUES (?, ?, ?) ON CONFLICT(app, type) DO UPDATE SET quantity = excluded.quantity',
+    );
+    for (const [type, quantity] of Object.entries(formation)) stmt.run(app, type, quantity);
+  }
+
+  // ---------------------------------------------------------------- artifacts
+
+  putArtifact(sha256: string, size: number, now: number): void {
+    this.#stmt('INSERT OR IGNORE INTO artifacts (sha256, size, created_at) VALUES (?, ?, ?)').run(sha256, size, now);
+  }
+
+  hasArtifact(sha256: string): boolean {
+    return this.#stmt('SELECT 1 FROM artifacts WHERE sha256 = ?').get(sha256) !== undefined;
+  }
+
+  // ---------------------------------------------------------------- releases
+
+  createRelease(r: Omit<ReleaseRow, 'version'>): ReleaseRow {
+    const row = this.#stmt('SELECT COALESCE(MAX(version), 0) + 1 AS v FROM releases WHERE app = ?').get(r.app) as { v: number };
+    const release: ReleaseRow = { ...r, version: row.v };
+    this.#stmt(
+      `INSERT INTO releases (app, version, artifact_sha256, procfile, config, app_json, status, description, created_by, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(
+      r.app,
+      release.version,
+      r.artifactSha256,
+      JSON.stringify(r.procfile),
+      this.#secrets.seal(JSON.stringify(r.config)),
+      r.appJson === null || r.appJson === undefined ? null : JSON.stringify(r.appJson),
+      r.status,
+      r.description,
+      r.createdBy,
+      r.createdAt,
+    );
+    return release;
+  }
+
+  getRelease(app: string, version: number): ReleaseRow | null {
+    const r = this.#stmt('SELECT * FROM releases WHERE app = ? AND version = ?').get(app, version) as Row | undefined;
+    return r ? releaseFrom(r, this.#secrets) : null;
+  }
+
+  listReleases(app: string): ReleaseRow[] {
+    return (this.#stmt('SELECT * FROM releases WHERE app = ? ORDER BY version DESC').all(app) as Row[]).map((r) =>
+      releaseFrom(r, this.#secrets),
+    );
+  }
+
+  setReleaseStatus(app: string, version: number, status: ReleaseStatus): void {
+    this.#stmt('UPDATE releases SET status = ? WHERE app = ? AND version = ?').run(status, app, version);
+  }
+
+  // ---------------------------------------------------------------- deploys
+
+  createDeploy(d: DeployRow): void {
+    this.#stmt(
+      `INSERT INTO deploys (id, app, release, previous_release, status, error, error_code, task_agent, skip_release_phase, deadline, created_at, finished_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(
+      d.id,
+      d.app,
+      d.release,
+      d.previousRelease,
+      d.status,
+      d.error,
+      d.errorCode,
+      d.taskAgent,
+      d.skipReleasePhase ? 1 : 0,
+      d.deadline,
+      d.createdAt,
+      d.finishedAt,
+    );
+  }
+
+  getDeploy(id: string): DeployRow | null {
+    const r = this.#stmt('SELECT * FROM deploys WHERE id = ?').get(id) as Row | undefined;
+    return r ? deployFrom(r) : null;
+  }
+
+  /** Deploys not yet finished, oldest first. */
+  activeDeploys(): DeployRow[] {
+    return (this.#stmt("SELECT * FROM deploys WHERE status NOT IN ('succeeded', 'failed') ORDER BY created_at").all() as Row[]).map(
+      deployFrom,
+    );
+  }
+
+  updateDeploy(
+    id: string,
+    patch: Partial<
+      Pick<DeployRow, 'status' | 'error' | 'errorCode' | 'taskAgent' | 'deadline' | 'finishedAt' | 'release' | 'previousRelease'>
+    >,
+  ): void {
+    const columns: Record<string, string> = {
+      status: 'status',
+      error: 'error',
+      errorCode: 'error_code',
+      taskAgent: 'task_agent',
+      deadline: 'deadline',
+      finishedAt: 'finished_at',
+      release: 'release',
+      previousRelease: 'previous_release',
+    };
+    const keys = Object.keys(patch).filter((k) => k in columns);
+    if (keys.length === 0) return;
+    const sql = `UPDATE deploys SET ${keys.map((k) => `${columns[k]} = @${k}`).join(', ')} WHERE id = @id`;
+    this.#stmt(sql).run({ ...patch, id });
+  }
+
+  appendDeployLine(deployId: string, line: Omit<DeployLineRow, 'seq'>): number {
+    const row = this.#stmt(
+      `INSERT INTO deploy_lines (deploy_id, seq, ts, source, stream, line)
+       VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM deploy_lines WHERE deploy_id = ?), ?, ?, ?, ?) RETURNING seq`,
+    ).get(deployId, deployId, line.ts, line.source, line.stream, line.line) as { seq: number };
+    return row.seq;
+  }
+
+  deployLines(deployId: string, after: number, limit = 5000): DeployLineRow[] {
+    return this.#stmt('SELECT seq, ts, source, stream, line FROM deploy_lines WHERE deploy_id = ? AND seq > ? ORDER BY seq LIMIT ?').all(
+      deployId,
+      after,
+      limit,
+    ) as DeployLineRow[];
+  }
+
+  // ---------------------------------------------------------------- agents
+
+  upsertAgent(a: AgentRow): void {
+    this.#stmt(
+      `INSERT INTO agents (name, address, router_port, cpus, memory_mb, max_instances, version, last_seen, created_at)
+       VALUES (@name, @address, @routerPort, @cpus, @memoryMb, @maxInstances, @version, @lastSeen, @createdAt)
+       ON CONFLICT(name) DO UPDATE SET address = excluded.address, router_port = excluded.router_port, cpus = excluded.cpus,
+         memory_mb = excluded.memory_mb, max_instances = excluded.max_instances, version = excluded.version,
+         last_seen = excluded.last_seen`,
+    ).run(a);
+  }
+
+  touchAgent(name: string, now: number): void {
+    this.#stmt('UPDATE agents SET last_seen = ? WHERE name = ?').run(now, name);
+  }
+
+  listAgents(): AgentRow[] {
+    return (this.#stmt('SELECT * FROM agents ORDER BY name').all() as Row[]).map(agentFrom);
+  }
+
+  getAgent(name: string): AgentRow | null {
+    const r = this.#stmt('SELECT * FROM agents WHERE name = ?').get(name) as Row | undefined;
+    return r ? agentFrom(r) : null;
+  }
+
+  /** Forgets an agent: its credential, its row and its placements. Returns the apps it ran. */
+  removeAgent(name: string): string[] {
+    const apps = (this.#stmt('SELECT DISTINCT app FROM instances WHERE agent = ?').all(name) as { app: string }[]).map((r) => r.app);
+    this.#stmt('DELETE FROM instances WHERE agent = ?').run(name);
+    this.#stmt('DELETE FROM agent_credentials WHERE agent = ?').run(name);
+    this.#stmt('DELETE FROM agents WHERE name = ?').run(name);
+    return apps;
+  }
+
+  /** Sets the hash of an agent's credential (replacing any earlier one). */
+  setAgentCredential(agent: string, hash: string, now: number): void {
+    this.#stmt(
+      'INSERT INTO agent_credentials (agent, hash, created_at) VALUES (?, ?, ?) ON CONFLICT(agent) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at',
+    ).run(agent, hash, now);
+  }
+
+  /** The hash of an agent's credential, or null when it has none (never joined, or removed). */
+  getAgentCredentialHash(agent: string): string | null {
+    const r = this.#stmt('SELECT hash FROM agent_credentials WHERE agent = ?').get(agent) as { hash: string } | undefined;
+    return r?.hash ?? null;
+  }
+
+  // ---------------------------------------------------------------- API tokens
+
+  insertToken(t: ApiTokenRow): void {
+    this.#stmt(
+      'INSERT INTO api_tokens (id, name, scope, hash, created_at, last_used_at) VALUES (@id, @name, @scope, @hash, @createdAt, @lastUsedAt)',
+    ).run(t);
+  }
+
+  /** The token with this hash, or null. */
+  findTokenByHash(hash: string): ApiTokenRow | null {
+    const r = this.#stmt('SELECT * FROM api_tokens WHERE hash = ?').get(hash) as Row | undefined;
+    return r ? tokenFrom(r) : null;
+  }
+
+  listTokens(): ApiTokenRow[] {
+    return (this.#stmt('SELECT * FROM api_tokens ORDER BY created_at, id').all() as Row[]).map(tokenFrom);
+  }
+
+  /** Deletes a token; false when there was none with this id. */
+  deleteToken(id: string): boolean {
+    return this.#stmt('DELETE FROM api_tokens WHERE id = ?').run(id).changes > 0;
+  }
+
+  /** Reads a meta value. */
+  getMeta(key: string): string | null {
+    const r = this.#stmt('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined;
+    return r?.value ?? null;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.#stmt('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
+  }
+
+  // ---------------------------------------------------------------- instances
+
+  insertInstance(i: InstanceRow): void {
+    this.#stmt(
+      `INSERT INTO instances (key, app, type, idx, release, agent, desired, drain_generation, drain_started, state, pid, port, restarts, since, message, restart_nonce, created_at, log_tail, started_at, up_at)
+       VALUES (@key, @app, @type, @idx, @release, @agent, @desired, @drainGeneration, @drainStarted, @state, @pid, @port, @restarts, @since, @message, @restartNonce, @createdAt, @logTail, @startedAt, @upAt)`,
+    ).run(i);
+  }
+
+  getInstance(key: string): InstanceRow | null {
+    const r = this.#stmt('SELECT * FROM instances WHERE key = ?').get(key) as Row | undefined;
+    return r ? instanceFrom(r) : null;
+  }
+
+  listInstances(filter: { app?: string; agent?: string } = {}): InstanceRow[] {
+    if (filter.app !== undefined) {
+      return (this.#stmt('SELECT * FROM instances WHERE app = ? ORDER BY type, idx, release').all(filter.app) as Row[]).map(instanceFrom);
+    }
+    if (filter.agent !== undefined) {
+      return (this.#stmt('SELECT * FROM instances WHERE agent = ? ORDER BY app, type, idx').all(filter.agent) as Row[]).map(instanceFrom);
+    }
+    return (this.#stmt('SELECT * FROM instances ORDER BY app, type, idx').all() as Row[]).map(instanceFrom);
+  }
+
+  /** Instances being drained (the periodic drain check reads only these). */
+  listDraining(): InstanceRow[] {
+    return (this.#stmt("SELECT * FROM instances WHERE desired = 'drain'").all() as Row[]).map(instanceFrom);
+  }
+
+  /** Records what an agent reports; returns the row before the update (null when unknown). */
+  updateInstanceStatus(
+    key: string,
+    s: {
+      state: InstanceState;
+      pid: number | null;
+      port: number | null;
+      restarts: number;
+      since: number;
+      message: string;
+      logTail?: string;
+    },
+  ): InstanceRow | null {
+    const before = this.getInstance(key);
+    if (!before) return null;
+    // Boot timing: the last start of its process, and when it then passed its health check.
+    const startedAt = s.state === 'starting' && s.pid !== null ? s.since : before.startedAt;
+    const upAt = s.state === 'up' ? (before.state === 'up' ? (before.upAt ?? s.since) : s.since) : before.upAt;
+    this.#stmt(
+      'UPDATE instances SET state = ?, pid = ?, port = ?, restarts = ?, since = ?, message = ?, log_tail = ?, started_at = ?, up_at = ? WHERE key = ?',
+    ).run(s.state, s.pid, s.port, s.restarts, s.since, s.message, s.logTail ?? before.logTail, startedAt, upAt, key);
+    return before;
+  }
+
+  markDraining(key: string, generation: number, now: number): void {
+    this.#stmt("UPDATE instances SET desired = 'drain', drain_generation = ?, drain_started = ? WHERE key = ?").run(generation, now, key);
+  }
+
+  bumpRestart(key: string): void {
+    this.#stmt('UPDATE instances SET restart_nonce = restart_nonce + 1 WHERE key = ?').run(key);
+  }
+
+  /** Places an instance on another agent (its old agent is down): it starts afresh there, same name. */
+  moveInstance(key: string, agent: string, now: number, message: string): void {
+    this.#stmt(
+      "UPDATE instances SET agent = ?, state = 'starting', pid = NULL, port = NULL, restarts = 0, since = ?, message = ? WHERE key = ?",
+    ).run(agent, now, message, key);
+  }
+
+  deleteInstance(key: string): void {
+    this.#stmt('DELETE FROM instances WHERE key = ?').run(key);
+  }
+
+  // ---------------------------------------------------------------- add-ons
+
+  insertAddon(a: AddonRow): void {
+    this.#stmt(
+      `INSERT INTO addons (name, id, app, kind, agent, port, config_var, desired, attached_url, deploy_id, state, pid, restarts, since, message, secret, created_at)
+       VALUES (@name, @id, @app, @kind, @agent, @port, @configVar, @desired, @attachedUrl, @deployId, @state, @pid, @restarts, @since, @message, @secret, @createdAt)`,
+    ).run({
+      name: a.name,
+      id: a.id,
+      app: a.app,
+      kind: a.kind,
+      agent: a.agent,
+      port: a.port,
+      configVar: a.configVar,
+      desired: a.desired,
+      attachedUrl: a.attachedUrl === null ? null : this.#secrets.seal(a.attachedUrl),
+      deployId: a.deployId,
+      state: a.state,
+      pid: a.pid,
+      restarts: a.restarts,
+      since: a.since,
+      message: a.message,
+      secret: this.#secrets.seal(JSON.stringify({ password: a.password })),
+      createdAt: a.createdAt,
+    });
+  }
+
+  getAddon(name: string): AddonRow | null {
+    const r = this.#stmt('SELECT * FROM addons WHERE name = ?').get(name) as Row | undefined;
+    return r ? addonFrom(r, this.#secrets) : null;
+  }
+
+  /** Add-ons, oldest first; destroyed ones (data kept) included. */
+  listAddons(filter: { app?: string } = {}): AddonRow[] {
+    if (filter.app !== undefined) {
+      return (this.#stmt('SELECT * FROM addons WHERE app = ? ORDER BY created_at, name').all(filter.app) as Row[]).map((r) =>
+        addonFrom(r, this.#secrets),
+      );
+    }
+    return (this.#stmt('SELECT * FROM addons ORDER BY created_at, name').all() as Row[]).map((r) => addonFrom(r, this.#secrets));
+  }
+
+  updateAddon(
+    name: string,
+    patch: Partial<
+      Pick<AddonRow, 'port' | 'desired' | 'attachedUrl' | 'deployId' | 'state' | 'pid' | 'restarts' | 'since' | 'message' | 'configVar'>
+    >,
+  ): void {
+    const columns: Record<string, string> = {
+      port: 'port',
+      desired: 'desired',
+      attachedUrl: 'attached_url',
+      deployId: 'deploy_id',
+      state: 'state',
+      pid: 'pid',
+      restarts: 'restarts',
+      since: 'since',
+      message: 'message',
+      configVar: 'config_var',
+    };
+    const keys = Object.keys(patch).filter((k) => k in columns);
+    if (keys.length === 0) return;
+    // The attached URL holds the add-on's password: sealed like config values.
+    if (typeof patch.attachedUrl === 'string') patch = { ...patch, attachedUrl: this.#secrets.seal(patch.attachedUrl) };
+    this.#stmt(`UPDATE addons SET ${keys.map((k) => `${columns[k]} = @${k}`).join(', ')} WHERE name = @name`).run({ ...patch, name });
+  }
+
+  deleteAddon(name: string): void {
+    this.#stmt('DELETE FROM addons WHERE name = ?').run(name);
+  }
+}
