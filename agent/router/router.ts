@@ -416,12 +416,14 @@ export class Router {
     this.#drained.add(instanceKey);
     const current = this.#backends.get(instanceKey);
     if (current !== undefined) current.draining = true;
-    await Promise.all([this.#drainRequests(instanceKey, timeoutMs), this.#drainTunnels(instanceKey)]);
+    const tunnelDeadline = this.#clock.now() + (this.#options.upgradeDrainTimeoutMs ?? DEFAULT_UPGRADE_DRAIN_TIMEOUT_MS);
+    await this.#drainRequests(instanceKey, timeoutMs);
+    // After the requests: a handshake in flight at the start may have become a tunnel meanwhile.
+    await this.#drainTunnels(instanceKey, Math.max(0, tunnelDeadline - this.#clock.now()));
   }
 
-  #drainTunnels(instanceKey: string): Promise<void> {
+  #drainTunnels(instanceKey: string, timeoutMs: number): Promise<void> {
     if (this.openTunnels(instanceKey) === 0) return Promise.resolve();
-    const timeoutMs = this.#options.upgradeDrainTimeoutMs ?? DEFAULT_UPGRADE_DRAIN_TIMEOUT_MS;
     return new Promise<void>((resolve) => {
       let timer: ClockTimer | undefined = undefined;
       const waiter: DrainWaiter = {

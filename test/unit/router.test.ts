@@ -994,7 +994,7 @@ describe('Router: slow, greedy and upgraded clients', () => {
           ],
         },
       ],
-      { upgradeDrainTimeoutMs: 500 },
+      { upgradeDrainTimeoutMs: 1_000 },
     );
     const first = await wsConnect(t, port, 'chat.example.com');
     await waitFor(() => first.messages.length === 1, 'greeting');
@@ -1011,11 +1011,50 @@ describe('Router: slow, greedy and upgraded clients', () => {
     await waitFor(() => second.messages.length === 1, 'greeting on a new websocket');
     assert.equal(second.messages[0], `hello from ${other}`, 'a new websocket goes to the instance not drained');
     await bounded(drain, 'drain to end at its bound');
-    assert.ok(Date.now() - started >= 450, 'the websocket was given its bound');
+    assert.ok(Date.now() - started >= 950, 'the websocket was given its bound');
     await bounded(first.closed, 'the drained websocket to be closed');
     assert.equal(router.openTunnels(drainedFrom), 0);
     assert.equal(router.openTunnels(other), 1);
     second.ws.send('unaffected');
     await waitFor(() => second.messages.includes('unaffected'), 'the other websocket still works');
+  });
+});
+
+describe('Router: drain during a websocket handshake', () => {
+  test('a handshake in flight when the drain starts becomes a tunnel that the drain still bounds', async (t) => {
+    const gotUpgrade = deferred();
+    const release = deferred();
+    t.after(() => release.resolve());
+    const server = http.createServer();
+    const wss = new WebSocketServer({ noServer: true });
+    server.on('upgrade', (req, socket, head) => {
+      gotUpgrade.resolve();
+      void release.promise.then(() => wss.handleUpgrade(req, socket, head, (ws) => ws.send('late hello')));
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t.after(async () => {
+      for (const ws of wss.clients) ws.terminate();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    });
+    const backendPort = (server.address() as AddressInfo).port;
+    const { router, port } = await startRouter(
+      t,
+      [{ app: 'chat', domains: ['chat.example.com'], backends: [{ instanceKey: 'slow', host: '127.0.0.1', port: backendPort }] }],
+      { upgradeDrainTimeoutMs: 1_000 },
+    );
+    const opening = wsConnect(t, port, 'chat.example.com');
+    await bounded(gotUpgrade.promise, 'handshake at the instance');
+    assert.equal(router.inFlight('slow'), 1);
+    let drained = false;
+    const drain = router.drain('slow', 5_000).then(() => (drained = true));
+    release.resolve();
+    const client = await opening;
+    await waitFor(() => client.messages.includes('late hello'), 'greeting over the late tunnel');
+    assert.equal(drained, false, 'the drain waits for the tunnel too');
+    await bounded(drain, 'drain to end at its bound');
+    assert.equal(router.openTunnels('slow'), 0);
+    await bounded(client.closed, 'the late websocket to be closed');
   });
 });
