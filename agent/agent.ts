@@ -21,6 +21,7 @@ import { LogShipper } from './logs/log-shipper.js';
 import { MetricsCollector } from './metrics/metrics-collector.js';
 import { createInstanceRunner } from './workloads/instance-driver.js';
 import { Router } from './router/router.js';
+import { parseCidr } from './router/trusted-proxies.js';
 import { assertReachable, resolveRunAs } from './workloads/run-as.js';
 import { TaskRunner } from './workloads/task-runner.js';
 
@@ -54,6 +55,11 @@ export const agentConfigSchema = z
     routerPort: z.number().int().min(0).max(65535).default(80),
     /** Address the router listens on. Default 0.0.0.0. */
     routerHost: z.string().default('0.0.0.0'),
+    /**
+     * CIDR ranges of proxies (load balancers) in front of the router whose `X-Forwarded-For/Proto/Port`
+     * the router believes; from other peers those headers are replaced. Default none.
+     */
+    trustedProxies: z.array(z.string().refine((s) => parseCidr(s) !== null, 'must be a CIDR range like 10.0.0.0/8')).default([]),
     /** Address other agents' routers reach this agent's instances on. Default: first non-internal IPv4. */
     advertise: z.string().min(1).default(defaultAdvertiseAddress),
     /** Most instances the scheduler may place here. Default 50. */
@@ -181,6 +187,7 @@ async function assemble(
   const router = new Router({
     port: c.routerPort,
     host: c.routerHost,
+    trustedProxies: c.trustedProxies,
     logger,
     onAccess: (e) => {
       metrics?.recordAccess(e);

@@ -2,7 +2,7 @@
  * Header rules of the agent's HTTP router: which headers are hop-by-hop, how the Host header is
  * matched, and what is added to a request on its way to an instance. Pure functions.
  */
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { STATUS_CODES, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
 
 /**
  * Headers that describe one connection, not the message (RFC 9110 §7.6.1), and must not be
@@ -23,7 +23,11 @@ const HOP_BY_HOP = new Set([
 ]);
 
 /** Headers the router sets itself on forwarded requests; incoming values are replaced. */
-const ROUTER_SET = new Set(['x-forwarded-proto', 'x-forwarded-port', 'x-request-id']);
+const ROUTER_SET = new Set(['x-request-id']);
+
+/** What a trusted proxy may say in `X-Forwarded-Proto` and `X-Forwarded-Port`. */
+const FORWARDED_PROTO = /^https?$/i;
+const FORWARDED_PORT = /^\d{1,5}$/;
 
 /** A request id we accept from a client: Heroku's rule (20–200 of a safe alphabet), relaxed to 1–200. */
 const REQUEST_ID = /^[A-Za-z0-9+/=._:@-]{1,200}$/;
@@ -88,13 +92,20 @@ export interface ForwardedFor {
   port: number | undefined;
   /** Id of this request (incoming or generated). */
   requestId: string;
+  /**
+   * The peer is a trusted proxy: its `X-Forwarded-For` is extended and its `X-Forwarded-Proto` and
+   * `X-Forwarded-Port` kept. Default false: all three say only what the router saw.
+   */
+  peerTrusted?: boolean;
 }
 
 /**
  * Headers for the upstream request as a flat `[name, value, …]` list, built from Node's
  * `rawHeaders` so repeated headers and the original Host survive unchanged. Hop-by-hop headers
- * (and those named in `Connection`) are dropped; `X-Forwarded-For` gets the client appended;
- * `X-Forwarded-Proto`, `X-Forwarded-Port` and `X-Request-Id` are set by the router.
+ * (and those named in `Connection`) are dropped; `X-Request-Id` is set by the router. From an
+ * untrusted peer, `X-Forwarded-For`, `-Proto` and `-Port` are replaced by what the router saw (a
+ * client cannot pose as HTTPS or as another address); from a trusted proxy, the peer is appended
+ * to its `X-Forwarded-For` and its well-formed `-Proto`/`-Port` are kept.
  */
 export function forwardRequestHeaders(rawHeaders: readonly string[], forwarded: ForwardedFor): string[] {
   const dropped = new Set<string>();
@@ -103,23 +114,36 @@ export function forwardRequestHeaders(rawHeaders: readonly string[], forwarded: 
       for (const t of connectionTokens(rawHeaders[i + 1])) dropped.add(t);
     }
   }
+  const trusted = forwarded.peerTrusted === true;
   const out: string[] = [];
   const forwardedFor: string[] = [];
+  let proto = forwarded.proto;
+  let port = forwarded.port === undefined ? undefined : String(forwarded.port);
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] ?? '';
     const value = rawHeaders[i + 1] ?? '';
     const lower = name.toLowerCase();
     if (isHopByHop(lower) || dropped.has(lower) || ROUTER_SET.has(lower)) continue;
-    if (lower === 'x-forwarded-for') {
-      if (value.trim() !== '') forwardedFor.push(value.trim());
-      continue;
+    if (lower.startsWith('x-forwarded-')) {
+      if (lower === 'x-forwarded-for') {
+        if (trusted && value.trim() !== '') forwardedFor.push(value.trim());
+        continue;
+      }
+      if (lower === 'x-forwarded-proto') {
+        if (trusted && FORWARDED_PROTO.test(value.trim())) proto = value.trim().toLowerCase();
+        continue;
+      }
+      if (lower === 'x-forwarded-port') {
+        if (trusted && FORWARDED_PORT.test(value.trim())) port = value.trim();
+        continue;
+      }
     }
     out.push(name, value);
   }
   if (forwarded.clientAddress !== undefined) forwardedFor.push(forwarded.clientAddress);
   if (forwardedFor.length > 0) out.push('x-forwarded-for', forwardedFor.join(', '));
-  out.push('x-forwarded-proto', forwarded.proto);
-  if (forwarded.port !== undefined) out.push('x-forwarded-port', String(forwarded.port));
+  out.push('x-forwarded-proto', proto);
+  if (port !== undefined) out.push('x-forwarded-port', port);
   out.push('x-request-id', forwarded.requestId);
   return out;
 }
@@ -139,4 +163,34 @@ export function forwardResponseHeaders(headers: IncomingHttpHeaders, requestId: 
   }
   out['x-request-id'] = requestId;
   return out;
+}
+
+/**
+ * Response head (status line and headers, up to the blank line) of a 101 from an instance, as sent
+ * to the client: its `Connection` and `Upgrade` kept (they are the handshake), other hop-by-hop
+ * headers dropped, the router's `X-Request-Id` set.
+ */
+export function upgradeResponseHead(statusMessage: string, rawHeaders: readonly string[], requestId: string): string {
+  let head = `HTTP/1.1 101 ${statusMessage === '' ? 'Switching Protocols' : statusMessage}\r\n`;
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] ?? '';
+    const lower = name.toLowerCase();
+    if (lower === 'x-request-id' || (isHopByHop(lower) && lower !== 'connection' && lower !== 'upgrade')) continue;
+    head += `${name}: ${rawHeaders[i + 1] ?? ''}\r\n`;
+  }
+  return `${head}x-request-id: ${requestId}\r\n\r\n`;
+}
+
+/**
+ * Response head for a connection the router closes after the response (one that asked for an
+ * upgrade, or a client error): `headers` as given (see {@link forwardResponseHeaders}) plus
+ * `Connection: close`, so the body may be delimited by the close.
+ */
+export function closingResponseHead(status: number, statusMessage: string | undefined, headers: OutgoingHttpHeaders): string {
+  let head = `HTTP/1.1 ${status} ${statusMessage ?? STATUS_CODES[status] ?? ''}\r\n`;
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || name === 'connection') continue;
+    for (const v of Array.isArray(value) ? value : [value]) head += `${name}: ${v}\r\n`;
+  }
+  return `${head}connection: close\r\n\r\n`;
 }

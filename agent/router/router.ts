@@ -1,7 +1,8 @@
 /**
  * The agent's HTTP router: one port, routes by Host header to the healthy web instances of each
  * app anywhere in the fleet, with keep-alive pools, least-in-flight balancing, a safe retry when an
- * instance vanished before it answered, and draining — what makes deploys zero-downtime.
+ * instance vanished before it answered, and draining — what makes deploys zero-downtime. Upgraded
+ * connections (websockets) are tunnelled both ways; slow, greedy or oversized clients are cut off.
  */
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
@@ -12,7 +13,17 @@ import { Pool, type Dispatcher } from 'undici';
 import type { Logger } from '../../common/logger.js';
 import { systemClock, sleep, type Clock, type ClockTimer } from '../../common/clock.js';
 import { HangarError, describeError } from '../../common/errors.js';
-import { acceptableRequestId, forwardRequestHeaders, forwardResponseHeaders, hasRequestBody, hostnameOf } from './http-headers.js';
+import {
+  acceptableRequestId,
+  closingResponseHead,
+  forwardRequestHeaders,
+  forwardResponseHeaders,
+  hasRequestBody,
+  hostnameOf,
+  upgradeResponseHead,
+} from './http-headers.js';
+import { TrustedProxies, plainAddress } from './trusted-proxies.js';
+import { Tunnel, requestUpgrade, type HandshakeOutcome } from './upgrade-tunnel.js';
 
 /** One web instance the router may send requests to. */
 export interface Backend {
@@ -58,7 +69,10 @@ export interface AccessEntry {
   method: string;
   /** Request target as received (path and query). */
   path: string;
-  /** Status sent to the client (499 when the client closed before any response). */
+  /**
+   * Status sent to the client (499 when the client closed before any response). 101 for an
+   * upgraded connection (websocket): its entry comes at the handshake, with the time to the 101.
+   */
   status: number;
   durationMs: number;
   /** Instance that served (or last tried to serve) the request; null when none was chosen. */
@@ -89,6 +103,38 @@ export interface RouterOptions {
    * the body, in ms. Default 30000, like Heroku's H12.
    */
   requestTimeoutMs?: number;
+  /**
+   * Time a client has to send a request's line and headers, in ms, counted from the connection
+   * (or the request's first byte on a kept-alive one); then 408 and the connection is closed, so
+   * slowloris clients cannot hold connections. Default 20000 (nginx's `client_header_timeout` is
+   * 60 s, Node's 60 s; a browser sends its headers in one packet).
+   */
+  headersTimeoutMs?: number;
+  /**
+   * How long an idle keep-alive client connection stays open between requests, in ms. Default
+   * 75000, nginx's `keepalive_timeout`: above the 60 s idle timeout of common load balancers, so a
+   * balancer in front never reuses a connection the router is closing.
+   */
+  keepAliveTimeoutMs?: number;
+  /** Largest request line plus headers, in bytes; a larger request gets 431. Default 16384 (Node's). */
+  maxHeaderBytes?: number;
+  /**
+   * Most connections open at once from one client address; further ones are closed as soon as
+   * they open. Peers in {@link RouterOptions.trustedProxies} are exempt (they carry many clients).
+   * Default 256.
+   */
+  maxConnectionsPerClient?: number;
+  /**
+   * CIDR ranges (`10.0.0.0/8`, `2001:db8::/32`, or single addresses) of proxies in front of the
+   * router — load balancers, CDNs — whose `X-Forwarded-For`, `-Proto` and `-Port` are believed and
+   * extended. From any other peer those headers are replaced by what the router saw. Default none.
+   */
+  trustedProxies?: readonly string[];
+  /**
+   * How long {@link Router.drain} lets an instance's upgraded connections (websockets) run on
+   * before closing them, in ms. Default 30000.
+   */
+  upgradeDrainTimeoutMs?: number;
   /** Clock for timestamps, the retry pause, drain timeouts and failure cool-down. Default: system. */
   clock?: Clock;
 }
@@ -98,6 +144,15 @@ export type RouterState = 'new' | 'starting' | 'up' | 'closing' | 'closed';
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
 const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+const DEFAULT_HEADERS_TIMEOUT_MS = 20_000;
+const DEFAULT_KEEP_ALIVE_TIMEOUT_MS = 75_000;
+const DEFAULT_MAX_HEADER_BYTES = 16 * 1024;
+const DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 256;
+const DEFAULT_UPGRADE_DRAIN_TIMEOUT_MS = 30_000;
+/** After answering a client error, unread bytes are discarded this long before the close, so the answer is read, not reset. */
+const LINGER_MS = 2_000;
+/** At most one warning per this interval about clients over their connection cap (an attack would flood the log). */
+const CAP_WARNING_INTERVAL_MS = 10_000;
 /** Pause before retrying on the same instance when it is the only one (a restart may be under way). */
 const RETRY_PAUSE_MS = 100;
 /** An instance that refused or reset is picked only when nothing else is available, for this long. */
@@ -125,9 +180,13 @@ const UNREACHABLE_CODES = new Set([
 /** A backend as the router tracks it: its pool, load and draining state. */
 interface BackendState {
   readonly key: string;
+  readonly host: string;
+  readonly port: number;
   readonly origin: string;
   readonly pool: Pool;
   inFlight: number;
+  /** Upgraded connections (websockets) open to it. */
+  tunnels: number;
   /** Set by {@link Router.drain}: no new requests. */
   draining: boolean;
   /** No longer in the route table: no new requests, pool closed once idle. */
@@ -141,6 +200,12 @@ interface AppEntry {
   readonly backends: readonly BackendState[];
   /** Round-robin cursor for ties. */
   cursor: number;
+}
+
+interface ClientConnection {
+  /** Peer address, IPv4-mapped IPv6 unwrapped. */
+  readonly address: string;
+  readonly trusted: boolean;
 }
 
 interface DrainWaiter {
@@ -196,6 +261,20 @@ export class Router {
   /** Keys drained by drain(); kept until the key leaves the route table, so stale routes cannot undo it. */
   readonly #drained = new Set<string>();
   readonly #waiters = new Set<DrainWaiter>();
+  /** Drains waiting for an instance's upgraded connections to end. */
+  readonly #tunnelWaiters = new Set<DrainWaiter>();
+  /** Upgraded connections, and the instance each goes to. */
+  readonly #tunnels = new Map<Tunnel, BackendState>();
+  /** Client sockets handed over by an upgrade (the HTTP server no longer closes them). */
+  readonly #upgradeSockets = new Set<Socket>();
+  readonly #trusted: TrustedProxies;
+  /** Client connections by socket: address and whether it is a trusted proxy. */
+  readonly #clients = new WeakMap<Socket, ClientConnection>();
+  /** Open connections per client address (trusted proxies not counted). */
+  readonly #perAddress = new Map<string, number>();
+  /** Sockets answered with a client error, lingering before their close. */
+  readonly #answered = new WeakSet<Socket>();
+  #lastCapWarningAt = -Infinity;
 
   constructor(options: RouterOptions) {
     this.#options = options;
@@ -203,6 +282,7 @@ export class Router {
     this.#clock = options.clock ?? systemClock;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     this.#connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    this.#trusted = new TrustedProxies(options.trustedProxies ?? []);
   }
 
   /** Current lifecycle state. */
@@ -225,28 +305,34 @@ export class Router {
   }
 
   async #listen(): Promise<{ port: number }> {
+    const headersTimeoutMs = this.#options.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
     const server = http.createServer({
       // Uploads may legitimately take minutes; idleness is bounded by the socket timeout below.
       requestTimeout: 0,
+      headersTimeout: headersTimeoutMs,
+      // Node checks the header deadline on this interval (30 s by default, which would double it).
+      connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeoutMs / 4))),
+      maxHeaderSize: this.#options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES,
     });
+    server.keepAliveTimeout = this.#options.keepAliveTimeoutMs ?? DEFAULT_KEEP_ALIVE_TIMEOUT_MS;
     // A client that sends nothing for this long is cut off; longer than an instance may take to answer.
     server.setTimeout(this.#requestTimeoutMs + 30_000);
+    server.on('connection', (socket: Socket) => this.#admit(socket));
     server.on('request', (req, res) => {
+      if (this.#answered.has(req.socket)) return void res.destroy();
       this.#handle(req, res).catch((err: unknown) => {
         this.#log.error({ err, url: req.url }, 'router failed to handle a request');
         if (!res.headersSent && !res.destroyed) this.#reply(res, 500, 'Internal router error.\n');
         else res.destroy();
       });
     });
-    server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-      const level = err.code === 'ECONNRESET' ? 'debug' : 'warn';
-      this.#log[level]({ err: describeError(err), code: err.code, remote: (socket as Socket).remoteAddress }, 'client connection error');
-      if (socket.writable && !socket.destroyed && err.code !== 'ECONNRESET') {
-        socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-      } else {
+    server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
+      this.#handleUpgrade(req, socket, head).catch((err: unknown) => {
+        this.#log.error({ err, url: req.url }, 'router failed to handle an upgrade');
         socket.destroy();
-      }
+      });
     });
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.#clientError(err, socket));
     this.#server = server;
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => {
@@ -291,7 +377,7 @@ export class Router {
         }
         if (state === undefined) {
           const existing = this.#backends.get(b.instanceKey);
-          state = existing !== undefined && existing.origin === origin ? existing : this.#newBackend(b.instanceKey, origin);
+          state = existing !== undefined && existing.origin === origin ? existing : this.#newBackend(b, origin);
           backends.set(b.instanceKey, state);
         }
         state.draining = this.#drained.has(b.instanceKey);
@@ -322,13 +408,47 @@ export class Router {
 
   /**
    * Stops sending new requests to the instance now, and resolves when none of its requests is in
-   * flight, or after `timeoutMs` (whichever comes first). The instance stays drained until a route
-   * table without it has been set.
+   * flight, or after `timeoutMs` (whichever comes first), and none of its upgraded connections
+   * (websockets) is open: those run on for up to `upgradeDrainTimeoutMs`, then are closed. The
+   * instance stays drained until a route table without it has been set.
    */
-  drain(instanceKey: string, timeoutMs: number): Promise<void> {
+  async drain(instanceKey: string, timeoutMs: number): Promise<void> {
     this.#drained.add(instanceKey);
     const current = this.#backends.get(instanceKey);
     if (current !== undefined) current.draining = true;
+    const tunnelDeadline = this.#clock.now() + (this.#options.upgradeDrainTimeoutMs ?? DEFAULT_UPGRADE_DRAIN_TIMEOUT_MS);
+    await this.#drainRequests(instanceKey, timeoutMs);
+    // After the requests: a handshake in flight at the start may have become a tunnel meanwhile.
+    await this.#drainTunnels(instanceKey, Math.max(0, tunnelDeadline - this.#clock.now()));
+  }
+
+  #drainTunnels(instanceKey: string, timeoutMs: number): Promise<void> {
+    if (this.openTunnels(instanceKey) === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      let timer: ClockTimer | undefined = undefined;
+      const waiter: DrainWaiter = {
+        key: instanceKey,
+        resolve: () => {
+          this.#tunnelWaiters.delete(waiter);
+          if (timer !== undefined) this.#clock.clearTimeout(timer);
+          resolve();
+        },
+      };
+      this.#tunnelWaiters.add(waiter);
+      timer = this.#clock.setTimeout(() => {
+        timer = undefined;
+        if (!this.#tunnelWaiters.has(waiter)) return;
+        this.#log.info(
+          { instanceKey, open: this.openTunnels(instanceKey), timeoutMs },
+          'closing upgraded connections still open at the drain bound',
+        );
+        for (const [tunnel, backend] of [...this.#tunnels]) if (backend.key === instanceKey) tunnel.close();
+        waiter.resolve();
+      }, timeoutMs);
+    });
+  }
+
+  #drainRequests(instanceKey: string, timeoutMs: number): Promise<void> {
     if (this.inFlight(instanceKey) === 0) return Promise.resolve();
     return new Promise<void>((resolve) => {
       let timer: ClockTimer | undefined = undefined;
@@ -347,6 +467,15 @@ export class Router {
         waiter.resolve();
       }, timeoutMs);
     });
+  }
+
+  /** Upgraded connections (websockets) open to the instance, or to all instances when no key is given. */
+  openTunnels(instanceKey?: string): number {
+    let n = 0;
+    for (const state of this.#allBackends()) {
+      if (instanceKey === undefined || state.key === instanceKey) n += state.tunnels;
+    }
+    return n;
   }
 
   /** Requests in flight to the instance, or to all instances when no key is given. */
@@ -374,6 +503,9 @@ export class Router {
     if (server !== undefined && server.listening) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();
+      // Upgraded connections are no longer the HTTP server's to close.
+      for (const tunnel of [...this.#tunnels.keys()]) tunnel.close();
+      for (const socket of this.#upgradeSockets) socket.destroy();
       await closed;
     }
     const pools = [...this.#allBackends()];
@@ -381,7 +513,7 @@ export class Router {
     this.#domains = new Map();
     this.#retired.clear();
     await Promise.all(pools.map((s) => this.#destroyPool(s)));
-    for (const w of [...this.#waiters]) w.resolve();
+    for (const w of [...this.#waiters, ...this.#tunnelWaiters]) w.resolve();
     this.#state = 'closed';
     this.#log.info('router closed');
   }
@@ -396,18 +528,30 @@ export class Router {
     return undefined;
   }
 
-  #newBackend(key: string, origin: string): BackendState {
+  #newBackend(b: Backend, origin: string): BackendState {
     const pool = new Pool(origin, {
       connect: { timeout: this.#connectTimeoutMs },
       keepAliveTimeout: POOL_KEEP_ALIVE_MS,
       headersTimeout: this.#requestTimeoutMs,
       bodyTimeout: this.#requestTimeoutMs,
     });
-    return { key, origin, pool, inFlight: 0, draining: false, retired: false, poolClosed: false, lastFailureAt: -Infinity };
+    return {
+      key: b.instanceKey,
+      host: b.host,
+      port: b.port,
+      origin,
+      pool,
+      inFlight: 0,
+      tunnels: 0,
+      draining: false,
+      retired: false,
+      poolClosed: false,
+      lastFailureAt: -Infinity,
+    };
   }
 
   #closeIfIdle(state: BackendState): void {
-    if (!state.retired || state.inFlight > 0 || state.poolClosed) return;
+    if (!state.retired || state.inFlight > 0 || state.tunnels > 0 || state.poolClosed) return;
     this.#retired.delete(state);
     state.poolClosed = true;
     state.pool.close().catch((err: unknown) => {
@@ -425,7 +569,8 @@ export class Router {
   }
 
   /**
-   * Least in-flight among the instances that take requests, round robin among ties. Instances
+   * Least loaded (requests in flight plus upgraded connections open) among the instances that
+   * take requests, round robin among ties. Instances
    * that failed recently, and `avoid`, are chosen only when there is nothing else.
    */
   #pick(entry: AppEntry, avoid?: BackendState): BackendState | undefined {
@@ -438,7 +583,7 @@ export class Router {
     let best: BackendState | undefined;
     for (let i = 0; i < candidates.length; i++) {
       const b = candidates[(start + i) % candidates.length];
-      if (b !== undefined && (best === undefined || b.inFlight < best.inFlight)) best = b;
+      if (b !== undefined && (best === undefined || b.inFlight + b.tunnels < best.inFlight + best.tunnels)) best = b;
     }
     return best;
   }
@@ -464,12 +609,7 @@ export class Router {
       method,
       path,
       requestId,
-      headers: forwardRequestHeaders(req.rawHeaders, {
-        clientAddress: req.socket.remoteAddress,
-        proto: 'encrypted' in req.socket && req.socket.encrypted === true ? 'https' : 'http',
-        port: req.socket.localPort,
-        requestId,
-      }),
+      headers: this.#upstreamHeaders(req, requestId),
       hasBody: hasRequestBody(req.headers),
       abort: new AbortController(),
       clientGone: false,
@@ -508,16 +648,11 @@ export class Router {
       }
     };
 
-    let entry = hostname === null ? undefined : this.#domains.get(hostname);
+    const entry = hostname === null ? undefined : this.#domains.get(hostname);
     if (entry === undefined) {
       status = 404;
       failure = 'NO_APP';
-      this.#reply(
-        res,
-        404,
-        `No app is served at ${truncate(hostname ?? '(no Host header)')} by this Hangar router. Check the domain, or run \`hangar apps\` to see the apps.\n`,
-        ex,
-      );
+      this.#reply(res, 404, noAppMessage(hostname), ex);
       return finish();
     }
     app = entry.app;
@@ -526,12 +661,7 @@ export class Router {
     if (first === undefined) {
       status = 503;
       failure = 'NO_BACKENDS';
-      this.#reply(
-        res,
-        503,
-        `No web processes running for app "${app}". Check them with \`hangar ps -a ${app}\`, or start one with \`hangar scale web=1 -a ${app}\`.\n`,
-        ex,
-      );
+      this.#reply(res, 503, noBackendsMessage(app), ex);
       return finish();
     }
 
@@ -558,18 +688,13 @@ export class Router {
           this.#log.warn({ ...ctx, timeoutMs: this.#requestTimeoutMs }, 'instance sent no response in time');
           status = 504;
           failure = 'BACKEND_TIMEOUT';
-          this.#reply(
-            res,
-            504,
-            `The app "${app}" did not respond within ${Math.round(this.#requestTimeoutMs / 1000)} s. Look for slow requests with \`hangar logs -a ${app}\`.\n`,
-            ex,
-          );
+          this.#reply(res, 504, timeoutMessage(app, this.#requestTimeoutMs), ex);
           return finish();
         case 'error':
           this.#log.warn({ ...ctx, err: describeError(outcome.err), code: errorCode(outcome.err) }, 'forwarding to instance failed');
           status = 502;
           failure = 'BACKEND_ERROR';
-          this.#reply(res, 502, `The app "${app}" sent an invalid response. Check \`hangar logs -a ${app}\`.\n`, ex);
+          this.#reply(res, 502, invalidResponseMessage(app), ex);
           return finish();
         case 'unreachable': {
           backend.lastFailureAt = this.#clock.now();
@@ -579,15 +704,7 @@ export class Router {
             'instance unreachable',
           );
           if (canRetry) {
-            const failed: BackendState = backend;
-            // Re-read the table: the router may have learnt of the instance's death meanwhile.
-            entry = this.#domains.get(ex.hostname);
-            let next: BackendState | undefined = entry === undefined ? undefined : this.#pick(entry, failed);
-            if (next === failed) {
-              await sleep(RETRY_PAUSE_MS, this.#clock);
-              entry = this.#domains.get(ex.hostname);
-              next = entry === undefined ? undefined : this.#pick(entry, failed);
-            }
+            const next = await this.#retryTarget(ex.hostname, backend);
             if (next !== undefined && !ex.clientGone) {
               backend = next;
               continue;
@@ -600,16 +717,294 @@ export class Router {
           }
           status = 502;
           failure = 'BACKEND_UNREACHABLE';
-          this.#reply(
-            res,
-            502,
-            `The app "${app}" could not be reached (its web process refused or dropped the connection). Check \`hangar ps -a ${app}\` and \`hangar logs -a ${app}\`.\n`,
-            ex,
-          );
+          this.#reply(res, 502, unreachableMessage(app), ex);
           return finish();
         }
       }
     }
+  }
+
+  /**
+   * The instance to retry on after `failed` was unreachable, re-reading the table (the router may
+   * have learnt of its death meanwhile); `failed` again, after a pause, when it is the only one.
+   */
+  async #retryTarget(hostname: string, failed: BackendState): Promise<BackendState | undefined> {
+    let entry = this.#domains.get(hostname);
+    let next = entry === undefined ? undefined : this.#pick(entry, failed);
+    if (next === failed) {
+      await sleep(RETRY_PAUSE_MS, this.#clock);
+      entry = this.#domains.get(hostname);
+      next = entry === undefined ? undefined : this.#pick(entry, failed);
+    }
+    return next;
+  }
+
+  /** Headers of the request as forwarded to an instance. */
+  #upstreamHeaders(req: http.IncomingMessage, requestId: string): string[] {
+    const client = this.#clients.get(req.socket);
+    return forwardRequestHeaders(req.rawHeaders, {
+      clientAddress: client?.address ?? req.socket.remoteAddress,
+      proto: 'encrypted' in req.socket && req.socket.encrypted === true ? 'https' : 'http',
+      port: req.socket.localPort,
+      requestId,
+      peerTrusted: client?.trusted === true,
+    });
+  }
+
+  /** A new client connection: recorded, or closed at once when its address is over the cap. */
+  #admit(socket: Socket): void {
+    if (socket.remoteAddress === undefined) return void socket.destroy();
+    const address = plainAddress(socket.remoteAddress);
+    const trusted = this.#trusted.has(address);
+    if (!trusted) {
+      const cap = this.#options.maxConnectionsPerClient ?? DEFAULT_MAX_CONNECTIONS_PER_CLIENT;
+      const open = this.#perAddress.get(address) ?? 0;
+      if (open >= cap) {
+        const now = this.#clock.now();
+        if (now - this.#lastCapWarningAt >= CAP_WARNING_INTERVAL_MS) {
+          this.#lastCapWarningAt = now;
+          this.#log.warn({ remote: address, cap }, 'client over its connection cap; closing its new connections');
+        }
+        return void socket.destroy();
+      }
+      this.#perAddress.set(address, open + 1);
+      socket.once('close', () => {
+        const n = (this.#perAddress.get(address) ?? 1) - 1;
+        if (n <= 0) this.#perAddress.delete(address);
+        else this.#perAddress.set(address, n);
+      });
+    }
+    this.#clients.set(socket, { address, trusted });
+  }
+
+  /** A client broke HTTP, was too slow or sent too much: answered when possible, then closed. */
+  #clientError(err: NodeJS.ErrnoException, socket: Socket): void {
+    // A parser in error keeps reporting while the rest of the bytes arrive: answer once.
+    if (this.#answered.has(socket)) return;
+    const remote = socket.remoteAddress;
+    // A response already under way cannot be followed by an error answer on the same connection.
+    const busy = (socket as { _httpMessage?: { headersSent?: boolean } | null })._httpMessage?.headersSent === true;
+    if (err.code === 'ECONNRESET' || busy || !socket.writable || socket.destroyed) {
+      this.#log.debug({ err: describeError(err), code: err.code, remote }, 'client connection error');
+      return void socket.destroy();
+    }
+    if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      // Debug only: a slowloris attack is thousands of these.
+      this.#log.debug({ remote }, 'client too slow to send request headers');
+      return this.#answerAndClose(
+        socket,
+        408,
+        'The request headers took too long to arrive; the connection is closed. Send the request again.\n',
+      );
+    }
+    if (err.code === 'HPE_HEADER_OVERFLOW') {
+      this.#log.debug({ remote }, 'request headers too large');
+      const limit = this.#options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
+      return this.#answerAndClose(
+        socket,
+        431,
+        `The request headers are larger than this Hangar router accepts (${limit} bytes). Clear the site's cookies, or send fewer or smaller headers.\n`,
+      );
+    }
+    this.#log.warn({ err: describeError(err), code: err.code, remote }, 'client connection error');
+    this.#answered.add(socket);
+    socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+  }
+
+  /** Writes a short plain-text answer and closes; the client's unread bytes are discarded meanwhile, for a while. */
+  #answerAndClose(socket: Socket, status: number, body: string, requestId?: string): void {
+    this.#answered.add(socket);
+    const buf = Buffer.from(body, 'utf8');
+    const headers: http.OutgoingHttpHeaders = {
+      'content-type': 'text/plain; charset=utf-8',
+      'content-length': buf.length,
+      'cache-control': 'no-store',
+    };
+    if (requestId !== undefined) headers['x-request-id'] = requestId;
+    socket.end(Buffer.concat([Buffer.from(closingResponseHead(status, undefined, headers), 'latin1'), buf]));
+    this.#linger(socket);
+  }
+
+  /** After the last byte was written: discards what the client still sends, then closes, bounded. */
+  #linger(socket: Socket): void {
+    // Closing while the client still sends would reset the connection, and could lose the answer.
+    socket.resume();
+    const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+  }
+
+  /**
+   * A request with `Upgrade` (websocket…): handshake with an instance picked as for any request
+   * (retried once when unreachable, as a GET is), then a tunnel both ways; a declined upgrade is
+   * relayed as a normal response and the connection closed.
+   */
+  async #handleUpgrade(req: http.IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    this.#upgradeSockets.add(socket);
+    socket.once('close', () => this.#upgradeSockets.delete(socket));
+    socket.on('error', (err) => this.#log.debug({ err: describeError(err) }, 'upgraded client connection error'));
+    const ts = this.#clock.now();
+    const t0 = performance.now();
+    const method = req.method ?? 'GET';
+    const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
+    const { hostname, path } = targetOf(req);
+    let app = '';
+    let instanceKey: string | null = null;
+    let attempts = 0;
+    let bytes = 0;
+    const finish = (status: number, failure?: RouteFailure): void => {
+      const entry: AccessEntry = {
+        ts,
+        app,
+        method,
+        path,
+        status,
+        durationMs: Math.round((performance.now() - t0) * 1000) / 1000,
+        instanceKey,
+        bytes,
+        requestId,
+        attempts,
+      };
+      if (failure !== undefined) entry.failure = failure;
+      try {
+        this.#options.onAccess?.(entry);
+      } catch (err) {
+        this.#log.warn({ err: describeError(err) }, 'onAccess callback threw');
+      }
+    };
+    const answer = (status: number, body: string, failure: RouteFailure): void => {
+      bytes += method === 'HEAD' ? 0 : Buffer.byteLength(body);
+      this.#answerAndClose(socket, status, body, requestId);
+      finish(status, failure);
+    };
+
+    const entry = hostname === null ? undefined : this.#domains.get(hostname);
+    if (entry === undefined) return answer(404, noAppMessage(hostname), 'NO_APP');
+    app = entry.app;
+    let backend = this.#pick(entry);
+    if (backend === undefined) return answer(503, noBackendsMessage(app), 'NO_BACKENDS');
+    const headers = this.#upstreamHeaders(req, requestId);
+    headers.push('connection', 'upgrade', 'upgrade', String(req.headers.upgrade ?? ''));
+    const length = Number(req.headers['content-length'] ?? 0);
+    if (req.headers['transfer-encoding'] !== undefined || !Number.isSafeInteger(length) || length < 0) {
+      return answer(
+        400,
+        'This Hangar router does not take a chunked request body together with an Upgrade header. Send the body with a Content-Length, or without Upgrade.\n',
+        'BACKEND_ERROR',
+      );
+    }
+    const retryable = RETRYABLE_METHODS.has(method) && length === 0;
+
+    for (;;) {
+      attempts++;
+      instanceKey = backend.key;
+      backend.inFlight++;
+      let outcome: HandshakeOutcome;
+      try {
+        outcome = await requestUpgrade({
+          host: backend.host,
+          port: backend.port,
+          method,
+          path,
+          headers,
+          ...(length > 0 ? { body: { head, length, from: socket } } : {}),
+          client: socket,
+          connectTimeoutMs: this.#connectTimeoutMs,
+          responseTimeoutMs: this.#requestTimeoutMs,
+          clock: this.#clock,
+          unreachableCodes: UNREACHABLE_CODES,
+        });
+      } finally {
+        this.#release(backend);
+      }
+      const ctx = { app, instanceKey, origin: backend.origin, requestId, method, path, attempt: attempts, upgrade: true };
+      switch (outcome.kind) {
+        case 'upgraded': {
+          if (socket.destroyed) {
+            outcome.upstream.destroy();
+            return finish(499, 'CLIENT_CLOSED');
+          }
+          socket.write(upgradeResponseHead(outcome.res.statusMessage ?? '', outcome.res.rawHeaders, requestId));
+          if (outcome.head.length > 0) socket.write(outcome.head);
+          // Bytes the client sent before the 101 (past any body) go first.
+          if (length === 0 && head.length > 0) outcome.upstream.write(head);
+          this.#openTunnel(backend, socket, outcome.upstream);
+          return finish(101);
+        }
+        case 'response': {
+          const res = outcome.res;
+          socket.write(closingResponseHead(res.statusCode ?? 502, res.statusMessage, forwardResponseHeaders(res.headers, requestId)));
+          try {
+            await pipeline(
+              res,
+              async function* count(source: AsyncIterable<Buffer>) {
+                for await (const chunk of source) {
+                  bytes += chunk.length;
+                  yield chunk;
+                }
+              },
+              socket,
+            );
+            this.#linger(socket);
+            return finish(res.statusCode ?? 502);
+          } catch (err) {
+            const clientGone = socket.destroyed;
+            // Headers are gone: cutting the connection is the only way to tell the client it is truncated.
+            socket.destroy();
+            if (clientGone) return finish(res.statusCode ?? 502, 'CLIENT_CLOSED');
+            this.#log.warn({ ...ctx, err: describeError(err) }, 'instance response broke off mid-body');
+            return finish(res.statusCode ?? 502, 'BACKEND_ERROR');
+          }
+        }
+        case 'client-gone':
+          return finish(499, 'CLIENT_CLOSED');
+        case 'timeout':
+          this.#log.warn({ ...ctx, timeoutMs: this.#requestTimeoutMs }, 'instance sent no response in time');
+          return answer(504, timeoutMessage(app, this.#requestTimeoutMs), 'BACKEND_TIMEOUT');
+        case 'error':
+          this.#log.warn({ ...ctx, err: describeError(outcome.err), code: errorCode(outcome.err) }, 'forwarding to instance failed');
+          return answer(502, invalidResponseMessage(app), 'BACKEND_ERROR');
+        case 'unreachable': {
+          backend.lastFailureAt = this.#clock.now();
+          const canRetry = retryable && attempts === 1 && !socket.destroyed;
+          this.#log.warn(
+            { ...ctx, err: describeError(outcome.err), code: errorCode(outcome.err), retry: canRetry },
+            'instance unreachable',
+          );
+          if (canRetry) {
+            const next = await this.#retryTarget(hostname ?? '', backend);
+            if (next !== undefined && !socket.destroyed) {
+              backend = next;
+              continue;
+            }
+          }
+          if (socket.destroyed) return finish(499, 'CLIENT_CLOSED');
+          return answer(502, unreachableMessage(app), 'BACKEND_UNREACHABLE');
+        }
+      }
+    }
+  }
+
+  #openTunnel(backend: BackendState, client: Socket, upstream: Socket): void {
+    backend.tunnels++;
+    const opened = performance.now();
+    const tunnel = new Tunnel(client, upstream, {
+      lingerMs: LINGER_MS,
+      onError: (err) => this.#log.debug({ err: describeError(err), instanceKey: backend.key }, 'upgraded connection error'),
+      onClosed: (t) => {
+        this.#tunnels.delete(t);
+        backend.tunnels--;
+        this.#log.debug(
+          { instanceKey: backend.key, durationMs: Math.round(performance.now() - opened), bytesIn: t.bytes.in, bytesOut: t.bytes.out },
+          'upgraded connection closed',
+        );
+        if (this.openTunnels(backend.key) === 0) {
+          for (const w of [...this.#tunnelWaiters]) if (w.key === backend.key) w.resolve();
+        }
+        this.#closeIfIdle(backend);
+      },
+    });
+    this.#tunnels.set(tunnel, backend);
   }
 
   /** One attempt: sends the request to `backend` and streams the response back. */
@@ -706,6 +1101,26 @@ function errorCode(err: unknown): string | undefined {
   if (typeof code === 'string') return code;
   const cause = (err as { cause?: unknown }).cause;
   return cause === err ? undefined : errorCode(cause);
+}
+
+function noAppMessage(hostname: string | null): string {
+  return `No app is served at ${truncate(hostname ?? '(no Host header)')} by this Hangar router. Check the domain, or run \`hangar apps\` to see the apps.\n`;
+}
+
+function noBackendsMessage(app: string): string {
+  return `No web processes running for app "${app}". Check them with \`hangar ps -a ${app}\`, or start one with \`hangar scale web=1 -a ${app}\`.\n`;
+}
+
+function timeoutMessage(app: string, timeoutMs: number): string {
+  return `The app "${app}" did not respond within ${Math.round(timeoutMs / 1000)} s. Look for slow requests with \`hangar logs -a ${app}\`.\n`;
+}
+
+function invalidResponseMessage(app: string): string {
+  return `The app "${app}" sent an invalid response. Check \`hangar logs -a ${app}\`.\n`;
+}
+
+function unreachableMessage(app: string): string {
+  return `The app "${app}" could not be reached (its web process refused or dropped the connection). Check \`hangar ps -a ${app}\` and \`hangar logs -a ${app}\`.\n`;
 }
 
 function truncate(s: string): string {

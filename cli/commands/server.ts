@@ -94,6 +94,18 @@ interface AgentFlags {
   advertise?: string;
   maxInstances: string;
   logSpoolMb?: string;
+  trustedProxy: string[];
+}
+
+/** Collects a repeatable flag whose values may also be comma-separated. */
+function collectList(value: string, previous: string[]): string[] {
+  return [
+    ...previous,
+    ...value
+      .split(',')
+      .map((v) => v.trim())
+      .filter((v) => v !== ''),
+  ];
 }
 
 /** Registers `coordinator`, `agent` and `dev`. */
@@ -153,6 +165,12 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
     .option('--router-port <port>', 'port of the HTTP router', '80')
     .option('--advertise <addr>', "address other agents reach this one's instances on")
     .option('--max-instances <n>', 'most instances placed on this agent', '50')
+    .option(
+      '--trusted-proxy <cidr>',
+      'believe X-Forwarded-* from this load balancer range (repeatable, or comma-separated)',
+      collectList,
+      [],
+    )
     .option('--log-spool-mb <mb>', 'largest on-disk spool of log lines not yet stored by the coordinator (default 256)')
     .option('--config <file>', 'read settings from this JSON file (what `hangar agent install` writes); flags override it')
     .addHelpText('after', '\nOn SIGTERM the agent exits and leaves apps running; the next start adopts them.')
@@ -168,9 +186,12 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
           advertise: flags.advertise,
           maxInstances: positiveInt(flags.maxInstances, '--max-instances'),
           logSpoolBytes: flags.logSpoolMb === undefined ? undefined : positiveInt(flags.logSpoolMb, '--log-spool-mb') * 1024 * 1024,
+          trustedProxies: flags.trustedProxy.length > 0 ? flags.trustedProxy : undefined,
         },
         flags.config,
       );
+      // The flag's name differs from the setting's: given on the command line, it wins over the file.
+      if (command.getOptionValueSource('trustedProxy') === 'cli') settings.trustedProxies = flags.trustedProxy;
       if (!settings.coordinator || !settings.joinToken) {
         throw new HangarError(
           'BAD_INPUT',

@@ -4,7 +4,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { startAgent } from '../../agent/agent.js';
+import { agentConfigSchema, startAgent } from '../../agent/agent.js';
 import { silentLogger } from '../../common/logger.js';
 
 describe('startAgent', () => {
@@ -35,5 +35,17 @@ describe('startAgent', () => {
     // The log shipper started before the router: its poll timer must be gone again.
     const after = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
     assert.equal(after, before);
+  });
+
+  it('takes trusted proxies as CIDR ranges, none by default, and names a malformed one', () => {
+    const base = { coordinator: 'c.example.com:7081', joinToken: 'hgr_join_x.y', dataDir: '/tmp/agent' };
+    assert.deepEqual(agentConfigSchema.parse(base).trustedProxies, []);
+    assert.deepEqual(agentConfigSchema.parse({ ...base, trustedProxies: ['10.0.0.0/8', '::1'] }).trustedProxies, ['10.0.0.0/8', '::1']);
+    const bad = agentConfigSchema.safeParse({ ...base, trustedProxies: ['10.0.0.0/8', '10.0.0.0/99'] });
+    assert.equal(bad.success, false);
+    assert.deepEqual(
+      bad.error?.issues.map((i) => i.path),
+      [['trustedProxies', 1]],
+    );
   });
 });

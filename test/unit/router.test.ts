@@ -2,7 +2,8 @@ import { test, describe, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
-import type { AddressInfo, Socket } from 'node:net';
+import net, { type AddressInfo, type Socket } from 'node:net';
+import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { once } from 'node:events';
 import { Router, type AccessEntry, type AppRoute, type RouterOptions } from '../../agent/router/router.js';
 import {
@@ -12,6 +13,7 @@ import {
   hostnameOf,
   acceptableRequestId,
 } from '../../agent/router/http-headers.js';
+import { TrustedProxies, parseCidr } from '../../agent/router/trusted-proxies.js';
 import { silentLogger } from '../../common/logger.js';
 import { isHangarError } from '../../common/errors.js';
 
@@ -164,7 +166,7 @@ describe('http-headers', () => {
     assert.equal(hostnameOf(''), null);
   });
 
-  test('forwardRequestHeaders drops hop-by-hop, appends X-Forwarded-For, sets router headers', () => {
+  test('forwardRequestHeaders drops hop-by-hop, appends X-Forwarded-For of a trusted peer, sets router headers', () => {
     const out = forwardRequestHeaders(
       [
         'Host',
@@ -179,14 +181,12 @@ describe('http-headers', () => {
         'x',
         'X-Forwarded-For',
         '1.1.1.1',
-        'X-Forwarded-Proto',
-        'https',
         'Cookie',
         'a=1',
         'Cookie',
         'b=2',
       ],
-      { clientAddress: '10.0.0.9', proto: 'http', port: 80, requestId: 'rid' },
+      { clientAddress: '10.0.0.9', proto: 'http', port: 80, requestId: 'rid', peerTrusted: true },
     );
     assert.deepEqual(out, [
       'Host',
@@ -212,6 +212,61 @@ describe('http-headers', () => {
       'ours',
     );
     assert.deepEqual(out, { 'set-cookie': ['a=1', 'b=2'], 'x-request-id': 'ours' });
+  });
+
+  test('forwardRequestHeaders from an untrusted peer replaces X-Forwarded-For, -Proto and -Port', () => {
+    const raw = ['Host', 'a', 'X-Forwarded-For', '6.6.6.6', 'X-Forwarded-Proto', 'https', 'X-Forwarded-Port', '443'];
+    const base = { clientAddress: '10.0.0.9', proto: 'http', port: 80, requestId: 'rid' };
+    const expected = [
+      'Host',
+      'a',
+      'x-forwarded-for',
+      '10.0.0.9',
+      'x-forwarded-proto',
+      'http',
+      'x-forwarded-port',
+      '80',
+      'x-request-id',
+      'rid',
+    ];
+    assert.deepEqual(forwardRequestHeaders(raw, base), expected);
+    assert.deepEqual(forwardRequestHeaders(raw, { ...base, peerTrusted: false }), expected);
+    assert.deepEqual(forwardRequestHeaders(raw, { ...base, peerTrusted: true }), [
+      'Host',
+      'a',
+      'x-forwarded-for',
+      '6.6.6.6, 10.0.0.9',
+      'x-forwarded-proto',
+      'https',
+      'x-forwarded-port',
+      '443',
+      'x-request-id',
+      'rid',
+    ]);
+    // Even a trusted proxy cannot inject a malformed scheme or port.
+    const odd = forwardRequestHeaders(['X-Forwarded-Proto', 'javascript', 'X-Forwarded-Port', '80, 443'], { ...base, peerTrusted: true });
+    assert.deepEqual(odd, ['x-forwarded-for', '10.0.0.9', 'x-forwarded-proto', 'http', 'x-forwarded-port', '80', 'x-request-id', 'rid']);
+  });
+
+  test('TrustedProxies matches IPv4, IPv6 and IPv4-mapped peers; rejects malformed ranges', () => {
+    const trusted = new TrustedProxies(['10.0.0.0/8', '192.168.1.7', '2001:db8::/32']);
+    assert.equal(trusted.has('10.200.3.4'), true);
+    assert.equal(trusted.has('::ffff:10.1.2.3'), true);
+    assert.equal(trusted.has('192.168.1.7'), true);
+    assert.equal(trusted.has('192.168.1.8'), false);
+    assert.equal(trusted.has('2001:db8:1::5'), true);
+    assert.equal(trusted.has('2001:db9::5'), false);
+    assert.equal(trusted.has('11.0.0.1'), false);
+    assert.equal(trusted.has(undefined), false);
+    assert.equal(new TrustedProxies([]).has('10.0.0.1'), false);
+    assert.deepEqual(parseCidr('10.0.0.0/8'), ['10.0.0.0', 8, 'ipv4']);
+    assert.equal(parseCidr('10.0.0.0/33'), null);
+    assert.equal(parseCidr('10.0.0/8'), null);
+    assert.equal(parseCidr('::1/129'), null);
+    assert.throws(
+      () => new TrustedProxies(['10.0.0.0/8', 'nope', '1.2.3.4/x']),
+      (err) => isHangarError(err, 'BAD_INPUT') && /"nope", "1\.2\.3\.4\/x"/.test(err.message),
+    );
   });
 
   test('hasRequestBody and acceptableRequestId', () => {
@@ -521,7 +576,8 @@ describe('Router', () => {
 
   test('adds X-Forwarded-* and X-Request-Id upstream, strips hop-by-hop, returns the request id', async (t) => {
     const a = await startBackend(t, 'a');
-    const { port } = await startRouter(t, [route('a', [a])]);
+    // The client's X-Forwarded-For is extended only when its peer is a trusted proxy.
+    const { port } = await startRouter(t, [route('a', [a])], { trustedProxies: ['127.0.0.1/32'] });
     const reply = await send(port, {
       host: 'a.example.com',
       headers: {
@@ -657,5 +713,348 @@ describe('Router', () => {
     await waitFor(() => router.inFlight() === 0 && access.length === 1, 'in-flight count to drop');
     assert.equal(access[0]?.failure, 'CLIENT_CLOSED');
     assert.equal((await send(port, { host: 'app.example.com' })).status, 200);
+  });
+});
+
+/** A raw client connection; `data` collects what the router sent, `closed` settles when it closes. */
+interface RawClient {
+  socket: Socket;
+  data: () => string;
+  closed: Promise<void>;
+}
+
+async function rawConnect(t: TestContext, port: number): Promise<RawClient> {
+  const socket = net.connect(port, '127.0.0.1');
+  const chunks: Buffer[] = [];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  // A reset after the router answered is fine: the answer is in `data`.
+  socket.on('error', () => undefined);
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  t.after(() => socket.destroy());
+  await bounded(once(socket, 'connect'), 'raw connection');
+  return { socket, data: () => Buffer.concat(chunks).toString('latin1'), closed };
+}
+
+/** A backend with a websocket server that greets each client and echoes its messages. */
+async function startWsBackend(t: TestContext, name: string): Promise<{ port: number; seen: http.IncomingHttpHeaders[] }> {
+  const seen: http.IncomingHttpHeaders[] = [];
+  const server = http.createServer((_req, res) => res.end(JSON.stringify({ name })));
+  const wss = new WebSocketServer({ server });
+  wss.on('connection', (ws, req) => {
+    seen.push(req.headers);
+    ws.send(`hello from ${name}`);
+    ws.on('message', (data: RawData, isBinary) => ws.send(data, { binary: isBinary }));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(async () => {
+    for (const ws of wss.clients) ws.terminate();
+    await new Promise<void>((r) => wss.close(() => r()));
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+  return { port: (server.address() as AddressInfo).port, seen };
+}
+
+/** A websocket client through the router; `messages` are the text messages received so far. */
+async function wsConnect(
+  t: TestContext,
+  port: number,
+  host: string,
+  path = '/',
+): Promise<{ ws: WebSocket; messages: string[]; closed: Promise<void> }> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, { headers: { host } });
+  const messages: string[] = [];
+  ws.on('message', (data: RawData, isBinary) => {
+    if (!isBinary) messages.push((data as Buffer).toString('utf8'));
+  });
+  ws.on('error', () => undefined);
+  const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+  t.after(() => ws.terminate());
+  await bounded(
+    new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade answered ${res.statusCode}`)));
+      ws.once('error', reject);
+    }),
+    'websocket to open',
+  );
+  return { ws, messages, closed };
+}
+
+describe('Router: slow, greedy and upgraded clients', () => {
+  test('slowloris: connections dribbling their headers get 408 after the header timeout; others are served meanwhile', async (t) => {
+    const a = await startBackend(t, 'a');
+    const { port, access } = await startRouter(t, [route('a', [a])], { headersTimeoutMs: 1_000, maxConnectionsPerClient: 1_000 });
+    const clients = await Promise.all(Array.from({ length: 300 }, () => rawConnect(t, port)));
+    const timers = clients.map((c) => {
+      c.socket.write('GET / HTTP/1.1\r\nHost: a.example.com\r\nX-Slow: ');
+      // One byte at a time: each write resets an idle timer, but not the header deadline.
+      return setInterval(() => {
+        if (c.socket.writable) c.socket.write('x');
+      }, 100);
+    });
+    t.after(() => timers.forEach(clearInterval));
+    assert.equal((await send(port, { host: 'a.example.com' })).status, 200, 'served while 300 slow clients are connected');
+    await bounded(Promise.all(clients.map((c) => c.closed)), '300 slow connections to be closed', 15_000);
+    for (const c of clients) assert.match(c.data(), /^HTTP\/1\.1 408 /);
+    assert.match(clients[0]?.data() ?? '', /took too long/);
+    assert.equal(a.hits, 1, 'no slow request reached the app');
+    assert.equal(access.length, 1);
+    assert.equal((await send(port, { host: 'a.example.com' })).status, 200, 'still serving afterwards');
+  });
+
+  test('a client address over its connection cap has further connections closed; trusted proxies are exempt', async (t) => {
+    const a = await startBackend(t, 'a');
+    const request = 'GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n';
+    const held = async (port: number): Promise<RawClient> => {
+      const c = await rawConnect(t, port);
+      c.socket.write(request);
+      await waitFor(() => c.data().includes('"name":"a"'), 'an answer on a held connection');
+      return c;
+    };
+    const { port } = await startRouter(t, [route('a', [a])], { maxConnectionsPerClient: 3 });
+    const kept = [await held(port), await held(port), await held(port)];
+    const extra = await rawConnect(t, port);
+    extra.socket.write(request);
+    await bounded(extra.closed, 'the connection over the cap to be closed');
+    assert.equal(extra.data(), '');
+    assert.equal(a.hits, 3);
+    // A freed slot is usable again.
+    kept[0]?.socket.destroy();
+    await waitFor(() => kept[0]?.socket.destroyed === true, 'first connection to close');
+    const deadline = Date.now() + WAIT_MS;
+    let served = false;
+    while (!served && Date.now() < deadline)
+      served = await send(port, { host: 'a.example.com' }).then(
+        (r) => r.status === 200,
+        () => false,
+      );
+    assert.equal(served, true);
+
+    const behindProxy = await startRouter(t, [route('a', [a])], { maxConnectionsPerClient: 1, trustedProxies: ['127.0.0.0/8'] });
+    await held(behindProxy.port);
+    await held(behindProxy.port);
+  });
+
+  test('a 64 KB header gets 431 with a sentence, and never reaches the app', async (t) => {
+    const a = await startBackend(t, 'a');
+    const { port } = await startRouter(t, [route('a', [a])]);
+    const c = await rawConnect(t, port);
+    c.socket.write(`GET / HTTP/1.1\r\nHost: a.example.com\r\nCookie: ${'a'.repeat(64 * 1024)}\r\n\r\n`);
+    await bounded(c.closed, 'connection to close');
+    assert.match(c.data(), /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
+    assert.match(c.data(), /content-type: text\/plain/);
+    assert.match(c.data(), /\r\n\r\nThe request headers are larger than this Hangar router accepts \(16384 bytes\)/);
+    assert.equal(a.hits, 0);
+    assert.equal((await send(port, { host: 'a.example.com' })).status, 200);
+  });
+
+  test('X-Forwarded-* from an untrusted peer are replaced, from a trusted proxy kept and extended', async (t) => {
+    const a = await startBackend(t, 'a');
+    const spoof = { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'https', 'x-forwarded-port': '443' };
+    const untrusted = await startRouter(t, [route('a', [a])]);
+    assert.equal((await send(untrusted.port, { host: 'a.example.com', headers: spoof })).status, 200);
+    assert.equal(a.seen[0]?.['x-forwarded-for'], '127.0.0.1');
+    assert.equal(a.seen[0]?.['x-forwarded-proto'], 'http');
+    assert.equal(a.seen[0]?.['x-forwarded-port'], String(untrusted.port));
+
+    const trusted = await startRouter(t, [route('a', [a])], { trustedProxies: ['10.0.0.0/8', '127.0.0.1'] });
+    assert.equal((await send(trusted.port, { host: 'a.example.com', headers: spoof })).status, 200);
+    assert.equal(a.seen[1]?.['x-forwarded-for'], '6.6.6.6, 127.0.0.1');
+    assert.equal(a.seen[1]?.['x-forwarded-proto'], 'https');
+    assert.equal(a.seen[1]?.['x-forwarded-port'], '443');
+    assert.throws(
+      () => new Router({ port: 0, logger: silentLogger(), trustedProxies: ['10.0.0.0/40'] }),
+      (err) => isHangarError(err, 'BAD_INPUT'),
+    );
+  });
+
+  test('a websocket is proxied both ways, with an access entry of status 101', async (t) => {
+    const backend = await startWsBackend(t, 'ws1');
+    const { router, port, access } = await startRouter(t, [
+      { app: 'chat', domains: ['chat.example.com'], backends: [{ instanceKey: 'ws1', host: '127.0.0.1', port: backend.port }] },
+    ]);
+    const client = await wsConnect(t, port, 'chat.example.com', '/live?room=1');
+    await waitFor(() => client.messages.includes('hello from ws1'), 'greeting from the app');
+    client.ws.send('ping 1');
+    await waitFor(() => client.messages.includes('ping 1'), 'echo of a text message');
+    const big = randomBytes(256 * 1024);
+    const echoed = new Promise<Buffer>((resolve) => client.ws.once('message', (data: RawData) => resolve(data as Buffer)));
+    client.ws.send(big);
+    assert.deepEqual(await bounded(echoed, 'echo of a 256 KB binary message'), big);
+    assert.equal(router.openTunnels('ws1'), 1);
+    assert.equal(router.inFlight('ws1'), 0);
+
+    await waitFor(() => access.length === 1, 'access entry');
+    const e = access[0];
+    assert.equal(e?.status, 101);
+    assert.equal(e?.app, 'chat');
+    assert.equal(e?.path, '/live?room=1');
+    assert.equal(e?.instanceKey, 'ws1');
+    assert.equal(e?.attempts, 1);
+    assert.equal(e?.failure, undefined);
+    assert.equal(backend.seen[0]?.['x-forwarded-for'], '127.0.0.1');
+    assert.equal(backend.seen[0]?.['x-request-id'], e?.requestId);
+    assert.equal(backend.seen[0]?.host, 'chat.example.com');
+
+    client.ws.close();
+    await bounded(client.closed, 'websocket to close');
+    await waitFor(() => router.openTunnels() === 0, 'tunnel to be released');
+
+    // One left open does not keep the router from closing.
+    const open = await wsConnect(t, port, 'chat.example.com');
+    await waitFor(() => router.openTunnels() === 1, 'second tunnel');
+    await bounded(router.close(), 'router close with a websocket open');
+    await bounded(open.closed, 'websocket closed by the router');
+  });
+
+  test('an upgrade the app declines is relayed as a normal response, body included', async (t) => {
+    const a = await startBackend(t, 'a');
+    const { router, port, access } = await startRouter(t, [route('a', [a])]);
+    const h2c = { connection: 'Upgrade, HTTP2-Settings', upgrade: 'h2c', 'http2-settings': 'AAMAAABkAAQCAAAAAAIAAAAA' };
+    const get = await send(port, { host: 'a.example.com', headers: h2c });
+    assert.equal(get.status, 200);
+    assert.deepEqual(JSON.parse(get.body), { name: 'a', bytes: 0 });
+    const post = await send(port, { host: 'a.example.com', method: 'POST', headers: h2c, body: 'x=12345' });
+    assert.equal(post.status, 200);
+    assert.deepEqual(JSON.parse(post.body), { name: 'a', bytes: 7 });
+    assert.equal(a.seen[1]?.upgrade, 'h2c');
+    await waitFor(() => access.length === 2, 'access entries');
+    assert.deepEqual(
+      access.map((e) => [e.method, e.status, e.failure]),
+      [
+        ['GET', 200, undefined],
+        ['POST', 200, undefined],
+      ],
+    );
+    assert.equal(router.openTunnels(), 0);
+    const unknown = await send(port, { host: 'nope.example.com', headers: h2c });
+    assert.equal(unknown.status, 404);
+    assert.match(unknown.body, /No app is served at nope\.example\.com/);
+  });
+
+  test('server-sent events reach the client event by event, before the response ends', async (t) => {
+    const seenByClient: (() => void)[] = [];
+    const sse = await startBackend(t, 'sse', (_req, res) => {
+      void (async () => {
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+        for (let i = 1; i <= 3; i++) {
+          const seen = deferred();
+          seenByClient.push(seen.resolve);
+          res.write(`data: event ${i}\n\n`);
+          // The next event is written only once the client has this one: a buffering router deadlocks.
+          await bounded(seen.promise, `client to see event ${i}`);
+        }
+        res.end();
+      })().catch(() => res.destroy());
+    });
+    const { port } = await startRouter(t, [route('sse', [sse])]);
+    const events: string[] = [];
+    let contentType = '';
+    await bounded(
+      new Promise<void>((resolve, reject) => {
+        const req = http.get({ port, host: '127.0.0.1', agent: false, headers: { host: 'sse.example.com' } }, (res) => {
+          contentType = String(res.headers['content-type']);
+          let buffered = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => {
+            buffered += chunk;
+            let end: number;
+            while ((end = buffered.indexOf('\n\n')) !== -1) {
+              events.push(buffered.slice(0, end));
+              buffered = buffered.slice(end + 2);
+              seenByClient[events.length - 1]?.();
+            }
+          });
+          res.on('end', resolve);
+          res.on('error', reject);
+        });
+        req.on('error', reject);
+      }),
+      'event stream',
+      10_000,
+    );
+    assert.equal(contentType, 'text/event-stream');
+    assert.deepEqual(events, ['data: event 1', 'data: event 2', 'data: event 3']);
+  });
+
+  test('drain lets an open websocket run up to its bound, then closes it; new ones go elsewhere', async (t) => {
+    const one = await startWsBackend(t, 'one');
+    const two = await startWsBackend(t, 'two');
+    const { router, port } = await startRouter(
+      t,
+      [
+        {
+          app: 'chat',
+          domains: ['chat.example.com'],
+          backends: [
+            { instanceKey: 'one', host: '127.0.0.1', port: one.port },
+            { instanceKey: 'two', host: '127.0.0.1', port: two.port },
+          ],
+        },
+      ],
+      { upgradeDrainTimeoutMs: 1_000 },
+    );
+    const first = await wsConnect(t, port, 'chat.example.com');
+    await waitFor(() => first.messages.length === 1, 'greeting');
+    const drainedFrom = first.messages[0] === 'hello from one' ? 'one' : 'two';
+    const other = drainedFrom === 'one' ? 'two' : 'one';
+    let drained = false;
+    const started = Date.now();
+    const drain = router.drain(drainedFrom, 5_000).then(() => (drained = true));
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(drained, false, 'drain waits for the open websocket');
+    first.ws.send('still there');
+    await waitFor(() => first.messages.includes('still there'), 'echo during the drain');
+    const second = await wsConnect(t, port, 'chat.example.com');
+    await waitFor(() => second.messages.length === 1, 'greeting on a new websocket');
+    assert.equal(second.messages[0], `hello from ${other}`, 'a new websocket goes to the instance not drained');
+    await bounded(drain, 'drain to end at its bound');
+    assert.ok(Date.now() - started >= 950, 'the websocket was given its bound');
+    await bounded(first.closed, 'the drained websocket to be closed');
+    assert.equal(router.openTunnels(drainedFrom), 0);
+    assert.equal(router.openTunnels(other), 1);
+    second.ws.send('unaffected');
+    await waitFor(() => second.messages.includes('unaffected'), 'the other websocket still works');
+  });
+});
+
+describe('Router: drain during a websocket handshake', () => {
+  test('a handshake in flight when the drain starts becomes a tunnel that the drain still bounds', async (t) => {
+    const gotUpgrade = deferred();
+    const release = deferred();
+    t.after(() => release.resolve());
+    const server = http.createServer();
+    const wss = new WebSocketServer({ noServer: true });
+    server.on('upgrade', (req, socket, head) => {
+      gotUpgrade.resolve();
+      void release.promise.then(() => wss.handleUpgrade(req, socket, head, (ws) => ws.send('late hello')));
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t.after(async () => {
+      for (const ws of wss.clients) ws.terminate();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    });
+    const backendPort = (server.address() as AddressInfo).port;
+    const { router, port } = await startRouter(
+      t,
+      [{ app: 'chat', domains: ['chat.example.com'], backends: [{ instanceKey: 'slow', host: '127.0.0.1', port: backendPort }] }],
+      { upgradeDrainTimeoutMs: 1_000 },
+    );
+    const opening = wsConnect(t, port, 'chat.example.com');
+    await bounded(gotUpgrade.promise, 'handshake at the instance');
+    assert.equal(router.inFlight('slow'), 1);
+    let drained = false;
+    const drain = router.drain('slow', 5_000).then(() => (drained = true));
+    release.resolve();
+    const client = await opening;
+    await waitFor(() => client.messages.includes('late hello'), 'greeting over the late tunnel');
+    assert.equal(drained, false, 'the drain waits for the tunnel too');
+    await bounded(drain, 'drain to end at its bound');
+    assert.equal(router.openTunnels('slow'), 0);
+    await bounded(client.closed, 'the late websocket to be closed');
   });
 });
