@@ -91,7 +91,7 @@ export const coordinatorConfigSchema = z
     autoscaleDownCooldownMs: z.number().int().min(0).default(180_000),
     /** Log lines older than this are deleted, days. Default 7. */
     logRetentionDays: z.number().positive().default(7),
-    /** Beyond this database size the oldest log lines are deleted, bytes. Default 1 GiB. */
+    /** Beyond this many bytes of stored log lines (not the whole database) the oldest are deleted. Default 1 GiB. */
     logRetentionBytes: z
       .number()
       .int()

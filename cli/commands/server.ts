@@ -123,7 +123,10 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
     .option('--tls-cert <file>', 'serve the HTTP API over HTTPS with this PEM certificate (chain)')
     .option('--tls-key <file>', 'private key (PEM) of --tls-cert')
     .option('--log-retention-days <days>', 'log lines older than this are deleted (default 7)')
-    .option('--log-retention-mb <mb>', 'beyond this database size the oldest log lines are deleted (default 1024)')
+    .option(
+      '--log-retention-mb <mb>',
+      'beyond this many MB of stored log lines the oldest are deleted (default 1024; other data does not count)',
+    )
     .option('--config <file>', 'read settings from this JSON file (what `hangar coordinator install` writes); flags override it')
     .action(async (flags: CoordinatorFlags, command: Command) => {
       const logger = rootLogger(ctx);

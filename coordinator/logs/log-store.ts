@@ -42,9 +42,26 @@ export interface LogStoreOptions {
   path: string;
   /** Lines older than this are deleted, ms. Default 7 days. */
   maxAgeMs?: number;
-  /** Beyond this many bytes of database, the oldest lines are deleted. Default 1 GiB. */
+  /**
+   * Beyond this many bytes of stored log lines ({@link lineBytes} each; other tables sharing the
+   * file do not count), the oldest lines are deleted. Default 1 GiB.
+   */
   maxBytes?: number;
 }
+
+/** What a row costs beyond its text: its id, seq, ts, fd and index entries, roughly. */
+const ROW_OVERHEAD_BYTES = 48;
+
+/**
+ * Bytes one line counts for size retention. Migration 7 seeds the running total with the same
+ * formula in SQL ({@link LINE_BYTES_SQL}); the two must agree.
+ */
+export function lineBytes(l: { app: string; source: string; line: string }): number {
+  return Buffer.byteLength(l.line) + Buffer.byteLength(l.app) + Buffer.byteLength(l.source) + ROW_OVERHEAD_BYTES;
+}
+
+/** {@link lineBytes} of a `log_lines` row, in SQL. */
+const LINE_BYTES_SQL = `length(CAST(line AS BLOB)) + length(CAST(app AS BLOB)) + length(CAST(source AS BLOB)) + ${ROW_OVERHEAD_BYTES}`;
 
 /** Rows per multi-row INSERT. */
 const INSERT_CHUNK = 32;
@@ -92,7 +109,9 @@ type Row = Record<string, unknown>;
  * the dedupe on (agent, seq): a line at or below it was stored already and is skipped, and every
  * stored line is at or below it (a gap means lines the agent's full spool dropped). A batch sent
  * again after any restart stores nothing twice, without a unique index to slow ingestion.
- * Retention by age and size runs in small chunks.
+ * Retention by age and size runs in small chunks. The bytes and count of stored lines are a
+ * running total (`log_usage`) moved in the same transactions as the inserts and deletes, so size
+ * retention neither scans the table nor counts what other tables in the file hold.
  */
 export class LogStore {
   readonly #db: Database.Database;
@@ -100,6 +119,9 @@ export class LogStore {
   readonly #maxBytes: number;
   readonly #streams = new Map<string, { id: number; acked: number }>();
   readonly #agents = new Map<number, string>();
+  /** The committed `log_usage` row. */
+  readonly #usage: { bytes: number; lines: number };
+  readonly #addUsage: Database.Statement;
   readonly #queries = new Map<string, Database.Statement>();
   readonly #insert: Database.Statement;
   /** Inserts {@link INSERT_CHUNK} rows in one statement: far fewer calls into SQLite per batch. */
@@ -124,6 +146,9 @@ export class LogStore {
       this.#streams.set(`${r.agent as string}\0${r.epoch as string}`, { id: r.id as number, acked: r.acked_seq as number });
       this.#agents.set(r.id as number, r.agent as string);
     }
+    const usage = this.#db.prepare('SELECT bytes, lines FROM log_usage WHERE id = 1').get() as Row | undefined;
+    this.#usage = { bytes: (usage?.bytes as number | undefined) ?? 0, lines: (usage?.lines as number | undefined) ?? 0 };
+    this.#addUsage = this.#db.prepare('UPDATE log_usage SET bytes = max(0, bytes + ?), lines = max(0, lines + ?) WHERE id = 1');
     const insertSql = 'INSERT INTO log_lines (stream_id, seq, ts, app, source, fd, line) VALUES ';
     this.#insert = this.#db.prepare(`${insertSql}(?, ?, ?, ?, ?, ?, ?)`);
     this.#insertChunk = this.#db.prepare(`${insertSql}${Array(INSERT_CHUNK).fill('(?, ?, ?, ?, ?, ?, ?)').join(', ')}`);
@@ -192,13 +217,19 @@ export class LogStore {
       (batches: readonly { lines: readonly IncomingLogLine[] }[], streams: readonly { id: number; acked: number }[]) => {
         // Acks move within the transaction; the in-memory ones only once it committed.
         const acked = new Map<number, number>();
-        return batches.map((b, i) => {
+        let bytes = 0;
+        let lines = 0;
+        const results = batches.map((b, i) => {
           const stream = streams[i] as { id: number; acked: number };
           const inserted: StoredLogLine[] = [];
           const result = this.#ingestBatch(stream.id, acked.get(stream.id) ?? stream.acked, b.lines, inserted);
           acked.set(stream.id, result);
+          for (const l of inserted) bytes += lineBytes(l);
+          lines += inserted.length;
           return { acked: result, inserted };
         });
+        if (lines > 0) this.#addUsage.run(bytes, lines);
+        return results;
       },
     );
   }
@@ -221,6 +252,10 @@ export class LogStore {
   ingestMany(batches: readonly { agent: string; epoch: string; lines: readonly IncomingLogLine[] }[]): IngestResult[] {
     const streams = batches.map((b) => this.#stream(b.agent, b.epoch));
     const results = this.#ingestManyTx(batches, streams);
+    for (const r of results) {
+      for (const l of r.inserted) this.#usage.bytes += lineBytes(l);
+      this.#usage.lines += r.inserted.length;
+    }
     streams.forEach((stream, i) => (stream.acked = Math.max(stream.acked, results[i]?.acked ?? 0)));
     return results;
   }
@@ -288,33 +323,44 @@ export class LogStore {
 
   /** Forgets an app's lines and errors (it was destroyed). */
   deleteApp(app: string): void {
-    this.#db.transaction(() => {
-      this.#db.prepare('DELETE FROM log_lines WHERE app = ?').run(app);
-      this.#db.prepare('DELETE FROM log_errors WHERE app = ?').run(app);
-    })();
+    this.#deleteLines(this.#db.prepare(`DELETE FROM log_lines WHERE app = ? RETURNING id, ${LINE_BYTES_SQL} AS bytes`), [app], () =>
+      this.#db.prepare('DELETE FROM log_errors WHERE app = ?').run(app),
+    );
   }
 
   /**
-   * Deletes lines older than the age limit and, while the database is over the size limit, the
-   * oldest lines; at most `maxRows` per call so ingestion never waits long. Returns rows deleted.
+   * Deletes lines older than the age limit and, while the stored lines are over the size limit,
+   * the oldest lines; at most `maxRows` per call, in chunks of one transaction each, so ingestion
+   * never waits long. Returns rows deleted.
    */
   prune(now: number, maxRows = 20_000): number {
     let deleted = 0;
     const chunk = 5000;
     const cutoff = now - this.#maxAgeMs;
-    const deleteOld = this.#db.prepare('DELETE FROM log_lines WHERE id IN (SELECT id FROM log_lines ORDER BY id LIMIT ?) AND ts < ?');
+    const returning = `RETURNING id, ${LINE_BYTES_SQL} AS bytes`;
+    const deleteOld = this.#db.prepare(
+      `DELETE FROM log_lines WHERE id IN (SELECT id FROM log_lines ORDER BY id LIMIT ?) AND ts < ? ${returning}`,
+    );
     while (deleted < maxRows) {
-      const n = deleteOld.run(chunk, cutoff).changes;
+      const n = this.#deleteLines(deleteOld, [chunk, cutoff]);
       deleted += n;
       if (n < chunk) break;
     }
-    const deleteOldest = this.#db.prepare('DELETE FROM log_lines WHERE id IN (SELECT id FROM log_lines ORDER BY id LIMIT ?)');
-    while (deleted < maxRows && this.#usedBytes() > this.#maxBytes) {
-      const n = deleteOldest.run(chunk).changes;
+    const deleteOldest = this.#db.prepare(`DELETE FROM log_lines WHERE id IN (SELECT id FROM log_lines ORDER BY id LIMIT ?) ${returning}`);
+    while (deleted < maxRows && this.#usage.bytes > this.#maxBytes) {
+      // About as many rows as the excess, at the average line size: the limit is not undershot by a chunk.
+      const average = this.#usage.lines > 0 ? this.#usage.bytes / this.#usage.lines : ROW_OVERHEAD_BYTES;
+      const rows = Math.min(chunk, maxRows - deleted, Math.max(1, Math.ceil((this.#usage.bytes - this.#maxBytes) / average)));
+      const n = this.#deleteLines(deleteOldest, [rows]);
       deleted += n;
       if (n === 0) break;
     }
     return deleted;
+  }
+
+  /** Bytes of stored lines ({@link lineBytes} each), as size retention counts them. */
+  storedBytes(): number {
+    return this.#usage.bytes;
   }
 
   /** Lines stored (for tests and benchmarks). */
@@ -331,11 +377,22 @@ export class LogStore {
     if (this.#db.open) this.#db.close();
   }
 
-  #usedBytes(): number {
-    const pages = this.#db.pragma('page_count', { simple: true }) as number;
-    const free = this.#db.pragma('freelist_count', { simple: true }) as number;
-    const size = this.#db.pragma('page_size', { simple: true }) as number;
-    return (pages - free) * size;
+  /**
+   * Runs a `DELETE … RETURNING id, bytes` on log lines (and `also`) in one transaction that moves
+   * the running total with it; the in-memory total follows once it committed. Returns rows deleted.
+   */
+  #deleteLines(stmt: Database.Statement, params: readonly unknown[], also?: () => void): number {
+    const { lines, bytes } = this.#db.transaction(() => {
+      const rows = stmt.all(...params) as Row[];
+      let sum = 0;
+      for (const r of rows) sum += r.bytes as number;
+      if (rows.length > 0) this.#addUsage.run(-sum, -rows.length);
+      also?.();
+      return { lines: rows.length, bytes: sum };
+    })();
+    this.#usage.bytes = Math.max(0, this.#usage.bytes - bytes);
+    this.#usage.lines = Math.max(0, this.#usage.lines - lines);
+    return lines;
   }
 
   #stream(agent: string, epoch: string): { id: number; acked: number } {

@@ -226,4 +226,17 @@ export const MIGRATIONS: readonly string[] = [
     created_at INTEGER NOT NULL
   );
   `,
+  // log retention by size counts log lines only (not metrics sharing the file): a running total
+  // kept in the same transactions as the inserts and deletes, seeded here from existing lines.
+  // The per-line formula is LogStore's lineBytes(); change both or neither.
+  `
+  CREATE TABLE log_usage (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    bytes INTEGER NOT NULL,
+    lines INTEGER NOT NULL
+  );
+  INSERT INTO log_usage (id, bytes, lines)
+    SELECT 1, coalesce(sum(length(CAST(line AS BLOB)) + length(CAST(app AS BLOB)) + length(CAST(source AS BLOB)) + 48), 0), count(*)
+    FROM log_lines;
+  `,
 ];

@@ -10,7 +10,7 @@ import { Store } from '../../coordinator/store/store.js';
 import { randomBytes } from 'node:crypto';
 import { SecretBox } from '../../common/secret-box.js';
 
-function open(t: TestContext, options: { maxAgeMs?: number } = {}) {
+function open(t: TestContext, options: { maxAgeMs?: number; maxBytes?: number } = {}) {
   const d = mkdtempSync(join(tmpdir(), 'hangar-logstore-'));
   const path = join(d, 'hangar.db');
   const store = new Store({ path, secrets: new SecretBox(randomBytes(32)) });
@@ -107,6 +107,54 @@ describe('LogStore', () => {
     assert.equal(value?.lastSeen, new Date(1002).toISOString());
     assert.equal(groups.find((g) => g.type === 'KeyError')?.count, 1);
     assert.equal(parseErrorLine('hangar-error {"message": "no type"}'), null);
+  });
+
+  it('counts only log lines against the size limit, not other tables in the file', (t) => {
+    const { store, logs } = open(t, { maxBytes: 200_000 });
+    // Metrics rollups share the file: 2 MB of them, ten times the log limit.
+    const insert = store.database.prepare(
+      'INSERT INTO metric_rollups (minute, agent, scope, app, subject, data) VALUES (?, ?, ?, ?, ?, ?)',
+    );
+    store.transaction(() => {
+      for (let i = 0; i < 2000; i++) insert.run(i * 60_000, 'a1', 'app', 'shop', 'web', 'x'.repeat(1000));
+    });
+    logs.ingest('a1', 'e1', batch(1, 1000));
+    const stored = logs.storedBytes();
+    assert.ok(stored > 0 && stored < 200_000, `${stored} bytes of lines stay under the limit`);
+    assert.equal(logs.prune(2000), 0, 'logs under the limit: no line deleted however big the file');
+    assert.equal(logs.count(), 1000);
+
+    // Lines past the limit: the oldest go, until the lines fit again.
+    const long = batch(1001, 3000).map((l) => ({ ...l, line: `${l.line} ${'y'.repeat(100)}` }));
+    logs.ingest('a1', 'e1', long);
+    assert.ok(logs.storedBytes() > 200_000);
+    const deleted = logs.prune(4000);
+    assert.ok(deleted > 0);
+    assert.ok(logs.storedBytes() <= 200_000, `${logs.storedBytes()} bytes left`);
+    const left = logs.query({ app: 'shop', n: 50_000 });
+    assert.equal(left.length, 3000 - deleted);
+    assert.equal(left.at(-1)?.line, long.at(-1)?.line, 'the newest line is kept');
+    assert.equal(left[0]?.line, `line ${deleted + 1}${deleted + 1 > 1000 ? ` ${'y'.repeat(100)}` : ''}`, 'the oldest went first');
+    assert.ok(logs.storedBytes() > 200_000 - 500, 'no more than needed was deleted');
+  });
+
+  it('keeps the running byte total across reopens, deletes and a migrated database', (t) => {
+    const { path, store, logs } = open(t);
+    logs.ingest('a1', 'e1', batch(1, 100, { line: 'héllo wörld' }));
+    logs.ingest('a1', 'e1', batch(101, 150, { app: 'other' }));
+    logs.deleteApp('other');
+    const sql = (
+      store.database
+        .prepare(
+          'SELECT sum(length(CAST(line AS BLOB)) + length(CAST(app AS BLOB)) + length(CAST(source AS BLOB)) + 48) AS b FROM log_lines',
+        )
+        .get() as { b: number }
+    ).b;
+    assert.equal(logs.storedBytes(), sql);
+    logs.close();
+    const reopened = new LogStore({ path });
+    t.after(() => reopened.close());
+    assert.equal(reopened.storedBytes(), sql);
   });
 
   it('deletes lines past the age limit', (t) => {
