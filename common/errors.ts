@@ -32,6 +32,8 @@ export const ERROR_STATUS = {
   AGENT_CRASH_LOOP: 500,
   ADDON_FAILED: 500,
   UNREACHABLE: 502,
+  /** The coordinator's disk (its data dir) is full: nothing more can be stored until space is freed. */
+  DISK_FULL: 507,
   INTERNAL: 500,
 } as const satisfies Record<string, number>;
 

@@ -175,7 +175,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       logger.error({ err, app }, 'could not record an event in the logs');
     }
   };
-  const ingest = new LogIngest({ store: logs, hub: logHub, logger });
+  const ingest = new LogIngest({ store: logs, hub: logHub, logger, now: () => clock.now() });
   const goneTimers = new Map<string, NodeJS.Timeout>();
   const hub = new AgentHub({
     host: c.grpcHost,

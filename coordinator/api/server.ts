@@ -98,6 +98,14 @@ export function buildApi(o: ApiOptions): Api {
       if (status >= 500) logger.error({ err, url: request.url }, err.message);
       return reply.status(status).send(errorBody(err.code, err.message, err.details ?? undefined));
     }
+    if (isDiskFull(err)) {
+      logger.error({ err, url: request.url }, "request failed: the coordinator's disk is full");
+      return reply
+        .status(507)
+        .send(
+          errorBody('DISK_FULL', "The coordinator's disk is full, so nothing could be stored; free space in its data dir, then try again."),
+        );
+    }
     const status = (err as FastifyError).statusCode ?? 500;
     if (status >= 400 && status < 500) {
       const code =
@@ -124,4 +132,13 @@ export function buildApi(o: ApiOptions): Api {
   registerLogRoutes(app, { store: o.store, logs: o.logs, hub: o.logHub, auth: o.auth, clock: o.clock, logger });
 
   return { server: app, routes };
+}
+
+/** SQLite's SQLITE_FULL (better-sqlite3 puts it in `code`) or the file system's ENOSPC, here or as a cause. */
+function isDiskFull(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (code === 'SQLITE_FULL' || code === 'ENOSPC') return true;
+  }
+  return false;
 }

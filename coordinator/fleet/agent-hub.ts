@@ -390,8 +390,9 @@ export class AgentHub {
           events.onLogBatch(session.name, logEpoch, message.logBatch, (acked) => {
             if (call.destroyed || call.cancelled) return;
             if (acked !== null) call.write({ logAck: { seq: acked, epoch: logEpoch } });
-            // Not stored: the agent reconnects (with backoff) and sends everything unacked again.
-            else call.destroy(grpcError(grpc.status.UNAVAILABLE, 'The coordinator could not store log lines; send them again.'));
+            // Not stored: end the stream with a status (a destroyed call sends none, and the agent would
+            // wait on it forever); the agent reconnects with backoff and sends everything unacked again.
+            else call.emit('error', grpcError(grpc.status.UNAVAILABLE, 'The coordinator could not store log lines; send them again.'));
           });
         }
         return;

@@ -7,6 +7,10 @@ export interface LogIngestOptions {
   store: LogStore;
   hub: LogHub;
   logger: Logger;
+  /** For the rate of the "could not store" error. Default `Date.now`. */
+  now?: () => number;
+  /** At most one "could not store" error per this many ms while storing keeps failing. Default 30 s. */
+  failureLogIntervalMs?: number;
 }
 
 interface Pending {
@@ -26,6 +30,9 @@ export class LogIngest {
   readonly #o: LogIngestOptions;
   readonly #logger: Logger;
   #queue: Pending[] = [];
+  /** Failed flushes since the last one that stored, and when the last of them was logged. */
+  #failures = 0;
+  #failureLoggedAt = -Infinity;
   #scheduled = false;
   #closed = false;
 
@@ -60,9 +67,22 @@ export class LogIngest {
       const results = this.#o.store.ingestMany(items);
       for (const r of results) this.#o.hub.publish(r.inserted);
       acks = results.map((r) => r.acked);
+      if (this.#failures > 0) this.#logger.info({ failures: this.#failures }, 'storing log lines again');
+      this.#failures = 0;
+      this.#failureLoggedAt = -Infinity;
     } catch (err) {
-      // Not acked: the agents keep the lines and send them again.
-      this.#logger.error({ err, batches: items.length }, 'could not store log lines');
+      // Not acked: the agents keep the lines and send them again (every few hundred ms while the disk
+      // stays full), so the error is said once per interval with a count, not on every attempt.
+      this.#failures++;
+      const now = (this.#o.now ?? Date.now)();
+      if (now - this.#failureLoggedAt >= (this.#o.failureLogIntervalMs ?? 30_000)) {
+        this.#failureLoggedAt = now;
+        const full = (err as { code?: unknown }).code === 'SQLITE_FULL';
+        this.#logger.error(
+          { err, batches: items.length, failures: this.#failures },
+          full ? "could not store log lines: the coordinator's disk is full; free space in its data dir" : 'could not store log lines',
+        );
+      }
       acks = items.map(() => null);
     }
     items.forEach((item, i) => {
