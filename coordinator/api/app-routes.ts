@@ -3,7 +3,6 @@
  * (deploys), releases and rollbacks, ps and restarts, formation. Handlers parse and format; the
  * releases module makes releases, the fleet places instances.
  */
-import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
@@ -18,6 +17,7 @@ import { needs } from './auth.js';
 import type { ApiOptions, ApiServer } from './server.js';
 import { receiveUpload } from './source-upload.js';
 import { parseInput } from './validation.js';
+import { generateSecretKey } from '../releases/secret-key.js';
 
 /** What the app routes need of the API's options. */
 export type AppRoutesOptions = Pick<
@@ -94,7 +94,7 @@ export function registerAppRoutes(app: ApiServer, o: AppRoutesOptions): void {
     const row = o.store.transaction(() => {
       const created = o.store.createApp(name, o.clock.now());
       // Like Heroku's Django buildpack users expect: a strong SECRET_KEY from the start.
-      o.store.patchConfig(name, { SECRET_KEY: randomBytes(36).toString('base64url') });
+      o.store.patchConfig(name, { SECRET_KEY: generateSecretKey() });
       return created;
     });
     logger.info({ app: name }, 'app created');
