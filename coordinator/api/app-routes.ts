@@ -193,11 +193,17 @@ export function registerAppRoutes(app: ApiServer, o: AppRoutesOptions): void {
     if (target !== undefined && instances.length === 0) {
       throw new HangarError('INSTANCE_NOT_FOUND', `${name} runs nothing called ${target}; see \`hangar ps -a ${name}\`.`);
     }
-    o.store.transaction(() => {
-      for (const i of instances) o.store.bumpRestart(i.key);
-    });
-    o.sync.requestSync();
-    return { restarted: instances.map((i) => instanceName(i)) };
+    o.rollouts.assertIdle(name);
+    instances.sort((a, b) => a.type.localeCompare(b.type) || a.idx - b.idx);
+    const id = o.rollouts.restarts.start(name, instances);
+    return { restarted: instances.map((i) => instanceName(i)), restart: o.rollouts.restarts.view(id, name, 0) };
+  });
+
+  app.get('/v1/apps/:app/restarts/:id', needs('read'), async (request) => {
+    const { app: name, id } = parseInput(deployParams, request.params, 'restart');
+    const { after } = parseInput(afterQuery, request.query, 'query');
+    o.store.requireApp(name);
+    return { restart: o.rollouts.restarts.view(id, name, after) };
   });
 
   app.get('/v1/apps/:app/formation', needs('read'), async (request) => {

@@ -12,6 +12,7 @@ import type { FleetViews } from '../fleet/fleet-views.js';
 import { DEPLOY_TRANSITIONS, RELEASE_TRANSITIONS, isBuildTask, isFinished } from './deploy-status.js';
 import { configPatchTo } from './releases.js';
 import { planRollout, surgeOf, type RolloutPlan } from './rollout-planner.js';
+import { RollingRestarts } from './rolling-restart.js';
 import type { DeployRow, DeployStatus, InstanceRow, ReleaseRow, ReleaseStatus, Store } from '../store/store.js';
 import { assertTransition } from '../store/transition-table.js';
 
@@ -26,7 +27,7 @@ export function initialQuantity(appJson: AppJson | null, type: string): number {
 /** Options of {@link Rollouts}. */
 export interface RolloutOptions {
   store: Store;
-  fleet: Pick<Fleet, 'place' | 'drain' | 'remove'>;
+  fleet: Pick<Fleet, 'place' | 'drain' | 'remove' | 'routesApplied'>;
   views: Pick<FleetViews, 'agentViews'>;
   sync: Pick<DesiredStateSync, 'requestSync'>;
   clock: Clock;
@@ -64,9 +65,12 @@ export class Rollouts {
   readonly #logger: Logger;
   /** Batches already reported healthy, per deploy (only to print each once). */
   readonly #reported = new Map<string, Set<string>>();
+  /** `hangar restart`: health-gated like a rollout, moved on by the same {@link tick}. */
+  readonly restarts: RollingRestarts;
   constructor(options: RolloutOptions) {
     this.#o = options;
     this.#logger = options.logger.child({ component: 'rollout' });
+    this.restarts = new RollingRestarts(options);
   }
 
   /** The deploy under way for an app, if any. */
@@ -85,6 +89,12 @@ export class Rollouts {
       throw new HangarError(
         'ROLLOUT_IN_PROGRESS',
         `A deploy of ${app} is in progress${active.release ? ` (v${active.release})` : ''}; wait for it to finish (hangar releases -a ${app}) and try again.`,
+      );
+    }
+    if (this.restarts.active(app)) {
+      throw new HangarError(
+        'ROLLOUT_IN_PROGRESS',
+        `A restart of ${app} is in progress; wait for it to finish (hangar ps -a ${app}) and try again.`,
       );
     }
   }
@@ -208,6 +218,7 @@ export class Rollouts {
   /** Level-triggered: moves every rollout on (batches, health gate, deadline, finish). */
   tick(): void {
     const now = this.#o.clock.now();
+    this.restarts.tick();
     for (const deploy of this.#o.store.activeDeploys()) {
       try {
         if (deploy.status === 'rolling_out' || deploy.status === 'rolling_back') this.#advance(deploy, now);
