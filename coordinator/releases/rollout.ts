@@ -4,7 +4,7 @@ import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/logger.js';
 import type { DeployLine, DeployView } from '../../common/api-types.js';
 import { HangarError, type ErrorCode } from '../../common/errors.js';
-import { instanceName } from '../../common/vocabulary.js';
+import { instanceName, parseInstanceKey } from '../../common/vocabulary.js';
 import type { TaskOutput__Output } from '../../proto/loader.js';
 import type { DesiredStateSync } from '../fleet/desired-state-sync.js';
 import { runnableTypes, type Fleet } from '../fleet/fleet.js';
@@ -65,6 +65,8 @@ export class Rollouts {
   readonly #logger: Logger;
   /** Batches already reported healthy, per deploy (only to print each once). */
   readonly #reported = new Map<string, Set<string>>();
+  /** The last health-check failure reason per instance key (bounded: pruned as instances go). */
+  readonly #healthReasons = new Map<string, string>();
   /** `hangar restart`: health-gated like a rollout, moved on by the same {@link tick}. */
   readonly restarts: RollingRestarts;
   constructor(options: RolloutOptions) {
@@ -143,6 +145,21 @@ export class Rollouts {
       this.#o.sync.requestSync();
       return { release, deploy };
     });
+  }
+
+  /**
+   * Why a health check of `key` failed (the agent already summarises repeats): a line of the
+   * deploy rolling it out, and the reason kept for the error should it never become healthy.
+   */
+  onHealthFailure(key: string, line: string): void {
+    const id = parseInstanceKey(key);
+    if (!id || line === '') return;
+    // The reason of the latest failure said in the line (a line may end a summary and start anew).
+    const latest = line.slice(Math.max(0, line.lastIndexOf('Health check failed')));
+    this.#healthReasons.set(key, latest.replace(/^Health check failed[^:]*: /, ''));
+    const deploy = this.activeDeploy(id.app);
+    if (!deploy || (deploy.status !== 'rolling_out' && deploy.status !== 'rolling_back')) return;
+    this.#line(deploy.id, `app[${instanceName(id)}]`, `-----> ${instanceName(id)} (v${id.release}): ${line}`, 'stderr');
   }
 
   onTaskOutput(agent: string, out: TaskOutput__Output): void {
@@ -276,7 +293,9 @@ export class Rollouts {
     if (pending.length > 0 && deploy.deadline !== null && now > deploy.deadline) {
       const first = instances.find((i) => i.key === pending[0]);
       const seconds = Math.round(this.#o.healthTimeoutMs / 1000);
-      const message = `${first ? instanceName(first) : 'An instance'} of v${target} did not become healthy within ${seconds} s (state ${first?.state ?? 'unknown'}${first?.message ? `: ${first.message}` : ''}).`;
+      const health = first ? this.#healthReasons.get(first.key) : undefined;
+      const why = health ? `; last health check: ${health}` : '';
+      const message = `${first ? instanceName(first) : 'An instance'} of v${target} did not become healthy within ${seconds} s (state ${first?.state ?? 'unknown'}${first?.message ? `: ${first.message}` : ''}${why}).`;
       if (rollingBack) this.#finishRollback(deploy, now, message);
       else this.#rollBack(deploy, 'RELEASE_UNHEALTHY', message, first ?? null);
       return;
@@ -313,6 +332,7 @@ export class Rollouts {
       this.#line(deploy.id, 'hangar', `-----> v${version} is up: ${up} instance(s) healthy`);
     });
     this.#reported.delete(deploy.id);
+    this.#forgetHealth(deploy.app);
     this.#logger.info({ app: deploy.app, release: version }, 'release is live');
   }
 
@@ -429,7 +449,14 @@ export class Rollouts {
       }
     });
     this.#reported.delete(deploy.id);
+    this.#forgetHealth(deploy.app);
     this.#o.sync.requestSync();
+  }
+
+  /** Drops the health reasons of instances that are gone. */
+  #forgetHealth(app: string): void {
+    const keys = new Set(this.#o.store.listInstances({ app }).map((i) => i.key));
+    for (const key of this.#healthReasons.keys()) if (parseInstanceKey(key)?.app === app && !keys.has(key)) this.#healthReasons.delete(key);
   }
 
   /** Prints the last lines the failing instance wrote, as its agent read them. */
