@@ -250,6 +250,25 @@ export class ApiClient {
     return expectArray<string>(body, 'restarted');
   }
 
+  /**
+   * `POST /v1/apps/:app/ps/restart` as a rolling restart: the instances it restarts and the
+   * restart to follow with {@link getRestart} (null from a coordinator without rolling restarts).
+   */
+  async restartRolling(app: string, target?: string): Promise<{ restarted: string[]; restart: DeployView | null }> {
+    const body = await this.#call('POST', appPath(app, 'ps', 'restart'), {
+      json: target === undefined ? {} : { target },
+    });
+    const restarted = expectArray<string>(body, 'restarted');
+    const restart = typeof body === 'object' && body !== null && 'restart' in body ? expectRecord<DeployView>(body, 'restart') : null;
+    return { restarted, restart };
+  }
+
+  /** `GET /v1/apps/:app/restarts/:id?after=N`: a rolling restart's progress (shaped like a deploy). */
+  async getRestart(app: string, id: string, after = 0): Promise<DeployView> {
+    const body = await this.#call('GET', appPath(app, 'restarts', id), { query: { after } });
+    return expectRecord<DeployView>(body, 'restart');
+  }
+
   /** `GET /v1/apps/:app/formation`. */
   async getFormation(app: string): Promise<Record<string, number>> {
     return expectRecord<Record<string, number>>(await this.#call('GET', appPath(app, 'formation')), 'formation');

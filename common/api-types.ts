@@ -18,7 +18,9 @@
  *   GET    /v1/apps/:app/releases                  -> { releases: ReleaseView[] }  (newest first)
  *   POST   /v1/apps/:app/releases { rollback: N? } -> 202 { release, deploy }
  *   GET    /v1/apps/:app/ps                        -> { ps: PsRow[] }
- *   POST   /v1/apps/:app/ps/restart { target? }    -> { restarted: string[] }   (target: TYPE or TYPE.N)
+ *   POST   /v1/apps/:app/ps/restart { target? }    -> { restarted: string[], restart: DeployView }   (target: TYPE or TYPE.N;
+ *                                                     a rolling restart, one instance at a time, health-gated)
+ *   GET    /v1/apps/:app/restarts/:id?after=SEQ    -> { restart: DeployView }  (its progress, shaped like a deploy)
  *   GET    /v1/apps/:app/formation                 -> { formation: Record<string, number> }
  *   PATCH  /v1/apps/:app/formation { formation: { web: 2 } } -> { formation }
  *   GET    /v1/apps/:app/addons?reveal=true        -> { addons: AddonView[] }   (passwords masked unless reveal)

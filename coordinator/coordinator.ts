@@ -229,7 +229,9 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       rollouts.tick();
     },
     onInstanceEvent: (agent, event) => {
-      if (event.status) reports.applyStatuses(agent, [event.status]);
+      // A failing health check's reason, not a full status: it goes to the deploy's output.
+      if (event.kind === 'health_failed') rollouts.onHealthFailure(event.status?.key ?? '', event.status?.message ?? '');
+      else if (event.status) reports.applyStatuses(agent, [event.status]);
       rollouts.tick();
     },
     onTaskOutput: (agent, output) => rollouts.onTaskOutput(agent, output),

@@ -16,6 +16,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { HangarError, describeError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { chownTree, type RunAs } from '../workloads/run-as.js';
+import { checkPythonSyntax } from './python-syntax-check.js';
 import { unpackSlug } from './slug-unpack.js';
 
 /** Lines of output kept to explain a failed step. */
@@ -169,6 +170,10 @@ export async function buildRelease(options: BuildOptions): Promise<BuildResult> 
       cached = (await (shared?.promise ?? build())).cached;
     }
   }
+
+  // A syntax error would only show once instances crash-loop on it: fail the build instead.
+  emit('-----> Checking that the Python source compiles');
+  await checkPythonSyntax({ appDir: slug.appDir, python: join(venvDir, 'bin', 'python'), env: baseEnv, user, signal });
 
   logger.info({ venv: key, cached, ms: Date.now() - started }, 'build finished');
   return {

@@ -1,7 +1,8 @@
 /**
  * The Django part of a build, run with the release's config vars (unlike the virtualenv step,
  * which runs without them on purpose so it can be cached): `manage.py check --deploy` and a few
- * checks of our own, shown as warnings (never failing the deploy), and `collectstatic --noinput`
+ * checks of our own, shown as warnings (failing the deploy only when the app cannot be imported:
+ * an ImportError or SyntaxError), and `collectstatic --noinput`
  * when the settings have a STATIC_ROOT. One Python process does both, so Django loads once.
  */
 import { spawn } from 'node:child_process';
@@ -29,7 +30,7 @@ export interface DjangoBuildOptions {
   timeoutMs?: number;
 }
 
-/** How it went: never a failure of the deploy, but a step that failed says so. */
+/** How it went: a failure of the deploy only when the app cannot be imported ({@link DjangoBuildResult.fatal}). */
 export interface DjangoBuildResult {
   /** False when the app has no manage.py (nothing was run). */
   django: boolean;
@@ -38,15 +39,34 @@ export interface DjangoBuildResult {
   collected: boolean;
   /** collectstatic was wanted but failed (its output was shown). */
   staticFailed: boolean;
+  /**
+   * The app cannot even be imported (an ImportError or SyntaxError loading the settings or
+   * URLconf, during `checks`): what and where, e.g. `notes/views.py, line 3: ModuleNotFoundError: …`.
+   * Every instance would fail the same way, so the build fails with it.
+   */
+  fatal: string | null;
 }
 
 const INDENT = '       ';
 
 // Finds the settings module the way manage.py names it, loads Django, then reports.
 const SCRIPT = String.raw`
-import io, os, re, sys
+import io, os, re, sys, traceback
 mode = sys.argv[1]
 sys.path.insert(0, os.getcwd())
+def fatal(e):
+    # The app's own file and line: a SyntaxError names it; otherwise the deepest frame in the app.
+    where = None
+    if isinstance(e, SyntaxError) and e.filename:
+        where = (e.filename, e.lineno or 0)
+    else:
+        for frame in traceback.extract_tb(e.__traceback__):
+            f = os.path.abspath(frame.filename)
+            if f.startswith(os.getcwd() + os.sep) and os.environ.get('VIRTUAL_ENV', '//') not in f:
+                where = (f, frame.lineno or 0)
+    place = '%s, line %d: ' % (os.path.relpath(where[0]), where[1]) if where else ''
+    print('HANGAR-FATAL %s%s: %s' % (place, type(e).__name__, e), flush=True)
+    sys.exit(0)
 try:
     m = re.search(r"DJANGO_SETTINGS_MODULE['\"]\s*,\s*['\"]([\w.]+)['\"]", open('manage.py').read())
     if m:
@@ -54,6 +74,8 @@ try:
     import django
     from django.conf import settings
     django.setup()
+except (ImportError, SyntaxError) as e:
+    fatal(e)
 except Exception as e:
     print('HANGAR-WARN Django could not load its settings (%s: %s); the app will likely fail the same way.' % (type(e).__name__, e), flush=True)
     sys.exit(0)
@@ -68,6 +90,8 @@ if mode == 'checks':
     buf = io.StringIO()
     try:
         call_command('check', deploy=True, stdout=buf, stderr=buf)
+    except (ImportError, SyntaxError) as e:
+        fatal(e)
     except Exception as e:
         buf.write(str(e))
     for line in buf.getvalue().splitlines():
@@ -85,10 +109,11 @@ if root and 'django.contrib.staticfiles' in settings.INSTALLED_APPS:
 
 /**
  * Runs the Django build step in `appDir` when it has a manage.py. Never throws for the app's
- * sake: a settings module that does not load, or a failing check, is a warning.
+ * sake: a settings module that does not load, or a failing check, is a warning; an import or
+ * syntax error is reported in `fatal` for the caller to fail the build.
  */
 export async function runDjangoBuild(o: DjangoBuildOptions): Promise<DjangoBuildResult> {
-  const result: DjangoBuildResult = { django: false, warnings: 0, collected: false, staticFailed: false };
+  const result: DjangoBuildResult = { django: false, warnings: 0, collected: false, staticFailed: false, fatal: null };
   try {
     await access(join(o.appDir, 'manage.py'));
   } catch {
@@ -119,7 +144,10 @@ export async function runDjangoBuild(o: DjangoBuildOptions): Promise<DjangoBuild
     const redact = (text: string): string => secrets.reduce((t, v) => t.split(v).join('***'), text);
     const onLine = (raw: string, stream: 'stdout' | 'stderr'): void => {
       const line = redact(raw);
-      if (line.startsWith('HANGAR-WARN ')) {
+      if (line.startsWith('HANGAR-FATAL ')) {
+        result.fatal = line.slice('HANGAR-FATAL '.length);
+        o.emit(`${INDENT}${result.fatal}`, 'stderr');
+      } else if (line.startsWith('HANGAR-WARN ')) {
         result.warnings++;
         if (o.mode === 'checks') o.emit(`${INDENT}warning: ${line.slice('HANGAR-WARN '.length)}`, 'stderr');
       } else if (line.startsWith('HANGAR-CHECK ')) {

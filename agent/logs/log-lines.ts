@@ -53,6 +53,8 @@ export function lifecycleLine(
       return { app, line: `${who}: Stopped` };
     case 'failed':
       return { app, line: `${who}: Could not start${status.message ? `: ${status.message}` : ''}` };
+    case 'health_failed':
+      return { app, line: `${who}: ${status.message ?? 'Health check failed'}` };
     default:
       return { app, line: `${who}: ${kind}${status.message ? ` (${status.message})` : ''}` };
   }

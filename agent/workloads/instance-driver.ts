@@ -17,7 +17,8 @@ import { instanceLogTail } from '../logs/log-tail.js';
 import type { Router } from '../router/router.js';
 import type { BackoffOptions } from './backoff.js';
 import { freePort } from './free-port.js';
-import { httpHealthCheck } from './health-check.js';
+import { httpHealthProbe } from './health-check.js';
+import { HealthFailureLog } from './health-failure-log.js';
 import { workloadDirNames } from './workload-dirs.js';
 import { WorkloadRunner } from './workload-runner.js';
 import type { Recovered, Started, StartContext, Supervision, WorkloadChange, WorkloadDriver, WorkloadView } from './workload-driver.js';
@@ -250,11 +251,21 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
       const inARow = Math.max(1, spec.healthChecksInARow);
       // Healthy = the check passes `inARow` times in a row (a process that answers once and then
       // dies during its boot never gets traffic).
+      // Why checks fail goes to the app's logs (and the deploy), repeated failures summarised.
+      const failures = new HealthFailureLog();
+      const say = (line: string | null): void => {
+        if (line !== null) this.#o.onStatus({ key: spec.key, state: 'starting', message: line }, 'health_failed');
+      };
       options.healthCheck = async () => {
         for (let n = 0; n < inARow; n++) {
           if (n > 0) await sleep(HEALTH_RECHECK_MS, this.#o.clock);
-          if (!(await httpHealthCheck(check))) return false;
+          const probe = await httpHealthProbe(check);
+          if (!probe.ok) {
+            say(failures.failed(probe.reason, this.#o.clock.now()));
+            return false;
+          }
         }
+        say(failures.passed());
         return true;
       };
     }

@@ -128,6 +128,11 @@ export class TaskRunner {
         emit: (line, stream) => emit('build', stream, line),
         signal,
       });
+      if (django.fatal !== null) {
+        const error = `Build failed: the app cannot be imported, so nothing was started: ${django.fatal}. Fix it and deploy again.`;
+        emit('build', 'stderr', `-----> ${error}`);
+        return { taskId: task.id, ok: false, error, errorCode: 'BUILD_FAILED' };
+      }
       // Instances of this release on this agent need not run collectstatic again.
       if (django.django && !django.staticFailed) await markStaticDone(build.appDir, task.env);
     } catch (err) {

@@ -26,6 +26,10 @@ export interface FollowOptions {
   timeoutMs: number;
   /** Time between polls, in ms. Default: {@link DEPLOY_POLL_INTERVAL_MS}. */
   intervalMs?: number;
+  /** Fetches the next view (lines after `after`). Default: `GET /v1/apps/APP/deploys/ID`. */
+  poll?: (id: string, after: number) => Promise<DeployView>;
+  /** The last line printed on success. Default: `-----> vN deployed: URL`. */
+  doneLine?: (view: DeployView, url: string) => string;
 }
 
 /**
@@ -61,7 +65,7 @@ export async function followDeploy(
     }
     await pause(ctx, interval);
     try {
-      deploy = await client.getDeploy(app, deploy.id, after);
+      deploy = await (options.poll ?? ((id, n) => client.getDeploy(app, id, n)))(deploy.id, after);
       warnedUnreachable = false;
     } catch (err) {
       if (!isHangarError(err, 'UNREACHABLE')) throw err;
@@ -78,7 +82,7 @@ export async function followDeploy(
     );
   }
   const url = options.url ?? (await client.getApp(app)).url;
-  ctx.out(`-----> ${deploy.release ?? 'release'} deployed: ${url}\n`);
+  ctx.out(options.doneLine ? `${options.doneLine(deploy, url)}\n` : `-----> ${deploy.release ?? 'release'} deployed: ${url}\n`);
   return deploy;
 }
 

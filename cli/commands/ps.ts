@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import type { PsRow } from '../../common/api-types.js';
 import { compareProcessTypes, formatJson, formatList, formatTable, heading, timeAgo } from '../output.js';
 import { atEdge, badInput, resolveApp, withAppOption, type CliContext } from './context.js';
+import { followDeploy, timeoutOption } from './deploy.js';
 
 /** The most instances of one type `scale` accepts; the coordinator may allow fewer (capacity). */
 export const MAX_SCALE = 1000;
@@ -104,13 +105,24 @@ export function registerPsCommands(program: Command, ctx: CliContext): void {
     });
 
   withAppOption(program.command('restart'))
-    .description('restart all processes, one type (web) or one instance (web.1)')
+    .description('rolling restart of all processes, one type (web) or one instance (web.1); exits 0 only when healthy')
     .argument('[target]', 'a process type or an instance; all when omitted')
-    .action(async (target: string | undefined, _options: unknown, command: Command) => {
+    .addOption(timeoutOption())
+    .action(async (target: string | undefined, options: { timeout: number }, command: Command) => {
       const app = resolveApp(command, ctx);
       const parsed = target === undefined ? undefined : atEdge(command, () => parseRestartTarget(target));
-      const restarted = await (await ctx.client()).restart(app, parsed);
+      const client = await ctx.client();
+      const { restarted, restart } = await client.restartRolling(app, parsed);
       const what = parsed === undefined ? `all processes of ${app}` : `${parsed} on ${app}`;
-      ctx.out(`Restarting ${what}... done${restarted.length > 0 ? ` (${formatList(restarted)})` : ' (none were running)'}\n`);
+      if (restart === null || restarted.length === 0) {
+        ctx.out(`Restarting ${what}... done${restarted.length > 0 ? ` (${formatList(restarted)})` : ' (none were running)'}\n`);
+        return;
+      }
+      ctx.out(`Restarting ${what} one at a time (${formatList(restarted)})\n`);
+      await followDeploy(ctx, client, app, restart, {
+        timeoutMs: options.timeout * 1000,
+        poll: (id, after) => client.getRestart(app, id, after),
+        doneLine: (view, url) => `-----> ${app} restarted (${view.release ?? 'no release'}): ${url}`,
+      });
     });
 }

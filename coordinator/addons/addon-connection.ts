@@ -39,7 +39,8 @@ export function addonUrl(row: Pick<AddonRow, 'kind' | 'app' | 'port' | 'password
       return `postgres://${db}:${password}@${at}/${db}`;
     }
     case 'redis':
-      return `redis://:${password}@${at}/0`;
+      // An explicit `default` user: redis-cli 7 refuses `redis://:PASSWORD@` (an empty user name).
+      return `redis://default:${password}@${at}/0`;
     case 'memcached':
       return `memcached://${at}`;
   }

@@ -3,7 +3,6 @@
  * (deploys), releases and rollbacks, ps and restarts, formation. Handlers parse and format; the
  * releases module makes releases, the fleet places instances.
  */
-import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
@@ -18,6 +17,7 @@ import { needs } from './auth.js';
 import type { ApiOptions, ApiServer } from './server.js';
 import { receiveUpload } from './source-upload.js';
 import { parseInput } from './validation.js';
+import { generateSecretKey } from '../releases/secret-key.js';
 
 /** What the app routes need of the API's options. */
 export type AppRoutesOptions = Pick<
@@ -94,7 +94,7 @@ export function registerAppRoutes(app: ApiServer, o: AppRoutesOptions): void {
     const row = o.store.transaction(() => {
       const created = o.store.createApp(name, o.clock.now());
       // Like Heroku's Django buildpack users expect: a strong SECRET_KEY from the start.
-      o.store.patchConfig(name, { SECRET_KEY: randomBytes(36).toString('base64url') });
+      o.store.patchConfig(name, { SECRET_KEY: generateSecretKey() });
       return created;
     });
     logger.info({ app: name }, 'app created');
@@ -193,11 +193,17 @@ export function registerAppRoutes(app: ApiServer, o: AppRoutesOptions): void {
     if (target !== undefined && instances.length === 0) {
       throw new HangarError('INSTANCE_NOT_FOUND', `${name} runs nothing called ${target}; see \`hangar ps -a ${name}\`.`);
     }
-    o.store.transaction(() => {
-      for (const i of instances) o.store.bumpRestart(i.key);
-    });
-    o.sync.requestSync();
-    return { restarted: instances.map((i) => instanceName(i)) };
+    o.rollouts.assertIdle(name);
+    instances.sort((a, b) => a.type.localeCompare(b.type) || a.idx - b.idx);
+    const id = o.rollouts.restarts.start(name, instances);
+    return { restarted: instances.map((i) => instanceName(i)), restart: o.rollouts.restarts.view(id, name, 0) };
+  });
+
+  app.get('/v1/apps/:app/restarts/:id', needs('read'), async (request) => {
+    const { app: name, id } = parseInput(deployParams, request.params, 'restart');
+    const { after } = parseInput(afterQuery, request.query, 'query');
+    o.store.requireApp(name);
+    return { restart: o.rollouts.restarts.view(id, name, after) };
   });
 
   app.get('/v1/apps/:app/formation', needs('read'), async (request) => {

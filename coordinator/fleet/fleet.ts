@@ -149,16 +149,22 @@ export class Fleet {
     }
     const draining = this.#o.store.listDraining();
     if (draining.length === 0) return;
+    const finished = draining.filter((i) => this.routesApplied(i.drainGeneration ?? 0, i.drainStarted ?? now));
+    this.remove(finished);
+  }
+
+  /**
+   * True once every router that may route to the app has applied desired state of `generation`
+   * or later (or the drain timeout since `since` passed): a change of routes made then is in force.
+   */
+  routesApplied(generation: number, since: number): boolean {
+    const now = this.#o.clock.now();
     // Every router that may still have the instance must have dropped it: the connected agents,
     // and those seen lately that are reconnecting (e.g. after a coordinator restart).
     const routers = new Set(this.#o.hub.connected());
     for (const a of this.#o.store.listAgents()) if (now - a.lastSeen < this.#o.agentDownAfterMs) routers.add(a.name);
-    const finished = draining.filter((i) => {
-      const gen = i.drainGeneration ?? 0;
-      const allApplied = [...routers].every((a) => this.#o.hub.isConnected(a) && (this.#o.hub.appliedGeneration(a) ?? 0) >= gen);
-      return allApplied || now - (i.drainStarted ?? now) > this.#o.drainTimeoutMs;
-    });
-    this.remove(finished);
+    const allApplied = [...routers].every((a) => this.#o.hub.isConnected(a) && (this.#o.hub.appliedGeneration(a) ?? 0) >= generation);
+    return allApplied || now - since > this.#o.drainTimeoutMs;
   }
 
   isUp(agent: string): boolean {

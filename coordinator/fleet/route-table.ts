@@ -8,7 +8,8 @@ export function defaultDomain(app: string, domain: string): string {
 
 /**
  * The routes every agent's router gets: per app, its domain and the healthy web instances
- * (address:port, fleet-wide). An instance is routable only once it is up and wanted running.
+ * (address:port, fleet-wide). An instance is routable only once it is up and wanted running, and
+ * not held out (a drain generation on a running instance: a rolling restart is about to restart it).
  */
 export function routeTable(
   apps: readonly AppRow[],
@@ -19,7 +20,7 @@ export function routeTable(
   const byName = new Map(agents.map((a) => [a.name, a]));
   const web = new Map<string, InstanceRow[]>();
   for (const i of instances) {
-    if (i.type !== 'web' || i.desired !== 'run' || i.state !== 'up' || !i.port) continue;
+    if (i.type !== 'web' || i.desired !== 'run' || i.state !== 'up' || !i.port || i.drainGeneration !== null) continue;
     const list = web.get(i.app);
     if (list) list.push(i);
     else web.set(i.app, [i]);

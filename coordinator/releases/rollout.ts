@@ -4,7 +4,7 @@ import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/logger.js';
 import type { DeployLine, DeployView } from '../../common/api-types.js';
 import { HangarError, type ErrorCode } from '../../common/errors.js';
-import { instanceName } from '../../common/vocabulary.js';
+import { instanceName, parseInstanceKey } from '../../common/vocabulary.js';
 import type { TaskOutput__Output } from '../../proto/loader.js';
 import type { DesiredStateSync } from '../fleet/desired-state-sync.js';
 import { runnableTypes, type Fleet } from '../fleet/fleet.js';
@@ -12,6 +12,7 @@ import type { FleetViews } from '../fleet/fleet-views.js';
 import { DEPLOY_TRANSITIONS, RELEASE_TRANSITIONS, isBuildTask, isFinished } from './deploy-status.js';
 import { configPatchTo } from './releases.js';
 import { planRollout, surgeOf, type RolloutPlan } from './rollout-planner.js';
+import { RollingRestarts } from './rolling-restart.js';
 import type { DeployRow, DeployStatus, InstanceRow, ReleaseRow, ReleaseStatus, Store } from '../store/store.js';
 import { assertTransition } from '../store/transition-table.js';
 
@@ -26,7 +27,7 @@ export function initialQuantity(appJson: AppJson | null, type: string): number {
 /** Options of {@link Rollouts}. */
 export interface RolloutOptions {
   store: Store;
-  fleet: Pick<Fleet, 'place' | 'drain' | 'remove'>;
+  fleet: Pick<Fleet, 'place' | 'drain' | 'remove' | 'routesApplied'>;
   views: Pick<FleetViews, 'agentViews'>;
   sync: Pick<DesiredStateSync, 'requestSync'>;
   clock: Clock;
@@ -64,9 +65,14 @@ export class Rollouts {
   readonly #logger: Logger;
   /** Batches already reported healthy, per deploy (only to print each once). */
   readonly #reported = new Map<string, Set<string>>();
+  /** The last health-check failure reason per instance key (bounded: pruned as instances go). */
+  readonly #healthReasons = new Map<string, string>();
+  /** `hangar restart`: health-gated like a rollout, moved on by the same {@link tick}. */
+  readonly restarts: RollingRestarts;
   constructor(options: RolloutOptions) {
     this.#o = options;
     this.#logger = options.logger.child({ component: 'rollout' });
+    this.restarts = new RollingRestarts(options);
   }
 
   /** The deploy under way for an app, if any. */
@@ -85,6 +91,12 @@ export class Rollouts {
       throw new HangarError(
         'ROLLOUT_IN_PROGRESS',
         `A deploy of ${app} is in progress${active.release ? ` (v${active.release})` : ''}; wait for it to finish (hangar releases -a ${app}) and try again.`,
+      );
+    }
+    if (this.restarts.active(app)) {
+      throw new HangarError(
+        'ROLLOUT_IN_PROGRESS',
+        `A restart of ${app} is in progress; wait for it to finish (hangar ps -a ${app}) and try again.`,
       );
     }
   }
@@ -133,6 +145,21 @@ export class Rollouts {
       this.#o.sync.requestSync();
       return { release, deploy };
     });
+  }
+
+  /**
+   * Why a health check of `key` failed (the agent already summarises repeats): a line of the
+   * deploy rolling it out, and the reason kept for the error should it never become healthy.
+   */
+  onHealthFailure(key: string, line: string): void {
+    const id = parseInstanceKey(key);
+    if (!id || line === '') return;
+    // The reason of the latest failure said in the line (a line may end a summary and start anew).
+    const latest = line.slice(Math.max(0, line.lastIndexOf('Health check failed')));
+    this.#healthReasons.set(key, latest.replace(/^Health check failed[^:]*: /, ''));
+    const deploy = this.activeDeploy(id.app);
+    if (!deploy || (deploy.status !== 'rolling_out' && deploy.status !== 'rolling_back')) return;
+    this.#line(deploy.id, `app[${instanceName(id)}]`, `-----> ${instanceName(id)} (v${id.release}): ${line}`, 'stderr');
   }
 
   onTaskOutput(agent: string, out: TaskOutput__Output): void {
@@ -208,6 +235,7 @@ export class Rollouts {
   /** Level-triggered: moves every rollout on (batches, health gate, deadline, finish). */
   tick(): void {
     const now = this.#o.clock.now();
+    this.restarts.tick();
     for (const deploy of this.#o.store.activeDeploys()) {
       try {
         if (deploy.status === 'rolling_out' || deploy.status === 'rolling_back') this.#advance(deploy, now);
@@ -265,7 +293,9 @@ export class Rollouts {
     if (pending.length > 0 && deploy.deadline !== null && now > deploy.deadline) {
       const first = instances.find((i) => i.key === pending[0]);
       const seconds = Math.round(this.#o.healthTimeoutMs / 1000);
-      const message = `${first ? instanceName(first) : 'An instance'} of v${target} did not become healthy within ${seconds} s (state ${first?.state ?? 'unknown'}${first?.message ? `: ${first.message}` : ''}).`;
+      const health = first ? this.#healthReasons.get(first.key) : undefined;
+      const why = health ? `; last health check: ${health}` : '';
+      const message = `${first ? instanceName(first) : 'An instance'} of v${target} did not become healthy within ${seconds} s (state ${first?.state ?? 'unknown'}${first?.message ? `: ${first.message}` : ''}${why}).`;
       if (rollingBack) this.#finishRollback(deploy, now, message);
       else this.#rollBack(deploy, 'RELEASE_UNHEALTHY', message, first ?? null);
       return;
@@ -302,6 +332,7 @@ export class Rollouts {
       this.#line(deploy.id, 'hangar', `-----> v${version} is up: ${up} instance(s) healthy`);
     });
     this.#reported.delete(deploy.id);
+    this.#forgetHealth(deploy.app);
     this.#logger.info({ app: deploy.app, release: version }, 'release is live');
   }
 
@@ -418,7 +449,14 @@ export class Rollouts {
       }
     });
     this.#reported.delete(deploy.id);
+    this.#forgetHealth(deploy.app);
     this.#o.sync.requestSync();
+  }
+
+  /** Drops the health reasons of instances that are gone. */
+  #forgetHealth(app: string): void {
+    const keys = new Set(this.#o.store.listInstances({ app }).map((i) => i.key));
+    for (const key of this.#healthReasons.keys()) if (parseInstanceKey(key)?.app === app && !keys.has(key)) this.#healthReasons.delete(key);
   }
 
   /** Prints the last lines the failing instance wrote, as its agent read them. */

@@ -704,6 +704,18 @@ export class Store {
     this.#stmt("UPDATE instances SET desired = 'drain', drain_generation = ?, drain_started = ? WHERE key = ?").run(generation, now, key);
   }
 
+  /**
+   * Holds a running instance out of the routers (a rolling restart), or lets it back in with
+   * `null`: its drain generation is set while it stays wanted running.
+   */
+  holdFromRoutes(key: string, generation: number | null, now: number): void {
+    this.#stmt("UPDATE instances SET drain_generation = ?, drain_started = ? WHERE key = ? AND desired = 'run'").run(
+      generation,
+      generation === null ? null : now,
+      key,
+    );
+  }
+
   bumpRestart(key: string): void {
     this.#stmt('UPDATE instances SET restart_nonce = restart_nonce + 1 WHERE key = ?').run(key);
   }

@@ -71,6 +71,24 @@ function redis(url: string, commands: string[][], replies: number, withAuth = tr
   });
 }
 
+/** Runs `redis-cli -u URL ARGS...` and returns its stdout (rejects with stdout and stderr on failure). */
+function redisCli(url: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('redis-cli', ['-u', url, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(out);
+      else reject(new Error(`redis-cli failed (${code}): ${out}${err}`));
+    });
+  });
+}
+
 async function notesCount(cluster: Cluster, app: string): Promise<number> {
   const agent = cluster.agents[cluster.agents.length - 1];
   assert.ok(agent);
@@ -211,6 +229,8 @@ test('add-ons: PostgreSQL keeps the app data, Redis queues, memcached answers, a
     assert.equal((await config(cluster, app)).REDIS_URL, redisUrl);
     assert.equal(await redis(redisUrl, [['PING']], 1), '+OK\r\n+PONG\r\n');
     assert.match(await redis(redisUrl, [['PING']], 1, false), /^-NOAUTH/);
+    // Debian's redis-cli 7 refuses a URL with an empty user name; REDIS_URL must work as given.
+    assert.equal((await redisCli(redisUrl, ['ping'])).trim(), 'PONG');
 
     await cliOk(cluster, ['scale', 'queue=1', '-a', app]);
     await redis(redisUrl, [['LPUSH', 'jobs', 'job-1', 'job-2']], 1);

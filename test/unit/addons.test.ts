@@ -14,9 +14,9 @@ test('add-on URLs: Heroku-style schemes, password masked on request, null before
   const row = { app: 'my-shop', port: 5433, password: 'abc123' };
   assert.equal(addonUrl({ ...row, kind: 'postgres' }, '10.0.0.5', false), 'postgres://my_shop:abc123@10.0.0.5:5433/my_shop');
   assert.equal(addonUrl({ ...row, kind: 'postgres' }, '10.0.0.5', true), 'postgres://my_shop:****@10.0.0.5:5433/my_shop');
-  assert.equal(addonUrl({ ...row, kind: 'redis' }, '10.0.0.5', false), 'redis://:abc123@10.0.0.5:5433/0');
+  assert.equal(addonUrl({ ...row, kind: 'redis' }, '10.0.0.5', false), 'redis://default:abc123@10.0.0.5:5433/0');
   assert.equal(addonUrl({ ...row, kind: 'memcached' }, '10.0.0.5', false), 'memcached://10.0.0.5:5433');
-  assert.equal(addonUrl({ ...row, kind: 'redis' }, 'fd00::5', true), 'redis://:****@[fd00::5]:5433/0');
+  assert.equal(addonUrl({ ...row, kind: 'redis' }, 'fd00::5', true), 'redis://default:****@[fd00::5]:5433/0');
   assert.equal(addonUrl({ ...row, port: null, kind: 'redis' }, '10.0.0.5', false), null);
   assert.equal(databaseNameOf('a-b-c'), 'a_b_c');
 });

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { Header, create } from 'tar';
 import { buildRelease, VenvBuilds, type BuildOptions, type BuildResult } from '../../agent/build/builder.js';
+import { parseSyntaxReport } from '../../agent/build/python-syntax-check.js';
 import { HangarError } from '../../common/errors.js';
 import { silentLogger } from '../../common/logger.js';
 
@@ -292,4 +293,35 @@ test('a missing interpreter fails the build with BUILD_FAILED', async () => {
     'BUILD_FAILED',
     /cannot run .*no-such-python \(spawn .* ENOENT\)/,
   );
+});
+
+test(
+  'a syntax error in the app fails the build with its file and line; a venv inside the source is not checked',
+  { timeout: 120_000 },
+  async () => {
+    const artifact = await djangoArtifact(async (dir) => {
+      await appendFile(join(dir, 'notes', 'views.py'), '\n\ndef broken(:\n    pass\n');
+      // A virtualenv committed by mistake is skipped (site-packages hold files of other Pythons).
+      await mkdir(join(dir, 'venv', 'lib'), { recursive: true });
+      await writeFile(join(dir, 'venv', 'pyvenv.cfg'), 'home = /usr/bin\n');
+      await writeFile(join(dir, 'venv', 'lib', 'old.py'), 'print "python 2"\n');
+    });
+    const lines = (await readFile(join(DJANGO_FIXTURE, 'notes', 'views.py'), 'utf8')).split('\n').length;
+    const output: string[] = [];
+    const err = await buildFails(
+      build(artifact, { onOutput: (line) => output.push(line) }),
+      'BUILD_FAILED',
+      /notes\/views\.py, line \d+: SyntaxError/,
+    );
+    assert.ok(output.includes('-----> Checking that the Python source compiles'));
+    assert.match(err.message, new RegExp(`line ${lines + 2}:`), err.message);
+    assert.doesNotMatch(err.message, /old\.py/);
+    assert.match(err.message, /nothing was started/);
+  },
+);
+
+test('the syntax report names file, line, message and source text', () => {
+  assert.deepEqual(parseSyntaxReport('noise\nHANGAR-SYNTAX a/b.py\t3\tSyntaxError: invalid syntax\tdef f(:\n'), [
+    { file: 'a/b.py', line: 3, message: 'SyntaxError: invalid syntax', text: 'def f(:' },
+  ]);
 });
