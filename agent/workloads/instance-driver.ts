@@ -4,7 +4,7 @@
  * adopt it, runs it under a supervisor (web instances are up once their health check passes in
  * a row) and drains a web instance from the router before it stops.
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sleep, type Clock } from '../../common/clock.js';
 import { describeError } from '../../common/errors.js';
@@ -17,6 +17,7 @@ import { instanceLogTail } from '../logs/log-tail.js';
 import type { Router } from '../router/router.js';
 import type { BackoffOptions } from './backoff.js';
 import { freePort } from './free-port.js';
+import { ownedDir, type RunAs } from './run-as.js';
 import { httpHealthCheck } from './health-check.js';
 import { workloadDirNames } from './workload-dirs.js';
 import { WorkloadRunner } from './workload-runner.js';
@@ -40,9 +41,11 @@ export interface InstanceDriverOptions {
   settleMs?: number;
   /** A failed build is tried again after this, ms. Default 15000. */
   buildRetryMs?: number;
-  /** Run instances as this user/group (set when the agent runs as root). */
-  uid?: number;
-  gid?: number;
+  /**
+   * The unprivileged user of an app (when the agent runs as root): its build steps,
+   * collectstatic and instances run as it. Default: this process's user.
+   */
+  userFor?: (app: string) => Promise<RunAs | null>;
   clock: Clock;
   logger: Logger;
   /** Called on every state change of an instance (kind: started, healthy, exited, …). */
@@ -65,6 +68,10 @@ interface InstanceMeta {
   port: number;
   appDir: string;
   buildEnv: Record<string, string>;
+  /** Who it runs as (null: the agent's user); absent in what older agents wrote. */
+  user?: RunAs | null;
+  /** Its stop grace, ms, for an agent that adopts it when desired state no longer lists it. */
+  graceMs?: number;
 }
 
 /** Directory name of an instance key (`shop:web.1:v3` → `shop_web.1_v3`). */
@@ -116,22 +123,29 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
 
   async start(spec: InstanceSpec__Output, ctx: StartContext): Promise<Started<InstanceData> | null> {
     const artifactPath = await this.#o.artifacts.get(spec.artifactSha256);
+    const user = (await this.#o.userFor?.(spec.app)) ?? null;
     const build = await this.#o.build({
       dataDir: this.#o.buildDataDir,
+      app: spec.app,
+      user,
       artifactPath,
       sha256: spec.artifactSha256,
       ...(this.#o.python ? { python: this.#o.python } : {}),
       logger: this.#logger,
     });
     if (!ctx.wanted()) return null;
-    await this.#collectStatic(build.appDir, { ...spec.env, ...build.env }, spec.env);
+    await this.#collectStatic(build.appDir, { ...spec.env, ...build.env }, spec.env, user);
     if (!ctx.wanted()) return null;
     let port = 0;
     for (let tries = 0; tries < 20 && (port === 0 || ctx.takenPorts().has(port)); tries++) port = await freePort();
     ctx.claimPort(port);
     const dir = join(this.#o.instancesDir, instanceDirName(spec.key));
-    const meta: InstanceMeta = { port, appDir: build.appDir, buildEnv: build.env };
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const meta: InstanceMeta = { port, appDir: build.appDir, buildEnv: build.env, user, graceMs: spec.graceSeconds * 1000 };
+    // The agent opens the output files and hands the instance their descriptors: the app may
+    // read its own (root's, with the app's group) but never write or swap them; other apps
+    // cannot enter.
+    await ownedDir(this.#o.instancesDir, 0o711, null, 'group');
+    await ownedDir(dir, user ? 0o750 : 0o700, user, 'group');
     await writeFile(join(dir, 'meta.json'), JSON.stringify(meta), { mode: 0o600 });
     if (!ctx.wanted()) return null;
     return { supervision: this.#supervision(spec, instanceDirName(spec.key), dir, meta), data: { dir } };
@@ -148,6 +162,14 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
         continue;
       }
       const spec = wanted.get(name) ?? null;
+      if (meta.user === undefined && spec) {
+        // Written by an agent before apps had users of their own: restarts run as the app's.
+        try {
+          meta.user = (await this.#o.userFor?.(spec.app)) ?? null;
+        } catch (err) {
+          this.#logger.warn({ err, instance: name }, 'could not resolve the user of an adopted instance');
+        }
+      }
       yield { key: spec?.key ?? name, spec, supervision: this.#supervision(spec, name, dir, meta), port: meta.port, data: { dir } };
     }
   }
@@ -205,7 +227,7 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
    * collectstatic once per release config on this agent (the build task did it on its own agent);
    * a Django app without STATIC_ROOT only pays for loading its settings once.
    */
-  async #collectStatic(appDir: string, env: Record<string, string>, config: Record<string, string>): Promise<void> {
+  async #collectStatic(appDir: string, env: Record<string, string>, config: Record<string, string>, user: RunAs | null): Promise<void> {
     if (await staticDone(appDir, config)) return;
     const marker = staticMarker(appDir, config);
     let run = this.#staticRuns.get(marker);
@@ -215,6 +237,7 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
           appDir,
           env,
           mode: 'static',
+          user,
           emit: (line) => this.#logger.info({ appDir, line }, 'collectstatic'),
         });
         if (result.django && !result.staticFailed) await markStaticDone(appDir, config);
@@ -236,15 +259,17 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
       stdoutPath: join(dir, 'stdout.log'),
       stderrPath: join(dir, 'stderr.log'),
       pidfilePath: join(dir, 'pid.json'),
-      graceMs: (spec?.graceSeconds ?? 30) * 1000,
+      graceMs: spec ? spec.graceSeconds * 1000 : (meta.graceMs ?? 30_000),
       settleMs: this.#o.settleMs ?? 1000,
       healthIntervalMs: HEALTH_INTERVAL_MS,
       clock: this.#o.clock,
       logger: this.#logger,
     };
     if (this.#o.backoff) options.backoff = this.#o.backoff;
-    if (this.#o.uid !== undefined) options.uid = this.#o.uid;
-    if (this.#o.gid !== undefined) options.gid = this.#o.gid;
+    if (meta.user) {
+      options.uid = meta.user.uid;
+      options.gid = meta.user.gid;
+    }
     if (isWeb && spec) {
       const check = { port: meta.port, path: spec.healthPath || '/', host: spec.domain, timeoutMs: spec.healthTimeoutMs || 2000 };
       const inARow = Math.max(1, spec.healthChecksInARow);
