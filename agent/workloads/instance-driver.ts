@@ -8,6 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sleep, type Clock } from '../../common/clock.js';
 import { describeError } from '../../common/errors.js';
+import { instanceName, parseInstanceKey } from '../../common/vocabulary.js';
 import type { Logger } from '../../common/logger.js';
 import type { InstanceSpec__Output, InstanceStatus } from '../../proto/loader.js';
 import type { ArtifactStore } from '../build/artifact-store.js';
@@ -251,6 +252,9 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
     const isWeb = spec?.type === 'web';
     const env: Record<string, string> = { ...(spec?.env ?? {}), ...meta.buildEnv };
     if (isWeb) env.PORT = String(meta.port);
+    // Heroku's name of the process (`web.1`): many apps turn DEBUG off when it is present.
+    const id = spec ? parseInstanceKey(spec.key) : null;
+    if (id) env.DYNO = instanceName(id);
     const options: Supervision = {
       key: spec?.key ?? name,
       command: spec?.command ?? 'true',

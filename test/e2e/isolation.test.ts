@@ -172,7 +172,13 @@ test('two apps on one agent: app code never runs as root, and no app reaches ano
     const own = probeAs('hangar-iso-b', ofB, [b.pid], 0);
     for (const path of ofB) assert.equal(own[path], 'ok', `app B reads its own ${path}`);
     assert.equal(own[`kill ${b.pid}`], 'ok');
-    assert.match(await readFile(`/proc/${b.pid}/environ`, 'utf8'), /SECRET_KEY=iso-b-secret-key-value/);
+    const bEnv = (await readFile(`/proc/${b.pid}/environ`, 'utf8')).split('\0');
+    assert.ok(bEnv.includes('SECRET_KEY=iso-b-secret-key-value'));
+    // Heroku's DYNO beside HANGAR_INSTANCE.
+    assert.ok(
+      bEnv.includes('DYNO=web.1') && bEnv.includes('HANGAR_INSTANCE=web.1'),
+      bEnv.filter((v) => /^(DYNO|HANGAR_)/.test(v)).join(' '),
+    );
 
     // App A: every read refused, every signal refused (SIGKILL: were it allowed, B would die).
     const fromA = probeAs('hangar-iso-a', [...ofB, ...ofAgent], [b.pid], 9);
