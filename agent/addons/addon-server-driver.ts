@@ -143,7 +143,7 @@ export class AddonServerDriver implements WorkloadDriver<AddonSpec__Output, Addo
       }
       let found: Recovered<AddonSpec__Output, AddonContext>;
       try {
-        const ctx = await this.#context(spec, paths, meta.port);
+        const ctx = await this.#context(spec, paths, meta.port, await this.#runningAs(spec.app, paths));
         const server = await kind.prepare(ctx);
         found = { key: name, spec, supervision: this.#supervision(ctx, server), port: meta.port, data: ctx };
       } catch (err) {
@@ -235,14 +235,28 @@ export class AddonServerDriver implements WorkloadDriver<AddonSpec__Output, Addo
     throw new HangarError('ADDON_FAILED', `No free port in ${preferred}-${preferred + 199} on ${this.#o.host}`);
   }
 
-  async #context(spec: AddonSpec__Output, paths: AddonPaths, port: number): Promise<AddonContext> {
+  /**
+   * Who a server left running by a previous agent runs as: the owner of its data (an agent from
+   * before apps had users of their own ran every server as `hangar`). It keeps that user, its
+   * restarts too, so its files are not taken from it while it runs; its next fresh start gives
+   * them to the app's user.
+   */
+  async #runningAs(app: string, paths: AddonPaths): Promise<RunAs | null> {
+    const user = await this.#resolveRunAs(app);
+    if (!user) return null;
+    const owner = await stat(paths.root);
+    if (owner.uid === user.uid || owner.uid === 0) return user;
+    return { name: `uid ${owner.uid}`, uid: owner.uid, gid: owner.gid, home: user.home };
+  }
+
+  async #context(spec: AddonSpec__Output, paths: AddonPaths, port: number, runAs?: RunAs | null): Promise<AddonContext> {
     return {
       spec,
       paths,
       port,
       listen: [...new Set([this.#o.advertise, '127.0.0.1'])],
       advertise: this.#o.advertise,
-      runAs: await this.#resolveRunAs(spec.app),
+      runAs: runAs === undefined ? await this.#resolveRunAs(spec.app) : runAs,
       host: this.#o.host,
       logger: this.#logger,
     };

@@ -4,7 +4,7 @@
  * adopt it, runs it under a supervisor (web instances are up once their health check passes in
  * a row) and drains a web instance from the router before it stops.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sleep, type Clock } from '../../common/clock.js';
 import { describeError } from '../../common/errors.js';
@@ -18,7 +18,7 @@ import { instanceLogTail } from '../logs/log-tail.js';
 import type { Router } from '../router/router.js';
 import type { BackoffOptions } from './backoff.js';
 import { freePort } from './free-port.js';
-import { ownedDir, type RunAs } from './run-as.js';
+import { NO_HOME, ownedDir, type RunAs } from './run-as.js';
 import { httpHealthCheck } from './health-check.js';
 import { workloadDirNames } from './workload-dirs.js';
 import { WorkloadRunner } from './workload-runner.js';
@@ -163,12 +163,17 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
         continue;
       }
       const spec = wanted.get(name) ?? null;
-      if (meta.user === undefined && spec) {
-        // Written by an agent before apps had users of their own: restarts run as the app's.
+      if (meta.user === undefined) {
+        // Written by an agent from before apps had users of their own: it ran as the owner of its
+        // slug, and so do its restarts (its next release gets the app's own user).
         try {
-          meta.user = (await this.#o.userFor?.(spec.app)) ?? null;
+          const owner = await stat(meta.appDir);
+          meta.user =
+            owner.uid === 0 || process.getuid?.() !== 0
+              ? null
+              : { name: `uid ${owner.uid}`, uid: owner.uid, gid: owner.gid, home: NO_HOME };
         } catch (err) {
-          this.#logger.warn({ err, instance: name }, 'could not resolve the user of an adopted instance');
+          this.#logger.warn({ err, instance: name }, 'could not tell the user of an adopted instance');
         }
       }
       yield { key: spec?.key ?? name, spec, supervision: this.#supervision(spec, name, dir, meta), port: meta.port, data: { dir } };
