@@ -9,7 +9,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, lchown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -266,9 +266,9 @@ async function populateVenv({ venvDir, python, version, requirements, step, logg
       });
     if (importable) {
       // The virtualenv is the app's: create, never follow a link it may have left.
+      // Mode from the create itself and lchown: nothing here follows a link swapped in meanwhile.
       await writeFile(gunicorn, `#!/bin/sh\nexec "${venvPython}" -m gunicorn "$@"\n`, { flag: 'wx', mode: 0o755 });
-      await chmod(gunicorn, 0o755);
-      if (step.user) await chown(gunicorn, step.user.uid, step.user.gid);
+      if (step.user) await lchown(gunicorn, step.user.uid, step.user.gid);
       step.emit(`${INDENT}Added bin/gunicorn (runs python -m gunicorn in the virtualenv)`);
     }
   }
