@@ -22,7 +22,8 @@ import { MetricsCollector } from './metrics/metrics-collector.js';
 import { createInstanceRunner } from './workloads/instance-driver.js';
 import { Router } from './router/router.js';
 import { parseCidr } from './router/trusted-proxies.js';
-import { assertReachable, resolveRunAs } from './workloads/run-as.js';
+import { AppUsers } from './workloads/app-users.js';
+import { assertReachable } from './workloads/run-as.js';
 import { TaskRunner } from './workloads/task-runner.js';
 
 /** The first non-internal IPv4 address of this host, else loopback. */
@@ -76,11 +77,16 @@ export const agentConfigSchema = z
       .int()
       .min(1024 * 1024)
       .default(256 * 1024 * 1024),
-    /** System user apps, release phases and builds run as when the agent runs as root (created if missing). Default `hangar`. */
+    /**
+     * When the agent runs as root, every app (its builds, release phases, instances and add-on
+     * servers) runs as a system user of its own, `hangar-APP` (created if missing). Setting this
+     * runs every app as this one user instead, and apps are then NOT isolated from each other.
+     * Default: a user per app.
+     */
     appUser: z
       .string()
       .regex(/^[a-z_][a-z0-9_-]{0,31}$/)
-      .default('hangar'),
+      .optional(),
   })
   .strict();
 
@@ -162,11 +168,13 @@ async function assemble(
   await mkdir(c.dataDir, { recursive: true, mode: 0o700 });
   // The cached desired state holds config values: sealed with this agent's own key.
   const secrets = await SecretBox.fromKeyFile(join(c.dataDir, 'secret-key'));
-  const user = await resolveRunAs(c.appUser, join(c.dataDir, 'home'), logger);
-  // The app's user must reach its slug and virtualenv below the data dir (but not list it).
-  if (user) {
+  const users = new AppUsers({ homesDir: join(c.dataDir, 'home'), ...(c.appUser ? { shared: c.appUser } : {}), logger });
+  // The apps' users must reach their slugs and virtualenvs below the data dir (but not list it);
+  // what is the agent's alone (credential, keys, cache, spool, artifacts, task records) is closed.
+  if (users.dropsPrivileges) {
     await chmod(c.dataDir, 0o711);
-    await assertReachable(c.dataDir, user);
+    await assertReachable(c.dataDir, { name: c.appUser ? `the user ${c.appUser}` : 'their own users (hangar-APP)', uid: -1, gid: -1 });
+    await closeAgentFiles(c.dataDir);
   }
 
   let link: CoordinatorLink | null = null;
@@ -205,7 +213,8 @@ async function assemble(
   });
   // Builds of one virtualenv are shared between the instances and tasks that need it at once.
   const venvBuilds = new VenvBuilds();
-  const build = (options: BuildOptions) => buildRelease({ ...options, venvBuilds, user });
+  const build = (options: BuildOptions) => buildRelease({ ...options, venvBuilds });
+  const userFor = (app: string) => users.forApp(app);
   const sendHeartbeat = () =>
     link?.send({
       heartbeat: {
@@ -222,6 +231,7 @@ async function assemble(
     host: c.name,
     advertise: c.advertise,
     ...(deps.backoff ? { backoff: deps.backoff } : {}),
+    runAs: userFor,
     clock,
     logger,
     onStatus: (status) => link?.send({ addonStatus: status }),
@@ -235,7 +245,7 @@ async function assemble(
     buildDataDir: c.dataDir,
     ...(c.python ? { python: c.python } : {}),
     ...(deps.backoff ? { backoff: deps.backoff } : {}),
-    ...(user ? { uid: user.uid, gid: user.gid } : {}),
+    userFor,
     settleMs: c.settleMs,
     clock,
     logger,
@@ -252,7 +262,7 @@ async function assemble(
     build,
     buildDataDir: c.dataDir,
     ...(c.python ? { python: c.python } : {}),
-    user,
+    userFor,
     logger,
     onLine: (l) => {
       const app = applier?.appOfTask(l.taskId);
@@ -334,5 +344,24 @@ async function assemble(
     if (heartbeat) clock.clearTimeout(heartbeat);
     link?.close();
   });
-  return { routerPort, appUser: user?.name ?? null };
+  return { routerPort, appUser: users.dropsPrivileges ? (c.appUser ?? 'hangar-APP') : null };
+}
+
+/** The agent's own files and folders under DATA that no app may read (made 0700/0600 when present). */
+const AGENT_PRIVATE = {
+  dirs: ['logs', 'tasks', 'artifacts'],
+  files: ['credential.json', 'secret-key', 'desired-state.json'],
+};
+
+/** Closes the agent's own data to the apps' users, including what an older agent left open. */
+async function closeAgentFiles(dataDir: string): Promise<void> {
+  for (const name of AGENT_PRIVATE.dirs) {
+    await mkdir(join(dataDir, name), { recursive: true, mode: 0o700 });
+    await chmod(join(dataDir, name), 0o700);
+  }
+  for (const name of AGENT_PRIVATE.files) {
+    await chmod(join(dataDir, name), 0o600).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    });
+  }
 }

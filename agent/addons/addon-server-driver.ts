@@ -14,7 +14,8 @@ import type { AddonSpec__Output, AddonStatus } from '../../proto/loader.js';
 import type { BackoffOptions } from '../workloads/backoff.js';
 import { isPortFree } from '../workloads/free-port.js';
 import { workloadDirNames } from '../workloads/workload-dirs.js';
-import { DEFAULT_RUN_AS_USER, chownTree, resolveRunAs, type RunAs } from '../workloads/run-as.js';
+import { AppUsers } from '../workloads/app-users.js';
+import { chownTree, type RunAs } from '../workloads/run-as.js';
 import type {
   Recovered,
   Started,
@@ -43,8 +44,11 @@ export interface AddonServerOptions {
   graceMs?: number;
   /** The servers' drivers. Default: PostgreSQL, Redis and memcached. */
   drivers?: Partial<Record<AddonKind, AddonDriver>>;
-  /** Who servers run as. Default: {@link resolveRunAs} (the `hangar` user when the agent is root). */
-  runAs?: () => Promise<RunAs | null>;
+  /**
+   * Who the servers of an app run as. Default: the app's own user (`hangar-APP`, see
+   * {@link AppUsers}) when the agent is root, else the agent's user.
+   */
+  runAs?: (app: string) => Promise<RunAs | null>;
   clock: Clock;
   logger: Logger;
   /** Called on every state change of an add-on. */
@@ -66,13 +70,14 @@ export class AddonServerDriver implements WorkloadDriver<AddonSpec__Output, Addo
   readonly #o: AddonServerOptions;
   readonly #logger: Logger;
   readonly #kinds: Record<AddonKind, AddonDriver>;
-  #runAs: Promise<RunAs | null> | null = null;
+  readonly #users: AppUsers;
 
   /** @param logger the logger of the runner it serves (component `addons`) */
   constructor(options: AddonServerOptions, logger: Logger) {
     this.#o = options;
     this.#logger = logger;
     this.#kinds = { postgres: postgresDriver(), redis: redisDriver(), memcached: memcachedDriver(), ...options.drivers };
+    this.#users = new AppUsers({ homesDir: null, logger });
   }
 
   /** The driver of add-on kind `kind`; null for a kind this agent does not know. */
@@ -98,7 +103,7 @@ export class AddonServerDriver implements WorkloadDriver<AddonSpec__Output, Addo
     if (!/^[a-z][a-z0-9-]{0,62}$/.test(spec.name)) throw new HangarError('BAD_INPUT', `"${spec.name}" is not a valid add-on name`);
     const driver = this.kind(spec.kind);
     if (!driver) throw new HangarError('BAD_INPUT', `"${spec.kind}" is not a kind of add-on this agent knows`);
-    const runAs = await this.#resolveRunAs();
+    const runAs = await this.#resolveRunAs(spec.app);
     await this.#ensureAddonsDir(runAs);
     let meta = await readMeta(paths);
     if (meta && meta.id !== spec.id) {
@@ -138,7 +143,7 @@ export class AddonServerDriver implements WorkloadDriver<AddonSpec__Output, Addo
       }
       let found: Recovered<AddonSpec__Output, AddonContext>;
       try {
-        const ctx = await this.#context(spec, paths, meta.port);
+        const ctx = await this.#context(spec, paths, meta.port, await this.#runningAs(spec.app, paths));
         const server = await kind.prepare(ctx);
         found = { key: name, spec, supervision: this.#supervision(ctx, server), port: meta.port, data: ctx };
       } catch (err) {
@@ -208,13 +213,9 @@ export class AddonServerDriver implements WorkloadDriver<AddonSpec__Output, Addo
     this.#o.onStatus(status);
   }
 
-  #resolveRunAs(): Promise<RunAs | null> {
-    this.#runAs ??= (this.#o.runAs ?? (() => resolveRunAs(DEFAULT_RUN_AS_USER, null, this.#logger)))();
-    // A failure (e.g. useradd missing) is tried again next time.
-    this.#runAs.catch(() => {
-      this.#runAs = null;
-    });
-    return this.#runAs;
+  /** A failure (e.g. useradd missing) is tried again next time. */
+  #resolveRunAs(app: string): Promise<RunAs | null> {
+    return this.#o.runAs ? this.#o.runAs(app) : this.#users.forApp(app);
   }
 
   /** DATA and DATA/addons must be traversable by the servers' user (not listable: 0711). */
@@ -234,14 +235,28 @@ export class AddonServerDriver implements WorkloadDriver<AddonSpec__Output, Addo
     throw new HangarError('ADDON_FAILED', `No free port in ${preferred}-${preferred + 199} on ${this.#o.host}`);
   }
 
-  async #context(spec: AddonSpec__Output, paths: AddonPaths, port: number): Promise<AddonContext> {
+  /**
+   * Who a server left running by a previous agent runs as: the owner of its data (an agent from
+   * before apps had users of their own ran every server as `hangar`). It keeps that user, its
+   * restarts too, so its files are not taken from it while it runs; its next fresh start gives
+   * them to the app's user.
+   */
+  async #runningAs(app: string, paths: AddonPaths): Promise<RunAs | null> {
+    const user = await this.#resolveRunAs(app);
+    if (!user) return null;
+    const owner = await stat(paths.root);
+    if (owner.uid === user.uid || owner.uid === 0) return user;
+    return { name: `uid ${owner.uid}`, uid: owner.uid, gid: owner.gid, home: user.home };
+  }
+
+  async #context(spec: AddonSpec__Output, paths: AddonPaths, port: number, runAs?: RunAs | null): Promise<AddonContext> {
     return {
       spec,
       paths,
       port,
       listen: [...new Set([this.#o.advertise, '127.0.0.1'])],
       advertise: this.#o.advertise,
-      runAs: await this.#resolveRunAs(),
+      runAs: runAs === undefined ? await this.#resolveRunAs(spec.app) : runAs,
       host: this.#o.host,
       logger: this.#logger,
     };

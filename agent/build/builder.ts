@@ -9,13 +9,13 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, lchown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
 import { HangarError, describeError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
-import { chownTree, type RunAs } from '../workloads/run-as.js';
+import { ownedDir, chownTree, type RunAs } from '../workloads/run-as.js';
 import { checkPythonSyntax } from './python-syntax-check.js';
 import { unpackSlug } from './slug-unpack.js';
 
@@ -31,8 +31,13 @@ const INDENT = '       ';
 
 /** Options of {@link buildRelease}. */
 export interface BuildOptions {
-  /** The agent's data directory; slugs go to `slugs/<sha256>/`, virtualenvs to `venvs/<key>/`. */
+  /**
+   * The agent's data directory; slugs go to `slugs/<app>/<sha256>/`, virtualenvs to
+   * `venvs/<app>/<key>/` (without `app`: `slugs/<sha256>/`, `venvs/<key>/`).
+   */
   dataDir: string;
+  /** The app being built: its slugs and virtualenvs are its own, never shared with another app. */
+  app?: string;
   /** The release's artifact: a gzipped tar of the app's source. */
   artifactPath: string;
   /** SHA-256 of the artifact file (lowercase hex); checked before unpacking. */
@@ -126,33 +131,41 @@ export async function buildRelease(options: BuildOptions): Promise<BuildResult> 
   const baseEnv = buildEnv({ ...(user ? { HOME: user.home, USER: user.name, LOGNAME: user.name } : {}), ...options.env });
   const started = Date.now();
 
+  // DATA/slugs and DATA/venvs: traversable, not listable. DATA/slugs/APP: root's with the app's
+  // group, so no other app enters it and the app cannot swap what the agent unpacks there.
+  const slugsDir = options.app ? join(dataDir, 'slugs', options.app) : join(dataDir, 'slugs');
+  const venvsDir = options.app ? join(dataDir, 'venvs', options.app) : join(dataDir, 'venvs');
+  if (user) {
+    for (const dir of [join(dataDir, 'slugs'), join(dataDir, 'venvs')]) await ownedDir(dir, 0o711, null, 'group');
+    for (const dir of [slugsDir, venvsDir]) await ownedDir(dir, options.app ? 0o750 : 0o711, options.app ? user : null, 'group');
+  }
+
   emit('-----> Unpacking');
   const slug = await unpackSlug({
     artifactPath: options.artifactPath,
     sha256,
-    slugsDir: join(dataDir, 'slugs'),
+    slugsDir,
     maxBytes: options.maxBytes,
     signal,
   });
-  if (user && !slug.reused) await chownTree(slug.appDir, user);
+  if (user && !slug.reused) {
+    await chownTree(slug.appDir, user);
+    if (options.app) await chmod(slug.appDir, 0o700);
+  }
   emit(
     slug.reused
       ? `${INDENT}Using the slug unpacked by an earlier build`
       : `${INDENT}${slug.entries} entries, ${Math.ceil(slug.totalBytes / 1024)} KiB`,
   );
 
-  const version = await pythonVersion(python, baseEnv, slug.appDir, signal);
+  const version = await pythonVersion(python, baseEnv, user, signal);
   const requirements = await readOptional(join(slug.appDir, 'requirements.txt'));
   const key = createHash('sha256')
     .update(`${python}\0${version}\0${requirements ?? ''}`)
     .digest('hex')
     .slice(0, 32);
-  const venvDir = join(dataDir, 'venvs', key);
+  const venvDir = join(venvsDir, key);
   const step: StepContext = { env: baseEnv, cwd: slug.appDir, signal, emit, tail: [], user };
-  if (user) {
-    await mkdir(join(dataDir, 'venvs'), { recursive: true });
-    await chown(join(dataDir, 'venvs'), user.uid, user.gid);
-  }
 
   let cached: boolean;
   if (await isFile(join(venvDir, '.complete'))) {
@@ -160,7 +173,7 @@ export async function buildRelease(options: BuildOptions): Promise<BuildResult> 
     cached = true;
   } else {
     const build = (): Promise<VenvOutcome> => createVenv({ venvDir, python, version, requirements: requirements !== null, step, logger });
-    const shared = options.venvBuilds?.run(key, build);
+    const shared = options.venvBuilds?.run(venvDir, build);
     if (shared?.joined === true) {
       emit('-----> Waiting for a concurrent build of the same virtualenv');
       await shared.promise;
@@ -232,6 +245,8 @@ async function populateVenv({ venvDir, python, version, requirements, step, logg
   const venvEnv = { ...step.env, VIRTUAL_ENV: venvDir, PATH: `${bin}:${step.env.PATH ?? '/usr/bin:/bin'}` };
 
   step.emit(`-----> Creating virtualenv (python ${version})`);
+  // Made here and given to the app's user: its parent is not the app's to write in.
+  await ownedDir(venvDir, 0o700, step.user, 'user');
   await runStep('create the virtualenv', python, ['-m', 'venv', '--system-site-packages', venvDir], step);
 
   if (requirements) {
@@ -255,13 +270,17 @@ async function populateVenv({ venvDir, python, version, requirements, step, logg
         return false;
       });
     if (importable) {
-      await writeFile(gunicorn, `#!/bin/sh\nexec "${venvPython}" -m gunicorn "$@"\n`);
-      await chmod(gunicorn, 0o755);
+      // The virtualenv is the app's: create, never follow a link it may have left.
+      // Mode from the create itself and lchown: nothing here follows a link swapped in meanwhile.
+      await writeFile(gunicorn, `#!/bin/sh\nexec "${venvPython}" -m gunicorn "$@"\n`, { flag: 'wx', mode: 0o755 });
+      if (step.user) await lchown(gunicorn, step.user.uid, step.user.gid);
       step.emit(`${INDENT}Added bin/gunicorn (runs python -m gunicorn in the virtualenv)`);
     }
   }
 
-  await writeFile(join(venvDir, '.complete'), `${JSON.stringify({ python, version, createdAt: new Date().toISOString() })}\n`);
+  const complete = join(venvDir, '.complete');
+  await rm(complete, { force: true });
+  await writeFile(complete, `${JSON.stringify({ python, version, createdAt: new Date().toISOString() })}\n`, { flag: 'wx', mode: 0o644 });
   logger.debug({ venvDir }, 'virtualenv created');
 }
 
@@ -403,9 +422,17 @@ function runStep(what: string, command: string, args: string[], ctx: StepContext
   });
 }
 
-/** The interpreter's version (`3.11.2`); fails the build when it cannot be run. */
-async function pythonVersion(python: string, env: Record<string, string>, cwd: string, signal: AbortSignal | undefined): Promise<string> {
-  const ctx: StepContext = { env, cwd, signal, emit: () => undefined, tail: [], quiet: true, user: null };
+/**
+ * The interpreter's version (`3.11.2`); fails the build when it cannot be run. Run as the app's
+ * user outside the slug: Python puts its working directory on sys.path.
+ */
+async function pythonVersion(
+  python: string,
+  env: Record<string, string>,
+  user: RunAs | null,
+  signal: AbortSignal | undefined,
+): Promise<string> {
+  const ctx: StepContext = { env, cwd: '/', signal, emit: () => undefined, tail: [], quiet: true, user };
   let version = '';
   await runStep('find the Python version', python, ['-c', 'import sys; print("%d.%d.%d" % sys.version_info[:3])'], {
     ...ctx,

@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { access, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import type { RunAs } from '../workloads/run-as.js';
 
 /** What to run. `checks`: deploy checks + collectstatic; `static`: collectstatic only. */
 export type DjangoBuildMode = 'checks' | 'static';
@@ -28,6 +29,8 @@ export interface DjangoBuildOptions {
   secrets?: readonly string[];
   /** Longest the step may take, ms. Default 5 minutes. */
   timeoutMs?: number;
+  /** The app's user (when the agent is root): the settings module is the app's code. Default: this process's user. */
+  user?: RunAs | null;
 }
 
 /** How it went: a failure of the deploy only when the app cannot be imported ({@link DjangoBuildResult.fatal}). */
@@ -124,8 +127,9 @@ export async function runDjangoBuild(o: DjangoBuildOptions): Promise<DjangoBuild
   await new Promise<void>((resolve) => {
     const child = spawn('python', ['-c', SCRIPT, o.mode], {
       cwd: o.appDir,
-      env: o.env,
+      env: o.user ? { ...o.env, HOME: o.user.home, USER: o.user.name, LOGNAME: o.user.name } : o.env,
       detached: true,
+      ...(o.user ? { uid: o.user.uid, gid: o.user.gid } : {}),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const kill = (): void => {
@@ -205,7 +209,14 @@ export async function staticDone(appDir: string, config: Record<string, string>)
   }
 }
 
-/** Writes the marker of {@link staticMarker}. */
+/**
+ * Writes the marker of {@link staticMarker}. The slug belongs to the app's user: the file is
+ * created exclusively, so a link the app left there is never followed by the agent.
+ */
 export async function markStaticDone(appDir: string, config: Record<string, string>): Promise<void> {
-  await writeFile(staticMarker(appDir, config), '');
+  try {
+    await writeFile(staticMarker(appDir, config), '', { flag: 'wx', mode: 0o644 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
 }

@@ -4,10 +4,11 @@
  * adopt it, runs it under a supervisor (web instances are up once their health check passes in
  * a row) and drains a web instance from the router before it stops.
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sleep, type Clock } from '../../common/clock.js';
 import { describeError } from '../../common/errors.js';
+import { instanceName, parseInstanceKey } from '../../common/vocabulary.js';
 import type { Logger } from '../../common/logger.js';
 import type { InstanceSpec__Output, InstanceStatus } from '../../proto/loader.js';
 import type { ArtifactStore } from '../build/artifact-store.js';
@@ -19,6 +20,7 @@ import type { BackoffOptions } from './backoff.js';
 import { freePort } from './free-port.js';
 import { httpHealthProbe } from './health-check.js';
 import { HealthFailureLog } from './health-failure-log.js';
+import { NO_HOME, ownedDir, type RunAs } from './run-as.js';
 import { workloadDirNames } from './workload-dirs.js';
 import { WorkloadRunner } from './workload-runner.js';
 import type { Recovered, Started, StartContext, Supervision, WorkloadChange, WorkloadDriver, WorkloadView } from './workload-driver.js';
@@ -41,9 +43,11 @@ export interface InstanceDriverOptions {
   settleMs?: number;
   /** A failed build is tried again after this, ms. Default 15000. */
   buildRetryMs?: number;
-  /** Run instances as this user/group (set when the agent runs as root). */
-  uid?: number;
-  gid?: number;
+  /**
+   * The unprivileged user of an app (when the agent runs as root): its build steps,
+   * collectstatic and instances run as it. Default: this process's user.
+   */
+  userFor?: (app: string) => Promise<RunAs | null>;
   clock: Clock;
   logger: Logger;
   /** Called on every state change of an instance (kind: started, healthy, exited, …). */
@@ -66,6 +70,10 @@ interface InstanceMeta {
   port: number;
   appDir: string;
   buildEnv: Record<string, string>;
+  /** Who it runs as (null: the agent's user); absent in what older agents wrote. */
+  user?: RunAs | null;
+  /** Its stop grace, ms, for an agent that adopts it when desired state no longer lists it. */
+  graceMs?: number;
 }
 
 /** Directory name of an instance key (`shop:web.1:v3` → `shop_web.1_v3`). */
@@ -117,22 +125,29 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
 
   async start(spec: InstanceSpec__Output, ctx: StartContext): Promise<Started<InstanceData> | null> {
     const artifactPath = await this.#o.artifacts.get(spec.artifactSha256);
+    const user = (await this.#o.userFor?.(spec.app)) ?? null;
     const build = await this.#o.build({
       dataDir: this.#o.buildDataDir,
+      app: spec.app,
+      user,
       artifactPath,
       sha256: spec.artifactSha256,
       ...(this.#o.python ? { python: this.#o.python } : {}),
       logger: this.#logger,
     });
     if (!ctx.wanted()) return null;
-    await this.#collectStatic(build.appDir, { ...spec.env, ...build.env }, spec.env);
+    await this.#collectStatic(build.appDir, { ...spec.env, ...build.env }, spec.env, user);
     if (!ctx.wanted()) return null;
     let port = 0;
     for (let tries = 0; tries < 20 && (port === 0 || ctx.takenPorts().has(port)); tries++) port = await freePort();
     ctx.claimPort(port);
     const dir = join(this.#o.instancesDir, instanceDirName(spec.key));
-    const meta: InstanceMeta = { port, appDir: build.appDir, buildEnv: build.env };
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const meta: InstanceMeta = { port, appDir: build.appDir, buildEnv: build.env, user, graceMs: spec.graceSeconds * 1000 };
+    // The agent opens the output files and hands the instance their descriptors: the app may
+    // read its own (root's, with the app's group) but never write or swap them; other apps
+    // cannot enter.
+    await ownedDir(this.#o.instancesDir, 0o711, null, 'group');
+    await ownedDir(dir, user ? 0o750 : 0o700, user, 'group');
     await writeFile(join(dir, 'meta.json'), JSON.stringify(meta), { mode: 0o600 });
     if (!ctx.wanted()) return null;
     return { supervision: this.#supervision(spec, instanceDirName(spec.key), dir, meta), data: { dir } };
@@ -149,6 +164,19 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
         continue;
       }
       const spec = wanted.get(name) ?? null;
+      if (meta.user === undefined) {
+        // Written by an agent from before apps had users of their own: it ran as the owner of its
+        // slug, and so do its restarts (its next release gets the app's own user).
+        try {
+          const owner = await stat(meta.appDir);
+          meta.user =
+            owner.uid === 0 || process.getuid?.() !== 0
+              ? null
+              : { name: `uid ${owner.uid}`, uid: owner.uid, gid: owner.gid, home: NO_HOME };
+        } catch (err) {
+          this.#logger.warn({ err, instance: name }, 'could not tell the user of an adopted instance');
+        }
+      }
       yield { key: spec?.key ?? name, spec, supervision: this.#supervision(spec, name, dir, meta), port: meta.port, data: { dir } };
     }
   }
@@ -206,7 +234,7 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
    * collectstatic once per release config on this agent (the build task did it on its own agent);
    * a Django app without STATIC_ROOT only pays for loading its settings once.
    */
-  async #collectStatic(appDir: string, env: Record<string, string>, config: Record<string, string>): Promise<void> {
+  async #collectStatic(appDir: string, env: Record<string, string>, config: Record<string, string>, user: RunAs | null): Promise<void> {
     if (await staticDone(appDir, config)) return;
     const marker = staticMarker(appDir, config);
     let run = this.#staticRuns.get(marker);
@@ -216,6 +244,7 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
           appDir,
           env,
           mode: 'static',
+          user,
           emit: (line) => this.#logger.info({ appDir, line }, 'collectstatic'),
         });
         if (result.django && !result.staticFailed) await markStaticDone(appDir, config);
@@ -229,6 +258,9 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
     const isWeb = spec?.type === 'web';
     const env: Record<string, string> = { ...(spec?.env ?? {}), ...meta.buildEnv };
     if (isWeb) env.PORT = String(meta.port);
+    // Heroku's name of the process (`web.1`): many apps turn DEBUG off when it is present.
+    const id = spec ? parseInstanceKey(spec.key) : null;
+    if (id) env.DYNO = instanceName(id);
     const options: Supervision = {
       key: spec?.key ?? name,
       command: spec?.command ?? 'true',
@@ -237,15 +269,17 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
       stdoutPath: join(dir, 'stdout.log'),
       stderrPath: join(dir, 'stderr.log'),
       pidfilePath: join(dir, 'pid.json'),
-      graceMs: (spec?.graceSeconds ?? 30) * 1000,
+      graceMs: spec ? spec.graceSeconds * 1000 : (meta.graceMs ?? 30_000),
       settleMs: this.#o.settleMs ?? 1000,
       healthIntervalMs: HEALTH_INTERVAL_MS,
       clock: this.#o.clock,
       logger: this.#logger,
     };
     if (this.#o.backoff) options.backoff = this.#o.backoff;
-    if (this.#o.uid !== undefined) options.uid = this.#o.uid;
-    if (this.#o.gid !== undefined) options.gid = this.#o.gid;
+    if (meta.user) {
+      options.uid = meta.user.uid;
+      options.gid = meta.user.gid;
+    }
     if (isWeb && spec) {
       const check = { port: meta.port, path: spec.healthPath || '/', host: spec.domain, timeoutMs: spec.healthTimeoutMs || 2000 };
       const inARow = Math.max(1, spec.healthChecksInARow);

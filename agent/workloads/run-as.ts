@@ -1,10 +1,10 @@
 /**
- * The unprivileged user every workload runs as when the agent runs as root (app processes,
- * release phases, build steps and add-on servers): the `hangar` system user, created when
- * missing. An agent running as anyone else runs them all as itself.
+ * An unprivileged user a workload runs as when the agent runs as root (app processes, release
+ * phases, build steps and add-on servers all run as their app's user, see app-users.ts): a
+ * system user, created when missing. An agent running as anyone else runs them all as itself.
  */
 import { execFile } from 'node:child_process';
-import { chown, lstat, mkdir, readdir, stat } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { HangarError } from '../../common/errors.js';
@@ -20,9 +20,6 @@ export interface RunAs {
   /** A HOME it may write to (pip and Python caches); {@link NO_HOME} when it was given none. */
   home: string;
 }
-
-/** Name of the system user workloads run as when the agent is root, unless configured otherwise. */
-export const DEFAULT_RUN_AS_USER = 'hangar';
 
 /** The HOME of a user resolved without one (what `useradd --home-dir` uses for "none"). */
 export const NO_HOME = '/nonexistent';
@@ -72,16 +69,18 @@ export async function resolveRunAs(name: string, home: string | null, logger: Lo
   if (home === null) return { name, uid, gid, home: NO_HOME };
   await mkdir(home, { recursive: true, mode: 0o700 });
   await chown(home, uid, gid);
+  await chmod(home, 0o700);
   return { name, uid, gid, home };
 }
 
 /**
- * Checks that another user can reach `dir` (every ancestor searchable by others), so the app's
- * user finds its slug and virtualenv below it.
+ * Checks that another user can reach `dir` (every ancestor searchable by others, or by `user`),
+ * so the apps' users find their slugs and virtualenvs below it.
  *
+ * @param user who must reach it; `uid`/`gid` -1 for "any other user"
  * @throws HangarError `BAD_INPUT` naming the first directory in the way.
  */
-export async function assertReachable(dir: string, user: RunAs): Promise<void> {
+export async function assertReachable(dir: string, user: Pick<RunAs, 'name' | 'uid' | 'gid'>): Promise<void> {
   for (let current = resolve(dir); ; current = dirname(current)) {
     const info = await stat(current);
     const searchable =
@@ -91,7 +90,7 @@ export async function assertReachable(dir: string, user: RunAs): Promise<void> {
     if (!searchable) {
       throw new HangarError(
         'BAD_INPUT',
-        `Apps run as the user ${user.name}, which cannot reach ${dir}: ${current} is closed to other users. ` +
+        `Apps run as ${user.name}, which cannot reach ${dir}: ${current} is closed to other users. ` +
           `Use a data dir such as /var/lib/hangar-agent, or \`chmod o+x ${current}\`.`,
       );
     }
@@ -121,4 +120,15 @@ async function chownEach(path: string, user: RunAs): Promise<void> {
   if (info.isDirectory()) {
     for (const name of await readdir(path)) await chownEach(join(path, name), user);
   }
+}
+
+/**
+ * Makes `dir` (parents as needed) with `mode`, and when `user` is given makes it theirs: owned by
+ * the user (`owner: 'user'`), or by root with the user's group (`owner: 'group'`: the app enters
+ * and reads it but cannot rename what is in it, which the agent then creates safely).
+ */
+export async function ownedDir(dir: string, mode: number, user: RunAs | null, owner: 'user' | 'group'): Promise<void> {
+  await mkdir(dir, { recursive: true, mode });
+  if (user) await chown(dir, owner === 'user' ? user.uid : 0, user.gid);
+  await chmod(dir, mode);
 }

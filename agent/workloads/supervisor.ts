@@ -108,6 +108,8 @@ interface PidRecord {
   pid: number;
   /** Field 22 of /proc/PID/stat; null when it could not be read at spawn time. */
   startTime: number | null;
+  /** Set when the agent left while stopping it: whoever adopts it finishes the stop. */
+  stopping?: boolean;
 }
 
 /** One run of the process, spawned by us (`child`) or adopted (`child === null`). */
@@ -161,6 +163,7 @@ export class Supervisor {
   #restartTimer: ClockTimer | null = null;
   #stopping: Promise<void> | null = null;
   #detached = false;
+  #adoptedStopping = false;
   /** Bumped at every launch and stop, so late callbacks of an older launch are ignored. */
   #generation = 0;
 
@@ -203,8 +206,17 @@ export class Supervisor {
       return null;
     }
     const supervisor = new Supervisor(options);
+    supervisor.#adoptedStopping = record.stopping === true;
     supervisor.#attach(record.pid, record.startTime);
     return supervisor;
+  }
+
+  /**
+   * True when this supervisor adopted a process that a previous agent was stopping when it shut
+   * down: its owner should {@link stop} it (and start a fresh one if it is still wanted).
+   */
+  get adoptedStopping(): boolean {
+    return this.#adoptedStopping;
   }
 
   /**
@@ -268,15 +280,13 @@ export class Supervisor {
   /**
    * Stops supervising and leaves the process running with its pidfile in place, so a later
    * {@link Supervisor.adopt} can take it over (what an agent does when it shuts down for an
-   * upgrade). A pending restart is cancelled. The supervisor is inert afterwards; `status()`
-   * keeps the last known state. Idempotent.
-   * @throws HangarError `CONFLICT` while a stop is in progress.
+   * upgrade). A pending restart is cancelled. A stop under way is abandoned at once (no SIGKILL
+   * follows) and the pidfile says so, so that whoever adopts the process finishes the stop. The
+   * supervisor is inert afterwards; `status()` keeps the last known state. Idempotent.
    */
   detach(): void {
     if (this.#detached) return;
-    if (this.#phase.state === 'stopping') {
-      throw new HangarError('CONFLICT', `instance ${this.key} is stopping; let stop() finish instead of detaching`);
-    }
+    const stopping = this.#phase.state === 'stopping';
     this.#detached = true;
     this.#generation += 1;
     this.#cancelRestart();
@@ -287,6 +297,12 @@ export class Supervisor {
         run.child.removeAllListeners('exit');
         run.child.unref();
       }
+    }
+    if (stopping && run !== null && run.exit === null) {
+      this.#writePidfile({ pid: run.pid, startTime: run.startTime, stopping: true });
+      this.#message = `detached while stopping; pid ${run.pid} left for the next agent to stop`;
+      this.#logger.info({ pid: run.pid }, 'detached from a stopping instance; the next agent finishes the stop');
+      return;
     }
     this.#message = run === null ? 'detached; no process was running' : `detached; pid ${run.pid} left running`;
     this.#logger.info({ pid: run?.pid ?? null }, 'detached from instance');
@@ -493,6 +509,8 @@ export class Supervisor {
     if (run !== null) {
       this.#clearRunTimers(run);
       await this.#terminate(run);
+      // Detached meanwhile: the process and its pidfile are left for the next agent.
+      if (this.#detached) return;
       if (run.exit !== null) this.#lastExit = run.exit;
     }
     this.#run = null;
@@ -507,16 +525,17 @@ export class Supervisor {
       const stopSignal = this.#options.stopSignal ?? 'SIGTERM';
       this.#signalGroup(run.pid, stopSignal);
       if (!(await this.#waitForExit(run, this.#graceMs))) {
+        if (this.#detached) return;
         this.#logger.warn({ pid: run.pid, graceMs: this.#graceMs }, `did not exit after ${stopSignal}; sending SIGKILL`);
         this.#signalGroup(run.pid, 'SIGKILL');
-        if (!(await this.#waitForExit(run, KILL_WAIT_MS))) {
+        if (!(await this.#waitForExit(run, KILL_WAIT_MS)) && !this.#detached) {
           this.#logger.error({ pid: run.pid }, 'still running after SIGKILL; check the process by hand');
         }
       }
     }
     // The leader is gone; anything left in its group would be orphaned.
     const deadline = this.#clock.now() + KILL_WAIT_MS;
-    while (!isGroupEmpty(run.pid)) {
+    while (!this.#detached && !isGroupEmpty(run.pid)) {
       this.#signalGroup(run.pid, 'SIGKILL');
       if (this.#clock.now() >= deadline) {
         this.#logger.error({ pgid: run.pid, members: listProcessGroup(run.pid) }, 'process group survives SIGKILL; check it by hand');
@@ -531,6 +550,7 @@ export class Supervisor {
     const deadline = this.#clock.now() + timeoutMs;
     for (;;) {
       if (run.exit !== null) return true;
+      if (this.#detached) return false;
       // An adopted process is not our child: no 'exit' event, so look at /proc.
       if (run.child === null && !isProcessRunning(run.pid, run.startTime ?? undefined)) {
         this.#onLeaderExit(run, null, null);
@@ -632,7 +652,7 @@ function parsePidRecord(text: string): PidRecord | null {
     const { pid, startTime } = value as Record<string, unknown>;
     if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 1) return null;
     if (startTime !== null && (typeof startTime !== 'number' || !Number.isInteger(startTime))) return null;
-    return { pid, startTime };
+    return { pid, startTime, ...((value as Record<string, unknown>).stopping === true ? { stopping: true } : {}) };
   } catch {
     return null;
   }

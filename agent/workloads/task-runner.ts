@@ -35,8 +35,11 @@ export interface TaskRunnerOptions {
   build: (options: BuildOptions) => Promise<BuildResult>;
   buildDataDir: string;
   python?: string;
-  /** Unprivileged user the release phase runs as (when the agent is root). Default: this process's user. */
-  user?: RunAs | null;
+  /**
+   * The unprivileged user of an app (when the agent is root): its build, Django checks and
+   * release phase run as it. Default: this process's user.
+   */
+  userFor?: (app: string) => Promise<RunAs | null>;
   /** Longest a release command may run, ms. Default 30 minutes. */
   releaseTimeoutMs?: number;
   onLine: (line: TaskLine) => void;
@@ -99,11 +102,15 @@ export class TaskRunner {
     const emit = (source: TaskLine['source'], stream: TaskLine['stream'], line: string) =>
       this.#o.onLine({ taskId: task.id, source, stream, line, ts: Date.now() });
     let build: BuildResult;
+    let user: RunAs | null = null;
     try {
       emit('build', 'stdout', `-----> Fetching the source (${task.artifactSha256.slice(0, 12)})`);
       const artifactPath = await this.#o.artifacts.get(task.artifactSha256);
+      user = (await this.#o.userFor?.(task.app)) ?? null;
       build = await this.#o.build({
         dataDir: this.#o.buildDataDir,
+        app: task.app,
+        user,
         artifactPath,
         sha256: task.artifactSha256,
         ...(this.#o.python ? { python: this.#o.python } : {}),
@@ -127,6 +134,7 @@ export class TaskRunner {
           .map(([, v]) => v),
         emit: (line, stream) => emit('build', stream, line),
         signal,
+        user,
       });
       if (django.fatal !== null) {
         const error = `Build failed: the app cannot be imported, so nothing was started: ${django.fatal}. Fix it and deploy again.`;
@@ -144,7 +152,7 @@ export class TaskRunner {
     }
     emit('release', 'stdout', `-----> Running release command: ${task.releaseCommand}`);
     try {
-      await this.#runRelease(task, build, signal, (stream, line) => emit('release', stream, line));
+      await this.#runRelease(task, build, user, signal, (stream, line) => emit('release', stream, line));
       emit('release', 'stdout', '-----> Release command succeeded');
       return { taskId: task.id, ok: true, error: '', errorCode: '' };
     } catch (err) {
@@ -157,6 +165,7 @@ export class TaskRunner {
   #runRelease(
     task: Task__Output,
     build: BuildResult,
+    user: RunAs | null,
     signal: AbortSignal,
     onLine: (stream: 'stdout' | 'stderr', line: string) => void,
   ): Promise<void> {
@@ -165,7 +174,7 @@ export class TaskRunner {
         cwd: build.appDir,
         env: { ...task.env, ...build.env },
         detached: true,
-        ...(this.#o.user ? { uid: this.#o.user.uid, gid: this.#o.user.gid } : {}),
+        ...(user ? { uid: user.uid, gid: user.gid } : {}),
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       const killGroup = () => {

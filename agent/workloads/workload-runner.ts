@@ -34,7 +34,14 @@ export class WorkloadRunner<Spec, Data, Status> {
   readonly #workloads = new Map<string, Workload<Spec, Data>>();
   /** Specs wanted while a workload of the same key was still stopping (see `startAfterStop`). */
   readonly #waiting = new Map<string, Spec>();
+  /**
+   * Adopted processes being stopped: leftovers no longer wanted, and those a previous agent was
+   * stopping when it shut down. Their keys start again only once they are gone.
+   */
+  readonly #finishing = new Map<string, { supervisor: Supervisor; done: Promise<void> }>();
   #closed = false;
+  /** Closing without stopping: what runs is left for the next agent, stops under way too. */
+  #leaving = false;
 
   constructor(driver: WorkloadDriver<Spec, Data, Status>, options: WorkloadRunnerOptions) {
     this.#driver = driver;
@@ -64,9 +71,14 @@ export class WorkloadRunner<Spec, Data, Status> {
         const spec = found.spec;
         const supervisor = Supervisor.adopt(spec === null ? found.supervision : this.#supervised(found.key, found.supervision));
         if (!supervisor) continue;
-        if (spec === null) {
-          this.#o.logger.info({ [field]: found.key }, `stopping a leftover ${noun} that is no longer wanted`);
-          await supervisor.stop();
+        if (spec === null || supervisor.adoptedStopping) {
+          this.#o.logger.info(
+            { [field]: found.key },
+            spec === null
+              ? `stopping a leftover ${noun} that is no longer wanted`
+              : `finishing the stop of ${article(noun)} ${noun} the previous agent left stopping`,
+          );
+          this.#finish(found.key, supervisor);
           continue;
         }
         this.#workloads.set(found.key, {
@@ -103,7 +115,8 @@ export class WorkloadRunner<Spec, Data, Status> {
     for (const [key, spec] of wanted) {
       const w = this.#workloads.get(key);
       if (!w) {
-        this.#launch(key, spec);
+        if (this.#finishing.has(key)) this.#waiting.set(key, spec);
+        else this.#launch(key, spec);
         continue;
       }
       if (w.phase.state === 'stopping') {
@@ -139,12 +152,30 @@ export class WorkloadRunner<Spec, Data, Status> {
     const workloads = [...this.#workloads.values()];
     for (const w of workloads) if (w.retryTimer) this.#o.clock.clearTimeout(w.retryTimer);
     if (options.stopInstances) {
-      await Promise.all(workloads.map((w) => this.#stop(w)));
+      await Promise.all([...workloads.map((w) => this.#stop(w)), ...[...this.#finishing.values()].map((f) => f.done)]);
     } else {
-      for (const w of workloads) if (w.phase.state !== 'stopping') w.supervisor?.detach();
-      await Promise.all(workloads.flatMap((w) => (w.stopping ? [w.stopping] : [])));
+      // Stops under way are abandoned too (no drain or grace is waited for): their processes
+      // and pidfiles stay, marked stopping, and the next agent finishes them.
+      this.#leaving = true;
+      for (const w of workloads) w.supervisor?.detach();
+      for (const f of this.#finishing.values()) f.supervisor.detach();
     }
     this.#workloads.clear();
+  }
+
+  /** Stops an adopted process in the background; a spec wanted under its key meanwhile starts after. */
+  #finish(key: string, supervisor: Supervisor): void {
+    const done = supervisor
+      .stop()
+      .catch((err: unknown) => this.#o.logger.error({ err, [this.#driver.names.field]: key }, `failed to stop ${this.#driver.names.noun}`))
+      .finally(() => {
+        if (this.#finishing.get(key)?.supervisor !== supervisor) return;
+        this.#finishing.delete(key);
+        const again = this.#waiting.get(key);
+        this.#waiting.delete(key);
+        if (again !== undefined && !this.#closed && !this.#workloads.has(key)) this.#launch(key, again);
+      });
+    this.#finishing.set(key, { supervisor, done });
   }
 
   #launch(key: string, spec: Spec): void {
@@ -217,21 +248,25 @@ export class WorkloadRunner<Spec, Data, Status> {
     w.stopping = (async () => {
       try {
         await this.#driver.beforeStop(this.#view(w));
+        // The agent left meanwhile (this drain ended as its router closed): the process stays for
+        // the next agent, which finishes the stop.
+        if (this.#leaving) return;
         await w.supervisor?.stop();
+        if (this.#leaving) return;
       } catch (err) {
+        if (this.#leaving) return;
         this.#o.logger.error(
           { err, [this.#driver.names.field]: w.key },
           `failed to stop ${article(this.#driver.names.noun)} ${this.#driver.names.noun}`,
         );
-      } finally {
-        if (this.#workloads.get(w.key) === w) this.#workloads.delete(w.key);
-        w.phase.to('stopped');
-        this.#report(w, { kind: 'stopped' });
-        // The same key was placed again while this one stopped.
-        const again = this.#waiting.get(w.key);
-        this.#waiting.delete(w.key);
-        if (again !== undefined && !this.#closed && !this.#workloads.has(w.key)) this.#launch(w.key, again);
       }
+      if (this.#workloads.get(w.key) === w) this.#workloads.delete(w.key);
+      w.phase.to('stopped');
+      this.#report(w, { kind: 'stopped' });
+      // The same key was placed again while this one stopped.
+      const again = this.#waiting.get(w.key);
+      this.#waiting.delete(w.key);
+      if (again !== undefined && !this.#closed && !this.#workloads.has(w.key)) this.#launch(w.key, again);
     })();
     return w.stopping;
   }

@@ -90,11 +90,11 @@ test(
       assert.equal((await stat(join(cluster.dir, key))).mode & 0o777, 0o600, key);
     }
 
-    // The web process runs as the unprivileged hangar user, and so did the release phase.
+    // The web process runs as the app's own unprivileged user (hangar-APP), and so did the release phase.
     const ps = await cluster.cli(['ps', '--json', '-a', 'vault']);
     const web = (JSON.parse(ps.stdout) as { type: string; pid: number | null; state: string }[]).find((r) => r.type === 'web');
     assert.ok(web?.pid, ps.stdout);
-    const hangarUid = Number(execFileSync('id', ['-u', 'hangar'], { encoding: 'utf8' }).trim());
+    const hangarUid = Number(execFileSync('id', ['-u', 'hangar-vault'], { encoding: 'utf8' }).trim());
     assert.notEqual(hangarUid, 0);
     assert.deepEqual(uidsOf(web.pid), [hangarUid, hangarUid, hangarUid, hangarUid]);
     // ...with the value in its environment (root can read it from /proc; the app's user owns it).

@@ -1,6 +1,6 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -104,6 +104,33 @@ export async function shareWithApps(dir: string): Promise<string> {
   return appDir;
 }
 
+/** Names of the users in /etc/passwd. */
+async function userNames(): Promise<Map<number, string>> {
+  const users = new Map<number, string>();
+  for (const line of (await readFile('/etc/passwd', 'utf8')).split('\n')) {
+    const [name, , uid] = line.split(':');
+    if (name && uid) users.set(Number(uid), name);
+  }
+  return users;
+}
+
+/**
+ * Removes the apps' users (`hangar-APP`) that the agents under `dir` made during this test: the
+ * owners of their DATA/home/APP that did not exist before it.
+ */
+async function removeAppUsers(dir: string, before: Set<string>): Promise<void> {
+  const users = await userNames();
+  const made = new Set<string>();
+  for (const agent of (await readdir(dir)).filter((n) => n.startsWith('agent-'))) {
+    const homes = join(dir, agent, 'home');
+    for (const home of await readdir(homes).catch(() => [])) {
+      const name = users.get((await lstat(join(homes, home))).uid);
+      if (name?.startsWith('hangar-') && !before.has(name)) made.add(name);
+    }
+  }
+  for (const name of made) await new Promise((done) => execFile('userdel', [name], () => done(undefined)));
+}
+
 /**
  * A coordinator and `agents` agents on loopback, each with its own data dir and router on a free
  * port, all closed (instances stopped) after the test.
@@ -115,6 +142,7 @@ export async function startCluster(
   // Removed only after everything that writes into it has stopped (add-on servers keep writing).
   const dir = await mkdtemp(join(tmpdir(), 'hangar-test-'));
   const appDir = await shareWithApps(dir);
+  const usersBefore = new Set((await userNames()).values());
   let coordinator: RunningCoordinator;
   try {
     coordinator = await startCoordinator(
@@ -143,6 +171,7 @@ export async function startCluster(
     try {
       await Promise.all(agents.map((a) => a.close({ stopInstances: true })));
       await coordinator.close();
+      if (process.getuid?.() === 0) await removeAppUsers(dir, usersBefore);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

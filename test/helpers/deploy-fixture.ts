@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { cp, writeFile } from 'node:fs/promises';
+import { appendFile, cp, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { PsRow } from '../../common/api-types.js';
 import { FIXTURES, waitFor, type Cluster } from './cluster.js';
@@ -31,24 +31,30 @@ export function waitForPs(
 }
 
 /**
- * Creates APP and deploys the fixture Django app to it (web=1), optionally with another Procfile;
- * resolves when web.1 is up.
+ * Creates APP and deploys the fixture Django app to it (web=1), optionally with another Procfile,
+ * more lines at the end of its settings.py and more config vars; resolves when web.1 is up.
  */
-export async function deployFixture(cluster: Cluster, app: string, options: { procfile?: string } = {}): Promise<void> {
+export async function deployFixture(
+  cluster: Cluster,
+  app: string,
+  options: { procfile?: string; settings?: string; config?: Record<string, string> } = {},
+): Promise<void> {
   assert.equal((await cluster.cli(['apps:create', app])).code, 0);
   const set = await cluster.cli([
     'config:set',
     `DATABASE_URL=sqlite:///${join(cluster.appDir, `${app}.sqlite3`)}`,
     'DJANGO_ALLOWED_HOSTS=.localhost',
+    ...Object.entries(options.config ?? {}).map(([k, v]) => `${k}=${v}`),
     '-a',
     app,
   ]);
   assert.equal(set.code, 0, set.stderr);
   let source = join(FIXTURES, 'django-app');
-  if (options.procfile !== undefined) {
+  if (options.procfile !== undefined || options.settings !== undefined) {
     source = join(cluster.dir, `${app}-source`);
     await cp(join(FIXTURES, 'django-app'), source, { recursive: true });
-    await writeFile(join(source, 'Procfile'), options.procfile);
+    if (options.procfile !== undefined) await writeFile(join(source, 'Procfile'), options.procfile);
+    if (options.settings !== undefined) await appendFile(join(source, 'mysite', 'settings.py'), `\n${options.settings}\n`);
   }
   const deploy = await cluster.cli(['deploy', source, '-a', app], { timeoutMs: 300_000 });
   assert.equal(deploy.code, 0, `deploy failed:\n${deploy.stdout}\n${deploy.stderr}`);

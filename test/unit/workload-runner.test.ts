@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
@@ -80,6 +80,15 @@ function runner(t: TestContext, driver: WorkloadDriver<Spec, null, Status>, retr
   return r;
 }
 
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function until<T>(what: string, fn: () => T | undefined, timeoutMs = 10_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -119,5 +128,120 @@ describe('WorkloadRunner', () => {
     assert.equal(failed.name, 'b');
     assert.equal(r.get('b')?.vitals.message, 'could not start: Error: no such thing');
     await until('a second attempt', () => (starts.length >= 2 ? true : undefined));
+  });
+
+  it('closed while stopping, leaves the process to the next runner, which finishes the stop', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'hangar-runner-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const graceMs = 2500;
+    const supervision = (name: string) => ({
+      key: name,
+      command: `'${process.execPath}' '${join(FIXTURES, 'ignore-sigterm.mjs')}'`,
+      cwd: dir,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+      stdoutPath: join(dir, name, 'stdout.log'),
+      stderrPath: join(dir, name, 'stderr.log'),
+      pidfilePath: join(dir, name, 'pid.json'),
+      graceMs,
+      settleMs: 100,
+      logger: silentLogger(),
+    });
+    const { driver: base } = fakeDriver(t);
+    const driver: WorkloadDriver<Spec, null, Status> = {
+      ...base,
+      start: (spec) => Promise.resolve({ supervision: supervision(spec.name), data: null }),
+      async *recover(specs): AsyncIterable<Recovered<Spec, null>> {
+        for (const name of readdirSync(dir)) {
+          yield { key: name, spec: specs.find((s) => s.name === name) ?? null, supervision: supervision(name), port: 0, data: null };
+        }
+      },
+    };
+    const options = { retryMs: 100, retryByTimer: false, startAfterStop: true, clock: systemClock, logger: silentLogger() };
+    const pids: number[] = [];
+    t.after(() => {
+      for (const pid of pids) {
+        try {
+          process.kill(-pid, 'SIGKILL');
+        } catch {
+          // Gone, as it should be.
+        }
+      }
+    });
+
+    const first = new WorkloadRunner(driver, options);
+    first.apply([{ name: 'a', nonce: 1 }]);
+    const up = await until('a up', () => first.statuses().find((s) => s.state === 'up'));
+    pids.push(up.pid);
+    const out = join(dir, 'a', 'stdout.log');
+    const grandchild = Number(await until('its grandchild', () => /grandchild=(\d+)/.exec(readFileSync(out, 'utf8'))?.[1]));
+    // SIGTERM goes to the whole group: the grandchild (a plain sleeper) goes, its parent stays.
+    first.apply([]);
+    await until('SIGTERM ignored', () => (readFileSync(out, 'utf8').includes('SIGTERM ignored') ? true : undefined));
+    assert.equal(first.statuses()[0]?.state, 'stopping');
+
+    const closing = Date.now();
+    await first.close({ stopInstances: false });
+    assert.ok(Date.now() - closing < 1000, `close() took ${Date.now() - closing} ms`);
+    const record = JSON.parse(readFileSync(join(dir, 'a', 'pid.json'), 'utf8')) as { pid: number; stopping?: boolean };
+    assert.deepEqual([record.pid, record.stopping], [up.pid, true], 'the pidfile stays, marked stopping');
+    // Past the grace period: the closed runner sent no SIGKILL.
+    await new Promise((r) => setTimeout(r, graceMs + 500));
+    assert.ok(alive(up.pid), 'the process outlives the runner that was stopping it');
+
+    const second = new WorkloadRunner(driver, options);
+    t.after(() => second.close({ stopInstances: true }));
+    const adopting = Date.now();
+    await second.adopt([]);
+    assert.deepEqual(second.statuses(), [], 'adopting does not wait for the stop');
+    await until('the stop finished', () => (!alive(up.pid) && !alive(grandchild) ? true : undefined), graceMs + 6000);
+    const tookMs = Date.now() - adopting;
+    assert.ok(tookMs >= graceMs - 200, `SIGKILL came after the grace period (${tookMs} ms)`);
+    await until('the pidfile removed', () => (existsSync(join(dir, 'a', 'pid.json')) ? undefined : true), 2000);
+  });
+
+  it('an instance left stopping but still wanted is stopped, then started afresh', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'hangar-runner-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const supervision = (name: string) => ({
+      key: name,
+      command: `'${process.execPath}' '${join(FIXTURES, 'sleeper.mjs')}'`,
+      cwd: dir,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+      stdoutPath: join(dir, name, 'stdout.log'),
+      stderrPath: join(dir, name, 'stderr.log'),
+      pidfilePath: join(dir, name, 'pid.json'),
+      graceMs: 300,
+      settleMs: 100,
+      logger: silentLogger(),
+    });
+    const { driver: base, starts } = fakeDriver(t);
+    const driver: WorkloadDriver<Spec, null, Status> = {
+      ...base,
+      start: (spec) => {
+        starts.push(spec.name);
+        return Promise.resolve({ supervision: supervision(spec.name), data: null });
+      },
+      async *recover(specs): AsyncIterable<Recovered<Spec, null>> {
+        for (const name of readdirSync(dir)) {
+          yield { key: name, spec: specs.find((s) => s.name === name) ?? null, supervision: supervision(name), port: 0, data: null };
+        }
+      },
+    };
+    const options = { retryMs: 100, retryByTimer: false, startAfterStop: true, clock: systemClock, logger: silentLogger() };
+    // What an agent that went away during a restart leaves: a live process, its pidfile marked stopping.
+    const first = new WorkloadRunner(driver, options);
+    first.apply([{ name: 'a', nonce: 1 }]);
+    const up = await until('a up', () => first.statuses().find((s) => s.state === 'up'));
+    await first.close({ stopInstances: false });
+    const pidfile = join(dir, 'a', 'pid.json');
+    writeFileSync(pidfile, JSON.stringify({ ...(JSON.parse(readFileSync(pidfile, 'utf8')) as object), stopping: true }));
+
+    const second = runner(t, driver);
+    await second.adopt([{ name: 'a', nonce: 1 }]);
+    second.apply([{ name: 'a', nonce: 1 }]);
+    const fresh = await until('a fresh one up', () => second.statuses().find((s) => s.state === 'up' && s.pid !== up.pid));
+    assert.ok(!alive(up.pid), 'the old process was stopped first');
+    assert.ok(fresh.pid > 0);
+    assert.deepEqual(starts, ['a', 'a']);
   });
 });
