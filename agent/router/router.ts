@@ -424,46 +424,42 @@ export class Router {
 
   #drainTunnels(instanceKey: string, timeoutMs: number): Promise<void> {
     if (this.openTunnels(instanceKey) === 0) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      let timer: ClockTimer | undefined = undefined;
-      const waiter: DrainWaiter = {
-        key: instanceKey,
-        resolve: () => {
-          this.#tunnelWaiters.delete(waiter);
-          if (timer !== undefined) this.#clock.clearTimeout(timer);
-          resolve();
-        },
-      };
-      this.#tunnelWaiters.add(waiter);
-      timer = this.#clock.setTimeout(() => {
-        timer = undefined;
-        if (!this.#tunnelWaiters.has(waiter)) return;
-        this.#log.info(
-          { instanceKey, open: this.openTunnels(instanceKey), timeoutMs },
-          'closing upgraded connections still open at the drain bound',
-        );
-        for (const [tunnel, backend] of [...this.#tunnels]) if (backend.key === instanceKey) tunnel.close();
-        waiter.resolve();
-      }, timeoutMs);
+    return this.#waitForIdle(this.#tunnelWaiters, instanceKey, timeoutMs, () => {
+      this.#log.info(
+        { instanceKey, open: this.openTunnels(instanceKey), timeoutMs },
+        'closing upgraded connections still open at the drain bound',
+      );
+      for (const [tunnel, backend] of [...this.#tunnels]) if (backend.key === instanceKey) tunnel.close();
     });
   }
 
   #drainRequests(instanceKey: string, timeoutMs: number): Promise<void> {
     if (this.inFlight(instanceKey) === 0) return Promise.resolve();
+    return this.#waitForIdle(this.#waiters, instanceKey, timeoutMs, () => {
+      this.#log.warn({ instanceKey, inFlight: this.inFlight(instanceKey), timeoutMs }, 'drain timed out with requests in flight');
+    });
+  }
+
+  /**
+   * Resolves when a waiter in `waiters` for `instanceKey` is resolved (the last request or tunnel
+   * ended), or after `timeoutMs`, when `onBound` runs first.
+   */
+  #waitForIdle(waiters: Set<DrainWaiter>, instanceKey: string, timeoutMs: number, onBound: () => void): Promise<void> {
     return new Promise<void>((resolve) => {
       let timer: ClockTimer | undefined = undefined;
       const waiter: DrainWaiter = {
         key: instanceKey,
         resolve: () => {
-          this.#waiters.delete(waiter);
+          waiters.delete(waiter);
           if (timer !== undefined) this.#clock.clearTimeout(timer);
           resolve();
         },
       };
-      this.#waiters.add(waiter);
+      waiters.add(waiter);
       timer = this.#clock.setTimeout(() => {
-        if (!this.#waiters.has(waiter)) return;
-        this.#log.warn({ instanceKey, inFlight: this.inFlight(instanceKey), timeoutMs }, 'drain timed out with requests in flight');
+        timer = undefined;
+        if (!waiters.has(waiter)) return;
+        onBound();
         waiter.resolve();
       }, timeoutMs);
     });
