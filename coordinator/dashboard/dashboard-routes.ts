@@ -22,6 +22,9 @@ import { parseInput } from '../api/validation.js';
 import { loadDashboardAssets, type DashboardAsset } from './dashboard-assets.js';
 import { SESSION_TOKEN_PREFIX, type DashboardSessions, type OpenedSession } from './dashboard-sessions.js';
 
+/** Routes that take no input still refuse a body that means something else. */
+const noBody = z.object({}).strict();
+
 /** Options of {@link registerDashboardRoutes}. */
 export interface DashboardRoutesOptions {
   sessions: DashboardSessions;
@@ -95,6 +98,7 @@ export function registerDashboardRoutes(app: ApiServer, o: DashboardRoutesOption
   });
 
   app.post('/v1/dashboard/login-links', needs('read'), async (request, reply) => {
+    parseInput(noBody, request.body ?? {}, 'login link');
     const token = presentedToken(request.headers);
     if (!token || token.startsWith(SESSION_TOKEN_PREFIX)) {
       throw new HangarError('FORBIDDEN', 'A dashboard session cannot make login links; run `hangar dashboard` with an API token.');
@@ -113,6 +117,7 @@ export function registerDashboardRoutes(app: ApiServer, o: DashboardRoutesOption
   });
 
   app.post('/v1/dashboard/sessions', needs('read'), async (request, reply) => {
+    parseInput(noBody, request.body ?? {}, 'session');
     const session = o.sessions.openForToken(presentedToken(request.headers) ?? '');
     logger.info({ tokenId: request.caller?.tokenId, scope: session.scope }, 'dashboard session opened with a token');
     return reply.status(201).send({ session: sessionView(session) });
