@@ -267,8 +267,9 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
         const routerPort = agent.routerPort;
         ctx.out(
           `Hangar dev is running (data in ${dataDir}).\n` +
-            `  API:     ${coordinator.url}\n` +
-            `  Router:  http://APP.${flags.domain}:${routerPort}/\n\n` +
+            `  API:       ${coordinator.url}\n` +
+            `  Dashboard: ${coordinator.url}/  (\`hangar dashboard\` prints a one-time login link)\n` +
+            `  Router:    http://APP.${flags.domain}:${routerPort}/\n\n` +
             `  export HANGAR_URL=${coordinator.url}\n` +
             `  export HANGAR_TOKEN=${coordinator.adminToken}\n\n` +
             (loggedIn
