@@ -25,6 +25,7 @@ import { parseCidr } from './router/trusted-proxies.js';
 import { AppUsers } from './workloads/app-users.js';
 import { assertReachable } from './workloads/run-as.js';
 import { TaskRunner } from './workloads/task-runner.js';
+import { OneOffRunner } from './workloads/one-off-runner.js';
 
 /** The first non-internal IPv4 address of this host, else loopback. */
 export function defaultAdvertiseAddress(): string {
@@ -272,6 +273,21 @@ async function assemble(
     onOutcome: (o) => link?.send({ taskResult: { taskId: o.taskId, ok: o.ok, error: o.error, errorCode: o.errorCode } }),
   });
   started.push(() => tasks.close());
+  // One-off runs (`hangar run`, cron firings): DATA/runs/ID.json keeps each one's outcome.
+  const runs = new OneOffRunner({
+    dir: join(c.dataDir, 'runs'),
+    artifacts,
+    build,
+    buildDataDir: c.dataDir,
+    ...(c.python ? { python: c.python } : {}),
+    userFor,
+    clock,
+    logger,
+    onOutput: (runId, stream, data) => link?.send({ runOutput: { runId, stream, data } }),
+    onLine: (spec, stream, line) => logs.write({ app: spec.app, source: spec.name, stream, line }),
+    onReport: (r) => link?.send({ runStatus: r }),
+  });
+  started.push(() => runs.close());
 
   applier = new DesiredStateApplier({
     instancesDir,
@@ -281,6 +297,7 @@ async function assemble(
     instances,
     addons,
     tasks,
+    runs,
     logs,
     cache,
     logger,
@@ -337,6 +354,7 @@ async function assemble(
     onDisconnected: () => logs.onDisconnected(),
     onLogAck: (seq, epoch) => logs.onAck(seq, epoch),
     onDesiredState: (state) => desired.apply(state, { fromCache: false }),
+    onRunInput: (input) => runs.input(input),
     onAddonJob: (job) => void addons.runJob(job).then((result) => link?.send({ addonJobResult: result })),
   });
   link.start();
@@ -349,7 +367,7 @@ async function assemble(
 
 /** The agent's own files and folders under DATA that no app may read (made 0700/0600 when present). */
 const AGENT_PRIVATE = {
-  dirs: ['logs', 'tasks', 'artifacts'],
+  dirs: ['logs', 'tasks', 'runs', 'artifacts'],
   files: ['credential.json', 'secret-key', 'desired-state.json'],
 };
 

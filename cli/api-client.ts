@@ -26,6 +26,10 @@ import type {
   LogStreamMessage,
   PsRow,
   ReleaseView,
+  RunRequest,
+  RunStreamControl,
+  RunStreamMessage,
+  RunView,
   TokenScopeName,
   TokenView,
 } from '../common/api-types.js';
@@ -65,6 +69,22 @@ export interface LogsQuery {
   /** `10m`, `2h`, `1d` or an ISO time. */
   since?: string;
   grep?: string;
+}
+
+/** Where {@link ApiClient.attachRun} hands what the run sends. */
+export interface RunHandlers {
+  onOpen?: () => void;
+  onOutput: (stream: 'stdout' | 'stderr', data: Buffer) => void;
+  onMessage: (message: RunStreamMessage) => void;
+}
+
+/** An attached run's connection. */
+export interface RunConnection {
+  /** Resolves when the connection closes; rejects when it could not be opened. */
+  done: Promise<void>;
+  input(data: Buffer): void;
+  control(message: RunStreamControl): void;
+  close(): void;
 }
 
 /** Answer of `POST /v1/apps/:app/releases` (rollback). */
@@ -399,6 +419,77 @@ export class ApiClient {
         resolve();
       });
     });
+  }
+
+  /** `POST /v1/apps/:app/runs`: records a one-off run (a detached one starts at once). */
+  async createRun(app: string, input: RunRequest): Promise<RunView> {
+    return expectRecord<RunView>(await this.#call('POST', appPath(app, 'runs'), { json: input }), 'run');
+  }
+
+  /** `GET /v1/apps/:app/runs`: newest first. */
+  async listRuns(app: string): Promise<RunView[]> {
+    return expectArray<RunView>(await this.#call('GET', appPath(app, 'runs')), 'runs');
+  }
+
+  /** `GET /v1/apps/:app/runs/:name` (`run.3`). */
+  async getRun(app: string, name: string): Promise<RunView> {
+    return expectRecord<RunView>(await this.#call('GET', appPath(app, 'runs', name)), 'run');
+  }
+
+  /** `POST /v1/apps/:app/runs/:name/stop`. */
+  async stopRun(app: string, name: string): Promise<RunView> {
+    return expectRecord<RunView>(await this.#call('POST', appPath(app, 'runs', name, 'stop')), 'run');
+  }
+
+  /**
+   * Attaches to a pending run over the websocket `/v1/apps/:app/runs/:name/attach`: the run starts
+   * on its agent now. Output and messages go to the handlers; the returned connection sends input
+   * and controls. `done` resolves when the coordinator closes it (after the run's exit) or rejects
+   * when it cannot be opened.
+   */
+  attachRun(app: string, name: string, handlers: RunHandlers): RunConnection {
+    const path = appPath(app, 'runs', name, 'attach');
+    const ws = new WebSocket(`${this.url.replace(/^http/, 'ws')}${path}`, {
+      headers: { authorization: `Bearer ${this.#token}` },
+      handshakeTimeout: this.#timeoutMs,
+    });
+    const done = new Promise<void>((resolve, reject) => {
+      let opened = false;
+      ws.on('open', () => {
+        opened = true;
+        handlers.onOpen?.();
+      });
+      ws.on('message', (data: Buffer, isBinary: boolean) => {
+        if (isBinary) {
+          if (data.length > 1) handlers.onOutput(data[0] === 2 ? 'stderr' : 'stdout', data.subarray(1));
+          return;
+        }
+        try {
+          handlers.onMessage(JSON.parse(data.toString('utf8')) as RunStreamMessage);
+        } catch {
+          // Not a message of ours: ignored.
+        }
+      });
+      ws.on('unexpected-response', (_req, res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => reject(this.#responseError(res.statusCode ?? 500, parseJson(text), 'GET', path)));
+      });
+      ws.on('error', (err) => {
+        if (!opened) reject(this.#networkError(err));
+      });
+      ws.on('close', () => resolve());
+    });
+    return {
+      done,
+      input: (data) => {
+        if (ws.readyState === WebSocket.OPEN) ws.send(data, { binary: true });
+      },
+      control: (message) => {
+        if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
+      },
+      close: () => ws.close(1000),
+    };
   }
 
   /** Closes the connections this client opened. Idempotent. */

@@ -20,6 +20,7 @@ import { registerMetricsCommands } from './commands/metrics.js';
 import { registerLogsCommands } from './commands/logs.js';
 import { registerPsCommands } from './commands/ps.js';
 import { registerReleasesCommands } from './commands/releases.js';
+import { registerRunCommands } from './commands/run.js';
 import { registerTokensCommands } from './commands/tokens.js';
 
 export type { CliContext, CliIo } from './commands/context.js';
@@ -49,6 +50,8 @@ export function buildProgram(io: CliIo, extraCommands?: ExtraCommands, ctx: CliC
       writeOut: (text) => void io.stdout.write(text),
       writeErr: (text) => void io.stderr.write(text),
     })
+    // `hangar run` passes every word after its own flags to the command (see commands/run.ts).
+    .enablePositionalOptions()
     .showHelpAfterError('(add --help for usage)')
     .showSuggestionAfterError()
     .addHelpText(
@@ -67,6 +70,7 @@ export function buildProgram(io: CliIo, extraCommands?: ExtraCommands, ctx: CliC
   registerMetricsCommands(program, ctx);
   registerAutoscaleCommands(program, ctx);
   registerLogsCommands(program, ctx);
+  registerRunCommands(program, ctx);
   registerTokensCommands(program, ctx);
   registerDashboardCommands(program, ctx);
   extraCommands?.(program, ctx);
@@ -87,7 +91,7 @@ export async function main(argv: string[], io: CliIo = processIo(), extraCommand
   const program = buildProgram(io, extraCommands, ctx);
   try {
     await program.parseAsync(argv, { from: 'node' });
-    return 0;
+    return ctx.exitCode ?? 0;
   } catch (err) {
     // Commander already printed its message (help, version, or `error: ...`).
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
@@ -107,7 +111,17 @@ function messageFor(err: unknown): string {
 }
 
 function processIo(): CliIo {
-  return { stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd() };
+  return {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    env: process.env,
+    cwd: process.cwd(),
+    // Made on first use: only `hangar run` reads stdin.
+    get stdin() {
+      return process.stdin;
+    },
+    signals: process,
+  };
 }
 
 function readVersion(): string {

@@ -363,3 +363,74 @@ export interface TokenView {
 export interface CreatedTokenView extends TokenView {
   token: string;
 }
+
+/** A one-off run's status (`hangar runs`). */
+export type RunStatusName = 'pending' | 'starting' | 'running' | 'exited' | 'failed';
+
+/** A row of `hangar runs --json` (`GET /v1/apps/APP/runs`). */
+export interface RunView {
+  /** `run.3`: also its log source. */
+  name: string;
+  id: string;
+  command: string;
+  /** `v3` */
+  release: string;
+  agent: string;
+  status: RunStatusName;
+  /** True while `hangar run` (not `--detached`) streams it. */
+  attached: boolean;
+  tty: boolean;
+  /** Name of the token that started it; `cron` for a cron firing. */
+  createdBy: string;
+  /** The cron job that fired it, or null. */
+  cronJob: string | null;
+  pid: number | null;
+  /** Once exited: its exit code (128 + N when killed by signal N). */
+  exitCode: number | null;
+  signal: string | null;
+  /** Why it failed or was stopped; empty otherwise. */
+  message: string;
+  /** ISO times. */
+  createdAt: string;
+  startedAt: string | null;
+  endedAt: string | null;
+  /** endedAt - startedAt, ms; null while it runs. */
+  durationMs: number | null;
+  /** 0: no limit. */
+  timeoutSeconds: number;
+}
+
+/** Body of `POST /v1/apps/APP/runs`. */
+export interface RunRequest {
+  /** The command line, run by `/bin/sh -c` in the release's folder; with `console`, leave it out. */
+  command?: string;
+  /** `hangar console`: app.json's `hangar.console`, else `python manage.py shell`. */
+  console?: boolean;
+  /** `hangar run --detached`: output only to the logs; else the CLI attaches to it. */
+  detached?: boolean;
+  /** A pseudo-terminal (the CLI's stdin is a terminal). Default false. */
+  tty?: boolean;
+  cols?: number;
+  rows?: number;
+  /** The terminal type (the CLI's TERM). */
+  term?: string;
+  /** Release number; default the current one. */
+  release?: number;
+  /** Agent name; default the scheduler's choice. */
+  agent?: string;
+  /** Seconds; default none for attached runs, 24 h detached. */
+  timeoutSeconds?: number;
+}
+
+/**
+ * What the run websocket (`/v1/apps/APP/runs/N/attach`) sends as text frames; binary frames are
+ * output, their first byte the stream (1 stdout, 2 stderr).
+ */
+export type RunStreamMessage =
+  | { status: 'running'; pid: number }
+  | { exit: { code: number; signal: string | null; message: string } }
+  | { error: { code: string; message: string } };
+
+/** What a client sends as text frames; binary frames are stdin. */
+export type RunStreamControl =
+  { resize: { cols: number; rows: number } } | { eof: true } | { signal: 'SIGINT' | 'SIGTERM' | 'SIGHUP' | 'SIGQUIT' };

@@ -75,6 +75,8 @@ export const appJsonSchema = z.looseObject({
        * a share of the wanted count rounded up (`"50%"`). Default `"25%"`, at least 1.
        */
       surge: surgeSchema.optional(),
+      /** What `hangar console` runs. Default `python manage.py shell`. */
+      console: z.string().min(1).max(4096).optional(),
     })
     .optional(),
   healthchecks: z

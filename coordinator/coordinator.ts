@@ -30,6 +30,8 @@ import { LogStore } from './logs/log-store.js';
 import { Releases } from './releases/releases.js';
 import { Rollouts } from './releases/rollout.js';
 import { Store } from './store/store.js';
+import { Runs } from './runs/runs.js';
+import { RunStore } from './runs/run-store.js';
 import { parseInput } from './api/validation.js';
 import { DashboardSessions } from './dashboard/dashboard-sessions.js';
 import { registerDashboardRoutes } from './dashboard/dashboard-routes.js';
@@ -165,10 +167,10 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   // Events of the coordinator itself (autoscaling decisions) are `hangar` log lines of the app,
   // stored under a stream of their own like an agent's.
   let eventSeq = logs.acked('coordinator', 'events');
-  const recordEvent = (app: string, line: string) => {
+  const recordEvent = (app: string, line: string, stream: 'stdout' | 'stderr' = 'stdout') => {
     try {
       const { inserted } = logs.ingest('coordinator', 'events', [
-        { seq: ++eventSeq, ts: clock.now(), app, source: 'hangar', stream: 'stdout', line },
+        { seq: ++eventSeq, ts: clock.now(), app, source: 'hangar', stream, line },
       ]);
       logHub.publish(inserted);
     } catch (err) {
@@ -191,6 +193,8 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   });
   const assembler = new DesiredStateAssembler({ store, domain: c.domain, graceSeconds: c.graceSeconds });
   const sync = new DesiredStateSync({ store, hub, assembler, logger });
+  // One-off runs count against their agent's capacity.
+  const runStore = new RunStore(store);
   const reports = new AgentReports({ store, sync, clock });
   const fleet = new Fleet({
     store,
@@ -200,6 +204,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     logger,
     drainTimeoutMs: c.drainTimeoutMs,
     agentDownAfterMs: c.agentDownAfterMs,
+    runsOn: (agent) => runStore.activeOn(agent),
   });
   const views = new FleetViews({
     store,
@@ -215,11 +220,13 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   const rollouts = new Rollouts({ store, fleet, views, sync, clock, logger, healthTimeoutMs: c.healthTimeoutMs, crashLimit: c.crashLimit });
   const releases = new Releases({ store, rollouts, clock, artifactDir, maxUploadBytes: c.maxUploadBytes });
   const addons = new Addons({ store, fleet, views, sync, rollouts, releases, hub, clock, logger });
+  const runs = new Runs({ store, hub, sync, clock, logger, recordEvent });
   const agentEvents: AgentHubEvents = {
     onHello: (agent, hello) => {
       clearTimeout(goneTimers.get(agent));
       goneTimers.delete(agent);
       reports.onHello(agent, hello);
+      runs.onHello(agent);
       addons.onStatuses(agent, hello.addons);
       rollouts.tick();
     },
@@ -238,6 +245,8 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     onTaskResult: (agent, result) => rollouts.onTaskResult(agent, result),
     onAddonStatus: (agent, status) => addons.onStatuses(agent, [status]),
     onAddonJobResult: (agent, result) => addons.onJobResult(agent, result),
+    onRunOutput: (agent, output) => runs.onOutput(agent, output),
+    onRunStatus: (agent, status) => runs.onStatus(agent, status),
     onMetrics: (agent, report) => metrics.ingest(agent, report),
     onLogBatch: (agent, epoch, batch, reply) => ingest.submit(agent, epoch, batch.lines, reply),
     logAcked: (agent, epoch) => logs.acked(agent, epoch),
@@ -245,7 +254,10 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       addons.onDisconnect(agent);
       const timer = setTimeout(() => {
         goneTimers.delete(agent);
-        if (!hub.isConnected(agent)) rollouts.onAgentGone(agent);
+        if (!hub.isConnected(agent)) {
+          rollouts.onAgentGone(agent);
+          runs.onAgentGone(agent);
+        }
       }, 10_000);
       timer.unref();
       goneTimers.set(agent, timer);
@@ -288,6 +300,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     rollouts,
     releases,
     addons,
+    runs,
     clock,
     logger,
     auth,
@@ -333,6 +346,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       fleet.tick();
       rollouts.tick();
       addons.tick();
+      runs.tick();
     } catch (err) {
       logger.error({ err }, 'coordinator loop failed');
     }
@@ -367,6 +381,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
         for (const timer of goneTimers.values()) clearTimeout(timer);
         sync.close();
         addons.close();
+        runs.close();
         autoscaler.close();
         await api.close();
         await hub.close();

@@ -28,6 +28,10 @@ export type { AddonBackup, AddonBackup__Output } from './generated/hangar/v1/Add
 export type { MetricsReport, MetricsReport__Output } from './generated/hangar/v1/MetricsReport.js';
 export type { InstanceMetrics, InstanceMetrics__Output } from './generated/hangar/v1/InstanceMetrics.js';
 export type { TrafficStats, TrafficStats__Output } from './generated/hangar/v1/TrafficStats.js';
+export type { RunSpec, RunSpec__Output } from './generated/hangar/v1/RunSpec.js';
+export type { RunInput, RunInput__Output } from './generated/hangar/v1/RunInput.js';
+export type { RunOutput, RunOutput__Output } from './generated/hangar/v1/RunOutput.js';
+export type { RunStatus, RunStatus__Output } from './generated/hangar/v1/RunStatus.js';
 export type { JoinRequest__Output } from './generated/hangar/v1/JoinRequest.js';
 export type { JoinResponse, JoinResponse__Output } from './generated/hangar/v1/JoinResponse.js';
 

@@ -14,6 +14,7 @@ import type { Router } from '../router/router.js';
 import { withHookOnPath } from '../workloads/error-hook.js';
 import { instanceDirName, type InstanceRunner } from '../workloads/instance-driver.js';
 import type { TaskRunner } from '../workloads/task-runner.js';
+import type { OneOffRunner } from '../workloads/one-off-runner.js';
 import type { DesiredStateCache } from './desired-state-cache.js';
 
 /** Options of {@link DesiredStateApplier}. */
@@ -28,6 +29,8 @@ export interface DesiredStateApplierOptions {
   instances: InstanceRunner;
   addons: AddonManager;
   tasks: TaskRunner;
+  /** One-off runs: started only from a live snapshot (never from the cache). */
+  runs: OneOffRunner;
   logs: LogShipper;
   cache: DesiredStateCache;
   logger: Logger;
@@ -96,6 +99,7 @@ export class DesiredStateApplier {
     if (!options.fromCache) {
       for (const t of state.tasks) this.#taskApps.set(t.id, t.app);
       this.#o.tasks.apply(state.tasks);
+      this.#o.runs.apply(state.runs ?? []);
       this.#o.cache.write(state);
     }
     this.#generation = state.generation;

@@ -15,6 +15,7 @@ import {
   type CoordinatorMessage__Output,
   type DesiredState__Output,
   type JoinResponse__Output,
+  type RunInput__Output,
 } from '../../proto/loader.js';
 import { fetchPinnedCa, readIdentity, writeIdentity, type AgentIdentity } from './agent-identity.js';
 
@@ -31,6 +32,8 @@ export interface CoordinatorLinkOptions {
   /** Builds the hello sent on every (re)connect: identity, capacity, what runs now. */
   hello: () => NonNullable<AgentMessage['hello']>;
   onDesiredState: (state: DesiredState__Output) => void;
+  /** Input for a running one-off run. */
+  onRunInput?: (input: RunInput__Output) => void;
   /** A one-shot job on an add-on; answer it with an `addonJobResult` message. */
   onAddonJob?: (job: AddonJob__Output) => void;
   /** The stream is up (after Welcome); gives the heartbeat and metrics intervals the coordinator wants (0: default). */
@@ -204,6 +207,8 @@ export class CoordinatorLink {
           this.#o.onConnected?.(message.welcome.heartbeatIntervalMs || 2000, message.welcome.metricsIntervalMs);
         } else if (message.desiredState) {
           this.#o.onDesiredState(message.desiredState);
+        } else if (message.runInput) {
+          this.#o.onRunInput?.(message.runInput);
         } else if (message.addonJob) {
           this.#o.onAddonJob?.(message.addonJob);
         } else if (message.logAck) {

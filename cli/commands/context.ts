@@ -13,7 +13,7 @@ import { resolveCredentials, type Env } from '../credentials.js';
 
 /** Something text can be written to (`process.stdout`, a test buffer). */
 export interface TextSink {
-  write(text: string): unknown;
+  write(text: string | Uint8Array): unknown;
 }
 
 /** The outside world of one CLI run. `main` fills it from `process`; tests pass their own. */
@@ -28,6 +28,22 @@ export interface CliIo {
   cwd?: string;
   /** Clock for ages (`2m ago`) and deploy polling. Default: the system clock. */
   clock?: Clock;
+  /** Input for `hangar run` (a terminal makes the run interactive). Default: none (empty input). */
+  stdin?: TerminalInput;
+  /** Signals of the CLI's process (`hangar run` passes Ctrl-C and window sizes on). Default: none. */
+  signals?: SignalSource;
+}
+
+/** The CLI's stdin as `hangar run` uses it (`process.stdin`). */
+export interface TerminalInput extends NodeJS.ReadableStream {
+  isTTY?: boolean;
+  setRawMode?(mode: boolean): unknown;
+}
+
+/** Where the CLI hears its process's signals (`process`). */
+export interface SignalSource {
+  on(signal: 'SIGINT' | 'SIGTERM' | 'SIGHUP' | 'SIGWINCH', listener: () => void): unknown;
+  off(signal: 'SIGINT' | 'SIGTERM' | 'SIGHUP' | 'SIGWINCH', listener: () => void): unknown;
 }
 
 /** Handed to every command's registration function. */
@@ -45,6 +61,8 @@ export interface CliContext {
   client(): Promise<ApiClient>;
   /** Closes the client if one was made. Idempotent. */
   close(): Promise<void>;
+  /** The exit code of a command that passes one through (`hangar run`); unset: 0 on success. */
+  exitCode: number | undefined;
 }
 
 /** Builds the context of one CLI run. */
@@ -54,6 +72,7 @@ export function createContext(io: CliIo): CliContext {
   return {
     io,
     clock,
+    exitCode: undefined,
     out: (text) => void io.stdout.write(text),
     err: (text) => void io.stderr.write(text),
     client() {

@@ -21,6 +21,8 @@ export interface LogRoutesOptions {
   auth: Authenticator;
   clock: Clock;
   logger: Logger;
+  /** Other websockets served on the same server (their own 'upgrade' listeners take them). */
+  otherUpgrades?: readonly { handles(request: IncomingMessage): boolean }[];
 }
 
 const appParams = z.object({ app: appNameSchema }).strict();
@@ -53,7 +55,7 @@ export function registerLogRoutes(app: FastifyInstance<Server, IncomingMessage, 
   });
   app.server.on('upgrade', (request, socket, head: Buffer) => {
     if (streams.handles(request)) streams.handleUpgrade(request, socket, head);
-    else socket.destroy();
+    else if (!o.otherUpgrades?.some((u) => u.handles(request))) socket.destroy();
   });
   app.addHook('preClose', async () => streams.close());
 }

@@ -17,6 +17,8 @@ import { registerAddonRoutes } from './addon-routes.js';
 import { registerAppRoutes } from './app-routes.js';
 import { needs, registerAuth, type Authenticator, type RouteScope } from './auth.js';
 import { registerLogRoutes } from './log-routes.js';
+import { registerRunRoutes, type UpgradeHandler } from './run-routes.js';
+import type { Runs } from '../runs/runs.js';
 import { registerSecurityRoutes, type SecurityRoutesOptions } from './security-routes.js';
 
 /** The Fastify server {@link buildApi} makes (route groups in other files register on it). */
@@ -54,6 +56,8 @@ export interface ApiOptions {
   logs: LogStore;
   /** Live log fan-out. */
   logHub: LogHub;
+  /** One-off run routes (`/v1/apps/:app/runs…` and their websocket) are served when given. */
+  runs?: Runs;
   /** Serve HTTPS with this certificate and key (PEM). Default: plain HTTP. */
   https?: { cert: Buffer; key: Buffer };
 }
@@ -129,7 +133,15 @@ export function buildApi(o: ApiOptions): Api {
   registerAppRoutes(app, { ...o, logger });
   if (o.addons) registerAddonRoutes(app, { addons: o.addons, rollouts: o.rollouts, logger });
   for (const register of o.routes ?? []) register(app);
-  registerLogRoutes(app, { store: o.store, logs: o.logs, hub: o.logHub, auth: o.auth, clock: o.clock, logger });
+  const upgrades: UpgradeHandler[] = [];
+  if (o.runs) upgrades.push(registerRunRoutes(app, { store: o.store, runs: o.runs, auth: o.auth, logger }));
+  for (const handler of upgrades) {
+    app.server.on('upgrade', (request, socket, head: Buffer) => {
+      if (handler.handles(request)) handler.handleUpgrade(request, socket, head);
+    });
+    app.addHook('preClose', async () => handler.close());
+  }
+  registerLogRoutes(app, { store: o.store, logs: o.logs, hub: o.logHub, auth: o.auth, clock: o.clock, logger, otherUpgrades: upgrades });
 
   return { server: app, routes };
 }

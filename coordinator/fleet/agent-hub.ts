@@ -23,6 +23,9 @@ import {
   type JoinRequest__Output,
   type JoinResponse,
   type TaskOutput__Output,
+  type RunInput,
+  type RunOutput__Output,
+  type RunStatus__Output,
 } from '../../proto/loader.js';
 
 /** What the hub tells the rest of the coordinator. */
@@ -44,6 +47,10 @@ export interface AgentHubEvents {
   onAddonStatus?(agent: string, status: AddonStatus__Output): void;
   /** The agent answered an add-on job. */
   onAddonJobResult?(agent: string, result: AddonJobResult__Output): void;
+  /** Output of a one-off run. */
+  onRunOutput?(agent: string, output: RunOutput__Output): void;
+  /** A one-off run started, failed or exited. */
+  onRunStatus?(agent: string, status: RunStatus__Output): void;
 }
 
 /** Where the hub keeps the agents' own credentials (the coordinator backs it with its store). */
@@ -206,6 +213,14 @@ export class AgentHub {
     const session = this.#sessions.get(agent);
     if (!session) return false;
     session.call.write({ addonJob: job });
+    return true;
+  }
+
+  /** Sends input to a one-off run on a connected agent; false when it is not connected. */
+  sendRunInput(agent: string, input: RunInput): boolean {
+    const session = this.#sessions.get(agent);
+    if (!session) return false;
+    session.call.write({ runInput: input });
     return true;
   }
 
@@ -383,6 +398,12 @@ export class AgentHub {
         return;
       case 'addonJobResult':
         if (message.addonJobResult) events.onAddonJobResult?.(session.name, message.addonJobResult);
+        return;
+      case 'runOutput':
+        if (message.runOutput) events.onRunOutput?.(session.name, message.runOutput);
+        return;
+      case 'runStatus':
+        if (message.runStatus) events.onRunStatus?.(session.name, message.runStatus);
         return;
       case 'logBatch':
         if (message.logBatch && session.logEpoch) {

@@ -1,12 +1,15 @@
 /**
  * What an agent is told, assembled in one place: the instances placed on it, the build and
- * release-phase tasks assigned to it, the add-on servers it runs, and the fleet-wide routes. Pure
+ * release-phase tasks assigned to it, the add-on servers and one-off runs it runs, and the
+ * fleet-wide routes. Pure
  * reads of the store; {@link DesiredStateSync} sends the result.
  */
 import { instanceName } from '../../common/vocabulary.js';
 import type { AddonSpec, AppRoutes, DesiredState, InstanceSpec, Task } from '../../proto/loader.js';
 import { MEMCACHED_MB, databaseNameOf } from '../addons/addon-connection.js';
 import { isBuildTask } from '../releases/deploy-status.js';
+import { RunStore } from '../runs/run-store.js';
+import { runSpecsFor } from '../runs/runs.js';
 import type { AddonRow, DeployRow, InstanceRow, ReleaseRow, Store } from '../store/store.js';
 import { healthCheckOf, healthPathOf } from './health-check.js';
 import { defaultDomain, routeTable } from './route-table.js';
@@ -42,9 +45,11 @@ export function processEnv(release: ReleaseRow, instance: string): Record<string
 /** Builds each agent's desired state from the store. */
 export class DesiredStateAssembler {
   readonly #o: DesiredStateOptions;
+  readonly #runs: RunStore;
 
   constructor(options: DesiredStateOptions) {
     this.#o = options;
+    this.#runs = new RunStore(options.store);
   }
 
   /** Reads the store once; every agent's state is then cut from the same reads. */
@@ -79,6 +84,7 @@ export class DesiredStateAssembler {
           return release ? [taskSpec(d, release)] : [];
         }),
         addons: (addonsOn.get(agent) ?? []).map(addonSpec),
+        runs: runSpecsFor(this.#runs, agent, releaseOf),
       }),
     };
   }

@@ -19,6 +19,8 @@ export interface FleetOptions {
   drainTimeoutMs: number;
   /** An agent silent this long is shown `down`, ms. */
   agentDownAfterMs: number;
+  /** One-off runs not over on an agent: they take its slots too. Default none. */
+  runsOn?: (agent: string) => number;
 }
 
 /** The process types a release runs (every Procfile entry but `release`). */
@@ -96,7 +98,7 @@ export class Fleet {
         name: a.name,
         up: this.isUp(a.name),
         maxInstances: a.maxInstances,
-        load: all.filter((i) => i.agent === a.name).length,
+        load: all.filter((i) => i.agent === a.name).length + (this.#o.runsOn?.(a.name) ?? 0),
       }));
       const placed = placeInstances(
         agents,

@@ -239,4 +239,34 @@ export const MIGRATIONS: readonly string[] = [
     SELECT 1, coalesce(sum(length(CAST(line AS BLOB)) + length(CAST(app AS BLOB)) + length(CAST(source AS BLOB)) + 48), 0), count(*)
     FROM log_lines;
   `,
+  // one-off runs (`hangar run`, console, cron firings): who ran what, where, and how it ended
+  `
+  CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    number INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    release INTEGER NOT NULL,
+    agent TEXT NOT NULL,
+    tty INTEGER NOT NULL,
+    attached INTEGER NOT NULL,
+    cols INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    term TEXT NOT NULL,
+    timeout_seconds INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    cron_job TEXT,
+    status TEXT NOT NULL,
+    desired TEXT NOT NULL,
+    pid INTEGER,
+    exit_code INTEGER,
+    signal TEXT,
+    message TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    ended_at INTEGER,
+    UNIQUE (app, number)
+  );
+  CREATE INDEX runs_by_status ON runs (status);
+  `,
 ];
