@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { pipeline } from 'node:stream/promises';
 import type { AddressInfo, Socket } from 'node:net';
-import { Pool, type Dispatcher } from 'undici';
+import { Pool } from 'undici';
 import type { Logger } from '../../common/logger.js';
 import { systemClock, sleep, type Clock, type ClockTimer } from '../../common/clock.js';
 import { HangarError, describeError } from '../../common/errors.js';
@@ -23,6 +23,7 @@ import {
   upgradeResponseHead,
 } from './http-headers.js';
 import { TrustedProxies, plainAddress } from './trusted-proxies.js';
+import { ResponseRelay } from './response-relay.js';
 import { Tunnel, requestUpgrade, type HandshakeOutcome } from './upgrade-tunnel.js';
 
 /** One web instance the router may send requests to. */
@@ -223,7 +224,8 @@ interface Exchange {
   readonly requestId: string;
   readonly headers: string[];
   readonly hasBody: boolean;
-  readonly abort: AbortController;
+  /** The attempt under way, told when the client goes away. */
+  relay: ResponseRelay | undefined;
   clientGone: boolean;
   bytes: number;
 }
@@ -570,23 +572,33 @@ export class Router {
    * that failed recently, and `avoid`, are chosen only when there is nothing else.
    */
   #pick(entry: AppEntry, avoid?: BackendState): BackendState | undefined {
-    const open = entry.backends.filter((b) => !b.draining && !b.retired);
+    // One pass, no arrays: tier 0 = open and not failed lately, 1 = failed lately, 2 = `avoid`.
+    const backends = entry.backends;
+    const n = backends.length;
+    if (n === 0) return undefined;
     const now = this.#clock.now();
-    const tiers = [open.filter((b) => b !== avoid && now - b.lastFailureAt >= FAILURE_COOLDOWN_MS), open.filter((b) => b !== avoid), open];
-    const candidates = tiers.find((t) => t.length > 0);
-    if (candidates === undefined) return undefined;
-    const start = entry.cursor++ % candidates.length;
-    let best: BackendState | undefined;
-    for (let i = 0; i < candidates.length; i++) {
-      const b = candidates[(start + i) % candidates.length];
-      if (b !== undefined && (best === undefined || b.inFlight + b.tunnels < best.inFlight + best.tunnels)) best = b;
+    const start = entry.cursor++ % n;
+    let best0: BackendState | undefined;
+    let best1: BackendState | undefined;
+    let best2: BackendState | undefined;
+    for (let i = 0; i < n; i++) {
+      const b = backends[(start + i) % n];
+      if (b === undefined || b.draining || b.retired) continue;
+      const load = b.inFlight + b.tunnels;
+      if (b === avoid) {
+        if (best2 === undefined || load < best2.inFlight + best2.tunnels) best2 = b;
+      } else if (now - b.lastFailureAt < FAILURE_COOLDOWN_MS) {
+        if (best1 === undefined || load < best1.inFlight + best1.tunnels) best1 = b;
+      } else if (best0 === undefined || load < best0.inFlight + best0.tunnels) {
+        best0 = b;
+      }
     }
-    return best;
+    return best0 ?? best1 ?? best2;
   }
 
   #release(state: BackendState): void {
     state.inFlight--;
-    if (this.inFlight(state.key) === 0) {
+    if (this.#waiters.size > 0 && this.inFlight(state.key) === 0) {
       for (const w of [...this.#waiters]) if (w.key === state.key) w.resolve();
     }
     this.#closeIfIdle(state);
@@ -607,14 +619,14 @@ export class Router {
       requestId,
       headers: this.#upstreamHeaders(req, requestId),
       hasBody: hasRequestBody(req.headers),
-      abort: new AbortController(),
+      relay: undefined,
       clientGone: false,
       bytes: 0,
     };
     res.on('close', () => {
       if (!res.writableFinished) {
         ex.clientGone = true;
-        ex.abort.abort();
+        ex.relay?.clientGone();
       }
     });
 
@@ -1003,49 +1015,38 @@ export class Router {
     this.#tunnels.set(tunnel, backend);
   }
 
-  /** One attempt: sends the request to `backend` and streams the response back. */
+  /** One attempt: sends the request to `backend` and relays the response back as it comes. */
   async #forward(ex: Exchange, backend: BackendState): Promise<Outcome> {
     backend.inFlight++;
     try {
-      let upstream: Dispatcher.ResponseData;
-      try {
-        upstream = await backend.pool.request({
-          method: ex.method,
-          path: ex.path,
-          headers: ex.headers,
-          body: ex.hasBody ? ex.req : null,
-          signal: ex.abort.signal,
-        });
-      } catch (err) {
-        if (ex.clientGone) return { kind: 'client-gone', status: 499 };
-        const code = errorCode(err);
-        if (code === 'UND_ERR_HEADERS_TIMEOUT') return { kind: 'timeout', err };
-        if (code !== undefined && UNREACHABLE_CODES.has(code)) return { kind: 'unreachable', err };
-        return { kind: 'error', err };
-      }
-      const status = upstream.statusCode;
-      if (ex.clientGone) {
-        upstream.body.destroy();
-        return { kind: 'client-gone', status: 499 };
-      }
-      ex.res.writeHead(status, forwardResponseHeaders(upstream.headers, ex.requestId));
-      try {
-        await pipeline(
-          upstream.body,
-          async function* count(source: AsyncIterable<Buffer>) {
-            for await (const chunk of source) {
-              ex.bytes += chunk.length;
-              yield chunk;
-            }
-          },
-          ex.res,
+      const relay = new ResponseRelay(
+        ex.res,
+        (headers) => forwardResponseHeaders(headers, ex.requestId),
+        (n) => (ex.bytes += n),
+      );
+      ex.relay = relay;
+      if (ex.clientGone) relay.clientGone();
+      else {
+        backend.pool.dispatch(
+          { origin: backend.origin, method: ex.method, path: ex.path, headers: ex.headers, body: ex.hasBody ? ex.req : null },
+          relay,
         );
-        return { kind: 'done', status };
-      } catch (err) {
-        // Headers are gone: cutting the connection is the only way to tell the client it is truncated.
-        ex.res.destroy();
-        if (ex.clientGone) return { kind: 'client-gone', status };
-        return { kind: 'broken', status, err };
+      }
+      const outcome = await relay.done;
+      ex.relay = undefined;
+      switch (outcome.kind) {
+        case 'done':
+        case 'broken':
+        case 'client-gone':
+          return outcome;
+        case 'failed': {
+          const err = outcome.err;
+          if (ex.clientGone) return { kind: 'client-gone', status: 499 };
+          const code = errorCode(err);
+          if (code === 'UND_ERR_HEADERS_TIMEOUT') return { kind: 'timeout', err };
+          if (code !== undefined && UNREACHABLE_CODES.has(code)) return { kind: 'unreachable', err };
+          return { kind: 'error', err };
+        }
       }
     } finally {
       this.#release(backend);
