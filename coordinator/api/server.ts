@@ -17,6 +17,7 @@ import { registerAddonRoutes } from './addon-routes.js';
 import { registerAppRoutes } from './app-routes.js';
 import { needs, registerAuth, type Authenticator, type RouteScope } from './auth.js';
 import { registerLogRoutes } from './log-routes.js';
+import { registerMaintenanceRoutes } from './maintenance-routes.js';
 import { registerSecurityRoutes, type SecurityRoutesOptions } from './security-routes.js';
 
 /** The Fastify server {@link buildApi} makes (route groups in other files register on it). */
@@ -127,6 +128,7 @@ export function buildApi(o: ApiOptions): Api {
   app.get('/v1/agents', needs('read'), async () => ({ agents: o.views.agentViews() }));
 
   registerAppRoutes(app, { ...o, logger });
+  registerMaintenanceRoutes(app, { ...o, logger });
   if (o.addons) registerAddonRoutes(app, { addons: o.addons, rollouts: o.rollouts, logger });
   for (const register of o.routes ?? []) register(app);
   registerLogRoutes(app, { store: o.store, logs: o.logs, hub: o.logHub, auth: o.auth, clock: o.clock, logger });

@@ -239,4 +239,15 @@ export const MIGRATIONS: readonly string[] = [
     SELECT 1, coalesce(sum(length(CAST(line AS BLOB)) + length(CAST(app AS BLOB)) + length(CAST(source AS BLOB)) + 48), 0), count(*)
     FROM log_lines;
   `,
+  // maintenance mode: a row while an app is in it (page_html null = the default page; the bypass
+  // header's value is kept as its SHA-256 only)
+  `
+  CREATE TABLE app_maintenance (
+    app TEXT PRIMARY KEY REFERENCES apps(name) ON DELETE CASCADE,
+    page_html TEXT,
+    bypass_sha256 TEXT,
+    retry_after INTEGER NOT NULL,
+    since INTEGER NOT NULL
+  );
+  `,
 ];
