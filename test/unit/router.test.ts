@@ -1242,3 +1242,17 @@ describe('Router: maintenance mode and per-app limits', () => {
     assert.equal(patient.body, 'late');
   });
 });
+
+describe('Router: per-app drain bound', () => {
+  test("drain's own bound (app.json drain_seconds) closes a websocket long before the router's default of 30 s", async (t) => {
+    const one = await startWsBackend(t, 'one');
+    const { router, port } = await startRouter(t, [
+      { app: 'chat', domains: ['chat.example.com'], backends: [{ instanceKey: 'one', host: '127.0.0.1', port: one.port }] },
+    ]);
+    const ws = await wsConnect(t, port, 'chat.example.com');
+    await waitFor(() => ws.messages.length === 1, 'greeting');
+    await bounded(router.drain('one', 300, 300), 'drain to end at its own bound');
+    await bounded(ws.closed, 'the websocket to be closed by the drain');
+    assert.equal(router.openTunnels('one'), 0);
+  });
+});
