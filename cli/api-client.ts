@@ -9,6 +9,7 @@
 import { Agent, request, type Dispatcher } from 'undici';
 import { WebSocket } from 'ws';
 import type {
+  MaintenanceView,
   AddonBackupView,
   AddonKind,
   AddonView,
@@ -130,6 +131,10 @@ const NETWORK_CODES = new Set([
   'UND_ERR_BODY_TIMEOUT',
 ]);
 
+/** Body of `PUT /v1/apps/:app/maintenance`. */
+export type MaintenanceChange =
+  { enabled: true; page?: string; defaultPage?: true; bypass?: boolean; retryAfter?: number } | { enabled: false };
+
 /** Client of one coordinator. Call {@link ApiClient.close} when done (idempotent). */
 export class ApiClient {
   /** The coordinator's base URL, safe to print. */
@@ -203,6 +208,26 @@ export class ApiClient {
   /** `GET /v1/apps/:app`. */
   async getApp(app: string): Promise<AppView> {
     return expectRecord<AppView>(await this.#call('GET', appPath(app)), 'app');
+  }
+
+  /** `GET /v1/apps/:app/maintenance`: whether the app is in maintenance mode, and how. */
+  async getMaintenance(app: string): Promise<MaintenanceView> {
+    return expectRecord<MaintenanceView>(await this.#call('GET', appPath(app, 'maintenance')), 'maintenance');
+  }
+
+  /**
+   * `PUT /v1/apps/:app/maintenance`: turns maintenance mode on (with a custom page, a new bypass
+   * header value, a Retry-After) or off. The bypass value comes back only here, once.
+   */
+  async setMaintenance(
+    app: string,
+    change: MaintenanceChange,
+  ): Promise<{ maintenance: MaintenanceView; bypassHeader: { name: string; value: string } | null }> {
+    const body = await this.#call('PUT', appPath(app, 'maintenance'), { json: change });
+    return {
+      maintenance: expectRecord<MaintenanceView>(body, 'maintenance'),
+      bypassHeader: expectNullableRecord<{ name: string; value: string }>(body, 'bypassHeader'),
+    };
   }
 
   /** `DELETE /v1/apps/:app?confirm=NAME`: destroys the app, its releases, config and processes. */

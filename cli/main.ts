@@ -10,6 +10,7 @@ import { isHangarError } from '../common/errors.js';
 import { registerAddonsCommands } from './commands/addons.js';
 import { registerAgentsCommands } from './commands/agents.js';
 import { registerAppsCommands } from './commands/apps.js';
+import { registerMaintenanceCommands } from './commands/maintenance.js';
 import { registerAutoscaleCommands } from './commands/autoscale.js';
 import { registerConfigCommands } from './commands/config.js';
 import { createContext, type CliContext, type CliIo } from './commands/context.js';
@@ -61,6 +62,7 @@ export function buildProgram(io: CliIo, extraCommands?: ExtraCommands, ctx: CliC
 
   registerAgentsCommands(program, ctx);
   registerAppsCommands(program, ctx);
+  registerMaintenanceCommands(program, ctx);
   registerDeployCommands(program, ctx);
   registerReleasesCommands(program, ctx);
   registerPsCommands(program, ctx);

@@ -23,6 +23,10 @@
  *   GET    /v1/apps/:app/restarts/:id?after=SEQ    -> { restart: DeployView }  (its progress, shaped like a deploy)
  *   GET    /v1/apps/:app/formation                 -> { formation: Record<string, number> }
  *   PATCH  /v1/apps/:app/formation { formation: { web: 2 } } -> { formation }
+ *   GET    /v1/apps/:app/maintenance               -> { maintenance: MaintenanceView }
+ *   PUT    /v1/apps/:app/maintenance { enabled: true, page?: HTML, bypass?: true, retryAfter?: S }
+ *                                                  -> { maintenance, bypassHeader?: { name, value } }  (the value is shown once)
+ *   PUT    /v1/apps/:app/maintenance { enabled: false } -> { maintenance }
  *   GET    /v1/apps/:app/addons?reveal=true        -> { addons: AddonView[] }   (passwords masked unless reveal)
  *   POST   /v1/apps/:app/addons { kind, agent?, name? } -> 202 { addon: AddonView }
  *   GET    /v1/apps/:app/addons/:name?reveal=true  -> { addon: AddonView }
@@ -94,7 +98,26 @@ export interface AppView {
   /** Current release (`v3`), or null before the first deploy. */
   release: string | null;
   formation: Record<string, number>;
+  /** True while the app is in maintenance mode (`hangar maintenance:on`). */
+  maintenance: boolean;
 }
+
+/** Maintenance mode of an app: while on, the routers answer every request with a 503 page. */
+export interface MaintenanceView {
+  app: string;
+  enabled: boolean;
+  /** When it was turned on (ISO 8601); null when off. */
+  since: string | null;
+  /** `default` (the router's page) or `custom` (from `maintenance:on --page FILE`); null when off. */
+  page: 'default' | 'custom' | null;
+  /** Name of the header whose secret value reaches the app anyway; null when no bypass is set. */
+  bypassHeader: string | null;
+  /** Seconds sent in `Retry-After`; null when off. */
+  retryAfter: number | null;
+}
+
+/** Header admins send, with the value `maintenance:on --bypass-header` printed, to reach an app in maintenance. */
+export const MAINTENANCE_BYPASS_HEADER = 'x-hangar-maintenance-bypass';
 
 export type ReleaseStatus = 'pending' | 'running' | 'succeeded' | 'failed' | 'rolled_back' | 'superseded';
 

@@ -21,6 +21,30 @@ const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'config var names m
  */
 export const surgeSchema = z.union([z.number().int().min(1).max(1000), z.string().regex(/^([1-9][0-9]?|100)%$/, 'write a share as "25%"')]);
 
+/** Multipliers of the size suffixes `max_body` takes (binary, as nginx's `client_max_body_size`). */
+const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+/** Largest `max_body`: 10 GiB. */
+export const MAX_BODY_LIMIT = 10 * 1024 ** 3;
+
+/**
+ * `"10M"`, `"512k"`, `"1G"` or a number of bytes as bytes; null when malformed or out of range
+ * (1 byte to 10 GiB).
+ */
+export function parseByteSize(value: string | number): number | null {
+  let bytes: number;
+  if (typeof value === 'number') bytes = value;
+  else {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([kmg]?)b?\s*$/i.exec(value);
+    if (!m) return null;
+    bytes = Math.floor(Number(m[1]) * (SIZE_UNITS[(m[2] ?? '').toLowerCase()] ?? NaN));
+  }
+  return Number.isSafeInteger(bytes) && bytes >= 1 && bytes <= MAX_BODY_LIMIT ? bytes : null;
+}
+
+const byteSize = z
+  .union([z.number(), z.string()])
+  .refine((v) => parseByteSize(v) !== null, 'write a size from 1 byte to 10G, such as "10M", "512K" or a number of bytes');
+
 /** One web health check as Hangar runs it. */
 const webHealthcheck = z.object({
   /** Path requested with GET; must start with "/". */
@@ -77,7 +101,17 @@ export const appJsonSchema = z.looseObject({
       surge: surgeSchema.optional(),
       /** What `hangar console` runs. Default `python manage.py shell`. */
       console: z.string().min(1).max(4096).optional(),
+      /** Largest request body the routers pass to the app (`"10M"`, or bytes); larger ones get 413. Default: no limit. */
+      max_body: byteSize.optional(),
+      /** Seconds the app has to send response headers before the routers answer 504. Default 30. */
+      upstream_timeout: z.number().positive('must be more than 0 seconds').max(3600, 'must be at most 3600 seconds').optional(),
+      /**
+       * Seconds a deploy lets an old web instance's open requests and long-lived connections
+       * (websockets, server-sent events) run on before closing them. Default 30.
+       */
+      drain_seconds: z.number().int('must be a whole number of seconds').min(0).max(3600, 'must be at most 3600 seconds').optional(),
     })
+    .strict()
     .optional(),
   healthchecks: z
     .object({
@@ -107,6 +141,28 @@ export const appJsonSchema = z.looseObject({
     )
     .optional(),
 });
+
+/** Default `hangar.drain_seconds`. */
+export const DEFAULT_DRAIN_SECONDS = 30;
+
+/** What the routers and the drain take from app.json's `hangar` section, defaults applied (0 = the router's own). */
+export interface RouterLimits {
+  /** Largest request body, bytes; 0: no limit. */
+  maxBodyBytes: number;
+  /** Time to response headers, ms; 0: the router's default (30 s). */
+  upstreamTimeoutMs: number;
+  drainSeconds: number;
+}
+
+/** The router limits of a release's app.json (null: none). */
+export function routerLimitsOf(appJson: AppJson | null): RouterLimits {
+  const h = appJson?.hangar;
+  return {
+    maxBodyBytes: h?.max_body === undefined ? 0 : (parseByteSize(h.max_body) ?? 0),
+    upstreamTimeoutMs: h?.upstream_timeout === undefined ? 0 : Math.round(h.upstream_timeout * 1000),
+    drainSeconds: h?.drain_seconds ?? DEFAULT_DRAIN_SECONDS,
+  };
+}
 
 /** A web health check as Hangar runs it (Dokku's list form is reduced to its first path check). */
 export type WebHealthcheck = z.infer<typeof webHealthcheck>;

@@ -91,6 +91,9 @@ export class DesiredStateApplier {
         app: r.app,
         domains: r.domains,
         backends: r.backends.map((b) => ({ instanceKey: b.instanceKey, host: b.host, port: b.port })),
+        maintenance: r.maintenance ?? null,
+        maxBodyBytes: r.maxBodyBytes ?? 0,
+        upstreamTimeoutMs: r.upstreamTimeoutMs ?? 0,
       })),
     );
     this.#o.instances.apply(this.#withErrorHook(state).instances);

@@ -22,8 +22,9 @@ const HOP_BY_HOP = new Set([
   'expect',
 ]);
 
-/** Headers the router sets itself on forwarded requests; incoming values are replaced. */
-const ROUTER_SET = new Set(['x-request-id']);
+/** Headers the router sets itself on forwarded requests; incoming values are replaced. The
+ * maintenance bypass secret is for the router only and never reaches the app. */
+const ROUTER_SET = new Set(['x-request-id', 'x-hangar-maintenance-bypass']);
 
 /** What a trusted proxy may say in `X-Forwarded-Proto` and `X-Forwarded-Port`. */
 const FORWARDED_PROTO = /^https?$/i;
@@ -104,8 +105,10 @@ export interface ForwardedFor {
  * `rawHeaders` so repeated headers and the original Host survive unchanged. Hop-by-hop headers
  * (and those named in `Connection`) are dropped; `X-Request-Id` is set by the router. From an
  * untrusted peer, `X-Forwarded-For`, `-Proto` and `-Port` are replaced by what the router saw (a
- * client cannot pose as HTTPS or as another address); from a trusted proxy, the peer is appended
- * to its `X-Forwarded-For` and its well-formed `-Proto`/`-Port` are kept.
+ * client cannot pose as HTTPS or as another address), `X-Real-IP` is set to the peer, `Forwarded`
+ * says only `for=PEER;proto=…`, and any other `X-Forwarded-*` (`-Host`, `-Server`, `-Prefix`) is
+ * removed; from a trusted proxy, the peer is appended to its `X-Forwarded-For` and `Forwarded`,
+ * and its well-formed `-Proto`/`-Port`, its `X-Real-IP` and other `X-Forwarded-*` are kept.
  */
 export function forwardRequestHeaders(rawHeaders: readonly string[], forwarded: ForwardedFor): string[] {
   const dropped = new Set<string>();
@@ -117,6 +120,8 @@ export function forwardRequestHeaders(rawHeaders: readonly string[], forwarded: 
   const trusted = forwarded.peerTrusted === true;
   const out: string[] = [];
   const forwardedFor: string[] = [];
+  const rfcForwarded: string[] = [];
+  let realIp: string | undefined;
   let proto = forwarded.proto;
   let port = forwarded.port === undefined ? undefined : String(forwarded.port);
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
@@ -137,15 +142,35 @@ export function forwardRequestHeaders(rawHeaders: readonly string[], forwarded: 
         if (trusted && FORWARDED_PORT.test(value.trim())) port = value.trim();
         continue;
       }
+      // X-Forwarded-Host (Django's USE_X_FORWARDED_HOST), -Server, -Prefix…: a proxy's word only.
+      if (!trusted) continue;
+    } else if (lower === 'x-real-ip') {
+      if (trusted && realIp === undefined && value.trim() !== '') realIp = value.trim();
+      continue;
+    } else if (lower === 'forwarded') {
+      if (trusted && value.trim() !== '') rfcForwarded.push(value.trim());
+      continue;
     }
     out.push(name, value);
   }
-  if (forwarded.clientAddress !== undefined) forwardedFor.push(forwarded.clientAddress);
+  const client = forwarded.clientAddress;
+  if (client !== undefined) {
+    forwardedFor.push(client);
+    rfcForwarded.push(`for=${forwardedNode(client)};proto=${forwarded.proto}`);
+  }
   if (forwardedFor.length > 0) out.push('x-forwarded-for', forwardedFor.join(', '));
   out.push('x-forwarded-proto', proto);
   if (port !== undefined) out.push('x-forwarded-port', port);
+  realIp ??= client;
+  if (realIp !== undefined) out.push('x-real-ip', realIp);
+  if (rfcForwarded.length > 0) out.push('forwarded', rfcForwarded.join(', '));
   out.push('x-request-id', forwarded.requestId);
   return out;
+}
+
+/** An address as a `Forwarded` node (RFC 7239 §6): IPv6 in brackets and quotes. */
+function forwardedNode(address: string): string {
+  return address.includes(':') ? `"[${address}]"` : address;
 }
 
 /**

@@ -5,12 +5,14 @@
  * connections (websockets) are tunnelled both ways; slow, greedy or oversized clients are cut off.
  */
 import http from 'node:http';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { AddressInfo, Socket } from 'node:net';
-import { Pool, type Dispatcher } from 'undici';
+import { Pool } from 'undici';
 import type { Logger } from '../../common/logger.js';
+import { MAINTENANCE_BYPASS_HEADER } from '../../common/api-types.js';
 import { systemClock, sleep, type Clock, type ClockTimer } from '../../common/clock.js';
 import { HangarError, describeError } from '../../common/errors.js';
 import {
@@ -23,6 +25,7 @@ import {
   upgradeResponseHead,
 } from './http-headers.js';
 import { TrustedProxies, plainAddress } from './trusted-proxies.js';
+import { ResponseRelay } from './response-relay.js';
 import { Tunnel, requestUpgrade, type HandshakeOutcome } from './upgrade-tunnel.js';
 
 /** One web instance the router may send requests to. */
@@ -40,6 +43,22 @@ export interface AppRoute {
   /** Host names served, matched exactly and case-insensitively. */
   domains: string[];
   backends: Backend[];
+  /** Set while the app is in maintenance mode: every request gets a 503 page, bar the bypass. */
+  maintenance?: MaintenanceMode | null;
+  /** Largest request body, bytes; a larger one gets 413. 0 or absent: no limit. */
+  maxBodyBytes?: number;
+  /** Time the app has to send response headers, ms; then 504. 0 or absent: `requestTimeoutMs`. */
+  upstreamTimeoutMs?: number;
+}
+
+/** Maintenance mode of an app, as the router applies it. */
+export interface MaintenanceMode {
+  /** HTML of the 503 page; empty: the router's default page. */
+  pageHtml: string;
+  /** SHA-256 (hex) of the bypass header's value; empty: no bypass. */
+  bypassSha256: string;
+  /** Seconds sent in `Retry-After`. */
+  retryAfterSeconds: number;
 }
 
 /**
@@ -58,7 +77,11 @@ export type RouteFailure =
   /** The instance failed another way: bad response, or died while sending the body. */
   | 'BACKEND_ERROR'
   /** The client went away before the response was complete; the upstream request was aborted. */
-  | 'CLIENT_CLOSED';
+  | 'CLIENT_CLOSED'
+  /** The app is in maintenance mode (503). */
+  | 'MAINTENANCE'
+  /** The request body is larger than the app's `max_body` (413). */
+  | 'BODY_TOO_LARGE';
 
 /** One line of the router's access log, handed to {@link RouterOptions.onAccess}. */
 export interface AccessEntry {
@@ -198,8 +221,20 @@ interface BackendState {
 interface AppEntry {
   readonly app: string;
   readonly backends: readonly BackendState[];
+  /** The 503 page and bypass while in maintenance mode; null otherwise. */
+  readonly maintenance: MaintenanceAnswer | null;
+  /** 0: no limit. */
+  readonly maxBodyBytes: number;
+  readonly upstreamTimeoutMs: number;
   /** Round-robin cursor for ties. */
   cursor: number;
+}
+
+interface MaintenanceAnswer {
+  readonly page: Buffer;
+  /** Digest of the bypass value; null: no bypass. */
+  readonly bypass: Buffer | null;
+  readonly retryAfterSeconds: number;
 }
 
 interface ClientConnection {
@@ -223,7 +258,12 @@ interface Exchange {
   readonly requestId: string;
   readonly headers: string[];
   readonly hasBody: boolean;
-  readonly abort: AbortController;
+  /** The attempt under way, told when the client goes away. */
+  relay: ResponseRelay | undefined;
+  /** The app's body limit, checked while a body of unknown length streams; 0: none. */
+  maxBodyBytes: number;
+  /** The app's time to response headers, ms. */
+  headersTimeoutMs: number;
   clientGone: boolean;
   bytes: number;
 }
@@ -234,6 +274,7 @@ type Outcome =
   | { kind: 'client-gone'; status: number }
   | { kind: 'unreachable'; err: unknown }
   | { kind: 'timeout'; err: unknown }
+  | { kind: 'too-large' }
   | { kind: 'error'; err: unknown };
 
 /**
@@ -383,7 +424,15 @@ export class Router {
         state.draining = this.#drained.has(b.instanceKey);
         if (!states.includes(state)) states.push(state);
       }
-      const entry: AppEntry = { app: route.app, backends: states, cursor: this.#appEntry(route.app)?.cursor ?? 0 };
+      const entry: AppEntry = {
+        app: route.app,
+        backends: states,
+        maintenance: maintenanceAnswer(route.app, route.maintenance),
+        maxBodyBytes: route.maxBodyBytes ?? 0,
+        upstreamTimeoutMs:
+          route.upstreamTimeoutMs !== undefined && route.upstreamTimeoutMs > 0 ? route.upstreamTimeoutMs : this.#requestTimeoutMs,
+        cursor: this.#appEntry(route.app)?.cursor ?? 0,
+      };
       for (const domain of route.domains) {
         const name = hostnameOf(domain);
         if (name === null) continue;
@@ -409,14 +458,16 @@ export class Router {
   /**
    * Stops sending new requests to the instance now, and resolves when none of its requests is in
    * flight, or after `timeoutMs` (whichever comes first), and none of its upgraded connections
-   * (websockets) is open: those run on for up to `upgradeDrainTimeoutMs`, then are closed. The
+   * (websockets) is open: those run on for up to `upgradeTimeoutMs` (default `upgradeDrainTimeoutMs`),
+   * from the drain's start, then are closed. The
    * instance stays drained until a route table without it has been set.
    */
-  async drain(instanceKey: string, timeoutMs: number): Promise<void> {
+  async drain(instanceKey: string, timeoutMs: number, upgradeTimeoutMs?: number): Promise<void> {
     this.#drained.add(instanceKey);
     const current = this.#backends.get(instanceKey);
     if (current !== undefined) current.draining = true;
-    const tunnelDeadline = this.#clock.now() + (this.#options.upgradeDrainTimeoutMs ?? DEFAULT_UPGRADE_DRAIN_TIMEOUT_MS);
+    const tunnelDeadline =
+      this.#clock.now() + (upgradeTimeoutMs ?? this.#options.upgradeDrainTimeoutMs ?? DEFAULT_UPGRADE_DRAIN_TIMEOUT_MS);
     await this.#drainRequests(instanceKey, timeoutMs);
     // After the requests: a handshake in flight at the start may have become a tunnel meanwhile.
     await this.#drainTunnels(instanceKey, Math.max(0, tunnelDeadline - this.#clock.now()));
@@ -570,23 +621,33 @@ export class Router {
    * that failed recently, and `avoid`, are chosen only when there is nothing else.
    */
   #pick(entry: AppEntry, avoid?: BackendState): BackendState | undefined {
-    const open = entry.backends.filter((b) => !b.draining && !b.retired);
+    // One pass, no arrays: tier 0 = open and not failed lately, 1 = failed lately, 2 = `avoid`.
+    const backends = entry.backends;
+    const n = backends.length;
+    if (n === 0) return undefined;
     const now = this.#clock.now();
-    const tiers = [open.filter((b) => b !== avoid && now - b.lastFailureAt >= FAILURE_COOLDOWN_MS), open.filter((b) => b !== avoid), open];
-    const candidates = tiers.find((t) => t.length > 0);
-    if (candidates === undefined) return undefined;
-    const start = entry.cursor++ % candidates.length;
-    let best: BackendState | undefined;
-    for (let i = 0; i < candidates.length; i++) {
-      const b = candidates[(start + i) % candidates.length];
-      if (b !== undefined && (best === undefined || b.inFlight + b.tunnels < best.inFlight + best.tunnels)) best = b;
+    const start = entry.cursor++ % n;
+    let best0: BackendState | undefined;
+    let best1: BackendState | undefined;
+    let best2: BackendState | undefined;
+    for (let i = 0; i < n; i++) {
+      const b = backends[(start + i) % n];
+      if (b === undefined || b.draining || b.retired) continue;
+      const load = b.inFlight + b.tunnels;
+      if (b === avoid) {
+        if (best2 === undefined || load < best2.inFlight + best2.tunnels) best2 = b;
+      } else if (now - b.lastFailureAt < FAILURE_COOLDOWN_MS) {
+        if (best1 === undefined || load < best1.inFlight + best1.tunnels) best1 = b;
+      } else if (best0 === undefined || load < best0.inFlight + best0.tunnels) {
+        best0 = b;
+      }
     }
-    return best;
+    return best0 ?? best1 ?? best2;
   }
 
   #release(state: BackendState): void {
     state.inFlight--;
-    if (this.inFlight(state.key) === 0) {
+    if (this.#waiters.size > 0 && this.inFlight(state.key) === 0) {
       for (const w of [...this.#waiters]) if (w.key === state.key) w.resolve();
     }
     this.#closeIfIdle(state);
@@ -607,14 +668,16 @@ export class Router {
       requestId,
       headers: this.#upstreamHeaders(req, requestId),
       hasBody: hasRequestBody(req.headers),
-      abort: new AbortController(),
+      relay: undefined,
+      maxBodyBytes: 0,
+      headersTimeoutMs: this.#requestTimeoutMs,
       clientGone: false,
       bytes: 0,
     };
     res.on('close', () => {
       if (!res.writableFinished) {
         ex.clientGone = true;
-        ex.abort.abort();
+        ex.relay?.clientGone();
       }
     });
 
@@ -652,6 +715,23 @@ export class Router {
       return finish();
     }
     app = entry.app;
+    if (entry.maintenance !== null && !bypasses(entry.maintenance, req.headers[MAINTENANCE_BYPASS_HEADER])) {
+      status = 503;
+      failure = 'MAINTENANCE';
+      this.#replyMaintenance(res, entry.maintenance, ex);
+      return finish();
+    }
+    if (entry.maxBodyBytes > 0 && ex.hasBody) {
+      const declared = Number(req.headers['content-length'] ?? 0);
+      if (declared > entry.maxBodyBytes) {
+        status = 413;
+        failure = 'BODY_TOO_LARGE';
+        this.#reply(res, 413, bodyTooLargeMessage(app, entry.maxBodyBytes), ex);
+        return finish();
+      }
+      ex.maxBodyBytes = entry.maxBodyBytes;
+    }
+    ex.headersTimeoutMs = entry.upstreamTimeoutMs;
     const retryable = RETRYABLE_METHODS.has(method) && !ex.hasBody;
     const first = this.#pick(entry);
     if (first === undefined) {
@@ -681,10 +761,15 @@ export class Router {
           failure = 'CLIENT_CLOSED';
           return finish();
         case 'timeout':
-          this.#log.warn({ ...ctx, timeoutMs: this.#requestTimeoutMs }, 'instance sent no response in time');
+          this.#log.warn({ ...ctx, timeoutMs: ex.headersTimeoutMs }, 'instance sent no response in time');
           status = 504;
           failure = 'BACKEND_TIMEOUT';
-          this.#reply(res, 504, timeoutMessage(app, this.#requestTimeoutMs), ex);
+          this.#reply(res, 504, timeoutMessage(app, ex.headersTimeoutMs), ex);
+          return finish();
+        case 'too-large':
+          status = 413;
+          failure = 'BODY_TOO_LARGE';
+          this.#reply(res, 413, bodyTooLargeMessage(app, ex.maxBodyBytes), ex);
           return finish();
         case 'error':
           this.#log.warn({ ...ctx, err: describeError(outcome.err), code: errorCode(outcome.err) }, 'forwarding to instance failed');
@@ -808,13 +893,14 @@ export class Router {
   }
 
   /** Writes a short plain-text answer and closes; the client's unread bytes are discarded meanwhile, for a while. */
-  #answerAndClose(socket: Socket, status: number, body: string, requestId?: string): void {
+  #answerAndClose(socket: Socket, status: number, body: string | Buffer, requestId?: string, extra?: http.OutgoingHttpHeaders): void {
     this.#answered.add(socket);
-    const buf = Buffer.from(body, 'utf8');
+    const buf = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
     const headers: http.OutgoingHttpHeaders = {
       'content-type': 'text/plain; charset=utf-8',
       'content-length': buf.length,
       'cache-control': 'no-store',
+      ...extra,
     };
     if (requestId !== undefined) headers['x-request-id'] = requestId;
     socket.end(Buffer.concat([Buffer.from(closingResponseHead(status, undefined, headers), 'latin1'), buf]));
@@ -877,6 +963,14 @@ export class Router {
     const entry = hostname === null ? undefined : this.#domains.get(hostname);
     if (entry === undefined) return answer(404, noAppMessage(hostname), 'NO_APP');
     app = entry.app;
+    if (entry.maintenance !== null && !bypasses(entry.maintenance, req.headers[MAINTENANCE_BYPASS_HEADER])) {
+      bytes += method === 'HEAD' ? 0 : entry.maintenance.page.length;
+      this.#answerAndClose(socket, 503, entry.maintenance.page, requestId, {
+        'content-type': 'text/html; charset=utf-8',
+        'retry-after': String(entry.maintenance.retryAfterSeconds),
+      });
+      return finish(503, 'MAINTENANCE');
+    }
     let backend = this.#pick(entry);
     if (backend === undefined) return answer(503, noBackendsMessage(app), 'NO_BACKENDS');
     const headers = this.#upstreamHeaders(req, requestId);
@@ -1003,53 +1097,66 @@ export class Router {
     this.#tunnels.set(tunnel, backend);
   }
 
-  /** One attempt: sends the request to `backend` and streams the response back. */
+  /** One attempt: sends the request to `backend` and relays the response back as it comes. */
   async #forward(ex: Exchange, backend: BackendState): Promise<Outcome> {
     backend.inFlight++;
     try {
-      let upstream: Dispatcher.ResponseData;
-      try {
-        upstream = await backend.pool.request({
-          method: ex.method,
-          path: ex.path,
-          headers: ex.headers,
-          body: ex.hasBody ? ex.req : null,
-          signal: ex.abort.signal,
-        });
-      } catch (err) {
-        if (ex.clientGone) return { kind: 'client-gone', status: 499 };
-        const code = errorCode(err);
-        if (code === 'UND_ERR_HEADERS_TIMEOUT') return { kind: 'timeout', err };
-        if (code !== undefined && UNREACHABLE_CODES.has(code)) return { kind: 'unreachable', err };
-        return { kind: 'error', err };
-      }
-      const status = upstream.statusCode;
-      if (ex.clientGone) {
-        upstream.body.destroy();
-        return { kind: 'client-gone', status: 499 };
-      }
-      ex.res.writeHead(status, forwardResponseHeaders(upstream.headers, ex.requestId));
-      try {
-        await pipeline(
-          upstream.body,
-          async function* count(source: AsyncIterable<Buffer>) {
-            for await (const chunk of source) {
-              ex.bytes += chunk.length;
-              yield chunk;
-            }
+      const relay = new ResponseRelay(
+        ex.res,
+        (headers) => forwardResponseHeaders(headers, ex.requestId),
+        (n) => (ex.bytes += n),
+      );
+      ex.relay = relay;
+      if (ex.clientGone) relay.clientGone();
+      else {
+        backend.pool.dispatch(
+          {
+            origin: backend.origin,
+            method: ex.method,
+            path: ex.path,
+            headers: ex.headers,
+            body: ex.hasBody ? (ex.maxBodyBytes > 0 ? Readable.from(limitedBody(ex.req, ex.maxBodyBytes)) : ex.req) : null,
+            headersTimeout: ex.headersTimeoutMs,
           },
-          ex.res,
+          relay,
         );
-        return { kind: 'done', status };
-      } catch (err) {
-        // Headers are gone: cutting the connection is the only way to tell the client it is truncated.
-        ex.res.destroy();
-        if (ex.clientGone) return { kind: 'client-gone', status };
-        return { kind: 'broken', status, err };
+      }
+      const outcome = await relay.done;
+      ex.relay = undefined;
+      switch (outcome.kind) {
+        case 'done':
+        case 'broken':
+        case 'client-gone':
+          return outcome;
+        case 'failed': {
+          const err = outcome.err;
+          if (ex.clientGone) return { kind: 'client-gone', status: 499 };
+          const code = errorCode(err);
+          if (code === 'UND_ERR_HEADERS_TIMEOUT') return { kind: 'timeout', err };
+          if (code === BODY_TOO_LARGE) return { kind: 'too-large' };
+          if (code !== undefined && UNREACHABLE_CODES.has(code)) return { kind: 'unreachable', err };
+          return { kind: 'error', err };
+        }
       }
     } finally {
       this.#release(backend);
     }
+  }
+
+  /** The 503 maintenance page, with `Retry-After`. */
+  #replyMaintenance(res: http.ServerResponse, m: MaintenanceAnswer, ex: Exchange): void {
+    if (res.headersSent || res.destroyed) return;
+    const headers: http.OutgoingHttpHeaders = {
+      'content-type': 'text/html; charset=utf-8',
+      'content-length': m.page.length,
+      'cache-control': 'no-store',
+      'retry-after': String(m.retryAfterSeconds),
+      'x-request-id': ex.requestId,
+    };
+    if (ex.method !== 'HEAD') ex.bytes += m.page.length;
+    if (ex.hasBody && !ex.req.readableEnded) headers.connection = 'close';
+    res.writeHead(503, headers);
+    res.end(ex.method === 'HEAD' ? undefined : m.page);
   }
 
   /** Sends a short plain-text answer from the router itself. */
@@ -1070,6 +1177,50 @@ export class Router {
     res.writeHead(status, headers);
     res.end(ex?.method === 'HEAD' ? undefined : buf);
   }
+}
+
+/** Code of the error that ends a streamed body over the app's limit. */
+const BODY_TOO_LARGE = 'HANGAR_BODY_TOO_LARGE';
+
+/** A request body of unknown length (chunked), cut off with an error once over `max` bytes. */
+async function* limitedBody(body: AsyncIterable<Buffer>, max: number): AsyncGenerator<Buffer> {
+  let n = 0;
+  for await (const chunk of body) {
+    n += chunk.length;
+    if (n > max) throw Object.assign(new Error(`request body over ${max} bytes`), { code: BODY_TOO_LARGE });
+    yield chunk;
+  }
+}
+
+function maintenanceAnswer(app: string, m: MaintenanceMode | null | undefined): MaintenanceAnswer | null {
+  if (m === null || m === undefined) return null;
+  return {
+    page: Buffer.from(m.pageHtml === '' ? defaultMaintenancePage(app) : m.pageHtml, 'utf8'),
+    bypass: /^[0-9a-f]{64}$/.test(m.bypassSha256) ? Buffer.from(m.bypassSha256, 'hex') : null,
+    retryAfterSeconds: m.retryAfterSeconds,
+  };
+}
+
+/** True when the request's bypass header carries the secret whose digest the app's maintenance mode holds. */
+function bypasses(m: MaintenanceAnswer, value: string | string[] | undefined): boolean {
+  if (m.bypass === null || typeof value !== 'string' || value === '') return false;
+  const digest = createHash('sha256').update(value, 'utf8').digest();
+  return timingSafeEqual(digest, m.bypass);
+}
+
+function defaultMaintenancePage(app: string): string {
+  const name = app.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  return `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Down for maintenance</title>
+<style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:15vh auto;padding:0 1rem;color:#222}h1{font-size:1.6rem}</style></head>
+<body><h1>Down for maintenance</h1><p>${name} is undergoing maintenance and will be back shortly. Please try again in a few minutes.</p></body>
+</html>
+`;
+}
+
+function bodyTooLargeMessage(app: string, max: number): string {
+  return `The request body is larger than the app "${app}" accepts (${max} bytes). Send a smaller body, or raise "max_body" in the "hangar" section of its app.json.\n`;
 }
 
 function originOf(b: Backend): string {

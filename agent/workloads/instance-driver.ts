@@ -16,6 +16,7 @@ import type { BuildOptions, BuildResult } from '../build/builder.js';
 import { markStaticDone, runDjangoBuild, staticDone, staticMarker } from '../build/django-build.js';
 import { instanceLogTail } from '../logs/log-tail.js';
 import type { Router } from '../router/router.js';
+import { DEFAULT_DRAIN_SECONDS } from '../../common/app-json.js';
 import type { BackoffOptions } from './backoff.js';
 import { freePort } from './free-port.js';
 import { httpHealthProbe } from './health-check.js';
@@ -183,7 +184,11 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
 
   async beforeStop(view: WorkloadView<InstanceSpec__Output, InstanceData>): Promise<void> {
     // Routes without it were applied already; let requests this router has in flight finish.
-    if (view.spec.type === 'web') await this.#o.router.drain(view.key, Math.min(view.spec.graceSeconds * 1000, 30_000));
+    if (view.spec.type === 'web') {
+      // app.json's drain_seconds bounds both its open requests and its websockets/SSE streams.
+      const drainMs = (view.spec.drainSeconds > 0 ? view.spec.drainSeconds : DEFAULT_DRAIN_SECONDS) * 1000;
+      await this.#o.router.drain(view.key, drainMs, drainMs);
+    }
   }
 
   describeFailure(error: unknown): string {

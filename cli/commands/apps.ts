@@ -71,6 +71,7 @@ export function registerAppsCommands(program: Command, ctx: CliContext): void {
           ['URL', app.url],
           ['Release', app.release ?? 'none yet (deploy with `hangar deploy -a ' + app.name + '`)'],
           ['Formation', formatFormation(app.formation)],
+          ['Maintenance', app.maintenance ? `on (see \`hangar maintenance -a ${app.name}\`)` : 'off'],
           ['Created', `${app.createdAt} (${timeAgo(app.createdAt, ctx.clock.now())})`],
         ]),
       );

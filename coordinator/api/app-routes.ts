@@ -73,6 +73,7 @@ export function registerAppRoutes(app: ApiServer, o: AppRoutesOptions): void {
     createdAt: new Date(row.createdAt).toISOString(),
     release: row.currentRelease === null ? null : `v${row.currentRelease}`,
     formation: o.store.getFormation(row.name),
+    maintenance: o.store.getMaintenance(row.name) !== null,
   });
 
   const releaseView = (r: ReleaseRow, current: number | null): ReleaseView => ({

@@ -19,6 +19,7 @@ import { needs, registerAuth, type Authenticator, type RouteScope } from './auth
 import { registerLogRoutes } from './log-routes.js';
 import { registerRunRoutes, type UpgradeHandler } from './run-routes.js';
 import type { Runs } from '../runs/runs.js';
+import { registerMaintenanceRoutes } from './maintenance-routes.js';
 import { registerSecurityRoutes, type SecurityRoutesOptions } from './security-routes.js';
 
 /** The Fastify server {@link buildApi} makes (route groups in other files register on it). */
@@ -131,6 +132,7 @@ export function buildApi(o: ApiOptions): Api {
   app.get('/v1/agents', needs('read'), async () => ({ agents: o.views.agentViews() }));
 
   registerAppRoutes(app, { ...o, logger });
+  registerMaintenanceRoutes(app, { ...o, logger });
   if (o.addons) registerAddonRoutes(app, { addons: o.addons, rollouts: o.rollouts, logger });
   for (const register of o.routes ?? []) register(app);
   const upgrades: UpgradeHandler[] = [];

@@ -5,6 +5,7 @@
  * reads of the store; {@link DesiredStateSync} sends the result.
  */
 import { instanceName } from '../../common/vocabulary.js';
+import { routerLimitsOf } from '../../common/app-json.js';
 import type { AddonSpec, AppRoutes, DesiredState, InstanceSpec, Task } from '../../proto/loader.js';
 import { MEMCACHED_MB, databaseNameOf } from '../addons/addon-connection.js';
 import { isBuildTask } from '../releases/deploy-status.js';
@@ -71,7 +72,14 @@ export class DesiredStateAssembler {
       store.listAddons().filter((a) => a.desired === 'run'),
       (a) => a.agent,
     );
-    const routes: AppRoutes[] = routeTable(store.listApps(), store.listAgents(), instances, this.#o.domain);
+    const maintenance = new Map(store.listMaintenance().map((m) => [m.app, m]));
+    const apps = store.listApps();
+    const currentRelease = new Map(apps.map((a) => [a.name, a.currentRelease]));
+    const routes: AppRoutes[] = routeTable(apps, store.listAgents(), instances, this.#o.domain, (app) => {
+      const version = currentRelease.get(app) ?? null;
+      const release = version === null ? null : releaseOf(app, version);
+      return { maintenance: maintenance.get(app) ?? null, limits: routerLimitsOf(release?.appJson ?? null) };
+    });
     return {
       forAgent: (agent) => ({
         instances: (instancesOn.get(agent) ?? []).flatMap((i) => {
@@ -102,6 +110,7 @@ export class DesiredStateAssembler {
       command: release.procfile[i.type] ?? '',
       env: processEnv(release, instanceName(i)),
       healthPath: web ? healthPathOf(release.appJson) : '',
+      drainSeconds: web ? routerLimitsOf(release.appJson).drainSeconds : 0,
       domain: defaultDomain(i.app, this.#o.domain),
       graceSeconds: this.#o.graceSeconds,
       restartNonce: i.restartNonce,

@@ -1,4 +1,6 @@
 import type { AppRoutes } from '../../proto/loader.js';
+import type { RouterLimits } from '../../common/app-json.js';
+import type { MaintenanceRow } from '../store/store.js';
 import type { AgentRow, AppRow, InstanceRow } from '../store/store.js';
 
 /** The app's default domain: `APP.<coordinator domain>`. */
@@ -16,6 +18,11 @@ export function routeTable(
   agents: readonly AgentRow[],
   instances: readonly InstanceRow[],
   domain: string,
+  /** Per app: its maintenance mode (null: off) and the router limits of its current release. */
+  settingsOf: (app: string) => { maintenance: MaintenanceRow | null; limits: RouterLimits } = () => ({
+    maintenance: null,
+    limits: { maxBodyBytes: 0, upstreamTimeoutMs: 0, drainSeconds: 30 },
+  }),
 ): AppRoutes[] {
   const byName = new Map(agents.map((a) => [a.name, a]));
   const web = new Map<string, InstanceRow[]>();
@@ -25,12 +32,26 @@ export function routeTable(
     if (list) list.push(i);
     else web.set(i.app, [i]);
   }
-  return apps.map((app) => ({
-    app: app.name,
-    domains: [defaultDomain(app.name, domain)],
-    backends: (web.get(app.name) ?? []).flatMap((i) => {
-      const agent = byName.get(i.agent);
-      return agent ? [{ instanceKey: i.key, host: agent.address, port: i.port ?? 0 }] : [];
-    }),
-  }));
+  return apps.map((app) => {
+    const { maintenance, limits } = settingsOf(app.name);
+    return {
+      app: app.name,
+      domains: [defaultDomain(app.name, domain)],
+      backends: (web.get(app.name) ?? []).flatMap((i) => {
+        const agent = byName.get(i.agent);
+        return agent ? [{ instanceKey: i.key, host: agent.address, port: i.port ?? 0 }] : [];
+      }),
+      ...(maintenance === null
+        ? {}
+        : {
+            maintenance: {
+              pageHtml: maintenance.pageHtml ?? '',
+              bypassSha256: maintenance.bypassSha256 ?? '',
+              retryAfterSeconds: maintenance.retryAfterSeconds,
+            },
+          }),
+      maxBodyBytes: limits.maxBodyBytes,
+      upstreamTimeoutMs: limits.upstreamTimeoutMs,
+    };
+  });
 }

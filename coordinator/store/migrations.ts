@@ -269,4 +269,15 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX runs_by_status ON runs (status);
   `,
+  // maintenance mode: a row while an app is in it (page_html null = the default page; the bypass
+  // header's value is kept as its SHA-256 only)
+  `
+  CREATE TABLE app_maintenance (
+    app TEXT PRIMARY KEY REFERENCES apps(name) ON DELETE CASCADE,
+    page_html TEXT,
+    bypass_sha256 TEXT,
+    retry_after INTEGER NOT NULL,
+    since INTEGER NOT NULL
+  );
+  `,
 ];

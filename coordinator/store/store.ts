@@ -28,6 +28,18 @@ export interface ReleaseRow {
   createdAt: number;
 }
 
+/** An app in maintenance mode (`hangar maintenance:on`). */
+export interface MaintenanceRow {
+  app: string;
+  /** Custom page; null: the router's default one. */
+  pageHtml: string | null;
+  /** SHA-256 (hex) of the bypass header's value; null: no bypass. */
+  bypassSha256: string | null;
+  retryAfterSeconds: number;
+  /** Unix ms when it was turned on. */
+  since: number;
+}
+
 /** `rolling_back`: the new release failed and the previous one is being restored (then `failed`). */
 export type DeployStatus = 'pending' | 'building' | 'releasing' | 'rolling_out' | 'rolling_back' | 'succeeded' | 'failed';
 
@@ -172,6 +184,16 @@ export interface ApiTokenRow {
 }
 
 type Row = Record<string, unknown>;
+
+function maintenanceFrom(r: Row): MaintenanceRow {
+  return {
+    app: r.app as string,
+    pageHtml: (r.page_html as string | null) ?? null,
+    bypassSha256: (r.bypass_sha256 as string | null) ?? null,
+    retryAfterSeconds: r.retry_after as number,
+    since: r.since as number,
+  };
+}
 
 function appFrom(r: Row): AppRow {
   return { name: r.name as string, createdAt: r.created_at as number, currentRelease: (r.current_release as number | null) ?? null };
@@ -406,6 +428,33 @@ export class Store {
 
   setCurrentRelease(app: string, version: number | null): void {
     this.#stmt('UPDATE apps SET current_release = ? WHERE name = ?').run(version, app);
+  }
+
+  // ---------------------------------------------------------------- maintenance
+
+  /** The app's maintenance mode, or null when it is off. */
+  getMaintenance(app: string): MaintenanceRow | null {
+    const r = this.#stmt('SELECT * FROM app_maintenance WHERE app = ?').get(app) as Row | undefined;
+    return r ? maintenanceFrom(r) : null;
+  }
+
+  /** Every app in maintenance mode. */
+  listMaintenance(): MaintenanceRow[] {
+    return (this.#stmt('SELECT * FROM app_maintenance ORDER BY app').all() as Row[]).map(maintenanceFrom);
+  }
+
+  /** Turns maintenance mode on, or replaces its page, bypass and Retry-After. */
+  setMaintenance(m: MaintenanceRow): void {
+    this.#stmt(
+      `INSERT INTO app_maintenance (app, page_html, bypass_sha256, retry_after, since) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT(app) DO UPDATE SET page_html = excluded.page_html, bypass_sha256 = excluded.bypass_sha256,
+         retry_after = excluded.retry_after`,
+    ).run(m.app, m.pageHtml, m.bypassSha256, m.retryAfterSeconds, m.since);
+  }
+
+  /** Turns maintenance mode off; false when it was not on. */
+  clearMaintenance(app: string): boolean {
+    return this.#stmt('DELETE FROM app_maintenance WHERE app = ?').run(app).changes > 0;
   }
 
   // ---------------------------------------------------------------- config

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HangarError } from '../../common/errors.js';
-import { parseAppJson, type AppJsonProblem } from '../../common/app-json.js';
+import { parseAppJson, parseByteSize, routerLimitsOf, type AppJsonProblem } from '../../common/app-json.js';
 
 function badInput(fn: () => unknown): HangarError {
   try {
@@ -137,4 +137,29 @@ test('out-of-range numbers are refused', () => {
   badInput(() => parseAppJson('{"formation":{"web":{"quantity":100000}}}'));
   badInput(() => parseAppJson('{"healthchecks":{"web":{"path":"/","timeout":601}}}'));
   badInput(() => parseAppJson('{"healthchecks":{"web":{"path":"/","attempts":2.5}}}'));
+});
+
+test('hangar router limits: max_body sizes, upstream_timeout and drain_seconds, with defaults', () => {
+  assert.equal(parseByteSize('10M'), 10 * 1024 * 1024);
+  assert.equal(parseByteSize('512k'), 512 * 1024);
+  assert.equal(parseByteSize('1G'), 1024 ** 3);
+  assert.equal(parseByteSize('2.5MB'), Math.floor(2.5 * 1024 * 1024));
+  assert.equal(parseByteSize(4096), 4096);
+  assert.equal(parseByteSize('ten'), null);
+  assert.equal(parseByteSize('0'), null);
+  assert.equal(parseByteSize('11G'), null);
+  const limits = routerLimitsOf(parseAppJson(JSON.stringify({ hangar: { max_body: '10M', upstream_timeout: 2.5, drain_seconds: 120 } })));
+  assert.deepEqual(limits, { maxBodyBytes: 10 * 1024 * 1024, upstreamTimeoutMs: 2500, drainSeconds: 120 });
+  assert.deepEqual(routerLimitsOf(null), { maxBodyBytes: 0, upstreamTimeoutMs: 0, drainSeconds: 30 });
+});
+
+test('bad hangar router limits fail with a sentence naming each field', () => {
+  const err = badInput(() =>
+    parseAppJson(JSON.stringify({ hangar: { max_body: '10 parsecs', upstream_timeout: 0, drain_seconds: 1.5, max_bdy: 1 } })),
+  );
+  const paths = (err.details as AppJsonProblem[]).map((p) => p.path).sort();
+  assert.deepEqual(paths, ['hangar', 'hangar.drain_seconds', 'hangar.max_body', 'hangar.upstream_timeout']);
+  assert.match(err.message, /hangar\.max_body: write a size/);
+  assert.match(err.message, /hangar\.upstream_timeout: must be more than 0 seconds/);
+  assert.match(err.message, /max_bdy/);
 });

@@ -59,6 +59,7 @@ const app: AppView = {
   createdAt: '2026-01-02T03:04:05.000Z',
   release: 'v3',
   formation: { web: 2 },
+  maintenance: false,
 };
 const release: ReleaseView = {
   version: 4,

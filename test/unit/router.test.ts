@@ -201,6 +201,10 @@ describe('http-headers', () => {
       'http',
       'x-forwarded-port',
       '80',
+      'x-real-ip',
+      '10.0.0.9',
+      'forwarded',
+      'for=10.0.0.9;proto=http',
       'x-request-id',
       'rid',
     ]);
@@ -226,6 +230,10 @@ describe('http-headers', () => {
       'http',
       'x-forwarded-port',
       '80',
+      'x-real-ip',
+      '10.0.0.9',
+      'forwarded',
+      'for=10.0.0.9;proto=http',
       'x-request-id',
       'rid',
     ];
@@ -240,12 +248,92 @@ describe('http-headers', () => {
       'https',
       'x-forwarded-port',
       '443',
+      'x-real-ip',
+      '10.0.0.9',
+      'forwarded',
+      'for=10.0.0.9;proto=http',
       'x-request-id',
       'rid',
     ]);
     // Even a trusted proxy cannot inject a malformed scheme or port.
     const odd = forwardRequestHeaders(['X-Forwarded-Proto', 'javascript', 'X-Forwarded-Port', '80, 443'], { ...base, peerTrusted: true });
-    assert.deepEqual(odd, ['x-forwarded-for', '10.0.0.9', 'x-forwarded-proto', 'http', 'x-forwarded-port', '80', 'x-request-id', 'rid']);
+    assert.deepEqual(odd, [
+      'x-forwarded-for',
+      '10.0.0.9',
+      'x-forwarded-proto',
+      'http',
+      'x-forwarded-port',
+      '80',
+      'x-real-ip',
+      '10.0.0.9',
+      'forwarded',
+      'for=10.0.0.9;proto=http',
+      'x-request-id',
+      'rid',
+    ]);
+  });
+
+  test('forwardRequestHeaders: X-Forwarded-Host, X-Real-IP and Forwarded only from a trusted proxy', () => {
+    const raw = [
+      'Host',
+      'a',
+      'X-Forwarded-Host',
+      'evil.example',
+      'X-Forwarded-Prefix',
+      '/admin',
+      'X-Real-IP',
+      '6.6.6.6',
+      'Forwarded',
+      'for=6.6.6.6;proto=https;host=evil.example',
+    ];
+    const base = { clientAddress: '2001:db8::9', proto: 'http', port: 80, requestId: 'rid' };
+    assert.deepEqual(forwardRequestHeaders(raw, base), [
+      'Host',
+      'a',
+      'x-forwarded-for',
+      '2001:db8::9',
+      'x-forwarded-proto',
+      'http',
+      'x-forwarded-port',
+      '80',
+      'x-real-ip',
+      '2001:db8::9',
+      'forwarded',
+      'for="[2001:db8::9]";proto=http',
+      'x-request-id',
+      'rid',
+    ]);
+    assert.deepEqual(forwardRequestHeaders(raw, { ...base, peerTrusted: true }), [
+      'Host',
+      'a',
+      'X-Forwarded-Host',
+      'evil.example',
+      'X-Forwarded-Prefix',
+      '/admin',
+      'x-forwarded-for',
+      '2001:db8::9',
+      'x-forwarded-proto',
+      'http',
+      'x-forwarded-port',
+      '80',
+      'x-real-ip',
+      '6.6.6.6',
+      'forwarded',
+      'for=6.6.6.6;proto=https;host=evil.example, for="[2001:db8::9]";proto=http',
+      'x-request-id',
+      'rid',
+    ]);
+  });
+
+  test('forwardRequestHeaders never passes the maintenance bypass secret on', () => {
+    const out = forwardRequestHeaders(['Host', 'a', 'X-Hangar-Maintenance-Bypass', 's3cret'], {
+      clientAddress: '10.0.0.9',
+      proto: 'http',
+      port: 80,
+      requestId: 'rid',
+      peerTrusted: true,
+    });
+    assert.ok(!out.some((v) => v.toLowerCase() === 'x-hangar-maintenance-bypass' || v === 's3cret'));
   });
 
   test('TrustedProxies matches IPv4, IPv6 and IPv4-mapped peers; rejects malformed ranges', () => {
@@ -1056,5 +1144,115 @@ describe('Router: drain during a websocket handshake', () => {
     await bounded(drain, 'drain to end at its bound');
     assert.equal(router.openTunnels('slow'), 0);
     await bounded(client.closed, 'the late websocket to be closed');
+  });
+});
+
+describe('Router: maintenance mode and per-app limits', () => {
+  const digest = (v: string): string => createHash('sha256').update(v).digest('hex');
+
+  test('maintenance: 503 with the default HTML page and Retry-After; the app gets nothing; off again serves', async (t) => {
+    const a = await startBackend(t, 'a1');
+    const r = route('shop', [a]);
+    const { router, port, access } = await startRouter(t, [
+      { ...r, maintenance: { pageHtml: '', bypassSha256: '', retryAfterSeconds: 300 } },
+    ]);
+    const reply = await send(port, { host: 'shop.example.com', path: '/cart' });
+    assert.equal(reply.status, 503);
+    assert.equal(reply.headers['retry-after'], '300');
+    assert.match(String(reply.headers['content-type']), /^text\/html/);
+    assert.match(reply.body, /maintenance/i);
+    assert.match(reply.body, /shop/);
+    const post = await send(port, { host: 'shop.example.com', method: 'POST', path: '/notes/', body: 'x'.repeat(1000) });
+    assert.equal(post.status, 503);
+    assert.equal(a.hits, 0);
+    assert.equal(access.at(-1)?.failure, 'MAINTENANCE');
+    router.setRoutes([r]);
+    assert.equal((await send(port, { host: 'shop.example.com' })).status, 200);
+    assert.equal(a.hits, 1);
+  });
+
+  test('maintenance: a custom page; the bypass header with the right secret reaches the app, without the secret', async (t) => {
+    const a = await startBackend(t, 'a1');
+    const page = '<html><body><h1>Back at 6</h1></body></html>';
+    const { port } = await startRouter(t, [
+      { ...route('shop', [a]), maintenance: { pageHtml: page, bypassSha256: digest('open-sesame'), retryAfterSeconds: 60 } },
+    ]);
+    const custom = await send(port, { host: 'shop.example.com' });
+    assert.equal(custom.status, 503);
+    assert.equal(custom.body, page);
+    const wrong = await send(port, { host: 'shop.example.com', headers: { 'x-hangar-maintenance-bypass': 'guess' } });
+    assert.equal(wrong.status, 503);
+    assert.equal(a.hits, 0);
+    const bypassed = await send(port, { host: 'shop.example.com', headers: { 'x-hangar-maintenance-bypass': 'open-sesame' } });
+    assert.equal(bypassed.status, 200);
+    assert.equal(a.hits, 1);
+    assert.equal(a.seen[0]?.['x-hangar-maintenance-bypass'], undefined);
+  });
+
+  test('max body: a declared length over the limit gets 413 before the app; a chunked one is cut at the limit', async (t) => {
+    const a = await startBackend(t, 'a1');
+    const { port, access } = await startRouter(t, [{ ...route('shop', [a]), maxBodyBytes: 1024 }]);
+    const big = await send(port, { host: 'shop.example.com', method: 'POST', path: '/notes/', body: 'x'.repeat(4096) });
+    assert.equal(big.status, 413);
+    assert.match(big.body, /max_body/);
+    assert.equal(a.hits, 0);
+    assert.equal(access.at(-1)?.failure, 'BODY_TOO_LARGE');
+    const small = await send(port, { host: 'shop.example.com', method: 'POST', path: '/notes/', body: 'x'.repeat(1024) });
+    assert.equal(small.status, 200);
+    assert.equal((JSON.parse(small.body) as { bytes: number }).bytes, 1024);
+
+    const chunked = await bounded(
+      new Promise<number>((resolve, reject) => {
+        const req = http.request(
+          {
+            port,
+            host: '127.0.0.1',
+            method: 'POST',
+            path: '/notes/',
+            agent: false,
+            headers: { host: 'shop.example.com', 'transfer-encoding': 'chunked' },
+          },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          },
+        );
+        req.on('error', reject);
+        for (let i = 0; i < 8; i++) req.write('y'.repeat(512));
+        req.end();
+      }),
+      'chunked upload answer',
+    );
+    assert.equal(chunked, 413);
+  });
+
+  test('upstream timeout per app: the app that is slower than its own timeout gets 504; others keep the router default', async (t) => {
+    const slow: Handler = (_req, res) => {
+      const timer = setTimeout(() => res.end('late'), 1_500);
+      res.on('close', () => clearTimeout(timer));
+    };
+    const a = await startBackend(t, 'a1', slow);
+    const b = await startBackend(t, 'b1', slow);
+    const { port } = await startRouter(t, [{ ...route('shop', [a]), upstreamTimeoutMs: 200 }, route('blog', [b])]);
+    const timedOut = await send(port, { host: 'shop.example.com' });
+    assert.equal(timedOut.status, 504);
+    assert.match(timedOut.body, /did not respond within/);
+    const patient = await send(port, { host: 'blog.example.com' });
+    assert.equal(patient.status, 200);
+    assert.equal(patient.body, 'late');
+  });
+});
+
+describe('Router: per-app drain bound', () => {
+  test("drain's own bound (app.json drain_seconds) closes a websocket long before the router's default of 30 s", async (t) => {
+    const one = await startWsBackend(t, 'one');
+    const { router, port } = await startRouter(t, [
+      { app: 'chat', domains: ['chat.example.com'], backends: [{ instanceKey: 'one', host: '127.0.0.1', port: one.port }] },
+    ]);
+    const ws = await wsConnect(t, port, 'chat.example.com');
+    await waitFor(() => ws.messages.length === 1, 'greeting');
+    await bounded(router.drain('one', 300, 300), 'drain to end at its own bound');
+    await bounded(ws.closed, 'the websocket to be closed by the drain');
+    assert.equal(router.openTunnels('one'), 0);
   });
 });

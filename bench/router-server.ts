@@ -1,0 +1,57 @@
+/**
+ * The router as the agent runs it, in a process of its own, for bench/router.ts: the agent's
+ * {@link Router} with its defaults, one app routed to the upstream given, and every request's
+ * access line written to the agent's log spool (the {@link LogShipper}, disconnected, so lines stay
+ * on disk) as the agent does. Prints `{"port": N}` once listening; SIGTERM closes it.
+ *
+ *   node dist/bench/router-server.js --upstream 127.0.0.1:PORT --domain bench.localhost --dir DIR
+ */
+import { createWriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { systemClock } from '../common/clock.js';
+import { accessLine } from '../agent/logs/log-lines.js';
+import { LogShipper } from '../agent/logs/log-shipper.js';
+import { Router } from '../agent/router/router.js';
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      upstream: { type: 'string' },
+      domain: { type: 'string', default: 'bench.localhost' },
+      dir: { type: 'string' },
+    },
+  });
+  const [host, port] = (values.upstream ?? '').split(':');
+  if (host === undefined || port === undefined || values.dir === undefined) {
+    throw new Error('usage: router-server --upstream HOST:PORT --dir DIR [--domain NAME]');
+  }
+  const logger = pino({ level: 'info' }, createWriteStream(join(values.dir, 'router.log')));
+  const logs = new LogShipper({ dir: join(values.dir, 'spool'), send: () => false, clock: systemClock, logger });
+  logs.start();
+  const domain = values.domain;
+  const router = new Router({
+    port: 0,
+    host: '127.0.0.1',
+    logger,
+    onAccess: (e) => {
+      if (e.app) logs.write({ app: e.app, source: 'router', line: accessLine(e, domain), ts: e.ts });
+    },
+  });
+  router.setRoutes([{ app: 'bench', domains: [domain], backends: [{ instanceKey: 'bench:web.1:v1', host, port: Number(port) }] }]);
+  const started = await router.start();
+  process.stdout.write(`${JSON.stringify({ port: started.port })}\n`);
+  process.once('SIGTERM', () => {
+    void (async () => {
+      await router.close();
+      logs.close();
+      process.exit(0);
+    })();
+  });
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
