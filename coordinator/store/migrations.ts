@@ -239,4 +239,9 @@ export const MIGRATIONS: readonly string[] = [
     SELECT 1, coalesce(sum(length(CAST(line AS BLOB)) + length(CAST(app AS BLOB)) + length(CAST(source AS BLOB)) + 48), 0), count(*)
     FROM log_lines;
   `,
+  // singletons: how long each agent keeps its singleton instances without the coordinator (its
+  // `--singleton-lease`), so a restarted coordinator still waits that long before replacing them.
+  `
+  ALTER TABLE agents ADD COLUMN singleton_lease_ms INTEGER NOT NULL DEFAULT 30000;
+  `,
 ];
