@@ -27,6 +27,9 @@ import { assertReachable } from './workloads/run-as.js';
 import { TaskRunner } from './workloads/task-runner.js';
 import { OneOffRunner } from './workloads/one-off-runner.js';
 
+/** How often the singleton lease is looked at, ms. */
+const LEASE_CHECK_MS = 250;
+
 /** The first non-internal IPv4 address of this host, else loopback. */
 export function defaultAdvertiseAddress(): string {
   for (const list of Object.values(networkInterfaces())) {
@@ -72,6 +75,13 @@ export const agentConfigSchema = z
     settleMs: z.number().int().min(0).default(1000),
     /** Interval of metrics reports, ms. Default: what the coordinator asks for (10 s unless configured). */
     metricsIntervalMs: z.number().int().positive().optional(),
+    /**
+     * Without an acked heartbeat for this long (counted from its sending), the agent stops its
+     * singleton instances (clock, beat): the coordinator starts a replacement elsewhere only once
+     * this lease (plus the type's stop timeout) has passed since it last heard from the agent, ms.
+     * Default 30000.
+     */
+    singletonLeaseMs: z.number().int().min(1000).max(3_600_000).default(30_000),
     /** Largest on-disk log spool (lines not yet acked by the coordinator), bytes. Default 256 MiB. */
     logSpoolBytes: z
       .number()
@@ -318,6 +328,22 @@ async function assemble(
   metrics.start();
   started.push(() => metrics?.close());
 
+  // The singleton lease: counted from the sending of the last heartbeat the coordinator acked (the
+  // coordinator's "last heard" is later than that), or from this start.
+  let lastAcked = clock.now();
+  let connections = 0;
+  let fencedOn = -1;
+  let leaseTimer: ClockTimer | null = null;
+  const watchLease = () => {
+    leaseTimer = clock.setTimeout(() => {
+      if (clock.now() - lastAcked >= c.singletonLeaseMs && !desired.fenced) {
+        fencedOn = connections;
+        desired.fenceSingletons();
+      }
+      watchLease();
+    }, LEASE_CHECK_MS);
+  };
+
   let heartbeat: ClockTimer | null = null;
   const beat = (intervalMs: number) => {
     heartbeat = clock.setTimeout(() => {
@@ -344,8 +370,16 @@ async function assemble(
       generation: desired.generation,
       logEpoch: logs.epoch,
       logAckedSeq: logs.acked,
+      singletonLeaseMs: c.singletonLeaseMs,
     }),
+    onHeartbeatAck: (sentAt) => {
+      lastAcked = Math.max(lastAcked, sentAt);
+      // Fenced on this very stream (a slow coordinator, not a lost one): nothing moved meanwhile,
+      // since the coordinator never replaces what a connected agent reports running.
+      if (desired.fenced && fencedOn === connections && clock.now() - lastAcked < c.singletonLeaseMs) desired.unfence();
+    },
     onConnected: (intervalMs, metricsIntervalMs) => {
+      connections += 1;
       if (heartbeat) clock.clearTimeout(heartbeat);
       beat(intervalMs);
       if (!c.metricsIntervalMs && metricsIntervalMs > 0) metrics?.setInterval(metricsIntervalMs);
@@ -358,7 +392,9 @@ async function assemble(
     onAddonJob: (job) => void addons.runJob(job).then((result) => link?.send({ addonJobResult: result })),
   });
   link.start();
+  watchLease();
   started.push(() => {
+    if (leaseTimer) clock.clearTimeout(leaseTimer);
     if (heartbeat) clock.clearTimeout(heartbeat);
     link?.close();
   });

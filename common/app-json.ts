@@ -77,6 +77,60 @@ const dokkuWebHealthchecks = z
     };
   });
 
+/** Signals a process type may ask to be stopped with (systemd's `KillSignal=`). */
+export const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'] as const;
+
+/** A signal a process type may be stopped with. */
+export type StopSignal = (typeof STOP_SIGNALS)[number];
+
+/** Process types that are singletons unless app.json says `"singleton": false`: schedulers. */
+export const DEFAULT_SINGLETON_TYPES: readonly string[] = ['clock', 'beat'];
+
+/** Longest `stop_timeout`, seconds (an hour: a batch job finishing its work). */
+export const MAX_STOP_TIMEOUT_S = 3600;
+
+/** One process type's entry of `formation`. */
+// Heroku manifests carry `size` (Dokku's `autoscaling`…) beside `quantity`: ignored, not refused.
+const formationEntry = z
+  .object({
+    /** Instances of the first deploy. Default: web 1, others 0. */
+    quantity: z.number().int().min(0).max(1000).optional(),
+    /**
+     * Signal sent to the main process to stop it (e.g. `SIGQUIT` for a Celery worker's cold
+     * shutdown, `SIGINT`). Default `SIGTERM`.
+     */
+    stop_signal: z.enum(STOP_SIGNALS, { error: `expected one of ${STOP_SIGNALS.join(', ')}` }).optional(),
+    /** Seconds between the stop signal and SIGKILL of the whole process group. Default 30. */
+    stop_timeout: z.number().int().min(0).max(MAX_STOP_TIMEOUT_S).optional(),
+    /**
+     * Never two copies at once, fleet-wide: rolled out stop-then-start, and moved off a lost agent
+     * only once its lease ran out. Default true for `clock` and `beat`, false otherwise.
+     */
+    singleton: z.boolean().optional(),
+  })
+  .refine((entry) => !(entry.singleton === true && (entry.quantity ?? 0) > 1), {
+    error: 'a singleton runs at most 1 instance (quantity 0 or 1)',
+    path: ['quantity'],
+  });
+
+/** How a process type stops and whether it is a singleton, with the defaults filled in. */
+export interface ProcessSettings {
+  stopSignal: StopSignal;
+  /** Seconds between the stop signal and SIGKILL; null: the coordinator's default (30). */
+  stopTimeoutS: number | null;
+  singleton: boolean;
+}
+
+/** The stop settings of `type` from a validated app.json (or its defaults). */
+export function processSettingsOf(appJson: AppJson | null, type: string): ProcessSettings {
+  const entry = appJson?.formation?.[type];
+  return {
+    stopSignal: entry?.stop_signal ?? 'SIGTERM',
+    stopTimeoutS: entry?.stop_timeout ?? null,
+    singleton: entry?.singleton ?? DEFAULT_SINGLETON_TYPES.includes(type),
+  };
+}
+
 /** Schema of the app.json subset Hangar honours; see {@link AppJson}. */
 export const appJsonSchema = z.looseObject({
   name: z.string().optional(),
@@ -89,8 +143,11 @@ export const appJsonSchema = z.looseObject({
       postdeploy: z.string().optional(),
     })
     .optional(),
-  /** Initial number of instances per process type. */
-  formation: z.record(processTypeName, z.object({ quantity: z.number().int().min(0).max(1000) })).optional(),
+  /**
+   * Per process type: the first deploy's count (Heroku's `quantity`) and how its processes stop
+   * (`stop_signal`, `stop_timeout`) and whether only one may run at a time (`singleton`).
+   */
+  formation: z.record(processTypeName, formationEntry).optional(),
   /** Hangar's own settings. */
   hangar: z
     .object({

@@ -12,6 +12,8 @@ import { AgentHub, type AgentHubEvents } from './fleet/agent-hub.js';
 import { AgentReports } from './fleet/agent-reports.js';
 import { DesiredStateAssembler } from './fleet/desired-state.js';
 import { DesiredStateSync } from './fleet/desired-state-sync.js';
+import { Rebalancer } from './fleet/rebalancer.js';
+import { SingletonFence } from './fleet/singleton-fence.js';
 import { FleetViews } from './fleet/fleet-views.js';
 import { buildApi } from './api/server.js';
 import { AutoscaleStore, type AutoscaleDecision } from './autoscale/autoscale-store.js';
@@ -65,8 +67,8 @@ export const coordinatorConfigSchema = z
     graceSeconds: z.number().int().min(0).default(30),
     /** Longest wait for routers to drop a draining instance, ms. Default 10 s. */
     drainTimeoutMs: z.number().int().positive().default(10_000),
-    /** An agent silent this long is `down`, ms. Default 15 s. */
-    agentDownAfterMs: z.number().int().positive().default(15_000),
+    /** An agent silent this long is `down` and its instances are placed elsewhere, ms. Default 6 s. */
+    agentDownAfterMs: z.number().int().positive().default(6000),
     /** Port users reach the agents' routers on, shown in app URLs. Default 80. */
     webPort: z.number().int().min(1).max(65535).default(80),
     /** Largest source upload, bytes. Default 512 MiB. */
@@ -196,7 +198,14 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   // One-off runs count against their agent's capacity.
   const runStore = new RunStore(store);
   const reports = new AgentReports({ store, sync, clock });
+  const fence = new SingletonFence({
+    agents: () => store.listAgents(),
+    isConnected: (agent) => hub.isConnected(agent),
+    graceSeconds: c.graceSeconds,
+    clock,
+  });
   const fleet = new Fleet({
+    fence,
     store,
     hub,
     sync,
@@ -217,7 +226,25 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       return { cpuPct: host.cpu_pct, memoryUsedMb: Math.round(host.mem_used_bytes / 1048576) };
     },
   });
-  const rollouts = new Rollouts({ store, fleet, views, sync, clock, logger, healthTimeoutMs: c.healthTimeoutMs, crashLimit: c.crashLimit });
+  const rollouts = new Rollouts({
+    store,
+    fleet,
+    views,
+    sync,
+    fence,
+    clock,
+    logger,
+    healthTimeoutMs: c.healthTimeoutMs,
+    crashLimit: c.crashLimit,
+  });
+  const rebalancer = new Rebalancer({
+    store,
+    fleet,
+    busy: (app) => rollouts.activeDeploy(app) !== null || rollouts.restarts.active(app) !== null,
+    clock,
+    logger,
+    healthTimeoutMs: c.healthTimeoutMs,
+  });
   const releases = new Releases({ store, rollouts, clock, artifactDir, maxUploadBytes: c.maxUploadBytes });
   const addons = new Addons({ store, fleet, views, sync, rollouts, releases, hub, clock, logger });
   const runs = new Runs({ store, hub, sync, clock, logger, recordEvent });
@@ -225,17 +252,26 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     onHello: (agent, hello) => {
       clearTimeout(goneTimers.get(agent));
       goneTimers.delete(agent);
+      fence.onReport(
+        agent,
+        hello.instances.map((i) => i.key),
+      );
       reports.onHello(agent, hello);
       runs.onHello(agent);
       addons.onStatuses(agent, hello.addons);
       rollouts.tick();
     },
     onHeartbeat: (agent, hb) => {
+      fence.onReport(
+        agent,
+        hb.instances.map((i) => i.key),
+      );
       reports.onHeartbeat(agent, hb.instances);
       addons.onStatuses(agent, hb.addons);
       rollouts.tick();
     },
     onInstanceEvent: (agent, event) => {
+      fence.onEvent(agent, event.status?.key ?? '', event.kind);
       // A failing health check's reason, not a full status: it goes to the deploy's output.
       if (event.kind === 'health_failed') rollouts.onHealthFailure(event.status?.key ?? '', event.status?.message ?? '');
       else if (event.status) reports.applyStatuses(agent, [event.status]);
@@ -309,6 +345,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       if (!known) return { removed: false, apps: [] };
       const apps = store.transaction(() => store.removeAgent(name));
       hub.disconnect(name);
+      fence.forget(name);
       for (const app of apps) fleet.reconcileFormation(app);
       sync.requestSync();
       return { removed: true, apps };
@@ -345,6 +382,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     try {
       fleet.tick();
       rollouts.tick();
+      rebalancer.tick();
       addons.tick();
       runs.tick();
     } catch (err) {

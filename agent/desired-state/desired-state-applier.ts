@@ -46,6 +46,10 @@ export class DesiredStateApplier {
   readonly #domains = new Map<string, string>();
   /** The app of each task, for its output lines. */
   readonly #taskApps = new Map<string, string>();
+  /** Singleton instances are held stopped: the coordinator may have started them elsewhere. */
+  #fenced = false;
+  /** The last snapshot applied, to apply again when the fence goes up or down. */
+  #last: DesiredState__Output | null = null;
 
   constructor(options: DesiredStateApplierOptions) {
     this.#o = options;
@@ -96,7 +100,13 @@ export class DesiredStateApplier {
         upstreamTimeoutMs: r.upstreamTimeoutMs ?? 0,
       })),
     );
-    this.#o.instances.apply(this.#withErrorHook(state).instances);
+    // A snapshot from the coordinator says where singletons run now: the fence is down.
+    if (!options.fromCache && this.#fenced) {
+      this.#fenced = false;
+      this.#o.logger.info('the coordinator is back: singleton instances run as it says');
+    }
+    this.#last = state;
+    this.#applyInstances(state);
     // Add-ons start from the cached state too: they stay up while the coordinator is away.
     this.#o.addons.apply(state.addons ?? []);
     if (!options.fromCache) {
@@ -107,6 +117,37 @@ export class DesiredStateApplier {
     }
     this.#generation = state.generation;
     this.#o.onApplied();
+  }
+
+  /** True while singleton instances are held stopped (see {@link fenceSingletons}). */
+  get fenced(): boolean {
+    return this.#fenced;
+  }
+
+  /**
+   * The coordinator has not acked a heartbeat for the singleton lease: it may start this agent's
+   * singletons elsewhere, so they stop here (with their stop signal and timeout) until a snapshot
+   * from the coordinator (or {@link unfence}) says otherwise. Idempotent.
+   */
+  fenceSingletons(): void {
+    if (this.#fenced) return;
+    this.#fenced = true;
+    const held = (this.#last?.instances ?? []).filter((s) => s.singleton).map((s) => s.key);
+    this.#o.logger.warn({ instances: held }, 'no word from the coordinator for the singleton lease: stopping singleton instances');
+    if (this.#last) this.#applyInstances(this.#last);
+  }
+
+  /** The coordinator acked a heartbeat on the same stream again: what it last said stands. */
+  unfence(): void {
+    if (!this.#fenced) return;
+    this.#fenced = false;
+    this.#o.logger.info('the coordinator hears this agent again: singleton instances start again');
+    if (this.#last) this.#applyInstances(this.#last);
+  }
+
+  #applyInstances(state: DesiredState__Output): void {
+    const specs = this.#withErrorHook(state).instances;
+    this.#o.instances.apply(this.#fenced ? specs.filter((s) => !s.singleton) : specs);
   }
 
   /** App processes get the error hook first on PYTHONPATH. */

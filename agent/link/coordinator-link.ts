@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { Readable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import type { Clock, ClockTimer } from '../../common/clock.js';
@@ -39,6 +40,8 @@ export interface CoordinatorLinkOptions {
   /** The stream is up (after Welcome); gives the heartbeat and metrics intervals the coordinator wants (0: default). */
   onConnected?: (heartbeatIntervalMs: number, metricsIntervalMs: number) => void;
   onDisconnected?: () => void;
+  /** The coordinator received the heartbeat this agent sent at `sentAt` (its clock, Unix ms). */
+  onHeartbeatAck?: (sentAt: number) => void;
   /** The coordinator stored every log line up to `seq` of spool `epoch`. */
   onLogAck?: (seq: number, epoch: string) => void;
   /** The coordinator refused this agent (wrong join token, another CA, revoked credential). */
@@ -47,16 +50,35 @@ export interface CoordinatorLinkOptions {
   logger: Logger;
   /** First reconnect delay, ms. Default 500; doubles up to `maxBackoffMs`, with jitter. */
   initialBackoffMs?: number;
-  /** Default 15000. */
+  /**
+   * Longest reconnect delay, ms. Default 15000. While waiting longer than {@link FAST_RETRY_MS},
+   * the coordinator's address is probed over TCP every second and a probe that connects cuts the
+   * wait short: a healed link is used again within about two seconds.
+   */
   maxBackoffMs?: number;
+  /**
+   * A connected stream with no message from the coordinator (heartbeat acks come every heartbeat
+   * interval) for this long is given up and dialled again, ms. Default: 3 heartbeat intervals,
+   * at least 3000.
+   */
+  silenceMs?: number;
 }
 
 export type LinkState = 'idle' | 'joining' | 'connecting' | 'connected' | 'closed';
 
+/** Waits longer than this are cut short once the coordinator's address answers TCP, ms. */
+export const FAST_RETRY_MS = 2000;
+/** Interval of the TCP probes during a long wait, and the timeout of each, ms. */
+const PROBE_MS = 1000;
+
 const CHANNEL_OPTIONS = {
-  'grpc.keepalive_time_ms': 20_000,
-  'grpc.keepalive_timeout_ms': 10_000,
+  // A link cut without a FIN or RST (a partition) is noticed within ~5 s, not at the next write.
+  'grpc.keepalive_time_ms': 2000,
+  'grpc.keepalive_timeout_ms': 3000,
   'grpc.keepalive_permit_without_calls': 1,
+  // The channel's own reconnects stay quick too (its defaults back off to two minutes).
+  'grpc.initial_reconnect_backoff_ms': 300,
+  'grpc.max_reconnect_backoff_ms': FAST_RETRY_MS,
   'grpc.max_receive_message_length': 64 * 1024 * 1024,
   // The server certificate names the coordinator, not the address agents dial; the pinned CA is the trust.
   'grpc.ssl_target_name_override': COORDINATOR_TLS_NAME,
@@ -78,6 +100,9 @@ export class CoordinatorLink {
   #call: grpc.ClientDuplexStream<AgentMessage, CoordinatorMessage__Output> | null = null;
   #attempt = 0;
   #retryTimer: ClockTimer | null = null;
+  #probeTimer: ClockTimer | null = null;
+  #silenceTimer: ClockTimer | null = null;
+  #lastMessageAt = 0;
   #lastError = '';
 
   constructor(options: CoordinatorLinkOptions) {
@@ -123,6 +148,8 @@ export class CoordinatorLink {
     if (this.#state === 'closed') return;
     this.#state = 'closed';
     if (this.#retryTimer) this.#o.clock.clearTimeout(this.#retryTimer);
+    this.#stopProbing();
+    this.#stopSilenceWatch();
     this.#call?.end();
     this.#call?.cancel();
     this.#call = null;
@@ -191,6 +218,7 @@ export class CoordinatorLink {
       if (ended) return;
       ended = true;
       if (this.#call === call) this.#call = null;
+      this.#stopSilenceWatch();
       const wasConnected = this.#state === 'connected';
       if (this.#state === 'closed') return;
       this.#state = 'connecting';
@@ -198,19 +226,24 @@ export class CoordinatorLink {
       this.#scheduleReconnect(reason, code);
     };
     call.on('data', (message: CoordinatorMessage__Output) => {
+      this.#lastMessageAt = this.#o.clock.now();
       try {
         if (message.welcome) {
           this.#state = 'connected';
           this.#attempt = 0;
           this.#lastError = '';
           this.#logger.info('connected to the coordinator');
-          this.#o.onConnected?.(message.welcome.heartbeatIntervalMs || 2000, message.welcome.metricsIntervalMs);
+          const heartbeatMs = message.welcome.heartbeatIntervalMs || 2000;
+          this.#watchSilence(call, this.#o.silenceMs ?? Math.max(3000, 3 * heartbeatMs));
+          this.#o.onConnected?.(heartbeatMs, message.welcome.metricsIntervalMs);
         } else if (message.desiredState) {
           this.#o.onDesiredState(message.desiredState);
         } else if (message.runInput) {
           this.#o.onRunInput?.(message.runInput);
         } else if (message.addonJob) {
           this.#o.onAddonJob?.(message.addonJob);
+        } else if (message.heartbeatAck) {
+          this.#o.onHeartbeatAck?.(Number(message.heartbeatAck.sentAt));
         } else if (message.logAck) {
           this.#o.onLogAck?.(Number(message.logAck.seq), message.logAck.epoch);
         }
@@ -238,7 +271,79 @@ export class CoordinatorLink {
     this.#lastError = reason;
     this.#retryTimer = this.#o.clock.setTimeout(() => {
       this.#retryTimer = null;
+      this.#stopProbing();
       this.#connect();
     }, delay);
+    if (delay > FAST_RETRY_MS && code !== grpc.status.UNAUTHENTICATED) this.#probe();
   }
+
+  /** During a long wait: once the address answers TCP (the link healed), dial again soon. */
+  #probe(): void {
+    this.#probeTimer = this.#o.clock.setTimeout(() => {
+      this.#probeTimer = null;
+      void answersTcp(this.#o.address, PROBE_MS).then((answers) => {
+        if (this.#retryTimer === null || this.#state === 'closed') return;
+        if (!answers) {
+          this.#probe();
+          return;
+        }
+        this.#logger.info('the coordinator answers again; reconnecting');
+        this.#o.clock.clearTimeout(this.#retryTimer);
+        // Jitter: a fleet whose link healed at once does not dial in the same millisecond.
+        this.#retryTimer = this.#o.clock.setTimeout(
+          () => {
+            this.#retryTimer = null;
+            this.#connect();
+          },
+          Math.round(Math.random() * 300),
+        );
+      });
+    }, PROBE_MS);
+  }
+
+  #stopProbing(): void {
+    if (this.#probeTimer) this.#o.clock.clearTimeout(this.#probeTimer);
+    this.#probeTimer = null;
+  }
+
+  /** Gives up a stream the coordinator fell silent on (no heartbeat ack for `silenceMs`). */
+  #watchSilence(call: grpc.ClientDuplexStream<AgentMessage, CoordinatorMessage__Output>, silenceMs: number): void {
+    this.#stopSilenceWatch();
+    const check = () => {
+      this.#silenceTimer = this.#o.clock.setTimeout(() => {
+        this.#silenceTimer = null;
+        if (this.#call !== call || this.#state !== 'connected') return;
+        const silent = this.#o.clock.now() - this.#lastMessageAt;
+        if (silent >= silenceMs) {
+          this.#logger.warn({ silentMs: silent }, 'no word from the coordinator; dialling again');
+          call.cancel();
+          return;
+        }
+        check();
+      }, 500);
+    };
+    check();
+  }
+
+  #stopSilenceWatch(): void {
+    if (this.#silenceTimer) this.#o.clock.clearTimeout(this.#silenceTimer);
+    this.#silenceTimer = null;
+  }
+}
+
+/** True when a TCP connection to `HOST:PORT` opens within `timeoutMs` (closed again at once). */
+function answersTcp(address: string, timeoutMs: number): Promise<boolean> {
+  const at = address.lastIndexOf(':');
+  const host = address.slice(0, at).replace(/^\[|\]$/g, '');
+  const port = Number(address.slice(at + 1));
+  return new Promise((resolve) => {
+    const socket = connect({ host, port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
 }

@@ -6,6 +6,7 @@
  */
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { STOP_SIGNALS } from '../../common/app-json.js';
 import { sleep, type Clock } from '../../common/clock.js';
 import { describeError } from '../../common/errors.js';
 import { instanceName, parseInstanceKey } from '../../common/vocabulary.js';
@@ -75,6 +76,13 @@ interface InstanceMeta {
   user?: RunAs | null;
   /** Its stop grace, ms, for an agent that adopts it when desired state no longer lists it. */
   graceMs?: number;
+  /** Its stop signal (app.json `stop_signal`), for the same agent; absent: SIGTERM. */
+  stopSignal?: string;
+}
+
+/** A stop signal from desired state or meta.json; anything else (a bad or missing one) is SIGTERM. */
+function stopSignalOf(name: string | undefined): NodeJS.Signals {
+  return (STOP_SIGNALS as readonly string[]).includes(name ?? '') ? (name as NodeJS.Signals) : 'SIGTERM';
 }
 
 /** Directory name of an instance key (`shop:web.1:v3` → `shop_web.1_v3`). */
@@ -143,7 +151,14 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
     for (let tries = 0; tries < 20 && (port === 0 || ctx.takenPorts().has(port)); tries++) port = await freePort();
     ctx.claimPort(port);
     const dir = join(this.#o.instancesDir, instanceDirName(spec.key));
-    const meta: InstanceMeta = { port, appDir: build.appDir, buildEnv: build.env, user, graceMs: spec.graceSeconds * 1000 };
+    const meta: InstanceMeta = {
+      port,
+      appDir: build.appDir,
+      buildEnv: build.env,
+      user,
+      graceMs: spec.graceSeconds * 1000,
+      stopSignal: spec.stopSignal || 'SIGTERM',
+    };
     // The agent opens the output files and hands the instance their descriptors: the app may
     // read its own (root's, with the app's group) but never write or swap them; other apps
     // cannot enter.
@@ -275,6 +290,7 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
       stderrPath: join(dir, 'stderr.log'),
       pidfilePath: join(dir, 'pid.json'),
       graceMs: spec ? spec.graceSeconds * 1000 : (meta.graceMs ?? 30_000),
+      stopSignal: stopSignalOf(spec?.stopSignal || meta.stopSignal),
       settleMs: this.#o.settleMs ?? 1000,
       healthIntervalMs: HEALTH_INTERVAL_MS,
       clock: this.#o.clock,

@@ -37,11 +37,13 @@ export interface SupervisorOptions {
   stderrPath: string;
   /** JSON `{pid, startTime}` written at each start, read by {@link Supervisor.adopt}. */
   pidfilePath: string;
-  /** Time between SIGTERM and SIGKILL of the process group on stop, in ms. Default 30000. */
+  /** Time between the stop signal and SIGKILL of the process group on stop, in ms. Default 30000. */
   graceMs?: number;
   /**
-   * Signal that asks the process group to stop, before SIGKILL after `graceMs`. Default SIGTERM
-   * (PostgreSQL wants SIGINT: its SIGTERM waits for every client to disconnect).
+   * Signal that asks the main process to stop, before SIGKILL of its whole group after `graceMs`
+   * (systemd's `KillMode=mixed`): the main process alone gets it, so a Celery worker or a
+   * gunicorn master can shut its children down warm. Default SIGTERM (PostgreSQL wants SIGINT:
+   * its SIGTERM waits for every client to disconnect).
    */
   stopSignal?: NodeJS.Signals;
   /** Without `healthCheck`: running this long makes the instance `up`, in ms. Default 1000. */
@@ -523,7 +525,9 @@ export class Supervisor {
   async #terminate(run: Run): Promise<void> {
     if (run.exit === null) {
       const stopSignal = this.#options.stopSignal ?? 'SIGTERM';
-      this.#signalGroup(run.pid, stopSignal);
+      // The main process only: it stops its own children (Celery's warm shutdown would turn cold
+      // if every pool process got the signal too); whatever is left gets SIGKILL below.
+      this.#signalLeader(run, stopSignal);
       if (!(await this.#waitForExit(run, this.#graceMs))) {
         if (this.#detached) return;
         this.#logger.warn({ pid: run.pid, graceMs: this.#graceMs }, `did not exit after ${stopSignal}; sending SIGKILL`);
@@ -567,6 +571,18 @@ export class Supervisor {
     if (members.length === 0) return;
     this.#logger.warn({ pgid, members }, 'leader exited; killing the rest of its process group');
     this.#signalGroup(pgid, 'SIGKILL');
+  }
+
+  #signalLeader(run: Run, signal: NodeJS.Signals): void {
+    if (!Number.isInteger(run.pid) || run.pid <= 1) throw new HangarError('INTERNAL', `refusing to signal process ${run.pid}`);
+    // An adopted pid may have been reused since: only a process with its start time is it.
+    if (run.child === null && !isProcessRunning(run.pid, run.startTime ?? undefined)) return;
+    try {
+      process.kill(run.pid, signal);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ESRCH') this.#logger.warn({ err, pid: run.pid, signal }, 'could not signal process');
+    }
   }
 
   #signalGroup(pgid: number, signal: NodeJS.Signals): void {

@@ -93,6 +93,7 @@ interface AgentFlags {
   routerPort: string;
   advertise?: string;
   maxInstances: string;
+  singletonLease?: string;
   logSpoolMb?: string;
   trustedProxy: string[];
 }
@@ -174,6 +175,10 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
       collectList,
       [],
     )
+    .option(
+      '--singleton-lease <seconds>',
+      'without the coordinator for this long, stop singleton instances (clock, beat) so they never run twice (default 30)',
+    )
     .option('--log-spool-mb <mb>', 'largest on-disk spool of log lines not yet stored by the coordinator (default 256)')
     .option('--config <file>', 'read settings from this JSON file (what `hangar agent install` writes); flags override it')
     .addHelpText('after', '\nOn SIGTERM the agent exits and leaves apps running; the next start adopts them.')
@@ -188,6 +193,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
           routerPort: port(flags.routerPort, '--router-port'),
           advertise: flags.advertise,
           maxInstances: positiveInt(flags.maxInstances, '--max-instances'),
+          singletonLeaseMs: flags.singletonLease === undefined ? undefined : positiveInt(flags.singletonLease, '--singleton-lease') * 1000,
           logSpoolBytes: flags.logSpoolMb === undefined ? undefined : positiveInt(flags.logSpoolMb, '--log-spool-mb') * 1024 * 1024,
           trustedProxies: flags.trustedProxy.length > 0 ? flags.trustedProxy : undefined,
         },

@@ -158,7 +158,12 @@ export class AgentHub {
   async start(events: AgentHubEvents): Promise<number> {
     if (this.#server) return this.#port;
     this.#events = events;
-    const server = new grpc.Server({ 'grpc.keepalive_time_ms': 20_000, 'grpc.keepalive_permit_without_calls': 1 });
+    // A partitioned agent (no FIN, no RST) is noticed within ~5 s: its stream ends, it shows down.
+    const server = new grpc.Server({
+      'grpc.keepalive_time_ms': 2000,
+      'grpc.keepalive_timeout_ms': 3000,
+      'grpc.keepalive_permit_without_calls': 1,
+    });
     const handlers: AgentServiceHandlers = {
       Connect: (call) => this.#onConnect(call),
       FetchArtifact: (call) => this.#onFetchArtifact(call),
@@ -382,6 +387,8 @@ export class AgentHub {
         if (message.heartbeat) {
           session.appliedGeneration = Math.max(session.appliedGeneration, Number(message.heartbeat.generation));
           events.onHeartbeat(session.name, message.heartbeat);
+          // The agent counts its singleton lease from the send time of the last heartbeat acked.
+          session.call.write({ heartbeatAck: { sentAt: message.heartbeat.sentAt } });
         }
         return;
       case 'instanceEvent':

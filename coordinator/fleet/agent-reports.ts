@@ -4,6 +4,7 @@ import type { InstanceStatus__Output } from '../../proto/loader.js';
 import type { Store } from '../store/store.js';
 import type { Hello__Output } from './agent-hub.js';
 import type { DesiredStateSync } from './desired-state-sync.js';
+import { DEFAULT_SINGLETON_LEASE_MS } from './singleton-fence.js';
 
 /** Options of {@link AgentReports}. */
 export interface AgentReportsOptions {
@@ -36,6 +37,7 @@ export class AgentReports {
       version: hello.version,
       lastSeen: now,
       createdAt: existing?.createdAt ?? now,
+      singletonLeaseMs: hello.singletonLeaseMs || DEFAULT_SINGLETON_LEASE_MS,
     });
     this.applyStatuses(agent, hello.instances);
     // The newcomer needs its state now; the others only if its statuses changed routes (above).

@@ -4,6 +4,7 @@
  * fleet-wide routes. Pure
  * reads of the store; {@link DesiredStateSync} sends the result.
  */
+import { processSettingsOf } from '../../common/app-json.js';
 import { instanceName } from '../../common/vocabulary.js';
 import { routerLimitsOf } from '../../common/app-json.js';
 import type { AddonSpec, AppRoutes, DesiredState, InstanceSpec, Task } from '../../proto/loader.js';
@@ -20,7 +21,7 @@ export interface DesiredStateOptions {
   store: Store;
   /** Apps are served at APP.<domain>. */
   domain: string;
-  /** Seconds between SIGTERM and SIGKILL when an instance stops. */
+  /** Seconds between the stop signal and SIGKILL when an instance stops, unless app.json sets `stop_timeout`. */
   graceSeconds: number;
 }
 
@@ -100,6 +101,7 @@ export class DesiredStateAssembler {
   #instanceSpec(i: InstanceRow, release: ReleaseRow): InstanceSpec {
     const web = i.type === 'web';
     const health = healthCheckOf(release.appJson);
+    const stop = processSettingsOf(release.appJson, i.type);
     return {
       key: i.key,
       app: i.app,
@@ -112,7 +114,9 @@ export class DesiredStateAssembler {
       healthPath: web ? healthPathOf(release.appJson) : '',
       drainSeconds: web ? routerLimitsOf(release.appJson).drainSeconds : 0,
       domain: defaultDomain(i.app, this.#o.domain),
-      graceSeconds: this.#o.graceSeconds,
+      graceSeconds: stop.stopTimeoutS ?? this.#o.graceSeconds,
+      stopSignal: stop.stopSignal,
+      singleton: stop.singleton,
       restartNonce: i.restartNonce,
       healthTimeoutMs: web ? health.timeoutMs : 0,
       healthChecksInARow: web ? health.inARow : 0,

@@ -6,6 +6,7 @@ import { newInstanceRow, type AgentRow, type InstanceRow, type ReleaseRow, type 
 import type { AgentHub } from './agent-hub.js';
 import type { DesiredStateSync } from './desired-state-sync.js';
 import { freeIndexes, placeInstances } from './scheduler.js';
+import type { SingletonFence } from './singleton-fence.js';
 
 /** Options of {@link Fleet}. */
 export interface FleetOptions {
@@ -21,6 +22,8 @@ export interface FleetOptions {
   agentDownAfterMs: number;
   /** One-off runs not over on an agent: they take its slots too. Default none. */
   runsOn?: (agent: string) => number;
+  /** A singleton on a lost agent moves only once that agent's lease ran out. */
+  fence: Pick<SingletonFence, 'blockerFor'>;
 }
 
 /** The process types a release runs (every Procfile entry but `release`). */
@@ -196,8 +199,16 @@ export class Fleet {
     const placed = kept.map((i) => ({ agent: i.agent, app: i.app, type: i.type }));
     const moves: { instance: InstanceRow; to: string }[] = [];
     const unplaced: string[] = [];
+    const waiting: string[] = [];
     for (const i of stranded) {
       if (i.desired !== 'run') continue;
+      // Never two copies: the lost agent stops its singletons when its lease runs out; only then.
+      const release = store.getRelease(i.app, i.release);
+      const blocked = release ? this.#o.fence.blockerFor(release, i.type) : null;
+      if (blocked !== null) {
+        waiting.push(`${i.app} ${instanceName(i)}: ${blocked}`);
+        continue;
+      }
       const candidates = agents.map((a) => ({
         name: a.name,
         up: !lost.has(a.name) && this.isUp(a.name),
@@ -215,6 +226,14 @@ export class Fleet {
     }
     const forgotten = stranded.filter((i) => i.desired !== 'run');
     if (moves.length === 0 && forgotten.length === 0) {
+      if (waiting.length > 0 && unplaced.length === 0) {
+        const said = waiting.map((w) => w.replace(/ \d+ s more/, '')).join('; ');
+        if (said !== this.#lastLostWarning) {
+          this.#lastLostWarning = said;
+          this.#logger.info({ instances: waiting }, 'singletons of a down agent wait for its lease before moving');
+        }
+        return;
+      }
       const warning = unplaced.join(', ');
       if (warning !== this.#lastLostWarning) {
         this.#lastLostWarning = warning;

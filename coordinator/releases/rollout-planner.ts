@@ -94,6 +94,8 @@ export function planRollout(input: {
   formation: Readonly<Record<string, number>>;
   instances: readonly PlanInstance[];
   surge: Surge;
+  /** Types rolled out stop-then-start: every old instance goes before a new one is placed. */
+  singletons?: ReadonlySet<string>;
 }): RolloutPlan {
   const types = new Set<string>([...Object.keys(input.formation), ...input.instances.map((i) => i.type)]);
   const steps = [...types].sort().map((type) =>
@@ -103,12 +105,20 @@ export function planRollout(input: {
       input.target,
       input.instances.filter((i) => i.type === type),
       input.surge,
+      input.singletons?.has(type) ?? false,
     ),
   );
   return { steps, done: steps.every((s) => s.done) };
 }
 
-function planType(type: string, wanted: number, target: number, rows: readonly PlanInstance[], surgeSpec: Surge): TypeStep {
+function planType(
+  type: string,
+  wanted: number,
+  target: number,
+  rows: readonly PlanInstance[],
+  surgeSpec: Surge,
+  singleton: boolean,
+): TypeStep {
   const surge = surgeCount(surgeSpec, wanted);
   const isWeb = type === 'web';
   const fresh = rows.filter((i) => i.release === target && i.desired === 'run').sort((a, b) => a.idx - b.idx);
@@ -131,6 +141,8 @@ function planType(type: string, wanted: number, target: number, rows: readonly P
     if (isWeb && i.state === 'up') step.drain.push(i.key);
     else step.remove.push(i.key);
   };
+
+  if (singleton) return planSingleton(step, wanted, target, rows, fresh, old, drainOrRemove);
 
   // Old instances that serve nothing can go at once: no router sends them anything.
   const oldServing = old.filter((i) => i.state === 'up');
@@ -166,5 +178,42 @@ function planType(type: string, wanted: number, target: number, rows: readonly P
     draining.length === 0 &&
     step.drain.length === 0 &&
     step.remove.length === 0;
+  return step;
+}
+
+/**
+ * A singleton type: stop-then-start. Every old instance goes first; a new one is placed only once
+ * none is left, not even draining (the caller also waits until no agent still runs a copy).
+ */
+function planSingleton(
+  step: TypeStep,
+  wanted: number,
+  target: number,
+  rows: readonly PlanInstance[],
+  fresh: readonly PlanInstance[],
+  old: readonly PlanInstance[],
+  drainOrRemove: (i: PlanInstance) => void,
+): TypeStep {
+  step.surge = 1;
+  for (const i of old) drainOrRemove(i);
+  const keep = fresh.slice(0, wanted);
+  for (const i of fresh.slice(wanted)) drainOrRemove(i);
+  step.up = keep.filter((i) => i.state === 'up').length;
+  step.pending = keep.filter((i) => i.state !== 'up').map((i) => i.key);
+  step.oldLeft = 0;
+  const missing = wanted - keep.length;
+  if (missing > 0 && old.length === 0 && step.draining.length === 0 && fresh.length <= wanted) {
+    step.start = freeIndexes(
+      rows.filter((i) => i.release === target).map((i) => i.idx),
+      missing,
+    );
+  }
+  step.done =
+    keep.length === wanted &&
+    step.pending.length === 0 &&
+    old.length === 0 &&
+    step.draining.length === 0 &&
+    step.remove.length === 0 &&
+    step.drain.length === 0;
   return step;
 }

@@ -13,6 +13,8 @@ import { DEPLOY_TRANSITIONS, RELEASE_TRANSITIONS, isBuildTask, isFinished } from
 import { configPatchTo } from './releases.js';
 import { planRollout, surgeOf, type RolloutPlan } from './rollout-planner.js';
 import { RollingRestarts } from './rolling-restart.js';
+import type { SingletonFence } from '../fleet/singleton-fence.js';
+import { processSettingsOf } from '../../common/app-json.js';
 import type { DeployRow, DeployStatus, InstanceRow, ReleaseRow, ReleaseStatus, Store } from '../store/store.js';
 import { assertTransition } from '../store/transition-table.js';
 
@@ -36,6 +38,8 @@ export interface RolloutOptions {
   healthTimeoutMs: number;
   /** A new instance that crashed this many times fails the rollout at once. */
   crashLimit: number;
+  /** Whether a singleton's new copy may start (no agent still runs the old one). */
+  fence: Pick<SingletonFence, 'blockerFor'>;
 }
 
 /** What a new release is made of. */
@@ -63,6 +67,8 @@ export interface NewRelease {
 export class Rollouts {
   readonly #o: RolloutOptions;
   readonly #logger: Logger;
+  /** Singleton types of a deploy already said to wait for their old copy (only to print it once). */
+  readonly #waitingSaid = new Set<string>();
   /** Batches already reported healthy, per deploy (only to print each once). */
   readonly #reported = new Map<string, Set<string>>();
   /** The last health-check failure reason per instance key (bounded: pruned as instances go). */
@@ -287,6 +293,7 @@ export class Rollouts {
         state: i.state,
       })),
       surge: surgeOf(release.appJson),
+      singletons: new Set(runnableTypes(release).filter((t) => processSettingsOf(release.appJson, t).singleton)),
     });
 
     const pending = plan.steps.flatMap((s) => s.pending);
@@ -303,7 +310,7 @@ export class Rollouts {
 
     const byKey = new Map(instances.map((i) => [i.key, i]));
     try {
-      this.#apply(deploy, target, plan, byKey, now);
+      this.#apply(deploy, release, plan, byKey, now);
     } catch (err) {
       // Nowhere to place the next batch (NO_CAPACITY, NO_AGENTS): agents may come back (e.g.
       // right after a coordinator restart) or drained instances free room, until the deadline.
@@ -332,13 +339,15 @@ export class Rollouts {
       this.#line(deploy.id, 'hangar', `-----> v${version} is up: ${up} instance(s) healthy`);
     });
     this.#reported.delete(deploy.id);
+    this.#forgetWaiting(deploy.id);
     this.#forgetHealth(deploy.app);
     this.#logger.info({ app: deploy.app, release: version }, 'release is live');
   }
 
   /** Carries out one tick's plan: removes, drains and places instances, in one transaction. */
-  #apply(deploy: DeployRow, target: number, plan: RolloutPlan, byKey: ReadonlyMap<string, InstanceRow>, now: number): void {
+  #apply(deploy: DeployRow, release: ReleaseRow, plan: RolloutPlan, byKey: ReadonlyMap<string, InstanceRow>, now: number): void {
     const store = this.#o.store;
+    const target = release.version;
     const instances = [...byKey.values()];
     store.transaction(() => {
       let started = false;
@@ -352,7 +361,15 @@ export class Rollouts {
           const from = [...new Set(drain.map((i) => `v${i.release}`))].join(', ');
           this.#line(deploy.id, 'hangar', `-----> ${step.type}: draining ${drain.length} old (${from}) from the routers`);
         }
-        if (step.start.length > 0) {
+        // A singleton's old copy must be gone from every agent first (stop-then-start).
+        const blocked = step.start.length > 0 ? this.#o.fence.blockerFor(release, step.type) : null;
+        if (blocked !== null) {
+          const said = `${deploy.id}:${step.type}:${target}`;
+          if (!this.#waitingSaid.has(said)) {
+            this.#waitingSaid.add(said);
+            this.#line(deploy.id, 'hangar', `-----> ${step.type} is a singleton: ${blocked} before starting v${target}`);
+          }
+        } else if (step.start.length > 0) {
           this.#o.fleet.place(
             deploy.app,
             target,
@@ -449,8 +466,13 @@ export class Rollouts {
       }
     });
     this.#reported.delete(deploy.id);
+    this.#forgetWaiting(deploy.id);
     this.#forgetHealth(deploy.app);
     this.#o.sync.requestSync();
+  }
+
+  #forgetWaiting(deployId: string): void {
+    for (const said of this.#waitingSaid) if (said.startsWith(`${deployId}:`)) this.#waitingSaid.delete(said);
   }
 
   /** Drops the health reasons of instances that are gone. */

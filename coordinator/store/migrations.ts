@@ -280,4 +280,9 @@ export const MIGRATIONS: readonly string[] = [
     since INTEGER NOT NULL
   );
   `,
+  // singletons: how long each agent keeps its singleton instances without the coordinator (its
+  // `--singleton-lease`), so a restarted coordinator still waits that long before replacing them.
+  `
+  ALTER TABLE agents ADD COLUMN singleton_lease_ms INTEGER NOT NULL DEFAULT 30000;
+  `,
 ];

@@ -77,6 +77,8 @@ export interface AgentRow {
   version: string;
   lastSeen: number;
   createdAt: number;
+  /** How long the agent keeps its singletons running without the coordinator, ms. */
+  singletonLeaseMs: number;
 }
 
 /** What the coordinator wants of an instance: run it (and route to it once up), drain it, gone. */
@@ -248,6 +250,7 @@ function agentFrom(r: Row): AgentRow {
     version: r.version as string,
     lastSeen: r.last_seen as number,
     createdAt: r.created_at as number,
+    singletonLeaseMs: r.singleton_lease_ms as number,
   };
 }
 
@@ -620,11 +623,11 @@ export class Store {
 
   upsertAgent(a: AgentRow): void {
     this.#stmt(
-      `INSERT INTO agents (name, address, router_port, cpus, memory_mb, max_instances, version, last_seen, created_at)
-       VALUES (@name, @address, @routerPort, @cpus, @memoryMb, @maxInstances, @version, @lastSeen, @createdAt)
+      `INSERT INTO agents (name, address, router_port, cpus, memory_mb, max_instances, version, last_seen, created_at, singleton_lease_ms)
+       VALUES (@name, @address, @routerPort, @cpus, @memoryMb, @maxInstances, @version, @lastSeen, @createdAt, @singletonLeaseMs)
        ON CONFLICT(name) DO UPDATE SET address = excluded.address, router_port = excluded.router_port, cpus = excluded.cpus,
          memory_mb = excluded.memory_mb, max_instances = excluded.max_instances, version = excluded.version,
-         last_seen = excluded.last_seen`,
+         last_seen = excluded.last_seen, singleton_lease_ms = excluded.singleton_lease_ms`,
     ).run(a);
   }
 

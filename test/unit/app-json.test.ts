@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HangarError } from '../../common/errors.js';
-import { parseAppJson, parseByteSize, routerLimitsOf, type AppJsonProblem } from '../../common/app-json.js';
+import { parseAppJson, parseByteSize, processSettingsOf, routerLimitsOf, type AppJsonProblem } from '../../common/app-json.js';
 
 function badInput(fn: () => unknown): HangarError {
   try {
@@ -94,7 +94,7 @@ test('every bad field is listed in the message and in details', () => {
         name: 3,
         description: ['x'],
         scripts: { postdeploy: 7, dokku: { predeploy: false } },
-        formation: { web: { quantity: -1 }, worker: { quantity: 1.5 }, 'bad name': { quantity: 1 }, clock: {} },
+        formation: { web: { quantity: -1 }, worker: { quantity: 1.5 }, 'bad name': { quantity: 1 }, clock: { stop_signal: 'SIGKILL' } },
         healthchecks: { web: { path: 'health', timeout: 0, attempts: 0 } },
         env: { '1BAD': 'x', GOOD: 5, GEN: { generator: 'uuid' }, REQ: { required: 'yes' } },
       }),
@@ -110,7 +110,7 @@ test('every bad field is listed in the message and in details', () => {
       'env.GOOD',
       'env.REQ.required',
       'formation.bad name',
-      'formation.clock.quantity',
+      'formation.clock.stop_signal',
       'formation.web.quantity',
       'formation.worker.quantity',
       'healthchecks.web.attempts',
@@ -162,4 +162,48 @@ test('bad hangar router limits fail with a sentence naming each field', () => {
   assert.match(err.message, /hangar\.max_body: write a size/);
   assert.match(err.message, /hangar\.upstream_timeout: must be more than 0 seconds/);
   assert.match(err.message, /max_bdy/);
+});
+
+test('formation says how each type stops and which types are singletons', () => {
+  const appJson = parseAppJson(
+    JSON.stringify({
+      formation: {
+        worker: { quantity: 1, stop_signal: 'SIGQUIT', stop_timeout: 60 },
+        clock: { quantity: 1 },
+        beat: { singleton: false },
+        cron: { singleton: true },
+      },
+    }),
+  );
+  assert.deepEqual(processSettingsOf(appJson, 'worker'), { stopSignal: 'SIGQUIT', stopTimeoutS: 60, singleton: false });
+  assert.deepEqual(processSettingsOf(appJson, 'clock'), { stopSignal: 'SIGTERM', stopTimeoutS: null, singleton: true });
+  assert.equal(processSettingsOf(appJson, 'beat').singleton, false);
+  assert.equal(processSettingsOf(appJson, 'cron').singleton, true);
+  assert.deepEqual(processSettingsOf(null, 'web'), { stopSignal: 'SIGTERM', stopTimeoutS: null, singleton: false });
+  assert.equal(processSettingsOf(null, 'beat').singleton, true);
+});
+
+test('bad stop settings are refused with the field named', () => {
+  const err = badInput(() =>
+    parseAppJson(
+      JSON.stringify({
+        formation: {
+          worker: { stop_signal: 'SIGKILL', stop_timeout: -1 },
+          clock: { singleton: 'yes' },
+          cron: { singleton: true, quantity: 2 },
+          web: { stop_timeout: 1.5 },
+        },
+      }),
+    ),
+  );
+  const paths = (err.details as AppJsonProblem[]).map((p) => p.path).sort();
+  assert.deepEqual(paths, [
+    'formation.clock.singleton',
+    'formation.cron.quantity',
+    'formation.web.stop_timeout',
+    'formation.worker.stop_signal',
+    'formation.worker.stop_timeout',
+  ]);
+  assert.match(err.message, /formation\.worker\.stop_signal: expected one of SIGTERM, SIGINT, SIGQUIT/);
+  assert.match(err.message, /formation\.cron\.quantity: a singleton runs at most 1 instance/);
 });

@@ -121,3 +121,29 @@ test('rolling back: the failed release instances drain once the previous ones se
   plan = planRollout({ target: 1, formation: { web: 3 }, instances: [...rows.slice(0, 3), inst('web', 3, 1)], surge: 1 });
   assert.deepEqual(plan.steps[0]?.drain, ['app:web.1:v2']);
 });
+
+test('a singleton is rolled out stop-then-start: the old one goes before the new one is placed', () => {
+  const singletons = new Set(['clock']);
+  const worker = inst('worker', 1, 1);
+  // Start-then-stop for an ordinary type, stop-then-start for the singleton.
+  let plan = planRollout({ target: 2, formation: { clock: 1, worker: 1 }, instances: [inst('clock', 1, 1), worker], surge: 1, singletons });
+  const clock = plan.steps.find((s) => s.type === 'clock');
+  assert.deepEqual([clock?.remove, clock?.start, clock?.done], [['app:clock.1:v1'], [], false]);
+  assert.deepEqual(plan.steps.find((s) => s.type === 'worker')?.start, [1]);
+
+  // A draining old copy (a web singleton) still holds the start back.
+  plan = planRollout({ target: 2, formation: { clock: 1 }, instances: [inst('clock', 1, 1, 'up', 'drain')], surge: 1, singletons });
+  assert.deepEqual(plan.steps[0]?.start, []);
+
+  // Once no old row is left, the new one is placed; done once it is up.
+  plan = planRollout({ target: 2, formation: { clock: 1 }, instances: [], surge: 1, singletons });
+  assert.deepEqual(plan.steps[0]?.start, [1]);
+  plan = planRollout({ target: 2, formation: { clock: 1 }, instances: [inst('clock', 1, 2, 'starting')], surge: 1, singletons });
+  assert.deepEqual([plan.steps[0]?.start, plan.steps[0]?.pending, plan.done], [[], ['app:clock.1:v2'], false]);
+  plan = planRollout({ target: 2, formation: { clock: 1 }, instances: [inst('clock', 1, 2)], surge: 1, singletons });
+  assert.equal(plan.done, true);
+
+  // Without the singleton flag the same rows are start-then-stop.
+  plan = planRollout({ target: 2, formation: { clock: 1 }, instances: [inst('clock', 1, 1)], surge: 1 });
+  assert.deepEqual([plan.steps[0]?.remove, plan.steps[0]?.start], [[], [1]]);
+});

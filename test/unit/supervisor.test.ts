@@ -313,6 +313,24 @@ describe('Supervisor', () => {
     assert.ok(isGone(grandchild), 'grandchild gone although it ignores SIGTERM');
   });
 
+  it('stop() signals the main process only, so its warm shutdown lets the children finish', async (t) => {
+    const h = harness(t, 'warm-shutdown.mjs', { graceMs: 10_000, stopSignal: 'SIGQUIT' });
+    h.options.command = `${fixtureCommand('warm-shutdown.mjs')} SIGQUIT`;
+    const supervisor = supervise(t, new Supervisor(h.options));
+    supervisor.start();
+    await waitFor('up', () => supervisor.status().state === 'up');
+    const child = Number(await waitFor('child pid', () => /child=(\d+)/.exec(readText(h.options.stdoutPath))?.[1]));
+    h.pids.add(child);
+    await waitFor('child ready', () => readText(h.options.stdoutPath).includes('child ready'));
+    await supervisor.stop();
+    const out = readText(h.options.stdoutPath);
+    assert.match(out, /main got SIGQUIT/);
+    assert.match(out, /child finished its work/);
+    assert.doesNotMatch(out, /child got SIGQUIT/, 'the child was not signalled itself');
+    assert.equal(supervisor.status().exitCode, 0, 'the main process exited on its own');
+    assert.ok(isGone(child), 'child gone');
+  });
+
   it('stop() during a backoff wait cancels the restart', async (t) => {
     const h = harness(t, 'crash.mjs', { backoff: { initialMs: 800, jitter: 0 } });
     const supervisor = supervise(t, new Supervisor(h.options));
