@@ -25,6 +25,8 @@ import { parseCidr } from './router/trusted-proxies.js';
 import { AppUsers } from './workloads/app-users.js';
 import { assertReachable } from './workloads/run-as.js';
 import { TaskRunner } from './workloads/task-runner.js';
+import { detectCgroups, type CgroupHierarchy } from './limits/cgroup.js';
+import { MAX_MEMORY_BYTES, MIN_MEMORY_BYTES, cpuLimitSchema } from '../common/resource-limits.js';
 
 /** The first non-internal IPv4 address of this host, else loopback. */
 export function defaultAdvertiseAddress(): string {
@@ -87,6 +89,18 @@ export const agentConfigSchema = z
       .string()
       .regex(/^[a-z_][a-z0-9_-]{0,31}$/)
       .optional(),
+    /**
+     * Memory limit of an instance whose process type sets none in app.json (`formation.TYPE.memory`),
+     * bytes. Enforced with cgroups when the agent runs as root. Default: none.
+     */
+    defaultMemoryBytes: z.number().int().min(MIN_MEMORY_BYTES).max(MAX_MEMORY_BYTES).optional(),
+    /** CPU limit in cores of an instance whose process type sets none (`formation.TYPE.cpu`). Default: none. */
+    defaultCpu: cpuLimitSchema.optional(),
+    /**
+     * Where the cgroup hierarchy is mounted; `null` turns limits off (they are also off when the
+     * agent is not root). Default /sys/fs/cgroup.
+     */
+    cgroupRoot: z.string().min(1).nullable().default('/sys/fs/cgroup'),
   })
   .strict();
 
@@ -239,6 +253,8 @@ async function assemble(
   started.push((o) => addons.close(o));
   const instances = createInstanceRunner({
     instancesDir,
+    cgroups: limitsHierarchy(c, logger),
+    defaultLimits: { memoryBytes: c.defaultMemoryBytes ?? null, cpu: c.defaultCpu ?? null },
     router,
     artifacts,
     build,
@@ -345,6 +361,19 @@ async function assemble(
     link?.close();
   });
   return { routerPort, appUser: users.dropsPrivileges ? (c.appUser ?? 'hangar-APP') : null };
+}
+
+/** The cgroups instances get their limits from, or null (said in the log) when limits cannot be enforced. */
+function limitsHierarchy(c: z.output<typeof agentConfigSchema>, logger: Logger): CgroupHierarchy | null {
+  if (c.cgroupRoot === null) return null;
+  if (process.getuid?.() !== 0) {
+    logger.info('memory and CPU limits are not enforced: the agent does not run as root');
+    return null;
+  }
+  const hierarchy = detectCgroups(c.cgroupRoot);
+  if (hierarchy === null) logger.warn({ cgroupRoot: c.cgroupRoot }, 'memory and CPU limits are not enforced: no cgroup memory controller here');
+  else logger.info({ cgroups: hierarchy.version, cgroupRoot: c.cgroupRoot }, 'instances run with memory and CPU limits (cgroups)');
+  return hierarchy;
 }
 
 /** The agent's own files and folders under DATA that no app may read (made 0700/0600 when present). */

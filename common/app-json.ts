@@ -7,6 +7,7 @@
 
 import { z } from 'zod';
 import { HangarError } from './errors.js';
+import { cpuLimitSchema, memoryLimitSchema } from './resource-limits.js';
 
 const processTypeName = z
   .string()
@@ -65,8 +66,21 @@ export const appJsonSchema = z.looseObject({
       postdeploy: z.string().optional(),
     })
     .optional(),
-  /** Initial number of instances per process type. */
-  formation: z.record(processTypeName, z.object({ quantity: z.number().int().min(0).max(1000) })).optional(),
+  /**
+   * Per process type: the initial number of instances, and the limits of each instance (memory
+   * like `"512M"`, enforced by the kernel, and CPU in cores like `0.5`). Limits not given are the
+   * agent's defaults (`hangar agent --default-memory/--default-cpu`).
+   */
+  formation: z
+    .record(
+      processTypeName,
+      z.object({
+        quantity: z.number().int().min(0).max(1000).optional(),
+        memory: memoryLimitSchema.optional(),
+        cpu: cpuLimitSchema.optional(),
+      }),
+    )
+    .optional(),
   /** Hangar's own settings. */
   hangar: z
     .object({

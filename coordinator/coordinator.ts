@@ -211,6 +211,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       if (host?.cpu_pct === undefined || host.mem_used_bytes === undefined) return null;
       return { cpuPct: host.cpu_pct, memoryUsedMb: Math.round(host.mem_used_bytes / 1048576) };
     },
+    limitsOf: (key) => reports.limitsOf(key),
   });
   const rollouts = new Rollouts({ store, fleet, views, sync, clock, logger, healthTimeoutMs: c.healthTimeoutMs, crashLimit: c.crashLimit });
   const releases = new Releases({ store, rollouts, clock, artifactDir, maxUploadBytes: c.maxUploadBytes });

@@ -3,6 +3,7 @@
  * release-phase tasks assigned to it, the add-on servers it runs, and the fleet-wide routes. Pure
  * reads of the store; {@link DesiredStateSync} sends the result.
  */
+import { parseMemorySize } from '../../common/resource-limits.js';
 import { instanceName } from '../../common/vocabulary.js';
 import type { AddonSpec, AppRoutes, DesiredState, InstanceSpec, Task } from '../../proto/loader.js';
 import { MEMCACHED_MB, databaseNameOf } from '../addons/addon-connection.js';
@@ -86,6 +87,7 @@ export class DesiredStateAssembler {
   #instanceSpec(i: InstanceRow, release: ReleaseRow): InstanceSpec {
     const web = i.type === 'web';
     const health = healthCheckOf(release.appJson);
+    const limits = release.appJson?.formation?.[i.type];
     return {
       key: i.key,
       app: i.app,
@@ -101,6 +103,9 @@ export class DesiredStateAssembler {
       restartNonce: i.restartNonce,
       healthTimeoutMs: web ? health.timeoutMs : 0,
       healthChecksInARow: web ? health.inARow : 0,
+      // Validated at deploy (app.json); 0 leaves it to the agent's default.
+      memoryLimitBytes: parseMemorySize(limits?.memory ?? '') ?? 0,
+      cpuLimit: limits?.cpu ?? 0,
     };
   }
 }
