@@ -18,6 +18,7 @@ import { AutoscaleStore, type AutoscaleDecision } from './autoscale/autoscale-st
 import { Autoscaler } from './autoscale/autoscaler.js';
 import { type RouteScope } from './api/auth.js';
 import { agentCredentials } from './security/agent-credentials.js';
+import { issueServerCertificate } from './security/addon-certificates.js';
 import { ensureCoordinatorTls } from './security/certificate-authority.js';
 import { ensureJoinToken, ensureToken } from './security/token-files.js';
 import { Fleet } from './fleet/fleet.js';
@@ -215,7 +216,18 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   });
   const rollouts = new Rollouts({ store, fleet, views, sync, clock, logger, healthTimeoutMs: c.healthTimeoutMs, crashLimit: c.crashLimit });
   const releases = new Releases({ store, rollouts, clock, artifactDir, maxUploadBytes: c.maxUploadBytes });
-  const addons = new Addons({ store, fleet, views, sync, rollouts, releases, hub, clock, logger });
+  const addons = new Addons({
+    store,
+    fleet,
+    views,
+    sync,
+    rollouts,
+    releases,
+    hub,
+    clock,
+    logger,
+    issueCertificate: (names) => issueServerCertificate(c.dataDir, names),
+  });
   const agentEvents: AgentHubEvents = {
     onHello: (agent, hello) => {
       clearTimeout(goneTimers.get(agent));

@@ -132,6 +132,9 @@ function addonSpec(a: AddonRow): AddonSpec {
     password: a.password,
     database: databaseNameOf(a.app),
     memoryMb: a.kind === 'memcached' ? MEMCACHED_MB : 0,
+    tlsCertPem: a.tls?.certPem ?? '',
+    tlsKeyPem: a.tls?.keyPem ?? '',
+    adminPassword: a.adminPassword,
   };
 }
 
