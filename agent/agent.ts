@@ -65,6 +65,12 @@ export const agentConfigSchema = z
     trustedProxies: z.array(z.string().refine((s) => parseCidr(s) !== null, 'must be a CIDR range like 10.0.0.0/8')).default([]),
     /** Address other agents' routers reach this agent's instances on. Default: first non-internal IPv4. */
     advertise: z.string().min(1).default(defaultAdvertiseAddress),
+    /**
+     * Address web instances listen on (a Procfile's `0.0.0.0:$PORT` becomes it): only where
+     * routers reach them. `0.0.0.0` keeps every interface. Default: `advertise` (127.0.0.1 in
+     * `hangar dev`).
+     */
+    instanceAddress: z.string().min(1).optional(),
     /** Most instances the scheduler may place here. Default 50. */
     maxInstances: z.number().int().positive().default(50),
     /** Python used for virtualenvs. Default: /usr/bin/python3 when present. */
@@ -254,6 +260,7 @@ async function assemble(
   const instances = createInstanceRunner({
     instancesDir,
     cgroups: limitsHierarchy(c, logger),
+    instanceAddress: c.instanceAddress ?? c.advertise,
     defaultLimits: { memoryBytes: c.defaultMemoryBytes ?? null, cpu: c.defaultCpu ?? null },
     router,
     artifacts,
@@ -371,7 +378,8 @@ function limitsHierarchy(c: z.output<typeof agentConfigSchema>, logger: Logger):
     return null;
   }
   const hierarchy = detectCgroups(c.cgroupRoot);
-  if (hierarchy === null) logger.warn({ cgroupRoot: c.cgroupRoot }, 'memory and CPU limits are not enforced: no cgroup memory controller here');
+  if (hierarchy === null)
+    logger.warn({ cgroupRoot: c.cgroupRoot }, 'memory and CPU limits are not enforced: no cgroup memory controller here');
   else logger.info({ cgroups: hierarchy.version, cgroupRoot: c.cgroupRoot }, 'instances run with memory and CPU limits (cgroups)');
   return hierarchy;
 }

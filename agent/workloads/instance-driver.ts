@@ -19,6 +19,7 @@ import { markStaticDone, runDjangoBuild, staticDone, staticMarker } from '../bui
 import { instanceLogTail } from '../logs/log-tail.js';
 import type { Router } from '../router/router.js';
 import type { BackoffOptions } from './backoff.js';
+import { bindCommand, dialAddress } from './bind-address.js';
 import { freePort } from './free-port.js';
 import { httpHealthProbe } from './health-check.js';
 import { HealthFailureLog } from './health-failure-log.js';
@@ -54,6 +55,12 @@ export interface InstanceDriverOptions {
   cgroups?: CgroupHierarchy | null;
   /** Limits of instances whose process type sets none in app.json. Default: none. */
   defaultLimits?: InstanceLimits;
+  /**
+   * The address web instances listen on (a Procfile's `0.0.0.0:$PORT` is swapped for it) and are
+   * health-checked at: the agent's advertise address. `0.0.0.0` leaves binds as they are.
+   * Default 0.0.0.0.
+   */
+  instanceAddress?: string;
   clock: Clock;
   logger: Logger;
   /** Called on every state change of an instance (kind: started, healthy, exited, …). */
@@ -302,7 +309,7 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
     if (id) env.DYNO = instanceName(id);
     const options: Supervision = {
       key: spec?.key ?? name,
-      command: spec?.command ?? 'true',
+      command: isWeb && spec ? bindCommand(spec.command, this.#o.instanceAddress ?? '0.0.0.0') : (spec?.command ?? 'true'),
       cwd: meta.appDir,
       env,
       stdoutPath: join(dir, 'stdout.log'),
@@ -327,7 +334,13 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
       };
     }
     if (isWeb && spec) {
-      const check = { port: meta.port, path: spec.healthPath || '/', host: spec.domain, timeoutMs: spec.healthTimeoutMs || 2000 };
+      const check = {
+        port: meta.port,
+        address: dialAddress(this.#o.instanceAddress ?? '0.0.0.0'),
+        path: spec.healthPath || '/',
+        host: spec.domain,
+        timeoutMs: spec.healthTimeoutMs || 2000,
+      };
       const inARow = Math.max(1, spec.healthChecksInARow);
       // Healthy = the check passes `inARow` times in a row (a process that answers once and then
       // dies during its boot never gets traffic).
