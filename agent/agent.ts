@@ -29,6 +29,8 @@ import { OneOffRunner } from './workloads/one-off-runner.js';
 
 /** How often the singleton lease is looked at, ms. */
 const LEASE_CHECK_MS = 250;
+import { detectCgroups, type CgroupHierarchy } from './limits/cgroup.js';
+import { MAX_MEMORY_BYTES, MIN_MEMORY_BYTES, cpuLimitSchema } from '../common/resource-limits.js';
 
 /** The first non-internal IPv4 address of this host, else loopback. */
 export function defaultAdvertiseAddress(): string {
@@ -67,6 +69,12 @@ export const agentConfigSchema = z
     trustedProxies: z.array(z.string().refine((s) => parseCidr(s) !== null, 'must be a CIDR range like 10.0.0.0/8')).default([]),
     /** Address other agents' routers reach this agent's instances on. Default: first non-internal IPv4. */
     advertise: z.string().min(1).default(defaultAdvertiseAddress),
+    /**
+     * Address web instances listen on (a Procfile's `0.0.0.0:$PORT` becomes it): only where
+     * routers reach them. `0.0.0.0` keeps every interface. Default: `advertise` (127.0.0.1 in
+     * `hangar dev`).
+     */
+    instanceAddress: z.string().min(1).optional(),
     /** Most instances the scheduler may place here. Default 50. */
     maxInstances: z.number().int().positive().default(50),
     /** Python used for virtualenvs. Default: /usr/bin/python3 when present. */
@@ -98,6 +106,18 @@ export const agentConfigSchema = z
       .string()
       .regex(/^[a-z_][a-z0-9_-]{0,31}$/)
       .optional(),
+    /**
+     * Memory limit of an instance whose process type sets none in app.json (`formation.TYPE.memory`),
+     * bytes. Enforced with cgroups when the agent runs as root. Default: none.
+     */
+    defaultMemoryBytes: z.number().int().min(MIN_MEMORY_BYTES).max(MAX_MEMORY_BYTES).optional(),
+    /** CPU limit in cores of an instance whose process type sets none (`formation.TYPE.cpu`). Default: none. */
+    defaultCpu: cpuLimitSchema.optional(),
+    /**
+     * Where the cgroup hierarchy is mounted; `null` turns limits off (they are also off when the
+     * agent is not root). Default /sys/fs/cgroup.
+     */
+    cgroupRoot: z.string().min(1).nullable().default('/sys/fs/cgroup'),
   })
   .strict();
 
@@ -250,6 +270,9 @@ async function assemble(
   started.push((o) => addons.close(o));
   const instances = createInstanceRunner({
     instancesDir,
+    cgroups: limitsHierarchy(c, logger),
+    instanceAddress: c.instanceAddress ?? c.advertise,
+    defaultLimits: { memoryBytes: c.defaultMemoryBytes ?? null, cpu: c.defaultCpu ?? null },
     router,
     artifacts,
     build,
@@ -399,6 +422,20 @@ async function assemble(
     link?.close();
   });
   return { routerPort, appUser: users.dropsPrivileges ? (c.appUser ?? 'hangar-APP') : null };
+}
+
+/** The cgroups instances get their limits from, or null (said in the log) when limits cannot be enforced. */
+function limitsHierarchy(c: z.output<typeof agentConfigSchema>, logger: Logger): CgroupHierarchy | null {
+  if (c.cgroupRoot === null) return null;
+  if (process.getuid?.() !== 0) {
+    logger.info('memory and CPU limits are not enforced: the agent does not run as root');
+    return null;
+  }
+  const hierarchy = detectCgroups(c.cgroupRoot);
+  if (hierarchy === null)
+    logger.warn({ cgroupRoot: c.cgroupRoot }, 'memory and CPU limits are not enforced: no cgroup memory controller here');
+  else logger.info({ cgroups: hierarchy.version, cgroupRoot: c.cgroupRoot }, 'instances run with memory and CPU limits (cgroups)');
+  return hierarchy;
 }
 
 /** The agent's own files and folders under DATA that no app may read (made 0700/0600 when present). */

@@ -1,26 +1,31 @@
 /**
- * Installing Hangar as a systemd service: the `hangar` system user, a data dir, a config file
- * (mode 0600, it holds the join token) and a unit, then `systemctl enable --now`. Planning is
+ * Installing Hangar as a systemd service: the service's system user (the coordinator's own,
+ * `hangar-coordinator`; the agent runs as root), a data dir, a config file (mode 0600, it holds
+ * the join token) and a unit, then `systemctl enable --now`. Planning is
  * pure ({@link planAgentInstall}, {@link planCoordinatorInstall}); {@link applyInstall} carries a
  * plan out idempotently (files are rewritten only when they differ), {@link describePlan} prints it.
  */
 import { execFile } from 'node:child_process';
-import { chmod, chown, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { HangarError } from '../common/errors.js';
 
 const run = promisify(execFile);
 
-/** The system user services and apps run as. */
-export const SERVICE_USER = 'hangar';
+/**
+ * The coordinator's own system user: its data dir (admin token, CA key, secret key) is its alone,
+ * closed to every app's user (`hangar-APP`, see agent/workloads/app-users.ts, which never hands
+ * out this name).
+ */
+export const COORDINATOR_USER = 'hangar-coordinator';
 
 /** One file of a plan. */
 export interface PlannedFile {
   path: string;
   mode: number;
   content: string;
-  /** Owned by {@link SERVICE_USER} (else root). */
+  /** Owned by the plan's user (else root). */
   ownedByServiceUser: boolean;
   /** Shown with secrets masked in dry runs. */
   secret: boolean;
@@ -30,7 +35,10 @@ export interface PlannedFile {
 export interface InstallPlan {
   /** `hangar-agent` or `hangar-coordinator`. */
   service: string;
-  dirs: { path: string; mode: number; ownedByServiceUser: boolean }[];
+  /** The system user the service runs as, created when missing; null: root. */
+  user: string | null;
+  /** `tree`: everything already below it is given to the plan's user too (an upgrade from another owner). */
+  dirs: { path: string; mode: number; ownedByServiceUser: boolean; tree?: boolean }[];
   files: PlannedFile[];
 }
 
@@ -103,6 +111,7 @@ export function planAgentInstall(config: AgentFileConfig, paths: InstallPaths): 
   const configPath = '/etc/hangar/agent.json';
   return {
     service: 'hangar-agent',
+    user: null,
     dirs: [
       { path: at(paths, '/etc/hangar'), mode: 0o755, ownedByServiceUser: false },
       // Traversable by the app user (its slugs and virtualenvs are below), not listable.
@@ -133,14 +142,18 @@ export function planAgentInstall(config: AgentFileConfig, paths: InstallPaths): 
   };
 }
 
-/** The coordinator's install: it runs as the unprivileged `hangar` user with a private data dir. */
+/**
+ * The coordinator's install: it runs as its own unprivileged user {@link COORDINATOR_USER}, its
+ * data dir 0700 and its alone (what an older install left there is given to it).
+ */
 export function planCoordinatorInstall(config: CoordinatorFileConfig, paths: InstallPaths): InstallPlan {
   const configPath = '/etc/hangar/coordinator.json';
   return {
     service: 'hangar-coordinator',
+    user: COORDINATOR_USER,
     dirs: [
       { path: at(paths, '/etc/hangar'), mode: 0o755, ownedByServiceUser: false },
-      { path: at(paths, config.dataDir), mode: 0o700, ownedByServiceUser: true },
+      { path: at(paths, config.dataDir), mode: 0o700, ownedByServiceUser: true, tree: true },
     ],
     files: [
       {
@@ -156,8 +169,9 @@ export function planCoordinatorInstall(config: CoordinatorFileConfig, paths: Ins
         content: unitFile({
           description: 'Hangar coordinator: HTTP API and gRPC for agents',
           exec: [paths.node, paths.hangarBin, 'coordinator', '--config', configPath],
-          user: SERVICE_USER,
-          extra: ['NoNewPrivileges=yes', 'PrivateTmp=yes', 'ProtectSystem=full'],
+          user: COORDINATOR_USER,
+          // Files it makes are its alone (tokens, keys), whatever it is asked to write.
+          extra: ['NoNewPrivileges=yes', 'PrivateTmp=yes', 'ProtectSystem=full', 'UMask=0077'],
         }),
         ownedByServiceUser: false,
         secret: false,
@@ -173,9 +187,10 @@ function maskSecrets(content: string): string {
 /** A dry run's text: every directory, every file with its content, every command. */
 export function describePlan(plan: InstallPlan, options: { root: string }): string {
   const out: string[] = [];
-  const owner = (mine: boolean) => (mine ? `${SERVICE_USER}:${SERVICE_USER}` : 'root:root');
-  if (options.root === '/')
-    out.push(`# would create the system user ${SERVICE_USER} unless it exists (useradd --system --no-create-home --user-group)`);
+  const owner = (mine: boolean) => (mine && plan.user ? `${plan.user}:${plan.user}` : 'root:root');
+  if (options.root === '/' && plan.user) {
+    out.push(`# would create the system user ${plan.user} unless it exists (useradd --system --no-create-home --user-group)`);
+  }
   for (const d of plan.dirs) out.push(`# would create directory ${d.path} (mode ${d.mode.toString(8)}, ${owner(d.ownedByServiceUser)})`);
   for (const f of plan.files) {
     out.push(
@@ -202,26 +217,31 @@ async function userIds(user: string): Promise<{ uid: number; gid: number } | nul
 /**
  * Carries out a plan. Idempotent: the user is created only when missing, files are written only
  * when their content differs, and the service is restarted only when a file changed. With a
- * `root` other than `/`, only files are written (no user, no ownership, no systemctl).
+ * `root` other than `/`, only files are written (no systemctl), and no user or ownership unless
+ * `accounts` (packaging tests).
  *
  * @returns the paths it changed.
  */
-export async function applyInstall(plan: InstallPlan, options: { root: string }): Promise<string[]> {
+export async function applyInstall(plan: InstallPlan, options: { root: string; accounts?: boolean }): Promise<string[]> {
   const system = options.root === '/';
   let ids: { uid: number; gid: number } | null = null;
-  if (system) {
-    ids = await userIds(SERVICE_USER);
+  if ((options.accounts ?? system) && plan.user) {
+    const user = plan.user;
+    ids = await userIds(user);
     if (!ids) {
-      await run('useradd', ['--system', '--no-create-home', '--user-group', '--shell', '/usr/sbin/nologin', SERVICE_USER]);
-      ids = await userIds(SERVICE_USER);
+      await run('useradd', ['--system', '--no-create-home', '--user-group', '--shell', '/usr/sbin/nologin', user]);
+      ids = await userIds(user);
     }
-    if (!ids) throw new HangarError('INTERNAL', `Could not create the system user ${SERVICE_USER}; create it with useradd and try again.`);
+    if (!ids) throw new HangarError('INTERNAL', `Could not create the system user ${user}; create it with useradd and try again.`);
   }
   const changed: string[] = [];
   for (const d of plan.dirs) {
     await mkdir(d.path, { recursive: true, mode: d.mode });
     await chmod(d.path, d.mode);
-    if (ids && d.ownedByServiceUser) await chown(d.path, ids.uid, ids.gid);
+    if (ids && d.ownedByServiceUser) {
+      if (d.tree) await chownTree(d.path, ids);
+      else await chown(d.path, ids.uid, ids.gid);
+    }
   }
   for (const f of plan.files) {
     await mkdir(dirname(f.path), { recursive: true });
@@ -258,6 +278,14 @@ export async function applyUninstall(plan: InstallPlan, options: { root: string 
   }
   if (options.root === '/') await systemctl(['daemon-reload']).catch(() => undefined);
   return removed;
+}
+
+/** Gives `path` and everything below it to `ids`; symbolic links are not followed. */
+async function chownTree(path: string, ids: { uid: number; gid: number }): Promise<void> {
+  const info = await lstat(path);
+  if (info.isSymbolicLink()) return;
+  if (info.uid !== ids.uid || info.gid !== ids.gid) await chown(path, ids.uid, ids.gid);
+  if (info.isDirectory()) for (const name of await readdir(path)) await chownTree(join(path, name), ids);
 }
 
 async function systemctl(args: string[]): Promise<void> {

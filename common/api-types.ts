@@ -152,6 +152,17 @@ export interface PsRow {
   restarts: number;
   /** ISO time of the last state change. */
   since: string;
+  /**
+   * Why its last run ended when that was not a plain exit: `oom` (the kernel's OOM killer ended
+   * it for going over its memory limit; Heroku's R15). Null otherwise.
+   */
+  reason: 'oom' | null;
+  /** Memory charged to its cgroup at its agent's last report, bytes; null when it has no memory limit. */
+  memoryBytes: number | null;
+  /** Its memory limit (app.json `formation.TYPE.memory` or the agent's `--default-memory`), bytes; null: none. */
+  memoryLimitBytes: number | null;
+  /** Its CPU limit in cores (`formation.TYPE.cpu` or `--default-cpu`); null: none. */
+  cpuLimit: number | null;
 }
 
 /** `rolling_back`: the new release did not get healthy; the previous one is being restored (then `failed`). */

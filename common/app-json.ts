@@ -7,6 +7,7 @@
 
 import { z } from 'zod';
 import { HangarError } from './errors.js';
+import { cpuLimitSchema, memoryLimitSchema } from './resource-limits.js';
 
 const processTypeName = z
   .string()
@@ -107,6 +108,10 @@ const formationEntry = z
      * only once its lease ran out. Default true for `clock` and `beat`, false otherwise.
      */
     singleton: z.boolean().optional(),
+    /** Memory limit of each instance (`"512M"`). Default: the agent's `--default-memory`. */
+    memory: memoryLimitSchema.optional(),
+    /** CPU limit of each instance, in cores (`0.5`). Default: the agent's `--default-cpu`. */
+    cpu: cpuLimitSchema.optional(),
   })
   .refine((entry) => !(entry.singleton === true && (entry.quantity ?? 0) > 1), {
     error: 'a singleton runs at most 1 instance (quantity 0 or 1)',
@@ -145,7 +150,9 @@ export const appJsonSchema = z.looseObject({
     .optional(),
   /**
    * Per process type: the first deploy's count (Heroku's `quantity`) and how its processes stop
-   * (`stop_signal`, `stop_timeout`) and whether only one may run at a time (`singleton`).
+   * (`stop_signal`, `stop_timeout`), whether only one may run at a time (`singleton`), and the
+   * limits of each instance (memory like `"512M"`, enforced by the kernel, and CPU in cores like
+   * `0.5`; limits not given are the agent's `--default-memory/--default-cpu`).
    */
   formation: z.record(processTypeName, formationEntry).optional(),
   /** Hangar's own settings. */

@@ -20,6 +20,7 @@ import { AutoscaleStore, type AutoscaleDecision } from './autoscale/autoscale-st
 import { Autoscaler } from './autoscale/autoscaler.js';
 import { type RouteScope } from './api/auth.js';
 import { agentCredentials } from './security/agent-credentials.js';
+import { issueServerCertificate } from './security/addon-certificates.js';
 import { ensureCoordinatorTls } from './security/certificate-authority.js';
 import { ensureJoinToken, ensureToken } from './security/token-files.js';
 import { Fleet } from './fleet/fleet.js';
@@ -225,6 +226,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       if (host?.cpu_pct === undefined || host.mem_used_bytes === undefined) return null;
       return { cpuPct: host.cpu_pct, memoryUsedMb: Math.round(host.mem_used_bytes / 1048576) };
     },
+    limitsOf: (key) => reports.limitsOf(key),
   });
   const rollouts = new Rollouts({
     store,
@@ -246,7 +248,18 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     healthTimeoutMs: c.healthTimeoutMs,
   });
   const releases = new Releases({ store, rollouts, clock, artifactDir, maxUploadBytes: c.maxUploadBytes });
-  const addons = new Addons({ store, fleet, views, sync, rollouts, releases, hub, clock, logger });
+  const addons = new Addons({
+    store,
+    fleet,
+    views,
+    sync,
+    rollouts,
+    releases,
+    hub,
+    clock,
+    logger,
+    issueCertificate: (names) => issueServerCertificate(c.dataDir, names),
+  });
   const runs = new Runs({ store, hub, sync, clock, logger, recordEvent });
   const agentEvents: AgentHubEvents = {
     onHello: (agent, hello) => {

@@ -1,11 +1,16 @@
 /**
- * PostgreSQL add-ons: `initdb` (scram-sha-256, password from a pwfile that is removed right after)
- * into DATA/addons/NAME/data, a database and user named after the app, `postgres -D DIR` on its
- * own port, listening on the agent's advertise address and loopback, its unix socket in the
- * add-on's directory. Health: a real query over TCP with the add-on's password. Backups: pg_dump
- * custom format; restore: pg_restore --clean.
+ * PostgreSQL add-ons: `initdb` (scram-sha-256, the superuser `hangar_admin` with its password from
+ * a pwfile that is removed right after) into DATA/addons/NAME/data; a role named after the app
+ * that owns the app's database and is no superuser; `postgres -D DIR` on its own port, listening
+ * on the agent's advertise address and loopback, its unix socket in the add-on's directory, and
+ * serving TLS with a certificate from the coordinator's CA. Health: a real query over TCP as the
+ * app's role. Backups: pg_dump custom format; restore: pg_restore --clean.
+ *
+ * A cluster made before add-ons had an admin of their own (no `admin` marker) keeps its app role
+ * as the superuser it was made with.
  */
-import { appendFile, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
+import { appendFile, chmod, chown, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HangarError } from '../../common/errors.js';
 import type { AddonContext, AddonDriver, PreparedServer } from './addon-kind.js';
@@ -23,16 +28,38 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** Environment of the PostgreSQL client tools: the password never goes on a command line. */
-function clientEnv(ctx: AddonContext): Record<string, string> {
+/** The superuser the agent administers a cluster as; only the agent knows its password. */
+const ADMIN = 'hangar_admin';
+
+/** The file that says a cluster was made with {@link ADMIN} as its superuser. */
+function adminMarker(ctx: AddonContext): string {
+  return join(ctx.paths.root, 'admin');
+}
+
+/**
+ * Environment of the PostgreSQL client tools, as the app's role or as the admin: the password
+ * never goes on a command line.
+ */
+function clientEnv(ctx: AddonContext, as: 'app' | 'admin' = 'app'): Record<string, string> {
   return {
-    PGPASSWORD: ctx.spec.password,
+    PGPASSWORD: as === 'admin' ? ctx.spec.adminPassword : ctx.spec.password,
     PGHOST: '127.0.0.1',
     PGPORT: String(ctx.port),
-    PGUSER: ctx.spec.database,
+    PGUSER: as === 'admin' ? ADMIN : ctx.spec.database,
     PGCONNECT_TIMEOUT: '3',
-    PGSSLMODE: 'disable',
+    PGSSLMODE: ctx.spec.tlsCertPem ? 'require' : 'disable',
   };
+}
+
+/**
+ * PostgreSQL's SCRAM-SHA-256 verifier of `password` (RFC 5803, what `CREATE ROLE … PASSWORD`
+ * stores): the password itself never reaches a command line or the server's log.
+ */
+export function scramVerifier(password: string, salt: Buffer = randomBytes(16), iterations = 4096): string {
+  const salted = pbkdf2Sync(password.normalize('NFKC'), salt, iterations, 32, 'sha256');
+  const storedKey = createHash('sha256').update(createHmac('sha256', salted).update('Client Key').digest()).digest();
+  const serverKey = createHmac('sha256', salted).update('Server Key').digest();
+  return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
 }
 
 async function initialize(ctx: AddonContext, bin: string): Promise<void> {
@@ -41,7 +68,10 @@ async function initialize(ctx: AddonContext, bin: string): Promise<void> {
   await rm(paths.data, { recursive: true, force: true });
   await mkdir(paths.data, { mode: 0o700 });
   const pwfile = join(paths.root, '.initdb-password');
-  await writeFile(pwfile, `${ctx.spec.password}\n`, { mode: 0o600 });
+  // The superuser is the agent's own (the app's role is made later, without superuser rights);
+  // a coordinator from before that sends no admin password and the app's role is the superuser.
+  const admin = ctx.spec.adminPassword !== '';
+  await writeFile(pwfile, `${admin ? ctx.spec.adminPassword : ctx.spec.password}\n`, { mode: 0o600 });
   try {
     await chownTree(paths.root, runAs);
     await runChecked(
@@ -51,7 +81,7 @@ async function initialize(ctx: AddonContext, bin: string): Promise<void> {
         '-D',
         paths.data,
         '-U',
-        ctx.spec.database,
+        admin ? ADMIN : ctx.spec.database,
         `--pwfile=${pwfile}`,
         '--auth-local=scram-sha-256',
         '--auth-host=scram-sha-256',
@@ -70,10 +100,56 @@ async function initialize(ctx: AddonContext, bin: string): Promise<void> {
     '\n# Hangar: app instances on any host, with the add-on password\nhost all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n',
   );
   await chownTree(paths.data, runAs);
+  if (admin) await writeFile(adminMarker(ctx), `${ADMIN}\n`, { mode: 0o644 });
 }
 
-/** Creates the app's database once the server answers (initdb makes only `postgres`). */
+/**
+ * The server certificate and key from desired state, in the data dir: the key 0600 and owned by
+ * the server's user, as PostgreSQL requires. False when the add-on has none.
+ */
+async function writeTlsFiles(ctx: AddonContext): Promise<boolean> {
+  if (!ctx.spec.tlsCertPem || !ctx.spec.tlsKeyPem) return false;
+  for (const [name, pem] of [
+    ['server.crt', ctx.spec.tlsCertPem],
+    ['server.key', ctx.spec.tlsKeyPem],
+  ] as const) {
+    const path = join(ctx.paths.data, name);
+    const tmp = `${path}.tmp`;
+    await writeFile(tmp, pem, { mode: 0o600 });
+    if (ctx.runAs) await chown(tmp, ctx.runAs.uid, ctx.runAs.gid);
+    await chmod(tmp, 0o600);
+    await rename(tmp, path);
+  }
+  return true;
+}
+
+/**
+ * Creates the app's role (a login, no superuser, no CREATEROLE) and its database, owned by it,
+ * once the server answers (initdb makes only `postgres`).
+ */
 async function ensureDatabase(ctx: AddonContext, bin: string): Promise<boolean> {
+  if (!(await exists(adminMarker(ctx)))) return ensureLegacyDatabase(ctx, bin);
+  const psql = join(bin, 'psql');
+  const env = clientEnv(ctx, 'admin');
+  const db = ctx.spec.database;
+  const sql = async (query: string): Promise<string | null> => {
+    const result = await runCommand(psql, ['-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-tAc', query], { env, timeoutMs: 15_000 });
+    if (result.code === 0) return result.stdout.trim();
+    ctx.logger.warn({ addon: ctx.spec.name, stderr: result.stderr.trim() }, 'could not set up the database yet');
+    return null;
+  };
+  const role = await sql(`SELECT 1 FROM pg_roles WHERE rolname = '${db}'`);
+  if (role === null) return false;
+  // The password's SCRAM verifier, not the password: `ps` and the server log never see it.
+  if (role !== '1' && (await sql(`CREATE ROLE "${db}" LOGIN PASSWORD '${scramVerifier(ctx.spec.password)}'`)) === null) return false;
+  const found = await sql(`SELECT 1 FROM pg_database WHERE datname = '${db}'`);
+  if (found === null) return false;
+  if (found === '1') return true;
+  return (await sql(`CREATE DATABASE "${db}" OWNER "${db}"`)) !== null;
+}
+
+/** A cluster from before add-ons had an admin: the app's role is its superuser. */
+async function ensureLegacyDatabase(ctx: AddonContext, bin: string): Promise<boolean> {
   const psql = join(bin, 'psql');
   const env = clientEnv(ctx);
   const db = ctx.spec.database;
@@ -103,6 +179,7 @@ export function postgresDriver(): AddonDriver {
         ctx.logger.info({ addon: ctx.spec.name, bin }, 'initializing a PostgreSQL cluster');
         await initialize(ctx, bin);
       }
+      const tls = await writeTlsFiles(ctx);
       let databaseReady = false;
       return {
         command: shellWords([
@@ -115,6 +192,10 @@ export function postgresDriver(): AddonDriver {
           `listen_addresses=${ctx.listen.join(',')}`,
           '-c',
           `unix_socket_directories=${ctx.paths.root}`,
+          // Paths relative to the data dir; TLS 1.2 at least.
+          ...(tls
+            ? ['-c', 'ssl=on', '-c', 'ssl_cert_file=server.crt', '-c', 'ssl_key_file=server.key', '-c', 'ssl_min_protocol_version=TLSv1.2']
+            : []),
         ]),
         env: { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8' },
         cwd: ctx.paths.root,

@@ -1,4 +1,5 @@
 import { instanceName, parseInstanceKey } from '../../common/vocabulary.js';
+import { formatMemorySize } from '../../common/resource-limits.js';
 import type { InstanceStatus } from '../../proto/loader.js';
 import type { AccessEntry } from '../router/router.js';
 
@@ -38,8 +39,18 @@ export function lifecycleLine(
       return { app, line: `${who}: State changed from starting to up` };
     case 'exited': {
       const how = exit?.signal ? `was killed by ${exit.signal}` : `exited with status ${exit?.code ?? 'unknown'}`;
-      return { app, line: `${who}: Process ${how}` };
+      return { app, line: `${who}: Process ${how}${status.reason === 'oom' ? ' (out of memory: the OOM killer ended it)' : ''}` };
     }
+    case 'memory_quota':
+      return {
+        app,
+        line: `${who}: Error R14 (Memory quota exceeded): ${formatMemorySize(Number(status.memoryBytes ?? 0))} of its ${limitText(status)} limit`,
+      };
+    case 'oom_killed':
+      return {
+        app,
+        line: `${who}: Error R15 (Memory quota vastly exceeded): the kernel's OOM killer ended a process at its ${limitText(status)} limit`,
+      };
     case 'adopted':
       return { app, line: `${who}: Adopted by a restarted agent (pid ${status.pid ?? 0})` };
     case 'restarting':
@@ -58,4 +69,9 @@ export function lifecycleLine(
     default:
       return { app, line: `${who}: ${kind}${status.message ? ` (${status.message})` : ''}` };
   }
+}
+
+function limitText(status: InstanceStatus): string {
+  const limit = Number(status.memoryLimitBytes ?? 0);
+  return limit > 0 ? formatMemorySize(limit) : 'memory';
 }

@@ -13,6 +13,8 @@ import { NO_HOME, resolveRunAs, type RunAs } from './run-as.js';
 export const APP_USER_PREFIX = 'hangar-';
 /** Longest user name useradd takes. */
 const MAX_USER_NAME = 32;
+/** Users of Hangar itself that no app may run as. */
+const RESERVED_USERS = new Set(['hangar-coordinator', 'hangar-agent']);
 
 /**
  * The system user of `app`: `hangar-APP`, or, when that is longer than useradd allows, the first
@@ -21,7 +23,8 @@ const MAX_USER_NAME = 32;
  */
 export function appUserName(app: string): string {
   const name = `${APP_USER_PREFIX}${app}`;
-  if (name.length <= MAX_USER_NAME && /^[a-z][a-z0-9-]*$/.test(app)) return name;
+  // `hangar-coordinator` is the coordinator's own user: an app named `coordinator` gets another.
+  if (name.length <= MAX_USER_NAME && /^[a-z][a-z0-9-]*$/.test(app) && !RESERVED_USERS.has(name)) return name;
   const hash = createHash('sha256').update(app).digest('hex').slice(0, 8);
   const head = app
     .toLowerCase()

@@ -11,6 +11,8 @@ import { sleep, type Clock } from '../../common/clock.js';
 import { describeError } from '../../common/errors.js';
 import { instanceName, parseInstanceKey } from '../../common/vocabulary.js';
 import type { Logger } from '../../common/logger.js';
+import { MEMORY_SOFT_SHARE } from '../../common/resource-limits.js';
+import type { CgroupHierarchy } from '../limits/cgroup.js';
 import type { InstanceSpec__Output, InstanceStatus } from '../../proto/loader.js';
 import type { ArtifactStore } from '../build/artifact-store.js';
 import type { BuildOptions, BuildResult } from '../build/builder.js';
@@ -19,6 +21,7 @@ import { instanceLogTail } from '../logs/log-tail.js';
 import type { Router } from '../router/router.js';
 import { DEFAULT_DRAIN_SECONDS } from '../../common/app-json.js';
 import type { BackoffOptions } from './backoff.js';
+import { bindCommand, dialAddress } from './bind-address.js';
 import { freePort } from './free-port.js';
 import { httpHealthProbe } from './health-check.js';
 import { HealthFailureLog } from './health-failure-log.js';
@@ -50,16 +53,34 @@ export interface InstanceDriverOptions {
    * collectstatic and instances run as it. Default: this process's user.
    */
   userFor?: (app: string) => Promise<RunAs | null>;
+  /** Where instances get their own cgroup with their limits; null or absent: limits are not enforced. */
+  cgroups?: CgroupHierarchy | null;
+  /** Limits of instances whose process type sets none in app.json. Default: none. */
+  defaultLimits?: InstanceLimits;
+  /**
+   * The address web instances listen on (a Procfile's `0.0.0.0:$PORT` is swapped for it) and are
+   * health-checked at: the agent's advertise address. `0.0.0.0` leaves binds as they are.
+   * Default 0.0.0.0.
+   */
+  instanceAddress?: string;
   clock: Clock;
   logger: Logger;
   /** Called on every state change of an instance (kind: started, healthy, exited, …). */
   onStatus: (status: InstanceStatus, kind: string, exit?: { code: number | null; signal: string | null }) => void;
 }
 
+/** Memory and CPU limits of an instance; null: none. */
+export interface InstanceLimits {
+  memoryBytes: number | null;
+  cpu: number | null;
+}
+
 /** What the driver knows of a running instance. */
 export interface InstanceData {
   /** DATA/instances/<instanceDirName(key)>. */
   dir: string;
+  /** Its CPU limit in cores, or null. */
+  cpu: number | null;
 }
 
 /** Time between health checks of a starting web instance, ms. */
@@ -76,6 +97,8 @@ interface InstanceMeta {
   user?: RunAs | null;
   /** Its stop grace, ms, for an agent that adopts it when desired state no longer lists it. */
   graceMs?: number;
+  /** Its limits and the app its cgroup is under (absent: started without a cgroup). */
+  limits?: InstanceLimits & { app: string };
   /** Its stop signal (app.json `stop_signal`), for the same agent; absent: SIGTERM. */
   stopSignal?: string;
 }
@@ -159,6 +182,9 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
       graceMs: spec.graceSeconds * 1000,
       stopSignal: spec.stopSignal || 'SIGTERM',
     };
+    // A cgroup of its own only where it has a limit to enforce.
+    const limits = this.#limitsOf(spec);
+    if (this.#o.cgroups && (limits.memoryBytes !== null || limits.cpu !== null)) meta.limits = { app: spec.app, ...limits };
     // The agent opens the output files and hands the instance their descriptors: the app may
     // read its own (root's, with the app's group) but never write or swap them; other apps
     // cannot enter.
@@ -166,7 +192,7 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
     await ownedDir(dir, user ? 0o750 : 0o700, user, 'group');
     await writeFile(join(dir, 'meta.json'), JSON.stringify(meta), { mode: 0o600 });
     if (!ctx.wanted()) return null;
-    return { supervision: this.#supervision(spec, instanceDirName(spec.key), dir, meta), data: { dir } };
+    return { supervision: this.#supervision(spec, instanceDirName(spec.key), dir, meta), data: { dir, cpu: meta.limits?.cpu ?? null } };
   }
 
   async *recover(specs: readonly InstanceSpec__Output[]): AsyncIterable<Recovered<InstanceSpec__Output, InstanceData>> {
@@ -180,6 +206,8 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
         continue;
       }
       const spec = wanted.get(name) ?? null;
+      // Adopted with the limits it was started with, but under this agent's defaults.
+      if (meta.limits && spec) meta.limits = { app: spec.app, ...this.#limitsOf(spec) };
       if (meta.user === undefined) {
         // Written by an agent from before apps had users of their own: it ran as the owner of its
         // slug, and so do its restarts (its next release gets the app's own user).
@@ -193,7 +221,13 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
           this.#logger.warn({ err, instance: name }, 'could not tell the user of an adopted instance');
         }
       }
-      yield { key: spec?.key ?? name, spec, supervision: this.#supervision(spec, name, dir, meta), port: meta.port, data: { dir } };
+      yield {
+        key: spec?.key ?? name,
+        spec,
+        supervision: this.#supervision(spec, name, dir, meta),
+        port: meta.port,
+        data: { dir, cpu: meta.limits?.cpu ?? null },
+      };
     }
   }
 
@@ -216,6 +250,10 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
       key: view.key,
       state,
       ...view.vitals,
+      memoryBytes: view.limits?.memoryBytes ?? 0,
+      memoryLimitBytes: view.limits?.memoryLimitBytes ?? 0,
+      reason: view.limits?.reason ?? '',
+      cpuLimit: view.data?.cpu ?? 0,
       // Why it is not up yet, for a rollout that fails on it (a small read from the file ends).
       logTail:
         view.phase === 'running' && view.data && state !== 'up' && state !== 'stopping'
@@ -240,7 +278,7 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
       case 'event': {
         const event = change.event;
         if (event.type === 'exited') {
-          this.#logger.warn({ instance: view.key, code: event.code, signal: event.signal }, 'instance exited');
+          this.#logger.warn({ instance: view.key, code: event.code, signal: event.signal, oom: event.oom }, 'instance exited');
           this.#o.onStatus(status, 'exited', { code: event.code, signal: event.signal });
         } else {
           this.#o.onStatus(status, event.type);
@@ -248,6 +286,14 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
         return;
       }
     }
+  }
+
+  /** The limits of an instance: its process type's (app.json), else the agent's defaults. */
+  #limitsOf(spec: InstanceSpec__Output): InstanceLimits {
+    return {
+      memoryBytes: spec.memoryLimitBytes || this.#o.defaultLimits?.memoryBytes || null,
+      cpu: spec.cpuLimit || this.#o.defaultLimits?.cpu || null,
+    };
   }
 
   /**
@@ -283,7 +329,7 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
     if (id) env.DYNO = instanceName(id);
     const options: Supervision = {
       key: spec?.key ?? name,
-      command: spec?.command ?? 'true',
+      command: isWeb && spec ? bindCommand(spec.command, this.#o.instanceAddress ?? '0.0.0.0') : (spec?.command ?? 'true'),
       cwd: meta.appDir,
       env,
       stdoutPath: join(dir, 'stdout.log'),
@@ -301,8 +347,21 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
       options.uid = meta.user.uid;
       options.gid = meta.user.gid;
     }
+    if (meta.limits && this.#o.cgroups) {
+      const { memoryBytes, cpu } = meta.limits;
+      options.cgroup = {
+        cgroup: this.#o.cgroups.instance(meta.limits.app, name),
+        limits: { memoryBytes, softMemoryBytes: memoryBytes === null ? null : Math.floor(memoryBytes * MEMORY_SOFT_SHARE), cpu },
+      };
+    }
     if (isWeb && spec) {
-      const check = { port: meta.port, path: spec.healthPath || '/', host: spec.domain, timeoutMs: spec.healthTimeoutMs || 2000 };
+      const check = {
+        port: meta.port,
+        address: dialAddress(this.#o.instanceAddress ?? '0.0.0.0'),
+        path: spec.healthPath || '/',
+        host: spec.domain,
+        timeoutMs: spec.healthTimeoutMs || 2000,
+      };
       const inARow = Math.max(1, spec.healthChecksInARow);
       // Healthy = the check passes `inARow` times in a row (a process that answers once and then
       // dies during its boot never gets traffic).

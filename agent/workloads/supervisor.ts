@@ -7,11 +7,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import type { Writable } from 'node:stream';
 import { systemClock, sleep, type Clock, type ClockTimer } from '../../common/clock.js';
 import { HangarError, describeError } from '../../common/errors.js';
 import { StateMachine } from '../../common/state-machine.js';
 import type { InstanceState } from '../../common/vocabulary.js';
 import type { Logger } from '../../common/logger.js';
+import { formatMemorySize } from '../../common/resource-limits.js';
+import type { CgroupLimits, InstanceCgroup } from '../limits/cgroup.js';
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { isProcessRunning, listProcessGroup, readProcStat } from './proc-stat.js';
 
@@ -60,6 +63,14 @@ export interface SupervisorOptions {
   uid?: number;
   /** Group id the process runs as. Default: the agent's. */
   gid?: number;
+  /**
+   * The cgroup the process runs in, with its limits: made before each start, the process moved
+   * into it before it execs the command (so none of the app's code runs outside it), removed
+   * after a stop. Its memory is watched while it runs (R14 and R15 events). Default: none.
+   */
+  cgroup?: { cgroup: InstanceCgroup; limits: CgroupLimits };
+  /** Interval between reads of the cgroup's memory while running, ms. Default 1000. */
+  memoryPollMs?: number;
   /** Time source for every timer. Default {@link systemClock}. */
   clock?: Clock;
   /** Parent logger; the supervisor logs through a child `{component: 'supervisor', instance}`. */
@@ -81,7 +92,12 @@ export type SupervisorEvent = EventBase &
     | { type: 'started'; pid: number }
     | { type: 'adopted'; pid: number }
     | { type: 'healthy'; pid: number }
-    | { type: 'exited'; pid: number | null; code: number | null; signal: string | null; runMs: number }
+    /** `oom`: the kernel's OOM killer ended it for going over its memory limit. */
+    | { type: 'exited'; pid: number | null; code: number | null; signal: string | null; runMs: number; oom: boolean }
+    /** R14: its memory passed the soft line of its limit (once per crossing). */
+    | { type: 'memory_quota'; memoryBytes: number; limitBytes: number | null }
+    /** R15: the OOM killer ended `kills` processes of its group (the leader or a worker). */
+    | { type: 'oom_killed'; kills: number; limitBytes: number | null }
     | { type: 'restarting'; delayMs: number; attempt: number }
     /** Sent once when consecutive short runs reach the threshold; restarts go on at max delay. */
     | { type: 'crash_loop'; exits: number; code: number | null; signal: string | null }
@@ -103,6 +119,10 @@ export interface SupervisorStatus {
   exitCode: number | null;
   /** Signal that ended the last run, or null. */
   signal: string | null;
+  /** Why the last run ended when it was not a plain exit: `oom` (OOM-killed), else null. */
+  reason: 'oom' | null;
+  /** Memory of its cgroup at the last read and its limit, bytes; null without a cgroup. */
+  memory: { usageBytes: number; limitBytes: number | null } | null;
 }
 
 /** Contents of the pidfile. */
@@ -124,6 +144,13 @@ interface Run {
   settleTimer: ClockTimer | null;
   healthTimer: ClockTimer | null;
   pollTimer: ClockTimer | null;
+  memoryTimer: ClockTimer | null;
+  /** OOM kills its cgroup had counted when last read (the count outlives runs). */
+  oomKills: number;
+  /** The OOM killer ended a process of this run. */
+  oomKilled: boolean;
+  /** Past the soft line at the last read. */
+  overSoft: boolean;
 }
 
 /** The supervisor's transition table; any other move throws. */
@@ -155,12 +182,15 @@ export class Supervisor {
   readonly #settleMs: number;
   readonly #healthIntervalMs: number;
   readonly #adoptPollMs: number;
+  readonly #memoryPollMs: number;
 
   readonly #phase: StateMachine<SupervisorState>;
   #since: number;
   #message = 'not started';
   #restarts = 0;
   #lastExit: { code: number | null; signal: string | null } | null = null;
+  #reason: 'oom' | null = null;
+  #memoryBytes = 0;
   #run: Run | null = null;
   #restartTimer: ClockTimer | null = null;
   #stopping: Promise<void> | null = null;
@@ -180,6 +210,7 @@ export class Supervisor {
     this.#settleMs = options.settleMs ?? 1000;
     this.#healthIntervalMs = options.healthIntervalMs ?? 500;
     this.#adoptPollMs = options.adoptPollMs ?? 1000;
+    this.#memoryPollMs = options.memoryPollMs ?? 1000;
     this.#since = this.#clock.now();
   }
 
@@ -276,6 +307,8 @@ export class Supervisor {
       message: this.#message,
       exitCode: this.#lastExit?.code ?? null,
       signal: this.#lastExit?.signal ?? null,
+      reason: this.#reason,
+      memory: this.#options.cgroup ? { usageBytes: this.#memoryBytes, limitBytes: this.#options.cgroup.limits.memoryBytes } : null,
     };
   }
 
@@ -315,6 +348,21 @@ export class Supervisor {
     const generation = this.#generation;
     this.#setState('starting', 'starting');
     const options = this.#options;
+    const limited = options.cgroup;
+    if (limited) {
+      try {
+        limited.cgroup.apply(limited.limits);
+      } catch (err) {
+        this.#onSpawnFailure(
+          generation,
+          new HangarError('INTERNAL', `could not set up the cgroup ${limited.cgroup.path} of its memory and CPU limits`, { cause: err }),
+        );
+        return;
+      }
+    }
+    // In a cgroup, the shell waits on descriptor 3 until the agent has moved it in; it gives up
+    // (exit 125) when the agent closes the pipe without a word.
+    const script = limited ? `read -r _ <&3 || exit 125; exec 3<&-; exec ${options.command}` : `exec ${options.command}`;
     let child: ChildProcess;
     try {
       for (const path of [options.stdoutPath, options.stderrPath, options.pidfilePath]) {
@@ -324,13 +372,13 @@ export class Supervisor {
       let errFd: number | null = null;
       try {
         errFd = openSync(options.stderrPath, 'a');
-        child = spawn('/bin/sh', ['-c', `exec ${options.command}`], {
+        child = spawn('/bin/sh', ['-c', script], {
           cwd: options.cwd,
           env: options.env,
           // Own session and process group: signals reach the whole tree, and the process
           // survives the agent.
           detached: true,
-          stdio: ['ignore', outFd, errFd],
+          stdio: limited ? ['ignore', outFd, errFd, 'pipe'] : ['ignore', outFd, errFd],
           ...(options.uid === undefined ? {} : { uid: options.uid }),
           ...(options.gid === undefined ? {} : { gid: options.gid }),
         });
@@ -359,7 +407,12 @@ export class Supervisor {
       settleTimer: null,
       healthTimer: null,
       pollTimer: null,
+      memoryTimer: null,
+      oomKills: limited?.cgroup.usage()?.oomKills ?? 0,
+      oomKilled: false,
+      overSoft: false,
     };
+    if (limited) this.#enterCgroup(run, limited.cgroup, child.stdio[3] as Writable | null);
     this.#run = run;
     child.once('exit', (code, signal) => this.#guard(() => this.#onLeaderExit(run, code, signal)));
     this.#writePidfile({ pid, startTime: run.startTime });
@@ -367,11 +420,70 @@ export class Supervisor {
     this.#logger.info({ pid }, 'instance started');
     this.#emit({ type: 'started', pid });
     this.#awaitReadiness(run);
+    this.#watchMemory(run);
+  }
+
+  /** Moves the new process into its cgroup, then lets it exec its command; or stops it. */
+  #enterCgroup(run: Run, cgroup: InstanceCgroup, gate: Writable | null): void {
+    gate?.on('error', (err) => this.#logger.debug({ err }, 'start gate closed early'));
+    try {
+      cgroup.enter(run.pid);
+      gate?.end('go\n');
+    } catch (err) {
+      this.#logger.error({ err, pid: run.pid, cgroup: cgroup.path }, 'could not move the instance into its cgroup; it does not run without its limits');
+      gate?.destroy();
+    }
+  }
+
+  /** Reads the cgroup's memory every `memoryPollMs` while the run lasts. */
+  #watchMemory(run: Run): void {
+    if (!this.#options.cgroup) return;
+    run.memoryTimer = this.#clock.setTimeout(
+      () =>
+        this.#guard(() => {
+          run.memoryTimer = null;
+          if (run.exit !== null || !this.#isCurrent(run)) return;
+          this.#checkMemory(run);
+          this.#watchMemory(run);
+        }),
+      this.#memoryPollMs,
+    );
+  }
+
+  /** Emits R14 when the run crossed its soft line and R15 for each new OOM kill in its group. */
+  #checkMemory(run: Run): void {
+    const limited = this.#options.cgroup;
+    const usage = limited?.cgroup.usage();
+    if (!limited || !usage) return;
+    this.#memoryBytes = usage.memoryBytes;
+    const limitBytes = limited.limits.memoryBytes;
+    if (usage.oomKills > run.oomKills) {
+      const kills = usage.oomKills - run.oomKills;
+      run.oomKills = usage.oomKills;
+      run.oomKilled = true;
+      this.#logger.warn({ kills, limitBytes }, 'the OOM killer ended a process of the instance');
+      this.#emit({ type: 'oom_killed', kills, limitBytes });
+    }
+    if (usage.overSoft && !run.overSoft) {
+      this.#logger.warn({ memoryBytes: usage.memoryBytes, limitBytes }, 'instance is over its memory quota');
+      this.#emit({ type: 'memory_quota', memoryBytes: usage.memoryBytes, limitBytes });
+    }
+    run.overSoft = usage.overSoft;
   }
 
   #attach(pid: number, startTime: number): void {
     this.#generation += 1;
     this.#setState('starting', `adopted (pid ${pid})`);
+    const limited = this.#options.cgroup;
+    if (limited) {
+      // It is in its cgroup already (moved there by the agent that started it); a new release
+      // of the agent may have other defaults.
+      try {
+        limited.cgroup.apply(limited.limits);
+      } catch (err) {
+        this.#logger.warn({ err, cgroup: limited.cgroup.path }, 'could not update the limits of an adopted instance');
+      }
+    }
     const run: Run = {
       pid,
       startTime,
@@ -381,11 +493,16 @@ export class Supervisor {
       settleTimer: null,
       healthTimer: null,
       pollTimer: null,
+      memoryTimer: null,
+      oomKills: limited?.cgroup.usage()?.oomKills ?? 0,
+      oomKilled: false,
+      overSoft: false,
     };
     this.#run = run;
     this.#logger.info({ pid }, 'adopted running instance');
     this.#emit({ type: 'adopted', pid });
     this.#pollAdopted(run);
+    this.#watchMemory(run);
     if (this.#options.healthCheck === undefined) {
       // It has been running since before this agent started: no settle time to wait for.
       this.#becomeUp(run);
@@ -461,10 +578,18 @@ export class Supervisor {
     this.#run = null;
     this.#lastExit = run.exit;
     const runMs = this.#clock.now() - run.startedAt;
+    this.#checkMemory(run);
+    // Killed (by SIGKILL, or unknown for an adopted process) after the OOM killer struck its group.
+    const oom = run.oomKilled && code === null && (signal === 'SIGKILL' || (signal === null && run.child === null));
+    this.#reason = oom ? 'oom' : null;
     this.#killLeftovers(run.pid);
     removeFile(this.#options.pidfilePath, this.#logger);
-    this.#emit({ type: 'exited', pid: run.pid, code, signal, runMs });
-    this.#scheduleRestart(describeExit(code, signal, run.child === null), runMs);
+    this.#emit({ type: 'exited', pid: run.pid, code, signal, runMs, oom });
+    const limit = this.#options.cgroup?.limits.memoryBytes ?? null;
+    const what = oom
+      ? `Error R15 (Memory quota vastly exceeded): killed by the OOM killer at its ${limit === null ? '' : `${formatMemorySize(limit)} `}memory limit`
+      : describeExit(code, signal, run.child === null);
+    this.#scheduleRestart(what, runMs);
   }
 
   #onSpawnFailure(generation: number, err: unknown): void {
@@ -472,7 +597,7 @@ export class Supervisor {
     this.#run = null;
     this.#lastExit = { code: null, signal: null };
     this.#logger.error({ err }, 'could not start instance');
-    this.#emit({ type: 'exited', pid: null, code: null, signal: null, runMs: 0 });
+    this.#emit({ type: 'exited', pid: null, code: null, signal: null, runMs: 0, oom: false });
     this.#scheduleRestart(`could not start: ${describeError(err)}`, 0);
   }
 
@@ -517,6 +642,8 @@ export class Supervisor {
     }
     this.#run = null;
     removeFile(this.#options.pidfilePath, this.#logger);
+    const cgroup = this.#options.cgroup?.cgroup;
+    if (cgroup && !cgroup.remove()) this.#logger.warn({ cgroup: cgroup.path }, 'could not remove the cgroup of a stopped instance');
     this.#setState('stopped', 'stopped');
     this.#logger.info('instance stopped');
     this.#emit({ type: 'stopped' });
@@ -631,12 +758,13 @@ export class Supervisor {
   }
 
   #clearRunTimers(run: Run): void {
-    for (const timer of [run.settleTimer, run.healthTimer, run.pollTimer]) {
+    for (const timer of [run.settleTimer, run.healthTimer, run.pollTimer, run.memoryTimer]) {
       if (timer !== null) this.#clock.clearTimeout(timer);
     }
     run.settleTimer = null;
     run.healthTimer = null;
     run.pollTimer = null;
+    run.memoryTimer = null;
   }
 
   #emit(event: DistributiveOmit<SupervisorEvent, 'key' | 'at'>): void {

@@ -52,6 +52,8 @@ export interface WorkloadView<Spec, Data> {
   state: 'preparing' | 'starting' | 'up' | 'crashed' | 'stopping' | 'failed';
   /** The figures every kind reports alike. */
   vitals: WorkloadVitals;
+  /** Its memory against its limit and why its last run ended, when it runs in a cgroup; else null. */
+  limits: WorkloadLimits | null;
   data: Data | null;
 }
 
@@ -66,6 +68,16 @@ export interface WorkloadVitals {
   since: number;
   /** One human-readable sentence about the state. */
   message: string;
+}
+
+/** What a workload in a cgroup reports of its limits. */
+export interface WorkloadLimits {
+  /** Memory charged to its cgroup at the last read, bytes. */
+  memoryBytes: number;
+  /** Its memory limit, bytes; null: none. */
+  memoryLimitBytes: number | null;
+  /** `oom` when its last run was ended by the OOM killer, else null. */
+  reason: 'oom' | null;
 }
 
 /** Why a workload's state is reported. */

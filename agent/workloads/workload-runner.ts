@@ -303,6 +303,7 @@ export class WorkloadRunner<Spec, Data, Status> {
         since: s ? s.since : w.since,
         message: s ? s.message : w.message,
       },
+      limits: live?.memory ? { memoryBytes: live.memory.usageBytes, memoryLimitBytes: live.memory.limitBytes, reason: live.reason } : null,
       data: w.data,
     };
   }

@@ -104,7 +104,7 @@ export function registerInstallCommands(agent: Command, coordinator: Command, ct
 
   coordinator
     .command('install')
-    .description('install the coordinator as a systemd service running as the hangar user')
+    .description('install the coordinator as a systemd service running as its own user, hangar-coordinator')
     .option('--data-dir <dir>', 'where state, tokens and artifacts live', '/var/lib/hangar')
     .option('--http-port <port>', 'HTTP API port (default 7080)')
     .option('--grpc-port <port>', 'gRPC port agents connect to (default 7081)')

@@ -3,6 +3,7 @@
  */
 import type { Command } from 'commander';
 import type { PsRow } from '../../common/api-types.js';
+import { formatMemorySize } from '../../common/resource-limits.js';
 import { compareProcessTypes, formatJson, formatList, formatTable, heading, timeAgo } from '../output.js';
 import { atEdge, badInput, resolveApp, withAppOption, type CliContext } from './context.js';
 import { followDeploy, timeoutOption } from './deploy.js';
@@ -54,14 +55,17 @@ export function formatPs(rows: readonly PsRow[], now: number): string {
   const sections: string[] = [];
   for (const type of [...byType.keys()].sort(compareProcessTypes)) {
     const instances = (byType.get(type) ?? []).slice().sort((a, b) => instanceNumber(a.id) - instanceNumber(b.id));
+    // Memory against its limit only where limits are enforced; an OOM kill is said beside the state.
+    const limited = instances.some((row) => row.memoryLimitBytes !== null);
     const table = formatTable(
       instances.map((row) => [
         `${row.id}:`,
-        row.state,
+        row.reason === 'oom' ? `${row.state} (out of memory)` : row.state,
         row.release,
         row.agent,
         `pid ${row.pid ?? '-'}`,
         `port ${row.port ?? '-'}`,
+        ...(limited ? [`mem ${memoryText(row)}`] : []),
         `restarts ${row.restarts}`,
         `since ${timeAgo(row.since, now)}`,
       ]),
@@ -69,6 +73,11 @@ export function formatPs(rows: readonly PsRow[], now: number): string {
     sections.push(`${heading(`${type} (${instances.length})`)}${table}`);
   }
   return sections.join('\n');
+}
+
+function memoryText(row: PsRow): string {
+  if (row.memoryLimitBytes === null) return '-';
+  return `${row.memoryBytes === null ? '-' : formatMemorySize(row.memoryBytes)}/${formatMemorySize(row.memoryLimitBytes)}`;
 }
 
 function instanceNumber(id: string): number {

@@ -9,6 +9,7 @@ import type { Command } from 'commander';
 import type { AgentConfig, RunningAgent } from '../../agent/agent.js';
 import { HangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/logger.js';
+import { MAX_MEMORY_BYTES, MIN_MEMORY_BYTES, cpuLimitSchema, parseMemorySize } from '../../common/resource-limits.js';
 import type { CoordinatorConfig, RunningCoordinator } from '../../coordinator/coordinator.js';
 import { credentialsPath, readCredentials, writeCredentials } from '../credentials.js';
 import type { CliContext } from './context.js';
@@ -96,6 +97,26 @@ interface AgentFlags {
   singletonLease?: string;
   logSpoolMb?: string;
   trustedProxy: string[];
+  defaultMemory?: string;
+  defaultCpu?: string;
+}
+
+/** A memory size flag (`512M`) in bytes. */
+function memorySize(value: string, flag: string): number {
+  const bytes = parseMemorySize(value);
+  if (bytes === null || bytes < MIN_MEMORY_BYTES || bytes > MAX_MEMORY_BYTES) {
+    throw new HangarError('BAD_INPUT', `${flag} takes a size between 32M and 1T such as 512M or 1G, not "${value}".`);
+  }
+  return bytes;
+}
+
+/** A CPU limit flag in cores (`0.5`). */
+function cores(value: string, flag: string): number {
+  const parsed = cpuLimitSchema.safeParse(Number(value));
+  if (!/^\d+(\.\d+)?$/.test(value) || !parsed.success) {
+    throw new HangarError('BAD_INPUT', `${flag} takes a number of cores from 0.01 to 1024 such as 0.5 or 2, not "${value}".`);
+  }
+  return parsed.data;
 }
 
 /** Collects a repeatable flag whose values may also be comma-separated. */
@@ -180,6 +201,8 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
       'without the coordinator for this long, stop singleton instances (clock, beat) so they never run twice (default 30)',
     )
     .option('--log-spool-mb <mb>', 'largest on-disk spool of log lines not yet stored by the coordinator (default 256)')
+    .option('--default-memory <size>', 'memory limit of instances whose app.json sets none, e.g. 512M (default: none)')
+    .option('--default-cpu <cores>', 'CPU limit in cores of instances whose app.json sets none, e.g. 0.5 (default: none)')
     .option('--config <file>', 'read settings from this JSON file (what `hangar agent install` writes); flags override it')
     .addHelpText('after', '\nOn SIGTERM the agent exits and leaves apps running; the next start adopts them.')
     .action(async (flags: AgentFlags, command: Command) => {
@@ -196,6 +219,8 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
           singletonLeaseMs: flags.singletonLease === undefined ? undefined : positiveInt(flags.singletonLease, '--singleton-lease') * 1000,
           logSpoolBytes: flags.logSpoolMb === undefined ? undefined : positiveInt(flags.logSpoolMb, '--log-spool-mb') * 1024 * 1024,
           trustedProxies: flags.trustedProxy.length > 0 ? flags.trustedProxy : undefined,
+          defaultMemoryBytes: flags.defaultMemory === undefined ? undefined : memorySize(flags.defaultMemory, '--default-memory'),
+          defaultCpu: flags.defaultCpu === undefined ? undefined : cores(flags.defaultCpu, '--default-cpu'),
         },
         flags.config,
       );

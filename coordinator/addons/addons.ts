@@ -37,6 +37,8 @@ export interface AddonsOptions {
   logger: Logger;
   /** Longest wait for an agent to answer an add-on job (backup, restore, purge), ms. Default 30 minutes. */
   jobTimeoutMs?: number;
+  /** Issues a server certificate from the coordinator's CA for these names (PostgreSQL's TLS). */
+  issueCertificate: (names: readonly string[]) => Promise<{ certPem: string; keyPem: string }>;
 }
 
 /** What `addons:create` asks for. */
@@ -79,9 +81,18 @@ export class Addons {
 
   // ---------------------------------------------------------------- create / destroy
 
-  /** Records a new add-on and sends it to its agent. The URL is set in config once it is up. */
-  create(app: string, input: NewAddon): AddonRow {
+  /**
+   * Records a new add-on and sends it to its agent. The URL is set in config once it is up. A
+   * PostgreSQL add-on gets a server certificate for its agent's address and name, and a
+   * superuser password of its own (the app's role is not a superuser).
+   */
+  async create(app: string, input: NewAddon): Promise<AddonRow> {
     const store = this.#o.store;
+    store.requireApp(app);
+    const picked = this.#pickAgent(input.agent);
+    const address = store.getAgent(picked)?.address;
+    const tls =
+      input.kind === 'postgres' ? await this.#o.issueCertificate([picked, ...(address ? [address] : []), 'localhost', '127.0.0.1']) : null;
     const now = this.#o.clock.now();
     const row = store.transaction(() => {
       store.requireApp(app);
@@ -90,7 +101,7 @@ export class Addons {
       if (all.some((a) => a.name === name)) {
         throw new HangarError('ADDON_EXISTS', `An add-on named ${name} already exists (names are fleet-wide); pick another with --name.`);
       }
-      const agent = this.#pickAgent(input.agent);
+      const agent = picked;
       const row: AddonRow = {
         name,
         id: randomUUID(),
@@ -112,6 +123,8 @@ export class Addons {
         since: now,
         message: 'waiting for the agent',
         password: randomBytes(24).toString('hex'),
+        adminPassword: input.kind === 'postgres' ? randomBytes(24).toString('hex') : '',
+        tls,
         createdAt: now,
       };
       store.insertAddon(row);

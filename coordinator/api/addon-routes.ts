@@ -85,7 +85,7 @@ export function registerAddonRoutes(server: Server, o: AddonRoutesOptions): void
   server.post('/v1/apps/:app/addons', needs('deploy'), async (request, reply) => {
     const { app } = parseInput(appParams, request.params, 'app name');
     const input = parseInput(createBody, request.body ?? {}, 'add-on');
-    const row = addons.create(app, input);
+    const row = await addons.create(app, input);
     return reply.status(202).send({ addon: addons.view(row, false) });
   });
 

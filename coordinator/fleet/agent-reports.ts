@@ -19,6 +19,8 @@ export interface AgentReportsOptions {
  */
 export class AgentReports {
   readonly #o: AgentReportsOptions;
+  /** Memory against limits per instance key, as last reported (a live figure: kept in memory, not stored). */
+  readonly #limits = new Map<string, InstanceLimitsView>();
 
   constructor(options: AgentReportsOptions) {
     this.#o = options;
@@ -56,7 +58,11 @@ export class AgentReports {
       for (const s of statuses) {
         const state: InstanceState = isOneOf(INSTANCE_STATES, s.state) ? s.state : 'starting';
         const row = this.#o.store.getInstance(s.key);
-        if (!row || row.agent !== agent) continue;
+        if (!row || row.agent !== agent) {
+          this.#limits.delete(s.key);
+          continue;
+        }
+        this.#recordLimits(s);
         const pid = s.pid || null;
         const port = s.port || null;
         const since = Number(s.since) || row.since;
@@ -87,4 +93,31 @@ export class AgentReports {
     });
     if (routesChanged) this.#o.sync.requestSync();
   }
+
+  /** What the instance's agent last said of its memory and limits, or null (none reported). */
+  limitsOf(key: string): InstanceLimitsView | null {
+    return this.#limits.get(key) ?? null;
+  }
+
+  #recordLimits(s: InstanceStatus__Output): void {
+    const limitBytes = Number(s.memoryLimitBytes);
+    if (!limitBytes && !s.cpuLimit && !s.reason) {
+      this.#limits.delete(s.key);
+      return;
+    }
+    this.#limits.set(s.key, {
+      memoryBytes: Number(s.memoryBytes) || 0,
+      memoryLimitBytes: limitBytes || null,
+      cpuLimit: s.cpuLimit || null,
+      reason: s.reason === 'oom' ? 'oom' : null,
+    });
+  }
+}
+
+/** An instance's memory against its limit, CPU limit, and why its last run ended. */
+export interface InstanceLimitsView {
+  memoryBytes: number;
+  memoryLimitBytes: number | null;
+  cpuLimit: number | null;
+  reason: 'oom' | null;
 }

@@ -5,6 +5,7 @@
  * reads of the store; {@link DesiredStateSync} sends the result.
  */
 import { processSettingsOf } from '../../common/app-json.js';
+import { parseMemorySize } from '../../common/resource-limits.js';
 import { instanceName } from '../../common/vocabulary.js';
 import { routerLimitsOf } from '../../common/app-json.js';
 import type { AddonSpec, AppRoutes, DesiredState, InstanceSpec, Task } from '../../proto/loader.js';
@@ -102,6 +103,7 @@ export class DesiredStateAssembler {
     const web = i.type === 'web';
     const health = healthCheckOf(release.appJson);
     const stop = processSettingsOf(release.appJson, i.type);
+    const limits = release.appJson?.formation?.[i.type];
     return {
       key: i.key,
       app: i.app,
@@ -120,6 +122,9 @@ export class DesiredStateAssembler {
       restartNonce: i.restartNonce,
       healthTimeoutMs: web ? health.timeoutMs : 0,
       healthChecksInARow: web ? health.inARow : 0,
+      // Validated at deploy (app.json); 0 leaves it to the agent's default.
+      memoryLimitBytes: parseMemorySize(limits?.memory ?? '') ?? 0,
+      cpuLimit: limits?.cpu ?? 0,
     };
   }
 }
@@ -146,6 +151,9 @@ function addonSpec(a: AddonRow): AddonSpec {
     password: a.password,
     database: databaseNameOf(a.app),
     memoryMb: a.kind === 'memcached' ? MEMCACHED_MB : 0,
+    tlsCertPem: a.tls?.certPem ?? '',
+    tlsKeyPem: a.tls?.keyPem ?? '',
+    adminPassword: a.adminPassword,
   };
 }
 

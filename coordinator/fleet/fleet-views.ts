@@ -2,6 +2,7 @@ import type { AgentView, PsRow } from '../../common/api-types.js';
 import type { Clock } from '../../common/clock.js';
 import { instanceName } from '../../common/vocabulary.js';
 import type { Store } from '../store/store.js';
+import type { InstanceLimitsView } from './agent-reports.js';
 import type { Fleet } from './fleet.js';
 
 /** Options of {@link FleetViews}. */
@@ -13,6 +14,8 @@ export interface FleetViewsOptions {
   agentDownAfterMs: number;
   /** The agent's host usage from its last metrics report, or null. */
   usageOf?(agent: string): { cpuPct: number; memoryUsedMb: number } | null;
+  /** An instance's memory against its limits, as its agent last reported, or null. */
+  limitsOf?(key: string): InstanceLimitsView | null;
 }
 
 /** The fleet as the API shows it: agents (`hangar agents`) and an app's instances (`hangar ps`). */
@@ -41,7 +44,9 @@ export class FleetViews {
   }
 
   psRows(app: string): PsRow[] {
-    return this.#o.store.listInstances({ app }).map((i) => ({
+    return this.#o.store.listInstances({ app }).map((i) => {
+      const limits = this.#o.limitsOf?.(i.key) ?? null;
+      return {
       id: instanceName(i),
       type: i.type,
       release: `v${i.release}`,
@@ -51,6 +56,11 @@ export class FleetViews {
       port: i.port,
       restarts: i.restarts,
       since: new Date(i.since).toISOString(),
-    }));
+      reason: limits?.reason ?? null,
+      memoryBytes: limits?.memoryLimitBytes ? limits.memoryBytes : null,
+      memoryLimitBytes: limits?.memoryLimitBytes ?? null,
+      cpuLimit: limits?.cpuLimit ?? null,
+    };
+    });
   }
 }

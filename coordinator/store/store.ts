@@ -139,6 +139,10 @@ export interface AddonRow {
   message: string;
   /** The generated password. Kept so it can be sent again; never logged. */
   password: string;
+  /** PostgreSQL: the password of the server's superuser, which only the agent uses; '' for other kinds. */
+  adminPassword: string;
+  /** PostgreSQL: its server certificate from the coordinator's CA (null: made before add-ons had TLS). */
+  tls: { certPem: string; keyPem: string } | null;
   createdAt: number;
 }
 
@@ -291,7 +295,11 @@ function instanceFrom(r: Row): InstanceRow {
 }
 
 function addonFrom(r: Row, secrets: SecretBox): AddonRow {
-  const secret = JSON.parse(secrets.open(r.secret as string)) as { password?: string };
+  const secret = JSON.parse(secrets.open(r.secret as string)) as {
+    password?: string;
+    adminPassword?: string;
+    tls?: { certPem: string; keyPem: string };
+  };
   const attached = (r.attached_url as string | null) ?? null;
   return {
     name: r.name as string,
@@ -310,6 +318,8 @@ function addonFrom(r: Row, secrets: SecretBox): AddonRow {
     since: r.since as number,
     message: r.message as string,
     password: secret.password ?? '',
+    adminPassword: secret.adminPassword ?? '',
+    tls: secret.tls ?? null,
     createdAt: r.created_at as number,
   };
 }
@@ -805,7 +815,9 @@ export class Store {
       restarts: a.restarts,
       since: a.since,
       message: a.message,
-      secret: this.#secrets.seal(JSON.stringify({ password: a.password })),
+      secret: this.#secrets.seal(
+        JSON.stringify({ password: a.password, adminPassword: a.adminPassword, ...(a.tls ? { tls: a.tls } : {}) }),
+      ),
       createdAt: a.createdAt,
     });
   }

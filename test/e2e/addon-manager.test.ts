@@ -32,6 +32,9 @@ function spec(overrides: Partial<AddonSpec__Output>): AddonSpec__Output {
     password: 'p4ssw0rd-for-tests',
     database: 'shop',
     memoryMb: 0,
+    tlsCertPem: '',
+    tlsKeyPem: '',
+    adminPassword: '',
     ...overrides,
   };
 }

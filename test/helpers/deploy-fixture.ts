@@ -32,12 +32,19 @@ export function waitForPs(
 
 /**
  * Creates APP and deploys the fixture Django app to it (web=1), optionally with another Procfile,
- * more lines at the end of its settings.py, an app.json and more config vars; resolves when web.1 is up.
+ * more lines at the end of its settings.py, an app.json, more files and more config vars;
+ * resolves when web.1 is up.
  */
 export async function deployFixture(
   cluster: Cluster,
   app: string,
-  options: { procfile?: string; settings?: string; config?: Record<string, string>; appJson?: unknown } = {},
+  options: {
+    procfile?: string;
+    settings?: string;
+    config?: Record<string, string>;
+    appJson?: unknown;
+    files?: Record<string, string>;
+  } = {},
 ): Promise<void> {
   assert.equal((await cluster.cli(['apps:create', app])).code, 0);
   const set = await cluster.cli([
@@ -50,12 +57,13 @@ export async function deployFixture(
   ]);
   assert.equal(set.code, 0, set.stderr);
   let source = join(FIXTURES, 'django-app');
-  if (options.procfile !== undefined || options.settings !== undefined || options.appJson !== undefined) {
+  if (options.procfile !== undefined || options.settings !== undefined || options.appJson !== undefined || options.files !== undefined) {
     source = join(cluster.dir, `${app}-source`);
     await cp(join(FIXTURES, 'django-app'), source, { recursive: true });
     if (options.procfile !== undefined) await writeFile(join(source, 'Procfile'), options.procfile);
     if (options.appJson !== undefined) await writeFile(join(source, 'app.json'), JSON.stringify(options.appJson));
     if (options.settings !== undefined) await appendFile(join(source, 'mysite', 'settings.py'), `\n${options.settings}\n`);
+    for (const [name, text] of Object.entries(options.files ?? {})) await writeFile(join(source, name), text);
   }
   const deploy = await cluster.cli(['deploy', source, '-a', app], { timeoutMs: 300_000 });
   assert.equal(deploy.code, 0, `deploy failed:\n${deploy.stdout}\n${deploy.stderr}`);

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HangarError } from '../../common/errors.js';
 import { parseAppJson, parseByteSize, processSettingsOf, routerLimitsOf, type AppJsonProblem } from '../../common/app-json.js';
+import { formatMemorySize, parseMemorySize } from '../../common/resource-limits.js';
 
 function badInput(fn: () => unknown): HangarError {
   try {
@@ -94,7 +95,13 @@ test('every bad field is listed in the message and in details', () => {
         name: 3,
         description: ['x'],
         scripts: { postdeploy: 7, dokku: { predeploy: false } },
-        formation: { web: { quantity: -1 }, worker: { quantity: 1.5 }, 'bad name': { quantity: 1 }, clock: { stop_signal: 'SIGKILL' } },
+        formation: {
+          web: { quantity: -1 },
+          worker: { quantity: 1.5 },
+          'bad name': { quantity: 1 },
+          clock: { stop_signal: 'SIGKILL', memory: 'lots' },
+          beat: { cpu: 0 },
+        },
         healthchecks: { web: { path: 'health', timeout: 0, attempts: 0 } },
         env: { '1BAD': 'x', GOOD: 5, GEN: { generator: 'uuid' }, REQ: { required: 'yes' } },
       }),
@@ -111,6 +118,8 @@ test('every bad field is listed in the message and in details', () => {
       'env.REQ.required',
       'formation.bad name',
       'formation.clock.stop_signal',
+      'formation.beat.cpu',
+      'formation.clock.memory',
       'formation.web.quantity',
       'formation.worker.quantity',
       'healthchecks.web.attempts',
@@ -206,4 +215,31 @@ test('bad stop settings are refused with the field named', () => {
   ]);
   assert.match(err.message, /formation\.worker\.stop_signal: expected one of SIGTERM, SIGINT, SIGQUIT/);
   assert.match(err.message, /formation\.cron\.quantity: a singleton runs at most 1 instance/);
+});
+
+test('formation limits: memory as a size, CPU in cores, each optional', () => {
+  const appJson = parseAppJson(
+    JSON.stringify({ formation: { web: { quantity: 2, memory: '512M', cpu: 0.5 }, worker: { memory: '1.5G' }, clock: {} } }),
+  );
+  assert.deepEqual(appJson.formation, { web: { quantity: 2, memory: '512M', cpu: 0.5 }, worker: { memory: '1.5G' }, clock: {} });
+  // What is stored is parsed again: the result must parse to itself.
+  assert.deepEqual(parseAppJson(JSON.stringify(appJson)), appJson);
+  assert.match(
+    badInput(() => parseAppJson('{"formation":{"web":{"memory":"16M"}}}')).message,
+    /formation\.web\.memory: 16M is out of range/,
+  );
+  assert.match(badInput(() => parseAppJson('{"formation":{"web":{"memory":512}}}')).message, /formation\.web\.memory/);
+  assert.match(badInput(() => parseAppJson('{"formation":{"web":{"cpu":"half"}}}')).message, /formation\.web\.cpu/);
+});
+
+test('memory sizes parse like Heroku and Docker write them', () => {
+  assert.equal(parseMemorySize('512M'), 512 * 1024 * 1024);
+  assert.equal(parseMemorySize('1G'), 1024 ** 3);
+  assert.equal(parseMemorySize('1.5g'), 1.5 * 1024 ** 3);
+  assert.equal(parseMemorySize('65536KiB'), 65536 * 1024);
+  assert.equal(parseMemorySize('268435456'), 268435456);
+  assert.equal(parseMemorySize('512MB'), 512 * 1024 * 1024);
+  for (const bad of ['', 'M', '-1M', '1X', '1 2M', 'lots']) assert.equal(parseMemorySize(bad), null, bad);
+  assert.equal(formatMemorySize(512 * 1024 * 1024), '512M');
+  assert.equal(formatMemorySize(1.5 * 1024 ** 3), '1.5G');
 });

@@ -94,6 +94,10 @@ const row: PsRow = {
   port: 5000,
   restarts: 0,
   since: '2026-01-02T03:04:05.000Z',
+  reason: null,
+  memoryBytes: null,
+  memoryLimitBytes: null,
+  cpuLimit: null,
 };
 
 test('every method sends its route, method, token and body, and returns the API shape', async (t) => {

@@ -223,6 +223,10 @@ test('--json prints the API objects exactly; human output is a table', async (t)
       port: 5001,
       restarts: 0,
       since: '2026-01-02T03:08:05.000Z',
+      reason: null,
+      memoryBytes: null,
+      memoryLimitBytes: null,
+      cpuLimit: null,
     },
     {
       id: 'web.1',
@@ -234,6 +238,10 @@ test('--json prints the API objects exactly; human output is a table', async (t)
       port: 5000,
       restarts: 0,
       since: '2026-01-02T03:08:05.000Z',
+      reason: null,
+      memoryBytes: null,
+      memoryLimitBytes: null,
+      cpuLimit: null,
     },
   ];
   const server = await fakeCoordinator(t, (req) => {

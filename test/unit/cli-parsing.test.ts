@@ -74,6 +74,10 @@ test('ps groups instances by type, web first, in instance order', () => {
     port: 5000,
     restarts: 0,
     since: '2026-01-02T03:04:05Z',
+    reason: null,
+    memoryBytes: null,
+    memoryLimitBytes: null,
+    cpuLimit: null,
     ...extra,
   });
   const text = formatPs([row('worker.1', { pid: null, port: null, state: 'crashed', restarts: 3 }), row('web.10'), row('web.2')], now);
@@ -86,6 +90,27 @@ test('ps groups instances by type, web first, in instance order', () => {
       '',
       '=== worker (1)',
       'worker.1:  crashed  v3  agent-a  pid -  port -  restarts 3  since 2m ago',
+      '',
+    ].join('\n'),
+  );
+});
+
+test('ps shows memory against the limit and an OOM kill beside the state', () => {
+  const now = Date.parse('2026-01-02T03:06:05Z');
+  const base = { type: 'worker', release: 'v3', agent: 'agent-a', pid: 7, port: null, since: '2026-01-02T03:04:05Z', cpuLimit: 0.5 };
+  const text = formatPs(
+    [
+      { ...base, id: 'worker.1', state: 'crashed', restarts: 1, reason: 'oom', memoryBytes: 0, memoryLimitBytes: 64 * 1024 ** 2 },
+      { ...base, id: 'worker.2', state: 'up', restarts: 0, reason: null, memoryBytes: 12 * 1024 ** 2, memoryLimitBytes: 64 * 1024 ** 2 },
+    ],
+    now,
+  );
+  assert.equal(
+    text,
+    [
+      '=== worker (2)',
+      'worker.1:  crashed (out of memory)  v3  agent-a  pid 7  port -  mem 0B/64M   restarts 1  since 2m ago',
+      'worker.2:  up                       v3  agent-a  pid 7  port -  mem 12M/64M  restarts 0  since 2m ago',
       '',
     ].join('\n'),
   );
