@@ -51,6 +51,7 @@ export interface AgentFileConfig {
   dataDir: string;
   name?: string;
   routerPort?: number;
+  httpsPort?: number;
   advertise?: string;
   maxInstances?: number;
 }

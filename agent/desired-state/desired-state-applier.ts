@@ -88,8 +88,14 @@ export class DesiredStateApplier {
         app: r.app,
         domains: r.domains,
         backends: r.backends.map((b) => ({ instanceKey: b.instanceKey, host: b.host, port: b.port })),
+        httpsRedirect: r.httpsRedirect,
+        hsts: r.hsts,
       })),
     );
+    this.#o.router.setTls({
+      certificates: (state.certificates ?? []).map((c) => ({ id: c.id, domains: c.domains, certPem: c.certPem, keyPem: c.keyPem })),
+      challenges: new Map((state.acmeChallenges ?? []).map((ch) => [ch.token, ch.keyAuthorization])),
+    });
     this.#o.instances.apply(this.#withErrorHook(state).instances);
     // Add-ons start from the cached state too: they stay up while the coordinator is away.
     this.#o.addons.apply(state.addons ?? []);

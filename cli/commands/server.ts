@@ -54,6 +54,26 @@ interface CoordinatorFlags {
   logRetentionDays?: string;
   logRetentionMb?: string;
   tlsKey?: string;
+  acmeDirectory?: string;
+  acmeCa?: string;
+  acmeEmail?: string;
+}
+
+/** The ACME settings of `coordinator` and `dev` flags. */
+function acmeSettings(flags: CoordinatorFlags): Record<string, unknown> {
+  return {
+    acmeDirectory: flags.acmeDirectory,
+    acmeCaFile: flags.acmeCa === undefined ? undefined : resolve(flags.acmeCa),
+    acmeEmail: flags.acmeEmail,
+  };
+}
+
+/** Adds `--acme-directory`, `--acme-ca` and `--acme-email`. */
+function withAcmeOptions(command: Command): Command {
+  return command
+    .option('--acme-directory <url>', "ACME directory that issues apps' certificates (default: Let's Encrypt production)")
+    .option('--acme-ca <file>', "PEM CA certificates to trust for the ACME directory's HTTPS (an internal ACME server)")
+    .option('--acme-email <address>', 'contact address of the ACME account (expiry notices)');
 }
 
 /** Reads a JSON settings file (`--config`), e.g. /etc/hangar/agent.json written by `install`. */
@@ -91,6 +111,7 @@ interface AgentFlags {
   dataDir: string;
   name?: string;
   routerPort: string;
+  httpsPort: string;
   advertise?: string;
   maxInstances: string;
   logSpoolMb?: string;
@@ -112,8 +133,7 @@ function collectList(value: string, previous: string[]): string[] {
 export function registerServerCommands(program: Command, ctx: CliContext): void {
   // `hangar agent install --coordinator X` must give --coordinator to install, not to agent.
   program.enablePositionalOptions();
-  const coordinatorCommand = program
-    .command('coordinator')
+  const coordinatorCommand = withAcmeOptions(program.command('coordinator'))
     .enablePositionalOptions()
     .description('run the coordinator: HTTP API, gRPC for agents, SQLite store')
     .option('--data-dir <dir>', 'where state, tokens and artifacts live', '/var/lib/hangar')
@@ -143,6 +163,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
           logRetentionDays: flags.logRetentionDays === undefined ? undefined : positiveInt(flags.logRetentionDays, '--log-retention-days'),
           logRetentionBytes:
             flags.logRetentionMb === undefined ? undefined : positiveInt(flags.logRetentionMb, '--log-retention-mb') * 1024 * 1024,
+          ...acmeSettings(flags),
         },
         flags.config,
       );
@@ -166,6 +187,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
     .option('--data-dir <dir>', 'where builds and instances live', '/var/lib/hangar-agent')
     .option('--name <name>', 'name shown in `hangar agents` (default: the host name)')
     .option('--router-port <port>', 'port of the HTTP router', '80')
+    .option('--https-port <port>', "port of the router's HTTPS listener (0: a free one)", '443')
     .option('--advertise <addr>', "address other agents reach this one's instances on")
     .option('--max-instances <n>', 'most instances placed on this agent', '50')
     .option(
@@ -186,6 +208,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
           dataDir: resolve(flags.dataDir),
           name: flags.name,
           routerPort: port(flags.routerPort, '--router-port'),
+          httpsPort: port(flags.httpsPort, '--https-port'),
           advertise: flags.advertise,
           maxInstances: positiveInt(flags.maxInstances, '--max-instances'),
           logSpoolBytes: flags.logSpoolMb === undefined ? undefined : positiveInt(flags.logSpoolMb, '--log-spool-mb') * 1024 * 1024,
@@ -204,24 +227,24 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
       // Loaded on demand: an agent process never holds the coordinator's modules (memory footprint).
       const { startAgent } = await import('../../agent/agent.js');
       const agent = await startAgent(settings as unknown as AgentConfig, { logger: rootLogger(ctx) });
-      ctx.out(`Hangar agent ${agent.name} is running; router on port ${agent.routerPort}.\n`);
+      ctx.out(`Hangar agent ${agent.name} is running; router on port ${agent.routerPort} (HTTPS ${agent.httpsPort}).\n`);
       await untilSignal();
       await agent.close({ stopInstances: false });
     });
 
   registerInstallCommands(agentCommand, coordinatorCommand, ctx);
 
-  program
-    .command('dev')
+  withAcmeOptions(program.command('dev'))
     .description('coordinator + agent in one process (embedded SQLite), for a laptop or a single server')
     // As root, apps run as the hangar user, which cannot enter root's home.
     .option('--data-dir <dir>', 'where state lives', process.getuid?.() === 0 ? '/var/lib/hangar-dev' : join(homedir(), '.hangar', 'dev'))
     .option('--http-port <port>', 'HTTP API port', '7080')
     .option('--grpc-port <port>', 'gRPC port', '7081')
     .option('--router-port <port>', 'port of the HTTP router', '8080')
+    .option('--https-port <port>', "port of the router's HTTPS listener (0: a free one)", '8443')
     .option('--domain <domain>', 'apps are served at APP.<domain>', 'localhost')
     .addHelpText('after', '\nCtrl-C stops everything, apps included.')
-    .action(async (flags: CoordinatorFlags & { routerPort: string }) => {
+    .action(async (flags: CoordinatorFlags & { routerPort: string; httpsPort: string }) => {
       const logger = rootLogger(ctx);
       const dataDir = resolve(flags.dataDir);
       // Searchable, not listable: apps running as the hangar user reach their files below it.
@@ -240,6 +263,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
             grpcHost: '127.0.0.1',
             domain: flags.domain,
             webPort: port(flags.routerPort, '--router-port') || 80,
+            ...(acmeSettings(flags) as Partial<CoordinatorConfig>),
           },
           { logger },
         );
@@ -250,6 +274,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
             dataDir: join(dataDir, 'agent'),
             name: 'dev',
             routerPort: port(flags.routerPort, '--router-port'),
+            httpsPort: port(flags.httpsPort, '--https-port'),
             advertise: '127.0.0.1',
           },
           { logger },
@@ -268,7 +293,8 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
         ctx.out(
           `Hangar dev is running (data in ${dataDir}).\n` +
             `  API:     ${coordinator.url}\n` +
-            `  Router:  http://APP.${flags.domain}:${routerPort}/\n\n` +
+            `  Router:  http://APP.${flags.domain}:${routerPort}/\n` +
+            `  HTTPS:   https://DOMAIN:${agent.httpsPort}/ (custom domains with a certificate: hangar domains:add, certs:add)\n\n` +
             `  export HANGAR_URL=${coordinator.url}\n` +
             `  export HANGAR_TOKEN=${coordinator.adminToken}\n\n` +
             (loggedIn

@@ -9,6 +9,7 @@ import { MEMCACHED_MB, databaseNameOf } from '../addons/addon-connection.js';
 import { isBuildTask } from '../releases/deploy-status.js';
 import type { AddonRow, DeployRow, InstanceRow, ReleaseRow, Store } from '../store/store.js';
 import { healthCheckOf, healthPathOf } from './health-check.js';
+import type { TlsSnapshot } from '../certs/tls-state.js';
 import { defaultDomain, routeTable } from './route-table.js';
 
 /** Options of {@link DesiredStateAssembler}. */
@@ -18,6 +19,8 @@ export interface DesiredStateOptions {
   domain: string;
   /** Seconds between SIGTERM and SIGKILL when an instance stops. */
   graceSeconds: number;
+  /** Custom domains, HTTPS settings, certificates and ACME challenges. Default: none. */
+  tls?: { snapshot(): TlsSnapshot };
 }
 
 /** The desired state of every agent at one moment; {@link forAgent} cuts out one agent's part. */
@@ -66,7 +69,11 @@ export class DesiredStateAssembler {
       store.listAddons().filter((a) => a.desired === 'run'),
       (a) => a.agent,
     );
-    const routes: AppRoutes[] = routeTable(store.listApps(), store.listAgents(), instances, this.#o.domain);
+    const tls = this.#o.tls?.snapshot();
+    const routes: AppRoutes[] = routeTable(store.listApps(), store.listAgents(), instances, this.#o.domain, tls?.routes);
+    // Every router serves every app's domains, so every agent gets the certificates of them all.
+    const certificates = tls?.certificates ?? [];
+    const acmeChallenges = tls?.challenges ?? [];
     return {
       forAgent: (agent) => ({
         instances: (instancesOn.get(agent) ?? []).flatMap((i) => {
@@ -79,6 +86,8 @@ export class DesiredStateAssembler {
           return release ? [taskSpec(d, release)] : [];
         }),
         addons: (addonsOn.get(agent) ?? []).map(addonSpec),
+        certificates,
+        acmeChallenges,
       }),
     };
   }
