@@ -60,6 +60,11 @@ export const agentConfigSchema = z
       ),
     /** Port of the HTTP router. Default 80; 0 picks a free one. */
     routerPort: z.number().int().min(0).max(65535).default(80),
+    /**
+     * Port of the router's HTTPS listener (SNI, the certificates of the apps' domains). Default 443;
+     * 0 picks a free one; null: no HTTPS listener.
+     */
+    httpsPort: z.number().int().min(0).max(65535).nullable().default(443),
     /** Address the router listens on. Default 0.0.0.0. */
     routerHost: z.string().default('0.0.0.0'),
     /**
@@ -136,6 +141,8 @@ export interface RunningAgent {
   name: string;
   /** Port the router listens on. */
   routerPort: number;
+  /** Port of the router's HTTPS listener; 0 when it has none. */
+  httpsPort: number;
   /**
    * Stops the agent. By default its instances keep running, to be adopted by the next start
    * (an agent restart never restarts apps); `stopInstances` stops them all.
@@ -169,13 +176,20 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   try {
     const agent = await assemble(c, { clock, logger, ...(deps.backoff ? { backoff: deps.backoff } : {}) }, started);
     logger.info(
-      { routerPort: agent.routerPort, coordinator: c.coordinator, advertise: c.advertise, appUser: agent.appUser },
+      {
+        routerPort: agent.routerPort,
+        httpsPort: agent.httpsPort,
+        coordinator: c.coordinator,
+        advertise: c.advertise,
+        appUser: agent.appUser,
+      },
       'agent started',
     );
     let closing: Promise<void> | null = null;
     return {
       name: c.name,
       routerPort: agent.routerPort,
+      httpsPort: agent.httpsPort,
       close(options = {}) {
         closing ??= closeStarted({ stopInstances: options.stopInstances ?? false }).then(() => logger.info('agent stopped'));
         return closing;
@@ -193,7 +207,7 @@ async function assemble(
   c: z.output<typeof agentConfigSchema>,
   deps: { clock: Clock; logger: Logger; backoff?: BackoffOptions },
   started: Closer[],
-): Promise<{ routerPort: number; appUser: string | null }> {
+): Promise<{ routerPort: number; httpsPort: number; appUser: string | null }> {
   const { clock, logger } = deps;
   const joinToken = parseJoinToken(c.joinToken);
   await mkdir(c.dataDir, { recursive: true, mode: 0o700 });
@@ -225,6 +239,7 @@ async function assemble(
 
   const router = new Router({
     port: c.routerPort,
+    ...(c.httpsPort === null ? {} : { httpsPort: c.httpsPort }),
     host: c.routerHost,
     trustedProxies: c.trustedProxies,
     logger,
@@ -233,7 +248,7 @@ async function assemble(
       if (e.app) logs.write({ app: e.app, source: 'router', line: accessLine(e, applier?.domainOf(e.app) ?? e.app), ts: e.ts });
     },
   });
-  const { port: routerPort } = await router.start();
+  const { port: routerPort, httpsPort } = await router.start();
   started.push(() => router.close());
 
   const cache = new DesiredStateCache(join(c.dataDir, 'desired-state.json'), secrets, logger);
@@ -386,6 +401,7 @@ async function assemble(
       name: c.name,
       advertiseAddress: c.advertise,
       routerPort,
+      httpsPort,
       capacity: { cpus: cpus().length, memoryMb: Math.round(totalmem() / 1048576), maxInstances: c.maxInstances },
       instances: instances.statuses(),
       addons: addons.statuses(),
@@ -421,7 +437,7 @@ async function assemble(
     if (heartbeat) clock.clearTimeout(heartbeat);
     link?.close();
   });
-  return { routerPort, appUser: users.dropsPrivileges ? (c.appUser ?? 'hangar-APP') : null };
+  return { routerPort, httpsPort, appUser: users.dropsPrivileges ? (c.appUser ?? 'hangar-APP') : null };
 }
 
 /** The cgroups instances get their limits from, or null (said in the log) when limits cannot be enforced. */

@@ -75,6 +75,7 @@ async function main(): Promise<void> {
             dataDir: join(dir, `agent-${i}`),
             name: `agent-${i}`,
             routerPort: 0,
+            httpsPort: 0,
             routerHost: '127.0.0.1',
             advertise: '127.0.0.1',
           },

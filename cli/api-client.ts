@@ -18,7 +18,10 @@ import type {
   AppMetricsView,
   AppView,
   AutoscaleView,
+  CertView,
   CreatedTokenView,
+  DnsRecordView,
+  DomainView,
   DeployView,
   ErrorBody,
   ErrorGroupView,
@@ -31,6 +34,7 @@ import type {
   RunStreamControl,
   RunStreamMessage,
   RunView,
+  TlsSettingsView,
   TokenScopeName,
   TokenView,
 } from '../common/api-types.js';
@@ -366,6 +370,38 @@ export class ApiClient {
   async restoreAddonBackup(app: string, name: string, backup: string): Promise<AddonBackupView[]> {
     const body = await this.#call('POST', appPath(app, 'addons', name, 'backups', backup, 'restore'), { timeoutMs: ADDON_JOB_TIMEOUT_MS });
     return expectArray<AddonBackupView>(body, 'backups');
+  }
+
+  /** `GET /v1/apps/:app/domains`: the default domain first, each with its DNS check and certificate. */
+  async listDomains(app: string): Promise<DomainView[]> {
+    return expectArray<DomainView>(await this.#call('GET', appPath(app, 'domains')), 'domains');
+  }
+
+  /** `POST /v1/apps/:app/domains`: adds a custom domain; answers with the DNS records to create. */
+  async addDomain(app: string, hostname: string): Promise<{ domain: DomainView; dns: DnsRecordView[] }> {
+    const body = await this.#call('POST', appPath(app, 'domains'), { json: { hostname } });
+    return { domain: expectRecord<DomainView>(body, 'domain'), dns: expectArray<DnsRecordView>(body, 'dns') };
+  }
+
+  /** `DELETE /v1/apps/:app/domains/:hostname`. */
+  async removeDomain(app: string, hostname: string): Promise<void> {
+    await this.#call('DELETE', appPath(app, 'domains', hostname));
+  }
+
+  /** `GET /v1/apps/:app/certs`: certificates (newest first) and TLS settings. */
+  async listCerts(app: string): Promise<{ certs: CertView[]; tls: TlsSettingsView }> {
+    const body = await this.#call('GET', appPath(app, 'certs'));
+    return { certs: expectArray<CertView>(body, 'certs'), tls: expectRecord<TlsSettingsView>(body, 'tls') };
+  }
+
+  /** `POST /v1/apps/:app/certs`: uploads a certificate (chain) and its key, PEM. */
+  async addCert(app: string, cert: string, key: string): Promise<CertView> {
+    return expectRecord<CertView>(await this.#call('POST', appPath(app, 'certs'), { json: { cert, key } }), 'cert');
+  }
+
+  /** `PATCH /v1/apps/:app/tls`: ACME, the HTTP→HTTPS redirect, HSTS. */
+  async setTls(app: string, patch: Partial<TlsSettingsView>): Promise<TlsSettingsView> {
+    return expectRecord<TlsSettingsView>(await this.#call('PATCH', appPath(app, 'tls'), { json: patch }), 'tls');
   }
 
   /** `GET /v1/apps/:app/metrics?since=1h`. */

@@ -16,6 +16,7 @@ import { registerConfigCommands } from './commands/config.js';
 import { createContext, type CliContext, type CliIo } from './commands/context.js';
 import { registerDashboardCommands } from './commands/dashboard.js';
 import { registerDeployCommands } from './commands/deploy.js';
+import { registerDomainsCommands } from './commands/domains.js';
 import { registerLoginCommands } from './commands/login.js';
 import { registerMetricsCommands } from './commands/metrics.js';
 import { registerLogsCommands } from './commands/logs.js';
@@ -68,6 +69,7 @@ export function buildProgram(io: CliIo, extraCommands?: ExtraCommands, ctx: CliC
   registerPsCommands(program, ctx);
   registerConfigCommands(program, ctx);
   registerAddonsCommands(program, ctx);
+  registerDomainsCommands(program, ctx);
   registerLoginCommands(program, ctx);
   registerMetricsCommands(program, ctx);
   registerAutoscaleCommands(program, ctx);

@@ -59,6 +59,7 @@ export interface AgentFileConfig {
   dataDir: string;
   name?: string;
   routerPort?: number;
+  httpsPort?: number;
   advertise?: string;
   maxInstances?: number;
 }

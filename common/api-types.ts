@@ -44,6 +44,12 @@
  *   WS     /v1/apps/:app/logs/stream?n=&source=&since=&grep=   (Authorization header, no token in the URL)
  *                                                  server sends JSON text frames: {@link LogStreamMessage}
  *   GET    /v1/apps/:app/errors                    -> { errors: ErrorGroupView[] }  (last seen first)
+ *   GET    /v1/apps/:app/domains                   -> { domains: DomainView[] }   (the default domain first)
+ *   POST   /v1/apps/:app/domains { hostname }      -> 201 { domain: DomainView, dns: DnsRecordView[] }   (409 DOMAIN_TAKEN)
+ *   DELETE /v1/apps/:app/domains/:hostname         -> { ok: true }
+ *   GET    /v1/apps/:app/certs                     -> { certs: CertView[], tls: TlsSettingsView }
+ *   POST   /v1/apps/:app/certs { cert, key }       -> 201 { cert: CertView }   (PEM; 422 CERT_INVALID)
+ *   PATCH  /v1/apps/:app/tls { acme?, redirect?, hsts? } -> { tls: TlsSettingsView }
  *   GET    /v1/tokens                              -> { tokens: TokenView[] }            (admin)
  *   POST   /v1/tokens { scope, name? }             -> 201 { token: CreatedTokenView }    (admin)
  *   DELETE /v1/tokens/:id                          -> { ok: true }                       (admin)
@@ -468,3 +474,67 @@ export type RunStreamMessage =
 /** What a client sends as text frames; binary frames are stdin. */
 export type RunStreamControl =
   { resize: { cols: number; rows: number } } | { eof: true } | { signal: 'SIGINT' | 'SIGTERM' | 'SIGHUP' | 'SIGQUIT' };
+/** A DNS record that points a custom domain at the routers. */
+export interface DnsRecordView {
+  type: 'A' | 'CNAME';
+  name: string;
+  value: string;
+}
+
+/**
+ * Where a domain's name resolves, as the coordinator sees it: `ok` (to an agent's address),
+ * `elsewhere` (to addresses of no agent), `unresolved` (no record, or no answer in time).
+ */
+export type DnsCheck = 'ok' | 'elsewhere' | 'unresolved';
+
+/**
+ * A domain's certificate: `none` (plain HTTP only), `pending`/`issuing` (ACME ordering one),
+ * `valid`, `expiring` (within 30 days), `failed` (ACME failed, no valid certificate; see `lastError`).
+ */
+export type CertState = 'none' | 'pending' | 'issuing' | 'valid' | 'expiring' | 'failed';
+
+export interface DomainView {
+  hostname: string;
+  /** `default`: APP.<coordinator domain>, always there; `custom`: added with `domains:add`. */
+  kind: 'default' | 'custom';
+  dns: { check: DnsCheck; addresses: string[] };
+  certificate: {
+    state: CertState;
+    /** The certificate served for it (id from `hangar certs`), or null. */
+    id: string | null;
+    source: 'uploaded' | 'acme' | null;
+    /** ISO time the served certificate expires, or null. */
+    expiresAt: string | null;
+    /** The last ACME failure for this domain, or null. */
+    lastError: string | null;
+    /** ISO time of the next ACME attempt, or null. */
+    nextAttemptAt: string | null;
+  };
+  createdAt: string | null;
+}
+
+export interface CertView {
+  id: string;
+  source: 'uploaded' | 'acme';
+  /** DNS names in the certificate (wildcards included). */
+  names: string[];
+  /** The app's domains it covers. */
+  domains: string[];
+  issuer: string;
+  fingerprint: string;
+  /** ISO times. */
+  notBefore: string;
+  notAfter: string;
+  /** `valid`, `expiring` (within 30 days) or `expired`. */
+  state: 'valid' | 'expiring' | 'expired';
+  createdAt: string;
+}
+
+export interface TlsSettingsView {
+  /** ACME (`certs:auto:enable`) gets and renews the certificates of the custom domains. */
+  acme: boolean;
+  /** Plain HTTP to a domain with a certificate gets a 308 to HTTPS (default true). */
+  redirect: boolean;
+  /** HTTPS responses carry `Strict-Transport-Security: max-age=31536000` (default false). */
+  hsts: boolean;
+}

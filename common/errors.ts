@@ -18,14 +18,19 @@ export const ERROR_STATUS = {
   BACKUP_NOT_FOUND: 404,
   RUN_NOT_FOUND: 404,
   AGENT_NOT_FOUND: 404,
+  DOMAIN_NOT_FOUND: 404,
   ADDON_EXISTS: 409,
   APP_EXISTS: 409,
+  /** The domain belongs to an app already (this one or another). */
+  DOMAIN_TAKEN: 409,
   CONFLICT: 409,
   ROLLOUT_IN_PROGRESS: 409,
   NO_RELEASE: 409,
   PAYLOAD_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
   UNKNOWN_PROCESS_TYPE: 422,
+  /** A certificate that cannot be used: key does not match, expired, or none of the app's domains. */
+  CERT_INVALID: 422,
   NO_CAPACITY: 503,
   NO_AGENTS: 503,
   /** The agent named for a run is not connected. */

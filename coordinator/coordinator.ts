@@ -37,6 +37,11 @@ import { Runs } from './runs/runs.js';
 import { RunStore } from './runs/run-store.js';
 import { parseInput } from './api/validation.js';
 import { DashboardSessions } from './dashboard/dashboard-sessions.js';
+import { AcmeIssuer, LETS_ENCRYPT_DIRECTORY } from './certs/acme-issuer.js';
+import { CertStore } from './certs/cert-store.js';
+import { Domains } from './certs/domains.js';
+import { TlsState } from './certs/tls-state.js';
+import { registerDomainRoutes } from './api/domain-routes.js';
 import { registerDashboardRoutes } from './dashboard/dashboard-routes.js';
 import { SessionAuthenticator } from './dashboard/session-authenticator.js';
 
@@ -106,6 +111,16 @@ export const coordinatorConfigSchema = z
     tlsCert: z.string().min(1).optional(),
     /** PEM private key file of `tlsCert`. */
     tlsKey: z.string().min(1).optional(),
+    /** ACME directory that issues apps' certificates (`certs:auto:enable`). Default: Let's Encrypt production. */
+    acmeDirectory: z.string().url().default(LETS_ENCRYPT_DIRECTORY),
+    /** PEM file of CA certificates to trust for the ACME directory's HTTPS (an internal ACME server). Default: the system's. */
+    acmeCaFile: z.string().min(1).optional(),
+    /** Contact e-mail of the ACME account. Default none. */
+    acmeEmail: z.string().email().optional(),
+    /** How often due certificates are looked for, ms. Default 60 s. */
+    acmeIntervalMs: z.number().int().positive().default(60_000),
+    /** First retry after a failed ACME order, ms (doubling each failure, up to 12 h). Default 5 min. */
+    acmeRetryBaseMs: z.number().int().positive().default(300_000),
   })
   .strict()
   .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), 'give both tlsCert and tlsKey, or neither');
@@ -120,6 +135,8 @@ export interface CoordinatorDeps {
   onAgentMessageHandled?: (message: AgentMessage__Output, ms: number) => void;
   /** Told of every autoscaling decision once applied (e.g. to log it as a `hangar` event). */
   onAutoscaleDecision?: (decision: AutoscaleDecision) => void;
+  /** Clock of certificate validity and renewal (tests move it forward). Default: `clock`. */
+  certClock?: Clock;
 }
 
 /** A running coordinator. */
@@ -194,7 +211,11 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     logger,
     artifactPath: (sha) => (store.hasArtifact(sha) ? join(artifactDir, `${sha}.tar.gz`) : null),
   });
-  const assembler = new DesiredStateAssembler({ store, domain: c.domain, graceSeconds: c.graceSeconds });
+  const certClock = deps.certClock ?? clock;
+  const certs = new CertStore(store, secrets);
+  const challenges = new Map<string, string>();
+  const tlsState = new TlsState({ certs, domain: c.domain, challenges, clock: certClock });
+  const assembler = new DesiredStateAssembler({ store, domain: c.domain, graceSeconds: c.graceSeconds, tls: tlsState });
   const sync = new DesiredStateSync({ store, hub, assembler, logger });
   // One-off runs count against their agent's capacity.
   const runStore = new RunStore(store);
@@ -313,6 +334,30 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     },
   };
 
+  const acmeIssuer = new AcmeIssuer({
+    certs,
+    directoryUrl: c.acmeDirectory,
+    ...(c.acmeCaFile ? { directoryCaPem: await readFile(c.acmeCaFile, 'utf8') } : {}),
+    ...(c.acmeEmail ? { email: c.acmeEmail } : {}),
+    challenges,
+    publish: () => routersApplied(),
+    recordEvent,
+    clock: certClock,
+    logger,
+    intervalMs: c.acmeIntervalMs,
+    retryBaseMs: c.acmeRetryBaseMs,
+  });
+  /** Sends desired state and resolves once every connected agent applied it (bounded: 15 s). */
+  const routersApplied = async () => {
+    const before = Number(store.getMeta('generation') ?? 0);
+    sync.requestSync();
+    const deadline = Date.now() + 15_000;
+    while (!hub.connected().every((a) => (hub.appliedGeneration(a) ?? 0) > before) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  const domains = new Domains({ store, certs, domain: c.domain, sync, onChange: () => acmeIssuer.tick(), clock: certClock, logger });
+
   const policies = new AutoscaleStore(store);
   const autoscaler = new Autoscaler({
     store,
@@ -371,6 +416,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     routes: [
       (server) => registerMetricsRoutes(server, { store, views, metrics, exporter, policies, autoscaler, clock, logger }),
       (server) => registerDashboardRoutes(server, { sessions, logger }),
+      (server) => registerDomainRoutes(server, { domains }),
     ],
     logs,
     logHub,
@@ -389,6 +435,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   }
   metrics.start();
   autoscaler.start();
+  acmeIssuer.start();
   const address = api.server.address();
   const httpPort = typeof address === 'object' && address ? address.port : c.httpPort;
   const loop = setInterval(() => {
@@ -434,6 +481,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
         addons.close();
         runs.close();
         autoscaler.close();
+        await acmeIssuer.close();
         await api.close();
         await hub.close();
         metrics.close();

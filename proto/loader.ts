@@ -12,6 +12,8 @@ export type { InstanceStatus, InstanceStatus__Output } from './generated/hangar/
 export type { InstanceEvent__Output } from './generated/hangar/v1/InstanceEvent.js';
 export type { AppRoutes, AppRoutes__Output } from './generated/hangar/v1/AppRoutes.js';
 export type { Backend__Output } from './generated/hangar/v1/Backend.js';
+export type { TlsCertificate, TlsCertificate__Output } from './generated/hangar/v1/TlsCertificate.js';
+export type { AcmeChallenge, AcmeChallenge__Output } from './generated/hangar/v1/AcmeChallenge.js';
 export type { Task, Task__Output } from './generated/hangar/v1/Task.js';
 export type { TaskOutput__Output } from './generated/hangar/v1/TaskOutput.js';
 export type { Hello__Output } from './generated/hangar/v1/Hello.js';

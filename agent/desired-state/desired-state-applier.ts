@@ -98,8 +98,14 @@ export class DesiredStateApplier {
         maintenance: r.maintenance ?? null,
         maxBodyBytes: r.maxBodyBytes ?? 0,
         upstreamTimeoutMs: r.upstreamTimeoutMs ?? 0,
+        httpsRedirect: r.httpsRedirect,
+        hsts: r.hsts,
       })),
     );
+    this.#o.router.setTls({
+      certificates: (state.certificates ?? []).map((c) => ({ id: c.id, domains: c.domains, certPem: c.certPem, keyPem: c.keyPem })),
+      challenges: new Map((state.acmeChallenges ?? []).map((ch) => [ch.token, ch.keyAuthorization])),
+    });
     // A snapshot from the coordinator says where singletons run now: the fence is down.
     if (!options.fromCache && this.#fenced) {
       this.#fenced = false;

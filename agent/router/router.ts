@@ -5,6 +5,8 @@
  * connections (websockets) are tunnelled both ways; slow, greedy or oversized clients are cut off.
  */
 import http from 'node:http';
+import https from 'node:https';
+import tls from 'node:tls';
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
@@ -49,6 +51,13 @@ export interface AppRoute {
   maxBodyBytes?: number;
   /** Time the app has to send response headers, ms; then 504. 0 or absent: `requestTimeoutMs`. */
   upstreamTimeoutMs?: number;
+  /**
+   * Plain HTTP requests to a domain the router has a certificate for get a 308 to the same URL
+   * over HTTPS (when the HTTPS listener is on). Default false.
+   */
+  httpsRedirect?: boolean;
+  /** HTTPS responses carry `Strict-Transport-Security: max-age=31536000`. Default false. */
+  hsts?: boolean;
 }
 
 /** Maintenance mode of an app, as the router applies it. */
@@ -59,6 +68,24 @@ export interface MaintenanceMode {
   bypassSha256: string;
   /** Seconds sent in `Retry-After`. */
   retryAfterSeconds: number;
+}
+
+/** A certificate the HTTPS listener serves, and the exact host names it is served for (SNI). */
+export interface RouterCertificate {
+  /** Stable id: an unchanged id is not parsed again. */
+  id: string;
+  domains: string[];
+  /** Leaf then chain, PEM. */
+  certPem: string;
+  /** Its private key, PEM. Never logged. */
+  keyPem: string;
+}
+
+/** What {@link Router.setTls} takes: certificates and pending ACME HTTP-01 challenges. */
+export interface RouterTls {
+  certificates: RouterCertificate[];
+  /** Token → key authorization, answered at `/.well-known/acme-challenge/TOKEN` on plain HTTP. */
+  challenges: ReadonlyMap<string, string>;
 }
 
 /**
@@ -113,6 +140,11 @@ export interface AccessEntry {
 export interface RouterOptions {
   /** Port to listen on; 0 picks a free one ({@link Router.start} returns it). */
   port: number;
+  /**
+   * Port of the HTTPS listener (SNI: the certificate of {@link Router.setTls} for the requested
+   * name; a name without one fails the TLS handshake); 0 picks a free one. Default: no HTTPS listener.
+   */
+  httpsPort?: number;
   /** Address to listen on. Default `0.0.0.0`. */
   host?: string;
   /** Parent logger; the router logs under `component: 'router'`. */
@@ -185,6 +217,10 @@ const FAILURE_COOLDOWN_MS = 2_000;
  * `--keep-alive 2`, so the router rarely reuses a socket the instance is about to close.
  */
 const POOL_KEEP_ALIVE_MS = 1_500;
+/** Where ACME HTTP-01 challenges are fetched (RFC 8555 §8.3). */
+const ACME_CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
+/** `Strict-Transport-Security` when an app opts in: one year, as browsers' preload lists ask. */
+const HSTS_VALUE = 'max-age=31536000';
 /** Methods that are idempotent, hence safe to send twice when they carry no body. */
 const RETRYABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 /** Error codes meaning the instance never got (or never processed) the request. */
@@ -226,6 +262,8 @@ interface AppEntry {
   /** 0: no limit. */
   readonly maxBodyBytes: number;
   readonly upstreamTimeoutMs: number;
+  readonly httpsRedirect: boolean;
+  readonly hsts: boolean;
   /** Round-robin cursor for ties. */
   cursor: number;
 }
@@ -266,6 +304,8 @@ interface Exchange {
   headersTimeoutMs: number;
   clientGone: boolean;
   bytes: number;
+  /** Add `Strict-Transport-Security` to the response (an HTTPS request to an app that opted in). */
+  hsts: boolean;
 }
 
 type Outcome =
@@ -290,8 +330,15 @@ export class Router {
   readonly #connectTimeoutMs: number;
   #state: RouterState = 'new';
   #server: http.Server | undefined;
+  #httpsServer: https.Server | undefined;
   #port = 0;
-  #starting: Promise<{ port: number }> | undefined;
+  #httpsPort = 0;
+  #starting: Promise<{ port: number; httpsPort: number }> | undefined;
+  /** SNI: a secure context per host name. */
+  #contexts = new Map<string, tls.SecureContext>();
+  /** Parsed certificates by id, so an unchanged one is not parsed again. */
+  #parsed = new Map<string, { pem: string; context: tls.SecureContext }>();
+  #challenges: ReadonlyMap<string, string> = new Map();
   #closing: Promise<void> | undefined;
   /** Route table, swapped whole by setRoutes. */
   #domains = new Map<string, AppEntry>();
@@ -331,11 +378,17 @@ export class Router {
     return this.#state;
   }
 
+  /** Port of the HTTPS listener once started; 0 when it has none. */
+  get httpsPort(): number {
+    return this.#httpsPort;
+  }
+
   /**
-   * Starts listening. Idempotent: later calls return the same port. Rejects when the port cannot
-   * be bound, and with `CONFLICT` after {@link Router.close}.
+   * Starts listening (HTTP, and HTTPS when {@link RouterOptions.httpsPort} is set). Idempotent:
+   * later calls return the same ports (`httpsPort` 0 without HTTPS). Rejects when a port cannot be
+   * bound, and with `CONFLICT` after {@link Router.close}.
    */
-  start(): Promise<{ port: number }> {
+  start(): Promise<{ port: number; httpsPort: number }> {
     if (this.#state === 'closing' || this.#state === 'closed') {
       return Promise.reject(new HangarError('CONFLICT', 'The router is closed; create a new Router to listen again.'));
     }
@@ -345,21 +398,50 @@ export class Router {
     return this.#starting;
   }
 
-  async #listen(): Promise<{ port: number }> {
+  async #listen(): Promise<{ port: number; httpsPort: number }> {
     const headersTimeoutMs = this.#options.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
-    const server = http.createServer({
+    const serverOptions: http.ServerOptions = {
       // Uploads may legitimately take minutes; idleness is bounded by the socket timeout below.
       requestTimeout: 0,
       headersTimeout: headersTimeoutMs,
       // Node checks the header deadline on this interval (30 s by default, which would double it).
       connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeoutMs / 4))),
       maxHeaderSize: this.#options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES,
-    });
+    };
+    const server = http.createServer(serverOptions);
+    this.#serve(server, 'connection');
+    this.#server = server;
+    this.#port = await this.#bind(server, this.#options.port, '--router-port');
+    if (this.#options.httpsPort !== undefined) {
+      const secure = https.createServer({
+        ...serverOptions,
+        // No default certificate: a name without one fails the handshake (no other app's certificate is shown).
+        SNICallback: (servername, done) => {
+          const context = this.#contextFor(servername);
+          if (context === undefined) done(new Error(`no certificate for ${servername}`));
+          else done(null, context);
+        },
+      });
+      secure.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
+        this.#log.debug({ err: describeError(err), code: err.code, remote: socket.remoteAddress }, 'TLS handshake failed');
+        socket.destroy();
+      });
+      this.#serve(secure, 'secureConnection');
+      this.#httpsServer = secure;
+      this.#httpsPort = await this.#bind(secure, this.#options.httpsPort, '--https-port');
+    }
+    if (this.#state === 'starting') this.#state = 'up';
+    this.#log.info({ port: this.#port, httpsPort: this.#httpsPort || undefined }, 'router listening');
+    return { port: this.#port, httpsPort: this.#httpsPort };
+  }
+
+  /** The handlers of both listeners; `admitOn` is the event that gives the socket requests arrive on. */
+  #serve(server: http.Server | https.Server, admitOn: 'connection' | 'secureConnection'): void {
     server.keepAliveTimeout = this.#options.keepAliveTimeoutMs ?? DEFAULT_KEEP_ALIVE_TIMEOUT_MS;
     // A client that sends nothing for this long is cut off; longer than an instance may take to answer.
     server.setTimeout(this.#requestTimeoutMs + 30_000);
-    server.on('connection', (socket: Socket) => this.#admit(socket));
-    server.on('request', (req, res) => {
+    server.on(admitOn, (socket: Socket) => this.#admit(socket));
+    server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
       if (this.#answered.has(req.socket)) return void res.destroy();
       this.#handle(req, res).catch((err: unknown) => {
         this.#log.error({ err, url: req.url }, 'router failed to handle a request');
@@ -374,29 +456,61 @@ export class Router {
       });
     });
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.#clientError(err, socket));
-    this.#server = server;
+  }
+
+  async #bind(server: http.Server | https.Server, port: number, flag: string): Promise<number> {
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => {
         this.#state = 'closed';
         reject(
-          new HangarError(
-            'CONFLICT',
-            `The router cannot listen on port ${this.#options.port}: ${err.message}. Choose another --router-port.`,
-            { cause: err },
-          ),
+          new HangarError('CONFLICT', `The router cannot listen on port ${port}: ${err.message}. Choose another ${flag}.`, { cause: err }),
         );
       };
       server.once('error', onError);
-      server.listen(this.#options.port, this.#options.host ?? '0.0.0.0', () => {
+      server.listen(port, this.#options.host ?? '0.0.0.0', () => {
         server.off('error', onError);
         server.on('error', (err) => this.#log.warn({ err }, 'router server error'));
         resolve();
       });
     });
-    this.#port = (server.address() as AddressInfo).port;
-    if (this.#state === 'starting') this.#state = 'up';
-    this.#log.info({ port: this.#port }, 'router listening');
-    return { port: this.#port };
+    return (server.address() as AddressInfo).port;
+  }
+
+  /**
+   * Replaces the certificates served over HTTPS and the ACME challenges answered over HTTP. A
+   * certificate that cannot be loaded is left out (logged without its key); the others serve on.
+   */
+  setTls(state: RouterTls): void {
+    const contexts = new Map<string, tls.SecureContext>();
+    const parsed = new Map<string, { pem: string; context: tls.SecureContext }>();
+    for (const cert of state.certificates) {
+      let entry = this.#parsed.get(cert.id);
+      if (entry === undefined || entry.pem !== cert.certPem) {
+        try {
+          entry = { pem: cert.certPem, context: tls.createSecureContext({ cert: cert.certPem, key: cert.keyPem }) };
+        } catch (err) {
+          this.#log.warn(
+            { certificate: cert.id, domains: cert.domains, err: describeError(err) },
+            'certificate could not be loaded; left out',
+          );
+          continue;
+        }
+      }
+      parsed.set(cert.id, entry);
+      for (const domain of cert.domains) {
+        const name = hostnameOf(domain);
+        if (name !== null) contexts.set(name, entry.context);
+      }
+    }
+    this.#parsed = parsed;
+    this.#contexts = contexts;
+    this.#challenges = state.challenges;
+  }
+
+  /** The secure context served for an SNI name, if any. */
+  #contextFor(servername: string): tls.SecureContext | undefined {
+    const name = hostnameOf(servername);
+    return name === null ? undefined : this.#contexts.get(name);
   }
 
   /**
@@ -431,6 +545,8 @@ export class Router {
         maxBodyBytes: route.maxBodyBytes ?? 0,
         upstreamTimeoutMs:
           route.upstreamTimeoutMs !== undefined && route.upstreamTimeoutMs > 0 ? route.upstreamTimeoutMs : this.#requestTimeoutMs,
+        httpsRedirect: route.httpsRedirect === true,
+        hsts: route.hsts === true,
         cursor: this.#appEntry(route.app)?.cursor ?? 0,
       };
       for (const domain of route.domains) {
@@ -546,10 +662,10 @@ export class Router {
   async #close(): Promise<void> {
     if (this.#state === 'starting') await this.#starting?.catch(() => undefined);
     this.#state = 'closing';
-    const server = this.#server;
-    if (server !== undefined && server.listening) {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeAllConnections();
+    const servers = [this.#server, this.#httpsServer].filter((srv) => srv !== undefined && srv.listening);
+    if (servers.length > 0) {
+      const closed = Promise.all(servers.map((srv) => new Promise<void>((resolve) => srv?.close(() => resolve()))));
+      for (const srv of servers) srv?.closeAllConnections();
       // Upgraded connections are no longer the HTTP server's to close.
       for (const tunnel of [...this.#tunnels.keys()]) tunnel.close();
       for (const socket of this.#upgradeSockets) socket.destroy();
@@ -673,6 +789,7 @@ export class Router {
       headersTimeoutMs: this.#requestTimeoutMs,
       clientGone: false,
       bytes: 0,
+      hsts: false,
     };
     res.on('close', () => {
       if (!res.writableFinished) {
@@ -708,6 +825,17 @@ export class Router {
     };
 
     const entry = hostname === null ? undefined : this.#domains.get(hostname);
+    const secure = this.#reachedOverHttps(req);
+    // ACME HTTP-01 (RFC 8555 §8.3): before app routing and before the HTTPS redirect, for any Host.
+    if (!secure && path.startsWith(ACME_CHALLENGE_PREFIX) && (method === 'GET' || method === 'HEAD')) {
+      const keyAuthorization = this.#challenges.get(path.slice(ACME_CHALLENGE_PREFIX.length));
+      if (keyAuthorization !== undefined) {
+        app = entry?.app ?? '';
+        status = 200;
+        this.#reply(res, 200, keyAuthorization, ex);
+        return finish();
+      }
+    }
     if (entry === undefined) {
       status = 404;
       failure = 'NO_APP';
@@ -715,6 +843,20 @@ export class Router {
       return finish();
     }
     app = entry.app;
+    if (
+      !secure &&
+      entry.httpsRedirect &&
+      hostname !== null &&
+      this.#httpsServer !== undefined &&
+      this.#contextFor(hostname) !== undefined
+    ) {
+      status = 308;
+      const port = this.#httpsPort === 443 ? '' : `:${this.#httpsPort}`;
+      const location = `https://${hostname}${port}${path}`;
+      this.#reply(res, 308, `This app is served over HTTPS: ${location}\n`, ex, { location });
+      return finish();
+    }
+    ex.hsts = secure && entry.hsts;
     if (entry.maintenance !== null && !bypasses(entry.maintenance, req.headers[MAINTENANCE_BYPASS_HEADER])) {
       status = 503;
       failure = 'MAINTENANCE';
@@ -1103,7 +1245,11 @@ export class Router {
     try {
       const relay = new ResponseRelay(
         ex.res,
-        (headers) => forwardResponseHeaders(headers, ex.requestId),
+        (headers) => {
+          const out = forwardResponseHeaders(headers, ex.requestId);
+          if (ex.hsts && out['strict-transport-security'] === undefined) out['strict-transport-security'] = HSTS_VALUE;
+          return out;
+        },
         (n) => (ex.bytes += n),
       );
       ex.relay = relay;
@@ -1159,14 +1305,25 @@ export class Router {
     res.end(ex.method === 'HEAD' ? undefined : m.page);
   }
 
+  /**
+   * True when the client reached the router over TLS: its own HTTPS listener, or a trusted proxy
+   * (load balancer) that says `X-Forwarded-Proto: https` — no redirect loop behind one.
+   */
+  #reachedOverHttps(req: http.IncomingMessage): boolean {
+    if ('encrypted' in req.socket && req.socket.encrypted === true) return true;
+    const proto = req.headers['x-forwarded-proto'];
+    return this.#clients.get(req.socket)?.trusted === true && typeof proto === 'string' && proto.trim().toLowerCase() === 'https';
+  }
+
   /** Sends a short plain-text answer from the router itself. */
-  #reply(res: http.ServerResponse, status: number, body: string, ex?: Exchange): void {
+  #reply(res: http.ServerResponse, status: number, body: string, ex?: Exchange, extra: http.OutgoingHttpHeaders = {}): void {
     if (res.headersSent || res.destroyed) return;
     const buf = Buffer.from(body, 'utf8');
     const headers: http.OutgoingHttpHeaders = {
       'content-type': 'text/plain; charset=utf-8',
       'content-length': buf.length,
       'cache-control': 'no-store',
+      ...extra,
     };
     if (ex !== undefined) {
       headers['x-request-id'] = ex.requestId;

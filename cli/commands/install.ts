@@ -56,6 +56,7 @@ export function registerInstallCommands(agent: Command, coordinator: Command, ct
       dataDir: flags.dataDir,
       ...(flags.name ? { name: flags.name } : {}),
       ...(flags.routerPort ? { routerPort: intFlag(flags.routerPort, '--router-port') } : {}),
+      ...(flags.httpsPort ? { httpsPort: intFlag(flags.httpsPort, '--https-port') } : {}),
       ...(flags.advertise ? { advertise: flags.advertise } : {}),
     };
     return planAgentInstall(config, paths(flags));
@@ -69,6 +70,7 @@ export function registerInstallCommands(agent: Command, coordinator: Command, ct
     .option('--data-dir <dir>', 'where builds and instances live', '/var/lib/hangar-agent')
     .option('--name <name>', 'name shown in `hangar agents` (default: the host name)')
     .option('--router-port <port>', 'port of the HTTP router (default 80)')
+    .option('--https-port <port>', "port of the router's HTTPS listener (default 443)")
     .option('--advertise <addr>', "address other agents reach this one's instances on")
     .option('--dry-run', 'print every file and command instead of doing it')
     .option('--root <dir>', 'write the files below this directory, without useradd or systemctl (packaging)', '/')
@@ -142,6 +144,7 @@ interface AgentInstallFlags extends CommonFlags {
   dataDir: string;
   name?: string;
   routerPort?: string;
+  httpsPort?: string;
   advertise?: string;
 }
 

@@ -55,6 +55,26 @@ interface CoordinatorFlags {
   logRetentionDays?: string;
   logRetentionMb?: string;
   tlsKey?: string;
+  acmeDirectory?: string;
+  acmeCa?: string;
+  acmeEmail?: string;
+}
+
+/** The ACME settings of `coordinator` and `dev` flags. */
+function acmeSettings(flags: CoordinatorFlags): Record<string, unknown> {
+  return {
+    acmeDirectory: flags.acmeDirectory,
+    acmeCaFile: flags.acmeCa === undefined ? undefined : resolve(flags.acmeCa),
+    acmeEmail: flags.acmeEmail,
+  };
+}
+
+/** Adds `--acme-directory`, `--acme-ca` and `--acme-email`. */
+function withAcmeOptions(command: Command): Command {
+  return command
+    .option('--acme-directory <url>', "ACME directory that issues apps' certificates (default: Let's Encrypt production)")
+    .option('--acme-ca <file>', "PEM CA certificates to trust for the ACME directory's HTTPS (an internal ACME server)")
+    .option('--acme-email <address>', 'contact address of the ACME account (expiry notices)');
 }
 
 /** Reads a JSON settings file (`--config`), e.g. /etc/hangar/agent.json written by `install`. */
@@ -92,6 +112,7 @@ interface AgentFlags {
   dataDir: string;
   name?: string;
   routerPort: string;
+  httpsPort: string;
   advertise?: string;
   maxInstances: string;
   singletonLease?: string;
@@ -134,8 +155,7 @@ function collectList(value: string, previous: string[]): string[] {
 export function registerServerCommands(program: Command, ctx: CliContext): void {
   // `hangar agent install --coordinator X` must give --coordinator to install, not to agent.
   program.enablePositionalOptions();
-  const coordinatorCommand = program
-    .command('coordinator')
+  const coordinatorCommand = withAcmeOptions(program.command('coordinator'))
     .enablePositionalOptions()
     .description('run the coordinator: HTTP API, gRPC for agents, SQLite store')
     .option('--data-dir <dir>', 'where state, tokens and artifacts live', '/var/lib/hangar')
@@ -165,6 +185,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
           logRetentionDays: flags.logRetentionDays === undefined ? undefined : positiveInt(flags.logRetentionDays, '--log-retention-days'),
           logRetentionBytes:
             flags.logRetentionMb === undefined ? undefined : positiveInt(flags.logRetentionMb, '--log-retention-mb') * 1024 * 1024,
+          ...acmeSettings(flags),
         },
         flags.config,
       );
@@ -188,6 +209,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
     .option('--data-dir <dir>', 'where builds and instances live', '/var/lib/hangar-agent')
     .option('--name <name>', 'name shown in `hangar agents` (default: the host name)')
     .option('--router-port <port>', 'port of the HTTP router', '80')
+    .option('--https-port <port>', "port of the router's HTTPS listener (0: a free one)", '443')
     .option('--advertise <addr>', "address other agents reach this one's instances on")
     .option('--max-instances <n>', 'most instances placed on this agent', '50')
     .option(
@@ -214,6 +236,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
           dataDir: resolve(flags.dataDir),
           name: flags.name,
           routerPort: port(flags.routerPort, '--router-port'),
+          httpsPort: port(flags.httpsPort, '--https-port'),
           advertise: flags.advertise,
           maxInstances: positiveInt(flags.maxInstances, '--max-instances'),
           singletonLeaseMs: flags.singletonLease === undefined ? undefined : positiveInt(flags.singletonLease, '--singleton-lease') * 1000,
@@ -235,24 +258,24 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
       // Loaded on demand: an agent process never holds the coordinator's modules (memory footprint).
       const { startAgent } = await import('../../agent/agent.js');
       const agent = await startAgent(settings as unknown as AgentConfig, { logger: rootLogger(ctx) });
-      ctx.out(`Hangar agent ${agent.name} is running; router on port ${agent.routerPort}.\n`);
+      ctx.out(`Hangar agent ${agent.name} is running; router on port ${agent.routerPort} (HTTPS ${agent.httpsPort}).\n`);
       await untilSignal();
       await agent.close({ stopInstances: false });
     });
 
   registerInstallCommands(agentCommand, coordinatorCommand, ctx);
 
-  program
-    .command('dev')
+  withAcmeOptions(program.command('dev'))
     .description('coordinator + agent in one process (embedded SQLite), for a laptop or a single server')
     // As root, apps run as the hangar user, which cannot enter root's home.
     .option('--data-dir <dir>', 'where state lives', process.getuid?.() === 0 ? '/var/lib/hangar-dev' : join(homedir(), '.hangar', 'dev'))
     .option('--http-port <port>', 'HTTP API port', '7080')
     .option('--grpc-port <port>', 'gRPC port', '7081')
     .option('--router-port <port>', 'port of the HTTP router', '8080')
+    .option('--https-port <port>', "port of the router's HTTPS listener (0: a free one)", '8443')
     .option('--domain <domain>', 'apps are served at APP.<domain>', 'localhost')
     .addHelpText('after', '\nCtrl-C stops everything, apps included.')
-    .action(async (flags: CoordinatorFlags & { routerPort: string }) => {
+    .action(async (flags: CoordinatorFlags & { routerPort: string; httpsPort: string }) => {
       const logger = rootLogger(ctx);
       const dataDir = resolve(flags.dataDir);
       // Searchable, not listable: apps running as the hangar user reach their files below it.
@@ -271,6 +294,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
             grpcHost: '127.0.0.1',
             domain: flags.domain,
             webPort: port(flags.routerPort, '--router-port') || 80,
+            ...(acmeSettings(flags) as Partial<CoordinatorConfig>),
           },
           { logger },
         );
@@ -281,6 +305,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
             dataDir: join(dataDir, 'agent'),
             name: 'dev',
             routerPort: port(flags.routerPort, '--router-port'),
+            httpsPort: port(flags.httpsPort, '--https-port'),
             advertise: '127.0.0.1',
           },
           { logger },
@@ -300,7 +325,8 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
           `Hangar dev is running (data in ${dataDir}).\n` +
             `  API:       ${coordinator.url}\n` +
             `  Dashboard: ${coordinator.url}/  (\`hangar dashboard\` prints a one-time login link)\n` +
-            `  Router:    http://APP.${flags.domain}:${routerPort}/\n\n` +
+            `  Router:    http://APP.${flags.domain}:${routerPort}/\n` +
+            `  HTTPS:     https://DOMAIN:${agent.httpsPort}/ (custom domains with a certificate: hangar domains:add, certs:add)\n\n` +
             `  export HANGAR_URL=${coordinator.url}\n` +
             `  export HANGAR_TOKEN=${coordinator.adminToken}\n\n` +
             (loggedIn

@@ -15,6 +15,7 @@ import { RunStore } from '../runs/run-store.js';
 import { runSpecsFor } from '../runs/runs.js';
 import type { AddonRow, DeployRow, InstanceRow, ReleaseRow, Store } from '../store/store.js';
 import { healthCheckOf, healthPathOf } from './health-check.js';
+import type { TlsSnapshot } from '../certs/tls-state.js';
 import { defaultDomain, routeTable } from './route-table.js';
 
 /** Options of {@link DesiredStateAssembler}. */
@@ -24,6 +25,8 @@ export interface DesiredStateOptions {
   domain: string;
   /** Seconds between the stop signal and SIGKILL when an instance stops, unless app.json sets `stop_timeout`. */
   graceSeconds: number;
+  /** Custom domains, HTTPS settings, certificates and ACME challenges. Default: none. */
+  tls?: { snapshot(): TlsSnapshot };
 }
 
 /** The desired state of every agent at one moment; {@link forAgent} cuts out one agent's part. */
@@ -74,14 +77,25 @@ export class DesiredStateAssembler {
       store.listAddons().filter((a) => a.desired === 'run'),
       (a) => a.agent,
     );
+    const tls = this.#o.tls?.snapshot();
     const maintenance = new Map(store.listMaintenance().map((m) => [m.app, m]));
     const apps = store.listApps();
     const currentRelease = new Map(apps.map((a) => [a.name, a.currentRelease]));
-    const routes: AppRoutes[] = routeTable(apps, store.listAgents(), instances, this.#o.domain, (app) => {
-      const version = currentRelease.get(app) ?? null;
-      const release = version === null ? null : releaseOf(app, version);
-      return { maintenance: maintenance.get(app) ?? null, limits: routerLimitsOf(release?.appJson ?? null) };
-    });
+    const routes: AppRoutes[] = routeTable(
+      apps,
+      store.listAgents(),
+      instances,
+      this.#o.domain,
+      (app) => {
+        const version = currentRelease.get(app) ?? null;
+        const release = version === null ? null : releaseOf(app, version);
+        return { maintenance: maintenance.get(app) ?? null, limits: routerLimitsOf(release?.appJson ?? null) };
+      },
+      tls?.routes,
+    );
+    // Every router serves every app's domains, so every agent gets the certificates of them all.
+    const certificates = tls?.certificates ?? [];
+    const acmeChallenges = tls?.challenges ?? [];
     return {
       forAgent: (agent) => ({
         instances: (instancesOn.get(agent) ?? []).flatMap((i) => {
@@ -95,6 +109,8 @@ export class DesiredStateAssembler {
         }),
         addons: (addonsOn.get(agent) ?? []).map(addonSpec),
         runs: runSpecsFor(this.#runs, agent, releaseOf),
+        certificates,
+        acmeChallenges,
       }),
     };
   }

@@ -9,7 +9,26 @@ export function defaultDomain(app: string, domain: string): string {
 }
 
 /**
- * The routes every agent's router gets: per app, its domain and the healthy web instances
+ * Every domain of an app, the default one first, then its custom domains (`hangar domains:add`) in
+ * the order they were added: what every router serves it at, and the one list anything else that
+ * needs the app's host names (Django's ALLOWED_HOSTS, certificates) reads.
+ */
+export function appDomains(app: string, domain: string, custom: readonly string[] = []): string[] {
+  return [defaultDomain(app, domain), ...custom];
+}
+
+/** Per app: its custom domains and its HTTPS settings, for {@link routeTable}. */
+export interface RouteExtras {
+  /** Custom domains by app. */
+  customDomains: ReadonlyMap<string, readonly string[]>;
+  /** Per app: redirect plain HTTP to HTTPS (default on), send HSTS (default off). */
+  https: ReadonlyMap<string, { redirect: boolean; hsts: boolean }>;
+}
+
+const NO_EXTRAS: RouteExtras = { customDomains: new Map(), https: new Map() };
+
+/**
+ * The routes every agent's router gets: per app, its domains and the healthy web instances
  * (address:port, fleet-wide). An instance is routable only once it is up and wanted running, and
  * not held out (a drain generation on a running instance: a rolling restart is about to restart it).
  */
@@ -23,6 +42,7 @@ export function routeTable(
     maintenance: null,
     limits: { maxBodyBytes: 0, upstreamTimeoutMs: 0, drainSeconds: 30 },
   }),
+  extras: RouteExtras = NO_EXTRAS,
 ): AppRoutes[] {
   const byName = new Map(agents.map((a) => [a.name, a]));
   const web = new Map<string, InstanceRow[]>();
@@ -36,7 +56,7 @@ export function routeTable(
     const { maintenance, limits } = settingsOf(app.name);
     return {
       app: app.name,
-      domains: [defaultDomain(app.name, domain)],
+      domains: appDomains(app.name, domain, extras.customDomains.get(app.name)),
       backends: (web.get(app.name) ?? []).flatMap((i) => {
         const agent = byName.get(i.agent);
         return agent ? [{ instanceKey: i.key, host: agent.address, port: i.port ?? 0 }] : [];
@@ -52,6 +72,8 @@ export function routeTable(
           }),
       maxBodyBytes: limits.maxBodyBytes,
       upstreamTimeoutMs: limits.upstreamTimeoutMs,
+      httpsRedirect: extras.https.get(app.name)?.redirect ?? true,
+      hsts: extras.https.get(app.name)?.hsts ?? false,
     };
   });
 }

@@ -285,4 +285,39 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE agents ADD COLUMN singleton_lease_ms INTEGER NOT NULL DEFAULT 30000;
   `,
+  // domains and certificates: an app's custom domains (fleet-wide unique), its certificates
+  // (uploaded or issued by ACME; keys sealed like config values), its TLS settings, and the ACME
+  // state of each domain (retries with backoff).
+  `
+  CREATE TABLE domains (
+    hostname TEXT PRIMARY KEY,
+    app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    acme_state TEXT NOT NULL DEFAULT 'none',
+    acme_error TEXT,
+    acme_attempts INTEGER NOT NULL DEFAULT 0,
+    acme_next_at INTEGER
+  );
+  CREATE INDEX domains_app ON domains (app);
+  CREATE TABLE certificates (
+    id TEXT PRIMARY KEY,
+    app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    source TEXT NOT NULL,
+    names TEXT NOT NULL,
+    cert_pem TEXT NOT NULL,
+    key_pem TEXT NOT NULL,
+    not_before INTEGER NOT NULL,
+    not_after INTEGER NOT NULL,
+    issuer TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  CREATE INDEX certificates_app ON certificates (app);
+  CREATE TABLE app_tls (
+    app TEXT PRIMARY KEY REFERENCES apps(name) ON DELETE CASCADE,
+    acme INTEGER NOT NULL DEFAULT 0,
+    redirect INTEGER NOT NULL DEFAULT 1,
+    hsts INTEGER NOT NULL DEFAULT 0
+  );
+  `,
 ];

@@ -104,6 +104,8 @@ async function start(t: TestContext) {
     'agent-1',
     '--router-port',
     String(routerPort),
+    '--https-port',
+    '0',
     '--advertise',
     '127.0.0.1',
   ];

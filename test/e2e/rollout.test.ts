@@ -259,6 +259,7 @@ test(
         dataDir: join(dir, 'agent'),
         name: 'agent-1',
         routerPort: 0,
+        httpsPort: 0,
         routerHost: '127.0.0.1',
         advertise: '127.0.0.1',
       },

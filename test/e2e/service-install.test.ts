@@ -93,6 +93,8 @@ test('agent install writes its files idempotently, and the unit command runs the
     'installed',
     '--router-port',
     '0',
+    '--https-port',
+    '0',
     '--advertise',
     '127.0.0.1',
     '--root',

@@ -114,7 +114,11 @@ test('a clock is redeployed stop-then-start: never two writers at once', { timeo
 });
 
 /** A network namespace joined to the host by a veth pair; removed after the test. */
-async function netns(t: TestContext, name: string, subnet: number): Promise<{ hostIp: string; nsIp: string; cut(): Promise<void>; heal(): Promise<void> }> {
+async function netns(
+  t: TestContext,
+  name: string,
+  subnet: number,
+): Promise<{ hostIp: string; nsIp: string; cut(): Promise<void>; heal(): Promise<void> }> {
   const ip = (...args: string[]) => run('ip', args);
   const host = `${name}-h`;
   const peer = `${name}-n`;
@@ -214,7 +218,9 @@ test(
     await createQueueApp(cluster, app, { CLOCK_LOG: clockLog });
     await cliOk(cluster, ['deploy', QUEUE_APP, '-a', app]);
     await cliOk(cluster, ['scale', 'clock=1', 'worker=0', '-a', app]);
-    await waitForPs(cluster, app, 'clock.1 up on isolated', (r) => r.some((x) => x.id === 'clock.1' && x.state === 'up' && x.agent === 'isolated'));
+    await waitForPs(cluster, app, 'clock.1 up on isolated', (r) =>
+      r.some((x) => x.id === 'clock.1' && x.state === 'up' && x.agent === 'isolated'),
+    );
     await waitFor('the clock to tick', () => lines(clockLog).filter((l) => l[0] === 'tick').length >= 2, 30_000);
     // Somewhere to move to, on the host side.
     await cluster.startAgent('host');
@@ -222,13 +228,24 @@ test(
 
     const cutAt = Date.now();
     await ns.cut();
-    await waitFor('the coordinator to see the isolated agent down', async () => (await agentStates(cluster)).get('isolated') === 'down', 60_000, 100);
+    await waitFor(
+      'the coordinator to see the isolated agent down',
+      async () => (await agentStates(cluster)).get('isolated') === 'down',
+      60_000,
+      100,
+    );
     const coordinatorNoticed = (Date.now() - cutAt) / 1000;
     await waitFor('the isolated agent to notice', () => /lost the coordinator|no word from the coordinator/.test(agentOut), 60_000, 100);
     const agentNoticed = (Date.now() - cutAt) / 1000;
     await waitFor('the isolated clock to stop after its lease', () => lines(clockLog).some((l) => l[0] === 'stop'), 60_000, 100);
     const fencedAfter = (Date.now() - cutAt) / 1000;
-    await waitForPs(cluster, app, 'clock.1 up on host', (r) => r.some((x) => x.id === 'clock.1' && x.state === 'up' && x.agent === 'host'), 90_000);
+    await waitForPs(
+      cluster,
+      app,
+      'clock.1 up on host',
+      (r) => r.some((x) => x.id === 'clock.1' && x.state === 'up' && x.agent === 'host'),
+      90_000,
+    );
     const movedAfter = (Date.now() - cutAt) / 1000;
     await waitFor('the new clock to tick', () => clockLives(clockLog).length === 2 && lines(clockLog).at(-1)?.[0] === 'tick', 30_000);
     assertOneWriterAtATime(clockLog);
@@ -238,7 +255,11 @@ test(
     await waitFor('the isolated agent back up', async () => (await agentStates(cluster)).get('isolated') === 'up', 60_000, 100);
     const reconnected = (Date.now() - healAt) / 1000;
     // Back, it does not start its old copy again: still one clock, on the host.
-    await waitFor('a few more ticks', () => lines(clockLog).filter((l) => l[0] === 'tick').length >= clockLives(clockLog).length + 6, 30_000);
+    await waitFor(
+      'a few more ticks',
+      () => lines(clockLog).filter((l) => l[0] === 'tick').length >= clockLives(clockLog).length + 6,
+      30_000,
+    );
     assertOneWriterAtATime(clockLog);
     assert.equal(clockLives(clockLog).length, 2, 'no third clock');
     const rows = await ps(cluster, app);

@@ -199,6 +199,7 @@ export async function startCluster(
           dataDir: join(dir, `agent-${name}`),
           name,
           routerPort: 0,
+          httpsPort: 0,
           routerHost: '127.0.0.1',
           advertise: '127.0.0.1',
           ...extra,

@@ -26,6 +26,7 @@ describe('startAgent', () => {
           name: 'agent-start-test',
           routerHost: '127.0.0.1',
           routerPort: (blocker.address() as AddressInfo).port,
+          httpsPort: 0,
           advertise: '127.0.0.1',
         },
         { logger: silentLogger() },
