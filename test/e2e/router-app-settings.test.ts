@@ -116,6 +116,25 @@ test('router app settings: maintenance mode, max_body, upstream_timeout, untrust
   assert.match(denied.stderr, /scope/);
   assert.equal((await fetchThrough(agent, '/')).status, 503);
 
+  // Bad API input: a 400 with {code, message}, and nothing changes.
+  for (const body of [
+    { enabled: 'yes' },
+    { enabled: true, retryAfter: -1 },
+    { enabled: true, page: 'x'.repeat(70_000) },
+    { enabled: false, page: '<p>' },
+  ]) {
+    const res = await request(`${cluster.coordinator.url}/v1/apps/${APP}/maintenance`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${cluster.coordinator.adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const answer = (await res.body.json()) as { code: string; message: string };
+    assert.equal(res.statusCode, 400, JSON.stringify(body));
+    assert.equal(answer.code, 'BAD_INPUT');
+    assert.ok(answer.message.length > 0);
+  }
+  assert.equal((JSON.parse(await cliOk(cluster, ['maintenance', '-a', APP, '--json'])) as MaintenanceView).retryAfter, 600);
+
   await cliOk(cluster, ['maintenance:off', '-a', APP]);
   await waitFor('the app to be served again', async () => (await fetchThrough(agent, '/')).status === 200);
   assert.equal((JSON.parse(await cliOk(cluster, ['maintenance', '-a', APP, '--json'])) as MaintenanceView).enabled, false);
