@@ -27,14 +27,17 @@ export interface DesiredStateSnapshot {
 
 /**
  * The environment of every process of a release: its config vars plus `HANGAR_APP`,
- * `HANGAR_RELEASE`, `HANGAR_INSTANCE` and `PYTHONUNBUFFERED=1` unless the app sets it.
+ * `HANGAR_RELEASE`, `HANGAR_INSTANCE`, `HANGAR_DOMAINS` (the app's domains, comma-separated, as
+ * its routes match them: the agent's Django hook adds them to ALLOWED_HOSTS) and
+ * `PYTHONUNBUFFERED=1` unless the app sets it.
  */
-export function processEnv(release: ReleaseRow, instance: string): Record<string, string> {
+export function processEnv(release: ReleaseRow, instance: string, domains: readonly string[]): Record<string, string> {
   return {
     ...release.config,
     HANGAR_APP: release.app,
     HANGAR_RELEASE: `v${release.version}`,
     HANGAR_INSTANCE: instance,
+    HANGAR_DOMAINS: domains.join(','),
     PYTHONUNBUFFERED: release.config.PYTHONUNBUFFERED ?? '1',
   };
 }
@@ -67,23 +70,26 @@ export class DesiredStateAssembler {
       (a) => a.agent,
     );
     const routes: AppRoutes[] = routeTable(store.listApps(), store.listAgents(), instances, this.#o.domain);
+    // The domains a process is told are the ones its router matches, read from the same routes.
+    const domainsOf = new Map(routes.map((r) => [r.app, r.domains]));
+    const domains = (app: string): readonly string[] => domainsOf.get(app) ?? [defaultDomain(app, this.#o.domain)];
     return {
       forAgent: (agent) => ({
         instances: (instancesOn.get(agent) ?? []).flatMap((i) => {
           const release = releaseOf(i.app, i.release);
-          return release ? [this.#instanceSpec(i, release)] : [];
+          return release ? [this.#instanceSpec(i, release, domains(i.app))] : [];
         }),
         routes,
         tasks: (deploysOn.get(agent) ?? []).flatMap((d) => {
           const release = d.release === null ? null : releaseOf(d.app, d.release);
-          return release ? [taskSpec(d, release)] : [];
+          return release ? [taskSpec(d, release, domains(d.app))] : [];
         }),
         addons: (addonsOn.get(agent) ?? []).map(addonSpec),
       }),
     };
   }
 
-  #instanceSpec(i: InstanceRow, release: ReleaseRow): InstanceSpec {
+  #instanceSpec(i: InstanceRow, release: ReleaseRow, domains: readonly string[]): InstanceSpec {
     const web = i.type === 'web';
     const health = healthCheckOf(release.appJson);
     return {
@@ -94,7 +100,7 @@ export class DesiredStateAssembler {
       release: i.release,
       artifactSha256: release.artifactSha256,
       command: release.procfile[i.type] ?? '',
-      env: processEnv(release, instanceName(i)),
+      env: processEnv(release, instanceName(i), domains),
       healthPath: web ? healthPathOf(release.appJson) : '',
       domain: defaultDomain(i.app, this.#o.domain),
       graceSeconds: this.#o.graceSeconds,
@@ -106,14 +112,14 @@ export class DesiredStateAssembler {
 }
 
 /** The build (and release phase) of a deploy, for the agent it is assigned to. */
-function taskSpec(d: DeployRow, release: ReleaseRow): Task {
+function taskSpec(d: DeployRow, release: ReleaseRow, domains: readonly string[]): Task {
   return {
     id: d.id,
     app: d.app,
     release: release.version,
     artifactSha256: release.artifactSha256,
     releaseCommand: d.skipReleasePhase ? '' : (release.procfile.release ?? ''),
-    env: processEnv(release, 'release.1'),
+    env: processEnv(release, 'release.1', domains),
   };
 }
 

@@ -7,6 +7,14 @@ export function defaultDomain(app: string, domain: string): string {
 }
 
 /**
+ * Every domain `app` answers at, default first: what its routes match and what its processes get
+ * as `HANGAR_DOMAINS`.
+ */
+export function appDomains(app: AppRow, domain: string): string[] {
+  return [defaultDomain(app.name, domain)];
+}
+
+/**
  * The routes every agent's router gets: per app, its domain and the healthy web instances
  * (address:port, fleet-wide). An instance is routable only once it is up and wanted running, and
  * not held out (a drain generation on a running instance: a rolling restart is about to restart it).
@@ -27,7 +35,7 @@ export function routeTable(
   }
   return apps.map((app) => ({
     app: app.name,
-    domains: [defaultDomain(app.name, domain)],
+    domains: appDomains(app, domain),
     backends: (web.get(app.name) ?? []).flatMap((i) => {
       const agent = byName.get(i.agent);
       return agent ? [{ instanceKey: i.key, host: agent.address, port: i.port ?? 0 }] : [];

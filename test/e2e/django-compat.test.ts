@@ -1,0 +1,141 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { appendFile, mkdir, writeFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { startCluster, waitFor, type Cluster } from '../helpers/cluster.js';
+import { waitForPs } from '../helpers/deploy-fixture.js';
+
+const run = promisify(execFile);
+
+/** A view added to a fresh `startproject`: a form with `{% csrf_token %}`, and what the request looked like. */
+const FORM_VIEW = String.raw`from django.http import HttpResponse
+from django.template import engines
+
+
+def form(request):
+    if request.method == 'POST':
+        return HttpResponse('posted %s secure=%s' % (request.POST.get('note', ''), request.is_secure()))
+    page = engines['django'].from_string('<form method="post">{% csrf_token %}<input name="note"></form> secure={{ secure }}')
+    return HttpResponse(page.render({'secure': request.is_secure()}, request))
+`;
+
+/**
+ * An unmodified `django-admin startproject shop` (Debian's Django) plus a form view on `/`: its
+ * settings.py has `ALLOWED_HOSTS = []` and no CSRF_TRUSTED_ORIGINS or SECURE_PROXY_SSL_HEADER.
+ */
+export async function startproject(dir: string): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  await run('/usr/bin/django-admin', ['startproject', 'shop', dir]);
+  await writeFile(join(dir, 'shop', 'form_views.py'), FORM_VIEW);
+  await appendFile(join(dir, 'shop', 'urls.py'), '\nfrom shop.form_views import form\nurlpatterns.append(path("", form))\n');
+  return dir;
+}
+
+interface Reply {
+  status: number;
+  body: string;
+  headers: Record<string, string | string[] | undefined>;
+}
+
+/** One HTTP/1.1 request to the router, from `localAddress` (a loopback address: trusted or not). */
+function send(
+  port: number,
+  o: { method?: string; path?: string; localAddress: string; headers: Record<string, string>; body?: string },
+): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      {
+        host: '127.0.0.1',
+        port,
+        method: o.method ?? 'GET',
+        path: o.path ?? '/',
+        localAddress: o.localAddress,
+        headers: o.headers,
+        timeout: 10_000,
+      },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('no answer in 10 s')));
+    req.on('error', reject);
+    req.end(o.body);
+  });
+}
+
+const TRUSTED = '127.0.0.2';
+const UNTRUSTED = '127.0.0.1';
+const HOST = 'shop.hangar.test';
+
+async function deployStartproject(t: Parameters<typeof startCluster>[0]): Promise<{ cluster: Cluster; port: number; deploy: string }> {
+  // Not under .localhost: with DEBUG on and ALLOWED_HOSTS empty, Django itself allows *.localhost.
+  const cluster = await startCluster(t, { agents: 0, coordinator: { domain: 'hangar.test' } });
+  const agent = await cluster.startAgent('agent-1', { trustedProxies: [`${TRUSTED}/32`] });
+  assert.equal((await cluster.cli(['apps:create', 'shop'])).code, 0);
+  // gunicorn itself believes X-Forwarded-Proto from 127.0.0.1 (its FORWARDED_ALLOW_IPS default),
+  // which is where the router is only when both are on one server: as from a router on another
+  // server, only SECURE_PROXY_SSL_HEADER can make Django see https here.
+  const set = await cluster.cli(['config:set', 'FORWARDED_ALLOW_IPS=192.0.2.1', '-a', 'shop']);
+  assert.equal(set.code, 0, set.stderr);
+  const source = await startproject(join(cluster.dir, 'shop-source'));
+  const deploy = await cluster.cli(['deploy', source, '-a', 'shop'], { timeoutMs: 300_000 });
+  assert.equal(deploy.code, 0, `deploy failed:\n${deploy.stdout}\n${deploy.stderr}`);
+  await waitForPs(cluster, 'shop', 'web.1 up', (r) => r.some((x) => x.id === 'web.1' && x.state === 'up'));
+  return { cluster, port: agent.routerPort, deploy: deploy.stdout + deploy.stderr };
+}
+
+test('an unmodified startproject serves its domain, takes a CSRF-protected POST over https from a trusted proxy, and a spoofed proto is replaced', async (t) => {
+  const { cluster, port, deploy } = await deployStartproject(t);
+  assert.match(deploy, /-----> Django: added shop\.hangar\.test to ALLOWED_HOSTS/);
+  assert.match(deploy, /-----> Django: added shop\.hangar\.test to CSRF_TRUSTED_ORIGINS/);
+  assert.match(deploy, /-----> Django: set SECURE_PROXY_SSL_HEADER/);
+
+  const https = { host: HOST, 'x-forwarded-proto': 'https' };
+  const page = await waitFor('the form through the router', async () => {
+    const r = await send(port, { localAddress: TRUSTED, headers: https });
+    return r.status === 200 ? r : null;
+  });
+  assert.match(page.body, /secure=True/, 'a trusted proxy said https: Django must see a secure request');
+  const token = /name="csrfmiddlewaretoken" value="([^"]+)"/.exec(page.body)?.[1];
+  assert.ok(token, page.body);
+  const cookies = [page.headers['set-cookie'] ?? []].flat();
+  const csrfCookie = cookies.map((c) => c.split(';')[0] ?? '').find((c) => c.startsWith('csrftoken='));
+  assert.ok(csrfCookie, JSON.stringify(cookies));
+
+  const posted = await send(port, {
+    method: 'POST',
+    localAddress: TRUSTED,
+    headers: {
+      ...https,
+      cookie: csrfCookie,
+      origin: `https://${HOST}`,
+      referer: `https://${HOST}/`,
+      'content-type': 'application/x-www-form-urlencoded',
+    },
+    body: new URLSearchParams({ csrfmiddlewaretoken: token, note: 'hello' }).toString(),
+  });
+  assert.equal(posted.status, 200, posted.body.slice(0, 2000));
+  assert.equal(posted.body, 'posted hello secure=True');
+
+  // From a client that is not a trusted proxy, the router replaces X-Forwarded-Proto with http.
+  const spoofed = await send(port, { localAddress: UNTRUSTED, headers: https });
+  assert.equal(spoofed.status, 200, spoofed.body.slice(0, 2000));
+  assert.match(spoofed.body, /secure=False/);
+
+  // One setting switched off: the next release leaves SECURE_PROXY_SSL_HEADER alone.
+  const off = await cluster.cli(['config:set', 'HANGAR_DJANGO_SECURE_PROXY_SSL_HEADER=0', '-a', 'shop'], { timeoutMs: 300_000 });
+  assert.equal(off.code, 0, off.stderr);
+  await waitFor('v2 serving without SECURE_PROXY_SSL_HEADER', async () => {
+    const r = await send(port, { localAddress: TRUSTED, headers: https });
+    return r.status === 200 && /secure=False/.test(r.body);
+  });
+  const logs = await cluster.cli(['logs', '-a', 'shop', '--source', 'build', '-n', '500']);
+  assert.match(logs.stdout, /Django: SECURE_PROXY_SSL_HEADER left as it is \(HANGAR_DJANGO_SECURE_PROXY_SSL_HEADER=0\)/);
+});
