@@ -1,11 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { appendFile, mkdir, writeFile } from 'node:fs/promises';
+import { appendFile, cp, mkdir, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { startCluster, waitFor, type Cluster } from '../helpers/cluster.js';
+import { FIXTURES, startCluster, waitFor, type Cluster } from '../helpers/cluster.js';
 import { waitForPs } from '../helpers/deploy-fixture.js';
 
 const run = promisify(execFile);
@@ -138,4 +138,38 @@ test('an unmodified startproject serves its domain, takes a CSRF-protected POST 
   });
   const logs = await cluster.cli(['logs', '-a', 'shop', '--source', 'build', '-n', '500']);
   assert.match(logs.stdout, /Django: SECURE_PROXY_SSL_HEADER left as it is \(HANGAR_DJANGO_SECURE_PROXY_SSL_HEADER=0\)/);
+});
+
+test('.python-version naming a Python this server has builds with it; runtime.txt naming one it lacks fails the deploy saying what it has', async (t) => {
+  const cluster = await startCluster(t);
+  const host = (await run('/usr/bin/python3', ['-c', 'import sys; print("%d.%d.%d" % sys.version_info[:3])'])).stdout.trim();
+  const minor = host.split('.').slice(0, 2).join('.');
+  assert.equal((await cluster.cli(['apps:create', 'pinned'])).code, 0);
+  const set = await cluster.cli(['config:set', `DATABASE_URL=sqlite:///${join(cluster.appDir, 'pinned.sqlite3')}`, '-a', 'pinned']);
+  assert.equal(set.code, 0, set.stderr);
+  const source = join(cluster.dir, 'pinned-source');
+  await cp(join(FIXTURES, 'django-app'), source, { recursive: true });
+
+  await writeFile(join(source, '.python-version'), `${minor}\n`);
+  const ok = await cluster.cli(['deploy', source, '-a', 'pinned'], { timeoutMs: 300_000 });
+  assert.equal(ok.code, 0, `deploy failed:\n${ok.stdout}\n${ok.stderr}`);
+  assert.match(
+    ok.stdout,
+    new RegExp(
+      `-----> Python ${host.replace(/\./g, '\\.')} \\(/usr/bin/python3\\), as \\.python-version asks \\(${minor.replace('.', '\\.')}\\)`,
+    ),
+  );
+
+  await writeFile(join(source, 'runtime.txt'), 'python-3.4.10\n');
+  const missing = await cluster.cli(['deploy', source, '-a', 'pinned'], { timeoutMs: 300_000 });
+  assert.notEqual(missing.code, 0, missing.stdout);
+  assert.match(
+    missing.stderr,
+    new RegExp(
+      `runtime\\.txt asks for Python 3\\.4\\.10, which this server does not have \\(it has [^)]*${minor.replace('.', '\\.')}[^)]*\\)`,
+    ),
+  );
+  // The release that was up stays up.
+  const served = await cluster.get(cluster.agents[0]!, 'pinned', '/');
+  assert.equal(served.status, 200);
 });
