@@ -6,7 +6,8 @@
 import { instanceName } from '../../common/vocabulary.js';
 import type { AddonSpec, AppRoutes, DesiredState, InstanceSpec, Task } from '../../proto/loader.js';
 import { MEMCACHED_MB, databaseNameOf } from '../addons/addon-connection.js';
-import { isBuildTask } from '../releases/deploy-status.js';
+import { hasAgentTask } from '../releases/deploy-status.js';
+import { postdeployScriptsOf, predeployOf } from '../releases/deploy-scripts.js';
 import type { AddonRow, DeployRow, InstanceRow, ReleaseRow, Store } from '../store/store.js';
 import { healthCheckOf, healthPathOf } from './health-check.js';
 import { defaultDomain, routeTable } from './route-table.js';
@@ -62,7 +63,7 @@ export class DesiredStateAssembler {
     };
     const instancesOn = groupBy(instances, (i) => i.agent);
     const deploysOn = groupBy(
-      store.activeDeploys().filter((d) => d.taskAgent !== null && isBuildTask(d.status)),
+      store.activeDeploys().filter((d) => d.taskAgent !== null && hasAgentTask(d.status)),
       (d) => d.taskAgent ?? '',
     );
     const addonsOn = groupBy(
@@ -111,15 +112,22 @@ export class DesiredStateAssembler {
   }
 }
 
-/** The build (and release phase) of a deploy, for the agent it is assigned to. */
+/**
+ * The build (and release phase: predeploy script, release command) of a deploy, or its postdeploy
+ * scripts once the release is live, for the agent it is assigned to.
+ */
 function taskSpec(d: DeployRow, release: ReleaseRow, domains: readonly string[]): Task {
+  const postdeploy = d.status === 'postdeploy';
   return {
     id: d.id,
     app: d.app,
     release: release.version,
     artifactSha256: release.artifactSha256,
-    releaseCommand: d.skipReleasePhase ? '' : (release.procfile.release ?? ''),
+    releaseCommand: postdeploy || d.skipReleasePhase ? '' : (release.procfile.release ?? ''),
     env: processEnv(release, 'release.1', domains),
+    predeployCommand: postdeploy ? '' : predeployOf(release.appJson),
+    phase: postdeploy ? 'postdeploy' : '',
+    postdeployScripts: postdeploy ? postdeployScriptsOf(release.appJson, d.previousRelease === null) : [],
   };
 }
 

@@ -173,3 +173,97 @@ test('.python-version naming a Python this server has builds with it; runtime.tx
   const served = await cluster.get(cluster.agents[0]!, 'pinned', '/');
   assert.equal(served.status, 200);
 });
+
+/** Run by the postdeploy scripts: the release they follow answers through the router. */
+const LIVE_CHECK = String.raw`import os, sys, urllib.request
+req = urllib.request.Request('http://127.0.0.1:%s/' % os.environ['ROUTER_PORT'], headers={'Host': os.environ['HANGAR_APP'] + '.localhost'})
+with urllib.request.urlopen(req, timeout=10) as res:
+    print('%s: %s answers %d as uid %d' % (sys.argv[1], os.environ['HANGAR_RELEASE'], res.status, os.getuid()))
+`;
+
+test('app.json predeploy runs before anything starts, postdeploy after the release is live; failures say what happened and what keeps serving', async (t) => {
+  const cluster = await startCluster(t);
+  const agent = cluster.agents[0]!;
+  const app = 'scripts';
+  assert.equal((await cluster.cli(['apps:create', app])).code, 0);
+  const set = await cluster.cli([
+    'config:set',
+    `DATABASE_URL=sqlite:///${join(cluster.appDir, `${app}.sqlite3`)}`,
+    `ROUTER_PORT=${agent.routerPort}`,
+    '-a',
+    app,
+  ]);
+  assert.equal(set.code, 0, set.stderr);
+  const source = join(cluster.dir, `${app}-source`);
+  await cp(join(FIXTURES, 'django-app'), source, { recursive: true });
+  await writeFile(join(source, 'live_check.py'), LIVE_CHECK);
+  const appJson = (scripts: unknown) => writeFile(join(source, 'app.json'), JSON.stringify({ scripts }));
+  const deploy = (what: string) => cluster.cli(['deploy', source, '-a', app], { timeoutMs: 300_000 }).then((r) => ({ ...r, what }));
+
+  await appJson({
+    postdeploy: 'python live_check.py first',
+    dokku: {
+      predeploy: 'echo "predeploy of $HANGAR_RELEASE in $(basename $PWD)" && test ! -e /proc/self/nothing',
+      postdeploy: 'python live_check.py every',
+    },
+  });
+  const v1 = await deploy('v1');
+  assert.equal(v1.code, 0, `${v1.stdout}\n${v1.stderr}`);
+  // Run as the app's own user (when the agent is root), never as root.
+  const uid = process.getuid?.() === 0 ? (await run('id', ['-u', `hangar-${app}`])).stdout.trim() : String(process.getuid?.());
+  const user = `uid ${uid}`;
+  const out = v1.stdout;
+  const at = (text: string) => {
+    const i = out.indexOf(text);
+    assert.ok(i >= 0, `missing ${JSON.stringify(text)} in:\n${out}`);
+    return i;
+  };
+  // predeploy: after the build, before the release command and before any process starts.
+  assert.ok(at('-----> Running predeploy (app.json scripts.dokku.predeploy)') > at('-----> Checking that the Python source compiles'));
+  assert.ok(at('predeploy of v1 in ') < at('-----> Running release command'));
+  assert.ok(at('-----> Running release command') < at('-----> Starting v1'));
+  // postdeploy: once healthy; the first deploy runs scripts.postdeploy, then scripts.dokku.postdeploy, both as the app's user.
+  assert.ok(at('-----> v1 is up') < at('-----> Running postdeploy (app.json scripts.postdeploy): python live_check.py first'));
+  assert.ok(at(`first: v1 answers 200 as ${user}`) < at('-----> Running postdeploy (app.json scripts.dokku.postdeploy)'));
+  assert.ok(at(`every: v1 answers 200 as ${user}`) < at('-----> v1 deployed'));
+  const logs = await cluster.cli(['logs', '-a', app, '--source', 'release', '-n', '500']);
+  assert.match(logs.stdout, /predeploy of v1 in /);
+  assert.match(logs.stdout, new RegExp(`every: v1 answers 200 as ${user}`));
+
+  // Later deploys: scripts.postdeploy does not run again, scripts.dokku.postdeploy does.
+  const v2 = await deploy('v2');
+  assert.equal(v2.code, 0, `${v2.stdout}\n${v2.stderr}`);
+  assert.doesNotMatch(v2.stdout, /scripts\.postdeploy\)|first: /);
+  assert.match(v2.stdout, new RegExp(`every: v2 answers 200 as ${user}`));
+
+  // A failing predeploy fails the deploy before anything is switched: v2 keeps serving.
+  await appJson({ dokku: { predeploy: 'echo cannot prepare; exit 3', postdeploy: 'python live_check.py every' } });
+  const v3 = await deploy('v3');
+  assert.notEqual(v3.code, 0, v3.stdout);
+  assert.match(v3.stdout, /cannot prepare/);
+  assert.match(
+    v3.stderr,
+    /The predeploy script \(app\.json scripts\.dokku\.predeploy\) failed \(exit code 3\); nothing was started or switched/,
+  );
+  assert.doesNotMatch(v3.stdout, /Starting v3/);
+  const afterPredeploy = await waitForPs(cluster, app, 'v2 still serving', (rows) =>
+    rows.some((r) => r.type === 'web' && r.release === 'v2' && r.state === 'up'),
+  );
+  assert.ok(
+    afterPredeploy.every((r) => r.release === 'v2'),
+    JSON.stringify(afterPredeploy),
+  );
+  assert.equal((await cluster.get(agent, app, '/')).status, 200);
+
+  // A failing postdeploy is reported (non-zero exit, a sentence) and the healthy release stays live.
+  await appJson({ dokku: { postdeploy: 'echo notifying; exit 4' } });
+  const v4 = await deploy('v4');
+  assert.notEqual(v4.code, 0, v4.stdout);
+  assert.match(v4.stdout, /notifying/);
+  assert.match(
+    v4.stderr,
+    /v4 is live, but the postdeploy script \(app\.json scripts\.dokku\.postdeploy\) failed \(exit code 4\)\. It was not rolled back/,
+  );
+  await waitForPs(cluster, app, 'v4 serving', (rows) => rows.some((r) => r.type === 'web' && r.release === 'v4' && r.state === 'up'));
+  assert.equal((await cluster.get(agent, app, '/')).status, 200);
+});
