@@ -318,7 +318,7 @@ async function assemble(
       if (app) logs.write({ app, source: l.source, stream: l.stream, line: l.line, ts: l.ts });
       link?.send({ taskOutput: { taskId: l.taskId, source: l.source, stream: l.stream, line: l.line, ts: l.ts } });
     },
-    onOutcome: (o) => link?.send({ taskResult: { taskId: o.taskId, ok: o.ok, error: o.error, errorCode: o.errorCode } }),
+    onOutcome: (o) => link?.send({ taskResult: { taskId: o.taskId, ok: o.ok, error: o.error, errorCode: o.errorCode, phase: o.phase } }),
   });
   started.push(() => tasks.close());
   // One-off runs (`hangar run`, cron firings): DATA/runs/ID.json keeps each one's outcome.

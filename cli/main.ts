@@ -58,7 +58,12 @@ export function buildProgram(io: CliIo, extraCommands?: ExtraCommands, ctx: CliC
     .showSuggestionAfterError()
     .addHelpText(
       'after',
-      '\nConnection: HANGAR_URL and HANGAR_TOKEN, else the credentials saved by `hangar login`.\n' + 'App: -a/--app, else HANGAR_APP.\n',
+      '\nConnection: HANGAR_URL and HANGAR_TOKEN, else the credentials saved by `hangar login`.\n' +
+        'App: -a/--app, else HANGAR_APP.\n' +
+        'Django: every process gets HANGAR_DOMAINS, and the settings autopilot adds them to ALLOWED_HOSTS and\n' +
+        'CSRF_TRUSTED_ORIGINS and sets SECURE_PROXY_SSL_HEADER; config var HANGAR_DJANGO_AUTOPILOT=0 turns it off\n' +
+        '(or one part: HANGAR_DJANGO_ALLOWED_HOSTS=0, HANGAR_DJANGO_CSRF_TRUSTED_ORIGINS=0, HANGAR_DJANGO_SECURE_PROXY_SSL_HEADER=0).\n' +
+        'Deploys honour runtime.txt / .python-version and app.json scripts.dokku.predeploy, scripts.postdeploy, scripts.dokku.postdeploy.\n',
     );
 
   registerAgentsCommands(program, ctx);

@@ -171,8 +171,12 @@ export interface PsRow {
   cpuLimit: number | null;
 }
 
-/** `rolling_back`: the new release did not get healthy; the previous one is being restored (then `failed`). */
-export type DeployStatus = 'pending' | 'building' | 'releasing' | 'rolling_out' | 'rolling_back' | 'succeeded' | 'failed';
+/**
+ * `rolling_back`: the new release did not get healthy; the previous one is being restored (then `failed`).
+ * `postdeploy`: the release is live and its app.json postdeploy scripts run (then `succeeded`, or
+ * `failed` with the release still live).
+ */
+export type DeployStatus = 'pending' | 'building' | 'releasing' | 'rolling_out' | 'rolling_back' | 'postdeploy' | 'succeeded' | 'failed';
 
 export interface DeployLine {
   seq: number;

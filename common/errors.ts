@@ -37,6 +37,8 @@ export const ERROR_STATUS = {
   AGENT_DOWN: 503,
   RELEASE_UNHEALTHY: 500,
   RELEASE_PHASE_FAILED: 500,
+  /** An app.json postdeploy script failed after the release went live (it stays live). */
+  POSTDEPLOY_FAILED: 500,
   BUILD_FAILED: 500,
   AGENT_CRASH_LOOP: 500,
   ADDON_FAILED: 500,

@@ -15,6 +15,7 @@ export type { Backend__Output } from './generated/hangar/v1/Backend.js';
 export type { TlsCertificate, TlsCertificate__Output } from './generated/hangar/v1/TlsCertificate.js';
 export type { AcmeChallenge, AcmeChallenge__Output } from './generated/hangar/v1/AcmeChallenge.js';
 export type { Task, Task__Output } from './generated/hangar/v1/Task.js';
+export type { TaskScript } from './generated/hangar/v1/TaskScript.js';
 export type { TaskOutput__Output } from './generated/hangar/v1/TaskOutput.js';
 export type { Hello__Output } from './generated/hangar/v1/Hello.js';
 export type { Heartbeat__Output } from './generated/hangar/v1/Heartbeat.js';

@@ -16,6 +16,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { HangarError, describeError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { ownedDir, chownTree, type RunAs } from '../workloads/run-as.js';
+import { choosePython, pythonDirs } from './python-runtime.js';
 import { checkPythonSyntax } from './python-syntax-check.js';
 import { unpackSlug } from './slug-unpack.js';
 
@@ -42,8 +43,13 @@ export interface BuildOptions {
   artifactPath: string;
   /** SHA-256 of the artifact file (lowercase hex); checked before unpacking. */
   sha256: string;
-  /** Python interpreter for the virtualenv. Default `/usr/bin/python3` when it exists, else `python3`. */
+  /**
+   * Python interpreter for the virtualenv when the app asks for no version (runtime.txt,
+   * .python-version; see python-runtime.ts). Default `/usr/bin/python3` when it exists, else `python3`.
+   */
   python?: string;
+  /** Folders searched for `python3.Y` when the app asks for a version. Default: PATH's, /usr/local/bin, /usr/bin. */
+  pythonDirs?: readonly string[];
   /** Receives every line of build output as it happens (step headers on `stdout`). */
   onOutput?: (line: string, stream: 'stdout' | 'stderr') => void;
   logger: Logger;
@@ -126,7 +132,6 @@ export async function buildRelease(options: BuildOptions): Promise<BuildResult> 
   const { dataDir, sha256, signal } = options;
   const logger = options.logger.child({ component: 'builder', artifact: sha256.slice(0, 12) });
   const emit = (line: string, stream: 'stdout' | 'stderr' = 'stdout'): void => options.onOutput?.(line, stream);
-  const python = options.python ?? defaultPython();
   const user = options.user ?? null;
   const baseEnv = buildEnv({ ...(user ? { HOME: user.home, USER: user.name, LOGNAME: user.name } : {}), ...options.env });
   const started = Date.now();
@@ -158,7 +163,19 @@ export async function buildRelease(options: BuildOptions): Promise<BuildResult> 
       : `${INDENT}${slug.entries} entries, ${Math.ceil(slug.totalBytes / 1024)} KiB`,
   );
 
-  const version = await pythonVersion(python, baseEnv, user, signal);
+  const choice = await choosePython({
+    appDir: slug.appDir,
+    fallback: options.python ?? defaultPython(),
+    dirs: options.pythonDirs ?? pythonDirs(baseEnv.PATH),
+    versionOf: (p) => pythonVersion(p, baseEnv, user, signal),
+  });
+  const { python, version } = choice;
+  emit(
+    choice.request
+      ? `-----> Python ${version} (${python}), as ${choice.request.file} asks (${choice.request.asked})`
+      : `-----> Python ${version} (${python}, this server's default; ask for another with .python-version)`,
+  );
+  if (choice.warning) emit(`${INDENT}warning: ${choice.warning}`, 'stderr');
   const requirements = await readOptional(join(slug.appDir, 'requirements.txt'));
   const key = createHash('sha256')
     .update(`${python}\0${version}\0${requirements ?? ''}`)

@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { access, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { DJANGO_NOTE_PREFIX } from '../workloads/error-hook.js';
 import type { RunAs } from '../workloads/run-as.js';
 
 /** What to run. `checks`: deploy checks + collectstatic; `static`: collectstatic only. */
@@ -127,7 +128,8 @@ export async function runDjangoBuild(o: DjangoBuildOptions): Promise<DjangoBuild
   await new Promise<void>((resolve) => {
     const child = spawn('python', ['-c', SCRIPT, o.mode], {
       cwd: o.appDir,
-      env: o.user ? { ...o.env, HOME: o.user.home, USER: o.user.name, LOGNAME: o.user.name } : o.env,
+      // The settings autopilot (the agent's Python hook) says what it adjusted.
+      env: { ...o.env, HANGAR_DJANGO_REPORT: '1', ...(o.user ? { HOME: o.user.home, USER: o.user.name, LOGNAME: o.user.name } : {}) },
       detached: true,
       ...(o.user ? { uid: o.user.uid, gid: o.user.gid } : {}),
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -148,7 +150,9 @@ export async function runDjangoBuild(o: DjangoBuildOptions): Promise<DjangoBuild
     const redact = (text: string): string => secrets.reduce((t, v) => t.split(v).join('***'), text);
     const onLine = (raw: string, stream: 'stdout' | 'stderr'): void => {
       const line = redact(raw);
-      if (line.startsWith('HANGAR-FATAL ')) {
+      if (line.startsWith(DJANGO_NOTE_PREFIX)) {
+        if (o.mode === 'checks') o.emit(`-----> Django: ${line.slice(DJANGO_NOTE_PREFIX.length)}`, 'stdout');
+      } else if (line.startsWith('HANGAR-FATAL ')) {
         result.fatal = line.slice('HANGAR-FATAL '.length);
         o.emit(`${INDENT}${result.fatal}`, 'stderr');
       } else if (line.startsWith('HANGAR-WARN ')) {

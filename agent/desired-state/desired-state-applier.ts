@@ -23,7 +23,7 @@ export interface DesiredStateApplierOptions {
   instancesDir: string;
   /** DATA/addons: the add-on servers' output files are under it. */
   addonsDir: string;
-  /** The Python error hook's directory, put first on every app process's PYTHONPATH. */
+  /** The Python hook's directory (errors, Django settings autopilot), put first on every app process's PYTHONPATH. */
   hookDir: string;
   router: Router;
   instances: InstanceRunner;
@@ -117,7 +117,7 @@ export class DesiredStateApplier {
     this.#o.addons.apply(state.addons ?? []);
     if (!options.fromCache) {
       for (const t of state.tasks) this.#taskApps.set(t.id, t.app);
-      this.#o.tasks.apply(state.tasks);
+      this.#o.tasks.apply(this.#withErrorHook(state).tasks);
       this.#o.runs.apply(state.runs ?? []);
       this.#o.cache.write(state);
     }
@@ -156,9 +156,13 @@ export class DesiredStateApplier {
     this.#o.instances.apply(this.#fenced ? specs.filter((s) => !s.singleton) : specs);
   }
 
-  /** App processes get the error hook first on PYTHONPATH. */
+  /** App processes (instances, and the build's Django step and release phase of tasks) get the hook first on PYTHONPATH. */
   #withErrorHook(state: DesiredState__Output): DesiredState__Output {
-    return { ...state, instances: state.instances.map((s) => ({ ...s, env: withHookOnPath(s.env, this.#o.hookDir) })) };
+    return {
+      ...state,
+      instances: state.instances.map((s) => ({ ...s, env: withHookOnPath(s.env, this.#o.hookDir) })),
+      tasks: state.tasks.map((t) => ({ ...t, env: withHookOnPath(t.env, this.#o.hookDir) })),
+    };
   }
 
   /** Log shipping follows the output files of the snapshot's instances and add-on servers. */

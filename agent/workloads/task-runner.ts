@@ -22,6 +22,8 @@ export interface TaskLine {
 /** The end of a task. */
 export interface TaskOutcome {
   taskId: string;
+  /** The task's phase (`''`: build and release phase; `postdeploy`). */
+  phase: string;
   ok: boolean;
   error: string;
   errorCode: string;
@@ -49,8 +51,10 @@ export interface TaskRunnerOptions {
 
 /**
  * Runs the one-shot tasks of desired state: fetch and build a release, then its release phase
- * (Procfile `release:`), streaming every line. Each task id runs once; its outcome is kept on disk
- * and sent again whenever the coordinator still lists the task (e.g. it restarted meanwhile).
+ * (app.json `scripts.dokku.predeploy`, then Procfile `release:`), streaming every line; or, once
+ * the release is live (phase `postdeploy`), its app.json postdeploy scripts. Each task id and
+ * phase runs once; its outcome is kept on disk and sent again whenever the coordinator still
+ * lists the task (e.g. it restarted meanwhile).
  */
 export class TaskRunner {
   readonly #o: TaskRunnerOptions;
@@ -65,13 +69,14 @@ export class TaskRunner {
   /** Starts the tasks not yet run and re-reports the finished ones. */
   apply(tasks: readonly Task__Output[]): void {
     for (const task of tasks) {
-      if (this.#running.has(task.id)) continue;
+      const key = `${task.id}:${task.phase}`;
+      if (this.#running.has(key)) continue;
       const controller = new AbortController();
-      this.#running.set(task.id, controller);
+      this.#running.set(key, controller);
       this.#runOnce(task, controller.signal)
         .then((outcome) => this.#o.onOutcome(outcome))
         .catch((err: unknown) => this.#logger.error({ err, task: task.id }, 'task bookkeeping failed'))
-        .finally(() => this.#running.delete(task.id));
+        .finally(() => this.#running.delete(key));
     }
   }
 
@@ -81,16 +86,16 @@ export class TaskRunner {
   }
 
   async #runOnce(task: Task__Output, signal: AbortSignal): Promise<TaskOutcome> {
-    if (!/^[0-9a-f-]{36}$/.test(task.id)) {
-      return { taskId: task.id, ok: false, error: 'bad task id', errorCode: 'BAD_INPUT' };
+    if (!/^[0-9a-f-]{36}$/.test(task.id) || (task.phase !== '' && task.phase !== 'postdeploy')) {
+      return { taskId: task.id, phase: task.phase, ok: false, error: 'bad task id or phase', errorCode: 'BAD_INPUT' };
     }
-    const record = join(this.#o.dir, `${task.id}.json`);
+    const record = join(this.#o.dir, task.phase ? `${task.id}.${task.phase}.json` : `${task.id}.json`);
     try {
       return JSON.parse(await readFile(record, 'utf8')) as TaskOutcome;
     } catch {
       // Not run yet.
     }
-    const outcome = await this.#run(task, signal);
+    const outcome = { ...(await this.#run(task, signal)), phase: task.phase };
     if (!signal.aborted) {
       await mkdir(this.#o.dir, { recursive: true });
       await writeFile(record, JSON.stringify(outcome));
@@ -98,13 +103,14 @@ export class TaskRunner {
     return outcome;
   }
 
-  async #run(task: Task__Output, signal: AbortSignal): Promise<TaskOutcome> {
+  async #run(task: Task__Output, signal: AbortSignal): Promise<Omit<TaskOutcome, 'phase'>> {
     const emit = (source: TaskLine['source'], stream: TaskLine['stream'], line: string) =>
       this.#o.onLine({ taskId: task.id, source, stream, line, ts: Date.now() });
+    const postdeploy = task.phase === 'postdeploy';
     let build: BuildResult;
     let user: RunAs | null = null;
     try {
-      emit('build', 'stdout', `-----> Fetching the source (${task.artifactSha256.slice(0, 12)})`);
+      if (!postdeploy) emit('build', 'stdout', `-----> Fetching the source (${task.artifactSha256.slice(0, 12)})`);
       const artifactPath = await this.#o.artifacts.get(task.artifactSha256);
       user = (await this.#o.userFor?.(task.app)) ?? null;
       build = await this.#o.build({
@@ -114,15 +120,22 @@ export class TaskRunner {
         artifactPath,
         sha256: task.artifactSha256,
         ...(this.#o.python ? { python: this.#o.python } : {}),
-        onOutput: (line, stream) => emit('build', stream, line),
+        // After the rollout the build is the one this agent made (cached): its lines were shown.
+        onOutput: (line, stream) => (postdeploy ? undefined : emit('build', stream, line)),
         logger: this.#logger,
         signal,
       });
     } catch (err) {
       const message = describeError(err);
       emit('build', 'stderr', `-----> Build failed: ${message}`);
-      return { taskId: task.id, ok: false, error: `Build failed: ${message}`, errorCode: 'BUILD_FAILED' };
+      return {
+        taskId: task.id,
+        ok: false,
+        error: `Build failed: ${message}`,
+        errorCode: postdeploy ? 'POSTDEPLOY_FAILED' : 'BUILD_FAILED',
+      };
     }
+    if (postdeploy) return this.#runPostdeploy(task, build, user, signal, (stream, line) => emit('release', stream, line));
     // Django: deploy checks (warnings only) and collectstatic, with the release's config vars.
     try {
       const django = await runDjangoBuild({
@@ -147,12 +160,26 @@ export class TaskRunner {
       emit('build', 'stderr', `       warning: the Django checks did not run: ${describeError(err)}`);
     }
     if (signal.aborted) return { taskId: task.id, ok: false, error: 'The build was aborted.', errorCode: 'BUILD_FAILED' };
+    const releaseLine = (stream: TaskLine['stream'], line: string) => emit('release', stream, line);
+    if (task.predeployCommand) {
+      emit('release', 'stdout', `-----> Running predeploy (app.json scripts.dokku.predeploy): ${task.predeployCommand}`);
+      try {
+        await this.#runCommand(task.predeployCommand, task, build, user, signal, releaseLine);
+        emit('release', 'stdout', '-----> Predeploy succeeded');
+      } catch (err) {
+        const error = `The predeploy script (app.json scripts.dokku.predeploy) ${describeError(err)}; nothing was started or switched. Fix it and deploy again.`;
+        emit('release', 'stderr', `-----> ${error}`);
+        return { taskId: task.id, ok: false, error, errorCode: 'RELEASE_PHASE_FAILED' };
+      }
+    }
     if (!task.releaseCommand) {
       return { taskId: task.id, ok: true, error: '', errorCode: '' };
     }
     emit('release', 'stdout', `-----> Running release command: ${task.releaseCommand}`);
     try {
-      await this.#runRelease(task, build, user, signal, (stream, line) => emit('release', stream, line));
+      await this.#runCommand(task.releaseCommand, task, build, user, signal, releaseLine).catch((err: unknown) => {
+        throw new HangarError('RELEASE_PHASE_FAILED', `The release command ${describeError(err)}; nothing was changed.`, { cause: err });
+      });
       emit('release', 'stdout', '-----> Release command succeeded');
       return { taskId: task.id, ok: true, error: '', errorCode: '' };
     } catch (err) {
@@ -162,7 +189,38 @@ export class TaskRunner {
     }
   }
 
-  #runRelease(
+  /**
+   * The app.json postdeploy scripts, in order, once the release is live; the first that fails
+   * ends the task (the release stays live: the coordinator says so).
+   */
+  async #runPostdeploy(
+    task: Task__Output,
+    build: BuildResult,
+    user: RunAs | null,
+    signal: AbortSignal,
+    onLine: (stream: 'stdout' | 'stderr', line: string) => void,
+  ): Promise<Omit<TaskOutcome, 'phase'>> {
+    for (const script of task.postdeployScripts) {
+      onLine('stdout', `-----> Running postdeploy (app.json ${script.name}): ${script.command}`);
+      try {
+        await this.#runCommand(script.command, task, build, user, signal, onLine);
+        onLine('stdout', `-----> Postdeploy (${script.name}) succeeded`);
+      } catch (err) {
+        const error = `The postdeploy script (app.json ${script.name}) ${describeError(err)}`;
+        onLine('stderr', `-----> ${error}`);
+        return { taskId: task.id, ok: false, error, errorCode: 'POSTDEPLOY_FAILED' };
+      }
+    }
+    return { taskId: task.id, ok: true, error: '', errorCode: '' };
+  }
+
+  /**
+   * Runs a release-phase command (`/bin/sh -c`) in the slug, with the release's environment, as
+   * the app's user, in its own process group (killed when it ends, on abort or after the timeout).
+   * Rejects with what happened (`failed (exit code 1)`).
+   */
+  #runCommand(
+    command: string,
     task: Task__Output,
     build: BuildResult,
     user: RunAs | null,
@@ -170,7 +228,8 @@ export class TaskRunner {
     onLine: (stream: 'stdout' | 'stderr', line: string) => void,
   ): Promise<void> {
     return new Promise((resolve, reject) => {
-      const child = spawn('/bin/sh', ['-c', `exec ${task.releaseCommand}`], {
+      // No `exec`: a command such as `a && b` runs whole; the group is killed at the end anyway.
+      const child = spawn('/bin/sh', ['-c', command], {
         cwd: build.appDir,
         env: { ...task.env, ...build.env },
         detached: true,
@@ -193,7 +252,7 @@ export class TaskRunner {
       createInterface({ input: child.stderr }).on('line', (l) => onLine('stderr', l));
       child.on('error', (err) => {
         clearTimeout(timer);
-        reject(new HangarError('RELEASE_PHASE_FAILED', `The release command could not start: ${err.message}`, { cause: err }));
+        reject(new HangarError('RELEASE_PHASE_FAILED', `could not start: ${err.message}`, { cause: err }));
       });
       child.on('close', (code, sig) => {
         clearTimeout(timer);
@@ -202,12 +261,7 @@ export class TaskRunner {
         killGroup();
         if (code === 0) resolve();
         else {
-          reject(
-            new HangarError(
-              'RELEASE_PHASE_FAILED',
-              `The release command failed (${sig ? `killed by ${sig}` : `exit code ${code}`}); nothing was changed.`,
-            ),
-          );
+          reject(new HangarError('RELEASE_PHASE_FAILED', `failed (${sig ? `killed by ${sig}` : `exit code ${code}`})`));
         }
       });
     });

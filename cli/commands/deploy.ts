@@ -105,7 +105,9 @@ export function timeoutOption(): Option {
 /** Registers `deploy` on `program`. */
 export function registerDeployCommands(program: Command, ctx: CliContext): void {
   withAppOption(program.command('deploy'))
-    .description('upload DIR, build it, run the release phase and roll it out; exits 0 only when healthy')
+    .description(
+      'upload DIR, build it (Python from runtime.txt/.python-version), run the release phase (app.json predeploy, release:), roll it out, then the app.json postdeploy scripts; exits 0 only when all succeeded',
+    )
     .argument('[dir]', "the app's source folder", '.')
     .addOption(timeoutOption())
     .action(async (dir: string, options: { timeout: number }, command: Command) => {

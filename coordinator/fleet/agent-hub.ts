@@ -35,7 +35,7 @@ export interface AgentHubEvents {
   onHeartbeat(agent: string, heartbeat: Heartbeat__Output): void;
   onInstanceEvent(agent: string, event: InstanceEvent__Output): void;
   onTaskOutput(agent: string, output: TaskOutput__Output): void;
-  onTaskResult(agent: string, result: { taskId: string; ok: boolean; error: string; errorCode: string }): void;
+  onTaskResult(agent: string, result: { taskId: string; ok: boolean; error: string; errorCode: string; phase: string }): void;
   /** A metrics report (optional: without a listener reports are dropped). */
   onMetrics?(agent: string, report: MetricsReport__Output): void;
   /** A log batch of the agent's spool `epoch`; `reply` with the seq to ack once stored (null: not stored). */

@@ -10,9 +10,10 @@ import { instanceName } from '../../common/vocabulary.js';
 import { routerLimitsOf } from '../../common/app-json.js';
 import type { AddonSpec, AppRoutes, DesiredState, InstanceSpec, Task } from '../../proto/loader.js';
 import { MEMCACHED_MB, databaseNameOf } from '../addons/addon-connection.js';
-import { isBuildTask } from '../releases/deploy-status.js';
 import { RunStore } from '../runs/run-store.js';
 import { runSpecsFor } from '../runs/runs.js';
+import { hasAgentTask } from '../releases/deploy-status.js';
+import { postdeployScriptsOf, predeployOf } from '../releases/deploy-scripts.js';
 import type { AddonRow, DeployRow, InstanceRow, ReleaseRow, Store } from '../store/store.js';
 import { healthCheckOf, healthPathOf } from './health-check.js';
 import type { TlsSnapshot } from '../certs/tls-state.js';
@@ -36,14 +37,17 @@ export interface DesiredStateSnapshot {
 
 /**
  * The environment of every process of a release: its config vars plus `HANGAR_APP`,
- * `HANGAR_RELEASE`, `HANGAR_INSTANCE` and `PYTHONUNBUFFERED=1` unless the app sets it.
+ * `HANGAR_RELEASE`, `HANGAR_INSTANCE`, `HANGAR_DOMAINS` (the app's domains, comma-separated, as
+ * its routes match them: the agent's Django hook adds them to ALLOWED_HOSTS) and
+ * `PYTHONUNBUFFERED=1` unless the app sets it.
  */
-export function processEnv(release: ReleaseRow, instance: string): Record<string, string> {
+export function processEnv(release: ReleaseRow, instance: string, domains: readonly string[]): Record<string, string> {
   return {
     ...release.config,
     HANGAR_APP: release.app,
     HANGAR_RELEASE: `v${release.version}`,
     HANGAR_INSTANCE: instance,
+    HANGAR_DOMAINS: domains.join(','),
     PYTHONUNBUFFERED: release.config.PYTHONUNBUFFERED ?? '1',
   };
 }
@@ -70,7 +74,7 @@ export class DesiredStateAssembler {
     };
     const instancesOn = groupBy(instances, (i) => i.agent);
     const deploysOn = groupBy(
-      store.activeDeploys().filter((d) => d.taskAgent !== null && isBuildTask(d.status)),
+      store.activeDeploys().filter((d) => d.taskAgent !== null && hasAgentTask(d.status)),
       (d) => d.taskAgent ?? '',
     );
     const addonsOn = groupBy(
@@ -96,26 +100,29 @@ export class DesiredStateAssembler {
     // Every router serves every app's domains, so every agent gets the certificates of them all.
     const certificates = tls?.certificates ?? [];
     const acmeChallenges = tls?.challenges ?? [];
+    // The domains a process is told are the ones its router matches, read from the same routes.
+    const domainsOf = new Map(routes.map((r) => [r.app, r.domains]));
+    const domains = (app: string): readonly string[] => domainsOf.get(app) ?? [defaultDomain(app, this.#o.domain)];
     return {
       forAgent: (agent) => ({
         instances: (instancesOn.get(agent) ?? []).flatMap((i) => {
           const release = releaseOf(i.app, i.release);
-          return release ? [this.#instanceSpec(i, release)] : [];
+          return release ? [this.#instanceSpec(i, release, domains(i.app))] : [];
         }),
         routes,
         tasks: (deploysOn.get(agent) ?? []).flatMap((d) => {
           const release = d.release === null ? null : releaseOf(d.app, d.release);
-          return release ? [taskSpec(d, release)] : [];
+          return release ? [taskSpec(d, release, domains(d.app))] : [];
         }),
         addons: (addonsOn.get(agent) ?? []).map(addonSpec),
-        runs: runSpecsFor(this.#runs, agent, releaseOf),
+        runs: runSpecsFor(this.#runs, agent, releaseOf, domains),
         certificates,
         acmeChallenges,
       }),
     };
   }
 
-  #instanceSpec(i: InstanceRow, release: ReleaseRow): InstanceSpec {
+  #instanceSpec(i: InstanceRow, release: ReleaseRow, domains: readonly string[]): InstanceSpec {
     const web = i.type === 'web';
     const health = healthCheckOf(release.appJson);
     const stop = processSettingsOf(release.appJson, i.type);
@@ -128,7 +135,7 @@ export class DesiredStateAssembler {
       release: i.release,
       artifactSha256: release.artifactSha256,
       command: release.procfile[i.type] ?? '',
-      env: processEnv(release, instanceName(i)),
+      env: processEnv(release, instanceName(i), domains),
       healthPath: web ? healthPathOf(release.appJson) : '',
       drainSeconds: web ? routerLimitsOf(release.appJson).drainSeconds : 0,
       domain: defaultDomain(i.app, this.#o.domain),
@@ -145,15 +152,22 @@ export class DesiredStateAssembler {
   }
 }
 
-/** The build (and release phase) of a deploy, for the agent it is assigned to. */
-function taskSpec(d: DeployRow, release: ReleaseRow): Task {
+/**
+ * The build (and release phase: predeploy script, release command) of a deploy, or its postdeploy
+ * scripts once the release is live, for the agent it is assigned to.
+ */
+function taskSpec(d: DeployRow, release: ReleaseRow, domains: readonly string[]): Task {
+  const postdeploy = d.status === 'postdeploy';
   return {
     id: d.id,
     app: d.app,
     release: release.version,
     artifactSha256: release.artifactSha256,
-    releaseCommand: d.skipReleasePhase ? '' : (release.procfile.release ?? ''),
-    env: processEnv(release, 'release.1'),
+    releaseCommand: postdeploy || d.skipReleasePhase ? '' : (release.procfile.release ?? ''),
+    env: processEnv(release, 'release.1', domains),
+    predeployCommand: postdeploy ? '' : predeployOf(release.appJson),
+    phase: postdeploy ? 'postdeploy' : '',
+    postdeployScripts: postdeploy ? postdeployScriptsOf(release.appJson, d.previousRelease === null) : [],
   };
 }
 

@@ -12,8 +12,10 @@ export const DEPLOY_TRANSITIONS: TransitionTable<DeployStatus> = {
   building: ['releasing', 'rolling_out', 'failed'],
   // The agent went away: the build starts again on another one.
   releasing: ['building', 'rolling_out', 'failed'],
-  rolling_out: ['rolling_back', 'succeeded', 'failed'],
+  rolling_out: ['rolling_back', 'postdeploy', 'succeeded', 'failed'],
   rolling_back: ['failed'],
+  // The release is live: a failing postdeploy script fails the deploy but rolls nothing back.
+  postdeploy: ['succeeded', 'failed'],
   succeeded: [],
   failed: [],
 };
@@ -26,6 +28,11 @@ export function isFinished(status: DeployStatus): boolean {
 /** The deploy's build (or release phase) runs on its task agent. */
 export function isBuildTask(status: DeployStatus): boolean {
   return status === 'building' || status === 'releasing';
+}
+
+/** The deploy has a task on its task agent: the build (and release phase), or the postdeploy scripts. */
+export function hasAgentTask(status: DeployStatus): boolean {
+  return isBuildTask(status) || status === 'postdeploy';
 }
 
 /** The deploy places the app's instances itself, batch by batch (formation changes wait for it). */

@@ -9,7 +9,8 @@ import type { TaskOutput__Output } from '../../proto/loader.js';
 import type { DesiredStateSync } from '../fleet/desired-state-sync.js';
 import { runnableTypes, type Fleet } from '../fleet/fleet.js';
 import type { FleetViews } from '../fleet/fleet-views.js';
-import { DEPLOY_TRANSITIONS, RELEASE_TRANSITIONS, isBuildTask, isFinished } from './deploy-status.js';
+import { DEPLOY_TRANSITIONS, RELEASE_TRANSITIONS, hasAgentTask, isBuildTask, isFinished } from './deploy-status.js';
+import { postdeployScriptsOf } from './deploy-scripts.js';
 import { configPatchTo } from './releases.js';
 import { planRollout, surgeOf, type RolloutPlan } from './rollout-planner.js';
 import { RollingRestarts } from './rolling-restart.js';
@@ -20,6 +21,8 @@ import { assertTransition } from '../store/transition-table.js';
 
 /** Log lines of a failing instance shown by a failed deploy. */
 const LOG_TAIL_LINES = 20;
+/** Longest the app.json postdeploy scripts of a deploy may run, ms (the agent's own bound is the release command's). */
+const POSTDEPLOY_TIMEOUT_MS = 30 * 60_000;
 
 /** How many of a type a first deploy runs: app.json `formation.TYPE.quantity`, else web=1 and 0 of the others. */
 export function initialQuantity(appJson: AppJson | null, type: string): number {
@@ -182,9 +185,15 @@ export class Rollouts {
     });
   }
 
-  onTaskResult(agent: string, result: { taskId: string; ok: boolean; error: string; errorCode: string }): void {
+  onTaskResult(agent: string, result: { taskId: string; ok: boolean; error: string; errorCode: string; phase?: string }): void {
     const deploy = this.#o.store.getDeploy(result.taskId);
-    if (!deploy || deploy.taskAgent !== agent || !isBuildTask(deploy.status)) return;
+    if (!deploy || deploy.taskAgent !== agent) return;
+    if (deploy.status === 'postdeploy') {
+      if (result.phase === 'postdeploy') this.#finishPostdeploy(deploy, result.ok ? null : result.error || 'the postdeploy script failed');
+      return;
+    }
+    // An outcome of the postdeploy phase never moves a build (nor a build's outcome sent again).
+    if (!isBuildTask(deploy.status) || (result.phase ?? '') !== '') return;
     if (!result.ok) {
       const code: ErrorCode = result.errorCode === 'RELEASE_PHASE_FAILED' ? 'RELEASE_PHASE_FAILED' : 'BUILD_FAILED';
       this.#fail(deploy, code, result.error || 'The build failed; see the output above.');
@@ -193,10 +202,14 @@ export class Rollouts {
     this.#beginRollout(deploy);
   }
 
-  /** An agent went away: a build assigned to it moves to another agent. */
+  /** An agent went away: a build assigned to it moves to another agent; its postdeploy scripts are given up. */
   onAgentGone(agent: string): void {
     for (const d of this.#o.store.activeDeploys()) {
-      if (d.taskAgent !== agent || !isBuildTask(d.status)) continue;
+      if (d.taskAgent !== agent || !hasAgentTask(d.status)) continue;
+      if (d.status === 'postdeploy') {
+        this.#finishPostdeploy(d, `${agent} went away before the postdeploy scripts finished`);
+        continue;
+      }
       try {
         const builder = this.#pickBuilder();
         this.#move(d.id, 'building', { taskAgent: builder });
@@ -245,7 +258,11 @@ export class Rollouts {
     for (const deploy of this.#o.store.activeDeploys()) {
       try {
         if (deploy.status === 'rolling_out' || deploy.status === 'rolling_back') this.#advance(deploy, now);
-        else if (deploy.deadline === null) this.#o.store.updateDeploy(deploy.id, { deadline: now + 30 * 60_000 });
+        else if (deploy.status === 'postdeploy') {
+          if (deploy.deadline !== null && now > deploy.deadline) {
+            this.#finishPostdeploy(deploy, `the postdeploy scripts did not finish in ${POSTDEPLOY_TIMEOUT_MS / 60_000} minutes`);
+          }
+        } else if (deploy.deadline === null) this.#o.store.updateDeploy(deploy.id, { deadline: now + 30 * 60_000 });
         else if (now > deploy.deadline) this.#fail(deploy, 'BUILD_FAILED', 'The build did not finish in 30 minutes.');
       } catch (err) {
         this.#logger.error({ err, deploy: deploy.id }, 'rollout step failed');
@@ -330,14 +347,21 @@ export class Rollouts {
       return;
     }
     const up = instances.filter((i) => i.release === version && i.desired === 'run').length;
+    const scripts = postdeployScriptsOf(release.appJson, deploy.previousRelease === null);
     store.transaction(() => {
       for (const r of store.listReleases(deploy.app)) {
         if (r.version === version) this.#setReleaseStatus(r, 'running');
         else if (r.status === 'running') this.#setReleaseStatus(r, 'succeeded');
       }
-      this.#move(deploy.id, 'succeeded', { finishedAt: now });
       this.#line(deploy.id, 'hangar', `-----> v${version} is up: ${up} instance(s) healthy`);
+      if (scripts.length > 0) {
+        // The release is live; its postdeploy scripts run on the agent that built it.
+        this.#move(deploy.id, 'postdeploy', { deadline: now + POSTDEPLOY_TIMEOUT_MS });
+      } else {
+        this.#move(deploy.id, 'succeeded', { finishedAt: now });
+      }
     });
+    if (scripts.length > 0) this.#o.sync.requestSync();
     this.#reported.delete(deploy.id);
     this.#forgetWaiting(deploy.id);
     this.#forgetHealth(deploy.app);
@@ -473,6 +497,26 @@ export class Rollouts {
 
   #forgetWaiting(deployId: string): void {
     for (const said of this.#waitingSaid) if (said.startsWith(`${deployId}:`)) this.#waitingSaid.delete(said);
+  }
+
+  /**
+   * The postdeploy scripts ended: the deploy succeeded, or failed with `problem` while its
+   * release stays live (nothing is rolled back: the release is healthy).
+   */
+  #finishPostdeploy(deploy: DeployRow, problem: string | null): void {
+    const now = this.#o.clock.now();
+    const version = deploy.release ?? 0;
+    if (problem === null) {
+      this.#move(deploy.id, 'succeeded', { finishedAt: now });
+    } else {
+      const message = `v${version} is live, but ${problem.replace(/^The /, 'the ')}. It was not rolled back (its instances are healthy): fix the script and deploy again.`;
+      this.#o.store.transaction(() => {
+        this.#move(deploy.id, 'failed', { error: message, errorCode: 'POSTDEPLOY_FAILED', finishedAt: now });
+        this.#line(deploy.id, 'hangar', `-----> ${message}`, 'stderr');
+      });
+      this.#logger.warn({ app: deploy.app, release: version }, `postdeploy failed: ${problem}`);
+    }
+    this.#o.sync.requestSync();
   }
 
   /** Drops the health reasons of instances that are gone. */

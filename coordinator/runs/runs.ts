@@ -377,7 +377,12 @@ export function runView(run: RunRow): RunView {
 }
 
 /** The runs `agent` must run now, for its desired state (runs waiting for a client or being stopped are left out). */
-export function runSpecsFor(store: RunStore, agent: string, releaseOf: (app: string, version: number) => ReleaseRow | null): RunSpec[] {
+export function runSpecsFor(
+  store: RunStore,
+  agent: string,
+  releaseOf: (app: string, version: number) => ReleaseRow | null,
+  domainsOf: (app: string) => readonly string[],
+): RunSpec[] {
   return store.active().flatMap((run) => {
     if (run.agent !== agent || run.status === 'pending' || run.desired === 'stop') return [];
     const release = releaseOf(run.app, run.release);
@@ -391,7 +396,7 @@ export function runSpecsFor(store: RunStore, agent: string, releaseOf: (app: str
         release: run.release,
         artifactSha256: release.artifactSha256,
         command: run.command,
-        env: { ...processEnv(release, name), DYNO: name, ...(run.tty ? { TERM: run.term } : {}) },
+        env: { ...processEnv(release, name, domainsOf(run.app)), DYNO: name, ...(run.tty ? { TERM: run.term } : {}) },
         tty: run.tty,
         cols: run.cols,
         rows: run.rows,

@@ -96,8 +96,12 @@ test('the first build unpacks the Django fixture and creates its virtualenv', { 
 
   const headers = output.filter((line) => line.startsWith('-----> '));
   assert.equal(headers[0], '-----> Unpacking');
-  assert.match(headers[1] ?? '', /^-----> Creating virtualenv \(python 3\.\d+\.\d+\)$/);
-  assert.equal(headers[2], '-----> Installing requirements');
+  assert.match(
+    headers[1] ?? '',
+    /^-----> Python 3\.\d+\.\d+ \(.*python3.*, this server's default; ask for another with \.python-version\)$/,
+  );
+  assert.match(headers[2] ?? '', /^-----> Creating virtualenv \(python 3\.\d+\.\d+\)$/);
+  assert.equal(headers[3], '-----> Installing requirements');
   assert.ok(
     output.some((line) => /Requirement already satisfied: Django/i.test(line)),
     output.join('\n'),

@@ -29,6 +29,10 @@ test('deploy status: every legal move works, every other one throws', () => {
   assert.doesNotThrow(() => assertTransition(DEPLOY_TRANSITIONS, 'rolling_out', 'rolling_back', 'deploy'));
   assert.throws(() => assertTransition(DEPLOY_TRANSITIONS, 'succeeded', 'rolling_out', 'deploy'), /Illegal deploy transition/);
   assert.throws(() => assertTransition(DEPLOY_TRANSITIONS, 'rolling_back', 'succeeded', 'deploy'), /Illegal deploy transition/);
+  // A live release's postdeploy scripts end the deploy either way; nothing rolls back from there.
+  assert.doesNotThrow(() => assertTransition(DEPLOY_TRANSITIONS, 'rolling_out', 'postdeploy', 'deploy'));
+  assert.doesNotThrow(() => assertTransition(DEPLOY_TRANSITIONS, 'postdeploy', 'failed', 'deploy'));
+  assert.throws(() => assertTransition(DEPLOY_TRANSITIONS, 'postdeploy', 'rolling_back', 'deploy'), /Illegal deploy transition/);
   assert.equal(isFinished('succeeded'), true);
   assert.equal(isFinished('failed'), true);
   assert.equal(isFinished('rolling_out'), false);
