@@ -89,11 +89,11 @@ export function registerLogsCommands(program: Command, ctx: CliContext): void {
   withAppOption(program.command('logs'))
     .description("show the app's logs (process output, router, build, release, hangar events)")
     .option('-f, --follow', 'keep printing new lines as they come')
-    .option('-n, --num <n>', 'how many recent lines (default 100; more than 50,000 are fetched page by page)')
+    .option('-n, --num <n>', 'how many recent lines (default 100; up to 10,000,000, fetched 50,000 a page; at most 50,000 with -f)')
     .option('--source <source>', 'only lines of web, web.1, router, build, release, hangar or addon[NAME]')
     .option('--since <when>', 'only lines newer than this: 10m, 2h, 1d or an ISO time')
     .option('--until <when>', 'only lines older than this: 10m (ago), 2h, 1d or an ISO time')
-    .option('--grep <text>', 'only lines containing this text (case-insensitive)')
+    .option('--grep <text>', 'only lines containing this text (case-insensitive; answered from an index)')
     .option('--json', 'one JSON object a line: {ts, source, stream, agent, line}')
     .action(async (flags: LogsFlags, command: Command) => {
       const app = resolveApp(command, ctx);
