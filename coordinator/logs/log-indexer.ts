@@ -66,7 +66,6 @@ export class LogIndexer {
       nice: this.#o.nice ?? true,
     };
     const worker = new Worker(new URL('./log-search-worker.js', import.meta.url), { workerData: data });
-    worker.unref();
     worker.on('message', (m: LogIndexerMessage) => this.#onMessage(m));
     worker.on('error', (err) => this.#logger.error({ err }, 'the log index worker failed; --grep scans the lines instead'));
     this.#exited = new Promise((resolve) => worker.once('exit', () => resolve()));
