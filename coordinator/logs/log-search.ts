@@ -4,17 +4,20 @@ import Database from 'better-sqlite3';
  * The schema of the grep index, a database file of its own beside the coordinator's: a
  * contentless trigram index of `log_lines.line` (the text stays in `log_lines` only; detail=none:
  * which lines hold a trigram, not where) and how far it reaches. It is derived data: a deleted
- * file is made again empty and filled from `log_lines` in the background.
+ * file is made again empty and filled from `log_lines` in the background. `schema`: the name the
+ * file is attached as.
  */
-export const LOG_SEARCH_SCHEMA = `
-  CREATE VIRTUAL TABLE IF NOT EXISTS log_search USING fts5(line, content='', contentless_delete=1, detail=none, tokenize='trigram');
-  CREATE TABLE IF NOT EXISTS log_search_state (
+export function logSearchSchema(schema = 'main'): string {
+  return `
+  CREATE VIRTUAL TABLE IF NOT EXISTS ${schema}.log_search USING fts5(line, content='', contentless_delete=1, detail=none, tokenize='trigram');
+  CREATE TABLE IF NOT EXISTS ${schema}.log_search_state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     indexed_to INTEGER NOT NULL,
     unindexed_to INTEGER NOT NULL
   );
-  INSERT OR IGNORE INTO log_search_state (id, indexed_to, unindexed_to) VALUES (1, -1, -1);
+  INSERT OR IGNORE INTO ${schema}.log_search_state (id, indexed_to, unindexed_to) VALUES (1, -1, -1);
 `;
+}
 
 /** What one {@link LogSearchIndex.step} did. */
 export interface LogSearchStep {
@@ -112,6 +115,6 @@ export function openLogSearch(path: string): Database.Database {
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
   db.pragma('busy_timeout = 5000');
-  db.exec(LOG_SEARCH_SCHEMA);
+  db.exec(logSearchSchema());
   return db;
 }

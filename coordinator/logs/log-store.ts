@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import type { ErrorGroupView, LogLineView } from '../../common/api-types.js';
-import { LOG_SEARCH_SCHEMA } from './log-search.js';
+import { logSearchSchema } from './log-search.js';
 
 /** A line as the agent sent it. */
 export interface IncomingLogLine {
@@ -196,7 +196,7 @@ export class LogStore {
     this.#db.pragma('wal_autocheckpoint = 10000');
     this.#db.prepare('ATTACH DATABASE ? AS search').run(options.searchPath ?? join(dirname(options.path), 'log-search.db'));
     this.#db.pragma('search.journal_mode = WAL');
-    this.#db.exec(LOG_SEARCH_SCHEMA.replace(/\b(log_search\w*)\b(?= USING| \(| VALUES)/g, 'search.$1'));
+    this.#db.exec(logSearchSchema('search'));
     this.#indexedTo = this.#db.prepare('SELECT indexed_to FROM search.log_search_state WHERE id = 1').pluck();
     this.#lastId = Math.max(
       (this.#db.prepare('SELECT max(id) FROM log_lines').pluck().get() as number | null) ?? 0,
