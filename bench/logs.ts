@@ -194,10 +194,11 @@ function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', () => resolve())));
 }
 
-/** CPU seconds (user + system) a process has used, from /proc (Linux). */
-function cpuSeconds(pid: number | undefined): number {
+/** CPU seconds (user + system) a process (or with `mainThread`, its main thread) has used, from /proc (Linux). */
+function cpuSeconds(pid: number | undefined, mainThread = false): number {
   try {
-    const stat = readFileSync(`/proc/${pid ?? 'self'}/stat`, 'utf8');
+    const p = pid ?? process.pid;
+    const stat = readFileSync(mainThread ? `/proc/${p}/task/${p}/stat` : `/proc/${p}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) / 100;
   } catch {
@@ -258,7 +259,12 @@ async function main(): Promise<void> {
 
     // 1. Flood.
     const lines = Number(args.lines);
-    const cpuBefore = { coordinator: cpuSeconds(undefined), agent: cpuSeconds(agentChild.pid), client: cpuSeconds(wsChild.pid) };
+    const cpuBefore = {
+      coordinator: cpuSeconds(undefined),
+      main: cpuSeconds(undefined, true),
+      agent: cpuSeconds(agentChild.pid),
+      client: cpuSeconds(wsChild.pid),
+    };
     const floodStart = nowMs();
     const w1 = run('writer', ['--file', file, '--mode', 'flood', '--lines', String(lines)]);
     children.push(w1);
@@ -268,6 +274,7 @@ async function main(): Promise<void> {
     const seconds = (progress.lastDeliveredAt - floodStart) / 1000;
     const cpu = {
       coordinator: cpuSeconds(undefined) - cpuBefore.coordinator,
+      main: cpuSeconds(undefined, true) - cpuBefore.main,
       agent: cpuSeconds(agentChild.pid) - cpuBefore.agent,
       client: cpuSeconds(wsChild.pid) - cpuBefore.client,
     };
@@ -277,7 +284,8 @@ async function main(): Promise<void> {
         `in ${seconds.toFixed(2)} s: ${Math.round(progress.delivered / seconds).toLocaleString('en-US')} lines/s end to end`,
     );
     console.log(
-      `flood CPU: coordinator ${cpu.coordinator.toFixed(2)} s, agent ${cpu.agent.toFixed(2)} s, websocket client ${cpu.client.toFixed(2)} s ` +
+      `flood CPU: coordinator ${cpu.coordinator.toFixed(2)} s (its main thread ${cpu.main.toFixed(2)} s: ` +
+        `${Math.round(lines / cpu.main).toLocaleString('en-US')} lines per CPU-second), agent ${cpu.agent.toFixed(2)} s, websocket client ${cpu.client.toFixed(2)} s ` +
         `(${Math.round(lines / cpu.coordinator).toLocaleString('en-US')} lines per coordinator CPU-second, ` +
         `${Math.round(lines / cpu.agent).toLocaleString('en-US')} per agent CPU-second); load average ${loadavg()[0]?.toFixed(2)}`,
     );

@@ -73,6 +73,8 @@ export interface LogsQuery {
   source?: string;
   /** `10m`, `2h`, `1d` or an ISO time. */
   since?: string;
+  /** Only lines at or before this: `10m` (ago), `2h`, `1d` or an ISO time. Not for the live stream. */
+  until?: string;
   grep?: string;
 }
 
@@ -434,10 +436,27 @@ export class ApiClient {
     return expectRecord<AutoscaleView>(await this.#call('DELETE', appPath(app, 'autoscale', type)), 'autoscale');
   }
 
-  /** `GET /v1/apps/:app/logs`: the newest lines matching the filters, oldest first. */
+  /** `GET /v1/apps/:app/logs`: the newest lines matching the filters, oldest first (every page). */
   async logs(app: string, query: LogsQuery = {}): Promise<LogLineView[]> {
-    const body = await this.#call('GET', appPath(app, 'logs'), { query: { ...query } });
-    return expectArray<LogLineView>(body, 'lines');
+    const out: LogLineView[] = [];
+    await this.eachLogPage(app, query, (lines) => {
+      for (const l of lines) out.push(l);
+    });
+    return out;
+  }
+
+  /**
+   * `GET /v1/apps/:app/logs`, page after page (`n` may be more than one page holds): `onPage` gets
+   * each page's lines, oldest first, before the next is asked for.
+   */
+  async eachLogPage(app: string, query: LogsQuery, onPage: (lines: LogLineView[]) => void | Promise<void>): Promise<void> {
+    let cursor: string | null = null;
+    do {
+      const body = await this.#call('GET', appPath(app, 'logs'), { query: { ...query, ...(cursor === null ? {} : { cursor }) } });
+      await onPage(expectArray<LogLineView>(body, 'lines'));
+      const next = body.next;
+      cursor = typeof next === 'string' && next !== '' ? next : null;
+    } while (cursor !== null);
   }
 
   /** `GET /v1/apps/:app/errors`: grouped Python exceptions, last seen first. */

@@ -40,7 +40,9 @@
  *   PUT    /v1/apps/:app/autoscale/:type { min, max, p95Ms?, cpuPct? } -> { autoscale: AutoscaleView }
  *   DELETE /v1/apps/:app/autoscale/:type            -> { autoscale: AutoscaleView }
  *   GET    /metrics   Prometheus text format (admin token as `Authorization: Bearer`)
- *   GET    /v1/apps/:app/logs?n=&source=&since=&grep=  -> { lines: LogLineView[] }  (oldest first)
+ *   GET    /v1/apps/:app/logs?n=&source=&since=&until=&grep=&cursor=  -> { lines: LogLineView[], next: string | null }
+ *                                                  (the newest n, oldest first, ≤ 50,000 a page; `next`: send the
+ *                                                  same filters with cursor=next for the following page)
  *   WS     /v1/apps/:app/logs/stream?n=&source=&since=&grep=   (Authorization header, no token in the URL)
  *                                                  server sends JSON text frames: {@link LogStreamMessage}
  *   GET    /v1/apps/:app/errors                    -> { errors: ErrorGroupView[] }  (last seen first)

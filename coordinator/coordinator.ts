@@ -29,6 +29,7 @@ import { MetricsStore } from './metrics/metrics-store.js';
 import { PrometheusExporter } from './metrics/prometheus-exporter.js';
 import { LogHub } from './logs/log-hub.js';
 import { LogIngest } from './logs/log-ingest.js';
+import { LogIndexer } from './logs/log-indexer.js';
 import { LogStore } from './logs/log-store.js';
 import { Releases } from './releases/releases.js';
 import { Rollouts } from './releases/rollout.js';
@@ -180,9 +181,12 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   const metrics = new MetricsStore({ store, clock, logger, rawRetentionMs: c.metricsRawRetentionMs });
   const logs = new LogStore({
     path: join(c.dataDir, 'hangar.db'),
+    searchPath: join(c.dataDir, 'log-search.db'),
     maxAgeMs: c.logRetentionDays * 86_400_000,
     maxBytes: c.logRetentionBytes,
   });
+  // Fills the grep index beside ingestion (a worker thread), never inside its transactions.
+  const logIndexer = new LogIndexer({ sourcePath: join(c.dataDir, 'hangar.db'), path: join(c.dataDir, 'log-search.db'), logger });
   const logHub = new LogHub();
   // Events of the coordinator itself (autoscaling decisions) are `hangar` log lines of the app,
   // stored under a stream of their own like an agent's.
@@ -436,6 +440,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   metrics.start();
   autoscaler.start();
   acmeIssuer.start();
+  logIndexer.start();
   const address = api.server.address();
   const httpPort = typeof address === 'object' && address ? address.port : c.httpPort;
   const loop = setInterval(() => {
@@ -486,6 +491,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
         await hub.close();
         metrics.close();
         ingest.close();
+        await logIndexer.close();
         logs.close();
         store.close();
         logger.info('coordinator stopped');

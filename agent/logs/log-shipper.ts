@@ -18,7 +18,7 @@ export interface LogShipperOptions {
   maxInFlightLines?: number;
   /** Tailer poll interval, ms. Default 100. */
   pollMs?: number;
-  /** Shipped files at least this big are truncated, bytes. Default 64 MiB. */
+  /** Once this many more bytes of a file are shipped and acked, their disk space is freed (see LogTailer), bytes. Default 64 MiB. */
   rotateBytes?: number;
   clock: Clock;
   logger: Logger;

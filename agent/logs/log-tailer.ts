@@ -1,4 +1,5 @@
-import { closeSync, fstatSync, openSync, readSync, statSync, truncateSync, watch, type FSWatcher } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { closeSync, fstatSync, openSync, readSync, statSync, watch, type FSWatcher } from 'node:fs';
 import type { Clock, ClockTimer } from '../../common/clock.js';
 import type { Logger } from '../../common/logger.js';
 import type { LogSpool, SpoolInput } from './log-spool.js';
@@ -23,8 +24,13 @@ export interface LogTailerOptions {
   readBytes?: number;
   /** Lines longer than this are cut, with a marker, bytes. Default 64 KiB. */
   maxLineBytes?: number;
-  /** A file read to its end, all of it acked, and at least this big is truncated, bytes. Default 64 MiB. */
+  /**
+   * Once this many more bytes of a file were shipped and acked, their disk space is freed (punched
+   * out of the file; see {@link LogTailer}), bytes. Default 64 MiB.
+   */
   rotateBytes?: number;
+  /** Frees the disk space of the first `length` bytes of a file. Default: util-linux `fallocate --punch-hole`. */
+  punchHole?: (path: string, length: number, done: (err: Error | null) => void) => void;
   /** A partial last line (no newline yet) is shipped after it has waited this long, ms. Default 1000. */
   partialLineMs?: number;
   /** A file no longer wanted is let go once read to its end and quiet for this long, ms. Default 5000. */
@@ -46,6 +52,21 @@ interface Tailed {
   retiring: boolean;
   lastChange: number;
   watcher: FSWatcher | null;
+  /** Where the lines of each spool append end, oldest first, until acked. */
+  checkpoints: { seq: number; offset: number }[];
+  /** Every byte before this was shipped and acked. */
+  ackedOffset: number;
+  /** Disk space is freed before this (a hole that reads as zeros). */
+  punchedTo: number;
+  punching: boolean;
+}
+
+/** Block size the punched range is rounded down to (a partial block would only be zeroed). */
+const PUNCH_ALIGN = 4096;
+
+/** `fallocate --punch-hole` (util-linux, in every Debian): frees the blocks, keeps the size. */
+function fallocatePunchHole(path: string, length: number, done: (err: Error | null) => void): void {
+  execFile('fallocate', ['--punch-hole', '--offset', '0', '--length', String(length), path], { timeout: 30_000 }, (err) => done(err));
 }
 
 /**
@@ -53,6 +74,15 @@ interface Tailed {
  * files survives an agent restart, and reading resumes from where the spool says lines end. Each
  * round reads a bounded amount of every file in turn, so a flood in one file neither stalls the
  * agent nor delays the others; a busy file gets the next round at once instead of after the poll.
+ *
+ * Rotation never moves or truncates a file: the app holds it open with O_APPEND and may write
+ * at any moment, so a truncate (or copy-truncate) after a size check loses what lands between the
+ * two, and a rename cannot make the app reopen. Instead, once enough of a file was shipped and
+ * acked, that prefix is punched out (FALLOC_FL_PUNCH_HOLE): its blocks are freed, offsets stay
+ * where they were, and the app's appends go on untouched — lossless without any window, and the
+ * offsets the spool resumes from after an agent restart stay valid. A tailer that starts in the
+ * hole (a lost spool) skips its zeros. On a filesystem without hole punching the file keeps
+ * growing (said once) rather than losing lines.
  */
 export class LogTailer {
   readonly #o: LogTailerOptions;
@@ -95,6 +125,10 @@ export class LogTailer {
       retiring: false,
       lastChange: this.#o.clock.now(),
       watcher: null,
+      checkpoints: [{ seq: tracked.lastSeq, offset: tracked.offset }],
+      ackedOffset: 0,
+      punchedTo: 0,
+      punching: false,
     };
     this.#files.set(spec.path, t);
     this.wake();
@@ -178,6 +212,7 @@ export class LogTailer {
       this.#logger.info({ path: t.spec.path }, 'log file was truncated; reading it from the start');
       t.offset = 0;
       t.skipping = false;
+      this.#restart(t);
       this.#o.spool.resetFile(t.spec.path);
     }
     if (size === t.offset) {
@@ -185,10 +220,11 @@ export class LogTailer {
         // Replaced (moved away and created anew): the old one is read to its end; follow the new one.
         this.#release(t);
         t.offset = 0;
+        this.#restart(t);
         this.#o.spool.resetFile(t.spec.path);
         return { more: true, appended: false };
       }
-      this.#maybeRotate(t, size);
+      this.#maybeRotate(t);
       if (t.retiring && now - t.lastChange > (this.#o.retireAfterMs ?? 5000)) this.#forget(t);
       return { more: false, appended: false };
     }
@@ -197,6 +233,15 @@ export class LogTailer {
     const n = readSync(t.fd, this.#buf, 0, want, t.offset);
     if (n <= 0) return { more: false, appended: false };
     const buf = this.#buf;
+    if (buf[0] === 0 && !t.skipping && t.partialSince === 0) {
+      // A punched-out hole (a tailer without its spool reads the file from the start): no lines,
+      // and the line its end cuts was shipped before; reading resumes at the next whole line.
+      let zeros = 1;
+      while (zeros < n && buf[zeros] === 0) zeros++;
+      t.offset += zeros;
+      if (zeros < n || t.offset === size) t.skipping = true;
+      return { more: true, appended: false };
+    }
     const inputs: SpoolInput[] = [];
     const base = t.offset;
     const { app, source, stream, path } = t.spec;
@@ -251,21 +296,49 @@ export class LogTailer {
       }
     }
     if (pos === n || rest === 0) t.partialSince = 0;
-    if (inputs.length > 0) this.#o.spool.append(inputs);
+    if (inputs.length > 0) {
+      const seq = this.#o.spool.append(inputs);
+      const last = inputs[inputs.length - 1];
+      if (last?.offset !== undefined) t.checkpoints.push({ seq, offset: last.offset });
+    }
     t.offset = base + pos;
+    this.#maybeRotate(t);
     return { more: t.offset < size && pos > 0, appended: inputs.length > 0 };
   }
 
-  #maybeRotate(t: Tailed, size: number): void {
-    if (size < (this.#o.rotateBytes ?? 64 * 1024 * 1024)) return;
-    const f = this.#o.spool.file(t.spec.path);
-    if (!f || f.lastSeq > this.#o.spool.acked || f.offset !== size) return;
-    // Truncate only what was shipped and acked; checked again right before, the window is tiny.
-    if (statSync(t.spec.path).size !== size) return;
-    truncateSync(t.spec.path, 0);
-    t.offset = 0;
-    this.#o.spool.resetFile(t.spec.path);
-    this.#logger.info({ path: t.spec.path, bytes: size }, 'rotated a shipped log file');
+  /** Frees the disk space of what was shipped and acked, once there is enough of it. */
+  #maybeRotate(t: Tailed): void {
+    const acked = this.#o.spool.acked;
+    while (t.checkpoints.length > 0 && (t.checkpoints[0]?.seq ?? Infinity) <= acked) {
+      t.ackedOffset = Math.max(t.ackedOffset, t.checkpoints.shift()?.offset ?? 0);
+    }
+    const length = Math.floor(t.ackedOffset / PUNCH_ALIGN) * PUNCH_ALIGN;
+    if (t.punching || length - t.punchedTo < (this.#o.rotateBytes ?? 64 * 1024 * 1024)) return;
+    t.punching = true;
+    const path = t.spec.path;
+    const ino = t.ino;
+    (this.#o.punchHole ?? fallocatePunchHole)(path, length, (err) => {
+      t.punching = false;
+      if (t.ino !== ino && t.ino !== 0) return;
+      if (err) {
+        // Not retried for this file: it keeps its lines and grows, which is better than losing them.
+        t.punchedTo = Infinity;
+        this.#logger.warn(
+          { err, path },
+          'could not free the disk space of shipped log lines (does this filesystem support fallocate --punch-hole?); the file keeps growing',
+        );
+        return;
+      }
+      t.punchedTo = length;
+      this.#logger.info({ path, bytes: length }, 'rotated a log file: freed the disk space of its shipped lines');
+    });
+  }
+
+  /** The file was truncated or replaced: nothing of it is shipped or punched. */
+  #restart(t: Tailed): void {
+    t.checkpoints = [];
+    t.ackedOffset = 0;
+    t.punchedTo = 0;
   }
 
   #watch(t: Tailed): void {

@@ -1,5 +1,5 @@
 /**
- * `hangar logs -a APP [-f] [-n N] [--source S] [--since 10m] [--grep TEXT] [--json]` and
+ * `hangar logs -a APP [-f] [-n N] [--source S] [--since 10m] [--until 5m] [--grep TEXT] [--json]` and
  * `hangar errors -a APP [--json]`.
  */
 import type { Command } from 'commander';
@@ -8,14 +8,18 @@ import type { LogsQuery } from '../api-client.js';
 import { formatJson, heading, timeAgo } from '../output.js';
 import { atEdge, badInput, resolveApp, withAppOption, type CliContext } from './context.js';
 
-/** Most lines one `hangar logs` asks for (the coordinator's limit). */
+/** Most lines `hangar logs -f` shows before following (the live stream's backfill limit). */
 export const MAX_LOG_LINES = 50_000;
+
+/** Most lines `hangar logs` fetches, page by page (the coordinator's limit across pages). */
+export const MAX_PAGED_LOG_LINES = 10_000_000;
 
 interface LogsFlags {
   follow?: boolean;
   num?: string;
   source?: string;
   since?: string;
+  until?: string;
   grep?: string;
   json?: boolean;
 }
@@ -25,8 +29,9 @@ export function parseLogsFlags(flags: LogsFlags): LogsQuery {
   const problems: string[] = [];
   const query: LogsQuery = {};
   if (flags.num !== undefined) {
-    if (!/^\d+$/.test(flags.num) || Number(flags.num) > MAX_LOG_LINES)
-      problems.push(`-n must be a whole number from 0 to ${MAX_LOG_LINES}`);
+    const max = flags.follow ? MAX_LOG_LINES : MAX_PAGED_LOG_LINES;
+    if (!/^\d+$/.test(flags.num) || Number(flags.num) > max)
+      problems.push(`-n must be a whole number from 0 to ${max}${flags.follow ? ' with -f' : ''}`);
     else query.n = Number(flags.num);
   }
   if (flags.source !== undefined) {
@@ -34,11 +39,14 @@ export function parseLogsFlags(flags: LogsFlags): LogsQuery {
       problems.push(`--source "${flags.source}" is not a source: write web, web.1, router, build, release, hangar or addon[NAME]`);
     } else query.source = flags.source;
   }
-  if (flags.since !== undefined) {
-    if (!/^\d{1,9}[smhd]$/.test(flags.since) && Number.isNaN(Date.parse(flags.since))) {
-      problems.push(`--since "${flags.since}" is neither a duration like 10m, 2h, 1d nor an ISO time`);
-    } else query.since = flags.since;
+  for (const key of ['since', 'until'] as const) {
+    const value = flags[key];
+    if (value === undefined) continue;
+    if (!/^\d{1,9}[smhd]$/.test(value) && Number.isNaN(Date.parse(value))) {
+      problems.push(`--${key} "${value}" is neither a duration like 10m, 2h, 1d nor an ISO time`);
+    } else query[key] = value;
   }
+  if (flags.until !== undefined && flags.follow) problems.push('--until cannot be used with -f: live lines have no end');
   if (flags.grep !== undefined) {
     if (flags.grep === '' || flags.grep.length > 1000) problems.push('--grep needs 1 to 1000 characters of text');
     else query.grep = flags.grep;
@@ -81,10 +89,11 @@ export function registerLogsCommands(program: Command, ctx: CliContext): void {
   withAppOption(program.command('logs'))
     .description("show the app's logs (process output, router, build, release, hangar events)")
     .option('-f, --follow', 'keep printing new lines as they come')
-    .option('-n, --num <n>', 'how many recent lines (default 100)')
+    .option('-n, --num <n>', 'how many recent lines (default 100; up to 10,000,000, fetched 50,000 a page; at most 50,000 with -f)')
     .option('--source <source>', 'only lines of web, web.1, router, build, release, hangar or addon[NAME]')
     .option('--since <when>', 'only lines newer than this: 10m, 2h, 1d or an ISO time')
-    .option('--grep <text>', 'only lines containing this text (case-insensitive)')
+    .option('--until <when>', 'only lines older than this: 10m (ago), 2h, 1d or an ISO time')
+    .option('--grep <text>', 'only lines containing this text (case-insensitive; answered from an index)')
     .option('--json', 'one JSON object a line: {ts, source, stream, agent, line}')
     .action(async (flags: LogsFlags, command: Command) => {
       const app = resolveApp(command, ctx);
@@ -92,8 +101,8 @@ export function registerLogsCommands(program: Command, ctx: CliContext): void {
       const print = flags.json ? formatLogJson : formatLogLine;
       const client = await ctx.client();
       if (!flags.follow) {
-        const lines = await client.logs(app, query);
-        ctx.out(lines.map(print).join(''));
+        // Page by page, each printed before the next is fetched: -n 1000000 never holds them all.
+        await client.eachLogPage(app, query, (lines) => ctx.out(lines.map(print).join('')));
         return;
       }
       await client.streamLogs(app, query, (message) => {

@@ -6,7 +6,7 @@ import type { Logger } from '../../common/logger.js';
 import { appNameSchema } from '../../common/names.js';
 import { authorizeUpgrade, needs, type Authenticator } from './auth.js';
 import type { LogHub } from '../logs/log-hub.js';
-import { parseLogQuery } from '../logs/log-query.js';
+import { formatLogCursor, MAX_LOG_LINES, parseLogQuery } from '../logs/log-query.js';
 import { logLineView, type LogStore } from '../logs/log-store.js';
 import { LogStreamServer } from '../logs/log-stream-server.js';
 import type { Store } from '../store/store.js';
@@ -35,8 +35,9 @@ export function registerLogRoutes(app: FastifyInstance<Server, IncomingMessage, 
   app.get('/v1/apps/:app/logs', needs('read'), async (request) => {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     o.store.requireApp(name);
-    const query = parseLogQuery(name, request.query, o.clock.now());
-    return { lines: o.logs.query(query).map(logLineView) };
+    const { cursor, ...query } = parseLogQuery(name, request.query, o.clock.now());
+    const page = o.logs.page(query, MAX_LOG_LINES, cursor);
+    return { lines: page.lines.map(logLineView), next: page.next && formatLogCursor(page.next) };
   });
 
   app.get('/v1/apps/:app/errors', needs('read'), async (request) => {

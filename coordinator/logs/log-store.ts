@@ -1,6 +1,8 @@
 import Database from 'better-sqlite3';
+import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import type { ErrorGroupView, LogLineView } from '../../common/api-types.js';
+import { logSearchSchema } from './log-search.js';
 
 /** A line as the agent sent it. */
 export interface IncomingLogLine {
@@ -32,6 +34,8 @@ export interface LogQuery {
   source?: string;
   /** Only lines at or after this Unix ms. */
   since?: number;
+  /** Only lines at or before this Unix ms. */
+  until?: number;
   /** Only lines containing this text (case-insensitive for ASCII). */
   grep?: string;
 }
@@ -47,6 +51,11 @@ export interface LogStoreOptions {
    * file do not count), the oldest lines are deleted. Default 1 GiB.
    */
   maxBytes?: number;
+  /**
+   * The grep index's own file (filled by {@link LogIndexer} in the background). Default
+   * `log-search.db` beside `path`.
+   */
+  searchPath?: string;
 }
 
 /** What a row costs beyond its text: its id, seq, ts, fd and index entries, roughly. */
@@ -62,6 +71,47 @@ export function lineBytes(l: { app: string; source: string; line: string }): num
 
 /** {@link lineBytes} of a `log_lines` row, in SQL. */
 const LINE_BYTES_SQL = `length(CAST(line AS BLOB)) + length(CAST(app AS BLOB)) + length(CAST(source AS BLOB)) + ${ROW_OVERHEAD_BYTES}`;
+
+/** Line ids in (`after`, `to`]; either end open when left out. */
+interface IdRange {
+  after?: number;
+  to?: number;
+}
+
+/** Where a page of a long query continues: lines with ids in (`after`, `to`], `left` more at most. */
+export interface LogCursor {
+  after: number;
+  to: number;
+  left: number;
+}
+
+/** One page of {@link LogStore.page}. */
+export interface LogPage {
+  lines: StoredLogLine[];
+  /** Where the next page starts (send the same filters again); null on the last page. */
+  next: LogCursor | null;
+}
+
+/** Most trigrams of a `--grep` needle looked up in the index; the LIKE on each row is exact anyway. */
+const MAX_TRIGRAMS = 8;
+
+/**
+ * The FTS5 query (trigram tokens, ANDed) that finds every line containing `needle` and maybe a few
+ * more; null when the needle is shorter than a trigram (the query scans instead).
+ */
+export function trigramQuery(needle: string): string | null {
+  const chars = Array.from(needle);
+  if (chars.length < 3) return null;
+  const all = new Set<string>();
+  for (let i = 0; i + 3 <= chars.length; i++) all.add(chars.slice(i, i + 3).join(''));
+  const list = [...all];
+  // Spread over the needle: its first and last trigrams and evenly between.
+  const picked =
+    list.length <= MAX_TRIGRAMS
+      ? list
+      : Array.from({ length: MAX_TRIGRAMS }, (_, k) => list[Math.round((k * (list.length - 1)) / (MAX_TRIGRAMS - 1))] as string);
+  return [...new Set(picked)].map((t) => `"${t.replace(/"/g, '""')}"`).join(' AND ');
+}
 
 /** Rows per multi-row INSERT. */
 const INSERT_CHUNK = 32;
@@ -122,6 +172,10 @@ export class LogStore {
   /** The committed `log_usage` row. */
   readonly #usage: { bytes: number; lines: number };
   readonly #addUsage: Database.Statement;
+  /** How far the grep index reaches: lines with a higher id are scanned. */
+  readonly #indexedTo: Database.Statement;
+  /** Highest id given to a line: ids are never given out twice (the grep index keys on them). */
+  #lastId: number;
   readonly #queries = new Map<string, Database.Statement>();
   readonly #insert: Database.Statement;
   /** Inserts {@link INSERT_CHUNK} rows in one statement: far fewer calls into SQLite per batch. */
@@ -140,6 +194,14 @@ export class LogStore {
     this.#db.pragma('busy_timeout = 5000');
     // Fewer, larger checkpoints: the hot right edges of the indexes are copied once, not each time.
     this.#db.pragma('wal_autocheckpoint = 10000');
+    this.#db.prepare('ATTACH DATABASE ? AS search').run(options.searchPath ?? join(dirname(options.path), 'log-search.db'));
+    this.#db.pragma('search.journal_mode = WAL');
+    this.#db.exec(logSearchSchema('search'));
+    this.#indexedTo = this.#db.prepare('SELECT indexed_to FROM search.log_search_state WHERE id = 1').pluck();
+    this.#lastId = Math.max(
+      (this.#db.prepare('SELECT max(id) FROM log_lines').pluck().get() as number | null) ?? 0,
+      this.#indexedTo.get() as number,
+    );
     this.#maxAgeMs = options.maxAgeMs ?? 7 * 24 * 3600_000;
     this.#maxBytes = options.maxBytes ?? 1024 * 1024 * 1024;
     for (const r of this.#db.prepare('SELECT id, agent, epoch, acked_seq FROM log_streams').all() as Row[]) {
@@ -149,10 +211,9 @@ export class LogStore {
     const usage = this.#db.prepare('SELECT bytes, lines FROM log_usage WHERE id = 1').get() as Row | undefined;
     this.#usage = { bytes: (usage?.bytes as number | undefined) ?? 0, lines: (usage?.lines as number | undefined) ?? 0 };
     this.#addUsage = this.#db.prepare('UPDATE log_usage SET bytes = max(0, bytes + ?), lines = max(0, lines + ?) WHERE id = 1');
-    const insertSql = 'INSERT INTO log_lines (stream_id, seq, ts, app, source, fd, line) VALUES ';
-    this.#insert = this.#db.prepare(`${insertSql}(?, ?, ?, ?, ?, ?, ?)`);
-    this.#insertChunk = this.#db.prepare(`${insertSql}${Array(INSERT_CHUNK).fill('(?, ?, ?, ?, ?, ?, ?)').join(', ')}`);
-    const lastId = this.#db.prepare('SELECT max(id) AS id FROM log_lines').pluck();
+    const insertSql = 'INSERT INTO log_lines (id, stream_id, seq, ts, app, source, fd, line) VALUES ';
+    this.#insert = this.#db.prepare(`${insertSql}(?, ?, ?, ?, ?, ?, ?, ?)`);
+    this.#insertChunk = this.#db.prepare(`${insertSql}${Array(INSERT_CHUNK).fill('(?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`);
     const setAcked = this.#db.prepare('UPDATE log_streams SET acked_seq = ? WHERE id = ?');
     const upsertError = this.#db.prepare(`
       INSERT INTO log_errors (app, fingerprint, type, location, message, count, first_seen, last_seen, release, traceback)
@@ -176,21 +237,23 @@ export class LogStore {
         fresh.push(l);
       }
       if (fresh.length === 0) return acked;
-      // Row ids are assigned in insertion order, one after the other, in this one writer.
-      let id = ((lastId.get() as number | null) ?? 0) + 1;
+      // Ids one after the other, in this one writer, past any id ever given (a rolled back
+      // transaction only leaves a gap): the grep index never sees an id reused for another line.
+      let id = this.#lastId + 1;
+      this.#lastId += fresh.length;
       const params: unknown[] = [];
       let i = 0;
       for (; i + INSERT_CHUNK <= fresh.length; i += INSERT_CHUNK) {
         params.length = 0;
         for (let k = i; k < i + INSERT_CHUNK; k++) {
           const l = fresh[k] as IncomingLogLine;
-          params.push(streamId, l.seq, l.ts, l.app, l.source, l.stream === 'stderr' ? 'stderr' : 'stdout', l.line);
+          params.push(id + k, streamId, l.seq, l.ts, l.app, l.source, l.stream === 'stderr' ? 'stderr' : 'stdout', l.line);
         }
         this.#insertChunk.run(params);
       }
       for (; i < fresh.length; i++) {
         const l = fresh[i] as IncomingLogLine;
-        this.#insert.run(streamId, l.seq, l.ts, l.app, l.source, l.stream === 'stderr' ? 'stderr' : 'stdout', l.line);
+        this.#insert.run(id + i, streamId, l.seq, l.ts, l.app, l.source, l.stream === 'stderr' ? 'stderr' : 'stdout', l.line);
       }
       for (const l of fresh) {
         const stream = l.stream === 'stderr' ? 'stderr' : 'stdout';
@@ -262,36 +325,83 @@ export class LogStore {
 
   /** The newest `n` lines matching the filters, oldest first. */
   query(q: LogQuery): StoredLogLine[] {
-    const where = ['app = @app'];
-    const params: Record<string, unknown> = { app: q.app, n: q.n };
-    if (q.source) {
-      if (q.source.includes('.') || !isProcessType(q.source)) {
-        where.push('source = @source');
-        params.source = q.source;
-      } else {
-        // A process type means all its instances (web → web.1, web.2…), or a plain source (router).
-        where.push('(source = @source OR (source >= @lo AND source < @hi))');
-        params.source = q.source;
-        params.lo = `${q.source}.`;
-        params.hi = `${q.source}/`;
+    return this.#select(q, 'newest', q.n);
+  }
+
+  /**
+   * The newest `q.n` lines matching the filters, oldest first, `pageSize` at most per page: without
+   * a cursor the first page (the oldest of those lines), with one the page after it. The window is
+   * fixed by the first call (lines stored since are not in it), so paging neither skips nor repeats.
+   */
+  page(q: LogQuery, pageSize: number, cursor?: LogCursor): LogPage {
+    let after: number;
+    let to: number;
+    let left: number;
+    if (cursor) {
+      ({ after, to, left } = cursor);
+    } else {
+      if (q.n <= pageSize) return { lines: this.query(q), next: null };
+      to = (this.#db.prepare('SELECT max(id) FROM log_lines').pluck().get() as number | null) ?? 0;
+      // The n-th newest matching line, and everything after it.
+      const nth = this.#select({ ...q, n: 1 }, 'newest', 1, { to, offset: q.n - 1 })[0];
+      after = nth ? nth.id - 1 : 0;
+      left = q.n;
+    }
+    const want = Math.min(pageSize, left);
+    const lines = want > 0 ? this.#select(q, 'oldest', want, { after, to }) : [];
+    const last = lines.at(-1);
+    // A short page was the last one; a full one may be followed by more.
+    const more = last !== undefined && lines.length === want && left > want;
+    return { lines, next: more ? { after: last.id, to, left: left - want } : null };
+  }
+
+  /**
+   * Lines matching the filters within an id range, oldest first: the `limit` newest or oldest of
+   * them (skipping `offset`). A `grep` of three characters or more is answered by the trigram index
+   * for the lines it covers (in id order, so a limit stops early; each candidate then checked
+   * exactly with LIKE on the row) and by a scan of the lines past it, which the background indexer
+   * has not reached yet: the answer is complete whatever the index's lag. Both in one snapshot.
+   */
+  #select(q: LogQuery, end: 'newest' | 'oldest', limit: number, range: IdRange & { offset?: number } = {}): StoredLogLine[] {
+    const fts = q.grep ? trigramQuery(q.grep) : null;
+    if (!fts) return this.#part(q, null, end, limit, range.offset ?? 0, range);
+    return this.#snapshot(() => {
+      const indexedTo = this.#indexedTo.get() as number;
+      const indexed: IdRange = { ...range, to: Math.min(range.to ?? Infinity, indexedTo) };
+      const tail: IdRange = { ...range, after: Math.max(range.after ?? -1, indexedTo) };
+      // In the order `end` reads them: the newest lines are in the tail.
+      const parts: [string | null, IdRange][] = [
+        [fts, indexed],
+        [null, tail],
+      ];
+      if (end === 'newest') parts.reverse();
+      const out: StoredLogLine[] = [];
+      let offset = range.offset ?? 0;
+      for (const [index, r] of parts) {
+        const left = limit - out.length;
+        if (left <= 0) break;
+        if ((r.to ?? Infinity) <= (r.after ?? -1)) continue;
+        const rows = this.#part(q, index, end, left, offset, r);
+        // Skipped lines all came from this part when it gave any; else only as many as it holds.
+        offset = rows.length > 0 || offset === 0 ? 0 : Math.max(0, offset - this.#count(q, index, r));
+        if (end === 'newest') out.unshift(...rows);
+        else out.push(...rows);
       }
-    }
-    if (q.since !== undefined) {
-      where.push('ts >= @since');
-      params.since = q.since;
-    }
-    if (q.grep) {
-      where.push("line LIKE @grep ESCAPE '\\'");
-      params.grep = `%${q.grep.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
-    }
-    const sql = `SELECT id, ts, app, source, fd, stream_id, line FROM log_lines WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT @n`;
-    let stmt = this.#queries.get(sql);
-    if (!stmt) {
-      stmt = this.#db.prepare(sql);
-      this.#queries.set(sql, stmt);
-    }
-    const rows = stmt.all(params) as Row[];
-    return rows.reverse().map((r) => ({
+      return out;
+    });
+  }
+
+  /** One part of {@link #select}: through the index (`fts`, ids it covers) or a scan. */
+  #part(q: LogQuery, fts: string | null, end: 'newest' | 'oldest', limit: number, offset: number, range: IdRange): StoredLogLine[] {
+    const { from, where, params, id } = this.#where(q, fts, range);
+    params.n = limit;
+    params.offset = offset;
+    const rows = this.#statement(
+      `SELECT l.id, l.ts, l.app, l.source, l.fd, l.stream_id, l.line FROM ${from} WHERE ${where} ` +
+        `ORDER BY ${id} ${end === 'newest' ? 'DESC' : 'ASC'} LIMIT @n OFFSET @offset`,
+    ).all(params) as Row[];
+    if (end === 'newest') rows.reverse();
+    return rows.map((r) => ({
       id: r.id as number,
       ts: r.ts as number,
       app: r.app as string,
@@ -300,6 +410,71 @@ export class LogStore {
       agent: this.#agents.get(r.stream_id as number) ?? '',
       line: r.line as string,
     }));
+  }
+
+  /** Lines of one part of {@link #select}, all of them. */
+  #count(q: LogQuery, fts: string | null, range: IdRange): number {
+    const { from, where, params } = this.#where(q, fts, range);
+    return this.#statement(`SELECT count(*) FROM ${from} WHERE ${where}`).pluck().get(params) as number;
+  }
+
+  #where(q: LogQuery, fts: string | null, range: IdRange): { from: string; where: string; params: Record<string, unknown>; id: string } {
+    const where = ['l.app = @app'];
+    const params: Record<string, unknown> = { app: q.app };
+    const id = fts ? 's.rowid' : 'l.id';
+    if (q.source) {
+      if (q.source.includes('.') || !isProcessType(q.source)) {
+        where.push('l.source = @source');
+        params.source = q.source;
+      } else {
+        // A process type means all its instances (web → web.1, web.2…), or a plain source (router).
+        where.push('(l.source = @source OR (l.source >= @lo AND l.source < @hi))');
+        params.source = q.source;
+        params.lo = `${q.source}.`;
+        params.hi = `${q.source}/`;
+      }
+    }
+    if (q.since !== undefined) {
+      where.push('l.ts >= @since');
+      params.since = q.since;
+    }
+    if (q.until !== undefined) {
+      where.push('l.ts <= @until');
+      params.until = q.until;
+    }
+    if (range.after !== undefined && range.after >= 0) {
+      where.push(`${id} > @after`);
+      params.after = range.after;
+    }
+    if (range.to !== undefined && Number.isFinite(range.to)) {
+      where.push(`${id} <= @to`);
+      params.to = range.to;
+    }
+    if (q.grep) {
+      where.push("l.line LIKE @grep ESCAPE '\\'");
+      params.grep = `%${q.grep.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    }
+    if (fts) {
+      where.unshift('s.log_search MATCH @fts');
+      params.fts = fts;
+    }
+    // CROSS JOIN: the index drives, in id order, and each candidate row is looked up by id.
+    const from = fts ? 'search.log_search s CROSS JOIN log_lines l ON l.id = s.rowid' : 'log_lines l';
+    return { from, where: where.join(' AND '), params, id };
+  }
+
+  #statement(sql: string): Database.Statement {
+    let stmt = this.#queries.get(sql);
+    if (!stmt) {
+      stmt = this.#db.prepare(sql);
+      this.#queries.set(sql, stmt);
+    }
+    return stmt;
+  }
+
+  /** Runs `fn` in one read transaction (one snapshot of both files). */
+  #snapshot<T>(fn: () => T): T {
+    return this.#db.transaction(fn)();
   }
 
   /** The app's error groups, most recently seen first. */

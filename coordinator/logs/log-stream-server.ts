@@ -65,7 +65,7 @@ export class LogStreamServer {
       if (!app.success || !this.#o.appExists(app.data)) {
         return reject(socket, 404, 'APP_NOT_FOUND', `No app ${match?.[1] ?? ''}; see \`hangar apps\`.`);
       }
-      const query = parseLogQuery(app.data, Object.fromEntries(url.searchParams), this.#o.clock.now());
+      const query = parseLogQuery(app.data, Object.fromEntries(url.searchParams), this.#o.clock.now(), { live: true });
       this.#wss.handleUpgrade(request, socket, head, (ws) => this.#serve(ws, query));
     } catch (err) {
       if (isHangarError(err)) return reject(socket, httpStatusFor(err.code), err.code, err.message);

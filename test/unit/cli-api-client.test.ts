@@ -246,3 +246,32 @@ test('close is idempotent', async () => {
   await api.close();
   await api.close();
 });
+
+test('logs follows next cursors page after page, with the same filters, until there is none', async (t) => {
+  const line = (i: number) => ({ ts: new Date(i).toISOString(), source: 'web.1', stream: 'stdout', agent: 'a1', line: `l${i}` });
+  const server = await fakeCoordinator(t, (req) => {
+    const cursor = new URL(req.url, 'http://x').searchParams.get('cursor');
+    if (cursor === null) return { json: { lines: [line(1), line(2)], next: 'c2' } };
+    if (cursor === 'c2') return { json: { lines: [line(3)], next: 'c3' } };
+    return { json: { lines: [line(4)], next: null } };
+  });
+  const pages: string[][] = [];
+  await client(t, server.url).eachLogPage(
+    'shop',
+    { n: 200_000, grep: 'l', until: '5m' },
+    (lines) => void pages.push(lines.map((l) => l.line)),
+  );
+  assert.deepEqual(pages, [['l1', 'l2'], ['l3'], ['l4']]);
+  assert.deepEqual(
+    server.requests.map((r) => r.url),
+    [
+      '/v1/apps/shop/logs?n=200000&grep=l&until=5m',
+      '/v1/apps/shop/logs?n=200000&grep=l&until=5m&cursor=c2',
+      '/v1/apps/shop/logs?n=200000&grep=l&until=5m&cursor=c3',
+    ],
+  );
+  assert.deepEqual(
+    (await client(t, server.url).logs('shop', {})).map((l) => l.line),
+    ['l1', 'l2', 'l3', 'l4'],
+  );
+});

@@ -76,6 +76,11 @@ describe('hangar logs output and flags', () => {
       since: '10m',
       grep: 'x',
     });
+    assert.deepEqual(parseLogsFlags({ num: '200000', until: '5m' }), { n: 200_000, until: '5m' }, 'more than a page: paged');
+    assert.deepEqual(parseLogsFlags({ until: '2026-01-02T03:04:05Z' }), { until: '2026-01-02T03:04:05Z' });
+    assert.throws(() => parseLogsFlags({ num: '60000', follow: true }), /-n must be a whole number from 0 to 50000 with -f/);
+    assert.throws(() => parseLogsFlags({ until: '5m', follow: true }), /--until cannot be used with -f/);
+    assert.throws(() => parseLogsFlags({ until: 'soon' }), /--until "soon" is neither/);
     assert.throws(
       () => parseLogsFlags({ num: '-1', source: 'a b', since: 'later' }),
       (err: Error) => /-n must be/.test(err.message) && /--source "a b"/.test(err.message) && /--since "later"/.test(err.message),

@@ -5,9 +5,13 @@ import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { matchesFilter } from '../../coordinator/logs/log-hub.js';
 import { parseSince } from '../../coordinator/logs/log-query.js';
+import { pino } from 'pino';
+import { LogIndexer } from '../../coordinator/logs/log-indexer.js';
+import { LogSearchIndex } from '../../coordinator/logs/log-search.js';
 import { LogStore, parseErrorLine, type IncomingLogLine } from '../../coordinator/logs/log-store.js';
 import { Store } from '../../coordinator/store/store.js';
 import { randomBytes } from 'node:crypto';
+import Database from 'better-sqlite3';
 import { SecretBox } from '../../common/secret-box.js';
 
 function open(t: TestContext, options: { maxAgeMs?: number; maxBytes?: number } = {}) {
@@ -15,12 +19,25 @@ function open(t: TestContext, options: { maxAgeMs?: number; maxBytes?: number } 
   const path = join(d, 'hangar.db');
   const store = new Store({ path, secrets: new SecretBox(randomBytes(32)) });
   const logs = new LogStore({ path, ...options });
+  // The background indexer's work, stepped by hand.
+  const search = new LogSearchIndex({ sourcePath: path, path: join(d, 'log-search.db') });
   t.after(() => {
+    search.close();
     logs.close();
     store.close();
     rmSync(d, { recursive: true, force: true });
   });
-  return { path, store, logs };
+  return { path, store, logs, search, dir: d };
+}
+
+/** Lines of the index holding a trigram. */
+function indexed(search: LogSearchIndex, trigram: string): number {
+  const db = new Database(search.path, { readonly: true });
+  try {
+    return db.prepare('SELECT count(*) FROM log_search WHERE log_search MATCH ?').pluck().get(`"${trigram}"`) as number;
+  } finally {
+    db.close();
+  }
 }
 
 function batch(from: number, to: number, extra: Partial<IncomingLogLine> = {}): IncomingLogLine[] {
@@ -87,6 +104,142 @@ describe('LogStore', () => {
     assert.deepEqual(q({ since: 1011 }), ['Hello 50% World_']);
     const [line] = logs.query({ app: 'shop', n: 1 });
     assert.deepEqual(line && { stream: line.stream, agent: line.agent, ts: line.ts }, { stream: 'stderr', agent: 'a1', ts: 1012 });
+  });
+
+  it('greps with the meaning of LIKE (substring, ASCII case folded, literal % _ "), before and after the index caught up', (t) => {
+    const { logs, search } = open(t, { maxAgeMs: 1000 });
+    logs.ingest('a1', 'e1', [
+      ...batch(1, 300),
+      ...batch(301, 301, { line: 'ERROR Payment "declined" 100%_done' }),
+      ...batch(302, 302, { line: 'Ünïcode ÉCOLE straße' }),
+      ...batch(303, 303, { line: 'payment ok', app: 'other' }),
+    ]);
+    const q = (grep: string) => logs.query({ app: 'shop', n: 100, grep }).map((l) => l.line);
+    const expectations = () => {
+      assert.deepEqual(q('PAYMENT'), ['ERROR Payment "declined" 100%_done']);
+      assert.deepEqual(q('"declined"'), ['ERROR Payment "declined" 100%_done'], 'a double quote is literal');
+      assert.deepEqual(q('0%_d'), ['ERROR Payment "declined" 100%_done']);
+      assert.deepEqual(q('t "d'), ['ERROR Payment "declined" 100%_done'], 'spaces count');
+      assert.deepEqual(q('école'), [], 'non-ASCII letters are not folded, as LIKE does not fold them');
+      assert.deepEqual(q('ÉCOLE'), ['Ünïcode ÉCOLE straße']);
+      assert.deepEqual(q('%_d'), ['ERROR Payment "declined" 100%_done'], 'three characters');
+      assert.equal(q('ne').length, 100, 'shorter than a trigram: still found (by a scan)');
+      assert.deepEqual(q('line 29'), ['line 29', ...Array.from({ length: 10 }, (_, i) => `line ${290 + i}`)]);
+    };
+    expectations();
+    assert.equal(search.catchUp(), 303);
+    assert.equal(indexed(search, 'pay'), 2, 'the lines are in the index now');
+    expectations();
+    // Lines stored since: the index covers the older ones, a scan the newer; the answer is whole.
+    logs.ingest('a1', 'e1', batch(304, 400, { line: 'late payment' }));
+    search.step(50);
+    assert.deepEqual(q('payment'), ['ERROR Payment "declined" 100%_done', ...Array<string>(97).fill('late payment')]);
+    assert.equal(logs.query({ app: 'shop', n: 3, grep: 'payment' }).length, 3);
+    search.catchUp();
+    // Deleted lines leave the index once below the oldest line; ids are never given out again.
+    logs.deleteApp('other');
+    assert.equal(logs.prune(10_000_000), 399, 'age retention');
+    search.catchUp();
+    assert.equal(indexed(search, 'pay'), 0);
+    logs.ingest('a1', 'e1', batch(401, 401, { line: 'payment after', ts: 10_000_000 }));
+    assert.deepEqual(q('payment'), ['payment after']);
+    search.catchUp();
+    assert.deepEqual(q('payment'), ['payment after']);
+    assert.equal(indexed(search, 'pay'), 1);
+  });
+
+  it("never gives a deleted line's id to a new one, even across a restart (the index keys on ids)", (t) => {
+    const { path, logs, search } = open(t);
+    logs.ingest('a1', 'e1', batch(1, 10));
+    logs.ingest('a2', 'e1', batch(1, 10, { app: 'other', line: 'needle' }));
+    search.catchUp();
+    logs.deleteApp('other');
+    logs.close();
+    const again = new LogStore({ path });
+    t.after(() => again.close());
+    again.ingest('a1', 'e1', batch(11, 20, { line: 'hay' }));
+    search.catchUp();
+    assert.deepEqual(again.query({ app: 'shop', n: 100, grep: 'needle' }), [], 'no old index entry matches a new line');
+    assert.equal(again.query({ app: 'shop', n: 100, grep: 'hay' }).length, 10);
+    assert.ok((again.query({ app: 'shop', n: 1 })[0]?.id ?? 0) > 20);
+  });
+
+  it('fills a new index file from the lines stored before it (a deleted index is made again)', (t) => {
+    const { logs, search, dir } = open(t);
+    logs.ingest('a1', 'e1', [...batch(1, 5), ...batch(6, 6, { line: 'old needle' })]);
+    search.close();
+    for (const f of ['log-search.db', 'log-search.db-wal', 'log-search.db-shm']) rmSync(join(dir, f), { force: true });
+    const fresh = new LogSearchIndex({ sourcePath: join(dir, 'hangar.db'), path: join(dir, 'log-search.db') });
+    t.after(() => fresh.close());
+    assert.equal(fresh.catchUp(), 6);
+    assert.equal(indexed(fresh, 'eed'), 1);
+  });
+
+  it("is kept filled by the indexer's worker thread, which stops with close", async (t) => {
+    const { path, logs, dir } = open(t);
+    const indexer = new LogIndexer({ sourcePath: path, path: join(dir, 'log-search.db'), logger: pino({ level: 'silent' }), idleMs: 10 });
+    t.after(() => indexer.close());
+    indexer.start();
+    logs.ingest('a1', 'e1', [...batch(1, 3000), ...batch(3001, 3001, { line: 'a needle here' })]);
+    const last = logs.query({ app: 'shop', n: 1 })[0]?.id ?? 0;
+    await indexer.reached(last);
+    assert.equal(indexer.indexedTo, last);
+    const db = new Database(join(dir, 'log-search.db'), { readonly: true });
+    t.after(() => db.close());
+    assert.equal(db.prepare('SELECT count(*) FROM log_search WHERE log_search MATCH \'"eed"\'').pluck().get(), 1);
+    assert.deepEqual(
+      logs.query({ app: 'shop', n: 10, grep: 'NEEDLE' }).map((l) => l.line),
+      ['a needle here'],
+    );
+    await indexer.close();
+    await indexer.close();
+  });
+
+  it('pages through more lines than a page holds: in order, each once, the window fixed at the first page', (t) => {
+    const { logs, search } = open(t);
+    logs.ingest(
+      'a1',
+      'e1',
+      batch(1, 2500, { line: 'x' }).map((l) => ({ ...l, line: `line ${l.seq}${l.seq % 2 ? ' odd' : ''}` })),
+    );
+    const all = (q: Omit<Parameters<LogStore['page']>[0], 'app'>, pageSize: number) => {
+      const out: string[] = [];
+      let page = logs.page({ app: 'shop', ...q }, pageSize);
+      let pages = 1;
+      out.push(...page.lines.map((l) => l.line));
+      // Lines stored after the first page are not part of this answer.
+      logs.ingest('a1', 'e1', batch(logs.acked('a1', 'e1') + 1, logs.acked('a1', 'e1') + 1, { line: 'later', ts: 10_000_000 }));
+      while (page.next) {
+        page = logs.page({ app: 'shop', ...q }, pageSize, page.next);
+        out.push(...page.lines.map((l) => l.line));
+        assert.ok(++pages < 100);
+      }
+      return { out, pages };
+    };
+    const newest = all({ n: 2000 }, 300);
+    assert.equal(newest.out.length, 2000);
+    assert.equal(newest.out[0], 'line 501 odd');
+    assert.equal(newest.out.at(-1), 'line 2500');
+    assert.equal(new Set(newest.out).size, 2000);
+    assert.equal(newest.pages, 7);
+    // Half the lines indexed: pages of a grep run over the index and then the scanned tail.
+    search.step(1250);
+    const odd = all({ n: 700, grep: 'ODD' }, 256);
+    assert.deepEqual(
+      odd.out,
+      Array.from({ length: 700 }, (_, i) => `line ${1101 + 2 * i} odd`),
+    );
+    const more = all({ n: 100_000, grep: 'odd' }, 1000);
+    assert.equal(more.out.length, 1250, 'fewer lines than asked: all of them');
+    // until and since bound by time (ts = 1000 + seq).
+    const window = all({ n: 100_000, since: 1000 + 101, until: 1000 + 1100 }, 256);
+    assert.equal(window.out.length, 1000);
+    assert.equal(window.out[0], 'line 101 odd');
+    assert.equal(window.out.at(-1), 'line 1100');
+    assert.deepEqual(logs.page({ app: 'shop', n: 5, until: 1003 }, 100), {
+      lines: logs.query({ app: 'shop', n: 3, until: 1003 }),
+      next: null,
+    });
   });
 
   it('groups Python errors by type and location, keeping the last traceback and release', (t) => {
