@@ -60,6 +60,8 @@ export interface Cluster {
   /** GET through an agent's router with the app's Host header. */
   get(agent: RunningAgent, app: string, path?: string): Promise<{ status: number; body: string }>;
   startAgent(name: string, extra?: Partial<AgentConfig>): Promise<RunningAgent>;
+  /** Stops the coordinator and starts it again on the same data dir and ports. */
+  restartCoordinator(): Promise<RunningCoordinator>;
 }
 
 export interface CliResult {
@@ -137,31 +139,37 @@ async function removeAppUsers(dir: string, before: Set<string>): Promise<void> {
  */
 export async function startCluster(
   t: TestContext,
-  options: { agents?: number; coordinator?: Partial<CoordinatorConfig>; onAutoscaleDecision?: CoordinatorDeps['onAutoscaleDecision'] } = {},
+  options: {
+    agents?: number;
+    coordinator?: Partial<CoordinatorConfig>;
+    onAutoscaleDecision?: CoordinatorDeps['onAutoscaleDecision'];
+    certClock?: CoordinatorDeps['certClock'];
+  } = {},
 ): Promise<Cluster> {
   // Removed only after everything that writes into it has stopped (add-on servers keep writing).
   const dir = await mkdtemp(join(tmpdir(), 'hangar-test-'));
   const appDir = await shareWithApps(dir);
   const usersBefore = new Set((await userNames()).values());
   let coordinator: RunningCoordinator;
+  const coordinatorConfig: CoordinatorConfig = {
+    dataDir: join(dir, 'coordinator'),
+    httpPort: 0,
+    httpHost: '127.0.0.1',
+    grpcPort: 0,
+    grpcHost: '127.0.0.1',
+    heartbeatIntervalMs: 500,
+    graceSeconds: 5,
+    healthTimeoutMs: 60_000,
+    ...options.coordinator,
+  };
+  let starts = 0;
+  const coordinatorDeps = (): CoordinatorDeps => ({
+    logger: fileLogger(dir, starts++ === 0 ? 'coordinator' : `coordinator-${starts}`),
+    ...(options.onAutoscaleDecision ? { onAutoscaleDecision: options.onAutoscaleDecision } : {}),
+    ...(options.certClock ? { certClock: options.certClock } : {}),
+  });
   try {
-    coordinator = await startCoordinator(
-      {
-        dataDir: join(dir, 'coordinator'),
-        httpPort: 0,
-        httpHost: '127.0.0.1',
-        grpcPort: 0,
-        grpcHost: '127.0.0.1',
-        heartbeatIntervalMs: 500,
-        graceSeconds: 5,
-        healthTimeoutMs: 60_000,
-        ...options.coordinator,
-      },
-      {
-        logger: fileLogger(dir, 'coordinator'),
-        ...(options.onAutoscaleDecision ? { onAutoscaleDecision: options.onAutoscaleDecision } : {}),
-      },
-    );
+    coordinator = await startCoordinator(coordinatorConfig, coordinatorDeps());
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
     throw err;
@@ -170,7 +178,7 @@ export async function startCluster(
   t.after(async () => {
     try {
       await Promise.all(agents.map((a) => a.close({ stopInstances: true })));
-      await coordinator.close();
+      await cluster.coordinator.close();
       if (process.getuid?.() === 0) await removeAppUsers(dir, usersBefore);
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -208,6 +216,12 @@ export async function startCluster(
       );
       agents.push(agent);
       return agent;
+    },
+    async restartCoordinator() {
+      const { httpPort, grpcPort } = cluster.coordinator;
+      await cluster.coordinator.close();
+      cluster.coordinator = await startCoordinator({ ...coordinatorConfig, httpPort, grpcPort }, coordinatorDeps());
+      return cluster.coordinator;
     },
   };
   for (let i = 1; i <= (options.agents ?? 1); i++) await cluster.startAgent(`agent-${i}`);

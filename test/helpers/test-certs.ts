@@ -47,7 +47,7 @@ export class TestCa {
       '-out',
       join(dir, 'ca.pem'),
       '-days',
-      '30',
+      '7300',
       '-subj',
       '/CN=Hangar Test CA',
     ]);
@@ -56,7 +56,12 @@ export class TestCa {
 
   /** The CA certificate, PEM. */
   caPem(): Promise<string> {
-    return readFile(join(this.dir, 'ca.pem'), 'utf8');
+    return TestCa.caPemOf(this.dir);
+  }
+
+  /** The certificate of the CA made in `dir`, PEM. */
+  static caPemOf(dir: string): Promise<string> {
+    return readFile(join(dir, 'ca.pem'), 'utf8');
   }
 
   /**
