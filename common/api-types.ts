@@ -434,3 +434,19 @@ export type RunStreamMessage =
 /** What a client sends as text frames; binary frames are stdin. */
 export type RunStreamControl =
   { resize: { cols: number; rows: number } } | { eof: true } | { signal: 'SIGINT' | 'SIGTERM' | 'SIGHUP' | 'SIGQUIT' };
+
+/** A row of `hangar cron --json` (`GET /v1/apps/APP/cron`): a job of the current release's app.json. */
+export interface CronJobView {
+  name: string;
+  command: string;
+  schedule: string;
+  /** IANA time zone of the schedule. */
+  timezone: string;
+  concurrency: 'forbid' | 'allow';
+  /** Seconds a firing may run. */
+  timeoutSeconds: number;
+  /** ISO time of the next firing; null when the schedule never fires again. */
+  nextRunAt: string | null;
+  /** Its newest run (a firing or `cron:run`), or null. */
+  lastRun: RunView | null;
+}

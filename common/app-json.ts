@@ -6,7 +6,8 @@
  */
 
 import { z } from 'zod';
-import { HangarError } from './errors.js';
+import { isTimeZone, parseCronSchedule } from './cron-schedule.js';
+import { HangarError, isHangarError } from './errors.js';
 
 const processTypeName = z
   .string()
@@ -53,6 +54,41 @@ const dokkuWebHealthchecks = z
     };
   });
 
+/** A job name: what `hangar cron:run NAME` takes. */
+const cronJobName = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/i, 'job names are letters, digits, "_" and "-", e.g. nightly-report');
+
+/** One scheduled job (Dokku's format, plus Hangar's `name`, `timezone`, `timeout`, `concurrency`). */
+const cronJob = z
+  .object({
+    /** The command, run like `hangar run --detached`. */
+    command: z.string().min(1, 'give the command to run').max(4096),
+    /** Five cron fields (or @daily…), e.g. "0 3 * * *". */
+    schedule: z.string().superRefine((text, ctx) => {
+      try {
+        parseCronSchedule(text);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: isHangarError(err) ? err.message : String(err) });
+      }
+    }),
+    /** What `hangar cron` and `cron:run` call it. Default `job-N` (its place in the list). */
+    name: cronJobName.optional(),
+    /** IANA time zone of the schedule. Default UTC. */
+    timezone: z
+      .string()
+      .refine(isTimeZone, 'is not a time zone: write an IANA name such as Europe/Paris, or leave it out for UTC')
+      .optional(),
+    /** Seconds a firing may run before it is stopped. Default 24 h. */
+    timeout: z
+      .number()
+      .int()
+      .positive()
+      .max(30 * 86_400)
+      .optional(),
+    /** `forbid` (default): a firing is skipped while the previous one runs; `allow`: they may overlap. */
+    concurrency: z.enum(['forbid', 'allow']).optional(),
+  })
+  .strict();
+
 /** Schema of the app.json subset Hangar honours; see {@link AppJson}. */
 export const appJsonSchema = z.looseObject({
   name: z.string().optional(),
@@ -77,6 +113,19 @@ export const appJsonSchema = z.looseObject({
       surge: surgeSchema.optional(),
       /** What `hangar console` runs. Default `python manage.py shell`. */
       console: z.string().min(1).max(4096).optional(),
+    })
+    .optional(),
+  /** Scheduled jobs, each firing a one-off run. */
+  cron: z
+    .array(cronJob)
+    .max(100)
+    .superRefine((jobs, ctx) => {
+      const seen = new Set<string>();
+      jobs.forEach((job, i) => {
+        const name = job.name ?? `job-${i + 1}`;
+        if (seen.has(name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `the name ${name} is used twice` });
+        seen.add(name);
+      });
     })
     .optional(),
   healthchecks: z
@@ -107,6 +156,14 @@ export const appJsonSchema = z.looseObject({
     )
     .optional(),
 });
+
+/** A cron job of app.json. */
+export type CronJobSpec = z.infer<typeof cronJob>;
+
+/** The cron jobs of an app.json with their names (`job-N` when unnamed). */
+export function cronJobsOf(appJson: AppJson | null): (CronJobSpec & { name: string })[] {
+  return (appJson?.cron ?? []).map((job, i) => ({ ...job, name: job.name ?? `job-${i + 1}` }));
+}
 
 /** A web health check as Hangar runs it (Dokku's list form is reduced to its first path check). */
 export type WebHealthcheck = z.infer<typeof webHealthcheck>;

@@ -31,6 +31,7 @@ import { Releases } from './releases/releases.js';
 import { Rollouts } from './releases/rollout.js';
 import { Store } from './store/store.js';
 import { Runs } from './runs/runs.js';
+import { CronScheduler } from './cron/cron-scheduler.js';
 import { RunStore } from './runs/run-store.js';
 import { parseInput } from './api/validation.js';
 import { DashboardSessions } from './dashboard/dashboard-sessions.js';
@@ -99,6 +100,14 @@ export const coordinatorConfigSchema = z
       .int()
       .positive()
       .default(1024 * 1024 * 1024),
+    /** How often cron schedules are looked at, ms. Default 10 s. */
+    cronIntervalMs: z.number().int().positive().default(10_000),
+    /** A cron firing missed while the coordinator was down still runs when at most this late, ms. Default 15 min. */
+    cronCatchUpMs: z
+      .number()
+      .int()
+      .min(0)
+      .default(15 * 60_000),
     /** PEM certificate (chain) file: the HTTP API serves HTTPS with it and `tlsKey`. Default: plain HTTP. */
     tlsCert: z.string().min(1).optional(),
     /** PEM private key file of `tlsCert`. */
@@ -115,6 +124,8 @@ export interface CoordinatorDeps {
   clock?: Clock;
   /** Told how long the coordinator took to handle each agent message, ms (benchmarks). */
   onAgentMessageHandled?: (message: AgentMessage__Output, ms: number) => void;
+  /** What time it is for cron schedules (tests pass a controllable one). Default: `clock`. */
+  cronClock?: Clock;
   /** Told of every autoscaling decision once applied (e.g. to log it as a `hangar` event). */
   onAutoscaleDecision?: (decision: AutoscaleDecision) => void;
 }
@@ -221,6 +232,15 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   const releases = new Releases({ store, rollouts, clock, artifactDir, maxUploadBytes: c.maxUploadBytes });
   const addons = new Addons({ store, fleet, views, sync, rollouts, releases, hub, clock, logger });
   const runs = new Runs({ store, hub, sync, clock, logger, recordEvent });
+  const cron = new CronScheduler({
+    store,
+    runs,
+    clock: deps.cronClock ?? clock,
+    logger,
+    recordEvent,
+    intervalMs: c.cronIntervalMs,
+    catchUpMs: c.cronCatchUpMs,
+  });
   const agentEvents: AgentHubEvents = {
     onHello: (agent, hello) => {
       clearTimeout(goneTimers.get(agent));
@@ -301,6 +321,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     releases,
     addons,
     runs,
+    cron,
     clock,
     logger,
     auth,
@@ -339,6 +360,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   }
   metrics.start();
   autoscaler.start();
+  cron.start();
   const address = api.server.address();
   const httpPort = typeof address === 'object' && address ? address.port : c.httpPort;
   const loop = setInterval(() => {
@@ -382,6 +404,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
         sync.close();
         addons.close();
         runs.close();
+        cron.close();
         autoscaler.close();
         await api.close();
         await hub.close();

@@ -311,7 +311,9 @@ export class Runs {
         ? `failed: ${run.message}`
         : `exited with code ${run.exitCode ?? '?'}${run.signal ? ` (${run.signal})` : ''}${run.message ? `, ${run.message}` : ''}`;
     const failed = run.status === 'failed' || (run.exitCode ?? 0) !== 0;
-    this.#o.recordEvent(run.app, `run.${run.number} ${how}`, failed ? 'stderr' : 'stdout');
+    // A failing cron job is an error line of the app's logs.
+    const who = run.cronJob === null ? `run.${run.number}` : `Cron job ${run.cronJob}${failed ? ' failed' : ''}: run.${run.number}`;
+    this.#o.recordEvent(run.app, `${who} ${how}`, failed ? 'stderr' : 'stdout');
     if (!sink) return;
     sink.message(
       run.status === 'failed'

@@ -137,7 +137,13 @@ async function removeAppUsers(dir: string, before: Set<string>): Promise<void> {
  */
 export async function startCluster(
   t: TestContext,
-  options: { agents?: number; coordinator?: Partial<CoordinatorConfig>; onAutoscaleDecision?: CoordinatorDeps['onAutoscaleDecision'] } = {},
+  options: {
+    agents?: number;
+    coordinator?: Partial<CoordinatorConfig>;
+    onAutoscaleDecision?: CoordinatorDeps['onAutoscaleDecision'];
+    /** What time it is for the coordinator's cron scheduler. */
+    cronClock?: CoordinatorDeps['cronClock'];
+  } = {},
 ): Promise<Cluster> {
   // Removed only after everything that writes into it has stopped (add-on servers keep writing).
   const dir = await mkdtemp(join(tmpdir(), 'hangar-test-'));
@@ -160,6 +166,7 @@ export async function startCluster(
       {
         logger: fileLogger(dir, 'coordinator'),
         ...(options.onAutoscaleDecision ? { onAutoscaleDecision: options.onAutoscaleDecision } : {}),
+        ...(options.cronClock ? { cronClock: options.cronClock } : {}),
       },
     );
   } catch (err) {

@@ -32,12 +32,12 @@ export function waitForPs(
 
 /**
  * Creates APP and deploys the fixture Django app to it (web=1), optionally with another Procfile,
- * more lines at the end of its settings.py and more config vars; resolves when web.1 is up.
+ * more lines at the end of its settings.py, an app.json and more config vars; resolves when web.1 is up.
  */
 export async function deployFixture(
   cluster: Cluster,
   app: string,
-  options: { procfile?: string; settings?: string; config?: Record<string, string> } = {},
+  options: { procfile?: string; settings?: string; config?: Record<string, string>; appJson?: unknown } = {},
 ): Promise<void> {
   assert.equal((await cluster.cli(['apps:create', app])).code, 0);
   const set = await cluster.cli([
@@ -50,10 +50,11 @@ export async function deployFixture(
   ]);
   assert.equal(set.code, 0, set.stderr);
   let source = join(FIXTURES, 'django-app');
-  if (options.procfile !== undefined || options.settings !== undefined) {
+  if (options.procfile !== undefined || options.settings !== undefined || options.appJson !== undefined) {
     source = join(cluster.dir, `${app}-source`);
     await cp(join(FIXTURES, 'django-app'), source, { recursive: true });
     if (options.procfile !== undefined) await writeFile(join(source, 'Procfile'), options.procfile);
+    if (options.appJson !== undefined) await writeFile(join(source, 'app.json'), JSON.stringify(options.appJson));
     if (options.settings !== undefined) await appendFile(join(source, 'mysite', 'settings.py'), `\n${options.settings}\n`);
   }
   const deploy = await cluster.cli(['deploy', source, '-a', app], { timeoutMs: 300_000 });
