@@ -281,12 +281,20 @@ export class Runs {
     }
   }
 
-  /** Fails attached runs whose client never connected. */
+  /**
+   * Fails attached runs whose client never connected, and stops attached runs that lost theirs
+   * without a goodbye (the coordinator restarted under them).
+   */
   tick(): void {
     const now = this.#o.clock.now();
     for (const run of this.store.active()) {
-      if (run.status === 'pending' && !this.#sinks.has(run.id) && now - run.createdAt > ATTACH_WITHIN_MS) {
+      if (!run.attached || this.#sinks.has(run.id)) continue;
+      if (run.status === 'pending' && now - run.createdAt > ATTACH_WITHIN_MS) {
         this.#end(this.store.move(run.id, 'failed', { message: 'no terminal attached to it in time', endedAt: now }));
+      } else if (run.status !== 'pending' && run.desired === 'run') {
+        this.#o.recordEvent(run.app, `run.${run.number}: its terminal is gone (the coordinator restarted); sending SIGHUP`);
+        this.store.requestStop(run.id);
+        this.#o.sync.requestSync(run.agent);
       }
     }
   }
