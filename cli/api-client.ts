@@ -22,6 +22,7 @@ import type {
   CreatedTokenView,
   DnsRecordView,
   DomainView,
+  CronJobView,
   DeployView,
   ErrorBody,
   ErrorGroupView,
@@ -514,6 +515,16 @@ export class ApiClient {
   /** `GET /v1/apps/:app/runs/:name` (`run.3`). */
   async getRun(app: string, name: string): Promise<RunView> {
     return expectRecord<RunView>(await this.#call('GET', appPath(app, 'runs', name)), 'run');
+  }
+
+  /** `GET /v1/apps/:app/cron`: the current release's jobs. */
+  async listCron(app: string): Promise<CronJobView[]> {
+    return expectArray<CronJobView>(await this.#call('GET', appPath(app, 'cron')), 'jobs');
+  }
+
+  /** `POST /v1/apps/:app/cron/:name/run`: fires a job now (a detached run). */
+  async runCronJob(app: string, name: string): Promise<RunView> {
+    return expectRecord<RunView>(await this.#call('POST', appPath(app, 'cron', name, 'run')), 'run');
   }
 
   /** `POST /v1/apps/:app/runs/:name/stop`. */

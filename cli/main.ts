@@ -23,6 +23,7 @@ import { registerLogsCommands } from './commands/logs.js';
 import { registerPsCommands } from './commands/ps.js';
 import { registerReleasesCommands } from './commands/releases.js';
 import { registerRunCommands } from './commands/run.js';
+import { registerCronCommands } from './commands/cron.js';
 import { registerTokensCommands } from './commands/tokens.js';
 
 export type { CliContext, CliIo } from './commands/context.js';
@@ -80,6 +81,7 @@ export function buildProgram(io: CliIo, extraCommands?: ExtraCommands, ctx: CliC
   registerAutoscaleCommands(program, ctx);
   registerLogsCommands(program, ctx);
   registerRunCommands(program, ctx);
+  registerCronCommands(program, ctx);
   registerTokensCommands(program, ctx);
   registerDashboardCommands(program, ctx);
   extraCommands?.(program, ctx);

@@ -544,3 +544,19 @@ export interface TlsSettingsView {
   /** HTTPS responses carry `Strict-Transport-Security: max-age=31536000` (default false). */
   hsts: boolean;
 }
+
+/** A row of `hangar cron --json` (`GET /v1/apps/APP/cron`): a job of the current release's app.json. */
+export interface CronJobView {
+  name: string;
+  command: string;
+  schedule: string;
+  /** IANA time zone of the schedule. */
+  timezone: string;
+  concurrency: 'forbid' | 'allow';
+  /** Seconds a firing may run. */
+  timeoutSeconds: number;
+  /** ISO time of the next firing; null when the schedule never fires again. */
+  nextRunAt: string | null;
+  /** Its newest run (a firing or `cron:run`), or null. */
+  lastRun: RunView | null;
+}

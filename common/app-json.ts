@@ -6,7 +6,8 @@
  */
 
 import { z } from 'zod';
-import { HangarError } from './errors.js';
+import { isTimeZone, parseCronSchedule } from './cron-schedule.js';
+import { HangarError, isHangarError } from './errors.js';
 import { cpuLimitSchema, memoryLimitSchema } from './resource-limits.js';
 
 const processTypeName = z
@@ -136,6 +137,41 @@ export function processSettingsOf(appJson: AppJson | null, type: string): Proces
   };
 }
 
+/** A job name: what `hangar cron:run NAME` takes. */
+const cronJobName = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/i, 'job names are letters, digits, "_" and "-", e.g. nightly-report');
+
+/** One scheduled job (Dokku's format, plus Hangar's `name`, `timezone`, `timeout`, `concurrency`). */
+const cronJob = z
+  .object({
+    /** The command, run like `hangar run --detached`. */
+    command: z.string().min(1, 'give the command to run').max(4096),
+    /** Five cron fields (or @daily…), e.g. "0 3 * * *". */
+    schedule: z.string().superRefine((text, ctx) => {
+      try {
+        parseCronSchedule(text);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: isHangarError(err) ? err.message : String(err) });
+      }
+    }),
+    /** What `hangar cron` and `cron:run` call it. Default `job-N` (its place in the list). */
+    name: cronJobName.optional(),
+    /** IANA time zone of the schedule. Default UTC. */
+    timezone: z
+      .string()
+      .refine(isTimeZone, 'is not a time zone: write an IANA name such as Europe/Paris, or leave it out for UTC')
+      .optional(),
+    /** Seconds a firing may run before it is stopped. Default 24 h. */
+    timeout: z
+      .number()
+      .int()
+      .positive()
+      .max(30 * 86_400)
+      .optional(),
+    /** `forbid` (default): a firing is skipped while the previous one runs; `allow`: they may overlap. */
+    concurrency: z.enum(['forbid', 'allow']).optional(),
+  })
+  .strict();
+
 /** Schema of the app.json subset Hangar honours; see {@link AppJson}. */
 export const appJsonSchema = z.looseObject({
   name: z.string().optional(),
@@ -176,6 +212,19 @@ export const appJsonSchema = z.looseObject({
       drain_seconds: z.number().int('must be a whole number of seconds').min(0).max(3600, 'must be at most 3600 seconds').optional(),
     })
     .strict()
+    .optional(),
+  /** Scheduled jobs, each firing a one-off run. */
+  cron: z
+    .array(cronJob)
+    .max(100)
+    .superRefine((jobs, ctx) => {
+      const seen = new Set<string>();
+      jobs.forEach((job, i) => {
+        const name = job.name ?? `job-${i + 1}`;
+        if (seen.has(name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `the name ${name} is used twice` });
+        seen.add(name);
+      });
+    })
     .optional(),
   healthchecks: z
     .object({
@@ -226,6 +275,14 @@ export function routerLimitsOf(appJson: AppJson | null): RouterLimits {
     upstreamTimeoutMs: h?.upstream_timeout === undefined ? 0 : Math.round(h.upstream_timeout * 1000),
     drainSeconds: h?.drain_seconds ?? DEFAULT_DRAIN_SECONDS,
   };
+}
+
+/** A cron job of app.json. */
+export type CronJobSpec = z.infer<typeof cronJob>;
+
+/** The cron jobs of an app.json with their names (`job-N` when unnamed). */
+export function cronJobsOf(appJson: AppJson | null): (CronJobSpec & { name: string })[] {
+  return (appJson?.cron ?? []).map((job, i) => ({ ...job, name: job.name ?? `job-${i + 1}` }));
 }
 
 /** A web health check as Hangar runs it (Dokku's list form is reduced to its first path check). */

@@ -35,6 +35,7 @@ import { Releases } from './releases/releases.js';
 import { Rollouts } from './releases/rollout.js';
 import { Store } from './store/store.js';
 import { Runs } from './runs/runs.js';
+import { CronScheduler } from './cron/cron-scheduler.js';
 import { RunStore } from './runs/run-store.js';
 import { parseInput } from './api/validation.js';
 import { DashboardSessions } from './dashboard/dashboard-sessions.js';
@@ -108,6 +109,14 @@ export const coordinatorConfigSchema = z
       .int()
       .positive()
       .default(1024 * 1024 * 1024),
+    /** How often cron schedules are looked at, ms. Default 10 s. */
+    cronIntervalMs: z.number().int().positive().default(10_000),
+    /** A cron firing missed while the coordinator was down still runs when at most this late, ms. Default 15 min. */
+    cronCatchUpMs: z
+      .number()
+      .int()
+      .min(0)
+      .default(15 * 60_000),
     /** PEM certificate (chain) file: the HTTP API serves HTTPS with it and `tlsKey`. Default: plain HTTP. */
     tlsCert: z.string().min(1).optional(),
     /** PEM private key file of `tlsCert`. */
@@ -134,6 +143,8 @@ export interface CoordinatorDeps {
   clock?: Clock;
   /** Told how long the coordinator took to handle each agent message, ms (benchmarks). */
   onAgentMessageHandled?: (message: AgentMessage__Output, ms: number) => void;
+  /** What time it is for cron schedules (tests pass a controllable one). Default: `clock`. */
+  cronClock?: Clock;
   /** Told of every autoscaling decision once applied (e.g. to log it as a `hangar` event). */
   onAutoscaleDecision?: (decision: AutoscaleDecision) => void;
   /** Clock of certificate validity and renewal (tests move it forward). Default: `clock`. */
@@ -286,6 +297,15 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     issueCertificate: (names) => issueServerCertificate(c.dataDir, names),
   });
   const runs = new Runs({ store, hub, sync, clock, logger, recordEvent });
+  const cron = new CronScheduler({
+    store,
+    runs,
+    clock: deps.cronClock ?? clock,
+    logger,
+    recordEvent,
+    intervalMs: c.cronIntervalMs,
+    catchUpMs: c.cronCatchUpMs,
+  });
   const agentEvents: AgentHubEvents = {
     onHello: (agent, hello) => {
       clearTimeout(goneTimers.get(agent));
@@ -399,6 +419,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     releases,
     addons,
     runs,
+    cron,
     clock,
     logger,
     auth,
@@ -441,6 +462,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   autoscaler.start();
   acmeIssuer.start();
   logIndexer.start();
+  cron.start();
   const address = api.server.address();
   const httpPort = typeof address === 'object' && address ? address.port : c.httpPort;
   const loop = setInterval(() => {
@@ -485,6 +507,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
         sync.close();
         addons.close();
         runs.close();
+        cron.close();
         autoscaler.close();
         await acmeIssuer.close();
         await api.close();

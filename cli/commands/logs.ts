@@ -90,7 +90,7 @@ export function registerLogsCommands(program: Command, ctx: CliContext): void {
     .description("show the app's logs (process output, router, build, release, hangar events)")
     .option('-f, --follow', 'keep printing new lines as they come')
     .option('-n, --num <n>', 'how many recent lines (default 100; up to 10,000,000, fetched 50,000 a page; at most 50,000 with -f)')
-    .option('--source <source>', 'only lines of web, web.1, router, build, release, hangar or addon[NAME]')
+    .option('--source <source>', 'only lines of web, web.1, run.3, router, build, release, hangar or addon[NAME]')
     .option('--since <when>', 'only lines newer than this: 10m, 2h, 1d or an ISO time')
     .option('--until <when>', 'only lines older than this: 10m (ago), 2h, 1d or an ISO time')
     .option('--grep <text>', 'only lines containing this text (case-insensitive; answered from an index)')

@@ -20,6 +20,8 @@ import { registerLogRoutes } from './log-routes.js';
 import { registerRunRoutes, type UpgradeHandler } from './run-routes.js';
 import type { Runs } from '../runs/runs.js';
 import { registerMaintenanceRoutes } from './maintenance-routes.js';
+import type { CronScheduler } from '../cron/cron-scheduler.js';
+import { registerCronRoutes } from './cron-routes.js';
 import { registerSecurityRoutes, type SecurityRoutesOptions } from './security-routes.js';
 
 /** The Fastify server {@link buildApi} makes (route groups in other files register on it). */
@@ -59,6 +61,8 @@ export interface ApiOptions {
   logHub: LogHub;
   /** One-off run routes (`/v1/apps/:app/runs…` and their websocket) are served when given. */
   runs?: Runs;
+  /** Cron routes (`/v1/apps/:app/cron…`) are served when given. */
+  cron?: CronScheduler;
   /** Serve HTTPS with this certificate and key (PEM). Default: plain HTTP. */
   https?: { cert: Buffer; key: Buffer };
 }
@@ -135,6 +139,7 @@ export function buildApi(o: ApiOptions): Api {
   registerMaintenanceRoutes(app, { ...o, logger });
   if (o.addons) registerAddonRoutes(app, { addons: o.addons, rollouts: o.rollouts, logger });
   for (const register of o.routes ?? []) register(app);
+  if (o.cron) registerCronRoutes(app, { store: o.store, cron: o.cron });
   const upgrades: UpgradeHandler[] = [];
   if (o.runs) upgrades.push(registerRunRoutes(app, { store: o.store, runs: o.runs, auth: o.auth, logger }));
   for (const handler of upgrades) {

@@ -128,6 +128,13 @@ export class RunStore {
     return (this.#db.prepare('SELECT * FROM runs WHERE app = ? ORDER BY number DESC LIMIT ?').all(app, limit) as Row[]).map(runFrom);
   }
 
+  /** The newest run a cron job of `app` fired, or null. */
+  lastOfJob(app: string, job: string): RunRow | null {
+    const r = this.#db.prepare('SELECT * FROM runs WHERE app = ? AND cron_job = ? ORDER BY number DESC LIMIT 1').get(app, job) as
+      Row | undefined;
+    return r ? runFrom(r) : null;
+  }
+
   /** Runs not over yet, every app. */
   active(): RunRow[] {
     return (

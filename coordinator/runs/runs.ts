@@ -281,12 +281,20 @@ export class Runs {
     }
   }
 
-  /** Fails attached runs whose client never connected. */
+  /**
+   * Fails attached runs whose client never connected, and stops attached runs that lost theirs
+   * without a goodbye (the coordinator restarted under them).
+   */
   tick(): void {
     const now = this.#o.clock.now();
     for (const run of this.store.active()) {
-      if (run.status === 'pending' && !this.#sinks.has(run.id) && now - run.createdAt > ATTACH_WITHIN_MS) {
+      if (!run.attached || this.#sinks.has(run.id)) continue;
+      if (run.status === 'pending' && now - run.createdAt > ATTACH_WITHIN_MS) {
         this.#end(this.store.move(run.id, 'failed', { message: 'no terminal attached to it in time', endedAt: now }));
+      } else if (run.status !== 'pending' && run.desired === 'run') {
+        this.#o.recordEvent(run.app, `run.${run.number}: its terminal is gone (the coordinator restarted); sending SIGHUP`);
+        this.store.requestStop(run.id);
+        this.#o.sync.requestSync(run.agent);
       }
     }
   }
@@ -311,7 +319,9 @@ export class Runs {
         ? `failed: ${run.message}`
         : `exited with code ${run.exitCode ?? '?'}${run.signal ? ` (${run.signal})` : ''}${run.message ? `, ${run.message}` : ''}`;
     const failed = run.status === 'failed' || (run.exitCode ?? 0) !== 0;
-    this.#o.recordEvent(run.app, `run.${run.number} ${how}`, failed ? 'stderr' : 'stdout');
+    // A failing cron job is an error line of the app's logs.
+    const who = run.cronJob === null ? `run.${run.number}` : `Cron job ${run.cronJob}${failed ? ' failed' : ''}: run.${run.number}`;
+    this.#o.recordEvent(run.app, `${who} ${how}`, failed ? 'stderr' : 'stdout');
     if (!sink) return;
     sink.message(
       run.status === 'failed'

@@ -320,4 +320,14 @@ export const MIGRATIONS: readonly string[] = [
     hsts INTEGER NOT NULL DEFAULT 0
   );
   `,
+  // cron: the last firing time each job's schedule was handled at (ran, skipped or missed)
+  `
+  CREATE TABLE cron_state (
+    app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    job TEXT NOT NULL,
+    last_due INTEGER NOT NULL,
+    PRIMARY KEY (app, job)
+  );
+  CREATE INDEX runs_by_cron_job ON runs (app, cron_job, number);
+  `,
 ];

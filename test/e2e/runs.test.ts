@@ -159,6 +159,15 @@ test(
       assert.match(again.stderr, /is over already/);
     });
 
+    await t.test('--timeout stops a run that takes too long and says so', async () => {
+      const res = await cluster.cli(['run', '--timeout', '1', '-a', 'shop', '--', 'sleep', '60']);
+      assert.equal(res.code, 143, res.stderr);
+      assert.match(res.stderr, /run\.\d+ timed out after 1 s/);
+      const run = (await runs(cluster, 'shop'))[0];
+      assert.equal(run?.signal, 'SIGTERM');
+      assert.equal(run?.timeoutSeconds, 1);
+    });
+
     await t.test('a CLI that goes away ends its run', async () => {
       const cli = pipedCli(cluster, ['run', '-a', 'shop', '--', 'sh', '-c', 'echo ready; sleep 300']);
       await waitFor('the run to be ready', () => cli.out().includes('ready'), 90_000);

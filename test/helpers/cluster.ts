@@ -144,6 +144,8 @@ export async function startCluster(
     coordinator?: Partial<CoordinatorConfig>;
     onAutoscaleDecision?: CoordinatorDeps['onAutoscaleDecision'];
     certClock?: CoordinatorDeps['certClock'];
+    /** What time it is for the coordinator's cron scheduler. */
+    cronClock?: CoordinatorDeps['cronClock'];
   } = {},
 ): Promise<Cluster> {
   // Removed only after everything that writes into it has stopped (add-on servers keep writing).
@@ -167,6 +169,7 @@ export async function startCluster(
     logger: fileLogger(dir, starts++ === 0 ? 'coordinator' : `coordinator-${starts}`),
     ...(options.onAutoscaleDecision ? { onAutoscaleDecision: options.onAutoscaleDecision } : {}),
     ...(options.certClock ? { certClock: options.certClock } : {}),
+    ...(options.cronClock ? { cronClock: options.cronClock } : {}),
   });
   try {
     coordinator = await startCoordinator(coordinatorConfig, coordinatorDeps());

@@ -48,7 +48,7 @@ test('desired state carries each domain once, its certificate, the HTTPS setting
   );
   assert.deepEqual(snapshot.challenges, [{ token: 'tok', keyAuthorization: 'tok.key' }]);
 
-  const routes = routeTable(store.listApps(), [], [], 'example.com', snapshot.routes);
+  const routes = routeTable(store.listApps(), [], [], 'example.com', undefined, snapshot.routes);
   assert.deepEqual(
     routes.map((r) => [r.app, r.domains, r.httpsRedirect, r.hsts]),
     [
