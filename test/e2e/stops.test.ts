@@ -105,6 +105,9 @@ test('a clock is redeployed stop-then-start: never two writers at once', { timeo
   await cliOk(cluster, ['scale', 'clock=1', 'worker=0', '-a', app]);
   await waitForPs(cluster, app, 'clock.1 up', (r) => r.some((x) => x.id === 'clock.1' && x.state === 'up'));
   await waitFor('the clock to tick', () => lines(clockLog).filter((l) => l[0] === 'tick').length >= 2, 30_000);
+  const crowded = await cluster.cli(['scale', 'clock=2', '-a', app]);
+  assert.notEqual(crowded.code, 0);
+  assert.match(crowded.stderr, /clock is a singleton .* runs 0 or 1 instances/);
 
   const out = await cliOk(cluster, ['deploy', QUEUE_APP, '-a', app]);
   assert.match(out, /clock is a singleton: waiting for clock\.1 \(v1\)/);
@@ -115,7 +118,7 @@ test('a clock is redeployed stop-then-start: never two writers at once', { timeo
 
 /** A network namespace joined to the host by a veth pair; removed after the test. */
 async function netns(
-  t: TestContext,
+  t: Pick<TestContext, 'after'>,
   name: string,
   subnet: number,
 ): Promise<{ hostIp: string; nsIp: string; cut(): Promise<void>; heal(): Promise<void> }> {
@@ -124,10 +127,14 @@ async function netns(
   const peer = `${name}-n`;
   const hostIp = `10.231.${subnet}.1`;
   const nsIp = `10.231.${subnet}.2`;
+  // Removed last: with the veth gone first, the coordinator's and agents' sockets on its addresses
+  // would never see their FINs, and the test process would not exit.
+  t.after(async () => {
+    await ip('link', 'del', host).catch(() => undefined);
+    await ip('netns', 'del', name).catch(() => undefined);
+  });
   await ip('netns', 'add', name);
-  t.after(() => ip('netns', 'del', name).catch(() => undefined));
   await ip('link', 'add', host, 'type', 'veth', 'peer', 'name', peer);
-  t.after(() => ip('link', 'del', host).catch(() => undefined));
   await ip('link', 'set', peer, 'netns', name);
   await ip('addr', 'add', `${hostIp}/24`, 'dev', host);
   await ip('link', 'set', host, 'up');
@@ -174,8 +181,17 @@ test(
   'a clock on an agent cut off from the coordinator: stopped there after the lease, started elsewhere only then, never two writers',
   { timeout: 300_000 },
   async (t) => {
-    const ns = await netns(t, 'hgr-stops', 77);
-    const cluster = await startCluster(t, { agents: 0, coordinator: { grpcHost: ns.hostIp, heartbeatIntervalMs: 1000 } });
+    // node:test runs after-hooks in the order they were added: the namespace's go after the
+    // cluster's and the isolated agent's.
+    const later: (() => Promise<void>)[] = [];
+    const ns = await netns({ after: (fn: () => Promise<void>) => later.push(fn) }, 'hgr-stops', 77);
+    let cluster: Cluster;
+    try {
+      cluster = await startCluster(t, { agents: 0, coordinator: { grpcHost: ns.hostIp, heartbeatIntervalMs: 1000 } });
+    } catch (err) {
+      for (const fn of later) await fn();
+      throw err;
+    }
     const app = 'ticker';
     const clockLog = join(cluster.appDir, 'clock.log');
     const leaseS = 5;
@@ -229,6 +245,9 @@ test(
         await exited;
         clearTimeout(timer);
       }
+    });
+    t.after(async () => {
+      for (const fn of later) await fn();
     });
     await waitFor('the isolated agent up', async () => (await agentStates(cluster)).get('isolated') === 'up', 60_000);
 
