@@ -3,6 +3,7 @@
  * (deploys), releases and rollbacks, ps and restarts, formation. Handlers parse and format; the
  * releases module makes releases, the fleet places instances.
  */
+import { processSettingsOf } from '../../common/app-json.js';
 import { rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
@@ -223,6 +224,14 @@ export function registerAppRoutes(app: ApiServer, o: AppRoutesOptions): void {
       throw new HangarError(
         'UNKNOWN_PROCESS_TYPE',
         `No process type ${unknown.join(', ')} in ${name}'s Procfile (v${release.version} has ${types.join(', ') || 'none'}).`,
+      );
+    }
+    const crowded = Object.entries(formation).filter(([t, n]) => n > 1 && processSettingsOf(release.appJson, t).singleton);
+    if (crowded.length > 0) {
+      const [type] = crowded[0] as [string, number];
+      throw new HangarError(
+        'BAD_INPUT',
+        `${type} is a singleton (never two copies at once), so it runs 0 or 1 instances; scale it to 1, or set "singleton": false for it under formation in app.json and deploy.`,
       );
     }
     o.store.transaction(() => {

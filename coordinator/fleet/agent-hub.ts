@@ -121,7 +121,15 @@ function widenFlowControlWindow(call: unknown): void {
   }
 }
 
+/** The HTTP/2 session under a call, reached the same way as in {@link widenFlowControlWindow}; null if grpc-js changed. */
+function sessionOf(call: unknown): Http2SessionLike | null {
+  const session = (call as { call?: { stream?: { session?: Http2SessionLike } } }).call?.stream?.session;
+  return session && typeof session.destroy === 'function' && typeof session.once === 'function' ? session : null;
+}
+
 interface Http2SessionLike {
+  destroy(): void;
+  once(event: 'close', listener: () => void): void;
   settings(settings: { initialWindowSize: number }): void;
   setLocalWindowSize?(size: number): void;
   localSettings?: { initialWindowSize?: number };
@@ -144,6 +152,11 @@ export class AgentHub {
   readonly #options: AgentHubOptions;
   readonly #logger: Logger;
   readonly #sessions = new Map<string, Session>();
+  /**
+   * Every agent's HTTP/2 session still open. A partitioned agent's goes quiet without a FIN: a
+   * graceful shutdown would wait for it for as long as TCP retries, so close() destroys what is left.
+   */
+  readonly #transports = new Set<Http2SessionLike>();
   #server: grpc.Server | null = null;
   #port = 0;
   /** Set by {@link start}, before any agent can connect. */
@@ -256,6 +269,8 @@ export class AgentHub {
         resolve();
       });
     });
+    for (const transport of this.#transports) transport.destroy();
+    this.#transports.clear();
   }
 
   /** The agent's name when the call carries its current credential, else null. */
@@ -305,6 +320,11 @@ export class AgentHub {
       return;
     }
     widenFlowControlWindow(call);
+    const transport = sessionOf(call);
+    if (transport && !this.#transports.has(transport)) {
+      this.#transports.add(transport);
+      transport.once('close', () => this.#transports.delete(transport));
+    }
     let session: Session | null = null;
     call.on('data', (message: AgentMessage__Output) => {
       try {
