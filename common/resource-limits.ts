@@ -43,15 +43,13 @@ export function formatMemorySize(bytes: number): string {
  * A memory limit as text (`"512M"`), between {@link MIN_MEMORY_BYTES} and {@link MAX_MEMORY_BYTES}.
  * It stays text (what is stored is parsed again); {@link parseMemorySize} gives its bytes.
  */
-export const memoryLimitSchema = z
-  .string({ error: 'write a memory limit as a size such as "512M" or "1G"' })
-  .superRefine((text, ctx) => {
-    const bytes = parseMemorySize(text);
-    if (bytes === null) ctx.addIssue({ code: 'custom', message: `"${text}" is not a size; write one such as "512M" or "1G"` });
-    else if (bytes < MIN_MEMORY_BYTES || bytes > MAX_MEMORY_BYTES) {
-      ctx.addIssue({ code: 'custom', message: `${text} is out of range; give between 32M and 1T` });
-    }
-  });
+export const memoryLimitSchema = z.string({ error: 'write a memory limit as a size such as "512M" or "1G"' }).superRefine((text, ctx) => {
+  const bytes = parseMemorySize(text);
+  if (bytes === null) ctx.addIssue({ code: 'custom', message: `"${text}" is not a size; write one such as "512M" or "1G"` });
+  else if (bytes < MIN_MEMORY_BYTES || bytes > MAX_MEMORY_BYTES) {
+    ctx.addIssue({ code: 'custom', message: `${text} is out of range; give between 32M and 1T` });
+  }
+});
 
 /** A CPU limit in cores (`0.5` = half of one core, `2` = two cores). */
 export const cpuLimitSchema = z

@@ -51,12 +51,18 @@ class InstanceCgroupV1 implements InstanceCgroup {
     writeFileSync(join(this.#memory, 'memory.limit_in_bytes'), limit);
     // With swap, the limit would only push the excess out to swap: memory + swap gets the same limit.
     if (hasMemsw && limits.memoryBytes !== null) writeFileSync(memsw, limit);
-    writeFileSync(join(this.#memory, 'memory.soft_limit_in_bytes'), limits.softMemoryBytes === null ? '-1' : String(limits.softMemoryBytes));
+    writeFileSync(
+      join(this.#memory, 'memory.soft_limit_in_bytes'),
+      limits.softMemoryBytes === null ? '-1' : String(limits.softMemoryBytes),
+    );
     this.#soft = limits.softMemoryBytes;
     if (this.#cpu !== null) {
       mkdirSync(this.#cpu, { recursive: true });
       writeFileSync(join(this.#cpu, 'cpu.cfs_period_us'), String(CFS_PERIOD_US));
-      writeFileSync(join(this.#cpu, 'cpu.cfs_quota_us'), limits.cpu === null ? '-1' : String(Math.max(1000, Math.round(limits.cpu * CFS_PERIOD_US))));
+      writeFileSync(
+        join(this.#cpu, 'cpu.cfs_quota_us'),
+        limits.cpu === null ? '-1' : String(Math.max(1000, Math.round(limits.cpu * CFS_PERIOD_US))),
+      );
     }
   }
 

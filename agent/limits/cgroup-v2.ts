@@ -57,7 +57,8 @@ class InstanceCgroupV2 implements InstanceCgroup {
     writeFileSync(join(this.#dir, 'memory.max'), limits.memoryBytes === null ? 'max' : String(limits.memoryBytes));
     writeFileSync(join(this.#dir, 'memory.high'), limits.softMemoryBytes === null ? 'max' : String(limits.softMemoryBytes));
     // Without swap the limit cannot be dodged by swapping out.
-    if (limits.memoryBytes !== null && existsSync(join(this.#dir, 'memory.swap.max'))) writeFileSync(join(this.#dir, 'memory.swap.max'), '0');
+    if (limits.memoryBytes !== null && existsSync(join(this.#dir, 'memory.swap.max')))
+      writeFileSync(join(this.#dir, 'memory.swap.max'), '0');
     this.#soft = limits.softMemoryBytes;
     if (this.#cpu) {
       const quota = limits.cpu === null ? 'max' : String(Math.max(1000, Math.round(limits.cpu * CFS_PERIOD_US)));

@@ -428,7 +428,10 @@ export class Supervisor {
       cgroup.enter(run.pid);
       gate?.end('go\n');
     } catch (err) {
-      this.#logger.error({ err, pid: run.pid, cgroup: cgroup.path }, 'could not move the instance into its cgroup; it does not run without its limits');
+      this.#logger.error(
+        { err, pid: run.pid, cgroup: cgroup.path },
+        'could not move the instance into its cgroup; it does not run without its limits',
+      );
       gate?.destroy();
     }
   }

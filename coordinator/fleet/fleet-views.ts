@@ -47,20 +47,20 @@ export class FleetViews {
     return this.#o.store.listInstances({ app }).map((i) => {
       const limits = this.#o.limitsOf?.(i.key) ?? null;
       return {
-      id: instanceName(i),
-      type: i.type,
-      release: `v${i.release}`,
-      agent: i.agent,
-      state: i.desired === 'drain' ? 'stopping' : i.state,
-      pid: i.pid,
-      port: i.port,
-      restarts: i.restarts,
-      since: new Date(i.since).toISOString(),
-      reason: limits?.reason ?? null,
-      memoryBytes: limits?.memoryLimitBytes ? limits.memoryBytes : null,
-      memoryLimitBytes: limits?.memoryLimitBytes ?? null,
-      cpuLimit: limits?.cpuLimit ?? null,
-    };
+        id: instanceName(i),
+        type: i.type,
+        release: `v${i.release}`,
+        agent: i.agent,
+        state: i.desired === 'drain' ? 'stopping' : i.state,
+        pid: i.pid,
+        port: i.port,
+        restarts: i.restarts,
+        since: new Date(i.since).toISOString(),
+        reason: limits?.reason ?? null,
+        memoryBytes: limits?.memoryLimitBytes ? limits.memoryBytes : null,
+        memoryLimitBytes: limits?.memoryLimitBytes ?? null,
+        cpuLimit: limits?.cpuLimit ?? null,
+      };
     });
   }
 }

@@ -95,7 +95,13 @@ test('every bad field is listed in the message and in details', () => {
         name: 3,
         description: ['x'],
         scripts: { postdeploy: 7, dokku: { predeploy: false } },
-        formation: { web: { quantity: -1 }, worker: { quantity: 1.5 }, 'bad name': { quantity: 1 }, clock: { memory: 'lots' }, beat: { cpu: 0 } },
+        formation: {
+          web: { quantity: -1 },
+          worker: { quantity: 1.5 },
+          'bad name': { quantity: 1 },
+          clock: { memory: 'lots' },
+          beat: { cpu: 0 },
+        },
         healthchecks: { web: { path: 'health', timeout: 0, attempts: 0 } },
         env: { '1BAD': 'x', GOOD: 5, GEN: { generator: 'uuid' }, REQ: { required: 'yes' } },
       }),
@@ -148,7 +154,10 @@ test('formation limits: memory as a size, CPU in cores, each optional', () => {
   assert.deepEqual(appJson.formation, { web: { quantity: 2, memory: '512M', cpu: 0.5 }, worker: { memory: '1.5G' }, clock: {} });
   // What is stored is parsed again: the result must parse to itself.
   assert.deepEqual(parseAppJson(JSON.stringify(appJson)), appJson);
-  assert.match(badInput(() => parseAppJson('{"formation":{"web":{"memory":"16M"}}}')).message, /formation\.web\.memory: 16M is out of range/);
+  assert.match(
+    badInput(() => parseAppJson('{"formation":{"web":{"memory":"16M"}}}')).message,
+    /formation\.web\.memory: 16M is out of range/,
+  );
   assert.match(badInput(() => parseAppJson('{"formation":{"web":{"memory":512}}}')).message, /formation\.web\.memory/);
   assert.match(badInput(() => parseAppJson('{"formation":{"web":{"cpu":"half"}}}')).message, /formation\.web\.cpu/);
 });
