@@ -1,4 +1,4 @@
-import { chmod, mkdir } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { cpus, hostname, networkInterfaces, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -226,6 +226,8 @@ async function assemble(
   let metrics: MetricsCollector | null = null;
   let applier: DesiredStateApplier | null = null;
   const instancesDir = join(c.dataDir, 'instances');
+  // The coordinator's CA, public, for apps to verify their PostgreSQL add-on (PGSSLROOTCERT).
+  const caFile = join(c.dataDir, 'ca.crt');
   const logs = new LogShipper({
     dir: join(c.dataDir, 'logs'),
     spoolBytes: c.logSpoolBytes,
@@ -287,6 +289,7 @@ async function assemble(
     instancesDir,
     cgroups: limitsHierarchy(c, logger),
     instanceAddress: c.instanceAddress ?? c.advertise,
+    caFile,
     defaultLimits: { memoryBytes: c.defaultMemoryBytes ?? null, cpu: c.defaultCpu ?? null },
     router,
     artifacts,
@@ -419,6 +422,8 @@ async function assemble(
     },
     onConnected: (intervalMs, metricsIntervalMs) => {
       connections += 1;
+      const caPem = link?.caPem;
+      if (caPem) void placeCaFile(caFile, caPem, logger);
       if (heartbeat) clock.clearTimeout(heartbeat);
       beat(intervalMs);
       if (!c.metricsIntervalMs && metricsIntervalMs > 0) metrics?.setInterval(metricsIntervalMs);
@@ -452,6 +457,18 @@ function limitsHierarchy(c: z.output<typeof agentConfigSchema>, logger: Logger):
     logger.warn({ cgroupRoot: c.cgroupRoot }, 'memory and CPU limits are not enforced: no cgroup memory controller here');
   else logger.info({ cgroups: hierarchy.version, cgroupRoot: c.cgroupRoot }, 'instances run with memory and CPU limits (cgroups)');
   return hierarchy;
+}
+
+/** Writes the coordinator's CA certificate where every app may read it (it is public); logs a failure. */
+async function placeCaFile(path: string, pem: string, logger: Logger): Promise<void> {
+  try {
+    if ((await readFile(path, 'utf8').catch(() => null)) === pem) return;
+    await writeFile(`${path}.tmp`, pem, { mode: 0o644 });
+    await chmod(`${path}.tmp`, 0o644);
+    await rename(`${path}.tmp`, path);
+  } catch (err) {
+    logger.warn({ err, path }, 'could not place the CA certificate for apps; PGSSLROOTCERT is not set');
+  }
 }
 
 /** The agent's own files and folders under DATA that no app may read (made 0700/0600 when present). */

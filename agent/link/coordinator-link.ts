@@ -163,6 +163,11 @@ export class CoordinatorLink {
     return md;
   }
 
+  /** The coordinator's CA certificate (PEM) once joined, else null. */
+  get caPem(): string | null {
+    return this.#identity?.caPem ?? null;
+  }
+
   /** Loads the stored identity, or joins to get one; then makes the verifying client. */
   async #ensureClient(): Promise<AgentServiceClient> {
     if (this.#client) return this.#client;

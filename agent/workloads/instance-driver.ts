@@ -4,6 +4,7 @@
  * adopt it, runs it under a supervisor (web instances are up once their health check passes in
  * a row) and drains a web instance from the router before it stops.
  */
+import { existsSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { STOP_SIGNALS } from '../../common/app-json.js';
@@ -63,6 +64,11 @@ export interface InstanceDriverOptions {
    * Default 0.0.0.0.
    */
   instanceAddress?: string;
+  /**
+   * The coordinator's CA certificate file: instances get it as `PGSSLROOTCERT` (unless their
+   * config sets one), so `sslmode=verify-full` checks their PostgreSQL add-on. Default: none.
+   */
+  caFile?: string;
   clock: Clock;
   logger: Logger;
   /** Called on every state change of an instance (kind: started, healthy, exited, …). */
@@ -324,6 +330,7 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
     const isWeb = spec?.type === 'web';
     const env: Record<string, string> = { ...(spec?.env ?? {}), ...meta.buildEnv };
     if (isWeb) env.PORT = String(meta.port);
+    if (this.#o.caFile && env.PGSSLROOTCERT === undefined && existsSync(this.#o.caFile)) env.PGSSLROOTCERT = this.#o.caFile;
     // Heroku's name of the process (`web.1`): many apps turn DEBUG off when it is present.
     const id = spec ? parseInstanceKey(spec.key) : null;
     if (id) env.DYNO = instanceName(id);

@@ -64,7 +64,9 @@ export function registerInstallCommands(agent: Command, coordinator: Command, ct
 
   agent
     .command('install')
-    .description('install the agent as a systemd service (user hangar, /etc/hangar/agent.json, hangar-agent.service)')
+    .description(
+      'install the agent as a systemd service (as root, which runs each app as its own user; /etc/hangar/agent.json, hangar-agent.service)',
+    )
     .option('--coordinator <host:port>', "the coordinator's gRPC address")
     .option('--join-token <token>', "the coordinator's join token (or HANGAR_JOIN_TOKEN)")
     .option('--data-dir <dir>', 'where builds and instances live', '/var/lib/hangar-agent')

@@ -88,7 +88,7 @@ function instanceNumber(id: string): number {
 /** Registers `ps`, `scale` and `restart` on `program`. */
 export function registerPsCommands(program: Command, ctx: CliContext): void {
   withAppOption(program.command('ps'))
-    .description("list the app's processes")
+    .description("list the app's processes (state, memory against its limit, an OOM kill)")
     .option('--json', 'print the API rows as a JSON array')
     .action(async (options: { json?: boolean }, command: Command) => {
       const app = resolveApp(command, ctx);

@@ -1,10 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { stat } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import { pino } from 'pino';
+import { resolveRunAs } from '../../agent/workloads/run-as.js';
 import { join } from 'node:path';
 import { findPostgresBin } from '../../agent/addons/server-binaries.js';
 import type { AddonView } from '../../common/api-types.js';
 import { startCluster, waitFor, type Cluster } from '../helpers/cluster.js';
+
+const run = promisify(execFile);
 
 async function cliOk(cluster: Cluster, args: string[]): Promise<string> {
   const res = await cluster.cli(args, { timeoutMs: 300_000 });
@@ -17,12 +23,15 @@ async function psql(
   conninfo: string,
   sql: string,
   env: Record<string, string> = {},
+  user: { uid: number; gid: number } | null = null,
 ): Promise<{ code: number | null; out: string; err: string }> {
   const bin = await findPostgresBin('test');
   return new Promise((resolve, reject) => {
     const child = spawn(join(bin, 'psql'), [conninfo, '-v', 'ON_ERROR_STOP=1', '-tAc', sql], {
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', PGCONNECT_TIMEOUT: '5', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: '/',
+      ...(user ? { uid: user.uid, gid: user.gid } : {}),
     });
     let out = '';
     let err = '';
@@ -59,6 +68,20 @@ test('PostgreSQL add-on: TLS from the coordinator CA (require, verify-full), and
   const verified = await psql(`${url}?sslmode=verify-full&sslrootcert=${ca}`, 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
   assert.equal(verified.code, 0, verified.err);
   assert.equal(verified.out, 't');
+  // The agent places that CA where any app's user reads it, as the instances' PGSSLROOTCERT.
+  const placed = join(cluster.dir, 'agent-agent-1', 'ca.crt');
+  assert.equal((await stat(placed)).mode & 0o777, 0o644);
+  const appUser = await resolveRunAs('hangar-probe-pgtls', null, pino({ level: 'silent' }));
+  assert.ok(appUser);
+  t.after(() => run('userdel', ['hangar-probe-pgtls']).catch(() => undefined));
+  const asApp = await psql(
+    `${url}?sslmode=verify-full`,
+    'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()',
+    { PGSSLROOTCERT: placed },
+    appUser,
+  );
+  assert.equal(asApp.code, 0, asApp.err);
+  assert.equal(asApp.out, 't');
   // ... and a CA that did not issue it is refused.
   const system = await psql(`${url}?sslmode=verify-full&sslrootcert=/etc/ssl/certs/ca-certificates.crt`, 'SELECT 1');
   assert.notEqual(system.code, 0);
