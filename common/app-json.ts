@@ -8,7 +8,7 @@
 import { z } from 'zod';
 import { isTimeZone, parseCronSchedule } from './cron-schedule.js';
 import { HangarError, isHangarError } from './errors.js';
-import { cpuLimitSchema, memoryLimitSchema } from './resource-limits.js';
+import { cpuLimitSchema, memoryLimitSchema, parseMemorySize } from './resource-limits.js';
 
 const processTypeName = z
   .string()
@@ -23,24 +23,16 @@ const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'config var names m
  */
 export const surgeSchema = z.union([z.number().int().min(1).max(1000), z.string().regex(/^([1-9][0-9]?|100)%$/, 'write a share as "25%"')]);
 
-/** Multipliers of the size suffixes `max_body` takes (binary, as nginx's `client_max_body_size`). */
-const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
 /** Largest `max_body`: 10 GiB. */
 export const MAX_BODY_LIMIT = 10 * 1024 ** 3;
 
 /**
- * `"10M"`, `"512k"`, `"1G"` or a number of bytes as bytes; null when malformed or out of range
- * (1 byte to 10 GiB).
+ * `"10M"`, `"512k"`, `"1G"` or a number of bytes as bytes (binary units, as nginx's
+ * `client_max_body_size`, read like memory limits); null when malformed or out of range (1 byte to 10 GiB).
  */
 export function parseByteSize(value: string | number): number | null {
-  let bytes: number;
-  if (typeof value === 'number') bytes = value;
-  else {
-    const m = /^\s*(\d+(?:\.\d+)?)\s*([kmg]?)b?\s*$/i.exec(value);
-    if (!m) return null;
-    bytes = Math.floor(Number(m[1]) * (SIZE_UNITS[(m[2] ?? '').toLowerCase()] ?? NaN));
-  }
-  return Number.isSafeInteger(bytes) && bytes >= 1 && bytes <= MAX_BODY_LIMIT ? bytes : null;
+  const bytes = typeof value === 'number' ? value : parseMemorySize(value);
+  return bytes !== null && Number.isSafeInteger(bytes) && bytes >= 1 && bytes <= MAX_BODY_LIMIT ? bytes : null;
 }
 
 const byteSize = z

@@ -15,8 +15,7 @@ import type { Logger } from '../../common/logger.js';
 import { MEMORY_SOFT_SHARE } from '../../common/resource-limits.js';
 import type { CgroupHierarchy } from '../limits/cgroup.js';
 import type { InstanceSpec__Output, InstanceStatus } from '../../proto/loader.js';
-import type { ArtifactStore } from '../build/artifact-store.js';
-import type { BuildOptions, BuildResult } from '../build/builder.js';
+import { buildSlug, type SlugBuildDeps } from '../build/slug-build.js';
 import { markStaticDone, runDjangoBuild, staticDone, staticMarker } from '../build/django-build.js';
 import { instanceLogTail } from '../logs/log-tail.js';
 import type { Router } from '../router/router.js';
@@ -35,25 +34,16 @@ import type { Recovered, Started, StartContext, Supervision, WorkloadChange, Wor
 export type InstanceRunner = WorkloadRunner<InstanceSpec__Output, InstanceData, InstanceStatus>;
 
 /** Options of {@link InstanceDriver}. */
-export interface InstanceDriverOptions {
+export interface InstanceDriverOptions extends SlugBuildDeps {
   /** Per-instance directories (pidfile, output files, metadata) go under it. */
   instancesDir: string;
   router: Router;
-  artifacts: ArtifactStore;
-  build: (options: BuildOptions) => Promise<BuildResult>;
-  buildDataDir: string;
-  python?: string;
   /** Restart delays of crashed instances. Default: the supervisor's. */
   backoff?: BackoffOptions;
   /** Non-web instances count as up after running this long, ms. Default 1000. */
   settleMs?: number;
   /** A failed build is tried again after this, ms. Default 15000. */
   buildRetryMs?: number;
-  /**
-   * The unprivileged user of an app (when the agent runs as root): its build steps,
-   * collectstatic and instances run as it. Default: this process's user.
-   */
-  userFor?: (app: string) => Promise<RunAs | null>;
   /** Where instances get their own cgroup with their limits; null or absent: limits are not enforced. */
   cgroups?: CgroupHierarchy | null;
   /** Limits of instances whose process type sets none in app.json. Default: none. */
@@ -162,17 +152,7 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
   }
 
   async start(spec: InstanceSpec__Output, ctx: StartContext): Promise<Started<InstanceData> | null> {
-    const artifactPath = await this.#o.artifacts.get(spec.artifactSha256);
-    const user = (await this.#o.userFor?.(spec.app)) ?? null;
-    const build = await this.#o.build({
-      dataDir: this.#o.buildDataDir,
-      app: spec.app,
-      user,
-      artifactPath,
-      sha256: spec.artifactSha256,
-      ...(this.#o.python ? { python: this.#o.python } : {}),
-      logger: this.#logger,
-    });
+    const { build, user } = await buildSlug(this.#o, spec.app, spec.artifactSha256, this.#logger);
     if (!ctx.wanted()) return null;
     await this.#collectStatic(build.appDir, { ...spec.env, ...build.env }, spec.env, user);
     if (!ctx.wanted()) return null;

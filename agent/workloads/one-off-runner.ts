@@ -14,9 +14,7 @@ import type { Clock, ClockTimer } from '../../common/clock.js';
 import { describeError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type { RunInput__Output, RunSpec__Output } from '../../proto/loader.js';
-import type { ArtifactStore } from '../build/artifact-store.js';
-import type { BuildOptions, BuildResult } from '../build/builder.js';
-import type { RunAs } from './run-as.js';
+import { buildSlug, type SlugBuildDeps } from '../build/slug-build.js';
 
 /** What a run reports: started (`running`), could not start (`failed`), or `exited`. */
 export interface RunReport {
@@ -31,15 +29,9 @@ export interface RunReport {
 }
 
 /** Options of {@link OneOffRunner}. */
-export interface OneOffRunnerOptions {
+export interface OneOffRunnerOptions extends SlugBuildDeps {
   /** Where each run's outcome is kept (DATA/runs), so a run happens once even across restarts. */
   dir: string;
-  artifacts: ArtifactStore;
-  build: (options: BuildOptions) => Promise<BuildResult>;
-  buildDataDir: string;
-  python?: string;
-  /** The unprivileged user of an app (when the agent is root). Default: this process's user. */
-  userFor?: (app: string) => Promise<RunAs | null>;
   /** Between SIGHUP/SIGTERM and SIGKILL of a run's group when it is stopped, ms. Default 10000. */
   graceMs?: number;
   /** Output as it comes, in order, at most {@link MAX_CHUNK} bytes a call. */
@@ -181,17 +173,7 @@ export class OneOffRunner {
       this.#o.onReport(report);
       return;
     }
-    const artifactPath = await this.#o.artifacts.get(spec.artifactSha256);
-    const user = (await this.#o.userFor?.(spec.app)) ?? null;
-    const build = await this.#o.build({
-      dataDir: this.#o.buildDataDir,
-      app: spec.app,
-      user,
-      artifactPath,
-      sha256: spec.artifactSha256,
-      ...(this.#o.python ? { python: this.#o.python } : {}),
-      logger: this.#logger,
-    });
+    const { build, user } = await buildSlug(this.#o, spec.app, spec.artifactSha256, this.#logger);
     if (this.#closed || this.#active.get(spec.id) !== run || run.endedBy) {
       throw new Error(run.endedBy || 'it was stopped before it started');
     }

@@ -5,9 +5,9 @@ import { createInterface } from 'node:readline';
 import { HangarError, describeError, isHangarError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type { Task__Output } from '../../proto/loader.js';
-import type { ArtifactStore } from '../build/artifact-store.js';
 import type { RunAs } from './run-as.js';
-import type { BuildOptions, BuildResult } from '../build/builder.js';
+import type { BuildResult } from '../build/builder.js';
+import { buildSlug, type SlugBuildDeps } from '../build/slug-build.js';
 import { markStaticDone, runDjangoBuild } from '../build/django-build.js';
 
 /** One line of task output as it happens. */
@@ -30,18 +30,9 @@ export interface TaskOutcome {
 }
 
 /** Options of {@link TaskRunner}. */
-export interface TaskRunnerOptions {
+export interface TaskRunnerOptions extends SlugBuildDeps {
   /** Where finished tasks' outcomes are remembered, so a task runs once even across restarts. */
   dir: string;
-  artifacts: ArtifactStore;
-  build: (options: BuildOptions) => Promise<BuildResult>;
-  buildDataDir: string;
-  python?: string;
-  /**
-   * The unprivileged user of an app (when the agent is root): its build, Django checks and
-   * release phase run as it. Default: this process's user.
-   */
-  userFor?: (app: string) => Promise<RunAs | null>;
   /** Longest a release command may run, ms. Default 30 minutes. */
   releaseTimeoutMs?: number;
   onLine: (line: TaskLine) => void;
@@ -111,20 +102,11 @@ export class TaskRunner {
     let user: RunAs | null = null;
     try {
       if (!postdeploy) emit('build', 'stdout', `-----> Fetching the source (${task.artifactSha256.slice(0, 12)})`);
-      const artifactPath = await this.#o.artifacts.get(task.artifactSha256);
-      user = (await this.#o.userFor?.(task.app)) ?? null;
-      build = await this.#o.build({
-        dataDir: this.#o.buildDataDir,
-        app: task.app,
-        user,
-        artifactPath,
-        sha256: task.artifactSha256,
-        ...(this.#o.python ? { python: this.#o.python } : {}),
+      ({ build, user } = await buildSlug(this.#o, task.app, task.artifactSha256, this.#logger, {
         // After the rollout the build is the one this agent made (cached): its lines were shown.
         onOutput: (line, stream) => (postdeploy ? undefined : emit('build', stream, line)),
-        logger: this.#logger,
         signal,
-      });
+      }));
     } catch (err) {
       const message = describeError(err);
       emit('build', 'stderr', `-----> Build failed: ${message}`);
