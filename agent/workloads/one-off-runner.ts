@@ -214,6 +214,14 @@ export class OneOffRunner {
       child.on('error', (err) => this.#logger.warn({ err, run: spec.name }, 'one-off run process error'));
       child.on('close', (code, sig) => void this.#exited(run, code, sig));
     }
+    // Armed before anything is awaited: a run that ends at once (`false`) is then sure to find it
+    // when it exits and clear it, instead of leaving a 24-hour timer behind.
+    if (spec.timeoutSeconds > 0) {
+      run.timeout = this.#o.clock.setTimeout(
+        () => this.#end(run, `timed out after ${spec.timeoutSeconds} s`, 'SIGTERM'),
+        spec.timeoutSeconds * 1000,
+      );
+    }
     await writeRecord(record, {
       runId: spec.id,
       state: 'running',
@@ -225,12 +233,6 @@ export class OneOffRunner {
     });
     this.#logger.info({ run: spec.name, app: spec.app, pid: run.pid, tty: spec.tty }, 'one-off run started');
     this.#o.onReport({ runId: spec.id, state: 'running', pid: run.pid, exitCode: 0, signal: '', message: '', at: this.#o.clock.now() });
-    if (spec.timeoutSeconds > 0) {
-      run.timeout = this.#o.clock.setTimeout(
-        () => this.#end(run, `timed out after ${spec.timeoutSeconds} s`, 'SIGTERM'),
-        spec.timeoutSeconds * 1000,
-      );
-    }
     for (const message of run.pending.splice(0)) this.#deliver(run, message);
   }
 
