@@ -816,12 +816,7 @@ export class Router {
         requestId,
         attempts,
       };
-      if (failure !== undefined) entry.failure = failure;
-      try {
-        this.#options.onAccess?.(entry);
-      } catch (err) {
-        this.#log.warn({ err: describeError(err) }, 'onAccess callback threw');
-      }
+      this.#reportAccess(entry, failure);
     };
 
     const entry = hostname === null ? undefined : this.#domains.get(hostname);
@@ -1089,12 +1084,7 @@ export class Router {
         requestId,
         attempts,
       };
-      if (failure !== undefined) entry.failure = failure;
-      try {
-        this.#options.onAccess?.(entry);
-      } catch (err) {
-        this.#log.warn({ err: describeError(err) }, 'onAccess callback threw');
-      }
+      this.#reportAccess(entry, failure);
     };
     const answer = (status: number, body: string, failure: RouteFailure): void => {
       bytes += method === 'HEAD' ? 0 : Buffer.byteLength(body);
@@ -1313,6 +1303,16 @@ export class Router {
     if ('encrypted' in req.socket && req.socket.encrypted === true) return true;
     const proto = req.headers['x-forwarded-proto'];
     return this.#clients.get(req.socket)?.trusted === true && typeof proto === 'string' && proto.trim().toLowerCase() === 'https';
+  }
+
+  /** Hands one access-log entry (with why the router answered itself, if it did) to `onAccess`. */
+  #reportAccess(entry: AccessEntry, failure: RouteFailure | undefined): void {
+    if (failure !== undefined) entry.failure = failure;
+    try {
+      this.#options.onAccess?.(entry);
+    } catch (err) {
+      this.#log.warn({ err: describeError(err) }, 'onAccess callback threw');
+    }
   }
 
   /** Sends a short plain-text answer from the router itself. */

@@ -98,6 +98,10 @@ export function registerDomainsCommands(program: Command, ctx: CliContext): void
         ),
       );
       ctx.out(`\nThen get it a certificate: \`hangar certs:auto:enable -a ${app}\` (ACME), or \`hangar certs:add CERT KEY -a ${app}\`.\n`);
+      // Processes read HANGAR_DOMAINS when they start (a restart keeps the env they started with).
+      ctx.out(
+        `The app's processes see it (HANGAR_DOMAINS, Django's ALLOWED_HOSTS) from its next release: \`hangar deploy\` or a \`hangar config:set\`.\n`,
+      );
     });
 
   withAppOption(program.command('domains:remove'))
