@@ -380,7 +380,16 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       await new Promise((r) => setTimeout(r, 50));
     }
   };
-  const domains = new Domains({ store, certs, domain: c.domain, sync, onChange: () => acmeIssuer.tick(), clock: certClock, logger });
+  const domains = new Domains({
+    store,
+    certs,
+    domain: c.domain,
+    sync,
+    onChange: () => acmeIssuer.tick(),
+    onAppDomains: (app) => rollouts.refreshEnvironment(app),
+    clock: certClock,
+    logger,
+  });
 
   const policies = new AutoscaleStore(store);
   const autoscaler = new Autoscaler({

@@ -28,6 +28,7 @@ import { HealthFailureLog } from './health-failure-log.js';
 import { NO_HOME, ownedDir, type RunAs } from './run-as.js';
 import { workloadDirNames } from './workload-dirs.js';
 import { WorkloadRunner } from './workload-runner.js';
+import type { Relaunch } from './supervisor.js';
 import type { Recovered, Started, StartContext, Supervision, WorkloadChange, WorkloadDriver, WorkloadView } from './workload-driver.js';
 
 /** The runner of this agent's app instances. */
@@ -77,6 +78,8 @@ export interface InstanceData {
   dir: string;
   /** Its CPU limit in cores, or null. */
   cpu: number | null;
+  /** What it was started with (its port, slug, user, limits), as in its meta.json. */
+  meta: InstanceMeta;
 }
 
 /** Time between health checks of a starting web instance, ms. */
@@ -151,6 +154,11 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
     return spec.restartNonce;
   }
 
+  relaunch(spec: InstanceSpec__Output, data: InstanceData): Relaunch {
+    const { command, env, graceMs, stopSignal } = this.#supervision(spec, instanceDirName(spec.key), data.dir, data.meta);
+    return { command, env, graceMs, stopSignal };
+  }
+
   async start(spec: InstanceSpec__Output, ctx: StartContext): Promise<Started<InstanceData> | null> {
     const { build, user } = await buildSlug(this.#o, spec.app, spec.artifactSha256, this.#logger);
     if (!ctx.wanted()) return null;
@@ -178,7 +186,10 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
     await ownedDir(dir, user ? 0o750 : 0o700, user, 'group');
     await writeFile(join(dir, 'meta.json'), JSON.stringify(meta), { mode: 0o600 });
     if (!ctx.wanted()) return null;
-    return { supervision: this.#supervision(spec, instanceDirName(spec.key), dir, meta), data: { dir, cpu: meta.limits?.cpu ?? null } };
+    return {
+      supervision: this.#supervision(spec, instanceDirName(spec.key), dir, meta),
+      data: { dir, cpu: meta.limits?.cpu ?? null, meta },
+    };
   }
 
   async *recover(specs: readonly InstanceSpec__Output[]): AsyncIterable<Recovered<InstanceSpec__Output, InstanceData>> {
@@ -212,7 +223,7 @@ export class InstanceDriver implements WorkloadDriver<InstanceSpec__Output, Inst
         spec,
         supervision: this.#supervision(spec, name, dir, meta),
         port: meta.port,
-        data: { dir, cpu: meta.limits?.cpu ?? null },
+        data: { dir, cpu: meta.limits?.cpu ?? null, meta },
       };
     }
   }

@@ -79,6 +79,9 @@ export interface SupervisorOptions {
   onEvent?: (event: SupervisorEvent) => void;
 }
 
+/** What a {@link Supervisor.restart} may change: what runs, with which environment, how it stops. */
+export type Relaunch = Pick<SupervisorOptions, 'command' | 'env' | 'graceMs' | 'stopSignal'>;
+
 interface EventBase {
   /** The instance key. */
   key: string;
@@ -174,11 +177,11 @@ const KILL_WAIT_MS = 5000;
  */
 export class Supervisor {
   readonly key: string;
-  readonly #options: SupervisorOptions;
+  #options: SupervisorOptions;
   readonly #clock: Clock;
   readonly #logger: Logger;
   readonly #backoff: Backoff;
-  readonly #graceMs: number;
+  #graceMs: number;
   readonly #settleMs: number;
   readonly #healthIntervalMs: number;
   readonly #adoptPollMs: number;
@@ -291,9 +294,17 @@ export class Supervisor {
     return stopping;
   }
 
-  /** Stops, then starts afresh: the backoff is reset, the restart counter kept. */
-  async restart(): Promise<void> {
+  /**
+   * Stops, then starts afresh: the backoff is reset, the restart counter kept. With `next`, the
+   * new process runs what it says (the current release's environment — e.g. the app's domains
+   * added since — rather than the one this supervisor was made with).
+   */
+  async restart(next?: Relaunch): Promise<void> {
     await this.stop();
+    if (next) {
+      this.#options = { ...this.#options, ...next };
+      this.#graceMs = next.graceMs ?? this.#graceMs;
+    }
     this.start();
   }
 

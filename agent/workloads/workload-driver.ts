@@ -7,7 +7,7 @@
  */
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/logger.js';
-import type { SupervisorEvent, SupervisorOptions } from './supervisor.js';
+import type { Relaunch, SupervisorEvent, SupervisorOptions } from './supervisor.js';
 import type { WorkloadPhase } from './workload-phase.js';
 
 /** How to supervise a workload; the runner adds `onEvent`. */
@@ -108,6 +108,11 @@ export interface WorkloadDriver<Spec, Data, Status> {
   replaces(current: Spec, next: Spec): boolean;
   /** A change of this number between two snapshots asks for a restart of a running workload. */
   restartToken(spec: Spec): number;
+  /**
+   * What a restart on request runs, from the current `spec` (its environment may have changed
+   * without a new release, e.g. the app's domains). Without it, the restart runs what it ran.
+   */
+  relaunch?(spec: Spec, data: Data): Relaunch;
   /** Builds or provisions the workload and says how to run it; null when it gave up (not wanted). */
   start(spec: Spec, ctx: StartContext): Promise<Started<Data> | null>;
   /** What a previous agent left running, wanted (`specs`) or not. Each item's failures are the driver's. */

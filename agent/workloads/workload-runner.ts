@@ -132,7 +132,10 @@ export class WorkloadRunner<Spec, Data, Status> {
       } else if (w.phase.state === 'running' && w.supervisor && token !== w.restartToken) {
         w.restartToken = token;
         this.#o.logger.info({ [this.#driver.names.field]: key }, 'restarting on request');
-        w.supervisor.restart().catch((err: unknown) => this.#o.logger.error({ err, [this.#driver.names.field]: key }, 'restart failed'));
+        const next = w.data !== null ? this.#driver.relaunch?.(spec, w.data) : undefined;
+        w.supervisor
+          .restart(next)
+          .catch((err: unknown) => this.#o.logger.error({ err, [this.#driver.names.field]: key }, 'restart failed'));
       }
     }
   }

@@ -88,7 +88,7 @@ export function registerDomainsCommands(program: Command, ctx: CliContext): void
     .action(async (input: string, _options: unknown, command: Command) => {
       const app = resolveApp(command, ctx);
       const hostname = atEdge(command, () => parseDomainName(input));
-      const { domain, dns } = await (await ctx.client()).addDomain(app, hostname);
+      const { domain, dns, restart } = await (await ctx.client()).addDomain(app, hostname);
       ctx.out(`Adding ${domain.hostname} to ${app}... done; every router serves it now.\n\n`);
       ctx.out('Point it at your routers with one of these DNS records:\n');
       ctx.out(
@@ -98,10 +98,7 @@ export function registerDomainsCommands(program: Command, ctx: CliContext): void
         ),
       );
       ctx.out(`\nThen get it a certificate: \`hangar certs:auto:enable -a ${app}\` (ACME), or \`hangar certs:add CERT KEY -a ${app}\`.\n`);
-      // Processes read HANGAR_DOMAINS when they start (a restart keeps the env they started with).
-      ctx.out(
-        `The app's processes see it (HANGAR_DOMAINS, Django's ALLOWED_HOSTS) from its next release: \`hangar deploy\` or a \`hangar config:set\`.\n`,
-      );
+      ctx.out(domainRestartLine(app, restart));
     });
 
   withAppOption(program.command('domains:remove'))
@@ -110,8 +107,9 @@ export function registerDomainsCommands(program: Command, ctx: CliContext): void
     .action(async (input: string, _options: unknown, command: Command) => {
       const app = resolveApp(command, ctx);
       const hostname = atEdge(command, () => parseDomainName(input));
-      await (await ctx.client()).removeDomain(app, hostname);
+      const { restart } = await (await ctx.client()).removeDomain(app, hostname);
       ctx.out(`Removing ${hostname} from ${app}... done\n`);
+      if (restart !== null) ctx.out(domainRestartLine(app, restart));
     });
 
   withAppOption(program.command('certs'))
@@ -218,4 +216,11 @@ async function followCertificates(ctx: CliContext, app: string, deadline: number
     }
     await pause(ctx, 500);
   }
+}
+
+/** What a domain change does to the app's processes: they read HANGAR_DOMAINS when they start. */
+function domainRestartLine(app: string, restart: string | null): string {
+  return restart !== null
+    ? `Restarting ${app}'s processes one at a time so they see it (HANGAR_DOMAINS, Django's ALLOWED_HOSTS): \`hangar ps -a ${app}\`.\n`
+    : `Processes ${app} starts from now on see it (HANGAR_DOMAINS, Django's ALLOWED_HOSTS).\n`;
 }

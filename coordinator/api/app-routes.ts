@@ -188,15 +188,11 @@ export function registerAppRoutes(app: ApiServer, o: AppRoutesOptions): void {
     const { app: name } = parseInput(appParams, request.params, 'app name');
     const { target } = parseInput(restartBody, request.body ?? {}, 'restart');
     o.store.requireApp(name);
-    const instances = o.store
-      .listInstances({ app: name })
-      .filter((i) => i.desired === 'run')
-      .filter((i) => target === undefined || target === i.type || target === instanceName(i));
+    const instances = o.rollouts.restarts.running(name, target);
     if (target !== undefined && instances.length === 0) {
       throw new HangarError('INSTANCE_NOT_FOUND', `${name} runs nothing called ${target}; see \`hangar ps -a ${name}\`.`);
     }
     o.rollouts.assertIdle(name);
-    instances.sort((a, b) => a.type.localeCompare(b.type) || a.idx - b.idx);
     const id = o.rollouts.restarts.start(name, instances);
     return { restarted: instances.map((i) => instanceName(i)), restart: o.rollouts.restarts.view(id, name, 0) };
   });

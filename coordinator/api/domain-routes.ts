@@ -49,8 +49,7 @@ export function registerDomainRoutes(server: ApiServer, o: DomainRoutesOptions):
 
   server.delete('/v1/apps/:app/domains/:hostname', needs('deploy'), async (request) => {
     const { app, hostname } = parseInput(domainParams, request.params, 'domain');
-    domains.remove(app, hostname);
-    return { ok: true };
+    return { ok: true, ...domains.remove(app, hostname) };
   });
 
   server.get('/v1/apps/:app/certs', needs('read'), async (request) => {

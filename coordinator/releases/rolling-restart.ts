@@ -87,6 +87,15 @@ export class RollingRestarts {
     return null;
   }
 
+  /** The running instances of `app` (of `target` only — a type, or a name like `web.1` — when given), in restart order. */
+  running(app: string, target?: string): InstanceRow[] {
+    return this.#o.store
+      .listInstances({ app })
+      .filter((i) => i.desired === 'run')
+      .filter((i) => target === undefined || target === i.type || target === instanceName(i))
+      .sort((a, b) => a.type.localeCompare(b.type) || a.idx - b.idx);
+  }
+
   /** Starts restarting `instances` (running instances of `app`) in the order given; returns the restart's id. */
   start(app: string, instances: readonly InstanceRow[]): string {
     const now = this.#o.clock.now();

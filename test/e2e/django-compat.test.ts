@@ -1,12 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { appendFile, cp, mkdir, writeFile } from 'node:fs/promises';
+import { appendFile, cp, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { FIXTURES, startCluster, waitFor, type Cluster } from '../helpers/cluster.js';
 import { waitForPs } from '../helpers/deploy-fixture.js';
+import { TestCa } from '../helpers/test-certs.js';
 
 const run = promisify(execFile);
 
@@ -40,13 +42,24 @@ interface Reply {
   headers: Record<string, string | string[] | undefined>;
 }
 
-/** One HTTP/1.1 request to the router, from `localAddress` (a loopback address: trusted or not). */
+/**
+ * One HTTP/1.1 request to the router, from `localAddress` (a loopback address: trusted or not);
+ * with `tls`, over HTTPS to its HTTPS port, the name sent by SNI and checked against `ca`.
+ */
 function send(
   port: number,
-  o: { method?: string; path?: string; localAddress: string; headers: Record<string, string>; body?: string },
+  o: {
+    method?: string;
+    path?: string;
+    localAddress: string;
+    headers: Record<string, string>;
+    body?: string;
+    tls?: { servername: string; ca: string };
+  },
 ): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(
+    const request = o.tls ? httpsRequest : httpRequest;
+    const req = request(
       {
         host: '127.0.0.1',
         port,
@@ -55,6 +68,7 @@ function send(
         localAddress: o.localAddress,
         headers: o.headers,
         timeout: 10_000,
+        ...(o.tls ? { servername: o.tls.servername, ca: o.tls.ca, agent: false } : {}),
       },
       (res) => {
         let body = '';
@@ -74,7 +88,9 @@ const TRUSTED = '127.0.0.2';
 const UNTRUSTED = '127.0.0.1';
 const HOST = 'shop.hangar.test';
 
-async function deployStartproject(t: Parameters<typeof startCluster>[0]): Promise<{ cluster: Cluster; port: number; deploy: string }> {
+async function deployStartproject(
+  t: Parameters<typeof startCluster>[0],
+): Promise<{ cluster: Cluster; port: number; httpsPort: number; deploy: string }> {
   // Not under .localhost: with DEBUG on and ALLOWED_HOSTS empty, Django itself allows *.localhost.
   const cluster = await startCluster(t, { agents: 0, coordinator: { domain: 'hangar.test' } });
   const agent = await cluster.startAgent('agent-1', { trustedProxies: [`${TRUSTED}/32`] });
@@ -88,11 +104,11 @@ async function deployStartproject(t: Parameters<typeof startCluster>[0]): Promis
   const deploy = await cluster.cli(['deploy', source, '-a', 'shop'], { timeoutMs: 300_000 });
   assert.equal(deploy.code, 0, `deploy failed:\n${deploy.stdout}\n${deploy.stderr}`);
   await waitForPs(cluster, 'shop', 'web.1 up', (r) => r.some((x) => x.id === 'web.1' && x.state === 'up'));
-  return { cluster, port: agent.routerPort, deploy: deploy.stdout + deploy.stderr };
+  return { cluster, port: agent.routerPort, httpsPort: agent.httpsPort, deploy: deploy.stdout + deploy.stderr };
 }
 
 test('an unmodified startproject serves its domain, takes a CSRF-protected POST over https from a trusted proxy, and a spoofed proto is replaced', async (t) => {
-  const { cluster, port, deploy } = await deployStartproject(t);
+  const { cluster, port, httpsPort, deploy } = await deployStartproject(t);
   assert.match(deploy, /-----> Django: added shop\.hangar\.test to ALLOWED_HOSTS/);
   assert.match(deploy, /-----> Django: added shop\.hangar\.test to CSRF_TRUSTED_ORIGINS/);
   assert.match(deploy, /-----> Django: set SECURE_PROXY_SSL_HEADER/);
@@ -128,6 +144,51 @@ test('an unmodified startproject serves its domain, takes a CSRF-protected POST 
   const spoofed = await send(port, { localAddress: UNTRUSTED, headers: https });
   assert.equal(spoofed.status, 200, spoofed.body.slice(0, 2000));
   assert.match(spoofed.body, /secure=False/);
+
+  // A custom domain with a certificate, added to the running release: the router terminates TLS,
+  // and the app's processes are restarted (rolling) with the domain in HANGAR_DOMAINS, so the
+  // unmodified settings accept it as a host and as a CSRF origin — no deploy needed.
+  const CUSTOM = 'www.shop.example';
+  const ca = await TestCa.create(await mkdtemp(join(cluster.dir, 'ca-')));
+  const leaf = await ca.issue([CUSTOM]);
+  const added = await cluster.cli(['domains:add', CUSTOM, '-a', 'shop']);
+  assert.equal(added.code, 0, added.stderr);
+  assert.match(added.stdout, /Restarting shop's processes one at a time so they see it/);
+  const cert = await cluster.cli(['certs:add', leaf.certPath, leaf.keyPath, '-a', 'shop']);
+  assert.equal(cert.code, 0, cert.stderr);
+  const tls = { servername: CUSTOM, ca: await ca.caPem() };
+  const secure = await waitFor(
+    `the form over https at ${CUSTOM}`,
+    async () => {
+      const r = await send(httpsPort, { localAddress: UNTRUSTED, headers: { host: CUSTOM }, tls });
+      return r.status === 200 ? r : null;
+    },
+    90_000,
+  );
+  assert.match(secure.body, /secure=True/, 'the router terminated TLS: Django must see a secure request');
+  const secureToken = /name="csrfmiddlewaretoken" value="([^"]+)"/.exec(secure.body)?.[1];
+  const secureCookie = [secure.headers['set-cookie'] ?? []]
+    .flat()
+    .map((c) => c.split(';')[0] ?? '')
+    .find((c) => c.startsWith('csrftoken='));
+  assert.ok(secureToken && secureCookie, secure.body);
+  const postedTls = await send(httpsPort, {
+    method: 'POST',
+    localAddress: UNTRUSTED,
+    tls,
+    headers: {
+      host: CUSTOM,
+      cookie: secureCookie,
+      origin: `https://${CUSTOM}`,
+      referer: `https://${CUSTOM}/`,
+      'content-type': 'application/x-www-form-urlencoded',
+    },
+    body: new URLSearchParams({ csrfmiddlewaretoken: secureToken, note: 'over-tls' }).toString(),
+  });
+  assert.equal(postedTls.status, 200, postedTls.body.slice(0, 2000));
+  assert.equal(postedTls.body, 'posted over-tls secure=True');
+  const releases = JSON.parse((await cluster.cli(['releases', '-a', 'shop', '--json'])).stdout) as unknown[];
+  assert.equal(releases.length, 1, 'the domain reached the processes without a new release');
 
   // One setting switched off: the next release leaves SECURE_PROXY_SSL_HEADER alone.
   const off = await cluster.cli(['config:set', 'HANGAR_DJANGO_SECURE_PROXY_SSL_HEADER=0', '-a', 'shop'], { timeoutMs: 300_000 });

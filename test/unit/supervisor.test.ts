@@ -362,6 +362,33 @@ describe('Supervisor', () => {
     await waitFor('up again', () => supervisor.status().state === 'up');
   });
 
+  it('restart(next) runs the new environment, and so do the restarts after it', async (t) => {
+    const h = harness(t, 'print-lines.mjs', { settleMs: 50 });
+    h.options.command = `sh -c "echo domains=\\$HANGAR_DOMAINS; exec ${h.options.command}"`;
+    h.options.env = { ...h.options.env, HANGAR_DOMAINS: 'shop.localhost' };
+    const supervisor = supervise(t, new Supervisor(h.options));
+    supervisor.start();
+    await waitFor('up', () => supervisor.status().state === 'up');
+    const { command, graceMs, stopSignal } = h.options;
+    await supervisor.restart({
+      command,
+      graceMs,
+      stopSignal,
+      env: { ...h.options.env, HANGAR_DOMAINS: 'shop.localhost,www.shop.example' },
+    });
+    await waitFor('up again', () => supervisor.status().state === 'up');
+    process.kill(supervisor.status().pid!, 'SIGKILL');
+    await waitFor('restarted after a crash', () => supervisor.status().restarts === 1 && supervisor.status().state === 'up');
+    const lines = readFileSync(h.options.stdoutPath, 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('domains='));
+    assert.deepEqual(lines, [
+      'domains=shop.localhost',
+      'domains=shop.localhost,www.shop.example',
+      'domains=shop.localhost,www.shop.example',
+    ]);
+  });
+
   it('reports a process that cannot be spawned as a crash and retries', async (t) => {
     const h = harness(t, 'print-lines.mjs');
     h.options.cwd = join(h.dir, 'missing');
