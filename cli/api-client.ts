@@ -381,14 +381,14 @@ export class ApiClient {
   }
 
   /** `POST /v1/apps/:app/domains`: adds a custom domain; answers with the DNS records to create. */
-  async addDomain(app: string, hostname: string): Promise<{ domain: DomainView; dns: DnsRecordView[]; restart: string | null }> {
+  async addDomain(app: string, hostname: string): Promise<{ domain: DomainView; dns: DnsRecordView[] } & DomainRelease> {
     const body = await this.#call('POST', appPath(app, 'domains'), { json: { hostname } });
-    return { domain: expectRecord<DomainView>(body, 'domain'), dns: expectArray<DnsRecordView>(body, 'dns'), restart: restartIdOf(body) };
+    return { domain: expectRecord<DomainView>(body, 'domain'), dns: expectArray<DnsRecordView>(body, 'dns'), ...domainReleaseOf(body) };
   }
 
-  /** `DELETE /v1/apps/:app/domains/:hostname`; the id of the rolling restart it started, if any. */
-  async removeDomain(app: string, hostname: string): Promise<{ restart: string | null }> {
-    return { restart: restartIdOf(await this.#call('DELETE', appPath(app, 'domains', hostname))) };
+  /** `DELETE /v1/apps/:app/domains/:hostname`; the release it made, if any. */
+  async removeDomain(app: string, hostname: string): Promise<DomainRelease> {
+    return domainReleaseOf(await this.#call('DELETE', appPath(app, 'domains', hostname)));
   }
 
   /** `GET /v1/apps/:app/certs`: certificates (newest first) and TLS settings. */
@@ -732,8 +732,12 @@ function expectNullableRecord<T>(body: Record<string, unknown>, key: string): T 
   return value as T;
 }
 
-/** The `restart` id of a domain change's answer (null, or missing from an older coordinator). */
-function restartIdOf(body: unknown): string | null {
-  const restart = (body as { restart?: unknown } | null)?.restart;
-  return typeof restart === 'string' ? restart : null;
+/** The release a domain change made so the processes see it (null from an older coordinator too). */
+export interface DomainRelease {
+  release: ReleaseView | null;
+  deploy: DeployView | null;
+}
+
+function domainReleaseOf(body: Record<string, unknown>): DomainRelease {
+  return { release: expectNullableRecord<ReleaseView>(body, 'release'), deploy: expectNullableRecord<DeployView>(body, 'deploy') };
 }

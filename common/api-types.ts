@@ -47,10 +47,10 @@
  *                                                  server sends JSON text frames: {@link LogStreamMessage}
  *   GET    /v1/apps/:app/errors                    -> { errors: ErrorGroupView[] }  (last seen first)
  *   GET    /v1/apps/:app/domains                   -> { domains: DomainView[] }   (the default domain first)
- *   POST   /v1/apps/:app/domains { hostname }      -> 201 { domain: DomainView, dns: DnsRecordView[], restart: string | null }
- *                                                  (409 DOMAIN_TAKEN; restart: the id of the rolling restart that gives the
- *                                                  running processes the new HANGAR_DOMAINS, GET /v1/apps/:app/restarts/:id)
- *   DELETE /v1/apps/:app/domains/:hostname         -> { ok: true, restart: string | null }
+ *   POST   /v1/apps/:app/domains { hostname }      -> 201 { domain: DomainView, dns: DnsRecordView[], release: ReleaseView | null,
+ *                                                  deploy: DeployView | null }   (409 DOMAIN_TAKEN; release: the release of the
+ *                                                  same build and config that gives the processes the new HANGAR_DOMAINS)
+ *   DELETE /v1/apps/:app/domains/:hostname         -> { ok: true, release: ReleaseView | null, deploy: DeployView | null }
  *   GET    /v1/apps/:app/certs                     -> { certs: CertView[], tls: TlsSettingsView }
  *   POST   /v1/apps/:app/certs { cert, key }       -> 201 { cert: CertView }   (PEM; 422 CERT_INVALID)
  *   PATCH  /v1/apps/:app/tls { acme?, redirect?, hsts? } -> { tls: TlsSettingsView }

@@ -386,7 +386,6 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     domain: c.domain,
     sync,
     onChange: () => acmeIssuer.tick(),
-    onAppDomains: (app) => rollouts.refreshEnvironment(app),
     clock: certClock,
     logger,
   });
@@ -450,7 +449,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     routes: [
       (server) => registerMetricsRoutes(server, { store, views, metrics, exporter, policies, autoscaler, clock, logger }),
       (server) => registerDashboardRoutes(server, { sessions, logger }),
-      (server) => registerDomainRoutes(server, { domains }),
+      (server) => registerDomainRoutes(server, { domains, releases, rollouts, logger }),
     ],
     logs,
     logHub,

@@ -42,20 +42,22 @@ async function idOf(user: string, flag: '-u' | '-g'): Promise<number | null> {
  */
 export async function resolveRunAs(name: string, home: string | null, logger: Logger): Promise<RunAs | null> {
   if (process.getuid?.() !== 0) return null;
-  if ((await idOf(name, '-u')) === null) {
+  // useradd fails while another useradd holds /etc/passwd's lock (exit 10): try a few times.
+  for (let attempt = 1; (await idOf(name, '-u')) === null; attempt++) {
     try {
       await run('useradd', ['--system', '--no-create-home', '--user-group', '--shell', '/usr/sbin/nologin', name], { timeout: 30_000 });
       logger.info({ user: name }, 'created the system user workloads run as');
     } catch (err) {
-      if ((await idOf(name, '-u')) === null) {
-        throw new HangarError(
-          'INTERNAL',
-          `Could not create the system user ${name} that apps and add-on servers run as; create it with \`useradd --system ${name}\`.`,
-          {
-            cause: err,
-          },
-        );
+      if ((await idOf(name, '-u')) !== null) break;
+      if (attempt < 5) {
+        await new Promise((r) => setTimeout(r, 200 * attempt));
+        continue;
       }
+      throw new HangarError(
+        'INTERNAL',
+        `Could not create the system user ${name} that apps and add-on servers run as; create it with \`useradd --system ${name}\`.`,
+        { cause: err },
+      );
     }
   }
   const uid = await idOf(name, '-u');

@@ -12,7 +12,8 @@ import { parseDomainName } from '../../common/domain-name.js';
 import { HangarError } from '../../common/errors.js';
 import { formatJson, formatTable, heading } from '../output.js';
 import { atEdge, badInput, pause, resolveApp, withAppOption, type CliContext } from './context.js';
-import { parseTimeoutSeconds } from './deploy.js';
+import { followDeploy, parseTimeoutSeconds, timeoutOption } from './deploy.js';
+import type { DomainRelease } from '../api-client.js';
 
 /** Default of `certs:auto:enable --timeout`, in seconds. */
 export const DEFAULT_ACME_TIMEOUT_S = 180;
@@ -85,10 +86,13 @@ export function registerDomainsCommands(program: Command, ctx: CliContext): void
   withAppOption(program.command('domains:add'))
     .description('serve the app at a domain of yours too; prints the DNS records to create')
     .argument('<domain>', 'the host name, like www.example.com')
-    .action(async (input: string, _options: unknown, command: Command) => {
+    .option('--wait', "follow the release that gives the app's processes the domain until it is live")
+    .addOption(timeoutOption())
+    .action(async (input: string, options: { wait?: boolean; timeout: number }, command: Command) => {
       const app = resolveApp(command, ctx);
       const hostname = atEdge(command, () => parseDomainName(input));
-      const { domain, dns, restart } = await (await ctx.client()).addDomain(app, hostname);
+      const client = await ctx.client();
+      const { domain, dns, ...made } = await client.addDomain(app, hostname);
       ctx.out(`Adding ${domain.hostname} to ${app}... done; every router serves it now.\n\n`);
       ctx.out('Point it at your routers with one of these DNS records:\n');
       ctx.out(
@@ -98,19 +102,33 @@ export function registerDomainsCommands(program: Command, ctx: CliContext): void
         ),
       );
       ctx.out(`\nThen get it a certificate: \`hangar certs:auto:enable -a ${app}\` (ACME), or \`hangar certs:add CERT KEY -a ${app}\`.\n`);
-      ctx.out(domainRestartLine(app, restart));
+      await reportRelease(app, made, options);
     });
 
   withAppOption(program.command('domains:remove'))
     .description('stop serving the app at a custom domain')
     .argument('<domain>', 'the host name')
-    .action(async (input: string, _options: unknown, command: Command) => {
+    .option('--wait', 'follow the release that takes the domain from the processes until it is live')
+    .addOption(timeoutOption())
+    .action(async (input: string, options: { wait?: boolean; timeout: number }, command: Command) => {
       const app = resolveApp(command, ctx);
       const hostname = atEdge(command, () => parseDomainName(input));
-      const { restart } = await (await ctx.client()).removeDomain(app, hostname);
+      const made = await (await ctx.client()).removeDomain(app, hostname);
       ctx.out(`Removing ${hostname} from ${app}... done\n`);
-      if (restart !== null) ctx.out(domainRestartLine(app, restart));
+      await reportRelease(app, made, options);
     });
+
+  /** What a domain change did to the app's processes (they read HANGAR_DOMAINS when they start). */
+  const reportRelease = async (app: string, made: DomainRelease, options: { wait?: boolean; timeout: number }): Promise<void> => {
+    if (made.release === null || made.deploy === null) {
+      ctx.out(`Processes ${app} starts from now on see it (HANGAR_DOMAINS, Django's ALLOWED_HOSTS).\n`);
+      return;
+    }
+    ctx.out(
+      `Releasing ${made.release.name} (same build and config) so ${app}'s processes see it (HANGAR_DOMAINS, Django's ALLOWED_HOSTS)${options.wait ? '' : `: \`hangar releases -a ${app}\``}.\n`,
+    );
+    if (options.wait) await followDeploy(ctx, await ctx.client(), app, made.deploy, { timeoutMs: options.timeout * 1000 });
+  };
 
   withAppOption(program.command('certs'))
     .description("list the app's certificates and its HTTPS settings")
@@ -216,11 +234,4 @@ async function followCertificates(ctx: CliContext, app: string, deadline: number
     }
     await pause(ctx, 500);
   }
-}
-
-/** What a domain change does to the app's processes: they read HANGAR_DOMAINS when they start. */
-function domainRestartLine(app: string, restart: string | null): string {
-  return restart !== null
-    ? `Restarting ${app}'s processes one at a time so they see it (HANGAR_DOMAINS, Django's ALLOWED_HOSTS): \`hangar ps -a ${app}\`.\n`
-    : `Processes ${app} starts from now on see it (HANGAR_DOMAINS, Django's ALLOWED_HOSTS).\n`;
 }

@@ -63,6 +63,21 @@ const restartBody = z
 const destroyQuery = z.object({ confirm: z.string().optional() }).strict();
 const afterQuery = z.object({ after: z.coerce.number().int().min(0).default(0) }).strict();
 
+/** A release as the API shows it; `current` is the app's current release. */
+export function releaseView(r: ReleaseRow, current: number | null): ReleaseView {
+  return {
+    version: r.version,
+    name: `v${r.version}`,
+    status: r.status,
+    description: r.description,
+    createdAt: new Date(r.createdAt).toISOString(),
+    createdBy: r.createdBy,
+    artifactSha256: r.artifactSha256,
+    processTypes: runnableTypes(r),
+    current: r.version === current,
+  };
+}
+
 /** Registers the app routes on the API. */
 export function registerAppRoutes(app: ApiServer, o: AppRoutesOptions): void {
   const logger = o.logger;
@@ -75,18 +90,6 @@ export function registerAppRoutes(app: ApiServer, o: AppRoutesOptions): void {
     release: row.currentRelease === null ? null : `v${row.currentRelease}`,
     formation: o.store.getFormation(row.name),
     maintenance: o.store.getMaintenance(row.name) !== null,
-  });
-
-  const releaseView = (r: ReleaseRow, current: number | null): ReleaseView => ({
-    version: r.version,
-    name: `v${r.version}`,
-    status: r.status,
-    description: r.description,
-    createdAt: new Date(r.createdAt).toISOString(),
-    createdBy: r.createdBy,
-    artifactSha256: r.artifactSha256,
-    processTypes: runnableTypes(r),
-    current: r.version === current,
   });
 
   app.get('/v1/apps', needs('read'), async () => ({ apps: o.store.listApps().map(appView) }));

@@ -31,11 +31,6 @@ export interface DomainsOptions {
   sync: { requestSync(): void };
   /** Told after a change that may need ACME (a domain added, ACME enabled). */
   onChange?: () => void;
-  /**
-   * Told after the app's domains changed: its running processes are restarted (rolling) so that
-   * they see them in `HANGAR_DOMAINS`. Returns the restart's id, or null when none was started.
-   */
-  onAppDomains?: (app: string) => string | null;
   /** Resolves a host name to its addresses (default: the system resolver). */
   resolve?: (hostname: string) => Promise<string[]>;
   clock: Clock;
@@ -90,7 +85,7 @@ export class Domains {
    * @throws HangarError `BAD_INPUT` for a malformed name, an IP address or a name in the
    *   coordinator's own domain; `DOMAIN_TAKEN` when an app has it already.
    */
-  add(app: string, input: string): { domain: DomainView; dns: DnsRecordView[]; restart: string | null } {
+  add(app: string, input: string): { domain: DomainView; dns: DnsRecordView[] } {
     this.#o.store.requireApp(app);
     const hostname = parseDomainName(input);
     if (isWithinZone(hostname, this.#o.domain)) {
@@ -114,7 +109,6 @@ export class Domains {
     this.#log.info({ app, domain: hostname }, 'domain added');
     this.#o.sync.requestSync();
     this.#o.onChange?.();
-    const restart = this.#o.onAppDomains?.(app) ?? null;
     const tls = this.#o.certs.getTls(app);
     return {
       domain: {
@@ -125,7 +119,6 @@ export class Domains {
         createdAt: new Date(row.createdAt).toISOString(),
       },
       dns: this.dnsRecords(app, hostname),
-      restart,
     };
   }
 
@@ -142,8 +135,8 @@ export class Domains {
     return records;
   }
 
-  /** @throws HangarError `DOMAIN_NOT_FOUND` when the app has no such custom domain. */
-  remove(app: string, input: string): { restart: string | null } {
+  /** Returns the name removed, normalised. @throws HangarError `DOMAIN_NOT_FOUND` when the app has no such custom domain. */
+  remove(app: string, input: string): string {
     this.#o.store.requireApp(app);
     const hostname = parseDomainName(input);
     if (!this.#o.certs.deleteDomain(hostname, app)) {
@@ -155,7 +148,7 @@ export class Domains {
     }
     this.#log.info({ app, domain: hostname }, 'domain removed');
     this.#o.sync.requestSync();
-    return { restart: this.#o.onAppDomains?.(app) ?? null };
+    return hostname;
   }
 
   /** The app's certificates, newest first, and its TLS settings. */

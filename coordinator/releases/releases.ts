@@ -127,6 +127,18 @@ export class Releases {
   }
 
   /**
+   * A release of the current build and config, rolled out like a config change (new processes
+   * first, health-gated, the old ones drained), so that every process starts with the app's
+   * current environment — `HANGAR_DOMAINS` after a domain change. Null when the app has no
+   * release yet, or a deploy or restart is under way (the processes it starts get it anyway).
+   */
+  refreshEnvironment(app: string, description: string, createdBy: string): StartedRelease | null {
+    const rollouts = this.#o.rollouts;
+    if (this.#o.store.requireApp(app).currentRelease === null || rollouts.activeDeploy(app) || rollouts.restarts.active(app)) return null;
+    return this.changeConfig(app, {}, createdBy, description).started;
+  }
+
+  /**
    * Rolls back to release `version`, or to the last one before the current that served: a new
    * release of its build and config, without the release phase (as Heroku does).
    *

@@ -5,13 +5,18 @@
  * so the others keep serving throughout. An instance that crashes or does not come back within the
  * health timeout stops the restart (the rest keep running as they were) and says why.
  *
+ * A web instance that is the app's only routable one is not left alone with nobody to serve:
+ * first a stand-in of the same release is placed beside it (Heroku's preboot), and once every
+ * router has the stand-in, the instance restarts as usual; the stand-in is drained at the end.
+ * Without room for one, the instance restarts in place and the output says so.
+ *
  * Restarts are in memory: a coordinator restart forgets one under way, which leaves every
  * instance running (some restarted, some not) — nothing to repair.
  */
 import { randomUUID } from 'node:crypto';
 import type { Clock } from '../../common/clock.js';
 import type { DeployLine, DeployView } from '../../common/api-types.js';
-import { HangarError, type ErrorCode } from '../../common/errors.js';
+import { describeError, HangarError, type ErrorCode } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { instanceName } from '../../common/vocabulary.js';
 import type { DesiredStateSync } from '../fleet/desired-state-sync.js';
@@ -26,7 +31,7 @@ const KEEP_FINISHED_MS = 10 * 60_000;
 /** Options of {@link RollingRestarts}. */
 export interface RollingRestartOptions {
   store: Pick<Store, 'listInstances' | 'bumpRestart' | 'getApp' | 'holdFromRoutes' | 'nextGeneration'>;
-  fleet: Pick<Fleet, 'routesApplied'>;
+  fleet: Pick<Fleet, 'routesApplied' | 'place' | 'drain'>;
   sync: Pick<DesiredStateSync, 'requestSync'>;
   clock: Clock;
   logger: Logger;
@@ -54,12 +59,25 @@ interface Turn {
   at: number;
 }
 
+/**
+ * A web instance started beside the app's only routable one for the time of its restart:
+ * `starting` until it is up, `routing` until every router has it, then `serving`.
+ */
+interface StandIn {
+  key: string;
+  name: string;
+  phase: 'starting' | 'routing' | 'serving';
+  generation: number;
+  at: number;
+}
+
 interface RestartRecord {
   id: string;
   app: string;
   release: number | null;
   queue: string[];
   turn: Turn | null;
+  standIn: StandIn | null;
   status: 'rolling_out' | 'succeeded' | 'failed';
   error: string | null;
   errorCode: ErrorCode | null;
@@ -107,6 +125,7 @@ export class RollingRestarts {
       release: this.#o.store.getApp(app)?.currentRelease ?? null,
       queue: instances.map((i) => i.key),
       turn: null,
+      standIn: null,
       status: 'rolling_out',
       error: null,
       errorCode: null,
@@ -139,6 +158,7 @@ export class RollingRestarts {
   #advance(r: RestartRecord, now: number): void {
     const store = this.#o.store;
     const rows = new Map(store.listInstances({ app: r.app }).map((i) => [i.key, i]));
+    if (!this.#standInReady(r, rows, now)) return;
     const turn = r.turn;
     if (turn) {
       const row = rows.get(turn.key);
@@ -193,6 +213,16 @@ export class RollingRestarts {
         startedAt: row.startedAt,
         at: now,
       };
+      if (
+        row.type === 'web' &&
+        row.state === 'up' &&
+        r.standIn === null &&
+        this.#alone(row, rows) &&
+        this.#placeStandIn(r, row, rows, now)
+      ) {
+        r.queue.unshift(key);
+        return;
+      }
       r.turn = next;
       if (row.type === 'web' && row.state === 'up') {
         next.generation = store.nextGeneration();
@@ -204,10 +234,89 @@ export class RollingRestarts {
       }
       return;
     }
+    this.#dismissStandIn(r, rows);
     r.status = 'succeeded';
     r.finishedAt = now;
     this.#line(r, `-----> Restarted ${r.done} instance(s); all healthy`);
     this.#logger.info({ app: r.app }, 'rolling restart done');
+  }
+
+  /** True when no web instance of the app but `row` is routable (up, wanted, not held out). */
+  #alone(row: InstanceRow, rows: ReadonlyMap<string, InstanceRow>): boolean {
+    for (const other of rows.values()) {
+      if (
+        other.key !== row.key &&
+        other.type === 'web' &&
+        other.desired === 'run' &&
+        other.state === 'up' &&
+        other.drainGeneration === null
+      ) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** Places a stand-in for `row` on the same release; false (and says so) when there is no room. */
+  #placeStandIn(r: RestartRecord, row: InstanceRow, rows: ReadonlyMap<string, InstanceRow>, now: number): boolean {
+    const used = new Set([...rows.values()].filter((i) => i.release === row.release && i.type === row.type).map((i) => i.idx));
+    let idx = 1;
+    while (used.has(idx)) idx++;
+    try {
+      this.#o.fleet.place(r.app, row.release, [{ type: row.type, idx }]);
+    } catch (err) {
+      this.#line(r, `-----> No room for a stand-in (${describeError(err)}); ${instanceName(row)} restarts in place: requests wait for it`);
+      return false;
+    }
+    const placed = this.#o.store
+      .listInstances({ app: r.app })
+      .find((i) => i.release === row.release && i.type === row.type && i.idx === idx);
+    if (!placed) return false;
+    r.standIn = { key: placed.key, name: instanceName(placed), phase: 'starting', generation: 0, at: now };
+    this.#line(r, `-----> ${instanceName(row)} is the only web instance: starting ${r.standIn.name} beside it while it restarts`);
+    return true;
+  }
+
+  /**
+   * Moves a stand-in on (up, then in every router); true once the restart may go on (there is
+   * none, it serves, or it is gone). One that does not come up fails the restart.
+   */
+  #standInReady(r: RestartRecord, rows: ReadonlyMap<string, InstanceRow>, now: number): boolean {
+    const standIn = r.standIn;
+    if (standIn === null || standIn.phase === 'serving') return true;
+    const row = rows.get(standIn.key);
+    if (!row || row.desired !== 'run') {
+      // Scaled away meanwhile (the autoscaler, a `hangar scale`): the restart goes on without it.
+      r.standIn = null;
+      return true;
+    }
+    if (standIn.phase === 'starting') {
+      if (row.state === 'up') {
+        r.standIn = { ...standIn, phase: 'routing', generation: this.#o.store.nextGeneration(), at: now };
+        this.#o.sync.requestSync();
+      } else if ((row.state === 'crashed' && row.restarts >= this.#o.crashLimit) || now - standIn.at > this.#o.healthTimeoutMs) {
+        this.#failWith(
+          r,
+          row,
+          `the stand-in ${standIn.name} did not come up healthy (state ${row.state}${row.message ? `: ${row.message}` : ''}).`,
+        );
+      }
+      return false;
+    }
+    if (!this.#o.fleet.routesApplied(standIn.generation, standIn.at)) return false;
+    r.standIn = { ...standIn, phase: 'serving' };
+    this.#line(r, `-----> ${standIn.name}: up and in every router`);
+    return true;
+  }
+
+  /** Drains the stand-in (the restarted instance serves again). */
+  #dismissStandIn(r: RestartRecord, rows: ReadonlyMap<string, InstanceRow>): void {
+    const row = r.standIn === null ? undefined : rows.get(r.standIn.key);
+    r.standIn = null;
+    if (row && row.desired === 'run') {
+      this.#o.fleet.drain([row]);
+      this.#line(r, `-----> ${instanceName(row)}: draining (the stand-in is no longer needed)`);
+    }
   }
 
   #restart(r: RestartRecord, turn: Turn, row: InstanceRow, now: number): void {
@@ -221,6 +330,16 @@ export class RollingRestarts {
     // Should it recover after all, it serves again.
     this.#o.store.holdFromRoutes(row.key, null, this.#o.clock.now());
     this.#o.sync.requestSync();
+    const standIn = r.standIn;
+    if (standIn !== null && standIn.phase === 'serving' && standIn.key !== row.key) {
+      // The stand-in serves in its place: the instance that did not come back goes instead (the
+      // formation keeps its count, and the app its one healthy web instance).
+      r.standIn = null;
+      this.#o.fleet.drain([row]);
+      this.#line(r, `-----> ${standIn.name} serves in place of ${instanceName(row)}, which is drained`, 'stderr');
+    } else {
+      this.#dismissStandIn(r, new Map(this.#o.store.listInstances({ app: r.app }).map((i) => [i.key, i])));
+    }
     const lines = row.logTail.split('\n').filter((l) => l.trim() !== '');
     if (lines.length > 0) {
       this.#line(r, `-----> Last log lines of ${instanceName(row)}:`, 'stderr');

@@ -111,18 +111,6 @@ export class Rollouts {
   }
 
   /**
-   * Restarts every running instance of `app` through the rolling, health-gated path, so each
-   * starts with the app's current environment (e.g. `HANGAR_DOMAINS` after a domain change).
-   * Returns the restart's id; null when nothing runs, or when a deploy or restart is under way
-   * (the processes it starts get the current environment anyway).
-   */
-  refreshEnvironment(app: string): string | null {
-    if (this.activeDeploy(app) || this.restarts.active(app)) return null;
-    const running = this.restarts.running(app);
-    return running.length === 0 ? null : this.restarts.start(app, running);
-  }
-
-  /**
    * Creates a release and starts deploying it. Throws ROLLOUT_IN_PROGRESS while another deploy of
    * the app runs and NO_AGENTS when no agent could build it.
    */

@@ -84,5 +84,34 @@ test(
       assert.notEqual(after.find((r) => r.id === 'worker.1')?.pid, before.get('worker.1'));
       assert.equal(after.find((r) => r.id === 'web.1')?.pid, before.get('web.1'));
     });
+
+    await t.test('restart of a lone web instance under load: a stand-in serves meanwhile, 0 failed requests', async () => {
+      assert.equal((await cluster.cli(['scale', 'web=1', 'worker=0', '-a', APP])).code, 0);
+      rows = await waitForPs(cluster, APP, 'web=1 alone', (r) => r.length === 1 && r[0]?.id === 'web.1' && r[0].state === 'up');
+      const pid = rows[0]?.pid;
+      const load = startHttpLoad({
+        ports: cluster.agents.map((a) => a.routerPort),
+        host: `${APP}.localhost`,
+        clients: 4,
+        pauseMs: 20,
+        maxMs: 150_000,
+      });
+      const res = await cluster.cli(['restart', 'web', '-a', APP], { timeoutMs: 200_000 });
+      await new Promise((r) => setTimeout(r, 1000));
+      const { ok, failures } = await load.stop();
+      assert.equal(res.code, 0, out(res));
+      assert.match(res.stdout, /web\.1 is the only web instance: starting web\.2 beside it while it restarts/);
+      assert.match(res.stdout, /web\.2: draining \(the stand-in is no longer needed\)/);
+      assert.ok(ok > 0, 'no request was served');
+      assert.deepEqual(failures, [], `${failures.length} failed requests out of ${ok + failures.length}`);
+      t.diagnostic(`lone web restart: ${ok} requests served, 0 failed`);
+      const after = await waitForPs(
+        cluster,
+        APP,
+        'web.1 alone again',
+        (r) => r.length === 1 && r[0]?.id === 'web.1' && r[0].state === 'up',
+      );
+      assert.notEqual(after[0]?.pid, pid, 'web.1 has a new process');
+    });
   },
 );
