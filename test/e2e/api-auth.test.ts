@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
-import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
@@ -11,6 +10,7 @@ import { SecretBox } from '../../common/secret-box.js';
 import { Authenticator, TOKEN_SUBPROTOCOL_PREFIX, authorizeUpgrade, selectWebsocketProtocol } from '../../coordinator/api/auth.js';
 import { Store } from '../../coordinator/store/store.js';
 import { startCluster, tempDir } from '../helpers/cluster.js';
+import { TestCa } from '../helpers/test-certs.js';
 
 interface Reply {
   status: number;
@@ -192,30 +192,11 @@ test('websocket upgrades authenticate by header or subprotocol, never by URL', {
 
 test('the HTTP API serves HTTPS with --tls-cert/--tls-key', { timeout: 60_000 }, async (t) => {
   const dir = await tempDir(t);
-  const cert = join(dir, 'api.crt');
-  const key = join(dir, 'api.key');
-  execFileSync('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    key,
-    '-out',
-    cert,
-    '-days',
-    '2',
-    '-subj',
-    '/CN=127.0.0.1',
-    '-addext',
-    'subjectAltName=IP:127.0.0.1',
-  ]);
+  const ca = await TestCa.create(dir);
+  const { certPath: cert, keyPath: key } = await ca.issue(['IP:127.0.0.1']);
   const cluster = await startCluster(t, { agents: 0, coordinator: { tlsCert: cert, tlsKey: key } });
   assert.match(cluster.coordinator.url, /^https:\/\/127\.0\.0\.1:\d+$/);
-  const dispatcher = new Agent({ connect: { ca: await readFile(cert, 'utf8') } });
+  const dispatcher = new Agent({ connect: { ca: await ca.caPem() } });
   t.after(() => dispatcher.close());
   const res = await request(`${cluster.coordinator.url}/v1/apps`, {
     dispatcher,
@@ -224,7 +205,7 @@ test('the HTTP API serves HTTPS with --tls-cert/--tls-key', { timeout: 60_000 },
   assert.equal(res.statusCode, 200);
   await res.body.dump();
   await assert.rejects(request(cluster.coordinator.url.replace('https:', 'http:') + '/v1/health', { headersTimeout: 5000 }));
-  const cli = await cluster.cli(['apps', '--json'], { env: { NODE_EXTRA_CA_CERTS: cert } });
+  const cli = await cluster.cli(['apps', '--json'], { env: { NODE_EXTRA_CA_CERTS: join(ca.dir, 'ca.pem') } });
   assert.equal(cli.code, 0, cli.stderr);
   assert.deepEqual(JSON.parse(cli.stdout), []);
 });

@@ -93,6 +93,8 @@ test(
         ports: cluster.agents.map((a) => a.routerPort),
         host: `${APP}.localhost`,
         clients: 4,
+        postEvery: 0,
+        postPath: '/',
         pauseMs: 20,
         maxMs: 150_000,
       });
