@@ -32,7 +32,9 @@
  * `--baseline DIST` adds a fourth target, `baseline`: the router-server.js of another build (e.g.
  * `git archive main` compiled in /tmp) in the same interleaved rounds, for before/after figures.
  * `--profile DIR` runs the router with `--cpu-prof` and leaves its .cpuprofile in DIR.
- * `--nginx-workers N|auto` sets nginx's `worker_processes` (default 1, like the router).
+ * `--router-workers N` runs the router as N `node:cluster` workers sharing its port (default 1, as
+ * the agent runs it); `--nginx-workers N|auto` sets nginx's `worker_processes` (default: as many as
+ * the router has; `auto` is Debian's default, one per core).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -247,10 +249,13 @@ async function main(): Promise<void> {
       profile: { type: 'string' },
       https: { type: 'boolean', default: false },
       baseline: { type: 'string' },
-      'nginx-workers': { type: 'string', default: '1' },
+      'router-workers': { type: 'string', default: '1' },
+      'nginx-workers': { type: 'string' },
     },
   });
-  const nginxWorkers = values['nginx-workers'];
+  const routerWorkers = values['router-workers'];
+  if (!/^[1-9]\d*$/.test(routerWorkers)) throw new Error('--router-workers takes a number of processes.');
+  const nginxWorkers = values['nginx-workers'] ?? routerWorkers;
   if (!/^([1-9]\d*|auto)$/.test(nginxWorkers)) throw new Error('--nginx-workers takes a number of processes or "auto".');
   const rounds = Math.max(1, Number(values.rounds));
   const seconds = Math.max(1, Number(values.seconds));
@@ -308,7 +313,18 @@ async function main(): Promise<void> {
       const tlsArgs = cert === undefined ? [] : ['--cert', cert.certPath, '--key', cert.keyPath];
       const child = spawn(
         process.execPath,
-        [...flags, script, '--upstream', `127.0.0.1:${gunicornPort}`, '--domain', DOMAIN, '--dir', routerDir, ...tlsArgs],
+        [
+          ...flags,
+          script,
+          '--upstream',
+          `127.0.0.1:${gunicornPort}`,
+          '--domain',
+          DOMAIN,
+          '--dir',
+          routerDir,
+          ...tlsArgs,
+          ...(routerWorkers === '1' ? [] : ['--workers', routerWorkers]),
+        ],
         {
           stdio: ['ignore', 'pipe', 'inherit'],
           detached: true,
@@ -344,7 +360,7 @@ async function main(): Promise<void> {
     ];
     const figures = new Map<Label, RoundFigures[]>(targets.map((t) => [t.name, []]));
     console.log(
-      `router benchmark: GET / on the Django test app, ${connections} keep-alive connections, ${rounds} rounds of ${seconds} s; router 1 process, nginx worker_processes ${nginxWorkers}`,
+      `router benchmark: GET / on the Django test app, ${connections} keep-alive connections, ${rounds} rounds of ${seconds} s; router ${routerWorkers} process(es), nginx worker_processes ${nginxWorkers}`,
     );
     for (let round = 1; round <= rounds; round++) {
       // Rotate the order so no target always runs first (or right after another).
