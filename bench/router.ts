@@ -32,6 +32,8 @@
  * `--baseline DIST` adds a fourth target, `baseline`: the router-server.js of another build (e.g.
  * `git archive main` compiled in /tmp) in the same interleaved rounds, for before/after figures.
  * `--profile DIR` runs the router with `--cpu-prof` and leaves its .cpuprofile in DIR.
+ * `--router-node-flags "FLAGS"` gives the router (not the baseline) extra node/V8 flags, e.g.
+ * `--baseline dist --router-node-flags "--max-semi-space-size=16"` to measure a flag alone.
  * `--router-workers N` runs the router as N `node:cluster` workers sharing its port (default 1, as
  * the agent runs it); `--nginx-workers N|auto` sets nginx's `worker_processes` (default: as many as
  * the router has; `auto` is Debian's default, one per core).
@@ -247,6 +249,7 @@ async function main(): Promise<void> {
       seconds: { type: 'string', default: '5' },
       connections: { type: 'string', default: '16' },
       profile: { type: 'string' },
+      'router-node-flags': { type: 'string' },
       https: { type: 'boolean', default: false },
       baseline: { type: 'string' },
       'router-workers': { type: 'string', default: '1' },
@@ -305,7 +308,10 @@ async function main(): Promise<void> {
     await waitReady(nginxPort, nginx, 'nginx');
     if (nginxTlsPort !== undefined) await waitReady(nginxTlsPort, nginx, 'nginx https', 'https');
 
-    const profile = values.profile === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', values.profile];
+    const profile = [
+      ...(values.profile === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', values.profile]),
+      ...(values['router-node-flags']?.split(/\s+/).filter((f) => f !== '') ?? []),
+    ];
     /** The router (or baseline) target, and its HTTPS one with `--https`. */
     const startRouter = async (name: 'router' | 'baseline', script: string, flags: string[]): Promise<Target[]> => {
       const routerDir = join(dir, name);
