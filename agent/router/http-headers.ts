@@ -35,9 +35,16 @@ const REQUEST_ID = /^[A-Za-z0-9+/=._:@-]{1,200}$/;
 
 /** True when `name` (any case) is a hop-by-hop header that must not be forwarded. */
 export function isHopByHop(name: string): boolean {
-  const lower = name.toLowerCase();
+  return isHopByHopLower(name.toLowerCase());
+}
+
+/** {@link isHopByHop} of a name already lower-cased (the per-request loops lower-case each name once). */
+function isHopByHopLower(lower: string): boolean {
   return HOP_BY_HOP.has(lower) || lower.startsWith('proxy-');
 }
+
+/** No names: what a message without a `Connection` header adds to the hop-by-hop ones. */
+const NO_TOKENS: ReadonlySet<string> = new Set();
 
 /** Names listed in a `Connection` header value (they are hop-by-hop for that message), lower-cased. */
 export function connectionTokens(value: string | string[] | undefined): Set<string> {
@@ -111,9 +118,12 @@ export interface ForwardedFor {
  * and its well-formed `-Proto`/`-Port`, its `X-Real-IP` and other `X-Forwarded-*` are kept.
  */
 export function forwardRequestHeaders(rawHeaders: readonly string[], forwarded: ForwardedFor): string[] {
-  const dropped = new Set<string>();
+  let dropped: Set<string> | undefined;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    if (rawHeaders[i]?.toLowerCase() === 'connection') {
+    const name = rawHeaders[i] ?? '';
+    // Most requests have no Connection header, or `keep-alive` only: no Set for them.
+    if (name.length === 10 && name.toLowerCase() === 'connection') {
+      dropped ??= new Set<string>();
       for (const t of connectionTokens(rawHeaders[i + 1])) dropped.add(t);
     }
   }
@@ -128,7 +138,7 @@ export function forwardRequestHeaders(rawHeaders: readonly string[], forwarded: 
     const name = rawHeaders[i] ?? '';
     const value = rawHeaders[i + 1] ?? '';
     const lower = name.toLowerCase();
-    if (isHopByHop(lower) || dropped.has(lower) || ROUTER_SET.has(lower)) continue;
+    if (isHopByHopLower(lower) || dropped?.has(lower) === true || ROUTER_SET.has(lower)) continue;
     if (lower.startsWith('x-forwarded-')) {
       if (lower === 'x-forwarded-for') {
         if (trusted && value.trim() !== '') forwardedFor.push(value.trim());
@@ -178,12 +188,13 @@ function forwardedNode(address: string): string {
  * its `Connection`) dropped, the router's `X-Request-Id` set.
  */
 export function forwardResponseHeaders(headers: IncomingHttpHeaders, requestId: string): OutgoingHttpHeaders {
-  const dropped = connectionTokens(headers.connection);
+  const dropped = headers.connection === undefined ? NO_TOKENS : connectionTokens(headers.connection);
   const out: OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(headers)) {
+  for (const name in headers) {
+    const value = headers[name];
     if (value === undefined) continue;
     const lower = name.toLowerCase();
-    if (isHopByHop(lower) || dropped.has(lower) || lower === 'x-request-id') continue;
+    if (isHopByHopLower(lower) || dropped.has(lower) || lower === 'x-request-id') continue;
     out[lower] = value;
   }
   out['x-request-id'] = requestId;
@@ -200,7 +211,7 @@ export function upgradeResponseHead(statusMessage: string, rawHeaders: readonly 
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] ?? '';
     const lower = name.toLowerCase();
-    if (lower === 'x-request-id' || (isHopByHop(lower) && lower !== 'connection' && lower !== 'upgrade')) continue;
+    if (lower === 'x-request-id' || (isHopByHopLower(lower) && lower !== 'connection' && lower !== 'upgrade')) continue;
     head += `${name}: ${rawHeaders[i + 1] ?? ''}\r\n`;
   }
   return `${head}x-request-id: ${requestId}\r\n\r\n`;

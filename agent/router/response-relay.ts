@@ -19,6 +19,37 @@ export type RelayOutcome =
   /** The instance failed before any of its response reached the client. */
   | { kind: 'failed'; err: Error };
 
+/**
+ * Undici closes an instance's connection that answered `Connection: close` (gunicorn's sync workers
+ * close every one) by destroying its socket with an `InformationalError('reset')`, made right after
+ * the handler's `onResponseEnd` returns, in the same synchronous call; the socket's destroy then
+ * formats its stack. Both were ~8% of the router's CPU under load. Errors made from here to the
+ * next microtask checkpoint (the rest of undici's parser callback) carry no stack frames; the
+ * limit is restored before any other code runs.
+ */
+function framelessErrorsUntilMicrotask(): void {
+  if (savedStackTraceLimit !== undefined) return;
+  savedStackTraceLimit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  queueMicrotask(restoreStackTraceLimit);
+}
+
+let savedStackTraceLimit: number | undefined;
+
+function restoreStackTraceLimit(): void {
+  if (savedStackTraceLimit === undefined) return;
+  Error.stackTraceLimit = savedStackTraceLimit;
+  savedStackTraceLimit = undefined;
+}
+
+/** True when the response says the instance closes the connection after it (HTTP/1.1 `Connection: close`). */
+function closesConnection(headers: IncomingHttpHeaders): boolean {
+  const c = headers.connection;
+  if (c === undefined) return false;
+  const v = Array.isArray(c) ? c.join(',') : c;
+  return v.length === 5 ? v.toLowerCase() === 'close' : /(^|,)\s*close\s*(,|$)/i.test(v);
+}
+
 /** Error given to undici when the client goes away (made only then). */
 class ClientClosedError extends Error {
   readonly code = 'CLIENT_CLOSED';
@@ -41,6 +72,8 @@ export class ResponseRelay implements Dispatcher.DispatchHandler {
   #settled = false;
   #clientGone = false;
   #waitingForDrain = false;
+  /** The instance said `Connection: close`: undici resets the socket right after the end. */
+  #closing = false;
   /** Resolves with how the attempt ended; never rejects. */
   readonly done: Promise<RelayOutcome>;
 
@@ -75,6 +108,7 @@ export class ResponseRelay implements Dispatcher.DispatchHandler {
     // 1xx interim answers (100 Continue, 103 Early Hints) are not relayed; the final one follows.
     if (statusCode < 200 || this.#settled) return;
     this.#status = statusCode;
+    this.#closing = closesConnection(headers);
     this.#res.writeHead(statusCode, this.#headersFor(headers));
   }
 
@@ -94,6 +128,8 @@ export class ResponseRelay implements Dispatcher.DispatchHandler {
   onResponseEnd(): void {
     if (this.#settled) return;
     this.#res.end();
+    // Before settling, so the limit is restored ahead of the continuations the settling queues.
+    if (this.#closing) framelessErrorsUntilMicrotask();
     this.#finish({ kind: 'done', status: this.#status });
   }
 

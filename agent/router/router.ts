@@ -693,7 +693,10 @@ export class Router {
 
   #newBackend(b: Backend, origin: string): BackendState {
     const pool = new Pool(origin, {
-      connect: { timeout: this.#connectTimeoutMs },
+      // No TCP keep-alive probes (their setsockopt calls were most of the 10 per upstream
+      // connection): gunicorn's sync workers close every connection, an idle one is closed after
+      // POOL_KEEP_ALIVE_MS, and a silent instance is cut off by bodyTimeout long before a probe.
+      connect: { timeout: this.#connectTimeoutMs, keepAlive: false },
       keepAliveTimeout: POOL_KEEP_ALIVE_MS,
       headersTimeout: this.#requestTimeoutMs,
       bodyTimeout: this.#requestTimeoutMs,

@@ -701,6 +701,25 @@ describe('Router', () => {
     assert.equal(a.connections, 1);
   });
 
+  test('an instance closing every connection (Connection: close, as gunicorn sync workers do) is served request after request, and errors keep their stack traces', async (t) => {
+    const limit = Error.stackTraceLimit;
+    const a = await startBackend(t, 'a', (req, res, b) => {
+      res.setHeader('connection', 'close');
+      echo(req, res, b);
+    });
+    const { port } = await startRouter(t, [route('a', [a])]);
+    for (let i = 0; i < 10; i++) {
+      const reply = await send(port, { host: 'a.example.com' });
+      assert.equal(reply.status, 200);
+      assert.equal(nameOf(reply), 'a');
+      // The router makes undici's 'reset' error frameless only until the next microtask.
+      assert.equal(Error.stackTraceLimit, limit);
+      assert.match(new Error('probe').stack ?? '', /router\.test\.js/);
+    }
+    assert.equal(a.hits, 10);
+    assert.equal(a.connections, 10);
+  });
+
   test('records an access entry per request', async (t) => {
     const a = await startBackend(t, 'a');
     const { port, access } = await startRouter(t, [route('a', [a])]);
