@@ -82,6 +82,16 @@ test('a Redis add-on: provisioned, answers with its password, restarts after kil
     complete: (r) => (r.match(/\r\n/g) ?? []).length >= 2,
   });
   assert.equal(set, '+OK\r\n+OK\r\n');
+  // 500 more writes, each acknowledged, then kill -9 at once: the AOF (appendfsync everysec) has
+  // every acknowledged write, since Redis writes it before it replies.
+  const many = await socketExchange({
+    host: '127.0.0.1',
+    port: Number(up.port),
+    request:
+      respCommand('AUTH', 'p4ssw0rd-for-tests') + Array.from({ length: 500 }, (_, i) => respCommand('SET', `k${i}`, `v${i}`)).join(''),
+    complete: (r) => (r.match(/\r\n/g) ?? []).length >= 501,
+  });
+  assert.equal(many, '+OK\r\n'.repeat(501));
 
   process.kill(Number(up.pid), 'SIGKILL');
   const back = await waitUntil('redis-1 restarted', () =>
@@ -96,6 +106,13 @@ test('a Redis add-on: provisioned, answers with its password, restarts after kil
     complete: (r) => r.includes('hello\r\n'),
   });
   assert.match(get, /\$5\r\nhello\r\n/);
+  const size = await socketExchange({
+    host: '127.0.0.1',
+    port: Number(up.port),
+    request: respCommand('AUTH', 'p4ssw0rd-for-tests') + respCommand('DBSIZE') + respCommand('GET', 'k499'),
+    complete: (r) => r.includes('v499\r\n'),
+  });
+  assert.equal(size, '+OK\r\n:501\r\n$4\r\nv499\r\n', 'every acknowledged write survived kill -9');
   // The config holding the password is not readable by others; the output goes to files.
   const conf = join(dir, 'data', 'addons', 'redis-1', 'redis.conf');
   assert.equal((await stat(conf)).mode & 0o077, 0);
@@ -115,7 +132,7 @@ test('a Redis add-on: provisioned, answers with its password, restarts after kil
     addonJob({ id: 'job-v', addon: 'redis-1', action: 'verify', backup: name, sha256, kind: 'redis', app: 'shop', where: 'backups' }),
   );
   assert.equal(verified.ok, true, verified.error);
-  assert.deepEqual(JSON.parse(String(verified.report)), { keys: 1 });
+  assert.deepEqual(JSON.parse(String(verified.report)), { keys: 501 });
   const bytes = await readFile(file);
   bytes[bytes.length - 3] = (bytes[bytes.length - 3] ?? 0) ^ 0xff;
   await writeFile(file, bytes);
