@@ -483,7 +483,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   acmeIssuer.start();
   logIndexer.start();
   cron.start();
-  addonBackups.start();
+  await addonBackups.start();
   const address = api.server.address();
   const httpPort = typeof address === 'object' && address ? address.port : c.httpPort;
   const loop = setInterval(() => {

@@ -90,7 +90,7 @@ export async function verifyBackup(o: VerifyOptions): Promise<VerifyReport> {
       const tables: Record<string, number> = {};
       for (const table of restoredTables) {
         const [schema, name] = splitTable(table);
-        const rows = Number((await psql(o.database, `SELECT count(*) FROM "${schema}"."${name}"`)).trim());
+        const rows = Number((await psql(o.database, `SELECT count(*) FROM ONLY "${schema}"."${name}"`)).trim());
         const want = expected[table] ?? 0;
         if (rows !== want)
           throw new HangarError('ADDON_FAILED', `table ${table} has ${rows} rows after the restore; the dump holds ${want}`);

@@ -89,7 +89,9 @@ export class AddonBackups {
     });
   }
 
-  start(): void {
+  /** Starts the schedule loop; files a previous coordinator left in transit are removed first. */
+  async start(): Promise<void> {
+    await rm(this.#o.transitDir, { recursive: true, force: true });
     this.#loop.start();
   }
 

@@ -159,41 +159,44 @@ test('backups off the host: scheduled, copied with a SHA-256, verified by a rest
     assert.equal(await psql(pgUrl, 'SELECT count(*) FROM orders'), '251');
   });
 
-  await t.test('bad input changes nothing: a backup of another kind, no --confirm, a memcached add-on', async () => {
-    await cliOk(cluster, ['addons:create', 'redis', '--agent', 'agent-1', '-a', app]);
-    const redisUrl = new URL(
-      (JSON.parse(await cliOk(cluster, ['addons', '-a', app, '--json', '--reveal'])) as AddonView[]).find((a) => a.kind === 'redis')?.url ??
-        '',
-    );
-    const set = await socketExchange({
-      host: redisUrl.hostname,
-      port: Number(redisUrl.port),
-      request: respCommand('AUTH', decodeURIComponent(redisUrl.password)) + respCommand('SET', 'k1', 'v') + respCommand('SET', 'k2', 'v'),
-      complete: (r) => (r.match(/\r\n/g) ?? []).length >= 3,
-    });
-    assert.equal(set, '+OK\r\n+OK\r\n+OK\r\n');
-    const made = await cliOk(cluster, ['addons:backup', 'redis-1', '-a', app]);
-    const redisBackup = /Backup (b[\d-]+) done/.exec(made)?.[1] ?? '';
-    assert.match(made, /on agent-1, agent-2/);
-    // The Redis copy on agent-2 restores into a scratch redis-server.
-    const checked = await cliOk(cluster, ['addons:backups:verify', 'redis-1', redisBackup, '-a', app]);
-    assert.match(checked, /is good: restored on agent-2: 2 keys, as in the RDB/);
-    const before = (await backups()).length;
-    const wrongKind = await cluster.cli(['addons:restore', 'postgres-1', redisBackup, '--confirm', 'postgres-1', '-a', app]);
-    assert.equal(wrongKind.code, 1, wrongKind.stderr);
-    assert.match(wrongKind.stderr, /is a redis backup/);
-    const res = await request(`${cluster.coordinator.url}/v1/apps/${app}/addons/postgres-1/backups/${first.name}/restore`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${cluster.coordinator.adminToken}`, 'content-type': 'application/json' },
-      body: JSON.stringify({}),
-    });
-    assert.equal(res.statusCode, 400);
-    assert.equal(((await res.body.json()) as { code: string }).code, 'BAD_INPUT');
-    assert.equal((await backups()).length, before, 'no safety backup was taken');
-    assert.equal(await psql(pgUrl, 'SELECT count(*) FROM orders'), '251');
-    const badTime = await cluster.cli(['addons:backups:schedule', 'postgres-1', '--at', '25:00', '-a', app]);
-    assert.equal(badTime.code, 2);
-  });
+  await t.test(
+    'bad input changes nothing: a backup of another kind, no --confirm, a bad schedule time; a Redis backup is copied and verified',
+    async () => {
+      await cliOk(cluster, ['addons:create', 'redis', '--agent', 'agent-1', '-a', app]);
+      const redisUrl = new URL(
+        (JSON.parse(await cliOk(cluster, ['addons', '-a', app, '--json', '--reveal'])) as AddonView[]).find((a) => a.kind === 'redis')
+          ?.url ?? '',
+      );
+      const set = await socketExchange({
+        host: redisUrl.hostname,
+        port: Number(redisUrl.port),
+        request: respCommand('AUTH', decodeURIComponent(redisUrl.password)) + respCommand('SET', 'k1', 'v') + respCommand('SET', 'k2', 'v'),
+        complete: (r) => (r.match(/\r\n/g) ?? []).length >= 3,
+      });
+      assert.equal(set, '+OK\r\n+OK\r\n+OK\r\n');
+      const made = await cliOk(cluster, ['addons:backup', 'redis-1', '-a', app]);
+      const redisBackup = /Backup (b[\d-]+) done/.exec(made)?.[1] ?? '';
+      assert.match(made, /on agent-1, agent-2/);
+      // The Redis copy on agent-2 restores into a scratch redis-server.
+      const checked = await cliOk(cluster, ['addons:backups:verify', 'redis-1', redisBackup, '-a', app]);
+      assert.match(checked, /is good: restored on agent-2: 2 keys, as in the RDB/);
+      const before = (await backups()).length;
+      const wrongKind = await cluster.cli(['addons:restore', 'postgres-1', redisBackup, '--confirm', 'postgres-1', '-a', app]);
+      assert.equal(wrongKind.code, 1, wrongKind.stderr);
+      assert.match(wrongKind.stderr, /is a redis backup/);
+      const res = await request(`${cluster.coordinator.url}/v1/apps/${app}/addons/postgres-1/backups/${first.name}/restore`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${cluster.coordinator.adminToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({}),
+      });
+      assert.equal(res.statusCode, 400);
+      assert.equal(((await res.body.json()) as { code: string }).code, 'BAD_INPUT');
+      assert.equal((await backups()).length, before, 'no safety backup was taken');
+      assert.equal(await psql(pgUrl, 'SELECT count(*) FROM orders'), '251');
+      const badTime = await cluster.cli(['addons:backups:schedule', 'postgres-1', '--at', '25:00', '-a', app]);
+      assert.equal(badTime.code, 2);
+    },
+  );
 
   await t.test('restore into the live add-on: a safety backup first, then the old data', async () => {
     const out = await cliOk(cluster, ['addons:restore', 'postgres-1', first.name, '--confirm', 'postgres-1', '-a', app]);
