@@ -198,7 +198,16 @@ test('backups off the host: scheduled, copied with a SHA-256, verified by a rest
     },
   );
 
-  await t.test('restore into the live add-on: a safety backup first, then the old data', async () => {
+  await t.test('restore into the live add-on: a failed one leaves the data; then a safety backup first, then the old data', async () => {
+    // A view the dump does not know depends on orders: pg_restore --clean cannot drop the table,
+    // and its one transaction rolls back.
+    await psql(pgUrl, 'CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 100');
+    const failed = await cluster.cli(['addons:restore', 'postgres-1', first.name, '--confirm', 'postgres-1', '-a', app]);
+    assert.equal(failed.code, 1, failed.stdout);
+    assert.match(failed.stderr, /pg_restore/);
+    assert.equal(await psql(pgUrl, 'SELECT count(*) FROM orders'), '251', 'the previous data is in place');
+    assert.equal(await psql(pgUrl, 'SELECT count(*) FROM big_orders'), '151');
+    await psql(pgUrl, 'DROP VIEW big_orders');
     const out = await cliOk(cluster, ['addons:restore', 'postgres-1', first.name, '--confirm', 'postgres-1', '-a', app]);
     assert.match(out, /Safety backup b[\d-]+ taken first/);
     assert.equal(await psql(pgUrl, 'SELECT count(*) FROM orders'), '250');
