@@ -276,6 +276,17 @@ async function assemble(
   // Add-on servers (PostgreSQL, Redis, memcached): DATA/addons/NAME/{data,stdout.log,stderr.log,pid.json}.
   const addons = new AddonManager({
     dir: join(c.dataDir, 'addons'),
+    copiesDir: join(c.dataDir, 'backup-copies'),
+    transfers: {
+      upload: (transfer, source) => {
+        if (!link) throw new Error('not connected');
+        return link.uploadBackup(transfer, source);
+      },
+      fetch: (transfer) => {
+        if (!link) throw new Error('not connected');
+        return link.fetchBackup(transfer);
+      },
+    },
     host: c.name,
     advertise: c.advertise,
     ...(deps.backoff ? { backoff: deps.backoff } : {}),

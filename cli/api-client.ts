@@ -11,7 +11,9 @@ import { WebSocket } from 'ws';
 import type {
   MaintenanceView,
   AddonBackupView,
+  AddonInfoView,
   AddonKind,
+  AddonScheduleView,
   AddonView,
   AgentMetricsView,
   AgentView,
@@ -358,21 +360,59 @@ export class ApiClient {
     return { addon: expectRecord<AddonView>(body, 'addon'), deploy: expectNullableRecord<DeployView>(body, 'deploy') };
   }
 
+  /** `GET /v1/apps/:app/addons/:name/info`: servers, schedule, backups. */
+  async addonInfo(app: string, name: string): Promise<AddonInfoView> {
+    return expectRecord<AddonInfoView>(await this.#call('GET', appPath(app, 'addons', name, 'info')), 'addon');
+  }
+
   /** `GET /v1/apps/:app/addons/:name/backups`, newest first. */
   async listAddonBackups(app: string, name: string): Promise<AddonBackupView[]> {
     return expectArray<AddonBackupView>(await this.#call('GET', appPath(app, 'addons', name, 'backups')), 'backups');
   }
 
-  /** `POST /v1/apps/:app/addons/:name/backups`: makes a backup now (waits for it). */
-  async createAddonBackup(app: string, name: string): Promise<{ backup: AddonBackupView; backups: AddonBackupView[] }> {
-    const body = await this.#call('POST', appPath(app, 'addons', name, 'backups'), { timeoutMs: ADDON_JOB_TIMEOUT_MS });
+  /** `POST /v1/apps/:app/addons/:name/backups`: makes a backup now and copies it off its host (waits for it). */
+  async createAddonBackup(
+    app: string,
+    name: string,
+    options: { dir?: string } = {},
+  ): Promise<{ backup: AddonBackupView; backups: AddonBackupView[] }> {
+    const body = await this.#call('POST', appPath(app, 'addons', name, 'backups'), { json: options, timeoutMs: ADDON_JOB_TIMEOUT_MS });
     return { backup: expectRecord<AddonBackupView>(body, 'backup'), backups: expectArray<AddonBackupView>(body, 'backups') };
   }
 
+  /** `POST /v1/apps/:app/addons/:name/backups/:backup/verify`: a verification restore now (waits for it). */
+  async verifyAddonBackup(app: string, name: string, backup: string): Promise<AddonBackupView> {
+    const body = await this.#call('POST', appPath(app, 'addons', name, 'backups', backup, 'verify'), {
+      json: {},
+      timeoutMs: ADDON_JOB_TIMEOUT_MS,
+    });
+    return expectRecord<AddonBackupView>(body, 'backup');
+  }
+
   /** `POST /v1/apps/:app/addons/:name/backups/:backup/restore` (waits for it). */
-  async restoreAddonBackup(app: string, name: string, backup: string): Promise<AddonBackupView[]> {
-    const body = await this.#call('POST', appPath(app, 'addons', name, 'backups', backup, 'restore'), { timeoutMs: ADDON_JOB_TIMEOUT_MS });
-    return expectArray<AddonBackupView>(body, 'backups');
+  async restoreAddonBackup(
+    app: string,
+    name: string,
+    backup: string,
+    options: { toNew?: boolean; confirm?: string } = {},
+  ): Promise<{ addon: AddonView; safety: AddonBackupView | null }> {
+    const body = await this.#call('POST', appPath(app, 'addons', name, 'backups', backup, 'restore'), {
+      json: options,
+      timeoutMs: ADDON_JOB_TIMEOUT_MS,
+    });
+    return { addon: expectRecord<AddonView>(body, 'addon'), safety: expectNullableRecord<AddonBackupView>(body, 'safety') };
+  }
+
+  /** `PUT /v1/apps/:app/addons/:name/backup-schedule`. */
+  async scheduleAddonBackups(
+    app: string,
+    name: string,
+    input: { at: string; keep: number; dir?: string | null; enabled?: boolean },
+  ): Promise<AddonScheduleView> {
+    return expectRecord<AddonScheduleView>(
+      await this.#call('PUT', appPath(app, 'addons', name, 'backup-schedule'), { json: input }),
+      'schedule',
+    );
   }
 
   /** `GET /v1/apps/:app/domains`: the default domain first, each with its DNS check and certificate. */

@@ -33,7 +33,11 @@
  *   DELETE /v1/apps/:app/addons/:name?confirm=NAME&purge=true -> { addon: AddonView, deploy: DeployView | null }
  *   GET    /v1/apps/:app/addons/:name/backups      -> { backups: AddonBackupView[] }   (PostgreSQL)
  *   POST   /v1/apps/:app/addons/:name/backups      -> 201 { backup: AddonBackupView, backups: AddonBackupView[] }
- *   POST   /v1/apps/:app/addons/:name/backups/:backup/restore -> { ok: true, backups }
+ *   POST   /v1/apps/:app/addons/:name/backups { dir? } -> 201 { backup, backups }  (PostgreSQL, Redis; copied off the host)
+ *   POST   /v1/apps/:app/addons/:name/backups/:backup/verify -> { backup }   (a verification restore now)
+ *   POST   /v1/apps/:app/addons/:name/backups/:backup/restore { toNew?, confirm? } -> { ok: true, addon, backup, safety, backups }
+ *   PUT    /v1/apps/:app/addons/:name/backup-schedule { at, keep, dir?, enabled? } -> { schedule }
+ *   GET    /v1/apps/:app/addons/:name/info         -> { addon: AddonInfoView }
  *   GET    /v1/apps/:app/metrics?since=1h           -> { metrics: AppMetricsView }
  *   GET    /v1/agents/:agent/metrics?since=1h       -> { metrics: AgentMetricsView }
  *   GET    /v1/apps/:app/autoscale                  -> { autoscale: AutoscaleView }
@@ -251,6 +255,49 @@ export interface AddonBackupView {
   size: number;
   /** ISO time. */
   createdAt: string;
+  /** The add-on it was made of. */
+  addon: string;
+  /** `postgres` (pg_dump -Fc) or `redis` (RDB). */
+  kind: AddonKind;
+  /** SHA-256 of the file, hex: every copy is checked against it. */
+  sha256: string;
+  /** `manual` (addons:backup), `scheduled`, or `safety` (taken before a restore into the add-on). */
+  origin: 'manual' | 'scheduled' | 'safety';
+  /** Where it is stored: the agent that made it (`original: true`), then its copies on other agents or in a directory. */
+  stored: { agent?: string; path?: string; original: boolean }[];
+  /** True when at least one copy is off the host that made it. */
+  offHost: boolean;
+  /** Why it is not off the host (or not everywhere asked), or null. */
+  copyError: string | null;
+  /** `verified`: a restore into a scratch server matched the dump; `failed`: it did not (or a copy is corrupt). */
+  verified: 'unverified' | 'verified' | 'failed';
+  /** What the verification found or why it failed. */
+  verifyMessage: string;
+  verifiedAt: string | null;
+}
+
+/** An add-on's backup schedule: daily at `at` (UTC), the newest `keep` scheduled backups kept. */
+export interface AddonScheduleView {
+  at: string;
+  keep: number;
+  /** A directory on the coordinator's host that gets a copy of each backup too, or null. */
+  dir: string | null;
+  enabled: boolean;
+  nextAt: string | null;
+  lastAt: string | null;
+  /** The last scheduled backup's failure, or null. */
+  lastError: string | null;
+}
+
+/** `GET /v1/apps/:app/addons/:name/info`: the add-on, its servers and its backups. */
+export interface AddonInfoView extends AddonView {
+  /** The servers of the add-on (one primary; standbys are not built yet). */
+  servers: { agent: string; role: 'primary' | 'standby'; state: AddonState; lagBytes: number | null }[];
+  schedule: AddonScheduleView | null;
+  lastBackup: AddonBackupView | null;
+  /** The newest backup whose verification restore ran, and how it went. */
+  lastVerifiedRestore: { backup: string; at: string; ok: boolean; message: string } | null;
+  backups: AddonBackupView[];
 }
 
 /** Requests through the routers over a window. */

@@ -31,6 +31,8 @@ export const ERROR_STATUS = {
   UNKNOWN_PROCESS_TYPE: 422,
   /** A certificate that cannot be used: key does not match, expired, or none of the app's domains. */
   CERT_INVALID: 422,
+  /** A backup copy whose bytes no longer match its SHA-256: it is never restored. */
+  BACKUP_CORRUPT: 422,
   NO_CAPACITY: 503,
   NO_AGENTS: 503,
   /** The agent named for a run is not connected. */

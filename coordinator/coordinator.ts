@@ -7,6 +7,8 @@ import { parseJoinToken } from '../common/join-token.js';
 import { SecretBox } from '../common/secret-box.js';
 import { HANGAR_VERSION } from '../common/version.js';
 import { Addons } from './addons/addons.js';
+import { AddonBackups } from './addons/addon-backups.js';
+import { BackupTransfers } from './addons/backup-transfers.js';
 import type { AgentMessage__Output } from '../proto/loader.js';
 import { AgentHub, type AgentHubEvents } from './fleet/agent-hub.js';
 import { AgentReports } from './fleet/agent-reports.js';
@@ -111,6 +113,8 @@ export const coordinatorConfigSchema = z
       .default(1024 * 1024 * 1024),
     /** How often cron schedules are looked at, ms. Default 10 s. */
     cronIntervalMs: z.number().int().positive().default(10_000),
+    /** How often add-on backup schedules are looked at, ms. Default 30 s. */
+    backupIntervalMs: z.number().int().positive().default(30_000),
     /** A cron firing missed while the coordinator was down still runs when at most this late, ms. Default 15 min. */
     cronCatchUpMs: z
       .number()
@@ -145,6 +149,8 @@ export interface CoordinatorDeps {
   onAgentMessageHandled?: (message: AgentMessage__Output, ms: number) => void;
   /** What time it is for cron schedules (tests pass a controllable one). Default: `clock`. */
   cronClock?: Clock;
+  /** What time it is for add-on backup schedules (tests move it by hand). Default: `clock`. */
+  backupClock?: Clock;
   /** Told of every autoscaling decision once applied (e.g. to log it as a `hangar` event). */
   onAutoscaleDecision?: (decision: AutoscaleDecision) => void;
   /** Clock of certificate validity and renewal (tests move it forward). Default: `clock`. */
@@ -214,6 +220,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   };
   const ingest = new LogIngest({ store: logs, hub: logHub, logger, now: () => clock.now() });
   const goneTimers = new Map<string, NodeJS.Timeout>();
+  const backupTransfers = new BackupTransfers();
   const hub = new AgentHub({
     host: c.grpcHost,
     port: c.grpcPort,
@@ -225,6 +232,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     ...(deps.onAgentMessageHandled ? { onHandled: deps.onAgentMessageHandled } : {}),
     logger,
     artifactPath: (sha) => (store.hasArtifact(sha) ? join(artifactDir, `${sha}.tar.gz`) : null),
+    backupTransfers,
   });
   const certClock = deps.certClock ?? clock;
   const certs = new CertStore(store, secrets);
@@ -295,6 +303,17 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     clock,
     logger,
     issueCertificate: (names) => issueServerCertificate(c.dataDir, names),
+  });
+  const addonBackups = new AddonBackups({
+    store,
+    addons,
+    hub,
+    transitDir: join(c.dataDir, 'backup-transit'),
+    transfers: backupTransfers,
+    clock: deps.backupClock ?? clock,
+    logger,
+    recordEvent,
+    intervalMs: c.backupIntervalMs,
   });
   const runs = new Runs({ store, hub, sync, clock, logger, recordEvent });
   const cron = new CronScheduler({
@@ -426,6 +445,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     rollouts,
     releases,
     addons,
+    addonBackups,
     runs,
     cron,
     clock,
@@ -471,6 +491,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   acmeIssuer.start();
   logIndexer.start();
   cron.start();
+  await addonBackups.start();
   const address = api.server.address();
   const httpPort = typeof address === 'object' && address ? address.port : c.httpPort;
   const loop = setInterval(() => {
@@ -516,6 +537,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
         addons.close();
         runs.close();
         cron.close();
+        addonBackups.close();
         autoscaler.close();
         await acmeIssuer.close();
         await api.close();

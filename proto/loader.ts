@@ -28,6 +28,9 @@ export type { AddonStatus, AddonStatus__Output } from './generated/hangar/v1/Add
 export type { AddonJob, AddonJob__Output } from './generated/hangar/v1/AddonJob.js';
 export type { AddonJobResult, AddonJobResult__Output } from './generated/hangar/v1/AddonJobResult.js';
 export type { AddonBackup, AddonBackup__Output } from './generated/hangar/v1/AddonBackup.js';
+export type { BackupChunk, BackupChunk__Output } from './generated/hangar/v1/BackupChunk.js';
+export type { UploadBackupResult, UploadBackupResult__Output } from './generated/hangar/v1/UploadBackupResult.js';
+export type { FetchBackupRequest, FetchBackupRequest__Output } from './generated/hangar/v1/FetchBackupRequest.js';
 export type { MetricsReport, MetricsReport__Output } from './generated/hangar/v1/MetricsReport.js';
 export type { InstanceMetrics, InstanceMetrics__Output } from './generated/hangar/v1/InstanceMetrics.js';
 export type { TrafficStats, TrafficStats__Output } from './generated/hangar/v1/TrafficStats.js';

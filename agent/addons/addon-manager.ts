@@ -1,21 +1,39 @@
 /**
  * Runs this agent's add-on servers (PostgreSQL, Redis, memcached) from desired state — one
  * {@link WorkloadRunner} with the {@link AddonServerDriver} — and the one-shot jobs on add-ons:
- * backups, restores, purges.
+ * backups, restores, purges, and the off-host part of backups: sending a backup to the
+ * coordinator, keeping a copy of another agent's backup (DATA/backup-copies/ADDON/NAME.dump), and
+ * verification restores of a copy into a scratch server. Every file is checked against the
+ * backup's SHA-256 before it is kept, sent or restored.
  */
-import { rm, readdir, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { chown, mkdir, rename, rm, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { HangarError, describeError, isHangarError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type { AddonBackup, AddonJob__Output, AddonJobResult, AddonSpec__Output, AddonStatus } from '../../proto/loader.js';
 import { WorkloadRunner } from '../workloads/workload-runner.js';
 import { addonPaths, type AddonContext, type AddonPaths } from './addon-kind.js';
 import { AddonServerDriver, type AddonServerOptions } from './addon-server-driver.js';
+import { verifyBackup } from './backup-verify.js';
 
 /** Options of {@link AddonManager}. */
 export interface AddonManagerOptions extends AddonServerOptions {
   /** A failed provisioning is tried again after this, ms. Default 15000. */
   retryMs?: number;
+  /** Where copies of other agents' backups are kept. Default: DIR-copies beside {@link AddonServerOptions.dir}. */
+  copiesDir?: string;
+  /** Backup files to and from the coordinator (null before the agent joined). */
+  transfers?: BackupTransfers;
+}
+
+/** How backup files travel between agents: through the coordinator, by transfer id. */
+export interface BackupTransfers {
+  upload(transfer: string, source: AsyncIterable<Buffer>): Promise<{ sha256: string; size: number }>;
+  fetch(transfer: string): Readable;
 }
 
 const BACKUP_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
@@ -94,10 +112,101 @@ export class AddonManager {
     return this.#runner.close(options);
   }
 
+  #transfers(): BackupTransfers {
+    if (!this.#o.transfers) throw new HangarError('UNREACHABLE', `${this.#o.host} is not joined to a coordinator`);
+    return this.#o.transfers;
+  }
+
+  /**
+   * The size and SHA-256 of a backup file this agent holds.
+   *
+   * @throws HangarError `BACKUP_NOT_FOUND` when it is not there; `BACKUP_CORRUPT` when its bytes no longer match the job's SHA-256.
+   */
+  async #checkedFile(job: AddonJob__Output, file: string): Promise<{ size: number; sha256: string }> {
+    let size: number;
+    try {
+      size = (await stat(file)).size;
+    } catch {
+      throw new HangarError('BACKUP_NOT_FOUND', `${this.#o.host} holds no copy of backup ${job.backup} of ${job.addon}`);
+    }
+    const sha256 = await sha256File(file);
+    if (job.sha256 && sha256 !== job.sha256) {
+      throw new HangarError(
+        'BACKUP_CORRUPT',
+        `the copy of ${job.backup} on ${this.#o.host} is corrupt: its SHA-256 is ${sha256.slice(0, 12)}…, the backup's is ${job.sha256.slice(0, 12)}…`,
+      );
+    }
+    return { size, sha256 };
+  }
+
+  /** Fetches a transfer into `file` (through FILE.partial), keeping it only when its SHA-256 matches the job's. */
+  async #fetchChecked(job: AddonJob__Output, file: string): Promise<{ size: number; sha256: string }> {
+    const partial = `${file}.partial`;
+    const hash = createHash('sha256');
+    let size = 0;
+    try {
+      const source = this.#transfers().fetch(job.transfer);
+      source.on('data', (chunk: Buffer) => {
+        hash.update(chunk);
+        size += chunk.length;
+      });
+      await pipeline(source, createWriteStream(partial, { mode: 0o600 }));
+      const sha256 = hash.digest('hex');
+      if (sha256 !== job.sha256) {
+        throw new HangarError(
+          'BACKUP_CORRUPT',
+          `backup ${job.backup} arrived on ${this.#o.host} with SHA-256 ${sha256.slice(0, 12)}…, not ${job.sha256.slice(0, 12)}…`,
+        );
+      }
+      await rename(partial, file);
+      return { size, sha256 };
+    } finally {
+      await rm(partial, { force: true });
+    }
+  }
+
   async #job(job: AddonJob__Output): Promise<Omit<AddonJobResult, 'id' | 'ok' | 'error' | 'errorCode'>> {
     const paths = addonPaths(this.#o.dir, job.addon);
     if (!/^[a-z][a-z0-9-]{0,62}$/.test(job.addon)) throw new HangarError('BAD_INPUT', `"${job.addon}" is not a valid add-on name`);
+    const copies = join(this.#o.copiesDir ?? `${this.#o.dir}-copies`, job.addon);
+    const fileOf = (where = job.where): string => {
+      if (!BACKUP_NAME.test(job.backup)) throw new HangarError('BAD_INPUT', `"${job.backup}" is not a backup name`);
+      return join(where === 'copies' ? copies : paths.backups, `${job.backup}.dump`);
+    };
     switch (job.action) {
+      case 'upload': {
+        const file = fileOf();
+        const local = await this.#checkedFile(job, file);
+        const sent = await this.#transfers().upload(job.transfer, createReadStream(file, { highWaterMark: 256 * 1024 }));
+        if (sent.sha256 !== local.sha256) {
+          throw new HangarError('ADDON_FAILED', `the coordinator received other bytes than ${job.backup} holds; try again`);
+        }
+        return { backups: [] };
+      }
+      case 'store-copy': {
+        const file = fileOf('copies');
+        await mkdir(copies, { recursive: true, mode: 0o700 });
+        const got = await this.#fetchChecked(job, file);
+        this.#logger.info({ addon: job.addon, backup: job.backup, size: got.size }, 'kept a copy of a backup');
+        return { backups: [], backup: { name: job.backup, size: got.size, createdAt: Date.now(), sha256: got.sha256, kind: job.kind } };
+      }
+      case 'verify': {
+        const file = fileOf();
+        await this.#checkedFile(job, file);
+        const report = await verifyBackup({
+          kind: job.kind,
+          file,
+          database: job.database,
+          runAs: await this.#servers.runAsFor(job.app),
+          host: this.#o.host,
+          logger: this.#logger,
+        });
+        this.#logger.info({ addon: job.addon, backup: job.backup }, 'backup verified by a restore');
+        return { backups: [], report: JSON.stringify(report) };
+      }
+      case 'delete-backup':
+        await rm(fileOf(), { force: true });
+        return { backups: [] };
       case 'backups':
         return { backups: await listBackups(paths) };
       case 'purge': {
@@ -114,16 +223,37 @@ export class AddonManager {
           throw new HangarError('ADDON_NOT_FOUND', `${job.addon} is not running on ${this.#o.host}; wait until it is up and try again.`);
         }
         const driver = this.#servers.kind(server.spec.kind);
-        if (!driver?.backup || !driver.restore) {
-          throw new HangarError('BAD_INPUT', `${job.addon} is a ${server.spec.kind} add-on; backups are for PostgreSQL add-ons.`);
-        }
         if (job.action === 'backup') {
+          if (!driver?.backup) {
+            throw new HangarError(
+              'BAD_INPUT',
+              `${job.addon} is a ${server.spec.kind} add-on; backups are for PostgreSQL and Redis add-ons.`,
+            );
+          }
           const name = await freeBackupName(paths, new Date(this.#o.clock.now()));
-          await driver.backup(ctx, join(paths.backups, `${name}.dump`));
+          const file = join(paths.backups, `${name}.dump`);
+          await driver.backup(ctx, file);
+          const sha256 = await sha256File(file);
           const backups = await listBackups(paths);
-          return { backups, backup: backups.find((b) => b.name === name) ?? null };
+          const made = backups.find((b) => b.name === name);
+          return { backups, backup: made ? { ...made, sha256, kind: server.spec.kind } : null };
+        }
+        if (!driver?.restore) {
+          throw new HangarError('BAD_INPUT', `${job.addon} is a ${server.spec.kind} add-on; restores are for PostgreSQL add-ons.`);
         }
         if (!BACKUP_NAME.test(job.backup)) throw new HangarError('BAD_INPUT', `"${job.backup}" is not a backup name`);
+        if (job.transfer) {
+          // A backup kept elsewhere: fetched beside the add-on's own, checked, restored, removed.
+          const fetched = join(paths.backups, `.restore-${job.backup}.dump`);
+          try {
+            await this.#fetchChecked(job, fetched);
+            if (ctx.runAs) await chown(fetched, ctx.runAs.uid, ctx.runAs.gid);
+            await driver.restore(ctx, fetched);
+          } finally {
+            await rm(fetched, { force: true });
+          }
+          return { backups: await listBackups(paths) };
+        }
         const file = join(paths.backups, `${job.backup}.dump`);
         try {
           await stat(file);
@@ -133,6 +263,7 @@ export class AddonManager {
             `${job.addon} has no backup ${job.backup}; list them with \`hangar addons:backups ${job.addon}\`.`,
           );
         }
+        if (job.sha256) await this.#checkedFile(job, file);
         await driver.restore(ctx, file);
         return { backups: await listBackups(paths) };
       }
@@ -140,6 +271,13 @@ export class AddonManager {
         throw new HangarError('BAD_INPUT', `unknown add-on job "${job.action}"`);
     }
   }
+}
+
+/** SHA-256 of a file, hex. */
+export async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  await pipeline(createReadStream(file), hash);
+  return hash.digest('hex');
 }
 
 /** Backups of an add-on, newest first. */

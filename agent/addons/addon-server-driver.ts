@@ -85,6 +85,11 @@ export class AddonServerDriver implements WorkloadDriver<AddonSpec__Output, Addo
     return isOneOf(ADDON_KINDS, kind) ? this.#kinds[kind] : null;
   }
 
+  /** Who the servers (and scratch servers) of `app` run as; null: the agent's own user. */
+  runAsFor(app: string): Promise<RunAs | null> {
+    return this.#resolveRunAs(app);
+  }
+
   key(spec: AddonSpec__Output): string {
     return spec.name;
   }

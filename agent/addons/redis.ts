@@ -1,14 +1,16 @@
 /**
  * Redis add-ons: a config file (mode 0600, owned by the server's user) with `requirepass`,
  * append-only persistence and its own port and dir; `redis-server CONF`. Health: AUTH + PING in
- * RESP over a plain socket.
+ * RESP over a plain socket. Backups: an RDB snapshot taken over the replication protocol
+ * (`redis-cli --rdb`, the password in the environment).
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AddonDriver, PreparedServer } from './addon-kind.js';
 import { shellWords } from './addon-kind.js';
 import { chownTree } from '../workloads/run-as.js';
 import { findBinary } from './server-binaries.js';
+import { runChecked } from './run-command.js';
 import { socketExchange } from './socket-exchange.js';
 
 /** A RESP command (array of bulk strings). */
@@ -67,6 +69,20 @@ export function redisDriver(): AddonDriver {
         cwd: ctx.paths.data,
         healthCheck: () => redisPing('127.0.0.1', ctx.port, ctx.spec.password),
       };
+    },
+
+    async backup(ctx, file) {
+      const cli = await findBinary('redis-cli', 'redis-tools', ctx.host);
+      const partial = `${file}.partial`;
+      try {
+        await runChecked('redis-cli --rdb', cli, ['-h', '127.0.0.1', '-p', String(ctx.port), '--no-auth-warning', '--rdb', partial], {
+          env: { REDISCLI_AUTH: ctx.spec.password },
+          timeoutMs: 6 * 3600_000,
+        });
+        await rename(partial, file);
+      } finally {
+        await rm(partial, { force: true });
+      }
     },
   };
 }

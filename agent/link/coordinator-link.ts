@@ -12,11 +12,13 @@ import {
   type AddonJob__Output,
   type AgentMessage,
   type AgentServiceClient,
+  type BackupChunk,
   type ArtifactChunk__Output,
   type CoordinatorMessage__Output,
   type DesiredState__Output,
   type JoinResponse__Output,
   type RunInput__Output,
+  type UploadBackupResult__Output,
 } from '../../proto/loader.js';
 import { fetchPinnedCa, readIdentity, writeIdentity, type AgentIdentity } from './agent-identity.js';
 
@@ -141,6 +143,45 @@ export class CoordinatorLink {
         for await (const chunk of call as AsyncIterable<ArtifactChunk__Output>) yield chunk.data;
       })(),
     );
+  }
+
+  /** Streams the bytes of a backup transfer the coordinator named in an add-on job. */
+  fetchBackup(transfer: string): Readable {
+    if (!this.#client) throw new Error('not joined to the coordinator yet');
+    const call = this.#client.FetchBackup({ transfer }, this.#metadata());
+    return Readable.from(
+      (async function* () {
+        for await (const chunk of call as AsyncIterable<ArtifactChunk__Output>) yield chunk.data;
+      })(),
+    );
+  }
+
+  /** Sends `source` as the backup transfer `transfer`; resolves with what the coordinator received. */
+  async uploadBackup(transfer: string, source: AsyncIterable<Buffer>): Promise<UploadBackupResult__Output> {
+    const client = this.#client;
+    if (!client) throw new Error('not joined to the coordinator yet');
+    let call: grpc.ClientWritableStream<BackupChunk> | null = null;
+    const answer = new Promise<UploadBackupResult__Output>((resolve, reject) => {
+      call = client.UploadBackup(this.#metadata(), (err: grpc.ServiceError | null, result?: UploadBackupResult__Output) =>
+        err || !result ? reject(err ?? new Error('no answer to the upload')) : resolve(result),
+      );
+    });
+    const writer = call as unknown as grpc.ClientWritableStream<BackupChunk>;
+    try {
+      let first = true;
+      for await (const data of source) {
+        const ok = writer.write({ transfer: first ? transfer : '', data });
+        first = false;
+        if (!ok) await new Promise((resolve) => writer.once('drain', resolve));
+      }
+      if (first) writer.write({ transfer, data: Buffer.alloc(0) });
+      writer.end();
+    } catch (err) {
+      writer.cancel();
+      await answer.catch(() => undefined);
+      throw err;
+    }
+    return answer;
   }
 
   /** Closes the stream and stops reconnecting; idempotent. */

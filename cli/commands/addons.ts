@@ -1,10 +1,11 @@
 /**
- * `hangar addons`, `addons:create KIND`, `addons:destroy NAME`, and PostgreSQL backups
- * (`addons:backup`, `addons:backups`, `addons:restore`). `addons:create` follows the add-on until
+ * `hangar addons`, `addons:create KIND`, `addons:destroy NAME`, `addons:info`, and backups
+ * (`addons:backup`, `addons:backups`, `addons:backups:verify`, `addons:backups:schedule`,
+ * `addons:restore`). `addons:create` follows the add-on until
  * its server is up and its URL is in the app's config (with the rollout that made), then exits 0.
  */
 import { Option, type Command } from 'commander';
-import type { AddonView } from '../../common/api-types.js';
+import type { AddonBackupView, AddonView } from '../../common/api-types.js';
 import type { AddonKind } from '../../common/vocabulary.js';
 import { HangarError } from '../../common/errors.js';
 import type { ApiClient } from '../api-client.js';
@@ -99,20 +100,50 @@ export function registerAddonsCommands(program: Command, ctx: CliContext): void 
       if (result.deploy) await followDeploy(ctx, client, app, result.deploy, { timeoutMs: DEFAULT_ADDON_TIMEOUT_S * 1000 });
     });
 
-  withAppOption(program.command('addons:backup'))
-    .description('back up a PostgreSQL add-on now (pg_dump, kept on its agent)')
+  withAppOption(program.command('addons:info'))
+    .description('show an add-on: its servers and roles, replication lag, schedule, last backup and last verified restore')
     .argument('<name>', 'the add-on')
-    .action(async (name: string, _options: unknown, command: Command) => {
+    .option('--json', 'print {addon: {..., servers, schedule, lastBackup, lastVerifiedRestore, backups}}')
+    .action(async (name: string, options: { json?: boolean }, command: Command) => {
+      const app = resolveApp(command, ctx);
+      const info = await (await ctx.client()).addonInfo(app, name);
+      if (options.json) return ctx.out(formatJson({ addon: info }));
+      ctx.out(heading(`${info.name} (${info.kind}) of ${app}`));
+      ctx.out(`State:    ${info.state}${info.message ? ` (${info.message})` : ''}\n`);
+      ctx.out(
+        formatTable(
+          info.servers.map((s) => [s.agent, s.role, s.state, s.lagBytes === null ? '-' : formatBytes(s.lagBytes)]),
+          ['AGENT', 'ROLE', 'STATE', 'LAG'],
+        ),
+      );
+      const s = info.schedule;
+      ctx.out(
+        `Schedule: ${s ? (s.enabled ? `daily at ${s.at} UTC, ${s.keep} kept${s.dir ? `, copied to ${s.dir}` : ''}; next ${s.nextAt ?? '-'}` : 'off') : 'none'}\n`,
+      );
+      if (s?.lastError) ctx.out(`Last scheduled backup failed: ${s.lastError}\n`);
+      const b = info.lastBackup;
+      ctx.out(`Last backup: ${b ? `${b.name} (${b.createdAt}, ${formatBytes(b.size)}, ${describeStored(b)})` : 'none'}\n`);
+      if (b?.copyError) ctx.out(`  ${b.copyError}\n`);
+      const v = info.lastVerifiedRestore;
+      ctx.out(`Last verified restore: ${v ? `${v.backup} at ${v.at}: ${v.ok ? 'good' : 'FAILED'} (${v.message})` : 'none yet'}\n`);
+    });
+
+  withAppOption(program.command('addons:backup'))
+    .description('back up a PostgreSQL (pg_dump) or Redis (RDB) add-on now; the backup is copied to another agent with its SHA-256')
+    .argument('<name>', 'the add-on')
+    .option('--dir <dir>', "also copy it into this directory on the coordinator's host (e.g. a mounted NAS)")
+    .action(async (name: string, options: { dir?: string }, command: Command) => {
       const app = resolveApp(command, ctx);
       ctx.out(`Backing up ${name}...\n`);
-      const { backup } = await (await ctx.client()).createAddonBackup(app, name);
+      const { backup } = await (await ctx.client()).createAddonBackup(app, name, options.dir ? { dir: options.dir } : {});
+      if (backup.copyError) ctx.err(`hangar: ${backup.copyError}\n`);
       ctx.out(
-        `-----> Backup ${backup.name} done (${formatBytes(backup.size)}); restore it with \`hangar addons:restore ${name} ${backup.name} -a ${app}\`\n`,
+        `-----> Backup ${backup.name} done (${formatBytes(backup.size)}, sha256 ${backup.sha256.slice(0, 12)}, ${describeStored(backup)}); restore it with \`hangar addons:restore ${name} ${backup.name} --to-new -a ${app}\`\n`,
       );
     });
 
   withAppOption(program.command('addons:backups'))
-    .description("list a PostgreSQL add-on's backups, newest first")
+    .description("list an add-on's backups, newest first: size, where each is stored, verified or not")
     .argument('<name>', 'the add-on')
     .option('--json', 'print the API objects as a JSON array')
     .action(async (name: string, options: { json?: boolean }, command: Command) => {
@@ -124,22 +155,105 @@ export function registerAddonsCommands(program: Command, ctx: CliContext): void 
       ctx.out(heading(`${name} Backups`));
       ctx.out(
         formatTable(
-          backups.map((b) => [b.name, formatBytes(b.size), b.createdAt, timeAgo(b.createdAt, now)]),
-          ['NAME', 'SIZE', 'CREATED', 'AGE'],
+          backups.map((b) => [
+            b.name,
+            formatBytes(b.size),
+            b.createdAt,
+            timeAgo(b.createdAt, now),
+            b.origin,
+            describeStored(b),
+            b.verified,
+          ]),
+          ['NAME', 'SIZE', 'CREATED', 'AGE', 'ORIGIN', 'STORED ON', 'VERIFIED'],
         ),
       );
+      for (const b of backups) if (b.verified === 'failed') ctx.out(`${b.name} FAILED verification: ${b.verifyMessage}\n`);
     });
 
-  withAppOption(program.command('addons:restore'))
-    .description('restore a backup into a PostgreSQL add-on (pg_restore --clean: its tables are replaced)')
+  withAppOption(program.command('addons:backups:verify'))
+    .description('restore a backup into a scratch server on the agent holding its copy and check it (tables and rows, or keys)')
     .argument('<name>', 'the add-on')
     .argument('<backup>', 'the backup, from `hangar addons:backups`')
     .action(async (name: string, backup: string, _options: unknown, command: Command) => {
       const app = resolveApp(command, ctx);
-      ctx.out(`Restoring ${backup} into ${name}...\n`);
-      await (await ctx.client()).restoreAddonBackup(app, name, backup);
-      ctx.out(`-----> ${name} restored from ${backup}\n`);
+      ctx.out(`Verifying ${backup} of ${name}...\n`);
+      const checked = await (await ctx.client()).verifyAddonBackup(app, name, backup);
+      if (checked.verified !== 'verified') {
+        throw new HangarError(
+          'ADDON_FAILED',
+          `Backup ${backup} is ${checked.verified === 'failed' ? 'NOT good' : 'not verified'}: ${checked.verifyMessage}`,
+        );
+      }
+      ctx.out(`-----> ${backup} is good: ${checked.verifyMessage}\n`);
     });
+
+  withAppOption(program.command('addons:backups:schedule'))
+    .description('back up an add-on daily at HH:MM (UTC), keep the newest N, verify each by a restore on another agent')
+    .argument('<name>', 'the add-on')
+    .option('--at <HH:MM>', 'time of day, UTC', '03:00')
+    .addOption(new Option('--keep <n>', 'scheduled backups kept').default(7).argParser(parsePositiveInt))
+    .option('--dir <dir>', "also copy each into this directory on the coordinator's host")
+    .option('--off', 'stop scheduled backups of this add-on')
+    .action(async (name: string, options: { at: string; keep: number; dir?: string; off?: boolean }, command: Command) => {
+      const app = resolveApp(command, ctx);
+      if (!/^([01]\d|2[0-3]):[0-5]\d$/.test(options.at))
+        usageError(command, `--at must be HH:MM (UTC), e.g. 03:00; "${options.at}" is not`);
+      const schedule = await (
+        await ctx.client()
+      ).scheduleAddonBackups(app, name, {
+        at: options.at,
+        keep: options.keep,
+        dir: options.dir ?? null,
+        enabled: options.off !== true,
+      });
+      ctx.out(
+        schedule.enabled
+          ? `-----> ${name} is backed up daily at ${schedule.at} UTC (${schedule.keep} kept${schedule.dir ? `, copied to ${schedule.dir}` : ''}); next: ${schedule.nextAt ?? '-'}\n`
+          : `-----> Scheduled backups of ${name} are off\n`,
+      );
+    });
+
+  withAppOption(program.command('addons:restore'))
+    .description(
+      'restore a PostgreSQL backup into a new add-on (--to-new), or into the add-on itself (--confirm NAME; a safety backup is taken first)',
+    )
+    .argument('<name>', 'the add-on')
+    .argument('<backup>', 'the backup, from `hangar addons:backups`')
+    .option('--to-new', 'restore into a new add-on of the app (its URL goes into NAME_URL); the add-on is not touched')
+    .option('--confirm <name>', "the add-on's name again: its tables are replaced by the backup's")
+    .action(async (name: string, backup: string, options: { toNew?: boolean; confirm?: string }, command: Command) => {
+      const app = resolveApp(command, ctx);
+      if (!options.toNew && options.confirm !== name) {
+        usageError(
+          command,
+          `This replaces the data of ${name} with ${backup} (after a safety backup); to proceed, run \`hangar addons:restore ${name} ${backup} -a ${app} --confirm ${name}\`, or restore into a new add-on with --to-new`,
+        );
+      }
+      ctx.out(options.toNew ? `Restoring ${backup} into a new add-on...\n` : `Restoring ${backup} into ${name}...\n`);
+      const done = await (
+        await ctx.client()
+      ).restoreAddonBackup(app, name, backup, {
+        toNew: options.toNew === true,
+        ...(options.confirm === undefined ? {} : { confirm: options.confirm }),
+      });
+      if (done.safety) ctx.out(`-----> Safety backup ${done.safety.name} taken first\n`);
+      ctx.out(
+        options.toNew
+          ? `-----> ${done.addon.name} holds ${backup}; its URL is in ${done.addon.configVar}\n`
+          : `-----> ${name} restored from ${backup}\n`,
+      );
+    });
+}
+
+function describeStored(b: AddonBackupView): string {
+  const where = b.stored.map((s) => s.agent ?? s.path ?? '?');
+  return b.offHost ? `on ${where.join(', ')}` : `only on ${where.join(', ')}, not off the host`;
+}
+
+function parsePositiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 1000) throw badInput(`--keep must be a whole number from 1 to 1000; "${value}" is not`);
+  return n;
 }
 
 /**

@@ -3,16 +3,16 @@
  * memcached server, generates its password, sends it in that agent's desired state, records the
  * state the agent reports, and once the server is up puts its URL in the app's config (the same
  * path as `config:set`: a new release that rolls out). Destroying one stops it and unsets the var;
- * its data stays on the agent unless purged. Backups and restores are one-shot jobs on the
- * owning agent.
+ * its data stays on the agent unless purged. One-shot jobs on agents (backups, restores, purges)
+ * go through {@link Addons.runJob}; backups themselves are `addon-backups.ts`.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { AddonBackupView, AddonView } from '../../common/api-types.js';
+import type { AddonView } from '../../common/api-types.js';
 import type { Clock } from '../../common/clock.js';
 import { HangarError, isHangarError, type ErrorCode } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { ADDON_STATES, isOneOf, type AddonKind, type AddonState } from '../../common/vocabulary.js';
-import type { AddonBackup__Output, AddonJobResult__Output, AddonStatus__Output } from '../../proto/loader.js';
+import type { AddonJob, AddonJobResult__Output, AddonStatus__Output } from '../../proto/loader.js';
 import type { AgentHub } from '../fleet/agent-hub.js';
 import type { DesiredStateSync } from '../fleet/desired-state-sync.js';
 import type { Fleet } from '../fleet/fleet.js';
@@ -294,61 +294,58 @@ export class Addons {
     }
   }
 
-  // ---------------------------------------------------------------- backups
-
-  async backups(app: string, name: string): Promise<AddonBackupView[]> {
-    const row = this.#requirePostgres(app, name);
-    return (await this.#runJob(row, 'backups', '')).backups.map(backupView);
-  }
-
-  async backup(app: string, name: string): Promise<{ backup: AddonBackupView; backups: AddonBackupView[] }> {
-    const row = this.#requirePostgres(app, name);
-    const result = await this.#runJob(row, 'backup', '');
-    if (!result.backup) throw new HangarError('ADDON_FAILED', `${row.agent} did not say which backup it made.`);
-    return { backup: backupView(result.backup), backups: result.backups.map(backupView) };
-  }
-
-  async restore(app: string, name: string, backup: string): Promise<AddonBackupView[]> {
-    const row = this.#requirePostgres(app, name);
-    return (await this.#runJob(row, 'restore', backup)).backups.map(backupView);
-  }
-
   // ---------------------------------------------------------------- internals
 
-  #requirePostgres(app: string, name: string): AddonRow {
-    const row = this.require(app, name);
-    if (row.kind !== 'postgres') throw new HangarError('BAD_INPUT', `${name} is a ${row.kind} add-on; backups are for PostgreSQL add-ons.`);
-    if (row.desired !== 'run') throw new HangarError('BAD_INPUT', `${name} is destroyed; create a new add-on to back up.`);
-    return row;
+  #runJob(row: AddonRow, action: string, backup: string): Promise<AddonJobResult__Output> {
+    return this.runJob(row.agent, { addon: row.name, action, backup });
   }
 
-  #runJob(row: AddonRow, action: string, backup: string): Promise<AddonJobResult__Output> {
+  /**
+   * Sends a one-shot job to `agent` and waits for its answer.
+   *
+   * @throws HangarError `NO_AGENTS` when the agent is not connected; the agent's error code when the job failed.
+   */
+  runJob(agent: string, fields: Omit<Partial<AddonJob>, 'id'> & { addon: string; action: string }): Promise<AddonJobResult__Output> {
     const id = randomUUID();
-    const sent = this.#o.hub.sendAddonJob(row.agent, { id, addon: row.name, action, backup });
+    const { action, addon } = fields;
+    const sent = this.#o.hub.sendAddonJob(agent, { ...fields, id });
     if (!sent) {
-      return Promise.reject(
-        new HangarError('NO_AGENTS', `${row.agent}, which runs ${row.name}, is not connected; try again once it is back.`),
-      );
+      return Promise.reject(new HangarError('NO_AGENTS', `${agent}, which holds ${addon}, is not connected; try again once it is back.`));
     }
     return new Promise<AddonJobResult__Output>((resolve, reject) => {
       const timeoutMs = this.#o.jobTimeoutMs ?? 30 * 60_000;
       const timer = setTimeout(() => {
         this.#jobs.delete(id);
         reject(
-          new HangarError(
-            'UNREACHABLE',
-            `${row.agent} did not finish the ${action} of ${row.name} within ${Math.round(timeoutMs / 1000)} s.`,
-          ),
+          new HangarError('UNREACHABLE', `${agent} did not finish the ${action} of ${addon} within ${Math.round(timeoutMs / 1000)} s.`),
         );
       }, timeoutMs);
-      this.#jobs.set(id, { agent: row.agent, resolve, reject, timer });
+      this.#jobs.set(id, { agent, resolve, reject, timer });
     }).then((result) => {
       if (!result.ok) {
         const code = (isErrorCode(result.errorCode) ? result.errorCode : 'ADDON_FAILED') satisfies ErrorCode;
-        throw new HangarError(code, result.error || `The ${action} of ${row.name} failed on ${row.agent}.`);
+        throw new HangarError(code, result.error || `The ${action} of ${addon} failed on ${agent}.`);
       }
       return result;
     });
+  }
+
+  /**
+   * Resolves once the add-on is up (its port known), polling its recorded state.
+   *
+   * @throws HangarError `ADDON_FAILED` when it failed or was not up within `timeoutMs`.
+   */
+  async waitUp(name: string, timeoutMs: number): Promise<AddonRow> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const row = this.#o.store.getAddon(name);
+      if (!row || row.desired !== 'run') throw new HangarError('ADDON_NOT_FOUND', `${name} was destroyed meanwhile.`);
+      if (row.state === 'up' && row.port !== null) return row;
+      if (row.state === 'failed') throw new HangarError('ADDON_FAILED', `${name} could not be provisioned: ${row.message}`);
+      if (Date.now() > deadline)
+        throw new HangarError('ADDON_FAILED', `${name} was not up within ${Math.round(timeoutMs / 1000)} s (state ${row.state}).`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
   }
 
   /** Puts the add-on's URL in its app's config when it is up and not (or differently) set. */
@@ -411,10 +408,6 @@ export class Addons {
   }
 }
 
-function backupView(b: AddonBackup__Output): AddonBackupView {
-  return { name: b.name, size: Number(b.size), createdAt: new Date(Number(b.createdAt)).toISOString() };
-}
-
 function isErrorCode(code: string): code is ErrorCode {
-  return ['ADDON_NOT_FOUND', 'BACKUP_NOT_FOUND', 'ADDON_FAILED', 'BAD_INPUT'].includes(code);
+  return ['ADDON_NOT_FOUND', 'BACKUP_NOT_FOUND', 'BACKUP_CORRUPT', 'ADDON_FAILED', 'BAD_INPUT', 'UNREACHABLE'].includes(code);
 }

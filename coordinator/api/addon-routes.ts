@@ -11,12 +11,14 @@ import { appNameSchema } from '../../common/names.js';
 import { ADDON_KINDS } from '../../common/vocabulary.js';
 import { needs, scopeAllows } from './auth.js';
 import type { Addons } from '../addons/addons.js';
+import { backupView, scheduleView, type AddonBackups } from '../addons/addon-backups.js';
 import type { Rollouts } from '../releases/rollout.js';
 import { parseInput } from './validation.js';
 
 /** What the add-on routes need. */
 export interface AddonRoutesOptions {
   addons: Addons;
+  backups: AddonBackups;
   rollouts: Rollouts;
   logger: Logger;
 }
@@ -38,6 +40,20 @@ const backupParams = z
     app: appNameSchema,
     name: addonNameSchema,
     backup: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, 'must be a backup name from `hangar addons:backups`'),
+  })
+  .strict();
+const dirSchema = z.string().min(1).max(4096).regex(/^\//, "must be an absolute path (a directory on the coordinator's host)");
+const backupBody = z.object({ dir: dirSchema.optional() }).strict();
+const restoreBody = z.object({ toNew: z.boolean().default(false), confirm: z.string().optional() }).strict();
+const scheduleBody = z
+  .object({
+    at: z
+      .string()
+      .regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'must be HH:MM (UTC), e.g. 03:00')
+      .default('03:00'),
+    keep: z.number().int().min(1).max(1000).default(7),
+    dir: dirSchema.nullable().optional(),
+    enabled: z.boolean().default(true),
   })
   .strict();
 const revealQuery = z.object({ reveal: flag }).strict();
@@ -103,18 +119,44 @@ export function registerAddonRoutes(server: Server, o: AddonRoutesOptions): void
     return { addon: addons.view(row, false), deploy: deploy && deploy.finishedAt === null ? deploy : null };
   });
 
+  server.get('/v1/apps/:app/addons/:name/info', needs('read'), async (request) => {
+    const { app, name } = parseInput(addonParams, request.params, 'add-on');
+    return { addon: o.backups.info(addons.view(addons.require(app, name), false)) };
+  });
+
   server.get('/v1/apps/:app/addons/:name/backups', needs('read'), async (request) => {
     const { app, name } = parseInput(addonParams, request.params, 'add-on');
-    return { backups: await addons.backups(app, name) };
+    return { backups: o.backups.list(app, name) };
   });
 
   server.post('/v1/apps/:app/addons/:name/backups', needs('deploy'), async (request, reply) => {
     const { app, name } = parseInput(addonParams, request.params, 'add-on');
-    return reply.status(201).send(await addons.backup(app, name));
+    const { dir } = parseInput(backupBody, request.body ?? {}, 'backup');
+    const backup = await o.backups.backup(app, name, { origin: 'manual', dir: dir ?? null });
+    return reply.status(201).send({ backup: backupView(backup), backups: o.backups.list(app, name) });
+  });
+
+  server.post('/v1/apps/:app/addons/:name/backups/:backup/verify', needs('deploy'), async (request) => {
+    const { app, name, backup } = parseInput(backupParams, request.params, 'backup');
+    return { backup: backupView(await o.backups.verify(app, name, backup)) };
   });
 
   server.post('/v1/apps/:app/addons/:name/backups/:backup/restore', needs('deploy'), async (request) => {
     const { app, name, backup } = parseInput(backupParams, request.params, 'backup');
-    return { ok: true, backups: await addons.restore(app, name, backup) };
+    const { toNew, confirm } = parseInput(restoreBody, request.body ?? {}, 'restore');
+    const done = await o.backups.restore(app, name, backup, { toNew, confirm });
+    return {
+      ok: true,
+      addon: addons.view(done.addon, false),
+      backup: backupView(done.backup),
+      safety: done.safety ? backupView(done.safety) : null,
+      backups: o.backups.list(app, name),
+    };
+  });
+
+  server.put('/v1/apps/:app/addons/:name/backup-schedule', needs('deploy'), async (request) => {
+    const { app, name } = parseInput(addonParams, request.params, 'add-on');
+    const input = parseInput(scheduleBody, request.body ?? {}, 'schedule');
+    return { schedule: scheduleView(o.backups.setSchedule(app, name, input)) };
   });
 }

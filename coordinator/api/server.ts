@@ -5,6 +5,7 @@ import type { Clock } from '../../common/clock.js';
 import { HangarError, httpStatusFor, isHangarError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type { Addons } from '../addons/addons.js';
+import type { AddonBackups } from '../addons/addon-backups.js';
 import type { DesiredStateSync } from '../fleet/desired-state-sync.js';
 import type { Fleet } from '../fleet/fleet.js';
 import type { FleetViews } from '../fleet/fleet-views.js';
@@ -40,6 +41,8 @@ export interface ApiOptions {
   releases: Releases;
   /** Add-on routes (`/v1/apps/:app/addons…`) are served when given. */
   addons?: Addons;
+  /** Add-on backups, restores and schedules; served with {@link addons}. */
+  addonBackups?: AddonBackups;
   clock: Clock;
   logger: Logger;
   /** Checks API tokens; {@link registerAuth} hooks it onto every route. */
@@ -137,7 +140,7 @@ export function buildApi(o: ApiOptions): Api {
 
   registerAppRoutes(app, { ...o, logger });
   registerMaintenanceRoutes(app, { ...o, logger });
-  if (o.addons) registerAddonRoutes(app, { addons: o.addons, rollouts: o.rollouts, logger });
+  if (o.addons && o.addonBackups) registerAddonRoutes(app, { addons: o.addons, backups: o.addonBackups, rollouts: o.rollouts, logger });
   for (const register of o.routes ?? []) register(app);
   if (o.cron) registerCronRoutes(app, { store: o.store, cron: o.cron });
   const upgrades: UpgradeHandler[] = [];

@@ -1,4 +1,5 @@
 import { createReadStream } from 'node:fs';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../../common/logger.js';
@@ -12,6 +13,9 @@ import {
   type AgentMessage__Output,
   type AgentServiceHandlers,
   type ArtifactChunk,
+  type BackupChunk__Output,
+  type FetchBackupRequest__Output,
+  type UploadBackupResult,
   type CoordinatorMessage,
   type DesiredState,
   type FetchArtifactRequest__Output,
@@ -75,6 +79,8 @@ export interface AgentHubOptions {
   credentials: AgentCredentials;
   /** Path of a stored artifact by sha256, or null when unknown. */
   artifactPath(sha256: string): string | null;
+  /** Add-on backup files in transit (`UploadBackup`, `FetchBackup`). Default: none accepted. */
+  backupTransfers?: BackupTransferPaths;
   /** How often agents send heartbeats, ms. Default 2000. */
   heartbeatIntervalMs?: number;
   /** How often agents send metrics reports, ms. Default: the agent's own (10 s). */
@@ -82,6 +88,14 @@ export interface AgentHubOptions {
   /** Told how long handling each message from an agent took, ms (benchmarks, diagnostics). */
   onHandled?: (message: AgentMessage__Output, ms: number) => void;
   logger: Logger;
+}
+
+/** Where the files of backup transfers are, for the agent each transfer was named to. */
+export interface BackupTransferPaths {
+  /** Where an upload of `transfer` by `agent` is written, or null when none is expected from it. */
+  uploadPath(agent: string, transfer: string): string | null;
+  /** The file a fetch of `transfer` by `agent` reads, or null. */
+  fetchPath(agent: string, transfer: string): string | null;
 }
 
 interface Session {
@@ -180,6 +194,8 @@ export class AgentHub {
     const handlers: AgentServiceHandlers = {
       Connect: (call) => this.#onConnect(call),
       FetchArtifact: (call) => this.#onFetchArtifact(call),
+      UploadBackup: (call, callback) => void this.#onUploadBackup(call, callback),
+      FetchBackup: (call) => this.#onFetchBackup(call),
       Join: (call, callback) => this.#onJoin(call, callback),
     };
     server.addService(loadProto().hangar.v1.AgentService.service, handlers);
@@ -451,6 +467,77 @@ export class AgentHub {
       case undefined:
         return;
     }
+  }
+
+  /** Writes an agent's backup upload to the path its transfer names (FILE.partial until complete), hashing it. */
+  async #onUploadBackup(
+    call: grpc.ServerReadableStream<BackupChunk__Output, UploadBackupResult>,
+    callback: grpc.sendUnaryData<UploadBackupResult>,
+  ): Promise<void> {
+    const agent = this.#authenticate(call.metadata);
+    if (agent === null) {
+      callback(grpcError(grpc.status.UNAUTHENTICATED, 'This agent has no valid credential.'));
+      return;
+    }
+    let path: string | null = null;
+    let out: FileHandle | null = null;
+    const hash = createHash('sha256');
+    let size = 0;
+    try {
+      for await (const chunk of call as AsyncIterable<BackupChunk__Output>) {
+        if (path === null) {
+          path = this.#options.backupTransfers?.uploadPath(agent, chunk.transfer) ?? null;
+          if (path === null)
+            throw grpcError(grpc.status.PERMISSION_DENIED, `No backup transfer ${chunk.transfer} is expected from ${agent}.`);
+          out = await open(`${path}.partial`, 'w', 0o600);
+        }
+        hash.update(chunk.data);
+        size += chunk.data.length;
+        await out?.write(chunk.data);
+      }
+      if (path === null || out === null) throw grpcError(grpc.status.INVALID_ARGUMENT, 'An empty upload names no transfer.');
+      await out.sync();
+      await out.close();
+      out = null;
+      await rename(`${path}.partial`, path);
+      callback(null, { sha256: hash.digest('hex'), size });
+    } catch (err) {
+      await out?.close().catch(() => undefined);
+      if (path !== null) await rm(`${path}.partial`, { force: true }).catch(() => undefined);
+      this.#logger.warn({ err, agent }, 'a backup upload failed');
+      const code = (err as { code?: unknown }).code;
+      callback(
+        typeof code === 'number'
+          ? (err as grpc.ServiceError)
+          : grpcError(grpc.status.INTERNAL, 'The coordinator could not store the upload.'),
+      );
+    }
+  }
+
+  #onFetchBackup(call: grpc.ServerWritableStream<FetchBackupRequest__Output, ArtifactChunk>): void {
+    const agent = this.#authenticate(call.metadata);
+    if (agent === null) {
+      call.emit('error', grpcError(grpc.status.UNAUTHENTICATED, 'This agent has no valid credential.'));
+      return;
+    }
+    const path = this.#options.backupTransfers?.fetchPath(agent, call.request.transfer) ?? null;
+    if (!path) {
+      call.emit('error', grpcError(grpc.status.NOT_FOUND, `No backup transfer ${call.request.transfer} for ${agent}.`));
+      return;
+    }
+    const stream = createReadStream(path, { highWaterMark: 256 * 1024 });
+    stream.on('data', (chunk) => {
+      if (!call.write({ data: chunk })) {
+        stream.pause();
+        call.once('drain', () => stream.resume());
+      }
+    });
+    stream.on('end', () => call.end());
+    stream.on('error', (err) => {
+      this.#logger.error({ err }, 'failed to read a backup in transit');
+      call.emit('error', grpcError(grpc.status.INTERNAL, 'Failed to read the backup.'));
+    });
+    call.on('cancelled', () => stream.destroy());
   }
 
   #onFetchArtifact(call: grpc.ServerWritableStream<FetchArtifactRequest__Output, ArtifactChunk>): void {

@@ -330,4 +330,38 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX runs_by_cron_job ON runs (app, cron_job, number);
   `,
+  // add-on backups: each one kept where it was made and copied off its host (other agents, a
+  // directory), its SHA-256 and its verification; per add-on schedules
+  `
+  CREATE TABLE addon_backups (
+    id TEXT PRIMARY KEY,
+    addon TEXT NOT NULL,
+    app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    copies TEXT NOT NULL,
+    copy_error TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    verify_state TEXT NOT NULL,
+    verify_message TEXT NOT NULL,
+    verified_at INTEGER,
+    created_at INTEGER NOT NULL,
+    UNIQUE (addon, name)
+  );
+  CREATE INDEX addon_backups_app ON addon_backups (app, created_at);
+  CREATE TABLE addon_backup_schedules (
+    addon TEXT PRIMARY KEY,
+    app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+    at TEXT NOT NULL,
+    keep INTEGER NOT NULL,
+    dir TEXT,
+    enabled INTEGER NOT NULL,
+    next_at INTEGER NOT NULL,
+    last_at INTEGER,
+    last_error TEXT NOT NULL
+  );
+  `,
 ];

@@ -1,16 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { AddonManager } from '../../agent/addons/addon-manager.js';
+import { AddonManager, sha256File } from '../../agent/addons/addon-manager.js';
 import type { AddonDriver } from '../../agent/addons/addon-kind.js';
 import { redisPing, respCommand } from '../../agent/addons/redis.js';
 import { findBinary } from '../../agent/addons/server-binaries.js';
 import { socketExchange } from '../../agent/addons/socket-exchange.js';
 import { systemClock } from '../../common/clock.js';
-import type { AddonSpec__Output, AddonStatus } from '../../proto/loader.js';
+import type { AddonJob__Output, AddonSpec__Output, AddonStatus } from '../../proto/loader.js';
 
 async function waitUntil<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 30_000): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
@@ -20,6 +20,10 @@ async function waitUntil<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+function addonJob(fields: Partial<AddonJob__Output> & { id: string; addon: string; action: string }): AddonJob__Output {
+  return { backup: '', transfer: '', sha256: '', where: '', kind: '', app: '', database: '', ...fields };
 }
 
 function spec(overrides: Partial<AddonSpec__Output>): AddonSpec__Output {
@@ -78,6 +82,16 @@ test('a Redis add-on: provisioned, answers with its password, restarts after kil
     complete: (r) => (r.match(/\r\n/g) ?? []).length >= 2,
   });
   assert.equal(set, '+OK\r\n+OK\r\n');
+  // 500 more writes, each acknowledged, then kill -9 at once: the AOF (appendfsync everysec) has
+  // every acknowledged write, since Redis writes it before it replies.
+  const many = await socketExchange({
+    host: '127.0.0.1',
+    port: Number(up.port),
+    request:
+      respCommand('AUTH', 'p4ssw0rd-for-tests') + Array.from({ length: 500 }, (_, i) => respCommand('SET', `k${i}`, `v${i}`)).join(''),
+    complete: (r) => (r.match(/\r\n/g) ?? []).length >= 501,
+  });
+  assert.equal(many, '+OK\r\n'.repeat(501));
 
   process.kill(Number(up.pid), 'SIGKILL');
   const back = await waitUntil('redis-1 restarted', () =>
@@ -92,21 +106,49 @@ test('a Redis add-on: provisioned, answers with its password, restarts after kil
     complete: (r) => r.includes('hello\r\n'),
   });
   assert.match(get, /\$5\r\nhello\r\n/);
+  const size = await socketExchange({
+    host: '127.0.0.1',
+    port: Number(up.port),
+    request: respCommand('AUTH', 'p4ssw0rd-for-tests') + respCommand('DBSIZE') + respCommand('GET', 'k499'),
+    complete: (r) => r.includes('v499\r\n'),
+  });
+  assert.equal(size, '+OK\r\n:501\r\n$4\r\nv499\r\n', 'every acknowledged write survived kill -9');
   // The config holding the password is not readable by others; the output goes to files.
   const conf = join(dir, 'data', 'addons', 'redis-1', 'redis.conf');
   assert.equal((await stat(conf)).mode & 0o077, 0);
   assert.match(await readFile(join(dir, 'data', 'addons', 'redis-1', 'stdout.log'), 'utf8'), /Ready to accept connections/);
 
-  // Backups are PostgreSQL's only.
-  const job = await m.runJob({ id: 'job-1', addon: 'redis-1', action: 'backup', backup: '' });
-  assert.equal(job.ok, false);
-  assert.equal(job.errorCode, 'BAD_INPUT');
+  // An RDB backup with its SHA-256, verified by loading it into a scratch redis-server; a
+  // corrupted file is refused before anything loads it.
+  const job = await m.runJob(addonJob({ id: 'job-1', addon: 'redis-1', action: 'backup' }));
+  assert.equal(job.ok, true, job.error);
+  assert.equal(job.backup?.kind, 'redis');
+  const name = String(job.backup.name);
+  const sha256 = String(job.backup.sha256);
+  assert.match(sha256, /^[0-9a-f]{64}$/);
+  const file = join(dir, 'data', 'addons', 'redis-1', 'backups', `${name}.dump`);
+  assert.equal(sha256, await sha256File(file));
+  const verified = await m.runJob(
+    addonJob({ id: 'job-v', addon: 'redis-1', action: 'verify', backup: name, sha256, kind: 'redis', app: 'shop', where: 'backups' }),
+  );
+  assert.equal(verified.ok, true, verified.error);
+  assert.deepEqual(JSON.parse(String(verified.report)), { keys: 501 });
+  const bytes = await readFile(file);
+  bytes[bytes.length - 3] = (bytes[bytes.length - 3] ?? 0) ^ 0xff;
+  await writeFile(file, bytes);
+  const corrupt = await m.runJob(
+    addonJob({ id: 'job-c', addon: 'redis-1', action: 'verify', backup: name, sha256, kind: 'redis', app: 'shop', where: 'backups' }),
+  );
+  assert.equal(corrupt.ok, false);
+  assert.equal(corrupt.errorCode, 'BACKUP_CORRUPT');
+  const noBackups = await m.runJob(addonJob({ id: 'job-m', addon: 'memcached-9', action: 'backup' }));
+  assert.equal(noBackups.ok, false);
 
   // Not wanted any more: stopped, data kept.
   m.apply([]);
   await waitUntil('redis-1 gone', () => m.statuses().length === 0);
   await stat(join(dir, 'data', 'addons', 'redis-1', 'data'));
-  const purge = await m.runJob({ id: 'job-2', addon: 'redis-1', action: 'purge', backup: '' });
+  const purge = await m.runJob(addonJob({ id: 'job-2', addon: 'redis-1', action: 'purge' }));
   assert.equal(purge.ok, true);
   await assert.rejects(stat(join(dir, 'data', 'addons', 'redis-1')));
 });

@@ -206,15 +206,20 @@ test('add-ons: PostgreSQL keeps the app data, Redis queues, memcached answers, a
     const out = await cliOk(cluster, ['addons:backup', 'postgres-1', '-a', app]);
     assert.match(out, /Backup b\d{8}-\d{6} done/);
     const backups = JSON.parse(await cliOk(cluster, ['addons:backups', 'postgres-1', '-a', app, '--json'])) as AddonBackupView[];
-    assert.equal(backups.length, 1);
-    const [backup] = backups;
+    const backup = backups.find((b) => b.origin === 'manual');
     assert.ok(backup && backup.size > 0 && !Number.isNaN(Date.parse(backup.createdAt)));
     await psql(pgUrl, "INSERT INTO notes_note (text) VALUES ('after the backup')");
     assert.equal(await notesCount(cluster, app), 4);
-    await cliOk(cluster, ['addons:restore', 'postgres-1', backup.name, '-a', app]);
+    // Into the live add-on only with --confirm: a single-agent cluster keeps it on the host, and says so.
+    assert.match(out, /only on agent-1, not off the host/);
+    const unconfirmed = await cluster.cli(['addons:restore', 'postgres-1', backup.name, '-a', app]);
+    assert.equal(unconfirmed.code, 2, unconfirmed.stderr);
+    assert.match(unconfirmed.stderr, /--confirm postgres-1/);
+    assert.equal(await psql(pgUrl, 'SELECT count(*) FROM notes_note'), '4');
+    await cliOk(cluster, ['addons:restore', 'postgres-1', backup.name, '-a', app, '--confirm', 'postgres-1']);
     assert.equal(await psql(pgUrl, 'SELECT count(*) FROM notes_note'), '3');
     assert.equal(await notesCount(cluster, app), 3);
-    const missing = await cluster.cli(['addons:restore', 'postgres-1', 'b-nope', '-a', app]);
+    const missing = await cluster.cli(['addons:restore', 'postgres-1', 'b-nope', '-a', app, '--confirm', 'postgres-1']);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /no backup b-nope/);
   });

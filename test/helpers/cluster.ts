@@ -146,6 +146,8 @@ export async function startCluster(
     certClock?: CoordinatorDeps['certClock'];
     /** What time it is for the coordinator's cron scheduler. */
     cronClock?: CoordinatorDeps['cronClock'];
+    /** What time it is for the coordinator's add-on backup schedules. */
+    backupClock?: CoordinatorDeps['backupClock'];
   } = {},
 ): Promise<Cluster> {
   // Removed only after everything that writes into it has stopped (add-on servers keep writing).
@@ -170,6 +172,7 @@ export async function startCluster(
     ...(options.onAutoscaleDecision ? { onAutoscaleDecision: options.onAutoscaleDecision } : {}),
     ...(options.certClock ? { certClock: options.certClock } : {}),
     ...(options.cronClock ? { cronClock: options.cronClock } : {}),
+    ...(options.backupClock ? { backupClock: options.backupClock } : {}),
   });
   try {
     coordinator = await startCoordinator(coordinatorConfig, coordinatorDeps());
