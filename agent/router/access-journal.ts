@@ -7,7 +7,19 @@
  * restart, a crash, an upgrade) arrive when it is back, each once (at least once across a crash
  * between the spool write and the offset save).
  */
-import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../../common/logger.js';
 import type { AccessEntry } from './router.js';
@@ -31,9 +43,7 @@ function segments(dir: string): number[] {
   } catch {
     return [];
   }
-  return names
-    .flatMap((n) => (/^\d{10}\.jsonl$/.test(n) ? [Number(n.slice(0, 10))] : []))
-    .sort((a, b) => a - b);
+  return names.flatMap((n) => (/^\d{10}\.jsonl$/.test(n) ? [Number(n.slice(0, 10))] : [])).sort((a, b) => a - b);
 }
 
 /**
@@ -119,7 +129,8 @@ export class AccessJournalReader {
     let saved = { segment: 0, offset: 0 };
     try {
       const parsed = JSON.parse(readFileSync(this.#offsetFile, 'utf8')) as { segment?: unknown; offset?: unknown };
-      if (typeof parsed.segment === 'number' && typeof parsed.offset === 'number') saved = { segment: parsed.segment, offset: parsed.offset };
+      if (typeof parsed.segment === 'number' && typeof parsed.offset === 'number')
+        saved = { segment: parsed.segment, offset: parsed.offset };
     } catch {
       // First start, or no offset saved yet: from the oldest segment.
     }

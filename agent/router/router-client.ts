@@ -126,8 +126,10 @@ export class RouterClient implements RouterControl {
       await this.#stopRouter(hello.pid);
       hello = null;
     }
+    let adopted = 'adopted the running router process';
     if (hello !== null && hello.version !== this.#version) {
       hello = await this.#replace(hello);
+      adopted = 'the router process runs on (replaced or not, as said above)';
     }
     if (hello === null) {
       try {
@@ -146,7 +148,7 @@ export class RouterClient implements RouterControl {
       }
       this.#log.info({ pid: hello.pid, port: hello.port, httpsPort: hello.httpsPort }, 'router process started');
     } else {
-      this.#log.info({ pid: hello.pid, port: hello.port, httpsPort: hello.httpsPort }, 'adopted the running router process');
+      this.#log.info({ pid: hello.pid, port: hello.port, httpsPort: hello.httpsPort }, adopted);
     }
     this.#state = 'up';
     return { port: hello.port, httpsPort: hello.httpsPort };
@@ -399,7 +401,10 @@ export class RouterClient implements RouterControl {
 
   /** Has the router replace itself with one started from this agent's code; the new one's hello, or the old one's when it failed. */
   async #replace(old: Hello): Promise<Hello> {
-    this.#log.info({ pid: old.pid, running: old.version, ours: this.#version }, 'the router process runs other code: replacing it (an upgrade)');
+    this.#log.info(
+      { pid: old.pid, running: old.version, ours: this.#version },
+      'the router process runs other code: replacing it (an upgrade)',
+    );
     const next = new Promise<Hello | null>((resolve) => {
       const timer = setTimeout(() => finish(null), REPLACE_TIMEOUT_MS);
       const finish = (h: Hello | null): void => {
@@ -451,7 +456,6 @@ function sameConfig(a: RouterProcessConfig, b: RouterProcessConfig): boolean {
     a.trustedProxies.every((p, i) => p === b.trustedProxies[i])
   );
 }
-
 
 function signal(pid: number, sig: NodeJS.Signals): void {
   try {

@@ -39,6 +39,8 @@ const DATA_DIR_CHECK_MS = 2_000;
 export interface Takeover {
   http: net.Server;
   https?: net.Server;
+  /** Connections accepted on the received sockets before the router served them. */
+  early: { which: 'http' | 'https'; socket: net.Socket }[];
   state: RouterStateFrame;
   predecessorPid: number;
 }
@@ -111,8 +113,12 @@ export class RouterHost {
     const { http: httpServer, https: httpsServer } = router.listeners();
     for (const srv of [httpServer, httpsServer]) {
       srv?.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
-        if (this.#state !== 'up') res.shouldKeepAlive = false;
+        if (this.#state === 'handing-over' || this.#state === 'stopping') res.shouldKeepAlive = false;
       });
+    }
+    if (takeover) {
+      for (const l of [takeover.http, takeover.https]) l?.removeAllListeners('connection');
+      for (const { which, socket } of takeover.early.splice(0)) (which === 'http' ? httpServer : httpsServer)?.emit('connection', socket);
     }
     await this.#listenControl();
     writeFileAtomic(this.#paths.pidFile, `${process.pid}\n`);
@@ -296,7 +302,6 @@ function send(socket: net.Socket, frame: RouterFrame): void {
   if (!socket.destroyed && socket.writable) socket.write(encodeFrame(frame));
 }
 
-
 function writeFileAtomic(path: string, text: string): void {
   writeFileSync(`${path}.tmp`, text, { mode: 0o600 });
   renameSync(`${path}.tmp`, path);
@@ -360,7 +365,12 @@ export function spawnRouterProcess(
       // One handle per message; the successor starts once it has them all.
       child.send({ type: 'listener', which: 'http' }, takeover.http);
       if (takeover.https) child.send({ type: 'listener', which: 'https' }, takeover.https);
-      const message: SuccessorMessage = { type: 'takeover', state: takeover.state, predecessorPid: process.pid, https: takeover.https !== undefined };
+      const message: SuccessorMessage = {
+        type: 'takeover',
+        state: takeover.state,
+        predecessorPid: process.pid,
+        https: takeover.https !== undefined,
+      };
       child.send(message);
     }
   });

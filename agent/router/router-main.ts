@@ -30,12 +30,26 @@ function tell(message: SuccessorMessage): Promise<void> {
 function receiveTakeover(): Promise<Takeover> {
   return new Promise((resolve, reject) => {
     const listeners: { http?: net.Server; https?: net.Server } = {};
+    const early: Takeover['early'] = [];
     process.on('message', (m: { type?: string; which?: string }, handle: unknown) => {
-      if (m.type === 'listener' && (m.which === 'http' || m.which === 'https')) listeners[m.which] = handle as net.Server;
+      if (m.type === 'listener' && (m.which === 'http' || m.which === 'https')) {
+        const server = handle as net.Server;
+        listeners[m.which] = server;
+        // Node listens on a received server at once: connections accepted before the router
+        // serves wait here (unheld, they would hang), and are handed to it then.
+        const which = m.which;
+        server.on('connection', (socket: net.Socket) => early.push({ which, socket }));
+      }
       if (m.type === 'takeover') {
         const t = m as Extract<SuccessorMessage, { type: 'takeover' }>;
         if (!listeners.http || (t.https && !listeners.https)) return reject(new Error('the listening sockets did not arrive'));
-        resolve({ http: listeners.http, ...(listeners.https ? { https: listeners.https } : {}), state: t.state, predecessorPid: t.predecessorPid });
+        resolve({
+          http: listeners.http,
+          ...(listeners.https ? { https: listeners.https } : {}),
+          early,
+          state: t.state,
+          predecessorPid: t.predecessorPid,
+        });
       }
     });
     process.once('disconnect', () => reject(new Error('the router that started this one went away before the takeover')));

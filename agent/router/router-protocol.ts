@@ -127,7 +127,9 @@ export function routerCodeVersion(): string {
   if (codeVersion === undefined) {
     const dir = fileURLToPath(new URL('.', import.meta.url));
     const hash = createHash('sha256');
-    for (const name of readdirSync(dir).filter((n) => n.endsWith('.js')).sort()) {
+    for (const name of readdirSync(dir)
+      .filter((n) => n.endsWith('.js'))
+      .sort()) {
       hash.update(name);
       hash.update(readFileSync(join(dir, name)));
     }
