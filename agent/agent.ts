@@ -20,7 +20,7 @@ import { accessLine, lifecycleLine } from './logs/log-lines.js';
 import { LogShipper } from './logs/log-shipper.js';
 import { MetricsCollector } from './metrics/metrics-collector.js';
 import { createInstanceRunner } from './workloads/instance-driver.js';
-import { Router } from './router/router.js';
+import { RouterClient } from './router/router-client.js';
 import { parseCidr } from './router/trusted-proxies.js';
 import { AppUsers } from './workloads/app-users.js';
 import { assertReachable } from './workloads/run-as.js';
@@ -239,19 +239,23 @@ async function assemble(
   started.push(() => logs.close());
   const hookDir = await installErrorHook(join(c.dataDir, 'python-hook'));
 
-  const router = new Router({
-    port: c.routerPort,
-    ...(c.httpsPort === null ? {} : { httpsPort: c.httpsPort }),
-    host: c.routerHost,
-    trustedProxies: c.trustedProxies,
+  // The router runs as a process of its own that outlives the agent (restarts, crashes, upgrades):
+  // adopted when running, replaced when its code differs; stopped only when the agent stops for good.
+  const router = new RouterClient({
+    dataDir: c.dataDir,
+    config: { port: c.routerPort, httpsPort: c.httpsPort, host: c.routerHost, trustedProxies: c.trustedProxies },
     logger,
-    onAccess: (e) => {
-      metrics?.recordAccess(e);
-      if (e.app) logs.write({ app: e.app, source: 'router', line: accessLine(e, applier?.domainOf(e.app) ?? e.app), ts: e.ts });
+    onAccess: (entries) => {
+      for (const e of entries) metrics?.recordAccess(e);
+      logs.writeMany(
+        entries.flatMap((e) =>
+          e.app ? [{ app: e.app, source: 'router', line: accessLine(e, applier?.domainOf(e.app) ?? e.app), ts: e.ts }] : [],
+        ),
+      );
     },
   });
   const { port: routerPort, httpsPort } = await router.start();
-  started.push(() => router.close());
+  started.push((o) => router.close({ stop: o.stopInstances }));
 
   const cache = new DesiredStateCache(join(c.dataDir, 'desired-state.json'), secrets, logger);
   started.push(() => cache.flush());
@@ -379,6 +383,8 @@ async function assemble(
   });
   metrics.start();
   started.push(() => metrics?.close());
+  // Access lines of requests served while no agent ran (a restart, a crash) arrive now.
+  router.followAccess();
 
   // The singleton lease: counted from the sending of the last heartbeat the coordinator acked (the
   // coordinator's "last heard" is later than that), or from this start.

@@ -10,7 +10,7 @@ import { instanceName, parseInstanceKey } from '../../common/vocabulary.js';
 import type { DesiredState__Output } from '../../proto/loader.js';
 import type { AddonManager } from '../addons/addon-manager.js';
 import type { LogShipper } from '../logs/log-shipper.js';
-import type { Router } from '../router/router.js';
+import type { RouterControl } from '../router/router-client.js';
 import { withHookOnPath } from '../workloads/error-hook.js';
 import { instanceDirName, type InstanceRunner } from '../workloads/instance-driver.js';
 import type { TaskRunner } from '../workloads/task-runner.js';
@@ -25,7 +25,7 @@ export interface DesiredStateApplierOptions {
   addonsDir: string;
   /** The Python hook's directory (errors, Django settings autopilot), put first on every app process's PYTHONPATH. */
   hookDir: string;
-  router: Router;
+  router: RouterControl;
   instances: InstanceRunner;
   addons: AddonManager;
   tasks: TaskRunner;

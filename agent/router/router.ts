@@ -11,7 +11,7 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import { Pool } from 'undici';
 import type { Logger } from '../../common/logger.js';
 import { MAINTENANCE_BYPASS_HEADER } from '../../common/api-types.js';
@@ -192,6 +192,11 @@ export interface RouterOptions {
   upgradeDrainTimeoutMs?: number;
   /** Clock for timestamps, the retry pause, drain timeouts and failure cool-down. Default: system. */
   clock?: Clock;
+  /**
+   * Listening sockets handed over by a previous router process (see router-host.ts): served
+   * instead of binding `port`/`httpsPort`, so no connection is refused during the switch.
+   */
+  inherited?: { http: NetServer; https?: NetServer };
 }
 
 /** Router lifecycle. */
@@ -411,7 +416,7 @@ export class Router {
     const server = http.createServer(serverOptions);
     this.#serve(server, 'connection');
     this.#server = server;
-    this.#port = await this.#bind(server, this.#options.port, '--router-port');
+    this.#port = await this.#bind(server, this.#options.port, '--router-port', this.#options.inherited?.http);
     if (this.#options.httpsPort !== undefined) {
       const secure = https.createServer({
         ...serverOptions,
@@ -428,7 +433,7 @@ export class Router {
       });
       this.#serve(secure, 'secureConnection');
       this.#httpsServer = secure;
-      this.#httpsPort = await this.#bind(secure, this.#options.httpsPort, '--https-port');
+      this.#httpsPort = await this.#bind(secure, this.#options.httpsPort, '--https-port', this.#options.inherited?.https);
     }
     if (this.#state === 'starting') this.#state = 'up';
     this.#log.info({ port: this.#port, httpsPort: this.#httpsPort || undefined }, 'router listening');
@@ -458,7 +463,7 @@ export class Router {
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.#clientError(err, socket));
   }
 
-  async #bind(server: http.Server | https.Server, port: number, flag: string): Promise<number> {
+  async #bind(server: http.Server | https.Server, port: number, flag: string, inherited?: NetServer): Promise<number> {
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => {
         this.#state = 'closed';
@@ -467,13 +472,20 @@ export class Router {
         );
       };
       server.once('error', onError);
-      server.listen(port, this.#options.host ?? '0.0.0.0', () => {
+      const listening = (): void => {
         server.off('error', onError);
         server.on('error', (err) => this.#log.warn({ err }, 'router server error'));
         resolve();
-      });
+      };
+      if (inherited !== undefined) server.listen(inherited, listening);
+      else server.listen(port, this.#options.host ?? '0.0.0.0', listening);
     });
     return (server.address() as AddressInfo).port;
+  }
+
+  /** The listening servers once started (handed to the next router process on an upgrade). */
+  listeners(): { http: http.Server | undefined; https: https.Server | undefined } {
+    return { http: this.#server, https: this.#httpsServer };
   }
 
   /**

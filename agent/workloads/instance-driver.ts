@@ -18,7 +18,7 @@ import type { InstanceSpec__Output, InstanceStatus } from '../../proto/loader.js
 import { buildSlug, type SlugBuildDeps } from '../build/slug-build.js';
 import { markStaticDone, runDjangoBuild, staticDone, staticMarker } from '../build/django-build.js';
 import { instanceLogTail } from '../logs/log-tail.js';
-import type { Router } from '../router/router.js';
+import type { RouterControl } from '../router/router-client.js';
 import { DEFAULT_DRAIN_SECONDS } from '../../common/app-json.js';
 import type { BackoffOptions } from './backoff.js';
 import { bindCommand, dialAddress } from './bind-address.js';
@@ -38,7 +38,7 @@ export type InstanceRunner = WorkloadRunner<InstanceSpec__Output, InstanceData, 
 export interface InstanceDriverOptions extends SlugBuildDeps {
   /** Per-instance directories (pidfile, output files, metadata) go under it. */
   instancesDir: string;
-  router: Router;
+  router: RouterControl;
   /** Restart delays of crashed instances. Default: the supervisor's. */
   backoff?: BackoffOptions;
   /** Non-web instances count as up after running this long, ms. Default 1000. */

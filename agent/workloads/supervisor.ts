@@ -521,7 +521,8 @@ export class Supervisor {
       // It has been running since before this agent started: no settle time to wait for.
       this.#becomeUp(run);
     } else {
-      this.#awaitReadiness(run);
+      // Checked at once: it served before this agent started, and the agent's first report should say so.
+      this.#scheduleHealthCheck(run, 0);
     }
   }
 
@@ -540,7 +541,7 @@ export class Supervisor {
     }
   }
 
-  #scheduleHealthCheck(run: Run): void {
+  #scheduleHealthCheck(run: Run, delayMs = this.#healthIntervalMs): void {
     const healthCheck = this.#options.healthCheck;
     if (healthCheck === undefined) return;
     run.healthTimer = this.#clock.setTimeout(() => {
@@ -561,7 +562,7 @@ export class Supervisor {
           else this.#scheduleHealthCheck(run);
         })
         .catch((err: unknown) => this.#logger.error({ err }, 'health check handling failed'));
-    }, this.#healthIntervalMs);
+    }, delayMs);
   }
 
   #becomeUp(run: Run): void {

@@ -11,6 +11,9 @@ import { Supervisor, type SupervisorEvent } from './supervisor.js';
 import type { Supervision, WorkloadChange, WorkloadDriver, WorkloadRunnerOptions, WorkloadView } from './workload-driver.js';
 import { workloadPhase, type WorkloadPhase } from './workload-phase.js';
 
+/** How long {@link WorkloadRunner.adopt} waits for adopted workloads' first health checks, ms (real time). */
+const ADOPT_READY_MS = 5_000;
+
 /** One workload in the runner's hands. */
 interface Workload<Spec, Data> {
   readonly key: string;
@@ -66,6 +69,7 @@ export class WorkloadRunner<Spec, Data, Status> {
    */
   async adopt(specs: readonly Spec[]): Promise<void> {
     const { field, noun } = this.#driver.names;
+    const adopted: Supervisor[] = [];
     for await (const found of this.#driver.recover(specs)) {
       try {
         const spec = found.spec;
@@ -96,9 +100,17 @@ export class WorkloadRunner<Spec, Data, Status> {
           stopping: null,
         });
         this.#o.logger.info({ [field]: found.key, pid: supervisor.status().pid }, `adopted a running ${noun}`);
+        adopted.push(supervisor);
       } catch (err) {
         this.#o.logger.warn({ err, [field]: found.key }, `could not adopt ${article(noun)} ${noun}; it will be started again`);
       }
+    }
+    // Their first health check runs at once: waited for (bounded), so the agent's first report to
+    // the coordinator says they are up and its routes keep sending them traffic (the router
+    // outlived the agent and serves on through the restart).
+    const deadline = Date.now() + ADOPT_READY_MS;
+    while (adopted.some((s) => s.status().state === 'starting') && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
     }
   }
 

@@ -226,7 +226,11 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
     .option('--default-memory <size>', 'memory limit of instances whose app.json sets none, e.g. 512M (default: none)')
     .option('--default-cpu <cores>', 'CPU limit in cores of instances whose app.json sets none, e.g. 0.5 (default: none)')
     .option('--config <file>', 'read settings from this JSON file (what `hangar agent install` writes); flags override it')
-    .addHelpText('after', '\nOn SIGTERM the agent exits and leaves apps running; the next start adopts them.')
+    .addHelpText(
+      'after',
+      '\nOn SIGTERM the agent exits and leaves apps and its router process running (the router serves on); the next start adopts them,\n' +
+        'and an agent of a new version replaces the router without dropping a request. Router files: DATA/router/.',
+    )
     .action(async (flags: AgentFlags, command: Command) => {
       const settings = await mergedSettings(
         command,
@@ -274,7 +278,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
     .option('--router-port <port>', 'port of the HTTP router', '8080')
     .option('--https-port <port>', "port of the router's HTTPS listener (0: a free one)", '8443')
     .option('--domain <domain>', 'apps are served at APP.<domain>', 'localhost')
-    .addHelpText('after', '\nCtrl-C stops everything, apps included.')
+    .addHelpText('after', '\nCtrl-C stops everything, the router process and apps included.')
     .action(async (flags: CoordinatorFlags & { routerPort: string; httpsPort: string }) => {
       const logger = rootLogger(ctx);
       const dataDir = resolve(flags.dataDir);
