@@ -12,7 +12,7 @@
  *
  *   npm run bench:agent                                   (measures 60 s)
  *   node dist/bench/agent-footprint.js --measure-s 120 --web 10 --workers 10 --rps 10
- *   node dist/bench/agent-footprint.js --node-options "--cpu-prof --cpu-prof-dir=/tmp/prof"
+ *   node dist/bench/agent-footprint.js --node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"
  *
  * A coordinator runs in this process; the app is deployed and scaled with the real CLI.
  */
@@ -73,6 +73,8 @@ async function main(): Promise<void> {
       rps: { type: 'string', default: '10' },
       // Node flags for the agent process, e.g. --cpu-prof --cpu-prof-dir=DIR or --heapsnapshot-signal=SIGUSR2.
       'node-options': { type: 'string', default: '' },
+      // Flags Node takes only on its command line (not in NODE_OPTIONS), e.g. --cpu-prof --cpu-prof-dir=DIR.
+      'node-args': { type: 'string', default: '' },
     },
   });
   const measureS = Number(values['measure-s']);
@@ -130,6 +132,12 @@ async function main(): Promise<void> {
       join(src, 'Procfile'),
       'web: gunicorn mysite.wsgi --bind 0.0.0.0:$PORT --workers 1 --access-logfile -\nworker: python worker.py\nrelease: python manage.py migrate --noinput\n',
     );
+    for (let i = 0; ; i++) {
+      const up = (JSON.parse(await must(['agents', '--json'])) as AgentView[]).some((a) => a.state === 'up');
+      if (up) break;
+      if (i > 120) throw new Error('the agent did not connect');
+      await sleep(500);
+    }
     await must(['apps:create', APP]);
     await must(['config:set', `DATABASE_URL=sqlite:///${join(appFiles, 'footprint.sqlite3')}`, '-a', APP]);
     await must(['deploy', src, '-a', APP]);

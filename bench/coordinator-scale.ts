@@ -314,8 +314,22 @@ async function main(): Promise<void> {
     for (const [n, target] of steps.entries()) {
       for (let i = connected; i < target; i++) sims[i % simProcs]?.send({ start: [i] });
       connected = target;
-      // Let the new agents connect and their first heartbeats and sync settle.
-      await new Promise((r) => setTimeout(r, Math.max(10_000, (target / simProcs) * 10 + 5000)));
+      // Let the new agents connect (all of them, as the coordinator sees it) and their first
+      // heartbeats and sync settle.
+      const connectBy = Date.now() + 120_000 + target * 50;
+      let up = 0;
+      while (Date.now() < connectBy) {
+        up = (await api.listAgents()).filter((a) => a.state === 'up').length;
+        if (up >= target) break;
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+      if (up < target) {
+        console.log(
+          `${String(target).padStart(6)}  only ${up} agents connected within ${Math.round((120_000 + target * 50) / 1000)} s: not held`,
+        );
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 10_000));
       heartbeats.length = 0;
       delays.length = 0;
       reports.length = 0;
@@ -323,7 +337,9 @@ async function main(): Promise<void> {
       lag.reset();
       recording = true;
       // A deploy while the fleet runs: a config change makes a release whose rollout sends desired states out.
-      await api.updateConfig(`app${n % APPS}`, { BENCH_STEP: String(n) });
+      await api
+        .updateConfig(`app${n % APPS}`, { BENCH_STEP: String(n) })
+        .catch((err: unknown) => console.log(`the deploy failed to start: ${String(err)}`));
       await new Promise((r) => setTimeout(r, plateauMs));
       recording = false;
       const hb = [...heartbeats].sort((a, b) => a - b);
