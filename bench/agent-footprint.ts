@@ -17,7 +17,7 @@
  * A coordinator runs in this process; the app is deployed and scaled with the real CLI.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmod, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,6 +53,22 @@ async function cpuTicks(pid: number): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return Number(f[11]) + Number(f[12]);
+}
+
+/** CPU ticks per thread name (main thread, V8 GC helpers, libuv's pool), from /proc/PID/task. */
+async function threadTicks(pid: number): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
+    try {
+      const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = tid === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(name, (out.get(name) ?? 0) + Number(f[11]) + Number(f[12]));
+    } catch {
+      // The thread ended.
+    }
+  }
+  return out;
 }
 
 async function memory(pid: number): Promise<{ rssMb: number; peakMb: number }> {
@@ -113,6 +129,8 @@ async function main(): Promise<void> {
         '--name',
         'bench',
         '--router-port',
+        '0',
+        '--https-port',
         '0',
         '--advertise',
         '127.0.0.1',
@@ -182,6 +200,7 @@ async function main(): Promise<void> {
     ok = 0;
     failed = 0;
     const t0 = await cpuTicks(agentPid);
+    const threads0 = await threadTicks(agentPid);
     const start = performance.now();
     let rssMax = 0;
     while (performance.now() - start < measureS * 1000) {
@@ -191,12 +210,20 @@ async function main(): Promise<void> {
     const seconds = (performance.now() - start) / 1000;
     const cpuPct = (((await cpuTicks(agentPid)) - t0) / 100 / seconds) * 100;
     const mem = await memory(agentPid);
+    const threads1 = await threadTicks(agentPid);
+    const byThread = [...threads1]
+      .map(([name, ticks]) => [name, ((ticks - (threads0.get(name) ?? 0)) / 100 / seconds) * 100] as const)
+      .filter(([, pct]) => pct > 0)
+      .sort((a, b) => b[1] - a[1])
+      .map(([name, pct]) => `${name} ${pct.toFixed(2)}%`)
+      .join(', ');
     traffic = false;
     await load;
     console.log(
       `agent-footprint: ${web} gunicorn web instances (health-checked, ${rps} requests/s through the router: ${ok} ok, ${failed} failed) ` +
         `and ${workers} workers logging 2 lines/s each; coordinator's default intervals; measured ${seconds.toFixed(0)} s; NODE_OPTIONS="${values['node-options']}"`,
     );
+    console.log(`agent CPU by thread: ${byThread}`);
     goals.check({ name: 'agent RSS now', value: mem.rssMb, unit: 'MB', op: '<=', goal: RSS_GOAL_MB });
     goals.check({ name: 'agent RSS max over the window', value: rssMax, unit: 'MB', op: '<=', goal: RSS_GOAL_MB });
     goals.check({
@@ -216,7 +243,10 @@ async function main(): Promise<void> {
     }
   } finally {
     agent?.kill('SIGTERM');
-    if (agent && agent.exitCode === null) await new Promise((r) => agent?.once('exit', r));
+    if (agent && agent.exitCode === null) {
+      const [code, signal] = await new Promise<[number | null, string | null]>((r) => agent?.once('exit', (c, s) => r([c, s])));
+      if (code !== 0) console.log(`the agent exited with ${code ?? signal}`);
+    }
     for (const pid of pids) {
       try {
         process.kill(-pid, 'SIGKILL');
