@@ -181,6 +181,8 @@ export class LogTailer {
 
   #round(): void {
     if (this.#state !== 'running') return;
+    // Every file is read below.
+    this.#dirty.clear();
     let busy = false;
     let appended = false;
     for (const t of [...this.#files.values()]) {
@@ -206,7 +208,8 @@ export class LogTailer {
 
   /** A watcher saw `t` written to: read it (only it) on the next turn of the loop. */
   #wakeFor(t: Tailed): void {
-    if (this.#state !== 'running') return;
+    // A whole round coming next reads it anyway.
+    if (this.#state !== 'running' || this.#immediate) return;
     this.#dirty.add(t);
     this.#dirtyImmediate ??= setImmediate(() => {
       this.#dirtyImmediate = null;
@@ -224,7 +227,9 @@ export class LogTailer {
       try {
         const r = this.#readSome(t, false);
         appended ||= r.appended;
-        if (r.more) this.#wakeFor(t);
+        // A busy file: whole rounds from now on, as after a timer round, so a flood in one file
+        // is read a bounded amount at a time beside the others.
+        if (r.more) this.wake();
       } catch (err) {
         this.#logger.warn({ err, path: t.spec.path }, 'could not read a log file; will try again');
       }
