@@ -6,8 +6,12 @@
  *
  *   npm run bench:logs [-- --lines 1000000 --rate 10000 --seconds 10]
  *
- * Prints: end-to-end lines/s (first write → last line delivered on the websocket) for a flood of
- * `--lines`, and p50/p99 latency from write to websocket delivery at `--rate` lines/s.
+ * Prints, each beside its goal (met / missed; a miss exits non-zero):
+ * - flood: end-to-end lines/s for a burst of `--lines` — from the first line written to the
+ *   moment the last one is both delivered to the live websocket follower and readable from the
+ *   store (`GET /v1/apps/APP/logs`); every line must arrive within `--timeout-s`. Goal ≥ 150,000.
+ * - paced: p99 latency from write to websocket delivery at `--rate` lines/s over every line
+ *   written; a line that never arrives counts as the timeout. Goal < 250 ms.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
@@ -24,6 +28,10 @@ import type { LogStreamMessage } from '../common/api-types.js';
 import { systemClock } from '../common/clock.js';
 import { parseJoinToken } from '../common/join-token.js';
 import { startCoordinator } from '../coordinator/coordinator.js';
+import { Goals } from './goals.js';
+
+const THROUGHPUT_GOAL = 150_000;
+const P99_GOAL_MS = 250;
 
 const SELF = fileURLToPath(import.meta.url);
 const quiet = () => pino({ level: 'warn' }, pino.destination(2));
@@ -41,6 +49,7 @@ const { values: args } = parseArgs({
     coordinator: { type: 'string' },
     token: { type: 'string' },
     mode: { type: 'string' },
+    'timeout-s': { type: 'string', default: '30' },
   },
 });
 
@@ -55,7 +64,7 @@ async function writer(): Promise<void> {
     while (i < total) {
       let chunk = '';
       const t = nowMs().toFixed(3);
-      for (let k = 0; k < 5000 && i < total; k++) chunk += `bench ${++i} ${t} ${PAD}\n`;
+      for (let k = 0; k < 5000 && i < total; k++) chunk += `flood ${++i} ${t} ${PAD}\n`;
       writeSync(fd, chunk);
     }
   } else {
@@ -68,11 +77,15 @@ async function writer(): Promise<void> {
       const due = Math.floor(((nowMs() - start) / 1000) * rate);
       let chunk = '';
       while (i < due) {
-        chunk += `bench ${++i} ${nowMs().toFixed(3)} ${PAD}\n`;
+        chunk += `paced ${++i} ${nowMs().toFixed(3)} ${PAD}\n`;
       }
       if (chunk) writeSync(fd, chunk);
       await new Promise((r) => setTimeout(r, 1));
     }
+    // The main process counts every paced line; the ones that never arrive count as the timeout.
+    await new Promise<void>((resolve) =>
+      process.send ? process.send({ type: 'written', n: i }, undefined, {}, () => resolve()) : resolve(),
+    );
   }
   closeSync(fd);
 }
@@ -120,12 +133,15 @@ function agent(): void {
   });
 }
 
-/** Websocket client: counts lines, records write → delivery latency, reports over IPC. */
+/**
+ * Websocket client: counts lines, records write → delivery latency of each paced line (by its
+ * number, so a line lost or delivered twice is seen), reports over IPC.
+ */
 function client(): void {
   let delivered = 0;
   let missed = 0;
   let lastDeliveredAt = 0;
-  let recording = false;
+  /** Latency of paced line i at [i - 1]; NaN until it arrives. */
   let latencies: number[] = [];
   const ws = new WebSocket(`${args.coordinator ?? ''}/v1/apps/bench/logs/stream?n=0`, {
     headers: { authorization: `Bearer ${args.token ?? ''}` },
@@ -138,22 +154,37 @@ function client(): void {
     const now = nowMs();
     delivered += m.lines.length;
     lastDeliveredAt = now;
-    if (recording) for (const l of m.lines) latencies.push(now - Number(l.line.split(' ')[2]));
+    for (const l of m.lines) {
+      if (!l.line.startsWith('paced ')) continue;
+      const [, n, t] = l.line.split(' ');
+      const i = Number(n) - 1;
+      if (i >= 0 && Number.isNaN(latencies[i] ?? Number.NaN)) latencies[i] = now - Number(t);
+    }
   });
   const progress = setInterval(() => process.send?.({ type: 'progress', delivered, missed, lastDeliveredAt }), 20);
-  process.on('message', (m: { type: string }) => {
+  process.on('message', (m: { type: string; written?: number; timeoutMs?: number }) => {
     if (m.type === 'record') {
-      recording = true;
       latencies = [];
     } else if (m.type === 'report') {
-      recording = false;
-      latencies.sort((a, b) => a - b);
+      const written = m.written ?? 0;
+      const timeoutMs = m.timeoutMs ?? 0;
+      const all: number[] = [];
+      let lost = 0;
+      for (let i = 0; i < written; i++) {
+        const v = latencies[i];
+        if (v === undefined || Number.isNaN(v)) {
+          lost++;
+          all.push(timeoutMs);
+        } else all.push(v);
+      }
+      all.sort((a, b) => a - b);
       process.send?.({
         type: 'latency',
-        n: latencies.length,
-        p50: percentile(latencies, 50),
-        p99: percentile(latencies, 99),
-        max: latencies[latencies.length - 1] ?? NaN,
+        n: written,
+        lost,
+        p50: percentile(all, 50),
+        p99: percentile(all, 99),
+        max: all[all.length - 1] ?? Number.NaN,
       });
     } else if (m.type === 'stop') {
       clearInterval(progress);
@@ -171,6 +202,7 @@ interface Progress {
 
 interface Latency {
   n: number;
+  lost: number;
   p50: number;
   p99: number;
   max: number;
@@ -252,9 +284,27 @@ async function main(): Promise<void> {
     children.push(agentChild);
     await new Promise((r) => setTimeout(r, 1500));
 
-    const waitDelivered = async (target: number, timeoutMs: number) => {
-      const deadline = Date.now() + timeoutMs;
-      while (progress.delivered + progress.missed < target && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const goals = new Goals();
+    const timeoutMs = Number(args['timeout-s']) * 1000;
+    /** The number of the newest line readable from the store (`GET /v1/apps/bench/logs?n=1`), for lines tagged `tag`. */
+    const lastStored = async (tag: string): Promise<number> => {
+      const res = await request(`${coordinator.url}/v1/apps/bench/logs?n=1`, {
+        headers: { authorization: `Bearer ${coordinator.adminToken}` },
+      });
+      const body = (await res.body.json()) as { lines?: { line: string }[] };
+      const line = body.lines?.at(-1)?.line ?? '';
+      return line.startsWith(`${tag} `) ? Number(line.split(' ')[1]) : 0;
+    };
+    /** Waits until `target` lines are on the websocket and line `last` of `tag` is stored; returns when both held (NaN on timeout). */
+    const waitDelivered = async (target: number, tag: string, last: number, deadline: number): Promise<number> => {
+      let storedAt = Number.NaN;
+      while (Date.now() < deadline) {
+        if (Number.isNaN(storedAt) && (await lastStored(tag)) >= last) storedAt = nowMs();
+        if (progress.delivered >= target && !Number.isNaN(storedAt)) return Math.max(storedAt, progress.lastDeliveredAt);
+        if (progress.missed > 0) return Number.NaN;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      return Number.NaN;
     };
 
     // 1. Flood.
@@ -270,8 +320,8 @@ async function main(): Promise<void> {
     children.push(w1);
     await exited(w1);
     const writtenAt = nowMs();
-    await waitDelivered(lines, 300_000);
-    const seconds = (progress.lastDeliveredAt - floodStart) / 1000;
+    const doneAt = await waitDelivered(lines, 'flood', lines, Date.now() + timeoutMs + (writtenAt - floodStart));
+    const seconds = (doneAt - floodStart) / 1000;
     const cpu = {
       coordinator: cpuSeconds(undefined) - cpuBefore.coordinator,
       main: cpuSeconds(undefined, true) - cpuBefore.main,
@@ -280,8 +330,10 @@ async function main(): Promise<void> {
     };
     console.log(
       `flood: ${lines} lines written in ${((writtenAt - floodStart) / 1000).toFixed(2)} s; ` +
-        `${progress.delivered} delivered on the websocket${progress.missed ? ` (${progress.missed} skipped as slow-client)` : ''} ` +
-        `in ${seconds.toFixed(2)} s: ${Math.round(progress.delivered / seconds).toLocaleString('en-US')} lines/s end to end`,
+        `${progress.delivered} delivered on the websocket${progress.missed ? ` (${progress.missed} skipped as slow-client)` : ''}` +
+        (Number.isNaN(doneAt)
+          ? `; not all delivered and stored within ${timeoutMs / 1000} s`
+          : `, all stored and delivered in ${seconds.toFixed(2)} s`),
     );
     console.log(
       `flood CPU: coordinator ${cpu.coordinator.toFixed(2)} s (its main thread ${cpu.main.toFixed(2)} s: ` +
@@ -289,6 +341,22 @@ async function main(): Promise<void> {
         `(${Math.round(lines / cpu.coordinator).toLocaleString('en-US')} lines per coordinator CPU-second, ` +
         `${Math.round(lines / cpu.agent).toLocaleString('en-US')} per agent CPU-second); load average ${loadavg()[0]?.toFixed(2)}`,
     );
+    goals.check({
+      name: `end to end, ${lines.toLocaleString('en-US')}-line burst, capture → stored and on a live websocket`,
+      value: Number.isNaN(doneAt) ? 0 : lines / seconds,
+      unit: 'lines/s',
+      op: '>=',
+      goal: THROUGHPUT_GOAL,
+      digits: 0,
+    });
+    goals.check({
+      name: 'burst lines lost or skipped',
+      value: Math.max(0, lines - progress.delivered),
+      unit: 'lines',
+      op: '<=',
+      goal: 0,
+      digits: 0,
+    });
 
     // 2. Latency at a steady rate.
     const rate = Number(args.rate);
@@ -297,19 +365,32 @@ async function main(): Promise<void> {
     wsChild.send({ type: 'record' });
     const w2 = run('writer', ['--file', file, '--mode', 'paced', '--rate', String(rate), '--seconds', String(secs)]);
     children.push(w2);
+    let written = 0;
+    w2.on('message', (m: { type: string; n: number }) => {
+      if (m.type === 'written') written = m.n;
+    });
     await exited(w2);
-    await waitDelivered(base + Math.floor(rate * secs * 0.99), 30_000);
-    await new Promise((r) => setTimeout(r, 500));
-    wsChild.send({ type: 'report' });
+    if (written === 0) throw new Error('the paced writer did not say how many lines it wrote');
+    await waitDelivered(base + written, 'paced', written, Date.now() + timeoutMs);
+    wsChild.send({ type: 'report', written, timeoutMs });
     const deadline = Date.now() + 10_000;
     while (!latency && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     const l = latency as Latency | null;
     if (!l) throw new Error('the websocket client did not report');
     console.log(
-      `latency at ${rate.toLocaleString('en-US')} lines/s for ${secs} s (${l.n} lines, write → websocket): ` +
-        `p50 ${l.p50.toFixed(1)} ms, p99 ${l.p99.toFixed(1)} ms, max ${l.max.toFixed(1)} ms`,
+      `latency at ${rate.toLocaleString('en-US')} lines/s for ${secs} s (${l.n} lines written, ${l.lost} never arrived and count as ${timeoutMs} ms; write → websocket): ` +
+        `p50 ${l.p50.toFixed(1)} ms, max ${l.max.toFixed(1)} ms`,
     );
+    goals.check({
+      name: `p99 write → websocket at ${rate.toLocaleString('en-US')} lines/s`,
+      value: l.p99,
+      unit: 'ms',
+      op: '<',
+      goal: P99_GOAL_MS,
+    });
+    goals.check({ name: 'paced lines lost', value: l.lost, unit: 'lines', op: '<=', goal: 0, digits: 0 });
     wsChild.send({ type: 'stop' });
+    goals.finish('logs');
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
     await Promise.all(children.map(exited));

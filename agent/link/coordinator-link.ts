@@ -53,9 +53,10 @@ export interface CoordinatorLinkOptions {
   /** First reconnect delay, ms. Default 500; doubles up to `maxBackoffMs`, with jitter. */
   initialBackoffMs?: number;
   /**
-   * Longest reconnect delay, ms. Default 15000. While waiting longer than {@link FAST_RETRY_MS},
-   * the coordinator's address is probed over TCP every second and a probe that connects cuts the
-   * wait short: a healed link is used again within about two seconds.
+   * Longest reconnect delay, ms. Default 15000. While waiting longer than {@link PROBE_MS}, the
+   * coordinator's address is probed over TCP every {@link PROBE_MS} and a probe that connects cuts
+   * the wait short (on a fresh channel, after a jitter of up to {@link PROBE_JITTER_MS}): a
+   * coordinator back up is used again within about a second (bench/reconnect.ts).
    */
   maxBackoffMs?: number;
   /**
@@ -68,10 +69,18 @@ export interface CoordinatorLinkOptions {
 
 export type LinkState = 'idle' | 'joining' | 'connecting' | 'connected' | 'closed';
 
-/** Waits longer than this are cut short once the coordinator's address answers TCP, ms. */
+/** Longest backoff of the gRPC channel's own reconnects, ms. */
 export const FAST_RETRY_MS = 2000;
-/** Interval of the TCP probes during a long wait, and the timeout of each, ms. */
-const PROBE_MS = 1000;
+/** Waits longer than this are probed over TCP at this interval and cut short once the address answers, ms. */
+export const PROBE_MS = 500;
+/** Timeout of one TCP probe, ms. */
+const PROBE_TIMEOUT_MS = 1000;
+/**
+ * Most random delay between a probe that connects and the dial: a fleet whose coordinator came
+ * back does not dial in the same millisecond (with the probes' own random phases, 1,000 agents
+ * arrive spread over about a second), ms.
+ */
+export const PROBE_JITTER_MS = 500;
 
 const CHANNEL_OPTIONS = {
   // A link cut without a FIN or RST (a partition) is noticed within ~5 s, not at the next write.
@@ -82,6 +91,9 @@ const CHANNEL_OPTIONS = {
   'grpc.initial_reconnect_backoff_ms': 300,
   'grpc.max_reconnect_backoff_ms': FAST_RETRY_MS,
   'grpc.max_receive_message_length': 64 * 1024 * 1024,
+  // A channel of its own (not the process-wide subchannel pool): a fresh client made after a
+  // probe connected does not inherit the old one's reconnect backoff.
+  'grpc.use_local_subchannel_pool': 1,
   // The server certificate names the coordinator, not the address agents dial; the pinned CA is the trust.
   'grpc.ssl_target_name_override': COORDINATOR_TLS_NAME,
   'grpc.default_authority': COORDINATOR_TLS_NAME,
@@ -320,14 +332,14 @@ export class CoordinatorLink {
       this.#stopProbing();
       this.#connect();
     }, delay);
-    if (delay > FAST_RETRY_MS && code !== grpc.status.UNAUTHENTICATED) this.#probe();
+    if (delay > PROBE_MS && code !== grpc.status.UNAUTHENTICATED) this.#probe();
   }
 
   /** During a long wait: once the address answers TCP (the link healed), dial again soon. */
   #probe(): void {
     this.#probeTimer = this.#o.clock.setTimeout(() => {
       this.#probeTimer = null;
-      void answersTcp(this.#o.address, PROBE_MS).then((answers) => {
+      void answersTcp(this.#o.address, PROBE_TIMEOUT_MS).then((answers) => {
         if (this.#retryTimer === null || this.#state === 'closed') return;
         if (!answers) {
           this.#probe();
@@ -339,12 +351,24 @@ export class CoordinatorLink {
         this.#retryTimer = this.#o.clock.setTimeout(
           () => {
             this.#retryTimer = null;
+            this.#freshChannel();
             this.#connect();
           },
-          Math.round(Math.random() * 300),
+          Math.round(Math.random() * PROBE_JITTER_MS),
         );
       });
     }, PROBE_MS);
+  }
+
+  /**
+   * Replaces the client by one on a new channel: the old channel may sit in its own reconnect
+   * backoff (up to {@link FAST_RETRY_MS}), where a call fails at once, though the address answers.
+   */
+  #freshChannel(): void {
+    const caPem = this.#identity?.caPem;
+    if (!this.#client || !caPem || this.#state === 'closed') return;
+    this.#client.close();
+    this.#client = CoordinatorLink.#clientFor(this.#o.address, caPem);
   }
 
   #stopProbing(): void {

@@ -18,7 +18,11 @@ export interface LogTailerOptions {
   spool: LogSpool;
   /** Called after lines were appended to the spool. */
   onAppended?: () => void;
-  /** How often files are checked when nothing wakes the tailer, ms. Default 100. */
+  /**
+   * How often every file is checked when nothing wakes the tailer, ms. Default 1000 while each
+   * file has its watcher (a write wakes the tailer for that file at once; the round only catches
+   * replaced files, partial lines and retirement), 100 while one has none.
+   */
   pollMs?: number;
   /** Most bytes read from one file per round, so one flooding process cannot starve the others. Default 256 KiB. */
   readBytes?: number;
@@ -92,6 +96,9 @@ export class LogTailer {
   readonly #maxLine: number;
   #timer: ClockTimer | null = null;
   #immediate: NodeJS.Immediate | null = null;
+  /** Files their watcher said were written to, read on the next turn without a whole round. */
+  readonly #dirty = new Set<Tailed>();
+  #dirtyImmediate: NodeJS.Immediate | null = null;
   #state: 'idle' | 'running' | 'closed' = 'idle';
 
   constructor(options: LogTailerOptions) {
@@ -166,12 +173,16 @@ export class LogTailer {
     this.#state = 'closed';
     if (this.#timer) this.#o.clock.clearTimeout(this.#timer);
     if (this.#immediate) clearImmediate(this.#immediate);
+    if (this.#dirtyImmediate) clearImmediate(this.#dirtyImmediate);
+    this.#dirty.clear();
     for (const t of this.#files.values()) this.#release(t);
     this.#files.clear();
   }
 
   #round(): void {
     if (this.#state !== 'running') return;
+    // Every file is read below.
+    this.#dirty.clear();
     let busy = false;
     let appended = false;
     for (const t of [...this.#files.values()]) {
@@ -186,17 +197,59 @@ export class LogTailer {
     if (appended) this.#o.onAppended?.();
     if (this.#state !== 'running') return;
     if (busy) this.wake();
-    else this.#timer = this.#o.clock.setTimeout(() => this.#round(), this.#o.pollMs ?? 100);
+    else this.#timer = this.#o.clock.setTimeout(() => this.#round(), this.#pollMs());
   }
 
-  /** Reads up to one buffer of a file; `more` when it has more to read right away. */
-  #readSome(t: Tailed): { more: boolean; appended: boolean } {
+  #pollMs(): number {
+    if (this.#o.pollMs !== undefined) return this.#o.pollMs;
+    for (const t of this.#files.values()) if (t.watcher === null) return 100;
+    return 1000;
+  }
+
+  /** A watcher saw `t` written to: read it (only it) on the next turn of the loop. */
+  #wakeFor(t: Tailed): void {
+    // A whole round coming next reads it anyway.
+    if (this.#state !== 'running' || this.#immediate) return;
+    this.#dirty.add(t);
+    this.#dirtyImmediate ??= setImmediate(() => {
+      this.#dirtyImmediate = null;
+      this.#readDirty();
+    });
+  }
+
+  #readDirty(): void {
+    if (this.#state !== 'running') return;
+    const files = [...this.#dirty];
+    this.#dirty.clear();
+    let appended = false;
+    for (const t of files) {
+      if (this.#files.get(t.spec.path) !== t || t.fd === null) continue;
+      try {
+        const r = this.#readSome(t, false);
+        appended ||= r.appended;
+        // A busy file: whole rounds from now on, as after a timer round, so a flood in one file
+        // is read a bounded amount at a time beside the others.
+        if (r.more) this.wake();
+      } catch (err) {
+        this.#logger.warn({ err, path: t.spec.path }, 'could not read a log file; will try again');
+      }
+    }
+    if (appended) this.#o.onAppended?.();
+  }
+
+  /**
+   * Reads up to one buffer of a file; `more` when it has more to read right away. `checkPath`:
+   * also see whether the path now names another file (replaced); the periodic round does.
+   */
+  #readSome(t: Tailed, checkPath = true): { more: boolean; appended: boolean } {
     const now = this.#o.clock.now();
-    let pathIno = 0;
-    try {
-      pathIno = statSync(t.spec.path).ino;
-    } catch {
-      pathIno = 0;
+    let pathIno = t.ino;
+    if (checkPath || t.fd === null) {
+      try {
+        pathIno = statSync(t.spec.path).ino;
+      } catch {
+        pathIno = 0;
+      }
     }
     if (t.fd === null) {
       if (pathIno === 0) {
@@ -343,7 +396,7 @@ export class LogTailer {
 
   #watch(t: Tailed): void {
     try {
-      t.watcher = watch(t.spec.path, { persistent: false }, () => this.wake());
+      t.watcher = watch(t.spec.path, { persistent: false }, () => this.#wakeFor(t));
       t.watcher.on('error', () => {
         t.watcher?.close();
         t.watcher = null;
@@ -369,6 +422,7 @@ export class LogTailer {
 
   #forget(t: Tailed): void {
     this.#release(t);
+    this.#dirty.delete(t);
     this.#files.delete(t.spec.path);
     this.#o.spool.forgetFile(t.spec.path);
   }
