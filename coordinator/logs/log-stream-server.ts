@@ -22,7 +22,12 @@ export interface LogStreamServerOptions {
   authorize: (request: IncomingMessage, socket: Duplex) => boolean;
   clock: Clock;
   logger: Logger;
-  /** Above this many bytes waiting to go out to a client, its new lines are skipped (and counted). Default 1 MiB. */
+  /**
+   * Above this many bytes waiting to go out to a client, its new lines are skipped (and counted).
+   * Default 4 MiB: a live message of a burst is one agent batch (256 KiB of text, ~500 KB as JSON),
+   * so 1 MiB was two messages and a local follower descheduled for ~20 ms on a busy host missed
+   * lines of a burst it would have caught up with; 4 MiB is ~8 messages, still bounded per client.
+   */
   highWaterBytes?: number;
   /** A client that keeps missing lines for this long is cut off, ms. Default 30 s. */
   slowCutoffMs?: number;
@@ -89,7 +94,7 @@ export class LogStreamServer {
   }
 
   #serve(ws: WebSocket, query: ReturnType<typeof parseLogQuery>): void {
-    const highWater = this.#o.highWaterBytes ?? 1024 * 1024;
+    const highWater = this.#o.highWaterBytes ?? 4 * 1024 * 1024;
     const cutoffMs = this.#o.slowCutoffMs ?? 30_000;
     const send = (message: LogStreamMessage) => ws.send(JSON.stringify(message));
     let missed = 0;
