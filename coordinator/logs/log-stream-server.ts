@@ -46,9 +46,11 @@ export class LogStreamServer {
   readonly #o: LogStreamServerOptions;
   readonly #logger: Logger;
   readonly #wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024, handleProtocols: selectWebsocketProtocol });
-  /** Lines of one batch share their read time: their ISO string is made once. */
-  #lastTs = -1;
-  #lastIso = '';
+  /**
+   * The live message of each published array of lines, made once: the hub hands the same array to
+   * every subscriber of the app without a filter, so N followers cost one serialization, not N.
+   */
+  readonly #messages = new WeakMap<readonly StoredLogLine[], string>();
 
   constructor(options: LogStreamServerOptions) {
     this.#o = options;
@@ -85,12 +87,25 @@ export class LogStreamServer {
     this.#wss.close();
   }
 
+  /** Lines of one batch share their read time: their ISO string is made once. */
+  #lastTs = -1;
+  #lastIso = '';
+
   #view(l: StoredLogLine): LogLineView {
     if (l.ts !== this.#lastTs) {
       this.#lastTs = l.ts;
       this.#lastIso = new Date(l.ts).toISOString();
     }
     return { ts: this.#lastIso, source: l.source, stream: l.stream, agent: l.agent, line: l.line };
+  }
+
+  #liveMessage(lines: StoredLogLine[]): string {
+    let text = this.#messages.get(lines);
+    if (text === undefined) {
+      text = JSON.stringify({ lines: lines.map((l) => this.#view(l)) } satisfies LogStreamMessage);
+      this.#messages.set(lines, text);
+    }
+    return text;
   }
 
   #serve(ws: WebSocket, query: ReturnType<typeof parseLogQuery>): void {
@@ -125,7 +140,7 @@ export class LogStreamServer {
           drainTimer ??= setInterval(checkDrain, 100);
           return;
         }
-        send({ lines: lines.map((l) => this.#view(l)) });
+        ws.send(this.#liveMessage(lines));
       },
     });
     ws.on('close', () => {
