@@ -525,19 +525,7 @@ export class AgentHub {
       call.emit('error', grpcError(grpc.status.NOT_FOUND, `No backup transfer ${call.request.transfer} for ${agent}.`));
       return;
     }
-    const stream = createReadStream(path, { highWaterMark: 256 * 1024 });
-    stream.on('data', (chunk) => {
-      if (!call.write({ data: chunk })) {
-        stream.pause();
-        call.once('drain', () => stream.resume());
-      }
-    });
-    stream.on('end', () => call.end());
-    stream.on('error', (err) => {
-      this.#logger.error({ err }, 'failed to read a backup in transit');
-      call.emit('error', grpcError(grpc.status.INTERNAL, 'Failed to read the backup.'));
-    });
-    call.on('cancelled', () => stream.destroy());
+    this.#streamFile(call, path, 'the backup', {});
   }
 
   #onFetchArtifact(call: grpc.ServerWritableStream<FetchArtifactRequest__Output, ArtifactChunk>): void {
@@ -551,17 +539,27 @@ export class AgentHub {
       call.emit('error', grpcError(grpc.status.NOT_FOUND, `No artifact ${sha}.`));
       return;
     }
+    this.#streamFile(call, path, 'the artifact', { sha });
+  }
+
+  /** Streams a file to a server-streaming call in 256 KiB chunks, pausing while the call is full. */
+  #streamFile(
+    call: grpc.ServerWritableStream<unknown, { data: Buffer }>,
+    path: string,
+    what: string,
+    fields: Record<string, unknown>,
+  ): void {
     const stream = createReadStream(path, { highWaterMark: 256 * 1024 });
     stream.on('data', (chunk) => {
-      if (!call.write({ data: chunk })) {
+      if (!call.write({ data: chunk as Buffer })) {
         stream.pause();
         call.once('drain', () => stream.resume());
       }
     });
     stream.on('end', () => call.end());
     stream.on('error', (err) => {
-      this.#logger.error({ err, sha }, 'failed to read an artifact');
-      call.emit('error', grpcError(grpc.status.INTERNAL, 'Failed to read the artifact.'));
+      this.#logger.error({ err, ...fields }, `failed to read ${what}`);
+      call.emit('error', grpcError(grpc.status.INTERNAL, `Failed to read ${what}.`));
     });
     call.on('cancelled', () => stream.destroy());
   }
