@@ -43,8 +43,8 @@ export function defaultAdvertiseAddress(): string {
 /** Settings of an agent; defaults live here. */
 export const agentConfigSchema = z
   .object({
-    /** `HOST:PORT` of the coordinator's gRPC server. */
-    coordinator: z.string().regex(/^[^\s:]+:\d{1,5}$/, 'must be HOST:PORT'),
+    /** `HOST:PORT` of the coordinator's gRPC server, or several comma-separated (coordinators sharing a data dir). */
+    coordinator: z.string().regex(/^[^\s:,]+:\d{1,5}(,[^\s:,]+:\d{1,5})*$/, 'must be HOST:PORT, or several comma-separated'),
     /** The join token from the coordinator's data dir: `hgr_join_<secret>.<CA fingerprint>`. */
     joinToken: z.string().min(8),
     /** Where builds, instances and the desired-state cache live. */
@@ -449,6 +449,8 @@ async function assemble(
     onDisconnected: () => logs.onDisconnected(),
     onLogAck: (seq, epoch) => logs.onAck(seq, epoch),
     onDesiredState: (state) => desired.apply(state, { fromCache: false }),
+    leaderEpoch: () => desired.leaderEpoch,
+    onLeaderEpoch: (epoch) => desired.noteLeaderEpoch(epoch),
     onRunInput: (input) => runs.input(input),
     onAddonJob: (job) => void addons.runJob(job).then((result) => link?.send({ addonJobResult: result })),
   });

@@ -40,13 +40,18 @@ import type {
   TlsSettingsView,
   TokenScopeName,
   TokenView,
+  CoordinatorsView,
 } from '../common/api-types.js';
 import type { DashboardLoginLinkView, WhoamiView } from '../common/dashboard-types.js';
-import { HangarError, type ErrorCode } from '../common/errors.js';
+import { HangarError, isHangarError, type ErrorCode } from '../common/errors.js';
 
 /** Options of {@link ApiClient}. */
 export interface ApiClientOptions {
-  /** Base URL of the coordinator's HTTP API: `http://host:7080` (a trailing slash is ignored). */
+  /**
+   * Base URL of the coordinator's HTTP API: `http://host:7080` (a trailing slash is ignored), or
+   * several comma-separated (coordinators sharing a data dir): the leader is found through
+   * `GET /v1/health` on first use, and asked again once when a follower answers `NOT_LEADER`.
+   */
   url: string;
   /** Admin token, sent as `Authorization: Bearer TOKEN`. */
   token: string;
@@ -146,8 +151,11 @@ export type MaintenanceChange =
 
 /** Client of one coordinator. Call {@link ApiClient.close} when done (idempotent). */
 export class ApiClient {
-  /** The coordinator's base URL, safe to print. */
-  readonly url: string;
+  /** Every coordinator given, in order. */
+  readonly #urls: string[];
+  #url: string;
+  /** The leader was found (or there is only one coordinator to ask). */
+  #leaderKnown: boolean;
   readonly #token: string;
   readonly #timeoutMs: number;
   readonly #dispatcher: Dispatcher;
@@ -155,11 +163,66 @@ export class ApiClient {
   #closed: Promise<void> | undefined;
 
   constructor(options: ApiClientOptions) {
-    this.url = options.url.replace(/\/+$/, '');
+    this.#urls = options.url
+      .split(',')
+      .map((u) => u.trim().replace(/\/+$/, ''))
+      .filter((u) => u !== '');
+    this.#url = this.#urls[0] ?? '';
+    this.#leaderKnown = this.#urls.length <= 1;
     this.#token = options.token;
     this.#timeoutMs = options.timeoutMs ?? 60_000;
     this.#ownsDispatcher = options.dispatcher === undefined;
     this.#dispatcher = options.dispatcher ?? new Agent({ keepAliveTimeout: 4_000 });
+  }
+
+  /** The base URL of the coordinator asked (the leader once found), safe to print. */
+  get url(): string {
+    return this.#url;
+  }
+
+  /** `GET /v1/coordinators`: the leader, its epoch and lease, and the followers. */
+  async coordinators(): Promise<CoordinatorsView> {
+    const body = await this.#call('GET', '/v1/coordinators');
+    expectRecord(body, 'leader');
+    expectArray(body, 'followers');
+    return body as unknown as CoordinatorsView;
+  }
+
+  /**
+   * With several coordinators: asks each `GET /v1/health` in turn and keeps the leader (or the
+   * one a follower names) for the rest of this client's life.
+   */
+  async #findLeader(): Promise<void> {
+    if (this.#leaderKnown) return;
+    let lastError: unknown = null;
+    for (const base of this.#urls) {
+      try {
+        const response = await request(`${base}/v1/health`, {
+          dispatcher: this.#dispatcher,
+          headersTimeout: Math.min(this.#timeoutMs, 5000),
+          bodyTimeout: Math.min(this.#timeoutMs, 5000),
+        });
+        const health = parseJson(await response.body.text());
+        if (response.statusCode !== 200 || !isRecord(health)) continue;
+        // A coordinator without a role is one from before several could share a data dir: it leads.
+        if (health.role === 'follower') {
+          const leader = isRecord(health.leader) && typeof health.leader.url === 'string' ? health.leader.url : null;
+          if (!leader) continue;
+          this.#url = leader.replace(/\/+$/, '');
+        } else {
+          this.#url = base;
+        }
+        this.#leaderKnown = true;
+        return;
+      } catch (err) {
+        lastError = err;
+      }
+    }
+    if (lastError) throw this.#networkError(lastError);
+    throw new HangarError(
+      'NOT_LEADER',
+      `None of the coordinators in HANGAR_URL (${this.#urls.join(', ')}) leads right now (an election takes a few seconds); try again.`,
+    );
   }
 
   /** `GET /v1/health` (no token needed). */
@@ -510,7 +573,8 @@ export class ApiClient {
    * and `{missed: N}` notices, each handed to `onMessage`. Resolves when the stream ends (the
    * coordinator stopped or `signal` aborted); rejects when it cannot be opened.
    */
-  streamLogs(app: string, query: LogsQuery, onMessage: (message: LogStreamMessage) => void, signal?: AbortSignal): Promise<void> {
+  async streamLogs(app: string, query: LogsQuery, onMessage: (message: LogStreamMessage) => void, signal?: AbortSignal): Promise<void> {
+    await this.#findLeader();
     const url = new URL(`${this.url.replace(/^http/, 'ws')}${appPath(app, 'logs', 'stream')}`);
     for (const [key, value] of Object.entries(query)) if (value !== undefined) url.searchParams.set(key, String(value));
     return new Promise((resolve, reject) => {
@@ -630,6 +694,23 @@ export class ApiClient {
   }
 
   async #call(method: Method, path: string, options: CallOptions = {}): Promise<Record<string, unknown>> {
+    if (path !== '/v1/health') await this.#findLeader();
+    try {
+      return await this.#callOnce(method, path, options);
+    } catch (err) {
+      // A follower (or a leader that just lost the lease) answered: ask the one it names, once.
+      if (this.#urls.length <= 1 || !isHangarError(err, 'NOT_LEADER')) throw err;
+      const named = isRecord(err.details) && typeof err.details.leader === 'string' ? err.details.leader : null;
+      if (named && named.replace(/\/+$/, '') !== this.#url) this.#url = named.replace(/\/+$/, '');
+      else {
+        this.#leaderKnown = false;
+        await this.#findLeader();
+      }
+      return this.#callOnce(method, path, options);
+    }
+  }
+
+  async #callOnce(method: Method, path: string, options: CallOptions): Promise<Record<string, unknown>> {
     const url = new URL(`${this.url}${path}`);
     for (const [key, value] of Object.entries(options.query ?? {})) {
       if (value !== undefined) url.searchParams.set(key, String(value));
@@ -705,6 +786,8 @@ export class ApiClient {
   #responseError(status: number, json: unknown, method: Method, path: string): HangarError {
     if (isErrorBody(json)) {
       // The server's code is kept as sent: it comes from the same table in common/errors.ts.
+      if (json.code === 'NOT_LEADER')
+        return new HangarError('NOT_LEADER', json.message, { details: { leader: (json as { leader?: unknown }).leader ?? null } });
       return new HangarError(json.code as ErrorCode, json.message, { details: json.details });
     }
     const code: ErrorCode =

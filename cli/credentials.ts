@@ -45,6 +45,20 @@ const TOKEN_PATTERN = /^[\x21-\x7e]+$/;
  * URL can be printed safely in messages.
  */
 export function parseCoordinatorUrl(input: string): string {
+  // Several coordinators sharing a data dir: `http://a:7080,http://b:7080`.
+  if (input.includes(',')) {
+    const urls = input
+      .split(',')
+      .map((u) => u.trim())
+      .filter((u) => u !== '');
+    if (urls.length === 0)
+      throw new HangarError('BAD_INPUT', `"${input}" holds no URL; give the coordinator's address, e.g. http://10.0.0.5:7080`);
+    return urls.map(parseOneCoordinatorUrl).join(',');
+  }
+  return parseOneCoordinatorUrl(input);
+}
+
+function parseOneCoordinatorUrl(input: string): string {
   let url: URL;
   try {
     url = new URL(input);

@@ -81,6 +81,49 @@ export interface ErrorBody {
 export interface HealthView {
   ok: true;
   version: string;
+  /** `leader`: this coordinator answers the API; `follower`: it answers only this and names the leader. Absent before 0.x HA. */
+  role?: CoordinatorRole;
+  /** This coordinator's name. */
+  name?: string;
+  /** The leader's epoch (on the leader). */
+  epoch?: number;
+  /** Unix ms the leader's lease runs to, as last renewed (on the leader). */
+  leaseExpiresAt?: number | null;
+  /** The leader as the lease row names it (null: none right now, an election is under way). */
+  leader?: LeaderView | null;
+  /** Other coordinators seen lately (on the leader). */
+  followers?: CoordinatorView[];
+}
+
+export type CoordinatorRole = 'leader' | 'follower';
+
+/** The leading coordinator (`hangar coordinator status`). */
+export interface LeaderView {
+  name: string;
+  /** `HOST:PORT` agents dial. */
+  address: string;
+  /** Its HTTP API. */
+  url: string;
+  /** The fencing token: bumped by every election. 0: a coordinator alone, without a lease. */
+  epoch: number;
+  /** Unix ms (null: no lease). */
+  leaseExpiresAt: number | null;
+}
+
+/** Another coordinator of the same database. */
+export interface CoordinatorView {
+  name: string;
+  address: string;
+  url: string;
+  role: CoordinatorRole;
+  /** Unix ms of its last tick of the election. */
+  lastSeen: number;
+}
+
+/** Answer of `GET /v1/coordinators` (`hangar coordinator status --json`). */
+export interface CoordinatorsView {
+  leader: LeaderView;
+  followers: CoordinatorView[];
 }
 
 export type AgentState = 'up' | 'down';

@@ -37,6 +37,8 @@ export const ERROR_STATUS = {
   NO_AGENTS: 503,
   /** The agent named for a run is not connected. */
   AGENT_DOWN: 503,
+  /** This coordinator follows (or just lost the lease): the answer names the leader to ask. */
+  NOT_LEADER: 503,
   RELEASE_UNHEALTHY: 500,
   RELEASE_PHASE_FAILED: 500,
   /** An app.json postdeploy script failed after the release went live (it stays live). */

@@ -1,4 +1,5 @@
 import { mkdir, readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { systemClock, type Clock } from '../common/clock.js';
@@ -10,6 +11,7 @@ import { Addons } from './addons/addons.js';
 import { AddonBackups } from './addons/addon-backups.js';
 import { BackupTransfers } from './addons/backup-transfers.js';
 import type { AgentMessage__Output } from '../proto/loader.js';
+import type { CoordinatorsView } from '../common/api-types.js';
 import { AgentHub, type AgentHubEvents } from './fleet/agent-hub.js';
 import { AgentReports } from './fleet/agent-reports.js';
 import { DesiredStateAssembler } from './fleet/desired-state.js';
@@ -155,6 +157,22 @@ export interface CoordinatorDeps {
   onAutoscaleDecision?: (decision: AutoscaleDecision) => void;
   /** Clock of certificate validity and renewal (tests move it forward). Default: `clock`. */
   certClock?: Clock;
+  /**
+   * Set when this coordinator was elected among several sharing its data dir
+   * (coordinator/ha/coordinator-node.ts): every write of its database connections is fenced to
+   * `epoch`. Default: none, a coordinator alone on its data dir (epoch 0, nothing fenced).
+   */
+  leadership?: Leadership;
+}
+
+/** What an elected coordinator is started with. */
+export interface Leadership {
+  /** The epoch of its election (the fencing token agents see too). */
+  epoch: number;
+  /** A write was refused: another coordinator was elected since. Called once; the caller stops this coordinator. */
+  onFenced(): void;
+  /** The leader and its followers, as the lease table says. */
+  coordinators(): CoordinatorsView;
 }
 
 /** A running coordinator. */
@@ -191,7 +209,21 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   const secrets = await SecretBox.fromKeyFile(join(c.dataDir, 'secret-key'));
   const httpsOptions = c.tlsCert && c.tlsKey ? { cert: await readFile(c.tlsCert), key: await readFile(c.tlsKey) } : null;
 
-  const store = new Store({ path: join(c.dataDir, 'hangar.db'), secrets });
+  const localHost = (host: string) => (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host);
+  let fencedOnce = false;
+  const writeFence = deps.leadership
+    ? {
+        epoch: deps.leadership.epoch,
+        // Inside the refused statement: only note it, and step down from a clean stack.
+        onFenced: () => {
+          if (fencedOnce) return;
+          fencedOnce = true;
+          logger.error({ epoch: deps.leadership?.epoch }, 'a write was fenced: another coordinator leads now; stepping down');
+          setImmediate(() => deps.leadership?.onFenced());
+        },
+      }
+    : undefined;
+  const store = new Store({ path: join(c.dataDir, 'hangar.db'), secrets, ...(writeFence ? { fence: writeFence } : {}) });
   const sessions = new DashboardSessions({ findToken: (hash) => store.findTokenByHash(hash), clock });
   const auth = new SessionAuthenticator({ store, clock, sessions });
   auth.seed(adminToken, 'admin', 'admin', 'admin_token_seeded');
@@ -201,6 +233,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     searchPath: join(c.dataDir, 'log-search.db'),
     maxAgeMs: c.logRetentionDays * 86_400_000,
     maxBytes: c.logRetentionBytes,
+    ...(writeFence ? { fence: writeFence } : {}),
   });
   // Fills the grep index beside ingestion (a worker thread), never inside its transactions.
   const logIndexer = new LogIndexer({ sourcePath: join(c.dataDir, 'hangar.db'), path: join(c.dataDir, 'log-search.db'), logger });
@@ -233,6 +266,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     logger,
     artifactPath: (sha) => (store.hasArtifact(sha) ? join(artifactDir, `${sha}.tar.gz`) : null),
     backupTransfers,
+    leaderEpoch: deps.leadership?.epoch ?? 0,
   });
   const certClock = deps.certClock ?? clock;
   const certs = new CertStore(store, secrets);
@@ -473,9 +507,26 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     ],
     logs,
     logHub,
+    coordinators: () => coordinatorsView(),
   });
+  // Alone on its data dir: it leads, without a lease.
+  const coordinatorsView = (): CoordinatorsView =>
+    deps.leadership?.coordinators() ?? {
+      leader: {
+        name: hostname(),
+        address: `${localHost(c.grpcHost)}:${grpcPort}`,
+        url: `${httpsOptions ? 'https' : 'http'}://${localHost(c.httpHost)}:${httpPortOf()}`,
+        epoch: 0,
+        leaseExpiresAt: null,
+      },
+      followers: [],
+    };
+  const httpPortOf = () => {
+    const address = api.server.address();
+    return typeof address === 'object' && address ? address.port : c.httpPort;
+  };
 
-  let grpcPort: number;
+  let grpcPort = c.grpcPort;
   try {
     grpcPort = await hub.start(agentEvents);
     await api.listen({ port: c.httpPort, host: c.httpHost });
@@ -492,8 +543,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   logIndexer.start();
   cron.start();
   await addonBackups.start();
-  const address = api.server.address();
-  const httpPort = typeof address === 'object' && address ? address.port : c.httpPort;
+  const httpPort = httpPortOf();
   const loop = setInterval(() => {
     try {
       fleet.tick();
@@ -515,8 +565,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   };
   const pruneLoop = setInterval(prune, 30_000);
   prune();
-  const localHost = (host: string) => (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host);
-  logger.info({ httpPort, grpcPort, dataDir: c.dataDir }, 'coordinator ready');
+  logger.info({ httpPort, grpcPort, dataDir: c.dataDir, epoch: deps.leadership?.epoch ?? 0 }, 'coordinator ready');
 
   let closed: Promise<void> | null = null;
   return {

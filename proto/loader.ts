@@ -66,3 +66,5 @@ export function loadProto(): ProtoGrpcType {
 /** Metadata keys of every agent call. */
 export const AUTH_METADATA_KEY = 'authorization';
 export const AGENT_METADATA_KEY = 'x-hangar-agent';
+/** Trailing metadata of a follower coordinator's UNAVAILABLE answer: `HOST:PORT` of the leader to dial. */
+export const LEADER_METADATA_KEY = 'hangar-leader';

@@ -42,6 +42,10 @@ export interface DesiredStateApplierOptions {
 export class DesiredStateApplier {
   readonly #o: DesiredStateApplierOptions;
   #generation = 0;
+  /** The highest leader epoch seen (cached with the snapshot): older epochs are a stale leader's. */
+  #leaderEpoch = 0;
+  /** The stale epoch last logged, to say it once. */
+  #staleLogged = -1;
   /** Each app's domain, for the router's access lines. */
   readonly #domains = new Map<string, string>();
   /** The app of each task, for its output lines. */
@@ -58,6 +62,16 @@ export class DesiredStateApplier {
   /** The generation of the last snapshot applied; 0 before the first. */
   get generation(): number {
     return this.#generation;
+  }
+
+  /** The highest leader epoch seen in a snapshot or a Welcome; 0 before any. */
+  get leaderEpoch(): number {
+    return this.#leaderEpoch;
+  }
+
+  /** A coordinator welcomed this agent under `epoch`: nothing older is listened to from now on. */
+  noteLeaderEpoch(epoch: number): void {
+    this.#leaderEpoch = Math.max(this.#leaderEpoch, epoch);
   }
 
   /** The domain of `app` as desired state last named it. */
@@ -85,10 +99,20 @@ export class DesiredStateApplier {
    * cached again.
    */
   apply(state: DesiredState__Output, options: { fromCache: boolean }): void {
-    if (state.generation < this.#generation) {
+    const epoch = Number(state.leaderEpoch ?? 0);
+    if (epoch < this.#leaderEpoch) {
+      if (this.#staleLogged !== epoch) {
+        this.#staleLogged = epoch;
+        this.#o.logger.warn({ epoch, highest: this.#leaderEpoch }, 'ignoring desired state from a stale leader (an older leader epoch)');
+      }
+      return;
+    }
+    // A newer leader's snapshot wins whatever its generation.
+    if (epoch === this.#leaderEpoch && state.generation < this.#generation) {
       this.#o.logger.debug({ generation: state.generation, applied: this.#generation }, 'ignoring an old desired state');
       return;
     }
+    this.#leaderEpoch = epoch;
     this.#follow(state);
     this.#o.router.setRoutes(
       state.routes.map((r) => ({

@@ -8,6 +8,7 @@ import type { Logger } from '../../common/logger.js';
 import {
   AGENT_METADATA_KEY,
   AUTH_METADATA_KEY,
+  LEADER_METADATA_KEY,
   loadProto,
   type AddonJob__Output,
   type AgentMessage,
@@ -24,8 +25,15 @@ import { fetchPinnedCa, readIdentity, writeIdentity, type AgentIdentity } from '
 
 /** Options of {@link CoordinatorLink}. */
 export interface CoordinatorLinkOptions {
-  /** `HOST:PORT` of the coordinator's gRPC server. */
+  /**
+   * `HOST:PORT` of the coordinator's gRPC server, or several comma-separated (coordinators sharing
+   * a data dir): they are tried in turn, and a follower's answer naming the leader is followed at once.
+   */
   address: string;
+  /** The highest leader epoch this agent has seen: a coordinator welcoming it under an older one is a stale leader, dropped. Default 0. */
+  leaderEpoch?: () => number;
+  /** A coordinator welcomed this agent under `epoch` (not older than {@link leaderEpoch}). */
+  onLeaderEpoch?: (epoch: number) => void;
   /** The join token: its secret joins once, its fingerprint pins the coordinator's CA. */
   joinToken: JoinToken;
   /** Where the CA and this agent's credential are kept after joining (mode 0600). */
@@ -81,6 +89,10 @@ const PROBE_TIMEOUT_MS = 1000;
  * arrive spread over about a second), ms.
  */
 export const PROBE_JITTER_MS = 500;
+/** A dial that got no Welcome within this is given up (a coordinator that accepts TCP but is stopped), ms. */
+const WELCOME_TIMEOUT_MS = 5000;
+/** While a follower says an election is under way, waits between rounds of the list stay this short, ms. */
+const ELECTION_RETRY_MS = 1000;
 
 const CHANNEL_OPTIONS = {
   // A link cut without a FIN or RST (a partition) is noticed within ~5 s, not at the next write.
@@ -118,10 +130,39 @@ export class CoordinatorLink {
   #silenceTimer: ClockTimer | null = null;
   #lastMessageAt = 0;
   #lastError = '';
+  /** The coordinators to try, in order; {@link #current} is the one dialled. */
+  readonly #addresses: string[];
+  #current = 0;
+  /** When each address last failed to answer at all (a follower's answer is no failure). */
+  readonly #failedAt = new Map<string, number>();
+  /** When a follower last said who leads (an election may be under way). */
+  #electionSeenAt = -Infinity;
+  /** The stale epoch last logged, to say it once. */
+  #staleLogged = -1;
 
   constructor(options: CoordinatorLinkOptions) {
     this.#o = options;
+    this.#addresses = options.address
+      .split(',')
+      .map((a) => a.trim())
+      .filter((a) => a !== '');
+    if (this.#addresses.length === 0) throw new Error('no coordinator address');
     this.#logger = options.logger.child({ component: 'coordinator-link', coordinator: options.address });
+  }
+
+  /** The coordinator address dialled now. */
+  get address(): string {
+    return this.#addresses[this.#current] as string;
+  }
+
+  /** Dials `address` next (a new client: the old one's channel is bound to its address). */
+  #switchTo(address: string): void {
+    let index = this.#addresses.indexOf(address);
+    if (index < 0) index = this.#addresses.push(address) - 1;
+    if (index === this.#current) return;
+    this.#current = index;
+    this.#client?.close();
+    this.#client = this.#identity ? CoordinatorLink.#clientFor(this.address, this.#identity.caPem) : null;
   }
 
   static #clientFor(address: string, caPem: string): AgentServiceClient {
@@ -224,7 +265,8 @@ export class CoordinatorLink {
   /** Loads the stored identity, or joins to get one; then makes the verifying client. */
   async #ensureClient(): Promise<AgentServiceClient> {
     if (this.#client) return this.#client;
-    const { joinToken, identityPath, address, name } = this.#o;
+    const { joinToken, identityPath, name } = this.#o;
+    const address = this.address;
     let identity = await readIdentity(identityPath);
     if (identity && (identity.caFingerprint !== joinToken.caFingerprint || identity.name !== name)) identity = null;
     if (!identity) {
@@ -247,7 +289,7 @@ export class CoordinatorLink {
       }
     }
     this.#identity = identity;
-    this.#client = CoordinatorLink.#clientFor(address, identity.caPem);
+    this.#client = CoordinatorLink.#clientFor(this.address, identity.caPem);
     return this.#client;
   }
 
@@ -263,7 +305,11 @@ export class CoordinatorLink {
           const refused = code === grpc.status.UNAUTHENTICATED || code === grpc.status.INVALID_ARGUMENT || isHangarError(err, 'FORBIDDEN');
           const details = (err as Partial<grpc.ServiceError>).details;
           const reason = typeof details === 'string' && details ? details : describeError(err);
-          this.#scheduleReconnect(refused ? `could not join: ${reason}` : reason, refused ? grpc.status.UNAUTHENTICATED : code);
+          this.#scheduleReconnect(
+            refused ? `could not join: ${reason}` : reason,
+            refused ? grpc.status.UNAUTHENTICATED : code,
+            leaderHint(err),
+          );
         },
       );
       return;
@@ -272,25 +318,48 @@ export class CoordinatorLink {
     const call = this.#client.Connect(this.#metadata());
     this.#call = call;
     let ended = false;
-    const lost = (reason: string, code?: number) => {
+    const welcomeTimer = this.#o.clock.setTimeout(() => {
+      if (this.#call === call && this.#state === 'connecting') {
+        this.#logger.warn(`no welcome from ${this.address} within ${WELCOME_TIMEOUT_MS} ms; trying again`);
+        call.cancel();
+      }
+    }, WELCOME_TIMEOUT_MS);
+    const lost = (reason: string, code?: number, leader?: string | null) => {
       if (ended) return;
       ended = true;
+      this.#o.clock.clearTimeout(welcomeTimer);
       if (this.#call === call) this.#call = null;
       this.#stopSilenceWatch();
       const wasConnected = this.#state === 'connected';
       if (this.#state === 'closed') return;
       this.#state = 'connecting';
       if (wasConnected) this.#o.onDisconnected?.();
-      this.#scheduleReconnect(reason, code);
+      this.#scheduleReconnect(reason, code, leader ?? null);
     };
     call.on('data', (message: CoordinatorMessage__Output) => {
       this.#lastMessageAt = this.#o.clock.now();
       try {
         if (message.welcome) {
+          const epoch = Number(message.welcome.leaderEpoch ?? 0);
+          const highest = this.#o.leaderEpoch?.() ?? 0;
+          if (epoch < highest) {
+            // A coordinator that still believes it leads after another was elected: never listen to it.
+            if (this.#staleLogged !== epoch) {
+              this.#staleLogged = epoch;
+              this.#logger.warn({ epoch, highest }, `${this.address} welcomed this agent under an old leader epoch; dropping it`);
+            }
+            this.#failedAt.set(this.address, this.#o.clock.now());
+            lost(`a stale leader (epoch ${epoch} < ${highest})`, grpc.status.FAILED_PRECONDITION);
+            call.cancel();
+            return;
+          }
+          this.#o.clock.clearTimeout(welcomeTimer);
+          this.#o.onLeaderEpoch?.(epoch);
+          this.#electionSeenAt = -Infinity;
           this.#state = 'connected';
           this.#attempt = 0;
           this.#lastError = '';
-          this.#logger.info('connected to the coordinator');
+          this.#logger.info({ address: this.address, epoch }, 'connected to the coordinator');
           const heartbeatMs = message.welcome.heartbeatIntervalMs || 2000;
           this.#watchSilence(call, this.#o.silenceMs ?? Math.max(3000, 3 * heartbeatMs));
           this.#o.onConnected?.(heartbeatMs, message.welcome.metricsIntervalMs);
@@ -309,17 +378,40 @@ export class CoordinatorLink {
         this.#logger.error({ err }, 'failed to handle a message from the coordinator');
       }
     });
-    call.on('error', (err: grpc.ServiceError) => lost(err.details || err.message, err.code));
+    call.on('error', (err: grpc.ServiceError) => lost(err.details || err.message, err.code, leaderHint(err)));
     call.on('end', () => lost('the coordinator closed the stream'));
     call.write({ hello: this.#o.hello() });
   }
 
-  #scheduleReconnect(reason: string, code?: number): void {
+  /**
+   * `leader`: a follower answered and named the leader (null: it answered, naming none; undefined:
+   * no follower answered). With several addresses, a named leader that has not just failed is
+   * dialled at once; otherwise the next address, quickly within a round, with backoff between
+   * rounds (kept short while a follower says an election is under way).
+   */
+  #scheduleReconnect(reason: string, code?: number, leader?: string | null): void {
     const initial = this.#o.initialBackoffMs ?? 500;
     const max = this.#o.maxBackoffMs ?? 15_000;
-    const base = Math.min(max, initial * 2 ** this.#attempt);
-    const delay = Math.round(base * (0.8 + Math.random() * 0.4));
-    this.#attempt++;
+    const now = this.#o.clock.now();
+    const followerAnswered = leader !== undefined;
+    if (followerAnswered) this.#electionSeenAt = now;
+    else if (code !== grpc.status.UNAUTHENTICATED) this.#failedAt.set(this.address, now);
+    let delay: number | null = null;
+    if (leader && leader !== this.address && now - (this.#failedAt.get(leader) ?? -Infinity) > 2 * ELECTION_RETRY_MS) {
+      this.#logger.info({ leader }, `${this.address} follows; dialling the leader`);
+      this.#switchTo(leader);
+      delay = Math.round(Math.random() * 100);
+    } else if (this.#addresses.length > 1 && code !== grpc.status.UNAUTHENTICATED) {
+      const next = (this.#current + 1) % this.#addresses.length;
+      this.#switchTo(this.#addresses[next] as string);
+      if (next !== 0) delay = Math.round(100 + Math.random() * 200);
+    }
+    if (delay === null) {
+      const electing = now - this.#electionSeenAt < 30_000;
+      const base = Math.min(electing ? ELECTION_RETRY_MS : max, initial * 2 ** this.#attempt);
+      delay = Math.round(base * (0.8 + Math.random() * 0.4));
+      this.#attempt++;
+    }
     if (code === grpc.status.UNAUTHENTICATED) {
       this.#logger.error({ retryInMs: delay }, `the coordinator refused this agent: ${reason}`);
       this.#o.onRefused?.(reason);
@@ -339,7 +431,7 @@ export class CoordinatorLink {
   #probe(): void {
     this.#probeTimer = this.#o.clock.setTimeout(() => {
       this.#probeTimer = null;
-      void answersTcp(this.#o.address, PROBE_TIMEOUT_MS).then((answers) => {
+      void answersTcp(this.address, PROBE_TIMEOUT_MS).then((answers) => {
         if (this.#retryTimer === null || this.#state === 'closed') return;
         if (!answers) {
           this.#probe();
@@ -368,7 +460,7 @@ export class CoordinatorLink {
     const caPem = this.#identity?.caPem;
     if (!this.#client || !caPem || this.#state === 'closed') return;
     this.#client.close();
-    this.#client = CoordinatorLink.#clientFor(this.#o.address, caPem);
+    this.#client = CoordinatorLink.#clientFor(this.address, caPem);
   }
 
   #stopProbing(): void {
@@ -416,4 +508,16 @@ function answersTcp(address: string, timeoutMs: number): Promise<boolean> {
     socket.once('connect', () => done(true));
     socket.once('error', () => done(false));
   });
+}
+
+/** The leader a follower named in its answer: its address, '' when it named none; undefined when no follower answered. */
+function leaderHint(err: unknown): string | null | undefined {
+  const metadata = (err as { metadata?: unknown }).metadata;
+  if (!(metadata instanceof grpc.Metadata)) return undefined;
+  const code = (err as { code?: unknown }).code;
+  const value = metadata.get(LEADER_METADATA_KEY)[0];
+  if (value !== undefined) return String(value);
+  // A follower during an election answers UNAVAILABLE with no leader, and a details line saying so.
+  const details = String((err as { details?: unknown }).details ?? '');
+  return code === grpc.status.UNAVAILABLE && details.includes('This coordinator follows') ? null : undefined;
 }

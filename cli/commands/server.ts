@@ -5,13 +5,14 @@
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { mkdir, readFile } from 'node:fs/promises';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import type { AgentConfig, RunningAgent } from '../../agent/agent.js';
 import { HangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/logger.js';
 import { MAX_MEMORY_BYTES, MIN_MEMORY_BYTES, cpuLimitSchema, parseMemorySize } from '../../common/resource-limits.js';
 import type { CoordinatorConfig, RunningCoordinator } from '../../coordinator/coordinator.js';
 import { credentialsPath, readCredentials, writeCredentials } from '../credentials.js';
+import { formatJson, formatTable, heading } from '../output.js';
 import type { CliContext } from './context.js';
 import { registerInstallCommands } from './install.js';
 
@@ -58,6 +59,11 @@ interface CoordinatorFlags {
   acmeDirectory?: string;
   acmeCa?: string;
   acmeEmail?: string;
+  advertise?: string;
+  name?: string;
+  leaseMs?: string;
+  renewMs?: string;
+  leaseMarginMs?: string;
 }
 
 /** The ACME settings of `coordinator` and `dev` flags. */
@@ -170,9 +176,22 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
       'beyond this many MB of stored log lines the oldest are deleted (default 1024; other data does not count)',
     )
     .option('--config <file>', 'read settings from this JSON file (what `hangar coordinator install` writes); flags override it')
+    .option(
+      '--advertise <host[:port]>',
+      'address the other coordinators, agents and the CLI reach this one on (several share one --data-dir)',
+    )
+    .option('--name <name>', 'name of this coordinator among several (default HOSTNAME:HTTP_PORT)')
+    .addOption(new Option('--lease-ms <ms>', "length of the leader's lease (tests)").hideHelp())
+    .addOption(new Option('--renew-ms <ms>', 'how often the leader renews it (tests)').hideHelp())
+    .addOption(new Option('--lease-margin-ms <ms>', 'the leader steps down this long before its lease could expire (tests)').hideHelp())
+    .addHelpText(
+      'after',
+      '\nSeveral coordinators may share one --data-dir on one host (hot standby): one leads, the others answer\n' +
+        'GET /v1/health with the leader and take over when it stops. See `hangar coordinator status`.',
+    )
     .action(async (flags: CoordinatorFlags, command: Command) => {
       const logger = rootLogger(ctx);
-      const { startCoordinator } = await import('../../coordinator/coordinator.js');
+      const { startCoordinatorNode } = await import('../../coordinator/ha/coordinator-node.js');
       const settings = await mergedSettings(
         command,
         {
@@ -189,22 +208,62 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
         },
         flags.config,
       );
-      const coordinator = await startCoordinator(settings as unknown as CoordinatorConfig, { logger });
+      const coordinator = await startCoordinatorNode(
+        settings as unknown as CoordinatorConfig,
+        {
+          advertise: flags.advertise,
+          name: flags.name,
+          leaseMs: flags.leaseMs === undefined ? undefined : positiveInt(flags.leaseMs, '--lease-ms'),
+          renewMs: flags.renewMs === undefined ? undefined : positiveInt(flags.renewMs, '--renew-ms'),
+          marginMs: flags.leaseMarginMs === undefined ? undefined : positiveInt(flags.leaseMarginMs, '--lease-margin-ms'),
+        },
+        { logger },
+      );
       const dataDir = String(settings.dataDir);
       ctx.out(
-        `Hangar coordinator is running.\n` +
+        `Hangar coordinator ${coordinator.name} is running (${coordinator.role()}; \`hangar coordinator status\` says who leads).\n` +
           `  API:    ${coordinator.url}  (admin token in ${join(dataDir, 'admin-token')})\n` +
-          `  Agents: hangar agent --coordinator THIS_HOST:${coordinator.grpcPort} --join-token "$(cat ${join(dataDir, 'join-token')})"\n`,
+          `  Agents: hangar agent --coordinator ${coordinator.grpcAddress} --join-token "$(cat ${join(dataDir, 'join-token')})"\n`,
       );
       await untilSignal();
       await coordinator.close();
+    });
+
+  coordinatorCommand
+    .command('status')
+    .description('the leading coordinator, its epoch and lease, and the followers')
+    .option('--json', 'print the API object')
+    .action(async (options: { json?: boolean }) => {
+      const view = await (await ctx.client()).coordinators();
+      if (options.json) return ctx.out(formatJson(view));
+      const now = ctx.clock.now();
+      const { leader } = view;
+      const lease =
+        leader.leaseExpiresAt === null
+          ? 'no lease: alone on its data dir'
+          : `lease for ${Math.max(0, Math.round((leader.leaseExpiresAt - now) / 1000))} s more`;
+      ctx.out(heading('Leader'));
+      ctx.out(formatTable([[leader.name, `epoch ${leader.epoch}`, lease, leader.url, `agents: ${leader.address}`]]));
+      ctx.out(heading('Followers'));
+      if (view.followers.length === 0) ctx.out('None: start another `hangar coordinator` on the same --data-dir for a standby.\n');
+      else
+        ctx.out(
+          formatTable(
+            view.followers.map((f) => [
+              f.name,
+              f.url,
+              `agents: ${f.address}`,
+              `seen ${Math.max(0, Math.round((now - f.lastSeen) / 1000))} s ago`,
+            ]),
+          ),
+        );
     });
 
   const agentCommand = program
     .command('agent')
     .enablePositionalOptions()
     .description('run an agent on this server: supervises app processes and routes their traffic')
-    .option('--coordinator <host:port>', "the coordinator's gRPC address")
+    .option('--coordinator <host:port>', "the coordinator's gRPC address (several coordinators: comma-separated)")
     .option('--join-token <token>', "the coordinator's join token (or HANGAR_JOIN_TOKEN)")
     .option('--data-dir <dir>', 'where builds and instances live', '/var/lib/hangar-agent')
     .option('--name <name>', 'name shown in `hangar agents` (default: the host name)')

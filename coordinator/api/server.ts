@@ -1,9 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type RawServerDefault } from 'fastify';
-import type { ErrorBody } from '../../common/api-types.js';
+import type { CoordinatorsView, ErrorBody, HealthView } from '../../common/api-types.js';
 import type { Clock } from '../../common/clock.js';
 import { HangarError, httpStatusFor, isHangarError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import { isFencedError } from '../ha/write-fence.js';
 import type { Addons } from '../addons/addons.js';
 import type { AddonBackups } from '../addons/addon-backups.js';
 import type { DesiredStateSync } from '../fleet/desired-state-sync.js';
@@ -68,6 +69,8 @@ export interface ApiOptions {
   cron?: CronScheduler;
   /** Serve HTTPS with this certificate and key (PEM). Default: plain HTTP. */
   https?: { cert: Buffer; key: Buffer };
+  /** The leader and its followers (`GET /v1/coordinators`, and what `GET /v1/health` says of them). */
+  coordinators: () => CoordinatorsView;
 }
 
 function errorBody(code: string, message: string, details?: unknown): ErrorBody {
@@ -110,6 +113,15 @@ export function buildApi(o: ApiOptions): Api {
       if (status >= 500) logger.error({ err, url: request.url }, err.message);
       return reply.status(status).send(errorBody(err.code, err.message, err.details ?? undefined));
     }
+    if (isFencedError(err)) {
+      // The lease moved to another coordinator under this request; the CLI asks around again.
+      const leader = o.coordinators().leader;
+      return reply.status(503).send({
+        code: 'NOT_LEADER',
+        message: 'This coordinator just lost the lead to another one; try again (HANGAR_URL may list several coordinators).',
+        leader: leader.url,
+      });
+    }
     if (isDiskFull(err)) {
       logger.error({ err, url: request.url }, "request failed: the coordinator's disk is full");
       return reply
@@ -134,7 +146,21 @@ export function buildApi(o: ApiOptions): Api {
       .send(errorBody('NOT_FOUND', `No route ${request.method} ${request.url.split('?')[0] ?? ''}; see the API list in the README.`));
   });
 
-  app.get('/v1/health', needs('none'), async () => ({ ok: true, version: o.version }));
+  app.get('/v1/health', needs('none'), async (): Promise<HealthView> => {
+    const { leader, followers } = o.coordinators();
+    return {
+      ok: true,
+      version: o.version,
+      role: 'leader',
+      name: leader.name,
+      epoch: leader.epoch,
+      leaseExpiresAt: leader.leaseExpiresAt,
+      leader,
+      followers,
+    };
+  });
+
+  app.get('/v1/coordinators', needs('read'), async (): Promise<CoordinatorsView> => o.coordinators());
 
   app.get('/v1/agents', needs('read'), async () => ({ agents: o.views.agentViews() }));
 

@@ -87,6 +87,8 @@ export interface AgentHubOptions {
   metricsIntervalMs?: number;
   /** Told how long handling each message from an agent took, ms (benchmarks, diagnostics). */
   onHandled?: (message: AgentMessage__Output, ms: number) => void;
+  /** The epoch this coordinator leads under, in Welcome and every snapshot (agents refuse older ones). Default 0. */
+  leaderEpoch?: number;
   logger: Logger;
 }
 
@@ -238,7 +240,7 @@ export class AgentHub {
     const session = this.#sessions.get(agent);
     if (!session) return false;
     session.sentGeneration = state.generation;
-    session.call.write({ desiredState: state });
+    session.call.write({ desiredState: { ...state, leaderEpoch: this.#options.leaderEpoch ?? 0 } });
     return true;
   }
 
@@ -405,6 +407,7 @@ export class AgentHub {
         agentId: name,
         heartbeatIntervalMs: this.#options.heartbeatIntervalMs ?? 2000,
         metricsIntervalMs: this.#options.metricsIntervalMs ?? 0,
+        leaderEpoch: this.#options.leaderEpoch ?? 0,
       },
     });
     if (hello.logEpoch) {

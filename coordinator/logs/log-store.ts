@@ -2,6 +2,7 @@ import Database from 'better-sqlite3';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import type { ErrorGroupView, LogLineView } from '../../common/api-types.js';
+import { installWriteFence } from '../ha/write-fence.js';
 import { logSearchSchema } from './log-search.js';
 
 /** A line as the agent sent it. */
@@ -56,6 +57,8 @@ export interface LogStoreOptions {
    * `log-search.db` beside `path`.
    */
   searchPath?: string;
+  /** The leader epoch every write of this connection is fenced to (see `StoreOptions.fence`). Default: none. */
+  fence?: { epoch: number; onFenced: () => void };
 }
 
 /** What a row costs beyond its text: its id, seq, ts, fd and index entries, roughly. */
@@ -197,6 +200,7 @@ export class LogStore {
     this.#db.prepare('ATTACH DATABASE ? AS search').run(options.searchPath ?? join(dirname(options.path), 'log-search.db'));
     this.#db.pragma('search.journal_mode = WAL');
     this.#db.exec(logSearchSchema('search'));
+    if (options.fence) installWriteFence(this.#db, options.fence.epoch, options.fence.onFenced);
     this.#indexedTo = this.#db.prepare('SELECT indexed_to FROM search.log_search_state WHERE id = 1').pluck();
     this.#lastId = Math.max(
       (this.#db.prepare('SELECT max(id) FROM log_lines').pluck().get() as number | null) ?? 0,

@@ -364,4 +364,24 @@ export const MIGRATIONS: readonly string[] = [
     last_error TEXT NOT NULL
   );
   `,
+  // Leader election between coordinators sharing this database (coordinator/ha/leader-lease.ts):
+  // one lease row whose epoch fences every write of a stale leader, and who is out there.
+  `
+  CREATE TABLE coordinator_lease (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    holder TEXT,
+    epoch INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    api_url TEXT,
+    grpc_address TEXT
+  );
+  INSERT INTO coordinator_lease (id, holder, epoch, expires_at) VALUES (1, NULL, 0, 0);
+  CREATE TABLE coordinators (
+    name TEXT PRIMARY KEY,
+    api_url TEXT NOT NULL,
+    grpc_address TEXT NOT NULL,
+    role TEXT NOT NULL,
+    last_seen INTEGER NOT NULL
+  );
+  `,
 ];

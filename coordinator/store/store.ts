@@ -3,6 +3,7 @@ import { appJsonSchema, type AppJson } from '../../common/app-json.js';
 import { HangarError } from '../../common/errors.js';
 import type { SecretBox } from '../../common/secret-box.js';
 import type { AddonKind, AddonState, InstanceState } from '../../common/vocabulary.js';
+import { installWriteFence } from '../ha/write-fence.js';
 import { MIGRATIONS } from './migrations.js';
 
 /** An app's row. */
@@ -177,6 +178,27 @@ export interface StoreOptions {
   path: string;
   /** Seals config values at rest (config_vars values, releases' config). */
   secrets: SecretBox;
+  /**
+   * The leader epoch this coordinator holds (coordinator/ha/leader-lease.ts): every write fails
+   * once the lease row carries another one. Default: none (a coordinator alone on its data dir).
+   */
+  fence?: { epoch: number; onFenced: () => void };
+}
+
+/**
+ * Applies the migrations `db` lacks. Each step re-reads the version inside an IMMEDIATE
+ * transaction, so coordinators opening one database at once never apply a step twice.
+ */
+export function migrateDatabase(db: Database.Database): void {
+  for (;;) {
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version >= MIGRATIONS.length) return;
+    db.transaction(() => {
+      if ((db.pragma('user_version', { simple: true }) as number) !== version) return;
+      db.exec(MIGRATIONS[version] as string);
+      db.pragma(`user_version = ${version + 1}`);
+    }).immediate();
+  }
 }
 
 /** Who an API token lets do what: each scope includes the ones before it. */
@@ -330,7 +352,7 @@ function addonFrom(r: Row, secrets: SecretBox): AddonRow {
 
 /**
  * The coordinator's state in SQLite: the only module that touches better-sqlite3.
- * One writer (this process), WAL, `synchronous=NORMAL`, prepared statements.
+ * One writer (the leading coordinator, fenced by its epoch), WAL, `synchronous=NORMAL`, prepared statements.
  */
 export class Store {
   readonly #db: Database.Database;
@@ -346,7 +368,8 @@ export class Store {
     this.#db.pragma('busy_timeout = 5000');
     // Overwritten and deleted cells are zeroed: no clear config value survives in free pages.
     this.#db.pragma('secure_delete = ON');
-    this.#migrate();
+    migrateDatabase(this.#db);
+    if (options.fence) installWriteFence(this.#db, options.fence.epoch, options.fence.onFenced);
     this.#sealClearSecrets();
   }
 
@@ -381,16 +404,6 @@ export class Store {
   /** Runs `fn` in one transaction. */
   transaction<T>(fn: () => T): T {
     return this.#db.transaction(fn)();
-  }
-
-  #migrate(): void {
-    const version = this.#db.pragma('user_version', { simple: true }) as number;
-    for (let i = version; i < MIGRATIONS.length; i++) {
-      this.#db.transaction(() => {
-        this.#db.exec(MIGRATIONS[i] as string);
-        this.#db.pragma(`user_version = ${i + 1}`);
-      })();
-    }
   }
 
   #stmt(sql: string): Database.Statement {
