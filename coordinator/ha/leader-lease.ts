@@ -93,6 +93,8 @@ export class LeaderLease {
   #deadlineTimer: NodeJS.Timeout | null = null;
   #closed = false;
   #lastError = '';
+  /** Only this process's first election may take over a lease held under its own name. */
+  #firstAttempt = true;
 
   constructor(options: LeaderLeaseOptions) {
     this.#leaseMs = options.leaseMs ?? 10_000;
@@ -209,6 +211,11 @@ export class LeaderLease {
   /** One step: the leader renews (or finds it lost the lease); a follower takes a free or expired lease. */
   tick(): void {
     if (this.#closed || !this.#identity) return;
+    // Past the deadline (a stalled process) it steps down first: what it did meanwhile may
+    // already overlap another's term, so it does not carry on as if nothing happened.
+    const leading = this.#epoch !== null;
+    this.#checkDeadline();
+    if (leading && this.#epoch === null) return;
     try {
       if (this.#epoch !== null) this.#renew();
       else this.#tryAcquire();
@@ -232,7 +239,8 @@ export class LeaderLease {
         this.#touch('follower', now);
         // A lease held under this very name is a predecessor's (names are unique, and this one
         // holds its ports): taken over at once, under a new epoch like any other election.
-        const free = s.holder === null || s.expiresAt <= now || s.holder === me.name;
+        const free = s.holder === null || s.expiresAt <= now || (this.#firstAttempt && s.holder === me.name);
+        this.#firstAttempt = false;
         if (!free) return null;
         const next = s.epoch + 1;
         this.#db

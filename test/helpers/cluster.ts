@@ -107,7 +107,7 @@ export async function shareWithApps(dir: string): Promise<string> {
 }
 
 /** Names of the users in /etc/passwd. */
-async function userNames(): Promise<Map<number, string>> {
+export async function userNames(): Promise<Map<number, string>> {
   const users = new Map<number, string>();
   for (const line of (await readFile('/etc/passwd', 'utf8')).split('\n')) {
     const [name, , uid] = line.split(':');
@@ -120,7 +120,7 @@ async function userNames(): Promise<Map<number, string>> {
  * Removes the apps' users (`hangar-APP`) that the agents under `dir` made during this test: the
  * owners of their DATA/home/APP that did not exist before it.
  */
-async function removeAppUsers(dir: string, before: Set<string>): Promise<void> {
+export async function removeAppUsers(dir: string, before: Set<string>): Promise<void> {
   const users = await userNames();
   const made = new Set<string>();
   for (const agent of (await readdir(dir)).filter((n) => n.startsWith('agent-'))) {

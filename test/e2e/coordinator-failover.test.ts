@@ -1,0 +1,268 @@
+/**
+ * Two `hangar coordinator` processes sharing one data dir, one agent given both addresses, an app
+ * under load through the router: (a) `kill -9` of the leader: the follower leads, the app never
+ * stops serving, the CLI with both URLs in HANGAR_URL works on; (b) `SIGSTOP` of the new leader
+ * past its lease, then `SIGCONT`: it steps down and nothing it was asked meanwhile lands.
+ * Prints the failover times (kill -9, graceful stop).
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { request } from 'undici';
+import { startAgent } from '../../agent/agent.js';
+import type { CoordinatorsView, HealthView } from '../../common/api-types.js';
+import { fileLogger, HANGAR_BIN, removeAppUsers, runCli, shareWithApps, userNames, waitFor, type Cluster } from '../helpers/cluster.js';
+import { deployFixture } from '../helpers/deploy-fixture.js';
+import { startHttpLoad } from '../helpers/http-load.js';
+
+/** A free TCP port on loopback (the coordinators need fixed ports: each names the other's). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return typeof address === 'object' && address ? address.port : 0;
+}
+
+interface CoordinatorProcess {
+  name: string;
+  url: string;
+  child: ChildProcess;
+  log: string;
+}
+
+/** Undone newest first after the test (node:test runs `after` hooks in the order they were added). */
+type Cleanups = (() => unknown)[];
+
+/** `hangar coordinator` as a child process in its own group, stopped (SIGCONT, then SIGKILL of its group) after the test. */
+function spawnCoordinator(
+  cleanups: Cleanups,
+  dir: string,
+  dataDir: string,
+  name: string,
+  httpPort: number,
+  grpcPort: number,
+): CoordinatorProcess {
+  const log = join(dir, `${name}-${Date.now()}.log`);
+  const out = createWriteStream(log);
+  const child = spawn(
+    process.execPath,
+    [
+      HANGAR_BIN,
+      'coordinator',
+      '--data-dir',
+      dataDir,
+      '--http-port',
+      String(httpPort),
+      '--grpc-port',
+      String(grpcPort),
+      '--advertise',
+      '127.0.0.1',
+      '--name',
+      name,
+      // A short lease keeps the test short; the defaults are 10 s / 2 s / 3 s.
+      '--lease-ms',
+      '3000',
+      '--renew-ms',
+      '500',
+      '--lease-margin-ms',
+      '1000',
+    ],
+    { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HANGAR_LOG_LEVEL: 'info' } },
+  );
+  child.stdout?.pipe(out);
+  child.stderr?.pipe(out);
+  cleanups.push(() => {
+    if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, 'SIGCONT');
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // Gone already.
+    }
+  });
+  return { name, url: `http://127.0.0.1:${httpPort}`, child, log };
+}
+
+async function health(url: string): Promise<HealthView | null> {
+  try {
+    const res = await request(`${url}/v1/health`, { headersTimeout: 2000, bodyTimeout: 2000 });
+    return res.statusCode === 200 ? ((await res.body.json()) as HealthView) : (await res.body.dump(), null);
+  } catch {
+    return null;
+  }
+}
+
+/** `GET /v1/coordinators` answered by the coordinator at `url` (the API of a leader), or null. */
+async function coordinators(url: string, token: string): Promise<CoordinatorsView | null> {
+  try {
+    const res = await request(`${url}/v1/coordinators`, {
+      headers: { authorization: `Bearer ${token}` },
+      headersTimeout: 2000,
+      bodyTimeout: 2000,
+    });
+    return res.statusCode === 200 ? ((await res.body.json()) as CoordinatorsView) : (await res.body.dump(), null);
+  } catch {
+    return null;
+  }
+}
+
+function stopped(child: ChildProcess): Promise<void> {
+  return child.exitCode !== null || child.signalCode !== null
+    ? Promise.resolve()
+    : new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+test('two coordinators on one data dir: kill -9 and SIGSTOP of the leader, the app serving throughout', { timeout: 300_000 }, async (t) => {
+  const cleanups: Cleanups = [];
+  t.after(async () => {
+    for (const undo of cleanups.reverse()) await undo();
+  });
+  const dir = await mkdtemp(join(tmpdir(), 'hangar-failover-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }));
+  const appDir = await shareWithApps(dir);
+  const usersBefore = new Set((await userNames()).values());
+  cleanups.push(() => removeAppUsers(dir, usersBefore));
+  const dataDir = join(dir, 'coordinator');
+  const [httpA, grpcA, httpB, grpcB] = [await freePort(), await freePort(), await freePort(), await freePort()] as [
+    number,
+    number,
+    number,
+    number,
+  ];
+
+  let a = spawnCoordinator(cleanups, dir, dataDir, 'coord-a', httpA, grpcA);
+  await waitFor('coord-a to lead', async () => (await health(a.url))?.role === 'leader', 60_000);
+  const b = spawnCoordinator(cleanups, dir, dataDir, 'coord-b', httpB, grpcB);
+  const followerHealth = await waitFor('coord-b to follow', async () => {
+    const h = await health(b.url);
+    return h?.role === 'follower' ? h : null;
+  });
+  assert.equal(followerHealth.leader?.name, 'coord-a');
+  assert.equal(followerHealth.leader?.url, a.url);
+  assert.equal(followerHealth.leader?.address, `127.0.0.1:${grpcA}`);
+
+  const token = (await readFile(join(dataDir, 'admin-token'), 'utf8')).trim();
+  const joinToken = (await readFile(join(dataDir, 'join-token'), 'utf8')).trim();
+  const env = { HANGAR_URL: `${a.url},${b.url}`, HANGAR_TOKEN: token, HANGAR_CREDENTIALS: join(dir, 'no-credentials.json') };
+  const cli = (args: string[], timeoutMs?: number) => runCli(args, env, timeoutMs);
+
+  // A follower answers the API with the leader; the CLI with both URLs finds it.
+  const refused = await request(`${b.url}/v1/apps`, { headers: { authorization: `Bearer ${token}` } });
+  assert.equal(refused.statusCode, 503);
+  const refusal = (await refused.body.json()) as { code: string; leader: string };
+  assert.equal(refusal.code, 'NOT_LEADER');
+  assert.equal(refusal.leader, a.url);
+  const status = await cli(['coordinator', 'status', '--json']);
+  assert.equal(status.code, 0, status.stderr);
+  const view = JSON.parse(status.stdout) as CoordinatorsView;
+  assert.equal(view.leader.name, 'coord-a');
+  assert.equal(view.leader.epoch, 1);
+  assert.deepEqual(
+    view.followers.map((f) => f.name),
+    ['coord-b'],
+  );
+
+  const agent = await startAgent(
+    {
+      coordinator: `127.0.0.1:${grpcA},127.0.0.1:${grpcB}`,
+      joinToken,
+      dataDir: join(dir, 'agent-a1'),
+      name: 'a1',
+      routerPort: 0,
+      httpsPort: 0,
+      routerHost: '127.0.0.1',
+      advertise: '127.0.0.1',
+    },
+    { logger: fileLogger(dir, 'agent-a1') },
+  );
+  cleanups.push(() => agent.close({ stopInstances: true }));
+  const cluster = { dir, appDir, cli: (args: string[], o: { timeoutMs?: number } = {}) => cli(args, o.timeoutMs) } as unknown as Cluster;
+  await deployFixture(cluster, 'shop');
+
+  const load = startHttpLoad({
+    ports: [agent.routerPort],
+    host: 'shop.localhost',
+    clients: 2,
+    postEvery: 0,
+    postPath: '/',
+    pauseMs: 20,
+    maxMs: 240_000,
+  });
+  cleanups.push(() => load.stop());
+  await waitFor('requests served', () => load.ok > 20, 30_000);
+
+  // (a) kill -9 of the leader: the follower leads; its API answers; the agent comes over.
+  const killedAt = Date.now();
+  process.kill(-(a.child.pid as number), 'SIGKILL');
+  await stopped(a.child);
+  const afterKill = await waitFor('coord-b to lead', () => coordinators(b.url, token), 60_000, 100);
+  const killFailoverMs = Date.now() - killedAt;
+  assert.equal(afterKill.leader.name, 'coord-b');
+  assert.equal(afterKill.leader.epoch, 2);
+  await waitFor('the agent on coord-b', async () => {
+    const res = await cli(['agents', '--json']);
+    return res.code === 0 && (JSON.parse(res.stdout) as { name: string; state: string }[]).some((x) => x.name === 'a1' && x.state === 'up');
+  });
+  const set = await cli(['config:set', 'AFTER_FAILOVER=1', '-a', 'shop'], 180_000);
+  assert.equal(set.code, 0, `${set.stdout}\n${set.stderr}`);
+  const config = await cli(['config:get', 'AFTER_FAILOVER', '-a', 'shop']);
+  assert.equal(config.stdout.trim(), '1');
+
+  // (b) The old leader comes back as a follower; then the new leader is stopped past its lease.
+  a = spawnCoordinator(cleanups, dir, dataDir, 'coord-a', httpA, grpcA);
+  await waitFor('coord-a to follow', async () => (await health(a.url))?.role === 'follower', 60_000);
+  const releasesBefore = (await cli(['releases', '-a', 'shop', '--json'])).stdout;
+  process.kill(-(b.child.pid as number), 'SIGSTOP');
+  const stoppedAt = Date.now();
+  // Asked while stopped (the kernel takes the connection): answered only once it runs again.
+  const staleWrite = request(`${b.url}/v1/apps/shop/config`, {
+    method: 'PATCH',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ STALE_WRITE: '1' }),
+    headersTimeout: 60_000,
+  }).then(
+    async (res) => ({ status: res.statusCode, body: await res.body.text() }),
+    (err: Error) => ({ status: 0, body: err.message }),
+  );
+  const afterStop = await waitFor('coord-a to lead again', () => coordinators(a.url, token), 60_000, 100);
+  assert.equal(afterStop.leader.name, 'coord-a');
+  assert.equal(afterStop.leader.epoch, 3);
+  // Well past coord-b's lease and its margin by its own clock too.
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, 5000 - (Date.now() - stoppedAt))));
+  process.kill(-(b.child.pid as number), 'SIGCONT');
+  const answer = await staleWrite;
+  assert.notEqual(answer.status, 200, `the stale leader accepted a write: ${answer.body}`);
+  await waitFor('coord-b to follow again', async () => (await health(b.url))?.role === 'follower', 30_000);
+  const bLog = await readFile(b.log, 'utf8');
+  assert.match(bLog, /stepped down as leader/);
+  const check = await cli(['config', '-a', 'shop', '--json']);
+  assert.equal(check.code, 0, check.stderr);
+  assert.equal((JSON.parse(check.stdout) as Record<string, string>).STALE_WRITE, undefined, 'the stale write landed');
+  assert.equal((await cli(['releases', '-a', 'shop', '--json'])).stdout, releasesBefore);
+  // The agent is on coord-a and stays there.
+  await waitFor('the agent on coord-a', async () => {
+    const res = await cli(['agents', '--json']);
+    return res.code === 0 && (JSON.parse(res.stdout) as { name: string; state: string }[]).some((x) => x.name === 'a1' && x.state === 'up');
+  });
+
+  // A graceful stop hands over at once.
+  const termAt = Date.now();
+  process.kill(a.child.pid as number, 'SIGTERM');
+  const afterTerm = await waitFor('coord-b to lead after a graceful stop', () => coordinators(b.url, token), 30_000, 50);
+  const termFailoverMs = Date.now() - termAt;
+  assert.equal(afterTerm.leader.name, 'coord-b');
+  await stopped(a.child);
+
+  const { ok, failures } = await load.stop();
+  assert.ok(ok > 0);
+  assert.deepEqual(failures, [], `${failures.length} requests failed through the router`);
+  console.log(
+    `failover after kill -9: ${killFailoverMs} ms (goal <= 15000, lease 3 s in this test); after a graceful stop: ${termFailoverMs} ms (goal <= 2000)`,
+  );
+});
