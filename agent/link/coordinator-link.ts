@@ -518,6 +518,7 @@ function leaderHint(err: unknown): string | null | undefined {
   const value = metadata.get(LEADER_METADATA_KEY)[0];
   if (value !== undefined) return String(value);
   // A follower during an election answers UNAVAILABLE with no leader, and a details line saying so.
-  const details = String((err as { details?: unknown }).details ?? '');
+  const raw = (err as { details?: unknown }).details;
+  const details = typeof raw === 'string' ? raw : '';
   return code === grpc.status.UNAVAILABLE && details.includes('This coordinator follows') ? null : undefined;
 }

@@ -200,7 +200,11 @@ export class LogStore {
     this.#db.prepare('ATTACH DATABASE ? AS search').run(options.searchPath ?? join(dirname(options.path), 'log-search.db'));
     this.#db.pragma('search.journal_mode = WAL');
     this.#db.exec(logSearchSchema('search'));
-    if (options.fence) installWriteFence(this.#db, options.fence.epoch, options.fence.onFenced);
+    // Every ingest transaction that inserts lines also updates log_usage (checked): one check a
+    // transaction instead of one a line.
+    if (options.fence) {
+      installWriteFence(this.#db, options.fence.epoch, options.fence.onFenced, { insertsCheckedByTransaction: ['log_lines'] });
+    }
     this.#indexedTo = this.#db.prepare('SELECT indexed_to FROM search.log_search_state WHERE id = 1').pluck();
     this.#lastId = Math.max(
       (this.#db.prepare('SELECT max(id) FROM log_lines').pluck().get() as number | null) ?? 0,

@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import Database from 'better-sqlite3';
 import { pino } from 'pino';
 import { systemClock, type Clock } from '../../common/clock.js';
 import { SecretBox } from '../../common/secret-box.js';
@@ -17,7 +18,7 @@ const silent = pino({ level: 'silent' });
 /** A wall clock and a monotonic clock the test moves by hand. */
 function clocks() {
   const t = { wall: 1_700_000_000_000, mono: 1000 };
-  const clock: Clock = { now: () => t.wall, setTimeout: systemClock.setTimeout, clearTimeout: systemClock.clearTimeout };
+  const clock: Clock = { ...systemClock, now: () => t.wall };
   return { t, clock, monotonic: () => t.mono };
 }
 
@@ -166,6 +167,10 @@ test('the write fence: a stale leader writes nothing to the store or the log sto
   );
   assert.equal(store.getMeta('marker'), 'before');
   assert.equal(logs.acked('agent-1', 'e1'), 1);
+  // Log lines are checked once a transaction (the ingest also updates log_usage): none landed.
+  const reader = new Database(path, { readonly: true });
+  t.after(() => reader.close());
+  assert.equal(reader.prepare('SELECT count(*) FROM log_lines').pluck().get(), 1);
 
   // The new leader's own connection, fenced to epoch 2, writes.
   const leaderStore = new Store({ path, secrets, fence: { epoch: 2, onFenced: () => assert.fail('fenced the leader') } });
