@@ -3,7 +3,7 @@
  * operation, checking the lease's epoch per row) costs on the log ingest hot path: the same
  * batches through `LogStore.ingest` on an unfenced and a fenced database, alternated.
  *
- *   npm run build && node dist/bench/write-fence.js [-- --lines 200000 --batch 500 --rounds 3]
+ *   npm run bench:fence [-- --lines 200000 --batch 500 --rounds 3]
  *
  * Prints lines/s of each and the fence's share, beside its goal (≤ 15 % slower).
  */

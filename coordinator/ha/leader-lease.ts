@@ -3,7 +3,8 @@
  * expiry). A coordinator takes it when it is free or expired, bumping the epoch in the same
  * IMMEDIATE transaction (the epoch is the fencing token of coordinator/ha/write-fence.ts); the
  * leader renews it every `renewMs`, and steps down on its own monotonic clock once its last
- * successful renewal is older than `leaseMs - marginMs`, before the lease can expire anywhere.
+ * successful renewal is older than `leaseMs - marginMs`, before the lease can expire anywhere
+ * (unless a renewal at that moment finds the row still under its epoch: nobody led meanwhile).
  * Every coordinator also keeps its row in `coordinators` fresh (`hangar coordinator status`).
  *
  * The expiry is wall-clock time of the database's host (here: the one host every coordinator on
@@ -211,22 +212,24 @@ export class LeaderLease {
   /** One step: the leader renews (or finds it lost the lease); a follower takes a free or expired lease. */
   tick(): void {
     if (this.#closed || !this.#identity) return;
-    // Past the deadline (a stalled process) it steps down first: what it did meanwhile may
-    // already overlap another's term, so it does not carry on as if nothing happened.
-    const leading = this.#epoch !== null;
+    if (this.#epoch !== null && !this.isLeader()) {
+      this.#checkDeadline();
+      return;
+    }
+    this.#attempt(() => (this.#epoch !== null ? this.#renew() : this.#tryAcquire()));
     this.#checkDeadline();
-    if (leading && this.#epoch === null) return;
+  }
+
+  /** Runs one step against the database; a failure is logged once (the leader's deadline still runs). */
+  #attempt(step: () => void): void {
     try {
-      if (this.#epoch !== null) this.#renew();
-      else this.#tryAcquire();
+      step();
       this.#lastError = '';
     } catch (err) {
-      // A busy or failing database: the leader's deadline still runs on the monotonic clock.
       const message = err instanceof Error ? err.message : String(err);
       if (message !== this.#lastError) this.#logger.warn({ err }, 'could not reach the lease in the database');
       this.#lastError = message;
     }
-    this.#checkDeadline();
   }
 
   #tryAcquire(): void {
@@ -295,9 +298,13 @@ export class LeaderLease {
 
   /** Steps down when the last renewal is too old (a stalled process, a database that would not answer). */
   #checkDeadline(): void {
-    if (this.#epoch !== null && !this.isLeader()) {
-      this.#lose(`no renewal of the lease for ${Math.round(this.#monotonic() - this.#renewedAt)} ms`);
-    }
+    if (this.#epoch === null || this.isLeader()) return;
+    const late = Math.round(this.#monotonic() - this.#renewedAt);
+    // Past the deadline (a stalled process, a busy database), the lease row decides before
+    // anything else runs: still this epoch's (elections always bump it), nobody led meanwhile
+    // and it carries on; taken, or not answering, it steps down.
+    this.#attempt(() => this.#renew());
+    if (this.#epoch !== null && !this.isLeader()) this.#lose(`no renewal of the lease for ${late} ms`);
   }
 
   #armDeadline(): void {

@@ -67,11 +67,11 @@ function spawnCoordinator(
       name,
       // A short lease keeps the test short; the defaults are 10 s / 2 s / 3 s.
       '--lease-ms',
-      '3000',
+      '5000',
       '--renew-ms',
       '500',
       '--lease-margin-ms',
-      '1000',
+      '1500',
     ],
     { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HANGAR_LOG_LEVEL: 'info' } },
   );
@@ -112,6 +112,22 @@ async function coordinators(url: string, token: string): Promise<CoordinatorsVie
   }
 }
 
+/** `GET url+path` with the token: the JSON answer, or null when not 200. */
+async function getJson<T>(url: string, path: string, token: string): Promise<T | null> {
+  try {
+    const res = await request(`${url}${path}`, { headers: { authorization: `Bearer ${token}` }, headersTimeout: 5000, bodyTimeout: 5000 });
+    return res.statusCode === 200 ? ((await res.body.json()) as T) : (await res.body.dump(), null);
+  } catch {
+    return null;
+  }
+}
+
+/** True when `url` (a leader) lists agent a1 up. */
+async function agentUp(url: string, token: string): Promise<boolean> {
+  const body = await getJson<{ agents: { name: string; state: string }[] }>(url, '/v1/agents', token);
+  return body?.agents.some((x) => x.name === 'a1' && x.state === 'up') ?? false;
+}
+
 function stopped(child: ChildProcess): Promise<void> {
   return child.exitCode !== null || child.signalCode !== null
     ? Promise.resolve()
@@ -128,6 +144,16 @@ test('two coordinators on one data dir: kill -9 and SIGSTOP of the leader, the a
   const appDir = await shareWithApps(dir);
   const usersBefore = new Set((await userNames()).values());
   cleanups.push(() => removeAppUsers(dir, usersBefore));
+  // Every election and step-down, in the test's output (the logs go with the temp dir).
+  const logs: string[] = [];
+  cleanups.push(async () => {
+    for (const log of logs) {
+      const text = await readFile(log, 'utf8').catch(() => '');
+      for (const line of text.split('\n').filter((l) => /elected leader|stepped down|fenced|released the lease/.test(l))) {
+        t.diagnostic(`${log.split('/').at(-1) ?? ''}: ${line.slice(0, 260)}`);
+      }
+    }
+  });
   const dataDir = join(dir, 'coordinator');
   const [httpA, grpcA, httpB, grpcB] = [await freePort(), await freePort(), await freePort(), await freePort()] as [
     number,
@@ -137,8 +163,10 @@ test('two coordinators on one data dir: kill -9 and SIGSTOP of the leader, the a
   ];
 
   let a = spawnCoordinator(cleanups, dir, dataDir, 'coord-a', httpA, grpcA);
+  logs.push(a.log);
   await waitFor('coord-a to lead', async () => (await health(a.url))?.role === 'leader', 60_000);
   const b = spawnCoordinator(cleanups, dir, dataDir, 'coord-b', httpB, grpcB);
+  logs.push(b.log);
   const followerHealth = await waitFor('coord-b to follow', async () => {
     const h = await health(b.url);
     return h?.role === 'follower' ? h : null;
@@ -162,7 +190,8 @@ test('two coordinators on one data dir: kill -9 and SIGSTOP of the leader, the a
   assert.equal(status.code, 0, status.stderr);
   const view = JSON.parse(status.stdout) as CoordinatorsView;
   assert.equal(view.leader.name, 'coord-a');
-  assert.equal(view.leader.epoch, 1);
+  const firstEpoch = view.leader.epoch;
+  assert.ok(firstEpoch >= 1);
   assert.deepEqual(
     view.followers.map((f) => f.name),
     ['coord-b'],
@@ -207,23 +236,21 @@ test('two coordinators on one data dir: kill -9 and SIGSTOP of the leader, the a
   const afterKill = await waitFor('coord-b to lead', () => coordinators(b.url, token), 60_000, 100);
   const killFailoverMs = Date.now() - killedAt;
   assert.equal(afterKill.leader.name, 'coord-b');
-  assert.equal(afterKill.leader.epoch, 2);
-  await waitFor('the agent on coord-b', async () => {
-    const res = await cli(['agents', '--json']);
-    return res.code === 0 && (JSON.parse(res.stdout) as { name: string; state: string }[]).some((x) => x.name === 'a1' && x.state === 'up');
-  });
+  assert.ok(afterKill.leader.epoch > firstEpoch);
+  await waitFor('the agent on coord-b', () => agentUp(b.url, token));
   phase('agent on coord-b');
   const set = await cli(['config:set', 'AFTER_FAILOVER=1', '-a', 'shop'], 180_000);
   phase('config:set done');
   assert.equal(set.code, 0, `${set.stdout}\n${set.stderr}`);
-  const config = await cli(['config:get', 'AFTER_FAILOVER', '-a', 'shop']);
-  assert.equal(config.stdout.trim(), '1');
+  assert.equal((await getJson<{ config: Record<string, string> }>(b.url, '/v1/apps/shop/config', token))?.config.AFTER_FAILOVER, '1');
 
   // (b) The old leader comes back as a follower; then the new leader is stopped past its lease.
   a = spawnCoordinator(cleanups, dir, dataDir, 'coord-a', httpA, grpcA);
+  logs.push(a.log);
   await waitFor('coord-a to follow', async () => (await health(a.url))?.role === 'follower', 60_000);
   phase('coord-a follows');
-  const releasesBefore = (await cli(['releases', '-a', 'shop', '--json'])).stdout;
+  const releasesBefore = await getJson<unknown>(b.url, '/v1/apps/shop/releases', token);
+  assert.ok(releasesBefore);
   process.kill(-(b.child.pid as number), 'SIGSTOP');
   const stoppedAt = Date.now();
   // Asked while stopped (the kernel takes the connection): answered only once it runs again.
@@ -238,9 +265,9 @@ test('two coordinators on one data dir: kill -9 and SIGSTOP of the leader, the a
   );
   const afterStop = await waitFor('coord-a to lead again', () => coordinators(a.url, token), 60_000, 100);
   assert.equal(afterStop.leader.name, 'coord-a');
-  assert.equal(afterStop.leader.epoch, 3);
+  assert.ok(afterStop.leader.epoch > afterKill.leader.epoch);
   // Well past coord-b's lease and its margin by its own clock too.
-  await new Promise((resolve) => setTimeout(resolve, Math.max(0, 5000 - (Date.now() - stoppedAt))));
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, 7000 - (Date.now() - stoppedAt))));
   process.kill(-(b.child.pid as number), 'SIGCONT');
   const answer = await staleWrite;
   // Refused by the fence (503 NOT_LEADER), by the closing API (503), or cut as it closed (0).
@@ -250,15 +277,12 @@ test('two coordinators on one data dir: kill -9 and SIGSTOP of the leader, the a
   const bLog = await readFile(b.log, 'utf8');
   assert.match(bLog, /stepped down as leader/);
   for (const line of bLog.split('\n').filter((l) => /stepped down|fenced/.test(l))) t.diagnostic(`coord-b: ${line.slice(0, 240)}`);
-  const check = await cli(['config', '-a', 'shop', '--json']);
-  assert.equal(check.code, 0, check.stderr);
-  assert.equal((JSON.parse(check.stdout) as Record<string, string>).STALE_WRITE, undefined, 'the stale write landed');
-  assert.equal((await cli(['releases', '-a', 'shop', '--json'])).stdout, releasesBefore);
-  // The agent is on coord-a and stays there.
-  await waitFor('the agent on coord-a', async () => {
-    const res = await cli(['agents', '--json']);
-    return res.code === 0 && (JSON.parse(res.stdout) as { name: string; state: string }[]).some((x) => x.name === 'a1' && x.state === 'up');
-  });
+  const config = await getJson<{ config: Record<string, string> }>(a.url, '/v1/apps/shop/config', token);
+  assert.ok(config);
+  assert.equal(config.config.STALE_WRITE, undefined, 'the stale write landed');
+  assert.deepEqual(await getJson<unknown>(a.url, '/v1/apps/shop/releases', token), releasesBefore);
+  // The agent is on coord-a (the stale leader's stream, if it still had one, was closed as it stepped down).
+  await waitFor('the agent on coord-a', () => agentUp(a.url, token));
 
   // A graceful stop hands over at once.
   phase('stale leader stepped down');
@@ -273,6 +297,7 @@ test('two coordinators on one data dir: kill -9 and SIGSTOP of the leader, the a
   assert.ok(ok > 0);
   assert.deepEqual(failures, [], `${failures.length} requests failed through the router`);
   console.log(
-    `failover after kill -9: ${killFailoverMs} ms (goal <= 15000, lease 3 s in this test); after a graceful stop: ${termFailoverMs} ms (goal <= 2000)`,
+    `failover after kill -9: ${killFailoverMs} ms (goal <= 15000 ms with the default 10 s lease; 5 s here): ${killFailoverMs <= 15_000 ? 'met' : 'missed'}; ` +
+      `after a graceful stop: ${termFailoverMs} ms (goal <= 2000 ms): ${termFailoverMs <= 2000 ? 'met' : 'missed'}`,
   );
 });
