@@ -218,7 +218,14 @@ export class ApiClient {
         lastError = err;
       }
     }
-    if (lastError) throw this.#networkError(lastError);
+    if (lastError) {
+      const reason = lastError instanceof Error ? lastError.message : 'no answer';
+      throw new HangarError(
+        'UNREACHABLE',
+        `Cannot reach any of the coordinators ${this.#urls.join(', ')} (last: ${reason}); is \`hangar coordinator\` running on them?`,
+        { cause: lastError },
+      );
+    }
     throw new HangarError(
       'NOT_LEADER',
       `None of the coordinators in HANGAR_URL (${this.#urls.join(', ')}) leads right now (an election takes a few seconds); try again.`,

@@ -200,6 +200,8 @@ export async function startCoordinatorNode(
     onLost: () => enqueue(follow),
   });
   lease.start();
+  // Elected at the first tick (alone on the data dir, or the lease was free): resolve leading.
+  await chain;
 
   let closed: Promise<void> | null = null;
   return {
