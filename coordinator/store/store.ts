@@ -645,8 +645,12 @@ export class Store {
     ).run(a);
   }
 
-  touchAgent(name: string, now: number): void {
-    this.#stmt('UPDATE agents SET last_seen = ? WHERE name = ?').run(now, name);
+  /** Records when each agent was last heard from, all in one transaction. */
+  touchAgents(seen: Iterable<readonly [name: string, lastSeen: number]>): void {
+    const touch = this.#stmt('UPDATE agents SET last_seen = ? WHERE name = ?');
+    this.transaction(() => {
+      for (const [name, lastSeen] of seen) touch.run(lastSeen, name);
+    });
   }
 
   listAgents(): AgentRow[] {
