@@ -741,6 +741,18 @@ export class Store {
     return (this.#stmt('SELECT * FROM instances ORDER BY app, type, idx').all() as Row[]).map(instanceFrom);
   }
 
+  /**
+   * Web instances a router may send requests to: up, wanted running, with a port and not held out
+   * of routes (see route-table.ts, which applies the same test), in app and index order.
+   */
+  listRoutableInstances(): InstanceRow[] {
+    return (
+      this.#stmt(
+        "SELECT * FROM instances WHERE type = 'web' AND desired = 'run' AND state = 'up' AND port IS NOT NULL AND drain_generation IS NULL ORDER BY app, type, idx",
+      ).all() as Row[]
+    ).map(instanceFrom);
+  }
+
   /** How many instances are placed on each agent (draining ones included), by agent name. */
   countInstancesByAgent(): Map<string, number> {
     const rows = this.#stmt('SELECT agent, COUNT(*) AS n FROM instances GROUP BY agent').all() as { agent: string; n: number }[];
