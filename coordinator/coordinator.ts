@@ -511,9 +511,14 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   await addonBackups.start();
   const address = api.server.address();
   const httpPort = typeof address === 'object' && address ? address.port : c.httpPort;
+  let livenessFlushedAt = 0;
   const loop = setInterval(() => {
     try {
-      reports.flushLiveness();
+      // Once a second: a 6 s liveness window does not need it fresher, and each flush is a commit.
+      if (clock.now() - livenessFlushedAt >= 1000) {
+        livenessFlushedAt = clock.now();
+        reports.flushLiveness();
+      }
     } catch (err) {
       logger.error({ err }, 'could not record when agents were last heard from');
     }

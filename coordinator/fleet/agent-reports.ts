@@ -59,7 +59,7 @@ export class AgentReports {
     this.applyStatuses(agent, statuses);
   }
 
-  /** Writes when agents were last heard from, in one transaction (the coordinator's loop calls it every tick, and on close). */
+  /** Writes when agents were last heard from, in one transaction (the coordinator's loop calls it every second, and on close). */
   flushLiveness(): void {
     if (this.#seen.size === 0) return;
     const seen = this.#seen;
