@@ -359,6 +359,23 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     intervalMs: c.cronIntervalMs,
     catchUpMs: c.cronCatchUpMs,
   });
+  // Agents' messages move rollouts on (a health change, an applied generation), but a tick reads
+  // every active deploy: one per turn of the event loop, not one per message of a large fleet.
+  let rolloutTickQueued = false;
+  let stopped = false;
+  const tickRolloutsSoon = () => {
+    if (rolloutTickQueued) return;
+    rolloutTickQueued = true;
+    setImmediate(() => {
+      rolloutTickQueued = false;
+      if (stopped) return;
+      try {
+        rollouts.tick();
+      } catch (err) {
+        logger.error({ err }, 'rollout tick after an agent message failed');
+      }
+    });
+  };
   const agentEvents: AgentHubEvents = {
     onHello: (agent, hello) => {
       clearTimeout(goneTimers.get(agent));
@@ -370,7 +387,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       reports.onHello(agent, hello);
       runs.onHello(agent);
       addons.onStatuses(agent, hello.addons);
-      rollouts.tick();
+      tickRolloutsSoon();
     },
     onHeartbeat: (agent, hb) => {
       fence.onReport(
@@ -379,14 +396,14 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       );
       reports.onHeartbeat(agent, hb.instances);
       addons.onStatuses(agent, hb.addons);
-      rollouts.tick();
+      tickRolloutsSoon();
     },
     onInstanceEvent: (agent, event) => {
       fence.onEvent(agent, event.status?.key ?? '', event.kind);
       // A failing health check's reason, not a full status: it goes to the deploy's output.
       if (event.kind === 'health_failed') rollouts.onHealthFailure(event.status?.key ?? '', event.status?.message ?? '');
       else if (event.status) reports.applyStatuses(agent, [event.status]);
-      rollouts.tick();
+      tickRolloutsSoon();
     },
     onTaskOutput: (agent, output) => rollouts.onTaskOutput(agent, output),
     onTaskResult: (agent, result) => rollouts.onTaskResult(agent, result),
@@ -544,7 +561,17 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   cron.start();
   await addonBackups.start();
   const httpPort = httpPortOf();
+  let livenessFlushedAt = 0;
   const loop = setInterval(() => {
+    try {
+      // Once a second: a 6 s liveness window does not need it fresher, and each flush is a commit.
+      if (clock.now() - livenessFlushedAt >= 1000) {
+        livenessFlushedAt = clock.now();
+        reports.flushLiveness();
+      }
+    } catch (err) {
+      logger.error({ err }, 'could not record when agents were last heard from');
+    }
     try {
       fleet.tick();
       rollouts.tick();
@@ -579,6 +606,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     routes,
     close() {
       closed ??= (async () => {
+        stopped = true;
         clearInterval(loop);
         clearInterval(pruneLoop);
         for (const timer of goneTimers.values()) clearTimeout(timer);
@@ -591,6 +619,11 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
         await acmeIssuer.close();
         await api.close();
         await hub.close();
+        try {
+          reports.flushLiveness();
+        } catch (err) {
+          logger.warn({ err }, 'could not record when agents were last heard from');
+        }
         metrics.close();
         ingest.close();
         await logIndexer.close();

@@ -234,6 +234,8 @@ export class Addons {
 
   /** Records what an agent reports; attaches add-ons that came up. */
   onStatuses(agent: string, statuses: readonly AddonStatus__Output[]): void {
+    // Most heartbeats carry no add-on: no transaction for them.
+    if (statuses.length === 0) return;
     const store = this.#o.store;
     const changed: string[] = [];
     store.transaction(() => {

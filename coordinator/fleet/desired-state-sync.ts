@@ -11,8 +11,11 @@ export interface DesiredStateSyncOptions {
   logger: Logger;
 }
 
-/** Agents sent their desired state per turn of the event loop. */
-const SYNC_CHUNK = 100;
+/**
+ * Longest stretch spent sending desired states before the event loop gets a turn, ms: a count of
+ * agents per turn (it was 100) is no bound when each state lists every route of a large fleet.
+ */
+const SYNC_SLICE_MS = 10;
 
 /**
  * Sends agents their desired state. Level-triggered: any change calls {@link requestSync}, which
@@ -83,8 +86,8 @@ export class DesiredStateSync {
 
   /**
    * Sends connected agents (all, or the ones named) their desired state under a new generation,
-   * {@link SYNC_CHUNK} agents per turn of the event loop so that heartbeats are handled in between
-   * on a large fleet. `done` gets the time spent, ms.
+   * for at most {@link SYNC_SLICE_MS} per turn of the event loop (at least one agent) so that
+   * heartbeats are handled in between on a large fleet. `done` gets the time spent, ms.
    */
   syncNow(only?: readonly string[], done?: (busyMs: number) => void): void {
     const started = performance.now();
@@ -95,15 +98,17 @@ export class DesiredStateSync {
     const sendChunk = (from: number) => {
       if (this.#closed) return;
       const t0 = performance.now();
+      let next = from;
       try {
-        for (const agent of targets.slice(from, from + SYNC_CHUNK)) {
-          this.#o.hub.send(agent, { generation, ...snapshot.forAgent(agent) });
-        }
+        do {
+          const agent = targets[next++];
+          if (agent !== undefined) this.#o.hub.send(agent, { generation, ...snapshot.forAgent(agent) });
+        } while (next < targets.length && performance.now() - t0 < SYNC_SLICE_MS);
       } catch (err) {
         this.#logger.error({ err }, 'failed to send desired state to agents');
       }
       busy += performance.now() - t0;
-      if (from + SYNC_CHUNK < targets.length) setImmediate(() => sendChunk(from + SYNC_CHUNK));
+      if (next < targets.length) setImmediate(() => sendChunk(next));
       else done?.(busy);
     };
     sendChunk(0);

@@ -62,17 +62,20 @@ export class DesiredStateAssembler {
     this.#runs = new RunStore(options.store);
   }
 
-  /** Reads the store once; every agent's state is then cut from the same reads. */
+  /**
+   * Reads what every agent shares (routes, deploys, add-ons, runs, certificates) once; each
+   * agent's own instances are read when its state is cut, by the agent's index. Reading every
+   * instance of a large fleet for each sync held the event loop for as long as a second while
+   * agents reconnected (a sync per batch of hellos); the routes need only the routable web ones.
+   */
   snapshot(): DesiredStateSnapshot {
     const store = this.#o.store;
-    const instances = store.listInstances();
     const releases = new Map<string, ReleaseRow | null>();
     const releaseOf = (app: string, version: number): ReleaseRow | null => {
       const k = `${app}:${version}`;
       if (!releases.has(k)) releases.set(k, store.getRelease(app, version));
       return releases.get(k) ?? null;
     };
-    const instancesOn = groupBy(instances, (i) => i.agent);
     const deploysOn = groupBy(
       store.activeDeploys().filter((d) => d.taskAgent !== null && hasAgentTask(d.status)),
       (d) => d.taskAgent ?? '',
@@ -88,7 +91,7 @@ export class DesiredStateAssembler {
     const routes: AppRoutes[] = routeTable(
       apps,
       store.listAgents(),
-      instances,
+      store.listRoutableInstances(),
       this.#o.domain,
       (app) => {
         const version = currentRelease.get(app) ?? null;
@@ -103,9 +106,11 @@ export class DesiredStateAssembler {
     // The domains a process is told are the ones its router matches, read from the same routes.
     const domainsOf = new Map(routes.map((r) => [r.app, r.domains]));
     const domains = (app: string): readonly string[] => domainsOf.get(app) ?? [defaultDomain(app, this.#o.domain)];
+    const activeRuns = this.#runs.active();
+    const runs = { active: () => activeRuns };
     return {
       forAgent: (agent) => ({
-        instances: (instancesOn.get(agent) ?? []).flatMap((i) => {
+        instances: store.listInstances({ agent }).flatMap((i) => {
           const release = releaseOf(i.app, i.release);
           return release ? [this.#instanceSpec(i, release, domains(i.app))] : [];
         }),
@@ -115,7 +120,7 @@ export class DesiredStateAssembler {
           return release ? [taskSpec(d, release, domains(d.app))] : [];
         }),
         addons: (addonsOn.get(agent) ?? []).map(addonSpec),
-        runs: runSpecsFor(this.#runs, agent, releaseOf, domains),
+        runs: runSpecsFor(runs, agent, releaseOf, domains),
         certificates,
         acmeChallenges,
       }),

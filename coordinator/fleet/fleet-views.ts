@@ -27,20 +27,24 @@ export class FleetViews {
   }
 
   agentViews(): AgentView[] {
-    const instances = this.#o.store.listInstances();
+    // Counted in one pass: filtering the instances once per agent is quadratic in the fleet.
+    const placed = this.#o.store.countInstancesByAgent();
     const now = this.#o.clock.now();
-    return this.#o.store.listAgents().map((a) => ({
-      name: a.name,
-      state: this.#o.fleet.isUp(a.name) && now - a.lastSeen < this.#o.agentDownAfterMs ? 'up' : 'down',
-      address: a.address,
-      routerPort: a.routerPort,
-      instances: instances.filter((i) => i.agent === a.name).length,
-      capacity: { cpus: a.cpus, memoryMb: a.memoryMb, maxInstances: a.maxInstances },
-      lastSeen: new Date(a.lastSeen).toISOString(),
-      version: a.version,
-      cpuPct: this.#o.usageOf?.(a.name)?.cpuPct ?? null,
-      memoryUsedMb: this.#o.usageOf?.(a.name)?.memoryUsedMb ?? null,
-    }));
+    return this.#o.store.listAgents().map((a) => {
+      const usage = this.#o.usageOf?.(a.name) ?? null;
+      return {
+        name: a.name,
+        state: this.#o.fleet.isUp(a.name) && now - a.lastSeen < this.#o.agentDownAfterMs ? 'up' : 'down',
+        address: a.address,
+        routerPort: a.routerPort,
+        instances: placed.get(a.name) ?? 0,
+        capacity: { cpus: a.cpus, memoryMb: a.memoryMb, maxInstances: a.maxInstances },
+        lastSeen: new Date(a.lastSeen).toISOString(),
+        version: a.version,
+        cpuPct: usage?.cpuPct ?? null,
+        memoryUsedMb: usage?.memoryUsedMb ?? null,
+      };
+    });
   }
 
   psRows(app: string): PsRow[] {

@@ -97,11 +97,12 @@ export class Fleet {
     const now = this.#o.clock.now();
     store.transaction(() => {
       const all = store.listInstances();
+      const loads = countByAgent(all);
       const agents = store.listAgents().map((a) => ({
         name: a.name,
         up: this.isUp(a.name),
         maxInstances: a.maxInstances,
-        load: all.filter((i) => i.agent === a.name).length + (this.#o.runsOn?.(a.name) ?? 0),
+        load: (loads.get(a.name) ?? 0) + (this.#o.runsOn?.(a.name) ?? 0),
       }));
       const placed = placeInstances(
         agents,
@@ -197,6 +198,8 @@ export class Fleet {
     if (stranded.length === 0) return;
     const kept = all.filter((i) => !lost.has(i.agent));
     const placed = kept.map((i) => ({ agent: i.agent, app: i.app, type: i.type }));
+    // Kept up to date as instances are placed: counting `placed` per candidate is quadratic in the fleet.
+    const loads = countByAgent(placed);
     const moves: { instance: InstanceRow; to: string }[] = [];
     const unplaced: string[] = [];
     const waiting: string[] = [];
@@ -213,12 +216,13 @@ export class Fleet {
         name: a.name,
         up: !lost.has(a.name) && this.isUp(a.name),
         maxInstances: a.maxInstances,
-        load: placed.filter((p) => p.agent === a.name).length,
+        load: loads.get(a.name) ?? 0,
       }));
       try {
         const [to] = placeInstances(candidates, placed, [{ app: i.app, type: i.type }]);
         if (!to) throw new Error('no agent');
         placed.push({ agent: to, app: i.app, type: i.type });
+        loads.set(to, (loads.get(to) ?? 0) + 1);
         moves.push({ instance: i, to });
       } catch {
         unplaced.push(`${i.app} ${instanceName(i)}`);
@@ -250,4 +254,11 @@ export class Fleet {
     }
     this.#o.sync.requestSync();
   }
+}
+
+/** How many of `items` each agent holds. */
+function countByAgent(items: readonly { agent: string }[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const i of items) counts.set(i.agent, (counts.get(i.agent) ?? 0) + 1);
+  return counts;
 }

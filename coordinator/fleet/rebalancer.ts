@@ -10,7 +10,7 @@ import { processSettingsOf } from '../../common/app-json.js';
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/logger.js';
 import { instanceName } from '../../common/vocabulary.js';
-import type { InstanceRow, Store } from '../store/store.js';
+import type { AgentRow, InstanceRow, Store } from '../store/store.js';
 import { runnableTypes, type Fleet } from './fleet.js';
 import { freeIndexes } from './scheduler.js';
 
@@ -70,34 +70,46 @@ export class Rebalancer {
     const store = this.#o.store;
     const agents = store.listAgents().filter((a) => this.#o.fleet.isUp(a.name));
     if (agents.length < 2) return;
-    const all = store.listInstances();
+    // Counted in SQL, and an app's rows are read only when one of its instances is to move: this
+    // runs every couple of seconds, and turning every instance of a large fleet into objects each
+    // time would hold the event loop for a good part of that.
+    const loads = store.countInstancesByAgent();
+    const load = (agent: string) => loads.get(agent) ?? 0;
+    const settled = store.settledApps();
     for (const app of store.listApps()) {
-      if (app.currentRelease === null || this.#o.busy(app.name)) continue;
+      // Only a settled app: nothing starting, crashing or draining, nothing of another release.
+      if (app.currentRelease === null || !settled.has(app.name) || this.#o.busy(app.name)) continue;
       if ((this.#cooldown.get(app.name) ?? 0) > now) continue;
       const release = store.getRelease(app.name, app.currentRelease);
       if (!release) continue;
-      const rows = all.filter((i) => i.app === app.name);
-      // Only a settled app: nothing starting, crashing or draining.
-      if (rows.some((i) => i.desired !== 'run' || i.state !== 'up' || i.release !== release.version)) continue;
+      const kinds = store.countAppInstancesByKind(app.name);
       for (const type of runnableTypes(release).sort()) {
         if (processSettingsOf(release.appJson, type).singleton) continue;
-        const mine = rows.filter((i) => i.type === type);
-        const load = (agent: string) => all.filter((i) => i.agent === agent).length;
-        const count = (agent: string) => mine.filter((i) => i.agent === agent).length;
-        const ranked = [...agents].sort((a, b) => count(a.name) - count(b.name) || load(a.name) - load(b.name));
-        const emptiest = ranked.find((a) => load(a.name) < a.maxInstances);
-        const fullest = ranked[ranked.length - 1];
+        const counts = kinds.get(type) ?? new Map<string, number>();
+        const count = (agent: string) => counts.get(agent) ?? 0;
+        // The emptiest agent with room (fewest of the type, then least loaded; the first of equals)
+        // and the fullest (most, then most loaded; the last of equals), in one pass.
+        const below = (a: AgentRow, b: AgentRow) => count(a.name) - count(b.name) || load(a.name) - load(b.name);
+        let emptiest: AgentRow | undefined;
+        let fullest: AgentRow | undefined;
+        for (const a of agents) {
+          if (load(a.name) < a.maxInstances && (!emptiest || below(a, emptiest) < 0)) emptiest = a;
+          if (!fullest || below(a, fullest) >= 0) fullest = a;
+        }
         if (!emptiest || !fullest || count(fullest.name) - count(emptiest.name) < 2) continue;
-        const old = mine.filter((i) => i.agent === fullest.name).sort((a, b) => b.idx - a.idx)[0];
+        const old = store
+          .listInstances({ app: app.name })
+          .filter((i) => i.type === type && i.agent === fullest.name)
+          .sort((a, b) => b.idx - a.idx)[0];
         if (old) {
-          this.#start(app.name, release.version, type, old, mine, now);
+          this.#start(app.name, release.version, type, old, count, now);
           return;
         }
       }
     }
   }
 
-  #start(app: string, release: number, type: string, old: InstanceRow, mine: readonly InstanceRow[], now: number): void {
+  #start(app: string, release: number, type: string, old: InstanceRow, count: (agent: string) => number, now: number): void {
     const [idx] = freeIndexes(
       this.#o.store
         .listInstances({ app })
@@ -114,7 +126,6 @@ export class Rebalancer {
     }
     const placed = this.#o.store.listInstances({ app }).find((i) => i.type === type && i.release === release && i.idx === idx);
     if (!placed) return;
-    const count = (agent: string) => mine.filter((i) => i.agent === agent).length;
     if (placed.agent === old.agent || count(placed.agent) + 2 > count(old.agent)) {
       // The scheduler put it where it does not even the spread: take it back.
       this.#o.fleet.remove([placed]);

@@ -388,7 +388,7 @@ export function runView(run: RunRow): RunView {
 
 /** The runs `agent` must run now, for its desired state (runs waiting for a client or being stopped are left out). */
 export function runSpecsFor(
-  store: RunStore,
+  store: Pick<RunStore, 'active'>,
   agent: string,
   releaseOf: (app: string, version: number) => ReleaseRow | null,
   domainsOf: (app: string) => readonly string[],

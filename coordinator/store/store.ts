@@ -658,8 +658,12 @@ export class Store {
     ).run(a);
   }
 
-  touchAgent(name: string, now: number): void {
-    this.#stmt('UPDATE agents SET last_seen = ? WHERE name = ?').run(now, name);
+  /** Records when each agent was last heard from, all in one transaction. */
+  touchAgents(seen: Iterable<readonly [name: string, lastSeen: number]>): void {
+    const touch = this.#stmt('UPDATE agents SET last_seen = ? WHERE name = ?');
+    this.transaction(() => {
+      for (const [name, lastSeen] of seen) touch.run(lastSeen, name);
+    });
   }
 
   listAgents(): AgentRow[] {
@@ -748,6 +752,52 @@ export class Store {
       return (this.#stmt('SELECT * FROM instances WHERE agent = ? ORDER BY app, type, idx').all(filter.agent) as Row[]).map(instanceFrom);
     }
     return (this.#stmt('SELECT * FROM instances ORDER BY app, type, idx').all() as Row[]).map(instanceFrom);
+  }
+
+  /**
+   * Web instances a router may send requests to: up, wanted running, with a port and not held out
+   * of routes (see route-table.ts, which applies the same test), in app and index order.
+   */
+  listRoutableInstances(): InstanceRow[] {
+    return (
+      this.#stmt(
+        "SELECT * FROM instances WHERE type = 'web' AND desired = 'run' AND state = 'up' AND port IS NOT NULL AND drain_generation IS NULL ORDER BY app, type, idx",
+      ).all() as Row[]
+    ).map(instanceFrom);
+  }
+
+  /** How many instances are placed on each agent (draining ones included), by agent name. */
+  countInstancesByAgent(): Map<string, number> {
+    const rows = this.#stmt('SELECT agent, COUNT(*) AS n FROM instances GROUP BY agent').all() as { agent: string; n: number }[];
+    return new Map(rows.map((r) => [r.agent, r.n]));
+  }
+
+  /**
+   * Apps with a current release whose every instance is of that release, wanted running and up
+   * (nothing starting, crashing or draining).
+   */
+  settledApps(): Set<string> {
+    const rows = this.#stmt(
+      `SELECT a.name FROM apps a WHERE a.current_release IS NOT NULL AND NOT EXISTS (
+         SELECT 1 FROM instances i WHERE i.app = a.name AND (i.desired != 'run' OR i.state != 'up' OR i.release != a.current_release))`,
+    ).all() as { name: string }[];
+    return new Set(rows.map((r) => r.name));
+  }
+
+  /** How many instances of each process type of `app` each agent holds: type → agent → count. */
+  countAppInstancesByKind(app: string): Map<string, Map<string, number>> {
+    const rows = this.#stmt('SELECT type, agent, COUNT(*) AS n FROM instances WHERE app = ? GROUP BY type, agent').all(app) as {
+      type: string;
+      agent: string;
+      n: number;
+    }[];
+    const kinds = new Map<string, Map<string, number>>();
+    for (const r of rows) {
+      const counts = kinds.get(r.type) ?? new Map<string, number>();
+      counts.set(r.agent, r.n);
+      kinds.set(r.type, counts);
+    }
+    return kinds;
   }
 
   /** Instances being drained (the periodic drain check reads only these). */
