@@ -21,6 +21,7 @@ import { describeError, HangarError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { TimerLoop } from '../../common/timer-loop.js';
 import type { AgentHub } from '../fleet/agent-hub.js';
+import type { AddonJobResult__Output } from '../../proto/loader.js';
 import type { BackupTransfers } from './backup-transfers.js';
 import type { AddonRow, Store } from '../store/store.js';
 import { databaseNameOf } from './addon-connection.js';
@@ -148,13 +149,11 @@ export class AddonBackups {
     const errors: string[] = [];
     await mkdir(this.#o.transitDir, { recursive: true, mode: 0o700 });
     const transit = join(this.#o.transitDir, `${backup.id}.dump`);
-    const up = this.#o.transfers.open(backup.agent, 'upload', transit);
     try {
-      await this.#o.addons.runJob(backup.agent, {
+      await this.#transferJob(backup.agent, 'upload', transit, {
         addon: backup.addon,
         action: 'upload',
         backup: backup.name,
-        transfer: up,
         sha256: backup.sha256,
         where: 'backups',
       });
@@ -163,21 +162,17 @@ export class AddonBackups {
       if (target === null) {
         errors.push(`no other agent is connected to keep a copy (it is only on ${backup.agent})`);
       } else {
-        const down = this.#o.transfers.open(target, 'fetch', transit);
         try {
-          await this.#o.addons.runJob(target, {
+          await this.#transferJob(target, 'fetch', transit, {
             addon: backup.addon,
             action: 'store-copy',
             backup: backup.name,
-            transfer: down,
             sha256: backup.sha256,
             kind: backup.kind,
           });
           copies.push({ agent: target });
         } catch (err) {
           errors.push(`the copy to ${target} failed: ${describeError(err)}`);
-        } finally {
-          this.#o.transfers.close(down);
         }
       }
       if (dir) {
@@ -190,7 +185,6 @@ export class AddonBackups {
     } catch (err) {
       errors.push(`it could not be sent off ${backup.agent}: ${describeError(err)}`);
     } finally {
-      this.#o.transfers.close(up);
       await rm(transit, { force: true });
       await rm(`${transit}.partial`, { force: true });
     }
@@ -360,13 +354,11 @@ export class AddonBackups {
     try {
       for (const h of holders) {
         if (!this.#o.hub.isConnected(h.agent)) continue;
-        const up = this.#o.transfers.open(h.agent, 'upload', transit);
         try {
-          await this.#o.addons.runJob(h.agent, {
+          await this.#transferJob(h.agent, 'upload', transit, {
             addon: backup.addon,
             action: 'upload',
             backup: backup.name,
-            transfer: up,
             sha256: backup.sha256,
             where: h.where,
           });
@@ -374,8 +366,6 @@ export class AddonBackups {
           break;
         } catch (err) {
           tried.push(`${h.agent}: ${describeError(err)}`);
-        } finally {
-          this.#o.transfers.close(up);
         }
       }
       if (source === null) {
@@ -398,21 +388,33 @@ export class AddonBackups {
           `No good copy of backup ${backup.name} is reachable${tried.length ? ` (${tried.join('; ')})` : ''}.`,
         );
       }
-      const down = this.#o.transfers.open(target.agent, 'fetch', source);
-      try {
-        await this.#o.addons.runJob(target.agent, {
-          addon: target.name,
-          action: 'restore',
-          backup: backup.name,
-          transfer: down,
-          sha256: backup.sha256,
-        });
-      } finally {
-        this.#o.transfers.close(down);
-      }
+      await this.#transferJob(target.agent, 'fetch', source, {
+        addon: target.name,
+        action: 'restore',
+        backup: backup.name,
+        sha256: backup.sha256,
+      });
     } finally {
       await rm(transit, { force: true });
       await rm(`${transit}.partial`, { force: true });
+    }
+  }
+
+  /**
+   * Runs a job that moves a file through the coordinator: a transfer of `path` for `agent` (it
+   * uploads to it or fetches from it), named in the job and open only while the job runs.
+   */
+  async #transferJob(
+    agent: string,
+    mode: 'upload' | 'fetch',
+    path: string,
+    job: Omit<Parameters<Addons['runJob']>[1], 'transfer'>,
+  ): Promise<AddonJobResult__Output> {
+    const transfer = this.#o.transfers.open(agent, mode, path);
+    try {
+      return await this.#o.addons.runJob(agent, { ...job, transfer });
+    } finally {
+      this.#o.transfers.close(transfer);
     }
   }
 
