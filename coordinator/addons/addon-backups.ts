@@ -5,7 +5,8 @@
  * add-on (default 03:00 UTC, 7 kept) runs them, and after each scheduled backup a verification
  * restore into a scratch server on the agent holding the copy; its result is recorded on the
  * backup. Restores go into a new add-on (`toNew`) or into the add-on itself after a safety backup
- * (pg_restore runs in one transaction: a failed restore leaves the previous data).
+ * (pg_restore runs in one transaction; a Redis RDB is loaded beside the data and swapped in by the
+ * agent: either way a failed restore leaves the previous data).
  *
  * Files move through the coordinator by transfer ids named in the agents' jobs (see
  * {@link BackupTransfers}); a transfer's file lives in DATA/backup-transit only while it moves.
@@ -299,11 +300,9 @@ export class AddonBackups {
       );
     }
     const backup = found[0] as BackupRow;
-    if (backup.kind !== 'postgres') {
-      throw new HangarError(
-        'BAD_INPUT',
-        `Backup ${backupName} is a ${backup.kind} backup; restores are for PostgreSQL backups (a Redis RDB is kept and verified, not restored by hangar yet).`,
-      );
+    const kind = backup.kind;
+    if (kind !== 'postgres' && kind !== 'redis') {
+      throw new HangarError('BAD_INPUT', `Backup ${backupName} is a ${kind} backup; restores are for PostgreSQL and Redis backups.`);
     }
     if (!options.toNew) {
       if (backup.kind !== addon.kind) {
@@ -320,23 +319,30 @@ export class AddonBackups {
         );
       }
       const safety = await this.backup(app, name, { origin: 'safety' });
-      await this.#restoreInto(addon, backup);
-      this.#o.recordEvent(app, `Restored backup ${backupName} into ${name} (safety backup ${safety.name} taken first)`);
+      const keys = restoredKeys(await this.#restoreInto(addon, backup));
+      this.#o.recordEvent(app, `Restored backup ${backupName} into ${name}${keys} (safety backup ${safety.name} taken first)`);
       return { addon, backup, safety };
     }
-    const created = await this.#o.addons.create(app, { kind: 'postgres' });
+    const created = await this.#o.addons.create(app, { kind });
     const target = await this.#o.addons.waitUp(created.name, this.#o.upTimeoutMs ?? 5 * 60_000);
-    await this.#restoreInto(target, backup);
-    this.#o.recordEvent(app, `Restored backup ${backupName} of ${backup.addon} into the new add-on ${target.name} (${target.configVar})`);
+    const keys = restoredKeys(await this.#restoreInto(target, backup));
+    this.#o.recordEvent(
+      app,
+      `Restored backup ${backupName} of ${backup.addon} into the new add-on ${target.name}${keys} (${target.configVar})`,
+    );
     return { addon: this.#o.store.getAddon(target.name) ?? target, backup, safety: null };
   }
 
   /** Restores into `target` from the original (same add-on, same agent) or through the coordinator from a copy. */
-  async #restoreInto(target: AddonRow, backup: BackupRow): Promise<void> {
+  async #restoreInto(target: AddonRow, backup: BackupRow): Promise<AddonJobResult__Output> {
     if (backup.addon === target.name && backup.agent === target.agent) {
       try {
-        await this.#o.addons.runJob(target.agent, { addon: target.name, action: 'restore', backup: backup.name, sha256: backup.sha256 });
-        return;
+        return await this.#o.addons.runJob(target.agent, {
+          addon: target.name,
+          action: 'restore',
+          backup: backup.name,
+          sha256: backup.sha256,
+        });
       } catch (err) {
         // The original is gone or corrupt: a copy elsewhere may still be good.
         if (!(err instanceof HangarError) || (err.code !== 'BACKUP_NOT_FOUND' && err.code !== 'BACKUP_CORRUPT')) throw err;
@@ -388,7 +394,7 @@ export class AddonBackups {
           `No good copy of backup ${backup.name} is reachable${tried.length ? ` (${tried.join('; ')})` : ''}.`,
         );
       }
-      await this.#transferJob(target.agent, 'fetch', source, {
+      return await this.#transferJob(target.agent, 'fetch', source, {
         addon: target.name,
         action: 'restore',
         backup: backup.name,
@@ -554,6 +560,16 @@ export class AddonBackups {
     }
     if (running && row.desired !== 'run') throw new HangarError('BAD_INPUT', `${name} is destroyed; create a new add-on to back up.`);
     return row;
+  }
+}
+
+/** ` (N keys)` from a Redis restore's report, '' otherwise. */
+function restoredKeys(result: AddonJobResult__Output): string {
+  try {
+    const keys = (JSON.parse(result.report || '{}') as { keys?: unknown }).keys;
+    return typeof keys === 'number' ? ` (${keys} keys)` : '';
+  } catch {
+    return '';
   }
 }
 
