@@ -1,10 +1,11 @@
 /**
  * What the add-on e2e tests talk to add-ons with: the CLI (asserting it succeeded), `psql` and
- * RESP straight at an add-on's URL, and the add-ons of an app.
+ * RESP straight at an add-on's URL, and the add-ons of an app (through the CLI or the API).
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { request } from 'undici';
 import { respCommand } from '../../agent/addons/redis.js';
 import { findPostgresBin } from '../../agent/addons/server-binaries.js';
 import { socketExchange } from '../../agent/addons/socket-exchange.js';
@@ -21,6 +22,21 @@ export async function cliOk(cluster: Cluster, args: string[], timeoutMs = 300_00
 /** `hangar addons -a APP --json` (with `--reveal`: URLs with their passwords). */
 export async function addonViews(cluster: Cluster, app: string, reveal = false): Promise<AddonView[]> {
   return JSON.parse(await cliOk(cluster, ['addons', '-a', app, '--json', ...(reveal ? ['--reveal'] : [])])) as AddonView[];
+}
+
+/** GET `path` of the coordinator's API as the admin (a CLI start costs seconds on a loaded machine); fails the test unless 200. */
+export async function apiGet<T>(cluster: Cluster, path: string): Promise<T> {
+  const res = await request(`${cluster.coordinator.url}${path}`, {
+    headers: { authorization: `Bearer ${cluster.coordinator.adminToken}` },
+  });
+  const body = (await res.body.json()) as T;
+  assert.equal(res.statusCode, 200, JSON.stringify(body));
+  return body;
+}
+
+/** The app's add-ons from the API straight (`GET /v1/apps/APP/addons`). */
+export async function apiAddons(cluster: Cluster, app: string, reveal = false): Promise<AddonView[]> {
+  return (await apiGet<{ addons: AddonView[] }>(cluster, `/v1/apps/${app}/addons${reveal ? '?reveal=true' : ''}`)).addons;
 }
 
 /** `psql` straight at the add-on (stops at the first error), the password in the environment; its trimmed output. */
