@@ -78,8 +78,19 @@ export interface AddonDriver {
   prepare(ctx: AddonContext): Promise<PreparedServer>;
   /** Writes a backup of the running server to `file`. Kinds without backups leave it out. */
   backup?(ctx: AddonContext, file: string): Promise<void>;
-  /** Restores `file` into the running server. */
-  restore?(ctx: AddonContext, file: string): Promise<void>;
+  /**
+   * Restores `file` into the running server; a kind that must swap the server's files stops and
+   * starts it through `server`. What it returns is the job's report (e.g. the keys found after).
+   */
+  restore?(ctx: AddonContext, file: string, server: ServerControl): Promise<object | void>;
+}
+
+/** The supervised server of an add-on, for a restore that swaps its files. */
+export interface ServerControl {
+  /** Stops the server; it stays wanted, and nothing starts it again until {@link start}. */
+  stop(): Promise<void>;
+  /** Starts it again and resolves once its health check passes; throws when it does not in time. */
+  start(): Promise<void>;
 }
 
 /** Quotes words for `/bin/sh`. */

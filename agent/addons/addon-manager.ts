@@ -1,10 +1,11 @@
 /**
  * Runs this agent's add-on servers (PostgreSQL, Redis, memcached) from desired state — one
  * {@link WorkloadRunner} with the {@link AddonServerDriver} — and the one-shot jobs on add-ons:
- * backups, restores, purges, and the off-host part of backups: sending a backup to the
- * coordinator, keeping a copy of another agent's backup (DATA/backup-copies/ADDON/NAME.dump), and
- * verification restores of a copy into a scratch server. Every file is checked against the
- * backup's SHA-256 before it is kept, sent or restored.
+ * backups, restores (a Redis restore stops and starts its server: see `redis-restore.ts`), purges,
+ * and the off-host part of backups: sending a backup to the coordinator, keeping a copy of another
+ * agent's backup (DATA/backup-copies/ADDON/NAME.dump), and verification restores of a copy into a
+ * scratch server. Every file is checked against the backup's SHA-256 before it is kept, sent or
+ * restored.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -16,7 +17,7 @@ import { HangarError, describeError, isHangarError } from '../../common/errors.j
 import type { Logger } from '../../common/logger.js';
 import type { AddonBackup, AddonJob__Output, AddonJobResult, AddonSpec__Output, AddonStatus } from '../../proto/loader.js';
 import { WorkloadRunner } from '../workloads/workload-runner.js';
-import { addonPaths, type AddonContext, type AddonPaths } from './addon-kind.js';
+import { addonPaths, type AddonContext, type AddonPaths, type ServerControl } from './addon-kind.js';
 import { AddonServerDriver, type AddonServerOptions } from './addon-server-driver.js';
 import { verifyBackup } from './backup-verify.js';
 
@@ -37,6 +38,9 @@ export interface BackupTransfers {
 }
 
 const BACKUP_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+
+/** How long a server stopped for a restore may take to be up again, ms (real time). */
+const SERVER_UP_MS = 120_000;
 
 /** Runs and keeps up the add-on servers desired state lists for this agent. */
 export class AddonManager {
@@ -110,6 +114,28 @@ export class AddonManager {
    */
   close(options: { stopInstances: boolean }): Promise<void> {
     return this.#runner.close(options);
+  }
+
+  /** Stops and starts the server of `addon` for a restore; a start waits (bounded) for its health check. */
+  #serverControl(addon: string): ServerControl {
+    return {
+      stop: () => this.#runner.pause(addon),
+      start: async () => {
+        this.#runner.resume(addon);
+        const deadline = Date.now() + SERVER_UP_MS;
+        for (;;) {
+          const view = this.#runner.get(addon);
+          if (view?.state === 'up') return;
+          if (Date.now() > deadline) {
+            throw new HangarError(
+              'ADDON_FAILED',
+              `${addon} did not come up within ${SERVER_UP_MS / 1000} s (${view?.vitals.message ?? 'gone'})`,
+            );
+          }
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      },
+    };
   }
 
   #transfers(): BackupTransfers {
@@ -239,20 +265,24 @@ export class AddonManager {
           return { backups, backup: made ? { ...made, sha256, kind: server.spec.kind } : null };
         }
         if (!driver?.restore) {
-          throw new HangarError('BAD_INPUT', `${job.addon} is a ${server.spec.kind} add-on; restores are for PostgreSQL add-ons.`);
+          throw new HangarError(
+            'BAD_INPUT',
+            `${job.addon} is a ${server.spec.kind} add-on; restores are for PostgreSQL and Redis add-ons.`,
+          );
         }
         if (!BACKUP_NAME.test(job.backup)) throw new HangarError('BAD_INPUT', `"${job.backup}" is not a backup name`);
+        const control = this.#serverControl(job.addon);
+        const restored = (file: string) => driver.restore?.(ctx, file, control);
         if (job.transfer) {
           // A backup kept elsewhere: fetched beside the add-on's own, checked, restored, removed.
           const fetched = join(paths.backups, `.restore-${job.backup}.dump`);
           try {
             await this.#fetchChecked(job, fetched);
             if (ctx.runAs) await chown(fetched, ctx.runAs.uid, ctx.runAs.gid);
-            await driver.restore(ctx, fetched);
+            return { backups: await listBackups(paths), ...reportOf(await restored(fetched)) };
           } finally {
             await rm(fetched, { force: true });
           }
-          return { backups: await listBackups(paths) };
         }
         const file = join(paths.backups, `${job.backup}.dump`);
         try {
@@ -264,13 +294,18 @@ export class AddonManager {
           );
         }
         if (job.sha256) await this.#checkedFile(job, file);
-        await driver.restore(ctx, file);
-        return { backups: await listBackups(paths) };
+        const report = reportOf(await restored(file));
+        return { backups: await listBackups(paths), ...report };
       }
       default:
         throw new HangarError('BAD_INPUT', `unknown add-on job "${job.action}"`);
     }
   }
+}
+
+/** A restore's report as the job's `report` (JSON), when it made one. */
+function reportOf(report: object | void): { report?: string } {
+  return report ? { report: JSON.stringify(report) } : {};
 }
 
 /** SHA-256 of a file, hex. */

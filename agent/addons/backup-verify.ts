@@ -2,19 +2,22 @@
  * Verification restores: a backup is loaded into a scratch server of its kind (a fresh PostgreSQL
  * cluster, or a redis-server on the RDB) that listens only on a unix socket in a temporary
  * directory, and what the server then holds is compared with what the file itself says (the
- * tables and the rows of each COPY block of the dump; the key count of the RDB). The scratch
- * server runs in its own process group and is stopped, and its directory removed, whatever happens.
+ * tables and the rows of each COPY block of the dump; the keys of the RDB, read by redis-check-rdb).
+ * The scratch server runs in its own process group and is stopped, and its directory removed,
+ * whatever happens.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFile, mkdtemp, open, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { HangarError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { chownTree, type RunAs } from '../workloads/run-as.js';
-import { runChecked, runCommand } from './run-command.js';
-import { findBinary, findPostgresBin } from './server-binaries.js';
+import { checkKeyCount, keyspaceKeys, readRdb, withScratchRedis } from './redis-restore.js';
+import { runChecked } from './run-command.js';
+import { ScratchServer, waitUntil } from './scratch-server.js';
+import { findPostgresBin } from './server-binaries.js';
 
 /** What a verification found: rows per table (PostgreSQL) or the number of keys (Redis). */
 export type VerifyReport = { tables: Record<string, number> } | { keys: number };
@@ -98,23 +101,12 @@ export async function verifyBackup(o: VerifyOptions): Promise<VerifyReport> {
       }
       return { tables };
     }
-    const expected = await rdbKeyCount(o.host, o.file);
-    const rdb = join(dir, 'dump.rdb');
-    await copyFile(o.file, rdb);
-    await chownTree(dir, o.runAs);
-    const sock = join(dir, 'r.sock');
-    server = await ScratchServer.start(
-      await findBinary('redis-server', 'redis-server', o.host),
-      ['--port', '0', '--unixsocket', sock, '--dir', dir, '--dbfilename', 'dump.rdb', '--appendonly', 'no', '--save', ''],
-      dir,
-      o.runAs,
-      'SIGTERM',
+    const rdb = await readRdb(o.host, o.file);
+    await copyFile(o.file, join(dir, 'dump.rdb'));
+    const keys = await withScratchRedis({ host: o.host, dir, runAs: o.runAs }, async (redis) =>
+      keyspaceKeys(await redis.ask('INFO', 'keyspace')),
     );
-    const cli = await findBinary('redis-cli', 'redis-tools', o.host);
-    const ask = async (...words: string[]) => (await runCommand(cli, ['-s', sock, ...words], { timeoutMs: 30_000 })).stdout.trim();
-    await waitUntil('the scratch Redis server to load the RDB', server, async () => (await ask('PING')) === 'PONG');
-    const keys = Number(await ask('DBSIZE'));
-    if (keys !== expected) throw new HangarError('ADDON_FAILED', `the restored RDB holds ${keys} keys; the file says ${expected}`);
+    checkKeyCount(keys, rdb, 'the restored RDB');
     return { keys };
   } finally {
     await server?.stop();
@@ -156,97 +148,4 @@ export async function dumpContents(bin: string, file: string): Promise<Record<st
   if (code !== 0)
     throw new HangarError('ADDON_FAILED', `pg_restore could not read the dump: ${stderr.trim().split('\n').slice(-2).join(' ')}`);
   return tables;
-}
-
-/** The number of keys an RDB file holds, as redis-check-rdb reads it (it also checks the checksum). */
-async function rdbKeyCount(host: string, file: string): Promise<number> {
-  const check = await findBinary('redis-check-rdb', 'redis-tools', host);
-  const result = await runCommand(check, [file], { timeoutMs: 600_000 });
-  const m = /\[info\] (\d+) keys read/.exec(result.stdout);
-  if (result.code !== 0 || !m) {
-    const tail = result.stdout.trim().split('\n').slice(-2).join(' ');
-    throw new HangarError('ADDON_FAILED', `redis-check-rdb refused the RDB: ${tail}`);
-  }
-  return Number(m[1]);
-}
-
-async function waitUntil(what: string, server: ScratchServer, ready: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (server.exited) throw new HangarError('ADDON_FAILED', `the scratch server exited before ${what}: ${await server.logTail()}`);
-    if (await ready()) return;
-    if (Date.now() > deadline) throw new HangarError('ADDON_FAILED', `gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/** A server started for one verification, in its own process group, its output in DIR/server.log. */
-class ScratchServer {
-  exited = false;
-  readonly #child: ChildProcess;
-  readonly #log: string;
-  readonly #stopSignal: NodeJS.Signals;
-  readonly #closed: Promise<void>;
-
-  private constructor(child: ChildProcess, log: string, stopSignal: NodeJS.Signals) {
-    this.#child = child;
-    this.#log = log;
-    this.#stopSignal = stopSignal;
-    this.#closed = new Promise((resolve) => {
-      child.on('close', () => {
-        this.exited = true;
-        resolve();
-      });
-    });
-  }
-
-  static async start(file: string, args: string[], dir: string, runAs: RunAs | null, stopSignal: NodeJS.Signals): Promise<ScratchServer> {
-    const log = join(dir, 'server.log');
-    const out = await open(log, 'a', 0o600);
-    try {
-      if (runAs) await out.chown(runAs.uid, runAs.gid);
-      const child = spawn(file, args, {
-        cwd: dir,
-        detached: true,
-        env: { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8' },
-        stdio: ['ignore', out.fd, out.fd],
-        ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
-      });
-      const server = new ScratchServer(child, log, stopSignal);
-      child.on('error', () => (server.exited = true));
-      return server;
-    } finally {
-      await out.close();
-    }
-  }
-
-  async logTail(): Promise<string> {
-    try {
-      const fh = await open(this.#log, 'r');
-      try {
-        return (await fh.readFile('utf8')).trim().split('\n').slice(-3).join(' ');
-      } finally {
-        await fh.close();
-      }
-    } catch {
-      return '';
-    }
-  }
-
-  /** Its stop signal to the group, SIGKILL after 15 s. */
-  async stop(): Promise<void> {
-    const pid = this.#child.pid;
-    if (this.exited || pid === undefined) return;
-    const signal = (s: NodeJS.Signals) => {
-      try {
-        process.kill(-pid, s);
-      } catch {
-        // Already gone.
-      }
-    };
-    signal(this.#stopSignal);
-    const timer = setTimeout(() => signal('SIGKILL'), 15_000);
-    await this.#closed;
-    clearTimeout(timer);
-  }
 }

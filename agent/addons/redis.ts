@@ -2,7 +2,8 @@
  * Redis add-ons: a config file (mode 0600, owned by the server's user) with `requirepass`,
  * append-only persistence and its own port and dir; `redis-server CONF`. Health: AUTH + PING in
  * RESP over a plain socket. Backups: an RDB snapshot taken over the replication protocol
- * (`redis-cli --rdb`, the password in the environment).
+ * (`redis-cli --rdb`, the password in the environment); restores load one back (see
+ * {@link restoreRedis}).
  */
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -10,6 +11,7 @@ import type { AddonDriver, PreparedServer } from './addon-kind.js';
 import { shellWords } from './addon-kind.js';
 import { chownTree } from '../workloads/run-as.js';
 import { findBinary } from './server-binaries.js';
+import { restoreRedis } from './redis-restore.js';
 import { runChecked } from './run-command.js';
 import { socketExchange } from './socket-exchange.js';
 
@@ -84,5 +86,7 @@ export function redisDriver(): AddonDriver {
         await rm(partial, { force: true });
       }
     },
+
+    restore: restoreRedis,
   };
 }

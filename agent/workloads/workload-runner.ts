@@ -6,6 +6,7 @@
  * {@link WorkloadDriver}.
  */
 import type { ClockTimer } from '../../common/clock.js';
+import { HangarError } from '../../common/errors.js';
 import type { StateMachine } from '../../common/state-machine.js';
 import { Supervisor, type SupervisorEvent } from './supervisor.js';
 import type { Supervision, WorkloadChange, WorkloadDriver, WorkloadRunnerOptions, WorkloadView } from './workload-driver.js';
@@ -156,6 +157,34 @@ export class WorkloadRunner<Spec, Data, Status> {
   async stop(key: string): Promise<void> {
     const w = this.#workloads.get(key);
     if (w) await this.#stop(w);
+  }
+
+  /**
+   * Stops the process of the running workload under `key` but keeps the workload: it stays
+   * wanted, and nothing starts it again until {@link resume} (an add-on restore that swaps the
+   * server's files between the two).
+   *
+   * @throws HangarError `CONFLICT` when it is not running.
+   */
+  async pause(key: string): Promise<void> {
+    await this.#running(key, 'pause').stop();
+  }
+
+  /**
+   * Starts the process of a workload {@link pause}d (or of a running one: nothing happens then).
+   *
+   * @throws HangarError `CONFLICT` when it is not running.
+   */
+  resume(key: string): void {
+    this.#running(key, 'resume').start();
+  }
+
+  #running(key: string, what: string): Supervisor {
+    const w = this.#workloads.get(key);
+    if (!w || w.phase.state !== 'running' || !w.supervisor) {
+      throw new HangarError('CONFLICT', `cannot ${what} ${key}: it is ${w ? w.phase.state : 'not here'}`);
+    }
+    return w.supervisor;
   }
 
   /**

@@ -215,12 +215,12 @@ export function registerAddonsCommands(program: Command, ctx: CliContext): void 
 
   withAppOption(program.command('addons:restore'))
     .description(
-      'restore a PostgreSQL backup into a new add-on (--to-new), or into the add-on itself (--confirm NAME; a safety backup is taken first)',
+      'restore a PostgreSQL or Redis backup into a new add-on (--to-new), or into the add-on itself (--confirm NAME; a safety backup is taken first)',
     )
     .argument('<name>', 'the add-on')
     .argument('<backup>', 'the backup, from `hangar addons:backups`')
     .option('--to-new', 'restore into a new add-on of the app (its URL goes into NAME_URL); the add-on is not touched')
-    .option('--confirm <name>', "the add-on's name again: its tables are replaced by the backup's")
+    .option('--confirm <name>', "the add-on's name again: its data (tables, or keys) is replaced by the backup's")
     .action(async (name: string, backup: string, options: { toNew?: boolean; confirm?: string }, command: Command) => {
       const app = resolveApp(command, ctx);
       if (!options.toNew && options.confirm !== name) {

@@ -5,7 +5,8 @@
  * add-on (default 03:00 UTC, 7 kept) runs them, and after each scheduled backup a verification
  * restore into a scratch server on the agent holding the copy; its result is recorded on the
  * backup. Restores go into a new add-on (`toNew`) or into the add-on itself after a safety backup
- * (pg_restore runs in one transaction: a failed restore leaves the previous data).
+ * (pg_restore runs in one transaction; a Redis RDB is loaded beside the data and swapped in by the
+ * agent: either way a failed restore leaves the previous data).
  *
  * Files move through the coordinator by transfer ids named in the agents' jobs (see
  * {@link BackupTransfers}); a transfer's file lives in DATA/backup-transit only while it moves.
@@ -21,6 +22,7 @@ import { describeError, HangarError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { TimerLoop } from '../../common/timer-loop.js';
 import type { AgentHub } from '../fleet/agent-hub.js';
+import type { AddonJobResult__Output } from '../../proto/loader.js';
 import type { BackupTransfers } from './backup-transfers.js';
 import type { AddonRow, Store } from '../store/store.js';
 import { databaseNameOf } from './addon-connection.js';
@@ -148,13 +150,11 @@ export class AddonBackups {
     const errors: string[] = [];
     await mkdir(this.#o.transitDir, { recursive: true, mode: 0o700 });
     const transit = join(this.#o.transitDir, `${backup.id}.dump`);
-    const up = this.#o.transfers.open(backup.agent, 'upload', transit);
     try {
-      await this.#o.addons.runJob(backup.agent, {
+      await this.#transferJob(backup.agent, 'upload', transit, {
         addon: backup.addon,
         action: 'upload',
         backup: backup.name,
-        transfer: up,
         sha256: backup.sha256,
         where: 'backups',
       });
@@ -163,21 +163,17 @@ export class AddonBackups {
       if (target === null) {
         errors.push(`no other agent is connected to keep a copy (it is only on ${backup.agent})`);
       } else {
-        const down = this.#o.transfers.open(target, 'fetch', transit);
         try {
-          await this.#o.addons.runJob(target, {
+          await this.#transferJob(target, 'fetch', transit, {
             addon: backup.addon,
             action: 'store-copy',
             backup: backup.name,
-            transfer: down,
             sha256: backup.sha256,
             kind: backup.kind,
           });
           copies.push({ agent: target });
         } catch (err) {
           errors.push(`the copy to ${target} failed: ${describeError(err)}`);
-        } finally {
-          this.#o.transfers.close(down);
         }
       }
       if (dir) {
@@ -190,7 +186,6 @@ export class AddonBackups {
     } catch (err) {
       errors.push(`it could not be sent off ${backup.agent}: ${describeError(err)}`);
     } finally {
-      this.#o.transfers.close(up);
       await rm(transit, { force: true });
       await rm(`${transit}.partial`, { force: true });
     }
@@ -305,11 +300,9 @@ export class AddonBackups {
       );
     }
     const backup = found[0] as BackupRow;
-    if (backup.kind !== 'postgres') {
-      throw new HangarError(
-        'BAD_INPUT',
-        `Backup ${backupName} is a ${backup.kind} backup; restores are for PostgreSQL backups (a Redis RDB is kept and verified, not restored by hangar yet).`,
-      );
+    const kind = backup.kind;
+    if (kind !== 'postgres' && kind !== 'redis') {
+      throw new HangarError('BAD_INPUT', `Backup ${backupName} is a ${kind} backup; restores are for PostgreSQL and Redis backups.`);
     }
     if (!options.toNew) {
       if (backup.kind !== addon.kind) {
@@ -326,23 +319,30 @@ export class AddonBackups {
         );
       }
       const safety = await this.backup(app, name, { origin: 'safety' });
-      await this.#restoreInto(addon, backup);
-      this.#o.recordEvent(app, `Restored backup ${backupName} into ${name} (safety backup ${safety.name} taken first)`);
+      const keys = restoredKeys(await this.#restoreInto(addon, backup));
+      this.#o.recordEvent(app, `Restored backup ${backupName} into ${name}${keys} (safety backup ${safety.name} taken first)`);
       return { addon, backup, safety };
     }
-    const created = await this.#o.addons.create(app, { kind: 'postgres' });
+    const created = await this.#o.addons.create(app, { kind });
     const target = await this.#o.addons.waitUp(created.name, this.#o.upTimeoutMs ?? 5 * 60_000);
-    await this.#restoreInto(target, backup);
-    this.#o.recordEvent(app, `Restored backup ${backupName} of ${backup.addon} into the new add-on ${target.name} (${target.configVar})`);
+    const keys = restoredKeys(await this.#restoreInto(target, backup));
+    this.#o.recordEvent(
+      app,
+      `Restored backup ${backupName} of ${backup.addon} into the new add-on ${target.name}${keys} (${target.configVar})`,
+    );
     return { addon: this.#o.store.getAddon(target.name) ?? target, backup, safety: null };
   }
 
   /** Restores into `target` from the original (same add-on, same agent) or through the coordinator from a copy. */
-  async #restoreInto(target: AddonRow, backup: BackupRow): Promise<void> {
+  async #restoreInto(target: AddonRow, backup: BackupRow): Promise<AddonJobResult__Output> {
     if (backup.addon === target.name && backup.agent === target.agent) {
       try {
-        await this.#o.addons.runJob(target.agent, { addon: target.name, action: 'restore', backup: backup.name, sha256: backup.sha256 });
-        return;
+        return await this.#o.addons.runJob(target.agent, {
+          addon: target.name,
+          action: 'restore',
+          backup: backup.name,
+          sha256: backup.sha256,
+        });
       } catch (err) {
         // The original is gone or corrupt: a copy elsewhere may still be good.
         if (!(err instanceof HangarError) || (err.code !== 'BACKUP_NOT_FOUND' && err.code !== 'BACKUP_CORRUPT')) throw err;
@@ -360,13 +360,11 @@ export class AddonBackups {
     try {
       for (const h of holders) {
         if (!this.#o.hub.isConnected(h.agent)) continue;
-        const up = this.#o.transfers.open(h.agent, 'upload', transit);
         try {
-          await this.#o.addons.runJob(h.agent, {
+          await this.#transferJob(h.agent, 'upload', transit, {
             addon: backup.addon,
             action: 'upload',
             backup: backup.name,
-            transfer: up,
             sha256: backup.sha256,
             where: h.where,
           });
@@ -374,8 +372,6 @@ export class AddonBackups {
           break;
         } catch (err) {
           tried.push(`${h.agent}: ${describeError(err)}`);
-        } finally {
-          this.#o.transfers.close(up);
         }
       }
       if (source === null) {
@@ -398,21 +394,33 @@ export class AddonBackups {
           `No good copy of backup ${backup.name} is reachable${tried.length ? ` (${tried.join('; ')})` : ''}.`,
         );
       }
-      const down = this.#o.transfers.open(target.agent, 'fetch', source);
-      try {
-        await this.#o.addons.runJob(target.agent, {
-          addon: target.name,
-          action: 'restore',
-          backup: backup.name,
-          transfer: down,
-          sha256: backup.sha256,
-        });
-      } finally {
-        this.#o.transfers.close(down);
-      }
+      return await this.#transferJob(target.agent, 'fetch', source, {
+        addon: target.name,
+        action: 'restore',
+        backup: backup.name,
+        sha256: backup.sha256,
+      });
     } finally {
       await rm(transit, { force: true });
       await rm(`${transit}.partial`, { force: true });
+    }
+  }
+
+  /**
+   * Runs a job that moves a file through the coordinator: a transfer of `path` for `agent` (it
+   * uploads to it or fetches from it), named in the job and open only while the job runs.
+   */
+  async #transferJob(
+    agent: string,
+    mode: 'upload' | 'fetch',
+    path: string,
+    job: Omit<Parameters<Addons['runJob']>[1], 'transfer'>,
+  ): Promise<AddonJobResult__Output> {
+    const transfer = this.#o.transfers.open(agent, mode, path);
+    try {
+      return await this.#o.addons.runJob(agent, { ...job, transfer });
+    } finally {
+      this.#o.transfers.close(transfer);
     }
   }
 
@@ -552,6 +560,16 @@ export class AddonBackups {
     }
     if (running && row.desired !== 'run') throw new HangarError('BAD_INPUT', `${name} is destroyed; create a new add-on to back up.`);
     return row;
+  }
+}
+
+/** ` (N keys)` from a Redis restore's report, '' otherwise. */
+function restoredKeys(result: AddonJobResult__Output): string {
+  try {
+    const keys = (JSON.parse(result.report || '{}') as { keys?: unknown }).keys;
+    return typeof keys === 'number' ? ` (${keys} keys)` : '';
+  } catch {
+    return '';
   }
 }
 

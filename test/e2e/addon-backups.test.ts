@@ -1,16 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { respCommand } from '../../agent/addons/redis.js';
-import { findPostgresBin } from '../../agent/addons/server-binaries.js';
-import { socketExchange } from '../../agent/addons/socket-exchange.js';
 import { systemClock, type Clock, type ClockTimer } from '../../common/clock.js';
-import type { AddonBackupView, AddonInfoView, AddonView } from '../../common/api-types.js';
-import { startCluster, tempDir, waitFor, type Cluster } from '../helpers/cluster.js';
+import type { AddonBackupView, AddonInfoView } from '../../common/api-types.js';
+import { addonViews, cliOk, psql, redis } from '../helpers/addon-clients.js';
+import { startCluster, tempDir, waitFor } from '../helpers/cluster.js';
 
 /** The coordinator's backup scheduler reads this clock: the test moves it by hand (its timers are real). */
 class HandClock implements Clock {
@@ -29,40 +26,6 @@ class HandClock implements Clock {
   }
 }
 
-async function cliOk(cluster: Cluster, args: string[]): Promise<string> {
-  const res = await cluster.cli(args);
-  assert.equal(res.code, 0, `hangar ${args.join(' ')} failed:\n${res.stdout}\n${res.stderr}`);
-  return res.stdout;
-}
-
-function psql(url: string, sql: string): Promise<string> {
-  const u = new URL(url);
-  return findPostgresBin('test').then(
-    (bin) =>
-      new Promise((resolve, reject) => {
-        const child = spawn(
-          join(bin, 'psql'),
-          ['-h', u.hostname, '-p', u.port, '-U', u.username, '-d', u.pathname.slice(1), '-v', 'ON_ERROR_STOP=1', '-tAc', sql],
-          {
-            env: { PATH: process.env.PATH ?? '/usr/bin:/bin', PGPASSWORD: decodeURIComponent(u.password), PGCONNECT_TIMEOUT: '5' },
-            stdio: ['ignore', 'pipe', 'pipe'],
-          },
-        );
-        let out = '';
-        let err = '';
-        child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-        child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-        const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-        child.on('error', reject);
-        child.on('close', (code) => {
-          clearTimeout(timer);
-          if (code === 0) resolve(out.trim());
-          else reject(new Error(`psql failed (${code}): ${err}`));
-        });
-      }),
-  );
-}
-
 async function sha256Of(file: string): Promise<string> {
   return createHash('sha256')
     .update(await readFile(file))
@@ -76,7 +39,7 @@ test('backups off the host: scheduled, copied with a SHA-256, verified by a rest
   const nas = await tempDir(t, 'hangar-nas-');
   await cliOk(cluster, ['apps:create', app]);
   await cliOk(cluster, ['addons:create', 'postgres', '--agent', 'agent-1', '-a', app]);
-  const view = JSON.parse(await cliOk(cluster, ['addons', '-a', app, '--json', '--reveal'])) as AddonView[];
+  const view = await addonViews(cluster, app, true);
   const pgUrl = view[0]?.url ?? '';
   assert.ok(pgUrl);
   await psql(pgUrl, 'CREATE TABLE orders (id serial PRIMARY KEY, total int); CREATE TABLE notes (id serial PRIMARY KEY, body text)');
@@ -151,7 +114,7 @@ test('backups off the host: scheduled, copied with a SHA-256, verified by a rest
     await psql(pgUrl, 'INSERT INTO orders (total) VALUES (9999)');
     const out = await cliOk(cluster, ['addons:restore', 'postgres-1', first.name, '--to-new', '-a', app]);
     assert.match(out, /postgres-2 holds .*; its URL is in POSTGRES_2_URL/);
-    const all = JSON.parse(await cliOk(cluster, ['addons', '-a', app, '--json', '--reveal'])) as AddonView[];
+    const all = await addonViews(cluster, app, true);
     const fresh = all.find((a) => a.name === 'postgres-2');
     assert.ok(fresh?.url);
     assert.equal(await psql(fresh.url, 'SELECT count(*) FROM orders'), '250');
@@ -163,16 +126,15 @@ test('backups off the host: scheduled, copied with a SHA-256, verified by a rest
     'bad input changes nothing: a backup of another kind, no --confirm, a bad schedule time; a Redis backup is copied and verified',
     async () => {
       await cliOk(cluster, ['addons:create', 'redis', '--agent', 'agent-1', '-a', app]);
-      const redisUrl = new URL(
-        (JSON.parse(await cliOk(cluster, ['addons', '-a', app, '--json', '--reveal'])) as AddonView[]).find((a) => a.kind === 'redis')
-          ?.url ?? '',
+      const redisUrl = (await addonViews(cluster, app, true)).find((a) => a.kind === 'redis')?.url ?? '';
+      const set = await redis(
+        redisUrl,
+        [
+          ['SET', 'k1', 'v'],
+          ['SET', 'k2', 'v'],
+        ],
+        2,
       );
-      const set = await socketExchange({
-        host: redisUrl.hostname,
-        port: Number(redisUrl.port),
-        request: respCommand('AUTH', decodeURIComponent(redisUrl.password)) + respCommand('SET', 'k1', 'v') + respCommand('SET', 'k2', 'v'),
-        complete: (r) => (r.match(/\r\n/g) ?? []).length >= 3,
-      });
       assert.equal(set, '+OK\r\n+OK\r\n+OK\r\n');
       const made = await cliOk(cluster, ['addons:backup', 'redis-1', '-a', app]);
       const redisBackup = /Backup (b[\d-]+) done/.exec(made)?.[1] ?? '';

@@ -6,10 +6,12 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { AddonManager, sha256File } from '../../agent/addons/addon-manager.js';
 import type { AddonDriver } from '../../agent/addons/addon-kind.js';
-import { redisPing, respCommand } from '../../agent/addons/redis.js';
+import { redisDriver, redisPing, respCommand } from '../../agent/addons/redis.js';
+import { restoreRedis } from '../../agent/addons/redis-restore.js';
 import { findBinary } from '../../agent/addons/server-binaries.js';
 import { socketExchange } from '../../agent/addons/socket-exchange.js';
 import { systemClock } from '../../common/clock.js';
+import { HangarError } from '../../common/errors.js';
 import type { AddonJob__Output, AddonSpec__Output, AddonStatus } from '../../proto/loader.js';
 
 async function waitUntil<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 30_000): Promise<NonNullable<T>> {
@@ -151,6 +153,82 @@ test('a Redis add-on: provisioned, answers with its password, restarts after kil
   const purge = await m.runJob(addonJob({ id: 'job-2', addon: 'redis-1', action: 'purge' }));
   assert.equal(purge.ok, true);
   await assert.rejects(stat(join(dir, 'data', 'addons', 'redis-1')));
+});
+
+test('a Redis restore that fails once the server is on the new data puts the previous data back and serves it', async (t) => {
+  // The real restore, but the first start on the restored data reports a failure after the
+  // server came up (what a key count that does not match does).
+  let starts = 0;
+  const real = redisDriver();
+  const flaky: AddonDriver = {
+    ...real,
+    restore: (ctx, file, server) =>
+      restoreRedis(ctx, file, {
+        stop: () => server.stop(),
+        start: async () => {
+          await server.start();
+          if (++starts === 1) throw new HangarError('ADDON_FAILED', 'made to fail by the test');
+        },
+      }),
+  };
+  const { m, dir } = await manager(t, { redis: flaky });
+  m.apply([spec({})]);
+  const up = await waitUntil('redis-1 up', () => m.statuses().find((s) => s.name === 'redis-1' && s.state === 'up'));
+  /** Asserts what the server answers to `commands` (after AUTH's +OK), waiting for as many lines as `expected` has. */
+  const answers = async (commands: string[][], expected: string) => {
+    const answer = await socketExchange({
+      host: '127.0.0.1',
+      port: Number(up.port),
+      request: [['AUTH', 'p4ssw0rd-for-tests'], ...commands].map((c) => respCommand(...c)).join(''),
+      complete: (r) => (r.match(/\r\n/g) ?? []).length >= (expected.match(/\r\n/g) ?? []).length,
+    });
+    assert.equal(answer, expected);
+  };
+  await answers(
+    [
+      ['SET', 'k', 'in-backup'],
+      ['SET', 'other', 'x'],
+    ],
+    '+OK\r\n+OK\r\n+OK\r\n',
+  );
+  const made = await m.runJob(addonJob({ id: 'job-b', addon: 'redis-1', action: 'backup' }));
+  assert.equal(made.ok, true, made.error);
+  await answers(
+    [
+      ['SET', 'k', 'after'],
+      ['DEL', 'other'],
+    ],
+    '+OK\r\n+OK\r\n:1\r\n',
+  );
+  const backup = String(made.backup?.name);
+  const failed = await m.runJob(
+    addonJob({ id: 'job-r', addon: 'redis-1', action: 'restore', backup, sha256: String(made.backup?.sha256) }),
+  );
+  assert.equal(failed.ok, false);
+  assert.equal(failed.error, 'made to fail by the test; redis-1 serves its previous data again');
+  assert.equal(starts, 2, 'started on the restored data, then on the previous data');
+  assert.equal(m.statuses().find((s) => s.name === 'redis-1')?.state, 'up');
+  await answers(
+    [
+      ['GET', 'k'],
+      ['EXISTS', 'other'],
+    ],
+    '+OK\r\n$5\r\nafter\r\n:0\r\n',
+  );
+  const root = join(dir, 'data', 'addons', 'redis-1');
+  await assert.rejects(stat(join(root, 'data.before-restore')));
+  await assert.rejects(stat(join(root, 'data.restore')));
+  // Nothing stops the next restore: it loads the backup.
+  const again = await m.runJob(addonJob({ id: 'job-r2', addon: 'redis-1', action: 'restore', backup }));
+  assert.equal(again.ok, true, again.error);
+  assert.deepEqual(JSON.parse(String(again.report)), { keys: 2 });
+  await answers(
+    [
+      ['GET', 'k'],
+      ['GET', 'other'],
+    ],
+    '+OK\r\n$9\r\nin-backup\r\n$1\r\nx\r\n',
+  );
 });
 
 test('a missing server package: the add-on is failed with the package to install, and tried again', async (t) => {

@@ -4,10 +4,9 @@ import { spawn } from 'node:child_process';
 import { chmod, cp, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request, type Dispatcher } from 'undici';
-import { respCommand } from '../../agent/addons/redis.js';
 import { socketExchange } from '../../agent/addons/socket-exchange.js';
-import { findPostgresBin } from '../../agent/addons/server-binaries.js';
-import type { AddonBackupView, AddonView } from '../../common/api-types.js';
+import type { AddonBackupView } from '../../common/api-types.js';
+import { addonViews as addons, cliOk, psql, redis } from '../helpers/addon-clients.js';
 import { FIXTURES, startCluster, tempDir, waitFor, type Cluster } from '../helpers/cluster.js';
 
 function alive(pid: number): boolean {
@@ -19,56 +18,8 @@ function alive(pid: number): boolean {
   }
 }
 
-async function cliOk(cluster: Cluster, args: string[], timeoutMs = 300_000): Promise<string> {
-  const res = await cluster.cli(args, { timeoutMs });
-  assert.equal(res.code, 0, `hangar ${args.join(' ')} failed:\n${res.stdout}\n${res.stderr}`);
-  return res.stdout;
-}
-
-async function addons(cluster: Cluster, app: string, reveal = false): Promise<AddonView[]> {
-  return JSON.parse(await cliOk(cluster, ['addons', '-a', app, '--json', ...(reveal ? ['--reveal'] : [])])) as AddonView[];
-}
-
 async function config(cluster: Cluster, app: string): Promise<Record<string, string>> {
   return JSON.parse(await cliOk(cluster, ['config', '-a', app, '--json'])) as Record<string, string>;
-}
-
-/** `psql` straight at the add-on, the password in the environment. */
-function psql(url: string, sql: string): Promise<string> {
-  const u = new URL(url);
-  return findPostgresBin('test').then(
-    (bin) =>
-      new Promise((resolve, reject) => {
-        const child = spawn(join(bin, 'psql'), ['-h', u.hostname, '-p', u.port, '-U', u.username, '-d', u.pathname.slice(1), '-tAc', sql], {
-          env: { PATH: process.env.PATH ?? '/usr/bin:/bin', PGPASSWORD: decodeURIComponent(u.password), PGCONNECT_TIMEOUT: '5' },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        let out = '';
-        let err = '';
-        child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-        child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-        const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-        child.on('error', reject);
-        child.on('close', (code) => {
-          clearTimeout(timer);
-          if (code === 0) resolve(out.trim());
-          else reject(new Error(`psql failed (${code}): ${err}`));
-        });
-      }),
-  );
-}
-
-/** Sends RESP commands to Redis and returns the raw answer once it has `replies` lines. */
-function redis(url: string, commands: string[][], replies: number, withAuth = true): Promise<string> {
-  const u = new URL(url);
-  const auth = withAuth ? [['AUTH', decodeURIComponent(u.password)]] : [];
-  return socketExchange({
-    host: u.hostname,
-    port: Number(u.port),
-    request: [...auth, ...commands].map((c) => respCommand(...c)).join(''),
-    complete: (r) => (r.match(/\r\n/g) ?? []).length >= replies + auth.length,
-    timeoutMs: 5000,
-  });
 }
 
 /** Runs `redis-cli -u URL ARGS...` and returns its stdout (rejects with stdout and stderr on failure). */

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { shellWords } from '../../agent/addons/addon-kind.js';
 import { respCommand } from '../../agent/addons/redis.js';
+import { checkKeyCount, keyspaceKeys } from '../../agent/addons/redis-restore.js';
 import { findBinary, findPostgresBin } from '../../agent/addons/server-binaries.js';
 import { parseAddonKind } from '../../cli/commands/addons.js';
 import { isHangarError } from '../../common/errors.js';
@@ -75,4 +76,20 @@ test('PostgreSQL binaries: the newest complete version under the root; a missing
     findBinary('redis-server-not-here', 'redis-server', 'web-1', [root]),
     (err) => isHangarError(err, 'ADDON_FAILED') && /apt-get install redis-server/.test(err.message),
   );
+});
+
+test('Redis key counts: every database of INFO keyspace; keys with a time to live may have gone since the RDB was read', () => {
+  assert.equal(keyspaceKeys('# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=10\r\ndb2:keys=4,expires=0,avg_ttl=0\r\n'), 7);
+  assert.equal(keyspaceKeys('# Keyspace\r\n'), 0);
+  const rdb = { keys: 10, expires: 3, expired: 1 };
+  for (const found of [7, 8, 9]) checkKeyCount(found, rdb, 'the server');
+  for (const found of [6, 10]) {
+    assert.throws(
+      () => checkKeyCount(found, rdb, 'the server'),
+      (err) =>
+        isHangarError(err, 'ADDON_FAILED') &&
+        err.message === `the server holds ${found} keys; the RDB holds 7 to 9 (3 with a time to live)`,
+    );
+  }
+  assert.throws(() => checkKeyCount(4, { keys: 5, expires: 0, expired: 0 }, 'x'), /x holds 4 keys; the RDB holds 5$/);
 });

@@ -120,6 +120,24 @@ describe('WorkloadRunner', () => {
     assert.equal(changes.at(-1), 'a:stopped');
   });
 
+  it('pause stops the process but keeps the workload (a re-applied snapshot starts nothing); resume starts it again', async (t) => {
+    const { driver, starts } = fakeDriver(t);
+    const r = runner(t, driver);
+    assert.throws(() => r.resume('p'), /cannot resume p: it is not here/);
+    r.apply([{ name: 'p', nonce: 1 }]);
+    const up = await until('p up', () => r.statuses().find((s) => s.state === 'up'));
+    await r.pause('p');
+    assert.equal(alive(up.pid), false);
+    r.apply([{ name: 'p', nonce: 1 }]);
+    await new Promise((res) => setTimeout(res, 300));
+    assert.equal(r.get('p')?.state, 'stopping', 'paused: still there, not running');
+    assert.equal(r.get('p')?.vitals.pid, 0);
+    r.resume('p');
+    const again = await until('p up again', () => r.statuses().find((s) => s.state === 'up'));
+    assert.notEqual(again.pid, up.pid);
+    assert.deepEqual(starts, ['p'], 'resumed, not prepared again');
+  });
+
   it('reports a failed start and tries again on its own with retryByTimer', async (t) => {
     const { driver, starts } = fakeDriver(t);
     const r = runner(t, driver, true);
