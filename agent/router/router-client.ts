@@ -13,7 +13,7 @@ import { HangarError, describeError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { AccessJournalReader } from './access-journal.js';
 import type { AccessEntry, AppRoute, Router, RouterTls } from './router.js';
-import { spawnRouterProcess } from './router-host.js';
+import { spawnRouterProcess } from './router-spawn.js';
 import {
   FrameReader,
   ROUTER_ENTRY,

@@ -8,7 +8,8 @@
 import type net from 'node:net';
 import { describeError } from '../../common/errors.js';
 import { createLogger } from '../../common/logger.js';
-import { RouterHost, type SuccessorMessage, type Takeover } from './router-host.js';
+import { RouterHost, type Takeover } from './router-host.js';
+import type { SuccessorMessage } from './router-spawn.js';
 import { routerCodeVersion, routerProcessConfigSchema } from './router-protocol.js';
 
 function argument(name: string): string | undefined {
