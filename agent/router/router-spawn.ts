@@ -15,6 +15,13 @@ const SUCCESSOR_TIMEOUT_MS = 30_000;
 
 /** Messages between a router and the successor it starts (IPC). */
 export type SuccessorMessage =
+  /**
+   * Successor → starter: it listens for messages now; the listening sockets may come. Node listens
+   * on a received socket at once but holds the message until the process has a 'message'
+   * listener: sockets sent earlier (while the successor loads its code) would accept connections
+   * nobody serves.
+   */
+  | { type: 'receiving' }
   | { type: 'takeover'; state: RouterStateFrame; predecessorPid: number; https: boolean }
   | { type: 'ready'; port: number; httpsPort: number }
   | { type: 'failed'; message: string };
@@ -58,7 +65,8 @@ export function spawnRouterProcess(
       else resolve({ child, port: ready?.port ?? 0, httpsPort: ready?.httpsPort ?? 0 });
     };
     const onMessage = (m: SuccessorMessage): void => {
-      if (m.type === 'ready') finish(null, m);
+      if (m.type === 'receiving' && takeover) sendTakeover(takeover);
+      else if (m.type === 'ready') finish(null, m);
       else if (m.type === 'failed') finish(new Error(m.message));
     };
     const onExit = (code: number | null, signal: string | null): void =>
@@ -67,17 +75,15 @@ export function spawnRouterProcess(
     child.on('message', onMessage);
     child.once('exit', onExit);
     child.once('error', onError);
-    if (takeover) {
-      // One handle per message; the successor starts once it has them all.
-      child.send({ type: 'listener', which: 'http' }, takeover.http);
-      if (takeover.https) child.send({ type: 'listener', which: 'https' }, takeover.https);
-      const message: SuccessorMessage = {
-        type: 'takeover',
-        state: takeover.state,
-        predecessorPid: process.pid,
-        https: takeover.https !== undefined,
-      };
+    let sent = false;
+    // One handle per message, once the successor listens for them; it starts once it has them all.
+    const sendTakeover = (t: NonNullable<typeof takeover>): void => {
+      if (sent) return;
+      sent = true;
+      child.send({ type: 'listener', which: 'http' }, t.http);
+      if (t.https) child.send({ type: 'listener', which: 'https' }, t.https);
+      const message: SuccessorMessage = { type: 'takeover', state: t.state, predecessorPid: process.pid, https: t.https !== undefined };
       child.send(message);
-    }
+    };
   });
 }
