@@ -123,6 +123,7 @@ async function main(): Promise<void> {
     agent = spawn(
       process.execPath,
       [
+        ...values['node-args'].split(' ').filter(Boolean),
         HANGAR,
         'agent',
         '--coordinator',
@@ -233,7 +234,7 @@ async function main(): Promise<void> {
     await load;
     console.log(
       `agent-footprint: ${web} gunicorn web instances (health-checked, ${rps} requests/s through the router: ${ok} ok, ${failed} failed) ` +
-        `and ${workers} workers logging 2 lines/s each; coordinator's default intervals; measured ${seconds.toFixed(0)} s; NODE_OPTIONS="${values['node-options']}"`,
+        `and ${workers} workers logging 2 lines/s each; coordinator's default intervals; measured ${seconds.toFixed(0)} s; NODE_OPTIONS="${values['node-options']}"; node args "${values['node-args']}"`,
     );
     console.log(`agent CPU by thread: ${byThread}`);
     goals.check({ name: 'agent RSS now', value: mem.rssMb, unit: 'MB', op: '<=', goal: RSS_GOAL_MB });
