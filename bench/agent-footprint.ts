@@ -8,6 +8,9 @@
  *   (VmHWM, start-up and the build included), each against the goal ≤ 60 MB;
  * - CPU of the agent process (utime + stime from /proc) over the window, goal ≤ 1% of one core.
  *
+ * The router runs as a process of its own (it outlives the agent): its RSS and CPU are printed
+ * beside the agent's, and the two together, without a goal of their own.
+ *
  * Exits non-zero when a goal is missed.
  *
  *   npm run bench:agent                                   (measures 60 s)
@@ -120,6 +123,7 @@ async function main(): Promise<void> {
     agent = spawn(
       process.execPath,
       [
+        ...values['node-args'].split(' ').filter(Boolean),
         HANGAR,
         'agent',
         '--coordinator',
@@ -173,6 +177,7 @@ async function main(): Promise<void> {
     const agents = JSON.parse(await must(['agents', '--json'])) as AgentView[];
     const routerPort = agents[0]?.routerPort;
     if (!routerPort) throw new Error('the agent reports no router port');
+    const routerPid = Number((await readFile(join(dir, 'agent', 'router', 'router.pid'), 'utf8')).trim());
 
     // Router traffic through the whole window (and the settle before it), paced at --rps.
     let traffic = true;
@@ -200,16 +205,24 @@ async function main(): Promise<void> {
     ok = 0;
     failed = 0;
     const t0 = await cpuTicks(agentPid);
+    const routerT0 = await cpuTicks(routerPid);
     const threads0 = await threadTicks(agentPid);
     const start = performance.now();
     let rssMax = 0;
+    let routerRssMax = 0;
+    let totalRssMax = 0;
     while (performance.now() - start < measureS * 1000) {
       await sleep(1000);
-      rssMax = Math.max(rssMax, (await memory(agentPid)).rssMb);
+      const [a, r] = [(await memory(agentPid)).rssMb, (await memory(routerPid)).rssMb];
+      rssMax = Math.max(rssMax, a);
+      routerRssMax = Math.max(routerRssMax, r);
+      totalRssMax = Math.max(totalRssMax, a + r);
     }
     const seconds = (performance.now() - start) / 1000;
     const cpuPct = (((await cpuTicks(agentPid)) - t0) / 100 / seconds) * 100;
+    const routerCpuPct = (((await cpuTicks(routerPid)) - routerT0) / 100 / seconds) * 100;
     const mem = await memory(agentPid);
+    const routerMem = await memory(routerPid);
     const threads1 = await threadTicks(agentPid);
     const byThread = [...threads1]
       .map(([name, ticks]) => [name, ((ticks - (threads0.get(name) ?? 0)) / 100 / seconds) * 100] as const)
@@ -221,7 +234,7 @@ async function main(): Promise<void> {
     await load;
     console.log(
       `agent-footprint: ${web} gunicorn web instances (health-checked, ${rps} requests/s through the router: ${ok} ok, ${failed} failed) ` +
-        `and ${workers} workers logging 2 lines/s each; coordinator's default intervals; measured ${seconds.toFixed(0)} s; NODE_OPTIONS="${values['node-options']}"`,
+        `and ${workers} workers logging 2 lines/s each; coordinator's default intervals; measured ${seconds.toFixed(0)} s; NODE_OPTIONS="${values['node-options']}"; node args "${values['node-args']}"`,
     );
     console.log(`agent CPU by thread: ${byThread}`);
     goals.check({ name: 'agent RSS now', value: mem.rssMb, unit: 'MB', op: '<=', goal: RSS_GOAL_MB });
@@ -234,6 +247,15 @@ async function main(): Promise<void> {
       goal: RSS_GOAL_MB,
     });
     goals.check({ name: 'agent CPU over the window', value: cpuPct, unit: '% of a core', op: '<=', goal: CPU_GOAL_PCT, digits: 2 });
+    const mb = (n: number) => `${n.toFixed(1)} MB`;
+    console.log(
+      `router process (pid ${routerPid}, no goal of its own): RSS now ${mb(routerMem.rssMb)}, max over the window ${mb(routerRssMax)}, ` +
+        `peak ${mb(routerMem.peakMb)}; CPU ${routerCpuPct.toFixed(2)} % of a core`,
+    );
+    console.log(
+      `agent + router: RSS now ${mb(mem.rssMb + routerMem.rssMb)}, max over the window ${mb(totalRssMax)}; ` +
+        `CPU ${(cpuPct + routerCpuPct).toFixed(2)} % of a core`,
+    );
     if (failed > 0) goals.check({ name: 'router requests failed', value: failed, unit: 'requests', op: '<=', goal: 0, digits: 0 });
     await must(['scale', 'web=0', 'worker=0', '-a', APP]);
     for (let i = 0; i < 60; i++) {

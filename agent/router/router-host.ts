@@ -6,14 +6,14 @@
  * started from the new code, then stops accepting, finishes what is in flight and exits — no
  * connection is refused and no request is cut.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, closeSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import type http from 'node:http';
 import type { Logger } from '../../common/logger.js';
 import { describeError } from '../../common/errors.js';
 import { AccessJournalWriter } from './access-journal.js';
 import { Router } from './router.js';
+import { spawnRouterProcess } from './router-spawn.js';
 import {
   FrameReader,
   LOAD_REPORT_MS,
@@ -30,8 +30,6 @@ import {
 export const HANDOVER_DRAIN_MS = 30_000;
 /** A replaced router keeps idle keep-alive connections this long at least, so clients see `Connection: close` on a response instead of a closed socket. */
 const IDLE_GRACE_MS = 2_000;
-/** How long a new router process may take to take the listeners over, ms. */
-const SUCCESSOR_TIMEOUT_MS = 30_000;
 /** How often the router looks whether its data dir still exists (it exits when it is gone). */
 const DATA_DIR_CHECK_MS = 2_000;
 
@@ -305,75 +303,6 @@ function send(socket: net.Socket, frame: RouterFrame): void {
 function writeFileAtomic(path: string, text: string): void {
   writeFileSync(`${path}.tmp`, text, { mode: 0o600 });
   renameSync(`${path}.tmp`, path);
-}
-
-/** Messages between a router and the successor it starts (IPC). */
-export type SuccessorMessage =
-  | { type: 'takeover'; state: RouterStateFrame; predecessorPid: number; https: boolean }
-  | { type: 'ready'; port: number; httpsPort: number }
-  | { type: 'failed'; message: string };
-
-/**
- * Starts a router process from `entry` that takes over the listeners (IPC handle passing) and
- * the state; resolves once it serves (its pidfile and control socket are in place).
- */
-export function spawnRouterProcess(
-  entry: string,
-  dataDir: string,
-  config: RouterProcessConfig,
-  logFile: string,
-  takeover?: { state: RouterStateFrame; http: net.Server; https: net.Server | undefined },
-): Promise<{ child: ChildProcess; port: number; httpsPort: number }> {
-  const logFd = openSync(logFile, 'a', 0o600);
-  let child: ChildProcess;
-  try {
-    child = spawn(
-      process.execPath,
-      [entry, '--data-dir', dataDir, '--config', JSON.stringify(config), ...(takeover ? ['--takeover'] : [])],
-      // Its own process group: neither the agent's exit nor a signal to the agent's group reaches it.
-      { detached: true, stdio: ['ignore', logFd, logFd, 'ipc'] },
-    );
-  } finally {
-    closeSync(logFd);
-  }
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      finish(new Error(`the router process did not start within ${SUCCESSOR_TIMEOUT_MS / 1000} s (see ${logFile})`));
-      child.kill('SIGKILL');
-    }, SUCCESSOR_TIMEOUT_MS);
-    const finish = (err: Error | null, ready?: { port: number; httpsPort: number }): void => {
-      clearTimeout(timer);
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-      child.off('error', onError);
-      if (child.connected) child.disconnect();
-      child.unref();
-      if (err) reject(err);
-      else resolve({ child, port: ready?.port ?? 0, httpsPort: ready?.httpsPort ?? 0 });
-    };
-    const onMessage = (m: SuccessorMessage): void => {
-      if (m.type === 'ready') finish(null, m);
-      else if (m.type === 'failed') finish(new Error(m.message));
-    };
-    const onExit = (code: number | null, signal: string | null): void =>
-      finish(new Error(`the router process exited at start (${signal ?? `code ${code}`}); see ${logFile}`));
-    const onError = (err: Error): void => finish(err);
-    child.on('message', onMessage);
-    child.once('exit', onExit);
-    child.once('error', onError);
-    if (takeover) {
-      // One handle per message; the successor starts once it has them all.
-      child.send({ type: 'listener', which: 'http' }, takeover.http);
-      if (takeover.https) child.send({ type: 'listener', which: 'https' }, takeover.https);
-      const message: SuccessorMessage = {
-        type: 'takeover',
-        state: takeover.state,
-        predecessorPid: process.pid,
-        https: takeover.https !== undefined,
-      };
-      child.send(message);
-    }
-  });
 }
 
 function startSuccessor(

@@ -1,15 +1,15 @@
 /**
  * Entry of the router process: `node router-main.js --data-dir DIR --config JSON [--takeover]`,
  * started by the agent (or, on an upgrade, by the router it replaces: then the listening sockets
- * and the state arrive over the IPC channel first). Tells its starter `ready` or `failed` over
+ * and the state arrive over the IPC channel first, asked for with `receiving` once this process
+ * listens for them, before it loads the router's code). Tells its starter `ready` or `failed` over
  * IPC and lets the channel go; then runs on its own until told to stop, SIGTERM, or its data dir
  * is removed. Logs (pino JSON) go to stdout, which its starter points at DATA/router/router.log.
  */
 import type net from 'node:net';
 import { describeError } from '../../common/errors.js';
-import { createLogger } from '../../common/logger.js';
-import { RouterHost, type SuccessorMessage, type Takeover } from './router-host.js';
-import { routerCodeVersion, routerProcessConfigSchema } from './router-protocol.js';
+import type { RouterHost, Takeover } from './router-host.js';
+import type { SuccessorMessage } from './router-spawn.js';
 
 function argument(name: string): string | undefined {
   const i = process.argv.indexOf(name);
@@ -26,9 +26,15 @@ function tell(message: SuccessorMessage): Promise<void> {
   });
 }
 
-/** The predecessor's listeners and state, sent one handle per message before `takeover`. */
+/**
+ * The predecessor's listeners and state, sent one handle per message before `takeover` once this
+ * process said `receiving`: Node listens on a received socket the moment it arrives but holds the
+ * message until there is a 'message' listener, so a socket that came while this process still
+ * loaded its code would accept connections that no one serves.
+ */
 function receiveTakeover(): Promise<Takeover> {
   return new Promise((resolve, reject) => {
+    if (!process.send) return reject(new Error('--takeover needs the IPC channel of the router that starts this one'));
     const listeners: { http?: net.Server; https?: net.Server } = {};
     const early: Takeover['early'] = [];
     process.on('message', (m: { type?: string; which?: string }, handle: unknown) => {
@@ -53,10 +59,21 @@ function receiveTakeover(): Promise<Takeover> {
       }
     });
     process.once('disconnect', () => reject(new Error('the router that started this one went away before the takeover')));
+    const receiving: SuccessorMessage = { type: 'receiving' };
+    process.send(receiving);
   });
 }
 
 async function main(): Promise<void> {
+  // Before the router's code loads (it takes a while): listen for the predecessor's sockets.
+  const takeover = process.argv.includes('--takeover') ? receiveTakeover() : undefined;
+  // Awaited below; a rejection meanwhile is not an unhandled one.
+  takeover?.catch(() => undefined);
+  const [{ createLogger }, { RouterHost }, { routerCodeVersion, routerProcessConfigSchema }] = await Promise.all([
+    import('../../common/logger.js'),
+    import('./router-host.js'),
+    import('./router-protocol.js'),
+  ]);
   const logger = createLogger({ level: process.env.HANGAR_LOG_LEVEL ?? 'info' }).child({ process: 'router' });
   // Computed before anything else: the code this process loaded, even if an upgrade replaces the files later.
   routerCodeVersion();
@@ -65,8 +82,8 @@ async function main(): Promise<void> {
   try {
     if (!dataDir) throw new Error('give --data-dir');
     const config = routerProcessConfigSchema.parse(JSON.parse(argument('--config') ?? 'null'));
-    const takeover = process.argv.includes('--takeover') ? await receiveTakeover() : undefined;
-    host = new RouterHost({ dataDir, config, logger, ...(takeover ? { takeover } : {}) });
+    const taken = takeover ? await takeover : undefined;
+    host = new RouterHost({ dataDir, config, logger, ...(taken ? { takeover: taken } : {}) });
     const ports = await host.start();
     await tell({ type: 'ready', ...ports });
   } catch (err) {

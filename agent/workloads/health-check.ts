@@ -1,5 +1,8 @@
-/** HTTP health checks of web instances, as used by the supervisor and the rollout gate. */
-import { request } from 'undici';
+/**
+ * HTTP health checks of web instances, as used by the supervisor and the rollout gate. On
+ * node:http rather than undici: the agent loads no HTTP client library for these few requests.
+ */
+import http from 'node:http';
 
 /** Options of {@link httpHealthCheck}. */
 export interface HttpHealthCheckOptions {
@@ -27,6 +30,8 @@ export interface HealthProbe {
 
 /** Characters of a failing answer's body kept in {@link HealthProbe.reason}. */
 const BODY_CHARS = 240;
+/** Bytes of a body read at most: of a passing answer it only ends the exchange; of a failing one it is summarised. */
+const BODY_READ_BYTES = 64 * 1024;
 
 /**
  * GETs `http://ADDRESS:PORT/PATH` with the given Host header and resolves true when it answers
@@ -38,40 +43,64 @@ export async function httpHealthCheck(options: HttpHealthCheckOptions): Promise<
 }
 
 /** Like {@link httpHealthCheck}, saying why a check failed. Never throws. */
-export async function httpHealthProbe(options: HttpHealthCheckOptions): Promise<HealthProbe> {
+export function httpHealthProbe(options: HttpHealthCheckOptions): Promise<HealthProbe> {
   const timeoutMs = options.timeoutMs ?? 2000;
   const path = options.path ?? '/';
   const host = options.host ?? 'localhost';
-  const url = `http://${options.address ?? '127.0.0.1'}:${options.port}${path.startsWith('/') ? path : `/${path}`}`;
   const what = `GET ${path} (Host ${host})`;
-  try {
-    const response = await request(url, {
+  return new Promise<HealthProbe>((resolve) => {
+    let settled = false;
+    // Every way out goes here once: the timer cleared and the socket destroyed (never pooled, never
+    // left half-read), so no check holds a connection of the instance (a gunicorn sync worker) open.
+    const finish = (probe: HealthProbe): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      req.destroy();
+      resolve(probe);
+    };
+    const req = http.request({
+      host: options.address ?? '127.0.0.1',
+      port: options.port,
+      path: path.startsWith('/') ? path : `/${path}`,
       method: 'GET',
       headers: { host, 'user-agent': 'hangar-health-check' },
-      signal: AbortSignal.timeout(timeoutMs),
-      headersTimeout: timeoutMs,
-      bodyTimeout: timeoutMs,
-      // A fresh connection per check: a pooled socket to a dead instance would only add noise.
-      reset: true,
+      // A fresh connection per check, closed after it (`Connection: close`): a pooled socket to a
+      // dead instance would only add noise.
+      agent: false,
     });
-    if (response.statusCode >= 200 && response.statusCode < 400) {
-      // Drain so the socket is released; the body's content does not matter.
-      await response.body.dump();
-      return { ok: true, reason: '' };
-    }
-    const body = await response.body.text().catch(() => '');
-    const summary = summariseBody(body);
-    return { ok: false, reason: `HTTP ${response.statusCode} from ${what}${summary ? `: ${summary}` : ''}` };
-  } catch (err) {
-    const e = err as { code?: string; name?: string; message?: string };
-    const why =
-      e.name === 'TimeoutError' || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT'
-        ? `no answer within ${timeoutMs} ms`
-        : e.code === 'ECONNREFUSED'
+    // One bound for the whole exchange: connect, headers and body.
+    const timer = setTimeout(() => finish({ ok: false, reason: `${what}: no answer within ${timeoutMs} ms` }), timeoutMs);
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      const why =
+        err.code === 'ECONNREFUSED'
           ? `connection refused on port ${options.port} (is the app listening on $PORT?)`
-          : `${e.code ?? e.name ?? 'error'}: ${e.message ?? String(err)}`;
-    return { ok: false, reason: `${what}: ${why}` };
-  }
+          : `${err.code ?? err.name}: ${err.message}`;
+      finish({ ok: false, reason: `${what}: ${why}` });
+    });
+    req.on('response', (res) => {
+      const status = res.statusCode ?? 0;
+      const ok = status >= 200 && status < 400;
+      const chunks: Buffer[] = [];
+      let bytes = 0;
+      const done = (): void => {
+        if (ok) return finish({ ok: true, reason: '' });
+        const summary = summariseBody(Buffer.concat(chunks).toString('utf8'));
+        finish({ ok: false, reason: `HTTP ${status} from ${what}${summary ? `: ${summary}` : ''}` });
+      };
+      res.on('data', (chunk: Buffer) => {
+        if (!ok) chunks.push(chunk);
+        bytes += chunk.length;
+        // Enough read: the answer is known; the socket is closed rather than read to its end.
+        if (bytes >= BODY_READ_BYTES) done();
+      });
+      res.on('end', done);
+      // The connection closed before the body ended: the status is what counts.
+      res.on('aborted', done);
+      res.on('error', done);
+    });
+    req.end();
+  });
 }
 
 /**

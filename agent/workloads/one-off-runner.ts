@@ -9,7 +9,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import * as pty from 'node-pty';
+import type * as Pty from 'node-pty';
 import type { Clock, ClockTimer } from '../../common/clock.js';
 import { describeError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
@@ -55,7 +55,7 @@ interface Active {
   spec: RunSpec__Output;
   pid: number;
   /** Set once the process runs. */
-  term: pty.IPty | null;
+  term: Pty.IPty | null;
   child: ChildProcessWithoutNullStreams | null;
   timeout: ClockTimer | null;
   killTimer: ClockTimer | null;
@@ -174,13 +174,15 @@ export class OneOffRunner {
       return;
     }
     const { build, user } = await buildSlug(this.#o, spec.app, spec.artifactSha256, this.#logger);
+    // Loaded for the first terminal run only: most agents never start one.
+    const pty = spec.tty ? await import('node-pty') : null;
     if (this.#closed || this.#active.get(spec.id) !== run || run.endedBy) {
       throw new Error(run.endedBy || 'it was stopped before it started');
     }
     const env: Record<string, string> = { ...spec.env, ...build.env };
     if (user) env.HOME = user.home;
     const shell = ['/bin/sh', '-c', `exec ${spec.command}`];
-    if (spec.tty) {
+    if (pty) {
       env.TERM = spec.env.TERM || 'xterm-256color';
       // node-pty sets the uid and gid but keeps the agent's supplementary groups: setpriv drops them.
       const [file, ...args] = user

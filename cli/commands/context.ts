@@ -8,7 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { CommanderError, type Command } from 'commander';
 import { sleep, systemClock, type Clock } from '../../common/clock.js';
 import { HangarError, isHangarError } from '../../common/errors.js';
-import { ApiClient } from '../api-client.js';
+import type { ApiClient } from '../api-client.js';
 import { resolveCredentials, type Env } from '../credentials.js';
 
 /** Something text can be written to (`process.stdout`, a test buffer). */
@@ -76,7 +76,8 @@ export function createContext(io: CliIo): CliContext {
     out: (text) => void io.stdout.write(text),
     err: (text) => void io.stderr.write(text),
     client() {
-      client ??= resolveCredentials(io.env).then((credentials) => new ApiClient(credentials));
+      // Loaded on first use: the server commands (`hangar agent`) never load the HTTP and websocket clients.
+      client ??= resolveCredentials(io.env).then(async (credentials) => new (await import('../api-client.js')).ApiClient(credentials));
       return client;
     },
     async close() {

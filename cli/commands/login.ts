@@ -4,7 +4,6 @@
  */
 import type { Command } from 'commander';
 import { HangarError, isHangarError } from '../../common/errors.js';
-import { ApiClient } from '../api-client.js';
 import {
   credentialsPath,
   parseCoordinatorUrl,
@@ -25,6 +24,7 @@ export function registerLoginCommands(program: Command, ctx: CliContext): void {
     .requiredOption('--token <token>', 'the admin token (DATA_DIR/admin-token on the coordinator)')
     .action(async (options: { url: string; token: string }, command: Command) => {
       const credentials = atEdge(command, () => ({ url: parseCoordinatorUrl(options.url), token: parseToken(options.token) }));
+      const { ApiClient } = await import('../api-client.js');
       const client = new ApiClient(credentials);
       try {
         await client.listApps();

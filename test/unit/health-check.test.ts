@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import { httpHealthProbe, summariseBody } from '../../agent/workloads/health-check.js';
 import { HealthFailureLog } from '../../agent/workloads/health-failure-log.js';
 
@@ -33,6 +33,46 @@ test('a refused connection is said as such', async () => {
   const probe = await httpHealthProbe({ port, timeoutMs: 1000 });
   assert.equal(probe.ok, false);
   assert.match(probe.reason, /connection refused on port \d+/);
+});
+
+/** A server whose connections are reported as they close; `answer` handles each request. */
+async function server(t: { after(fn: () => unknown): void }, answer: (res: ServerResponse) => void) {
+  const srv = createServer((_req, res) => answer(res));
+  const closed: Promise<void>[] = [];
+  srv.on('connection', (socket: Socket) => closed.push(new Promise((r) => socket.once('close', () => r()))));
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  t.after(() => {
+    srv.closeAllConnections();
+    return new Promise<void>((r) => srv.close(() => r()));
+  });
+  return { port: (srv.address() as AddressInfo).port, closed };
+}
+
+/** Resolves when every connection the server saw is closed; rejects after `ms`. */
+function allClosed(closed: Promise<void>[], ms: number): Promise<void> {
+  return Promise.race([
+    Promise.all(closed).then(() => undefined),
+    new Promise<void>((_, reject) => setTimeout(() => reject(new Error(`a connection of the check was still open after ${ms} ms`)), ms)),
+  ]);
+}
+
+test('a check closes its connection: none is kept for reuse, nor left half-read', async (t) => {
+  const big = 'x'.repeat(512 * 1024);
+  const s = await server(t, (res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end(big);
+  });
+  assert.deepEqual(await httpHealthProbe({ port: s.port }), { ok: true, reason: '' });
+  assert.equal(s.closed.length, 1);
+  await allClosed(s.closed, 5000);
+});
+
+test('an instance that accepts but never answers fails the check at its timeout, and the connection is closed', async (t) => {
+  const s = await server(t, () => undefined);
+  const probe = await httpHealthProbe({ port: s.port, timeoutMs: 300 });
+  assert.equal(probe.ok, false);
+  assert.match(probe.reason, /no answer within 300 ms/);
+  await allClosed(s.closed, 5000);
 });
 
 test('a long body is cut to a few lines', () => {
