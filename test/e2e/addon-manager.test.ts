@@ -23,7 +23,7 @@ async function waitUntil<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 
 }
 
 function addonJob(fields: Partial<AddonJob__Output> & { id: string; addon: string; action: string }): AddonJob__Output {
-  return { backup: '', transfer: '', sha256: '', where: '', kind: '', app: '', database: '', ...fields };
+  return { backup: '', transfer: '', sha256: '', where: '', kind: '', app: '', database: '', standbyReplicationPassword: '', ...fields };
 }
 
 function spec(overrides: Partial<AddonSpec__Output>): AddonSpec__Output {
@@ -39,6 +39,10 @@ function spec(overrides: Partial<AddonSpec__Output>): AddonSpec__Output {
     tlsCertPem: '',
     tlsKeyPem: '',
     adminPassword: '',
+    standbyRole: '',
+    standbyUpstreamHost: '',
+    standbyUpstreamPort: 0,
+    standbyReplicationPassword: '',
     ...overrides,
   };
 }
