@@ -58,6 +58,19 @@ interface CoordinatorFlags {
   acmeDirectory?: string;
   acmeCa?: string;
   acmeEmail?: string;
+  addonFailoverAfter?: string;
+}
+
+/**
+ * `--addon-failover-after` (or HANGAR_ADDON_FAILOVER_AFTER): `30s`, `2m` or seconds → ms.
+ *
+ * @throws HangarError `BAD_INPUT` for anything else.
+ */
+export function parseFailoverAfter(text: string): number {
+  const m = /^(\d{1,6})(s|m)?$/.exec(text.trim());
+  const ms = m ? Number(m[1]) * (m[2] === 'm' ? 60_000 : 1000) : 0;
+  if (ms <= 0) throw new HangarError('BAD_INPUT', `--addon-failover-after must be a duration like 30s or 2m, not "${text}"`);
+  return ms;
 }
 
 /** The ACME settings of `coordinator` and `dev` flags. */
@@ -169,6 +182,10 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
       '--log-retention-mb <mb>',
       'beyond this many MB of stored log lines the oldest are deleted (default 1024; other data does not count)',
     )
+    .option(
+      '--addon-failover-after <duration>',
+      "promote a PostgreSQL add-on's standby once its primary's agent has been disconnected this long, e.g. 30s, 2m (default 30s; or HANGAR_ADDON_FAILOVER_AFTER)",
+    )
     .option('--config <file>', 'read settings from this JSON file (what `hangar coordinator install` writes); flags override it')
     .action(async (flags: CoordinatorFlags, command: Command) => {
       const logger = rootLogger(ctx);
@@ -185,6 +202,9 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
           logRetentionDays: flags.logRetentionDays === undefined ? undefined : positiveInt(flags.logRetentionDays, '--log-retention-days'),
           logRetentionBytes:
             flags.logRetentionMb === undefined ? undefined : positiveInt(flags.logRetentionMb, '--log-retention-mb') * 1024 * 1024,
+          addonFailoverAfterMs: ((v) => (v === undefined ? undefined : parseFailoverAfter(v)))(
+            flags.addonFailoverAfter ?? ctx.io.env.HANGAR_ADDON_FAILOVER_AFTER,
+          ),
           ...acmeSettings(flags),
         },
         flags.config,

@@ -182,21 +182,41 @@ test(
       const same = await cluster.cli(['addons:standby:add', 'postgres-1', '--agent', 'a2', '-a', APP]);
       assert.equal(same.code, 1);
       assert.match(same.stderr, /has a standby already/);
-      await cliOk(cluster, ['addons:create', 'redis', '--agent', 'agent-1', '-a', APP]);
-      const redis = await cluster.cli(['addons:failover', 'redis-1', '-a', APP]);
-      assert.equal(redis.code, 1);
-      assert.match(redis.stderr, /redis add-on; failover is for PostgreSQL add-ons with a standby/);
-      const redisStandby = await cluster.cli(['addons:standby:add', 'redis-1', '-a', APP]);
+      // Another app (no release: its add-ons roll nothing out) with a Redis and a PostgreSQL without a standby.
+      await cliOk(cluster, ['apps:create', 'other']);
+      const create = async (kind: string) => {
+        const res = await request(`${cluster.coordinator.url}/v1/apps/other/addons`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${cluster.coordinator.adminToken}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ kind, agent: 'a2' }),
+        });
+        assert.equal(res.statusCode, 202);
+        return ((await res.body.json()) as { addon: AddonView }).addon.name;
+      };
+      const redis = await create('redis');
+      const pg = await create('postgres');
+      const redisFailover = await cluster.cli(['addons:failover', redis, '-a', 'other']);
+      assert.equal(redisFailover.code, 1);
+      assert.match(redisFailover.stderr, /redis add-on; failover is for PostgreSQL add-ons with a standby/);
+      const redisStandby = await cluster.cli(['addons:standby:add', redis, '-a', 'other']);
       assert.equal(redisStandby.code, 1);
       assert.match(redisStandby.stderr, /standbys are for PostgreSQL add-ons/);
-      await cliOk(cluster, ['addons:create', 'postgres', '--agent', 'a2', '-a', APP]);
-      const sameAgent = await cluster.cli(['addons:standby:add', 'postgres-2', '--agent', 'a2', '-a', APP]);
+      const sameAgent = await cluster.cli(['addons:standby:add', pg, '--agent', 'a2', '-a', 'other']);
       assert.equal(sameAgent.code, 1);
       assert.match(sameAgent.stderr, /a standby on the same agent would die with it/);
-      const none = await cluster.cli(['addons:failover', 'postgres-2', '-a', APP]);
+      const none = await cluster.cli(['addons:failover', pg, '-a', 'other']);
       assert.equal(none.code, 1);
-      assert.match(none.stderr, /postgres-2 has no standby to fail over to; add one with `hangar addons:standby:add postgres-2/);
-      assert.equal((await info(cluster)).agent, 'a2');
+      assert.match(none.stderr, new RegExp(`${pg} has no standby to fail over to; add one with \`hangar addons:standby:add ${pg}`));
+      const res = await request(`${cluster.coordinator.url}/v1/apps/other/addons/${pg}/failover`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${cluster.coordinator.adminToken}`, 'content-type': 'application/json' },
+        body: '{}',
+      });
+      assert.equal(res.statusCode, 400);
+      assert.equal(((await res.body.json()) as { code: string }).code, 'BAD_INPUT');
+      const shown = await info(cluster);
+      assert.equal(shown.agent, 'a2');
+      assert.equal(shown.servers.length, 2);
     });
 
     await t.test('kill -9 of the primary agent and its server: the standby is promoted and the app serves again', async () => {
