@@ -3,8 +3,9 @@
  * (REPLICATION, its SCRAM verifier from the coordinator's password), `host replication` lines in
  * pg_hba.conf and the physical slot `hangar_standby`, so it keeps the WAL its standby has not
  * received. The standby is a `pg_basebackup` of it with `standby.signal`, started with
- * `primary_conninfo` (a passfile beside the data, 0600: the password is never on a command line)
- * and `hot_standby`. A standby is promoted with `pg_promote()`; a primary is demoted (planned
+ * `primary_conninfo` and `hot_standby`; the replication password is only in the server's
+ * environment (`PGPASSWORD`, which its WAL receiver's libpq reads), never in a file or on a
+ * command line. A standby is promoted with `pg_promote()`; a primary is demoted (planned
  * failover) by a clean shutdown, which sends all of its WAL to the connected standby first, and
  * the `fenced` marker, which keeps it from ever starting as a primary again.
  */
@@ -26,10 +27,6 @@ const HBA_MARK = '# Hangar: streaming replication to the standby';
 /** DATA/addons/NAME/fenced: this server was a primary that another server replaced; it never starts as one again. */
 export function fencedMarker(ctx: AddonContext): string {
   return join(ctx.paths.root, 'fenced');
-}
-
-function passfile(ctx: AddonContext): string {
-  return join(ctx.paths.root, 'replication.pgpass');
 }
 
 function signalFile(ctx: AddonContext): string {
@@ -157,14 +154,13 @@ export async function demoteStopped(ctx: AddonContext, bin: string): Promise<str
 /**
  * The data of a standby: kept when it is one (standby.signal), else (a first start, a fenced
  * former primary) moved aside to data.before-standby and copied from the primary with
- * pg_basebackup through the slot. Returns the server's extra settings.
+ * pg_basebackup through the slot. Returns the server's extra settings and environment.
  */
-export async function prepareStandby(ctx: AddonContext, bin: string): Promise<string[]> {
+export async function prepareStandby(ctx: AddonContext, bin: string): Promise<{ args: string[]; env: Record<string, string> }> {
   const { spec, paths } = ctx;
   if (!spec.standbyUpstreamHost || !spec.standbyUpstreamPort || !spec.standbyReplicationPassword) {
     throw new HangarError('BAD_INPUT', `${spec.name}: a standby needs its primary's address and the replication password`);
   }
-  await writeFile(passfile(ctx), `*:*:*:${REPLICATOR}:${spec.standbyReplicationPassword}\n`, { mode: 0o600 });
   const sslmode = spec.tlsCertPem ? 'require' : 'disable';
   if (!(await exists(join(paths.data, 'PG_VERSION'))) || !(await exists(signalFile(ctx)))) {
     const partial = `${paths.data}.partial`;
@@ -174,25 +170,20 @@ export async function prepareStandby(ctx: AddonContext, bin: string): Promise<st
       { addon: spec.name, primary: `${spec.standbyUpstreamHost}:${spec.standbyUpstreamPort}` },
       'copying the primary (pg_basebackup)',
     );
-    await runChecked(
-      'pg_basebackup',
-      join(bin, 'pg_basebackup'),
-      ['-D', partial, '-X', 'stream', '-S', SLOT, '--checkpoint=fast', '-w', '--no-password'],
-      {
-        env: {
-          PGHOST: spec.standbyUpstreamHost,
-          PGPORT: String(spec.standbyUpstreamPort),
-          PGUSER: REPLICATOR,
-          PGPASSFILE: passfile(ctx),
-          PGSSLMODE: sslmode,
-          PGCONNECT_TIMEOUT: '5',
-          PGAPPNAME: SLOT,
-        },
-        runAs: ctx.runAs,
-        cwd: paths.root,
-        timeoutMs: 6 * 3600_000,
+    await runChecked('pg_basebackup', join(bin, 'pg_basebackup'), ['-D', partial, '-X', 'stream', '-S', SLOT, '--checkpoint=fast', '-w'], {
+      env: {
+        PGHOST: spec.standbyUpstreamHost,
+        PGPORT: String(spec.standbyUpstreamPort),
+        PGUSER: REPLICATOR,
+        PGPASSWORD: spec.standbyReplicationPassword,
+        PGSSLMODE: sslmode,
+        PGCONNECT_TIMEOUT: '5',
+        PGAPPNAME: SLOT,
       },
-    );
+      runAs: ctx.runAs,
+      cwd: paths.root,
+      timeoutMs: 6 * 3600_000,
+    });
     if (await exists(paths.data)) {
       const aside = `${paths.data}.before-standby`;
       await rm(aside, { recursive: true, force: true });
@@ -209,10 +200,12 @@ export async function prepareStandby(ctx: AddonContext, bin: string): Promise<st
     `host=${spec.standbyUpstreamHost}`,
     `port=${spec.standbyUpstreamPort}`,
     `user=${REPLICATOR}`,
-    `passfile=${passfile(ctx)}`,
     `application_name=${SLOT}`,
     `sslmode=${sslmode}`,
     'connect_timeout=5',
   ].join(' ');
-  return ['-c', 'hot_standby=on', '-c', `primary_conninfo=${conninfo}`, '-c', `primary_slot_name=${SLOT}`];
+  return {
+    args: ['-c', 'hot_standby=on', '-c', `primary_conninfo=${conninfo}`, '-c', `primary_slot_name=${SLOT}`],
+    env: { PGPASSWORD: spec.standbyReplicationPassword },
+  };
 }

@@ -148,7 +148,7 @@ export function postgresDriver(): AddonDriver {
         throw new HangarError('BAD_INPUT', `"${ctx.spec.database}" is not a valid PostgreSQL database name`);
       }
       const bin = await findPostgresBin(ctx.host);
-      let replication: string[] = [];
+      let replication: { args: string[]; env: Record<string, string> } = { args: [], env: {} };
       if (ctx.spec.standbyRole === 'standby') {
         replication = await prepareStandby(ctx, bin);
       } else {
@@ -182,9 +182,9 @@ export function postgresDriver(): AddonDriver {
           ...(tls
             ? ['-c', 'ssl=on', '-c', 'ssl_cert_file=server.crt', '-c', 'ssl_key_file=server.key', '-c', 'ssl_min_protocol_version=TLSv1.2']
             : []),
-          ...replication,
+          ...replication.args,
         ]),
-        env: { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8' },
+        env: { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8', ...replication.env },
         cwd: ctx.paths.root,
         // SIGTERM is "smart" shutdown: it waits for every client to disconnect.
         stopSignal: 'SIGINT',

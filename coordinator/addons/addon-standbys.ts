@@ -391,6 +391,9 @@ export class AddonStandbys {
     for (const agent of [row.agent, s.agent]) {
       if (!this.#o.hub.isConnected(agent)) throw new HangarError('NO_AGENTS', `${agent} is not connected; try again once it is back.`);
     }
+    // A lag measurement takes a moment: waited for.
+    const busyUntil = Date.now() + 15_000;
+    while (this.#busy.has(row.name) && Date.now() < busyUntil) await new Promise((r) => setTimeout(r, 100));
     if (this.#busy.has(row.name))
       throw new HangarError('CONFLICT', `${row.name} is busy with another standby job; try again in a few seconds.`);
     this.#busy.add(row.name);
