@@ -417,7 +417,7 @@ export class ApiClient {
   }
 
   /** `POST /v1/apps/:app/addons`: provisions an add-on; its URL is set in config once it is up. */
-  async createAddon(app: string, input: { kind: AddonKind; agent?: string; name?: string }): Promise<AddonView> {
+  async createAddon(app: string, input: { kind: AddonKind; agent?: string; name?: string; standby?: boolean }): Promise<AddonView> {
     return expectRecord<AddonView>(await this.#call('POST', appPath(app, 'addons'), { json: input }), 'addon');
   }
 
@@ -433,6 +433,17 @@ export class ApiClient {
   /** `GET /v1/apps/:app/addons/:name/info`: servers, schedule, backups. */
   async addonInfo(app: string, name: string): Promise<AddonInfoView> {
     return expectRecord<AddonInfoView>(await this.#call('GET', appPath(app, 'addons', name, 'info')), 'addon');
+  }
+
+  /** `POST /v1/apps/:app/addons/:name/standby`: a streaming standby on another agent (PostgreSQL). */
+  async addAddonStandby(app: string, name: string, input: { agent?: string }): Promise<AddonInfoView> {
+    return expectRecord<AddonInfoView>(await this.#call('POST', appPath(app, 'addons', name, 'standby'), { json: input }), 'addon');
+  }
+
+  /** `POST /v1/apps/:app/addons/:name/failover`: a planned failover to the standby; resolves once done. */
+  async failoverAddon(app: string, name: string): Promise<{ addon: AddonInfoView; steps: string[] }> {
+    const body = await this.#call('POST', appPath(app, 'addons', name, 'failover'), { json: {}, timeoutMs: ADDON_JOB_TIMEOUT_MS });
+    return { addon: expectRecord<AddonInfoView>(body, 'addon'), steps: expectArray<string>(body, 'steps') };
   }
 
   /** `GET /v1/apps/:app/addons/:name/backups`, newest first. */

@@ -38,6 +38,9 @@
  *   POST   /v1/apps/:app/addons/:name/backups/:backup/restore { toNew?, confirm? } -> { ok: true, addon, backup, safety, backups }
  *   PUT    /v1/apps/:app/addons/:name/backup-schedule { at, keep, dir?, enabled? } -> { schedule }
  *   GET    /v1/apps/:app/addons/:name/info         -> { addon: AddonInfoView }
+ *   POST   /v1/apps/:app/addons/:name/standby { agent? } -> 202 { addon: AddonInfoView }  (PostgreSQL: a streaming
+ *                                                  standby on another agent; 409 CONFLICT without one)
+ *   POST   /v1/apps/:app/addons/:name/failover     -> { addon: AddonInfoView, steps: string[] }  (planned, no data lost)
  *   GET    /v1/apps/:app/metrics?since=1h           -> { metrics: AppMetricsView }
  *   GET    /v1/agents/:agent/metrics?since=1h       -> { metrics: AgentMetricsView }
  *   GET    /v1/apps/:app/autoscale                  -> { autoscale: AutoscaleView }
@@ -334,8 +337,18 @@ export interface AddonScheduleView {
 
 /** `GET /v1/apps/:app/addons/:name/info`: the add-on, its servers and its backups. */
 export interface AddonInfoView extends AddonView {
-  /** The servers of the add-on (one primary; standbys are not built yet). */
-  servers: { agent: string; role: 'primary' | 'standby'; state: AddonState; lagBytes: number | null }[];
+  /**
+   * The servers of the add-on: its primary, then its standby (PostgreSQL), `fenced` while a
+   * former primary waits to become the standby; the standby's replication lag (null: not
+   * streaming or not measured yet; always null for the primary).
+   */
+  servers: {
+    agent: string;
+    role: 'primary' | 'standby' | 'fenced';
+    state: AddonState;
+    lagBytes: number | null;
+    lagSeconds: number | null;
+  }[];
   schedule: AddonScheduleView | null;
   lastBackup: AddonBackupView | null;
   /** The newest backup whose verification restore ran, and how it went. */

@@ -9,6 +9,7 @@ import { SecretBox } from '../common/secret-box.js';
 import { HANGAR_VERSION } from '../common/version.js';
 import { Addons } from './addons/addons.js';
 import { AddonBackups } from './addons/addon-backups.js';
+import { AddonStandbys } from './addons/addon-standbys.js';
 import { BackupTransfers } from './addons/backup-transfers.js';
 import type { AgentMessage__Output } from '../proto/loader.js';
 import type { CoordinatorsView } from '../common/api-types.js';
@@ -117,6 +118,13 @@ export const coordinatorConfigSchema = z
     cronIntervalMs: z.number().int().positive().default(10_000),
     /** How often add-on backup schedules are looked at, ms. Default 30 s. */
     backupIntervalMs: z.number().int().positive().default(30_000),
+    /**
+     * A PostgreSQL add-on with a standby fails over (its standby is promoted) once its primary's
+     * agent has been disconnected this long, ms. Default 30 s.
+     */
+    addonFailoverAfterMs: z.number().int().positive().default(30_000),
+    /** How often the replication lag of standbys is measured, ms. Default 5 s. */
+    addonLagIntervalMs: z.number().int().positive().default(5000),
     /** A cron firing missed while the coordinator was down still runs when at most this late, ms. Default 15 min. */
     cronCatchUpMs: z
       .number()
@@ -326,7 +334,23 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     healthTimeoutMs: c.healthTimeoutMs,
   });
   const releases = new Releases({ store, rollouts, clock, artifactDir, maxUploadBytes: c.maxUploadBytes });
-  const addons = new Addons({
+  // The two call each other (jobs and attachments one way, standby statuses the other).
+  const standbys: AddonStandbys = new AddonStandbys({
+    store,
+    hub,
+    views,
+    sync,
+    runJob: (agent, fields) => addons.runJob(agent, fields),
+    attach: (name, description) => addons.reattach(name, description),
+    countOn: (agent) => addons.countOn(agent),
+    issueCertificate: (names) => issueServerCertificate(c.dataDir, names),
+    recordEvent: (app, line, stream) => recordEvent(app, line, stream),
+    failoverAfterMs: c.addonFailoverAfterMs,
+    lagIntervalMs: c.addonLagIntervalMs,
+    clock,
+    logger,
+  });
+  const addons: Addons = new Addons({
     store,
     fleet,
     views,
@@ -336,6 +360,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     hub,
     clock,
     logger,
+    onStandbyStatus: (agent, status) => standbys.onStatus(agent, status),
     issueCertificate: (names) => issueServerCertificate(c.dataDir, names),
   });
   const addonBackups = new AddonBackups({
@@ -484,6 +509,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     metrics,
     agents: () => views.agentViews(),
     instances: () => store.listInstances(),
+    standbyLags: () => standbys.lags(),
     now: () => clock.now(),
   });
 
@@ -497,6 +523,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     releases,
     addons,
     addonBackups,
+    addonStandbys: standbys,
     runs,
     cron,
     clock,
@@ -577,6 +604,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       rollouts.tick();
       rebalancer.tick();
       addons.tick();
+      standbys.tick();
       runs.tick();
     } catch (err) {
       logger.error({ err }, 'coordinator loop failed');

@@ -4,7 +4,8 @@
  * backups, restores (a Redis restore stops and starts its server: see `redis-restore.ts`), purges,
  * and the off-host part of backups: sending a backup to the coordinator, keeping a copy of another
  * agent's backup (DATA/backup-copies/ADDON/NAME.dump), and verification restores of a copy into a
- * scratch server. Every file is checked against the backup's SHA-256 before it is kept, sent or
+ * scratch server; and the replication jobs of PostgreSQL standbys (set up the primary, report lag,
+ * promote, demote). Every file is checked against the backup's SHA-256 before it is kept, sent or
  * restored.
  */
 import { createHash } from 'node:crypto';
@@ -20,6 +21,9 @@ import { WorkloadRunner } from '../workloads/workload-runner.js';
 import { addonPaths, type AddonContext, type AddonPaths, type ServerControl } from './addon-kind.js';
 import { AddonServerDriver, type AddonServerOptions } from './addon-server-driver.js';
 import { verifyBackup } from './backup-verify.js';
+import { scramVerifier } from './postgres.js';
+import { demoteStopped, fence, prepareSource, promote, replicationStatus, unfence } from './postgres-replication.js';
+import { findPostgresBin } from './server-binaries.js';
 
 /** Options of {@link AddonManager}. */
 export interface AddonManagerOptions extends AddonServerOptions {
@@ -50,12 +54,16 @@ export class AddonManager {
   readonly #runner: WorkloadRunner<AddonSpec__Output, AddonContext, AddonStatus>;
   /** One job at a time per add-on (a backup and a restore never overlap). */
   readonly #jobChains = new Map<string, Promise<unknown>>();
+  /** The add-ons of the last snapshot applied. */
+  #specs: readonly AddonSpec__Output[] = [];
 
   constructor(options: AddonManagerOptions) {
     this.#o = options;
     const logger = options.logger.child({ component: 'addons' });
     this.#logger = logger;
-    this.#servers = new AddonServerDriver(options, logger);
+    // A server replaced by another spec under its name (a new add-on, a primary that is to be a
+    // standby) starts once the old one stopped.
+    this.#servers = new AddonServerDriver({ ...options, onStopped: () => this.#runner.apply(this.#specs) }, logger);
     this.#runner = new WorkloadRunner(this.#servers, {
       retryMs: options.retryMs ?? 15_000,
       // Tried again on its own: desired state may not change for a long time.
@@ -82,7 +90,14 @@ export class AddonManager {
 
   /** Applies the add-ons of a desired-state snapshot; provisioning happens in the background. */
   apply(specs: readonly AddonSpec__Output[]): void {
+    this.#specs = specs;
     this.#runner.apply(specs);
+  }
+
+  /** True while the add-on's server is supervised here (running or starting). */
+  isRunning(name: string): boolean {
+    const phase = this.#runner.get(name)?.phase;
+    return phase === 'running' || phase === 'preparing';
   }
 
   /** Runs a one-shot job on an add-on of this agent and says how it went. Never throws. */
@@ -191,6 +206,65 @@ export class AddonManager {
     }
   }
 
+  /** The running PostgreSQL server of `job`, or ADDON_NOT_FOUND. */
+  #runningPostgres(job: AddonJob__Output): AddonContext {
+    const server = this.#runner.get(job.addon);
+    const ctx = server?.phase === 'running' ? server.data : null;
+    if (!server || !ctx) {
+      throw new HangarError('ADDON_NOT_FOUND', `${job.addon} is not running on ${this.#o.host}; wait until it is up and try again.`);
+    }
+    if (server.spec.kind !== 'postgres') {
+      throw new HangarError('BAD_INPUT', `${job.addon} is a ${server.spec.kind} add-on; standbys and failover are for PostgreSQL add-ons.`);
+    }
+    return ctx;
+  }
+
+  /** Streaming replication jobs (see postgres-replication.ts); `report` is JSON. */
+  async #replicationJob(job: AddonJob__Output): Promise<Omit<AddonJobResult, 'id' | 'ok' | 'error' | 'errorCode'>> {
+    const ctx = this.#runningPostgres(job);
+    const bin = await findPostgresBin(this.#o.host);
+    switch (job.action) {
+      case 'standby-source':
+        await prepareSource(ctx, bin, job.standbyReplicationPassword, (p) => scramVerifier(p));
+        this.#logger.info({ addon: job.addon }, 'ready to stream to a standby');
+        return { backups: [] };
+      case 'promote':
+        await promote(ctx, bin);
+        this.#logger.warn({ addon: job.addon }, 'standby promoted: this server is the primary now');
+        return { backups: [] };
+      case 'demote': {
+        // A clean (fast) shutdown: the WAL sender sends everything, the shutdown checkpoint
+        // included, to the connected standby before the server exits.
+        // Fenced first: the server is not started again as a primary once it stopped.
+        await fence(ctx);
+        await this.#runner.stop(job.addon);
+        let lsn: string;
+        try {
+          lsn = await demoteStopped(ctx, bin);
+        } catch (err) {
+          await unfence(ctx);
+          this.#runner.apply(this.#specs);
+          throw err;
+        }
+        this.#logger.warn({ addon: job.addon, lsn }, 'primary stopped and fenced for a planned failover');
+        return { backups: [], report: JSON.stringify({ lsn }) };
+      }
+      default:
+        return { backups: [], report: JSON.stringify(await replicationStatus(ctx, bin)) };
+    }
+  }
+
+  /** A planned failover that did not happen: the demoted primary starts again as the primary. */
+  async #undemote(job: AddonJob__Output): Promise<Omit<AddonJobResult, 'id' | 'ok' | 'error' | 'errorCode'>> {
+    const spec = this.#specs.find((s) => s.name === job.addon);
+    if (!spec) throw new HangarError('ADDON_NOT_FOUND', `${job.addon} is not in this agent's desired state`);
+    const ctx = await this.#servers.contextFor(spec);
+    await unfence(ctx);
+    this.#runner.apply(this.#specs);
+    this.#logger.warn({ addon: job.addon }, 'fence taken down: the planned failover did not happen, this server is the primary again');
+    return { backups: [] };
+  }
+
   async #job(job: AddonJob__Output): Promise<Omit<AddonJobResult, 'id' | 'ok' | 'error' | 'errorCode'>> {
     const paths = addonPaths(this.#o.dir, job.addon);
     if (!/^[a-z][a-z0-9-]{0,62}$/.test(job.addon)) throw new HangarError('BAD_INPUT', `"${job.addon}" is not a valid add-on name`);
@@ -241,6 +315,13 @@ export class AddonManager {
         this.#logger.info({ addon: job.addon }, 'add-on data purged');
         return { backups: [] };
       }
+      case 'standby-source':
+      case 'replication':
+      case 'promote':
+      case 'demote':
+        return this.#replicationJob(job);
+      case 'undemote':
+        return this.#undemote(job);
       case 'backup':
       case 'restore': {
         const server = this.#runner.get(job.addon);

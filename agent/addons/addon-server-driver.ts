@@ -53,6 +53,8 @@ export interface AddonServerOptions {
   logger: Logger;
   /** Called on every state change of an add-on. */
   onStatus: (status: AddonStatus) => void;
+  /** Called once a server stopped (its data kept). */
+  onStopped?: (name: string) => void;
 }
 
 /** What addon.json holds. */
@@ -90,13 +92,24 @@ export class AddonServerDriver implements WorkloadDriver<AddonSpec__Output, Addo
     return this.#resolveRunAs(app);
   }
 
+  /** The context of an add-on of this agent that need not run (its port from addon.json). */
+  async contextFor(spec: AddonSpec__Output): Promise<AddonContext> {
+    const paths = addonPaths(this.#o.dir, spec.name);
+    const meta = await readMeta(paths);
+    return this.#context(spec, paths, meta?.port ?? spec.port);
+  }
+
   key(spec: AddonSpec__Output): string {
     return spec.name;
   }
 
-  /** Another add-on of the same name (destroyed and created again) replaces the running one. */
+  /**
+   * Another add-on of the same name (destroyed and created again) replaces the running one; so
+   * does a standby of a server that ran as a primary (a fenced primary: it is rebuilt as the
+   * standby of the server that replaced it). A standby that is promoted goes on running.
+   */
   replaces(current: AddonSpec__Output, next: AddonSpec__Output): boolean {
-    return current.id !== next.id;
+    return current.id !== next.id || (next.standbyRole === 'standby' && current.standbyRole !== 'standby');
   }
 
   restartToken(): number {
@@ -191,6 +204,7 @@ export class AddonServerDriver implements WorkloadDriver<AddonSpec__Output, Addo
       app: view.spec.app,
       kind: view.spec.kind,
       state,
+      standbyRole: view.spec.standbyRole,
       ...view.vitals,
     };
   }
@@ -205,6 +219,7 @@ export class AddonServerDriver implements WorkloadDriver<AddonSpec__Output, Addo
         break;
       case 'stopped':
         this.#logger.info({ addon: view.key }, 'add-on server stopped; its data is kept');
+        this.#o.onStopped?.(view.key);
         return;
       case 'event':
         if (change.event.type === 'exited') {

@@ -6,11 +6,14 @@
  * serving TLS with a certificate from the coordinator's CA. Health: a real query over TCP as the
  * app's role. Backups: pg_dump custom format; restore: pg_restore --clean.
  *
+ * With a standby (see postgres-replication.ts) the primary runs as above and the standby is a
+ * pg_basebackup of it that streams its WAL.
+ *
  * A cluster made before add-ons had an admin of their own (no `admin` marker) keeps its app role
  * as the superuser it was made with.
  */
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
-import { appendFile, chmod, chown, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, chown, mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HangarError } from '../../common/errors.js';
 import type { AddonContext, AddonDriver, PreparedServer } from './addon-kind.js';
@@ -18,38 +21,8 @@ import { shellWords } from './addon-kind.js';
 import { chownTree } from '../workloads/run-as.js';
 import { runChecked, runCommand } from './run-command.js';
 import { findPostgresBin } from './server-binaries.js';
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** The superuser the agent administers a cluster as; only the agent knows its password. */
-const ADMIN = 'hangar_admin';
-
-/** The file that says a cluster was made with {@link ADMIN} as its superuser. */
-function adminMarker(ctx: AddonContext): string {
-  return join(ctx.paths.root, 'admin');
-}
-
-/**
- * Environment of the PostgreSQL client tools, as the app's role or as the admin: the password
- * never goes on a command line.
- */
-function clientEnv(ctx: AddonContext, as: 'app' | 'admin' = 'app'): Record<string, string> {
-  return {
-    PGPASSWORD: as === 'admin' ? ctx.spec.adminPassword : ctx.spec.password,
-    PGHOST: '127.0.0.1',
-    PGPORT: String(ctx.port),
-    PGUSER: as === 'admin' ? ADMIN : ctx.spec.database,
-    PGCONNECT_TIMEOUT: '3',
-    PGSSLMODE: ctx.spec.tlsCertPem ? 'require' : 'disable',
-  };
-}
+import { ADMIN, adminMarker, clientEnv, exists } from './postgres-client.js';
+import { ensureReplicationHba, fencedMarker, prepareStandby } from './postgres-replication.js';
 
 /**
  * PostgreSQL's SCRAM-SHA-256 verifier of `password` (RFC 5803, what `CREATE ROLE … PASSWORD`
@@ -175,9 +148,22 @@ export function postgresDriver(): AddonDriver {
         throw new HangarError('BAD_INPUT', `"${ctx.spec.database}" is not a valid PostgreSQL database name`);
       }
       const bin = await findPostgresBin(ctx.host);
-      if (!(await exists(join(ctx.paths.data, 'PG_VERSION')))) {
-        ctx.logger.info({ addon: ctx.spec.name, bin }, 'initializing a PostgreSQL cluster');
-        await initialize(ctx, bin);
+      let replication: { args: string[]; env: Record<string, string> } = { args: [], env: {} };
+      if (ctx.spec.standbyRole === 'standby') {
+        replication = await prepareStandby(ctx, bin);
+      } else {
+        if (await exists(fencedMarker(ctx))) {
+          throw new HangarError(
+            'ADDON_FAILED',
+            `${ctx.spec.name} on ${ctx.host} was replaced by its standby and never starts as a primary again; it waits for the coordinator to make it a standby`,
+          );
+        }
+        if (!(await exists(join(ctx.paths.data, 'PG_VERSION')))) {
+          ctx.logger.info({ addon: ctx.spec.name, bin }, 'initializing a PostgreSQL cluster');
+          await initialize(ctx, bin);
+        }
+        // Every cluster can get a standby: only the replication role, which has none until then, may use them.
+        await ensureReplicationHba(ctx);
       }
       const tls = await writeTlsFiles(ctx);
       let databaseReady = false;
@@ -196,8 +182,9 @@ export function postgresDriver(): AddonDriver {
           ...(tls
             ? ['-c', 'ssl=on', '-c', 'ssl_cert_file=server.crt', '-c', 'ssl_key_file=server.key', '-c', 'ssl_min_protocol_version=TLSv1.2']
             : []),
+          ...replication.args,
         ]),
-        env: { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8' },
+        env: { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8', ...replication.env },
         cwd: ctx.paths.root,
         // SIGTERM is "smart" shutdown: it waits for every client to disconnect.
         stopSignal: 'SIGINT',

@@ -137,8 +137,13 @@ export class DesiredStateApplier {
     }
     this.#last = state;
     this.#applyInstances(state);
-    // Add-ons start from the cached state too: they stay up while the coordinator is away.
-    this.#o.addons.apply(state.addons ?? []);
+    // Add-ons start from the cached state too: they stay up while the coordinator is away. All
+    // but a PostgreSQL primary with a standby that is not running: the coordinator may have
+    // promoted its standby meanwhile, so it starts only on the coordinator's word.
+    const addons = state.addons ?? [];
+    this.#o.addons.apply(
+      options.fromCache ? addons.filter((a) => a.standbyRole !== 'primary' || this.#o.addons.isRunning(a.name)) : addons,
+    );
     if (!options.fromCache) {
       for (const t of state.tasks) this.#taskApps.set(t.id, t.app);
       this.#o.tasks.apply(this.#withErrorHook(state).tasks);

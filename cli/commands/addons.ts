@@ -60,25 +60,68 @@ export function registerAddonsCommands(program: Command, ctx: CliContext): void 
     .argument('<kind>', 'postgres, redis or memcached')
     .option('--agent <name>', 'run it on this agent (default: the least loaded one)')
     .option('--name <name>', 'its name (default: KIND-N)')
+    .option('--standby', 'PostgreSQL: also a streaming standby on another agent, promoted if the primary is lost')
     .addOption(
       new Option('--timeout <seconds>', 'stop waiting after this many seconds (the add-on goes on)')
         .default(DEFAULT_ADDON_TIMEOUT_S)
         .argParser(parseTimeoutSeconds),
     )
-    .action(async (kindArg: string, options: { agent?: string; name?: string; timeout: number }, command: Command) => {
+    .action(async (kindArg: string, options: { agent?: string; name?: string; standby?: boolean; timeout: number }, command: Command) => {
       const app = resolveApp(command, ctx);
       const kind = atEdge(command, () => parseAddonKind(kindArg));
+      if (options.standby && kind !== 'postgres') usageError(command, `--standby is for PostgreSQL add-ons; leave it out for ${kind}`);
       const client = await ctx.client();
       const started = ctx.clock.now();
       const addon = await client.createAddon(app, {
         kind,
         ...(options.agent === undefined ? {} : { agent: options.agent }),
         ...(options.name === undefined ? {} : { name: options.name }),
+        ...(options.standby ? { standby: true } : {}),
       });
       ctx.out(`Creating ${addon.name} (${kind}) on ${addon.agent} for ${app}...\n`);
-      const ready = await followAddon(ctx, client, app, addon, started, started + options.timeout * 1000);
+      const deadline = started + options.timeout * 1000;
+      const ready = await followAddon(ctx, client, app, addon, started, deadline);
       const seconds = ((ctx.clock.now() - started) / 1000).toFixed(1);
       ctx.out(`-----> ${ready.name} is up and ${ready.configVar} is set (${seconds} s): ${ready.url ?? ''}\n`);
+      if (options.standby) await followStandby(ctx, client, app, ready.name, started, deadline);
+    });
+
+  withAppOption(program.command('addons:standby:add'))
+    .description('PostgreSQL: add a streaming standby on another agent (pg_basebackup), promoted if the primary is lost')
+    .argument('<name>', 'the add-on')
+    .option('--agent <name>', "run the standby on this agent (default: the least loaded one but the primary's)")
+    .addOption(
+      new Option('--timeout <seconds>', 'stop waiting after this many seconds (the standby goes on)')
+        .default(DEFAULT_ADDON_TIMEOUT_S)
+        .argParser(parseTimeoutSeconds),
+    )
+    .action(async (name: string, options: { agent?: string; timeout: number }, command: Command) => {
+      const app = resolveApp(command, ctx);
+      const client = await ctx.client();
+      const started = ctx.clock.now();
+      const info = await client.addAddonStandby(app, name, options.agent === undefined ? {} : { agent: options.agent });
+      const standby = info.servers.find((s) => s.role !== 'primary');
+      ctx.out(`Adding a standby of ${name} on ${standby?.agent ?? '?'} (primary on ${info.agent})...\n`);
+      await followStandby(ctx, client, app, name, started, started + options.timeout * 1000);
+    });
+
+  withAppOption(program.command('addons:failover'))
+    .description(
+      'PostgreSQL: planned failover to the standby (waits until it has every write: no data lost); the old primary becomes the standby',
+    )
+    .argument('<name>', 'the add-on')
+    .action(async (name: string, _options: unknown, command: Command) => {
+      const app = resolveApp(command, ctx);
+      const client = await ctx.client();
+      const started = ctx.clock.now();
+      ctx.out(`Failing over ${name} of ${app}: writes stop for a few seconds...\n`);
+      const { addon, steps } = await client.failoverAddon(app, name);
+      for (const step of steps) ctx.out(`-----> ${step}\n`);
+      ctx.out(
+        `-----> ${name} runs on ${addon.agent} (${((ctx.clock.now() - started) / 1000).toFixed(1)} s); a release sets ${addon.configVar}\n`,
+      );
+      if (addon.deploy)
+        await followDeploy(ctx, client, app, await client.getDeploy(app, addon.deploy), { timeoutMs: DEFAULT_ADDON_TIMEOUT_S * 1000 });
     });
 
   withAppOption(program.command('addons:destroy'))
@@ -112,7 +155,12 @@ export function registerAddonsCommands(program: Command, ctx: CliContext): void 
       ctx.out(`State:    ${info.state}${info.message ? ` (${info.message})` : ''}\n`);
       ctx.out(
         formatTable(
-          info.servers.map((s) => [s.agent, s.role, s.state, s.lagBytes === null ? '-' : formatBytes(s.lagBytes)]),
+          info.servers.map((s) => [
+            s.agent,
+            s.role,
+            s.state,
+            s.lagBytes === null ? '-' : `${formatBytes(s.lagBytes)}, ${(s.lagSeconds ?? 0).toFixed(1)} s`,
+          ]),
           ['AGENT', 'ROLE', 'STATE', 'LAG'],
         ),
       );
@@ -260,6 +308,38 @@ function parsePositiveInt(value: string): number {
  * Polls the add-on, printing each state it goes through, until it is up and attached (following
  * the rollout of the release that set its config var); throws when it failed or at `deadline`.
  */
+/** Polls `addons:info` until the standby of `name` is up; prints its states. */
+async function followStandby(
+  ctx: CliContext,
+  client: ApiClient,
+  app: string,
+  name: string,
+  started: number,
+  deadline: number,
+): Promise<void> {
+  let last = '';
+  for (;;) {
+    const info = await client.addonInfo(app, name);
+    const standby = info.servers.find((s) => s.role !== 'primary');
+    if (!standby) throw new HangarError('ADDON_NOT_FOUND', `${name} has no standby any more`);
+    if (standby.state !== last) {
+      last = standby.state;
+      ctx.out(`-----> standby on ${standby.agent}: ${standby.state}\n`);
+    }
+    if (standby.role === 'standby' && standby.state === 'up') {
+      ctx.out(`-----> ${name} streams to its standby on ${standby.agent} (${((ctx.clock.now() - started) / 1000).toFixed(1)} s)\n`);
+      return;
+    }
+    if (ctx.clock.now() >= deadline) {
+      throw new HangarError(
+        'ADDON_FAILED',
+        `Gave up waiting for the standby of ${name} (state ${standby.state}); it goes on: check it with \`hangar addons:info ${name} -a ${app}\``,
+      );
+    }
+    await pause(ctx, 500);
+  }
+}
+
 async function followAddon(
   ctx: CliContext,
   client: ApiClient,

@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import { mkdir, readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import type { AgentConfig, RunningAgent } from '../../agent/agent.js';
+import { parseDuration } from '../../common/duration.js';
 import { HangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/logger.js';
 import { MAX_MEMORY_BYTES, MIN_MEMORY_BYTES, cpuLimitSchema, parseMemorySize } from '../../common/resource-limits.js';
@@ -64,6 +65,19 @@ interface CoordinatorFlags {
   leaseMs?: string;
   renewMs?: string;
   leaseMarginMs?: string;
+  addonFailoverAfter?: string;
+}
+
+/**
+ * `--addon-failover-after` (or HANGAR_ADDON_FAILOVER_AFTER): a duration of the API's grammar
+ * (`30s`, `2m`) or bare seconds → ms.
+ *
+ * @throws HangarError `BAD_INPUT` for anything else.
+ */
+export function parseFailoverAfter(text: string): number {
+  const ms = /^\d{1,6}$/.test(text.trim()) ? Number(text.trim()) * 1000 : (parseDuration(text) ?? 0);
+  if (ms <= 0) throw new HangarError('BAD_INPUT', `--addon-failover-after must be a duration like 30s or 2m, not "${text}"`);
+  return ms;
 }
 
 /** The ACME settings of `coordinator` and `dev` flags. */
@@ -175,6 +189,10 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
       '--log-retention-mb <mb>',
       'beyond this many MB of stored log lines the oldest are deleted (default 1024; other data does not count)',
     )
+    .option(
+      '--addon-failover-after <duration>',
+      "promote a PostgreSQL add-on's standby once its primary's agent has been disconnected this long, e.g. 30s, 2m (default 30s; or HANGAR_ADDON_FAILOVER_AFTER)",
+    )
     .option('--config <file>', 'read settings from this JSON file (what `hangar coordinator install` writes); flags override it')
     .option(
       '--advertise <host[:port]>',
@@ -204,6 +222,9 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
           logRetentionDays: flags.logRetentionDays === undefined ? undefined : positiveInt(flags.logRetentionDays, '--log-retention-days'),
           logRetentionBytes:
             flags.logRetentionMb === undefined ? undefined : positiveInt(flags.logRetentionMb, '--log-retention-mb') * 1024 * 1024,
+          addonFailoverAfterMs: ((v) => (v === undefined ? undefined : parseFailoverAfter(v)))(
+            flags.addonFailoverAfter ?? ctx.io.env.HANGAR_ADDON_FAILOVER_AFTER,
+          ),
           ...acmeSettings(flags),
         },
         flags.config,

@@ -530,15 +530,15 @@ export class AddonBackups {
 
   // ---------------------------------------------------------------- views
 
-  /** `addons:info`: the add-on with its servers, schedule and backups. */
-  info(view: AddonView): AddonInfoView {
+  /** `addons:info`: the add-on with its servers (primary first), schedule and backups. */
+  info(view: AddonView, servers: AddonInfoView['servers']): AddonInfoView {
     const name = view.name;
     const backups = this.#db.ofAddon(name).map(backupView);
     const verified = this.#db.ofAddon(name).find((b) => b.verifiedAt !== null);
     const schedule = this.#db.schedule(name);
     return {
       ...view,
-      servers: [{ agent: view.agent, role: 'primary', state: view.state, lagBytes: null }],
+      servers,
       schedule: schedule ? scheduleView(schedule) : null,
       lastBackup: backups[0] ?? null,
       lastVerifiedRestore: verified

@@ -37,6 +37,8 @@ export interface AddonsOptions {
   logger: Logger;
   /** Longest wait for an agent to answer an add-on job (backup, restore, purge), ms. Default 30 minutes. */
   jobTimeoutMs?: number;
+  /** A status an agent reports for an add-on whose primary runs elsewhere (its standby's). */
+  onStandbyStatus?: (agent: string, status: AddonStatus__Output) => void;
   /** Issues a server certificate from the coordinator's CA for these names (PostgreSQL's TLS). */
   issueCertificate: (names: readonly string[]) => Promise<{ certPem: string; keyPem: string }>;
 }
@@ -64,6 +66,8 @@ export class Addons {
   readonly #jobs = new Map<string, PendingJob>();
   /** Add-ons whose attachment is waiting (e.g. for a deploy to finish), to log it once. */
   readonly #waiting = new Set<string>();
+  /** The description of the release of an attachment that waits, when not `Attach …` (a failover). */
+  readonly #reasons = new Map<string, string>();
 
   constructor(options: AddonsOptions) {
     this.#o = options;
@@ -180,6 +184,12 @@ export class Addons {
     this.#logger.info({ app, addon: name, purge: options.purge }, 'add-on destroyed');
     if (options.purge) {
       await this.#runJob(row, 'purge', '');
+      const standby = store.getAddonStandby(name);
+      if (standby && this.#o.hub.isConnected(standby.agent)) {
+        await this.runJob(standby.agent, { addon: name, action: 'purge', backup: '' }).catch((err: unknown) => {
+          this.#logger.warn({ err, addon: name, agent: standby.agent }, 'could not purge the standby; its data stays there');
+        });
+      }
       store.deleteAddon(name);
     }
     return store.getAddon(name) ?? { ...row, desired: 'destroyed', state: 'destroyed', attachedUrl: null, since: now };
@@ -241,6 +251,10 @@ export class Addons {
     store.transaction(() => {
       for (const s of statuses) {
         const row = store.getAddon(s.name);
+        if (row && row.agent !== agent && row.id === s.id && row.desired === 'run') {
+          this.#o.onStandbyStatus?.(agent, s);
+          continue;
+        }
         if (!row || row.agent !== agent || row.id !== s.id || row.desired !== 'run') continue;
         const state: AddonState = isOneOf(ADDON_STATES, s.state) ? s.state : 'starting';
         const port = s.port || row.port;
@@ -350,6 +364,12 @@ export class Addons {
     }
   }
 
+  /** Puts the add-on's URL in its app's config now or once it can (a failover: its new primary's). */
+  reattach(name: string, description: string): void {
+    this.#reasons.set(name, description);
+    this.#attach(name);
+  }
+
   /** Puts the add-on's URL in its app's config when it is up and not (or differently) set. */
   #attach(name: string): void {
     const store = this.#o.store;
@@ -361,10 +381,12 @@ export class Addons {
     try {
       store.transaction(() => {
         this.#o.rollouts.assertIdle(row.app);
-        const deployId = this.#setConfig(row.app, { [row.configVar]: url }, `Attach ${row.name} as ${row.configVar}`);
+        const description = this.#reasons.get(name) ?? `Attach ${row.name} as ${row.configVar}`;
+        const deployId = this.#setConfig(row.app, { [row.configVar]: url }, description);
         store.updateAddon(name, { attachedUrl: url, deployId });
       });
       this.#waiting.delete(name);
+      this.#reasons.delete(name);
       this.#logger.info({ app: row.app, addon: name, configVar: row.configVar }, 'add-on attached');
     } catch (err) {
       if (!this.#waiting.has(name)) {

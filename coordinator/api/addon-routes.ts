@@ -11,6 +11,7 @@ import { appNameSchema } from '../../common/names.js';
 import { ADDON_KINDS } from '../../common/vocabulary.js';
 import { needs, scopeAllows } from './auth.js';
 import type { Addons } from '../addons/addons.js';
+import type { AddonStandbys } from '../addons/addon-standbys.js';
 import { backupView, scheduleView, type AddonBackups } from '../addons/addon-backups.js';
 import type { Rollouts } from '../releases/rollout.js';
 import { parseInput } from './validation.js';
@@ -19,6 +20,7 @@ import { parseInput } from './validation.js';
 export interface AddonRoutesOptions {
   addons: Addons;
   backups: AddonBackups;
+  standbys: AddonStandbys;
   rollouts: Rollouts;
   logger: Logger;
 }
@@ -66,6 +68,16 @@ const createBody = z
       .regex(/^[a-z0-9][a-z0-9.-]{0,62}$/i, 'must be an agent name from `hangar agents`')
       .optional(),
     name: addonNameSchema.optional(),
+    /** PostgreSQL: also a streaming standby on another agent. */
+    standby: z.boolean().optional(),
+  })
+  .strict();
+const standbyBody = z
+  .object({
+    agent: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9.-]{0,62}$/i, 'must be an agent name from `hangar agents`')
+      .optional(),
   })
   .strict();
 
@@ -91,6 +103,10 @@ function parseReveal(request: FastifyRequest): boolean {
 /** Registers the add-on routes on the API. */
 export function registerAddonRoutes(server: Server, o: AddonRoutesOptions): void {
   const { addons } = o;
+  const info = (app: string, name: string) => {
+    const row = addons.require(app, name);
+    return o.backups.info(addons.view(row, false), o.standbys.servers(row));
+  };
 
   server.get('/v1/apps/:app/addons', needs('read'), async (request) => {
     const { app } = parseInput(appParams, request.params, 'app name');
@@ -100,8 +116,16 @@ export function registerAddonRoutes(server: Server, o: AddonRoutesOptions): void
 
   server.post('/v1/apps/:app/addons', needs('deploy'), async (request, reply) => {
     const { app } = parseInput(appParams, request.params, 'app name');
-    const input = parseInput(createBody, request.body ?? {}, 'add-on');
+    const { standby, ...input } = parseInput(createBody, request.body ?? {}, 'add-on');
+    if (standby) {
+      if (input.kind !== 'postgres') {
+        throw new HangarError('BAD_INPUT', `Standbys are for PostgreSQL add-ons, not ${input.kind}; leave out --standby.`);
+      }
+      // Before anything is made: a standby needs a second agent.
+      o.standbys.assertRoom(input.agent);
+    }
     const row = await addons.create(app, input);
+    if (standby) await o.standbys.add(row, undefined);
     return reply.status(202).send({ addon: addons.view(row, false) });
   });
 
@@ -121,7 +145,22 @@ export function registerAddonRoutes(server: Server, o: AddonRoutesOptions): void
 
   server.get('/v1/apps/:app/addons/:name/info', needs('read'), async (request) => {
     const { app, name } = parseInput(addonParams, request.params, 'add-on');
-    return { addon: o.backups.info(addons.view(addons.require(app, name), false)) };
+    return { addon: info(app, name) };
+  });
+
+  server.post('/v1/apps/:app/addons/:name/standby', needs('deploy'), async (request, reply) => {
+    const { app, name } = parseInput(addonParams, request.params, 'add-on');
+    const { agent } = parseInput(standbyBody, request.body ?? {}, 'standby');
+    const row = addons.require(app, name);
+    await o.standbys.add(row, agent);
+    return reply.status(202).send({ addon: info(app, name) });
+  });
+
+  server.post('/v1/apps/:app/addons/:name/failover', needs('deploy'), async (request) => {
+    const { app, name } = parseInput(addonParams, request.params, 'add-on');
+    const steps: string[] = [];
+    await o.standbys.failover(addons.require(app, name), (step) => steps.push(step));
+    return { addon: info(app, name), steps };
   });
 
   server.get('/v1/apps/:app/addons/:name/backups', needs('read'), async (request) => {

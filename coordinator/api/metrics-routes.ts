@@ -18,7 +18,7 @@ import type { Autoscaler } from '../autoscale/autoscaler.js';
 import { runnableTypes } from '../fleet/fleet.js';
 import type { FleetViews } from '../fleet/fleet-views.js';
 import type { MetricsStore } from '../metrics/metrics-store.js';
-import { parseDuration } from './duration.js';
+import { parseDuration } from '../../common/duration.js';
 import type { PrometheusExporter } from '../metrics/prometheus-exporter.js';
 import type { Store } from '../store/store.js';
 import { parseInput } from './validation.js';

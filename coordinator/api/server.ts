@@ -7,6 +7,7 @@ import type { Logger } from '../../common/logger.js';
 import { isFencedError } from '../ha/write-fence.js';
 import type { Addons } from '../addons/addons.js';
 import type { AddonBackups } from '../addons/addon-backups.js';
+import type { AddonStandbys } from '../addons/addon-standbys.js';
 import type { DesiredStateSync } from '../fleet/desired-state-sync.js';
 import type { Fleet } from '../fleet/fleet.js';
 import type { FleetViews } from '../fleet/fleet-views.js';
@@ -44,6 +45,7 @@ export interface ApiOptions {
   addons?: Addons;
   /** Add-on backups, restores and schedules; served with {@link addons}. */
   addonBackups?: AddonBackups;
+  addonStandbys?: AddonStandbys;
   clock: Clock;
   logger: Logger;
   /** Checks API tokens; {@link registerAuth} hooks it onto every route. */
@@ -166,7 +168,9 @@ export function buildApi(o: ApiOptions): Api {
 
   registerAppRoutes(app, { ...o, logger });
   registerMaintenanceRoutes(app, { ...o, logger });
-  if (o.addons && o.addonBackups) registerAddonRoutes(app, { addons: o.addons, backups: o.addonBackups, rollouts: o.rollouts, logger });
+  if (o.addons && o.addonBackups && o.addonStandbys) {
+    registerAddonRoutes(app, { addons: o.addons, backups: o.addonBackups, standbys: o.addonStandbys, rollouts: o.rollouts, logger });
+  }
   for (const register of o.routes ?? []) register(app);
   if (o.cron) registerCronRoutes(app, { store: o.store, cron: o.cron });
   const upgrades: UpgradeHandler[] = [];

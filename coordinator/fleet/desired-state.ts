@@ -80,10 +80,28 @@ export class DesiredStateAssembler {
       store.activeDeploys().filter((d) => d.taskAgent !== null && hasAgentTask(d.status)),
       (d) => d.taskAgent ?? '',
     );
+    const running = store.listAddons().filter((a) => a.desired === 'run');
+    const standbys = new Map(store.listAddonStandbys().map((s) => [s.addon, s]));
+    const addressOf = new Map(store.listAgents().map((a) => [a.name, a.address]));
     const addonsOn = groupBy(
-      store.listAddons().filter((a) => a.desired === 'run'),
+      running.map((a) => ({ agent: a.agent, spec: addonSpec(a, standbys.has(a.name) ? 'primary' : '') })),
       (a) => a.agent,
     );
+    // A standby follows its primary once the primary is ready to stream to it (and its port is known).
+    for (const a of running) {
+      const s = standbys.get(a.name);
+      if (!s || s.role === 'pending' || a.port === null) continue;
+      const spec: AddonSpec = {
+        ...addonSpec(a, 'standby'),
+        port: s.port ?? 0,
+        standbyUpstreamHost: addressOf.get(a.agent) ?? '127.0.0.1',
+        standbyUpstreamPort: a.port,
+        standbyReplicationPassword: s.replicationPassword,
+      };
+      const list = addonsOn.get(s.agent);
+      if (list) list.push({ agent: s.agent, spec });
+      else addonsOn.set(s.agent, [{ agent: s.agent, spec }]);
+    }
     const tls = this.#o.tls?.snapshot();
     const maintenance = new Map(store.listMaintenance().map((m) => [m.app, m]));
     const apps = store.listApps();
@@ -119,7 +137,7 @@ export class DesiredStateAssembler {
           const release = d.release === null ? null : releaseOf(d.app, d.release);
           return release ? [taskSpec(d, release, domains(d.app))] : [];
         }),
-        addons: (addonsOn.get(agent) ?? []).map(addonSpec),
+        addons: (addonsOn.get(agent) ?? []).map((a) => a.spec),
         runs: runSpecsFor(runs, agent, releaseOf, domains),
         certificates,
         acmeChallenges,
@@ -176,8 +194,9 @@ function taskSpec(d: DeployRow, release: ReleaseRow, domains: readonly string[])
   };
 }
 
-function addonSpec(a: AddonRow): AddonSpec {
+function addonSpec(a: AddonRow, standbyRole: '' | 'primary' | 'standby'): AddonSpec {
   return {
+    standbyRole,
     id: a.id,
     name: a.name,
     app: a.app,

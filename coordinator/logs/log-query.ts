@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { HangarError } from '../../common/errors.js';
 import type { LogCursor, LogQuery } from './log-store.js';
-import { parseDuration } from '../api/duration.js';
+import { parseDuration } from '../../common/duration.js';
 import { parseInput } from '../api/validation.js';
 
 /** Most lines one answer (a page, or the live stream's backfill) carries. */

@@ -15,6 +15,8 @@
  * - `hangar_http_request_duration_seconds{app,agent,quantile}` over the last report interval.
  * - `hangar_http_requests_in_flight{app,agent}`.
  * - `hangar_instance_http_requests_total{app,type,instance,agent,status_class}` counter.
+ * - `hangar_addon_replication_lag_bytes`, `hangar_addon_replication_lag_seconds` `{app,addon,agent}`
+ *   (agent = the standby's) for PostgreSQL standbys, as last measured on the primary.
  */
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { AgentView } from '../../common/api-types.js';
@@ -29,6 +31,8 @@ export interface PrometheusExporterOptions {
   agents(): AgentView[];
   /** Instances in desired state (series of gone instances are left out). */
   instances(): InstanceRow[];
+  /** The replication lag of PostgreSQL standbys. Default: none. */
+  standbyLags?(): { app: string; addon: string; agent: string; lagBytes: number; lagSeconds: number }[];
   now(): number;
 }
 
@@ -110,6 +114,29 @@ export class PrometheusExporter {
     instanceGauge('hangar_instance_memory_rss_bytes', "Resident memory of the instance's process group, bytes.", (u) => u.rssBytes);
     instanceGauge('hangar_instance_processes', "Processes in the instance's group.", (u) => u.processes);
 
+    for (const [name, help, pick] of [
+      [
+        'hangar_addon_replication_lag_bytes',
+        'WAL the PostgreSQL standby has not replayed yet, bytes.',
+        (l: { lagBytes: number }) => l.lagBytes,
+      ],
+      [
+        'hangar_addon_replication_lag_seconds',
+        'How far the PostgreSQL standby replays behind its primary, seconds (0 when idle).',
+        (l: { lagSeconds: number }) => l.lagSeconds,
+      ],
+    ] as const) {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['app', 'addon', 'agent'],
+        registers,
+        collect() {
+          this.reset();
+          for (const l of options.standbyLags?.() ?? []) this.set({ app: l.app, addon: l.addon, agent: l.agent }, pick(l));
+        },
+      });
+    }
     new Gauge({
       name: 'hangar_http_request_duration_seconds',
       help: "Request latency percentiles at the agent's router over its last report interval.",

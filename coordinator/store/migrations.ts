@@ -384,4 +384,24 @@ export const MIGRATIONS: readonly string[] = [
     last_seen INTEGER NOT NULL
   );
   `,
+  // PostgreSQL standbys: one streaming replica per add-on on another agent (the add-on's own row
+  // is its primary), its replication password sealed, the lag last measured
+  `
+  CREATE TABLE addon_standbys (
+    addon TEXT PRIMARY KEY REFERENCES addons(name) ON DELETE CASCADE,
+    agent TEXT NOT NULL,
+    role TEXT NOT NULL,
+    port INTEGER,
+    state TEXT NOT NULL,
+    pid INTEGER,
+    restarts INTEGER NOT NULL,
+    since INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    lag_bytes INTEGER,
+    lag_seconds REAL,
+    lag_at INTEGER,
+    created_at INTEGER NOT NULL
+  );
+  `,
 ];

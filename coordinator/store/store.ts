@@ -151,6 +151,35 @@ export interface AddonRow {
   createdAt: number;
 }
 
+/**
+ * The role of an add-on's standby server: `pending` until its primary is ready to stream to it,
+ * `standby` once desired state has it copy and follow the primary, `fenced` for a former primary
+ * replaced by its standby (automatic failover) until it is a standby of the new primary.
+ */
+export type StandbyRole = 'pending' | 'standby' | 'fenced';
+
+/** The standby server of a PostgreSQL add-on, on another agent than its primary (the add-on's row). */
+export interface AddonStandbyRow {
+  addon: string;
+  agent: string;
+  role: StandbyRole;
+  /** Chosen by the agent; null until it reported one. */
+  port: number | null;
+  /** As last reported by its agent. */
+  state: AddonState;
+  pid: number | null;
+  restarts: number;
+  since: number;
+  message: string;
+  /** The password of the replication role; never logged. */
+  replicationPassword: string;
+  /** Replication lag last measured on the primary (null: not streaming, or not measured yet). */
+  lagBytes: number | null;
+  lagSeconds: number | null;
+  lagAt: number | null;
+  createdAt: number;
+}
+
 /** A new instance, wanted running and not yet started: what placement inserts. */
 export function newInstanceRow(i: Pick<InstanceRow, 'key' | 'app' | 'type' | 'idx' | 'release' | 'agent'>, now: number): InstanceRow {
   return {
@@ -346,6 +375,26 @@ function addonFrom(r: Row, secrets: SecretBox): AddonRow {
     password: secret.password ?? '',
     adminPassword: secret.adminPassword ?? '',
     tls: secret.tls ?? null,
+    createdAt: r.created_at as number,
+  };
+}
+
+function standbyFrom(r: Row, secrets: SecretBox): AddonStandbyRow {
+  const secret = JSON.parse(secrets.open(r.secret as string)) as { replicationPassword?: string };
+  return {
+    addon: r.addon as string,
+    agent: r.agent as string,
+    role: r.role as StandbyRole,
+    port: (r.port as number | null) ?? null,
+    state: r.state as AddonState,
+    pid: (r.pid as number | null) ?? null,
+    restarts: r.restarts as number,
+    since: r.since as number,
+    message: r.message as string,
+    replicationPassword: secret.replicationPassword ?? '',
+    lagBytes: (r.lag_bytes as number | null) ?? null,
+    lagSeconds: (r.lag_seconds as number | null) ?? null,
+    lagAt: (r.lag_at as number | null) ?? null,
     createdAt: r.created_at as number,
   };
 }
@@ -907,10 +956,14 @@ export class Store {
   updateAddon(
     name: string,
     patch: Partial<
-      Pick<AddonRow, 'port' | 'desired' | 'attachedUrl' | 'deployId' | 'state' | 'pid' | 'restarts' | 'since' | 'message' | 'configVar'>
+      Pick<
+        AddonRow,
+        'agent' | 'port' | 'desired' | 'attachedUrl' | 'deployId' | 'state' | 'pid' | 'restarts' | 'since' | 'message' | 'configVar'
+      >
     >,
   ): void {
     const columns: Record<string, string> = {
+      agent: 'agent',
       port: 'port',
       desired: 'desired',
       attachedUrl: 'attached_url',
@@ -930,6 +983,84 @@ export class Store {
   }
 
   deleteAddon(name: string): void {
+    this.#stmt('DELETE FROM addon_standbys WHERE addon = ?').run(name);
     this.#stmt('DELETE FROM addons WHERE name = ?').run(name);
+  }
+
+  /** Replaces an add-on's server certificate (sealed with its passwords). */
+  setAddonTls(name: string, tls: { certPem: string; keyPem: string }): void {
+    const row = this.getAddon(name);
+    if (!row) return;
+    this.#stmt('UPDATE addons SET secret = ? WHERE name = ?').run(
+      this.#secrets.seal(JSON.stringify({ password: row.password, adminPassword: row.adminPassword, tls })),
+      name,
+    );
+  }
+
+  // ---------------------------------------------------------------- add-on standbys
+
+  insertAddonStandby(s: AddonStandbyRow): void {
+    this.#stmt(
+      `INSERT INTO addon_standbys (addon, agent, role, port, state, pid, restarts, since, message, secret, lag_bytes, lag_seconds, lag_at, created_at)
+       VALUES (@addon, @agent, @role, @port, @state, @pid, @restarts, @since, @message, @secret, @lagBytes, @lagSeconds, @lagAt, @createdAt)`,
+    ).run({
+      addon: s.addon,
+      agent: s.agent,
+      role: s.role,
+      port: s.port,
+      state: s.state,
+      pid: s.pid,
+      restarts: s.restarts,
+      since: s.since,
+      message: s.message,
+      secret: this.#secrets.seal(JSON.stringify({ replicationPassword: s.replicationPassword })),
+      lagBytes: s.lagBytes,
+      lagSeconds: s.lagSeconds,
+      lagAt: s.lagAt,
+      createdAt: s.createdAt,
+    });
+  }
+
+  getAddonStandby(addon: string): AddonStandbyRow | null {
+    const r = this.#stmt('SELECT * FROM addon_standbys WHERE addon = ?').get(addon) as Row | undefined;
+    return r ? standbyFrom(r, this.#secrets) : null;
+  }
+
+  listAddonStandbys(): AddonStandbyRow[] {
+    return (this.#stmt('SELECT * FROM addon_standbys ORDER BY created_at, addon').all() as Row[]).map((r) => standbyFrom(r, this.#secrets));
+  }
+
+  updateAddonStandby(
+    addon: string,
+    patch: Partial<
+      Pick<
+        AddonStandbyRow,
+        'agent' | 'role' | 'port' | 'state' | 'pid' | 'restarts' | 'since' | 'message' | 'lagBytes' | 'lagSeconds' | 'lagAt'
+      >
+    >,
+  ): void {
+    const columns: Record<string, string> = {
+      agent: 'agent',
+      role: 'role',
+      port: 'port',
+      state: 'state',
+      pid: 'pid',
+      restarts: 'restarts',
+      since: 'since',
+      message: 'message',
+      lagBytes: 'lag_bytes',
+      lagSeconds: 'lag_seconds',
+      lagAt: 'lag_at',
+    };
+    const keys = Object.keys(patch).filter((k) => k in columns);
+    if (keys.length === 0) return;
+    this.#stmt(`UPDATE addon_standbys SET ${keys.map((k) => `${columns[k]} = @${k}`).join(', ')} WHERE addon = @addon`).run({
+      ...patch,
+      addon,
+    });
+  }
+
+  deleteAddonStandby(addon: string): void {
+    this.#stmt('DELETE FROM addon_standbys WHERE addon = ?').run(addon);
   }
 }

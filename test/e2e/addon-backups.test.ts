@@ -87,7 +87,7 @@ test('backups off the host: scheduled, copied with a SHA-256, verified by a rest
     // Nothing stays in transit on the coordinator.
     assert.deepEqual(await readdir(join(cluster.dir, 'coordinator', 'backup-transit')), []);
     const shown = JSON.parse(await cliOk(cluster, ['addons:info', 'postgres-1', '-a', app, '--json'])) as { addon: AddonInfoView };
-    assert.deepEqual(shown.addon.servers, [{ agent: 'agent-1', role: 'primary', state: 'up', lagBytes: null }]);
+    assert.deepEqual(shown.addon.servers, [{ agent: 'agent-1', role: 'primary', state: 'up', lagBytes: null, lagSeconds: null }]);
     assert.equal(shown.addon.lastBackup?.name, first.name);
     assert.equal(shown.addon.lastVerifiedRestore?.ok, true);
     assert.equal(shown.addon.schedule?.nextAt, '2030-01-02T03:01:00.000Z');

@@ -25,7 +25,7 @@ async function waitUntil<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 
 }
 
 function addonJob(fields: Partial<AddonJob__Output> & { id: string; addon: string; action: string }): AddonJob__Output {
-  return { backup: '', transfer: '', sha256: '', where: '', kind: '', app: '', database: '', ...fields };
+  return { backup: '', transfer: '', sha256: '', where: '', kind: '', app: '', database: '', standbyReplicationPassword: '', ...fields };
 }
 
 function spec(overrides: Partial<AddonSpec__Output>): AddonSpec__Output {
@@ -41,6 +41,10 @@ function spec(overrides: Partial<AddonSpec__Output>): AddonSpec__Output {
     tlsCertPem: '',
     tlsKeyPem: '',
     adminPassword: '',
+    standbyRole: '',
+    standbyUpstreamHost: '',
+    standbyUpstreamPort: 0,
+    standbyReplicationPassword: '',
     ...overrides,
   };
 }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import type { Clock } from '../../common/clock.js';
 import { parseInstanceKey } from '../../common/vocabulary.js';
-import { parseDuration as parseSince } from '../../coordinator/api/duration.js';
+import { parseDuration as parseSince } from '../../common/duration.js';
 import { MetricsStore } from '../../coordinator/metrics/metrics-store.js';
 import { Store } from '../../coordinator/store/store.js';
 import type { MetricsReport__Output, TrafficStats__Output } from '../../proto/loader.js';
