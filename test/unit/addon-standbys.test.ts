@@ -21,11 +21,12 @@ test('WAL positions compare as numbers (hex, high/low 32 bits)', () => {
   );
 });
 
-test('--addon-failover-after: 30s, 2m or seconds; anything else is bad input', () => {
+test('--addon-failover-after: 30s, 2m, 1h (the one duration grammar) or seconds; anything else is bad input', () => {
   assert.equal(parseFailoverAfter('30s'), 30_000);
   assert.equal(parseFailoverAfter('2m'), 120_000);
+  assert.equal(parseFailoverAfter('1h'), 3_600_000);
   assert.equal(parseFailoverAfter('45'), 45_000);
-  for (const bad of ['0s', '-3s', '1h', 'soon'])
+  for (const bad of ['0s', '-3s', '1x', 'soon', '30 s'])
     assert.throws(
       () => parseFailoverAfter(bad),
       (err) => isHangarError(err, 'BAD_INPUT'),
