@@ -1,22 +1,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { findPostgresBin } from '../../agent/addons/server-binaries.js';
 import type { AddonInfoView, AddonView } from '../../common/api-types.js';
-import { HANGAR_BIN, startCluster, waitFor, type Cluster } from '../helpers/cluster.js';
+import { agentProcess } from '../helpers/agent-process.js';
+import { cliOk } from '../helpers/addon-clients.js';
+import { startCluster, waitFor, type Cluster } from '../helpers/cluster.js';
 import { deployFixture } from '../helpers/deploy-fixture.js';
 
 const APP = 'shop';
-
-async function cliOk(cluster: Cluster, args: string[]): Promise<string> {
-  const res = await cluster.cli(args);
-  assert.equal(res.code, 0, `hangar ${args.join(' ')} failed:\n${res.stdout}\n${res.stderr}`);
-  return res.stdout;
-}
 
 async function info(cluster: Cluster): Promise<AddonInfoView> {
   return (JSON.parse(await cliOk(cluster, ['addons:info', 'postgres-1', '-a', APP, '--json'])) as { addon: AddonInfoView }).addon;
@@ -84,14 +79,6 @@ async function notesCount(cluster: Cluster, port: number): Promise<number> {
   return ((await res.body.json()) as { count: number }).count;
 }
 
-function kill(pid: number): void {
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    // Gone already.
-  }
-}
-
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -119,56 +106,16 @@ test(
 
     // The primary's agent is a child process, to be killed with -9.
     const a2Dir = join(cluster.dir, 'agent-a2');
-    let a2: ChildProcess | null = null;
-    let runs = 0;
-    const startA2 = () => {
-      const child = spawn(
-        process.execPath,
-        [
-          HANGAR_BIN,
-          'agent',
-          '--coordinator',
-          cluster.coordinator.grpcAddress,
-          '--join-token',
-          cluster.coordinator.joinToken,
-          '--data-dir',
-          a2Dir,
-          '--name',
-          'a2',
-          '--router-port',
-          '0',
-          '--https-port',
-          '0',
-          '--advertise',
-          '127.0.0.1',
-        ],
-        { stdio: ['ignore', 'pipe', 'pipe'] },
-      );
-      const out = createWriteStream(join(cluster.dir, `agent-a2-${++runs}.log`));
-      child.stdout.pipe(out);
-      child.stderr.pipe(out);
-      a2 = child;
-    };
     // The agent process leaves its router, instances and servers running for the next one to
-    // adopt: they are stopped by their pidfiles (process groups) before the cluster's dir goes.
-    const stopA2 = async () => {
-      a2?.kill('SIGKILL');
-      const files = (await readdir(a2Dir, { recursive: true }).catch(() => [] as string[])).filter(
-        (f) => f.endsWith('pid.json') || f.endsWith('router.pid'),
-      );
-      for (const file of files) {
-        const text = await readFile(join(a2Dir, file), 'utf8').catch(() => '');
-        const pid = text.trim().startsWith('{') ? (JSON.parse(text) as { pid?: number }).pid : Number(text.trim());
-        if (pid && pid > 1) kill(-pid);
-      }
-    };
+    // adopt: stopAll stops them by their pidfiles (process groups) before the cluster's dir goes.
+    const a2 = agentProcess(cluster, { name: 'a2', dataDir: a2Dir });
     const a2Up = () =>
       waitFor('a2 to be connected', async () => {
         const agents = JSON.parse(await cliOk(cluster, ['agents', '--json'])) as { name: string; state: string }[];
         return agents.some((a) => a.name === 'a2' && a.state === 'up');
       });
     try {
-      startA2();
+      a2.start();
       await a2Up();
 
       await t.test('addons:create postgres --standby: the primary on a2, a streaming standby on agent-1', async () => {
@@ -242,7 +189,7 @@ test(
         const writer = startWriter(routerPort);
         await waitFor('rows written', () => writer.committed() >= 30, 60_000);
         const pid = (JSON.parse(await readFile(join(a2Dir, 'addons', 'postgres-1', 'pid.json'), 'utf8')) as { pid: number }).pid;
-        const child = a2;
+        const child = a2.child;
         assert.ok(child);
         const killedAt = Date.now();
         child.kill('SIGKILL');
@@ -271,7 +218,7 @@ test(
       });
 
       await t.test('the dead agent comes back: its old primary is a standby, not a second primary', async () => {
-        startA2();
+        a2.start();
         await a2Up();
         await waitFor(
           'a2 to be the standby',
@@ -319,7 +266,7 @@ test(
         await waitFor('agent-1 to stream from a2', async () => (await info(cluster)).servers[1]?.state === 'up', 60_000);
       });
     } finally {
-      await stopA2();
+      await a2.stopAll();
     }
   },
 );

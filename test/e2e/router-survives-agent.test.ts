@@ -1,24 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
 import { appendFile, cp, mkdir, readFile, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import type { PsRow } from '../../common/api-types.js';
 import { freePort } from '../../agent/workloads/free-port.js';
+import { agentProcess } from '../helpers/agent-process.js';
 import { ROOT, startCluster, waitFor } from '../helpers/cluster.js';
 import { deployFixture, ps } from '../helpers/deploy-fixture.js';
 import { startHttpLoad } from '../helpers/http-load.js';
 
 const HOST = 'shop.localhost';
-
-function exited(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once('exit', () => resolve());
-  });
-}
 
 function kill(pid: number, signal: NodeJS.Signals): void {
   try {
@@ -59,36 +51,7 @@ test(
     await symlink(join(ROOT, 'node_modules'), join(upgraded, 'node_modules'));
     await appendFile(join(upgraded, 'dist', 'agent', 'router', 'router-host.js'), '\n// the next version\n');
 
-    let runs = 0;
-    let agent: ChildProcess | null = null;
-    const startAgentProcess = (root = ROOT): void => {
-      const child = spawn(
-        process.execPath,
-        [
-          join(root, 'bin', 'hangar.js'),
-          'agent',
-          '--coordinator',
-          cluster.coordinator.grpcAddress,
-          '--join-token',
-          cluster.coordinator.joinToken,
-          '--data-dir',
-          dataDir,
-          '--name',
-          'a1',
-          '--router-port',
-          String(routerPort),
-          '--https-port',
-          '0',
-          '--advertise',
-          '127.0.0.1',
-        ],
-        { stdio: ['ignore', 'pipe', 'pipe'] },
-      );
-      const out = createWriteStream(join(cluster.dir, `agent-a1-${++runs}.log`));
-      child.stdout?.pipe(out);
-      child.stderr?.pipe(out);
-      agent = child;
-    };
+    const agent = agentProcess(cluster, { name: 'a1', dataDir, routerPort });
     const agentUp = () =>
       waitFor(
         'the agent to be connected',
@@ -103,7 +66,7 @@ test(
     let load: ReturnType<typeof startHttpLoad> | null = null;
     let lastRouterPid = 0;
     try {
-      startAgentProcess();
+      agent.start();
       await agentUp();
       await deployFixture(cluster, 'shop', {
         procfile: 'web: gunicorn mysite.wsgi --bind 0.0.0.0:$PORT --workers 4 --timeout 60\nrelease: python manage.py migrate --noinput\n',
@@ -131,12 +94,10 @@ test(
 
       // (1) kill -9 of the agent: the router serves on; requests served meanwhile are logged later.
       await served('kill -9', async () => {
-        const child = agent;
-        assert.ok(child);
-        child.kill('SIGKILL');
-        await exited(child);
+        agent.child?.kill('SIGKILL');
+        await agent.exited();
         for (let i = 0; i < 3; i++) assert.equal(await slowRequest(routerPort, 1, `while-down-${i}`), 200);
-        startAgentProcess();
+        agent.start();
         await agentUp();
       });
       assert.equal(await routerPid(), firstRouter, 'the restarted agent adopted the running router');
@@ -151,22 +112,18 @@ test(
 
       // (2) A graceful restart (SIGTERM, then start again).
       await served('graceful restart', async () => {
-        const child = agent;
-        assert.ok(child);
-        child.kill('SIGTERM');
-        await exited(child);
-        startAgentProcess();
+        agent.child?.kill('SIGTERM');
+        await agent.exited();
+        agent.start();
         await agentUp();
       });
       assert.equal(await routerPid(), firstRouter);
 
       // (3) An upgrade: the agent of the new code replaces the router; the listening socket is handed over.
       await served('upgrade', async () => {
-        const child = agent;
-        assert.ok(child);
-        child.kill('SIGTERM');
-        await exited(child);
-        startAgentProcess(upgraded);
+        agent.child?.kill('SIGTERM');
+        await agent.exited();
+        agent.start(upgraded);
         await agentUp();
         await waitFor('the new router process', async () => (await routerPid()) !== firstRouter, 30_000);
       });
@@ -190,14 +147,11 @@ test(
       assert.deepEqual(total.failures, []);
     } finally {
       await load?.stop();
-      // The apps and the router outlive an agent by design: stop them by pid (process groups).
+      // The apps and the router outlive an agent by design: a graceful stop, then stopAll by pidfiles.
       await cluster.cli(['scale', 'web=0', '-a', 'shop'], { timeoutMs: 20_000 }).catch(() => null);
-      const child = agent as ChildProcess | null;
-      if (child) {
-        child.kill('SIGTERM');
-        await Promise.race([exited(child), new Promise((r) => setTimeout(r, 10_000))]);
-        child.kill('SIGKILL');
-      }
+      agent.child?.kill('SIGTERM');
+      await Promise.race([agent.exited(), new Promise((r) => setTimeout(r, 10_000))]);
+      await agent.stopAll();
       for (const pid of pids) kill(-pid, 'SIGKILL');
       for (const pid of new Set([lastRouterPid, await routerPid().catch(() => 0)])) if (pid > 0) kill(-pid, 'SIGKILL');
     }
