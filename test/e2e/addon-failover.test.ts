@@ -192,7 +192,7 @@ test(
         await waitFor('synchronous replication to be in force', async () => (await info(cluster)).replication?.inForce === true);
         assert.match(await cliOk(cluster, ['addons:info', 'postgres-1', '-a', APP]), /Replication: sync, in force/);
         const url = (JSON.parse(await cliOk(cluster, ['addons', '-a', APP, '--json', '--reveal'])) as AddonView[])[0]?.url ?? '';
-        assert.equal((await psql(url, 'SHOW synchronous_standby_names')).out, 'hangar_standby');
+        assert.equal((await psql(url, 'SHOW synchronous_standby_names')).out, '"hangar_standby"');
         assert.equal((await psql(url, 'SHOW synchronous_commit')).out, 'on');
         const metrics = await request(`${cluster.coordinator.url}/metrics`, {
           headers: { authorization: `Bearer ${cluster.coordinator.adminToken}` },
