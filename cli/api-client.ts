@@ -417,7 +417,10 @@ export class ApiClient {
   }
 
   /** `POST /v1/apps/:app/addons`: provisions an add-on; its URL is set in config once it is up. */
-  async createAddon(app: string, input: { kind: AddonKind; agent?: string; name?: string; standby?: boolean }): Promise<AddonView> {
+  async createAddon(
+    app: string,
+    input: { kind: AddonKind; agent?: string; name?: string; standby?: boolean; sync?: boolean },
+  ): Promise<AddonView> {
     return expectRecord<AddonView>(await this.#call('POST', appPath(app, 'addons'), { json: input }), 'addon');
   }
 
@@ -436,7 +439,7 @@ export class ApiClient {
   }
 
   /** `POST /v1/apps/:app/addons/:name/standby`: a streaming standby on another agent (PostgreSQL). */
-  async addAddonStandby(app: string, name: string, input: { agent?: string }): Promise<AddonInfoView> {
+  async addAddonStandby(app: string, name: string, input: { agent?: string; sync?: boolean }): Promise<AddonInfoView> {
     return expectRecord<AddonInfoView>(await this.#call('POST', appPath(app, 'addons', name, 'standby'), { json: input }), 'addon');
   }
 

@@ -349,6 +349,12 @@ export interface AddonInfoView extends AddonView {
     lagBytes: number | null;
     lagSeconds: number | null;
   }[];
+  /**
+   * PostgreSQL with a standby: `sync` when it was made with `--standby=sync`; `inForce` whether
+   * the primary waits for the standby on each commit now (false with `sync`: degraded to async
+   * while the standby is away or not streaming yet). Null without a standby.
+   */
+  replication: { mode: 'sync' | 'async'; inForce: boolean } | null;
   schedule: AddonScheduleView | null;
   lastBackup: AddonBackupView | null;
   /** The newest backup whose verification restore ran, and how it went. */

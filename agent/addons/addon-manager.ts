@@ -22,7 +22,7 @@ import { addonPaths, type AddonContext, type AddonPaths, type ServerControl } fr
 import { AddonServerDriver, type AddonServerOptions } from './addon-server-driver.js';
 import { verifyBackup } from './backup-verify.js';
 import { scramVerifier } from './postgres.js';
-import { demoteStopped, fence, prepareSource, promote, replicationStatus, unfence } from './postgres-replication.js';
+import { demoteStopped, fence, prepareSource, promote, replicationStatus, setSynchronous, unfence } from './postgres-replication.js';
 import { findPostgresBin } from './server-binaries.js';
 
 /** Options of {@link AddonManager}. */
@@ -232,6 +232,14 @@ export class AddonManager {
         await promote(ctx, bin);
         this.#logger.warn({ addon: job.addon }, 'standby promoted: this server is the primary now');
         return { backups: [] };
+      case 'sync-on':
+      case 'sync-off':
+        await setSynchronous(ctx, bin, job.action === 'sync-on');
+        this.#logger.warn(
+          { addon: job.addon },
+          job.action === 'sync-on' ? 'synchronous replication on' : 'synchronous replication off (async)',
+        );
+        return { backups: [] };
       case 'demote': {
         // A clean (fast) shutdown: the WAL sender sends everything, the shutdown checkpoint
         // included, to the connected standby before the server exits.
@@ -319,6 +327,8 @@ export class AddonManager {
       case 'replication':
       case 'promote':
       case 'demote':
+      case 'sync-on':
+      case 'sync-off':
         return this.#replicationJob(job);
       case 'undemote':
         return this.#undemote(job);

@@ -8,6 +8,12 @@
  * command line. A standby is promoted with `pg_promote()`; a primary is demoted (planned
  * failover) by a clean shutdown, which sends all of its WAL to the connected standby first, and
  * the `fenced` marker, which keeps it from ever starting as a primary again.
+ *
+ * Synchronous replication (`--standby=sync`) is `synchronous_standby_names` naming the standby's
+ * application_name ({@link SLOT}, set in its primary_conninfo) with `synchronous_commit = on`,
+ * set with ALTER SYSTEM and a reload, never a restart; the coordinator turns it off while the
+ * standby is away (see coordinator/addons/addon-standbys.ts). A promoted standby starts async:
+ * its copy of postgresql.auto.conf may name itself, and nothing would confirm its commits.
  */
 import { appendFile, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -109,13 +115,31 @@ export async function replicationStatus(ctx: AddonContext, bin: string): Promise
   };
 }
 
-/** Promotes the running standby (waits until it accepts writes) and gives it the slot of its future standby. */
+/**
+ * Synchronous replication on (the primary waits for its standby to flush each commit) or off; by
+ * reload. Commits that wait for an away standby go through once it is off.
+ */
+export async function setSynchronous(ctx: AddonContext, bin: string, on: boolean): Promise<void> {
+  const recovery = await query(ctx, bin, 'SELECT pg_is_in_recovery()', 'reading the replication state');
+  if (recovery === 't')
+    throw new HangarError('CONFLICT', `${ctx.spec.name} on ${ctx.host} is a standby; synchronous replication is set on its primary`);
+  if (on) {
+    await query(ctx, bin, `ALTER SYSTEM SET synchronous_standby_names = '"${SLOT}"'`, 'turning synchronous replication on');
+    await query(ctx, bin, 'ALTER SYSTEM SET synchronous_commit = on', 'turning synchronous replication on');
+  } else {
+    await query(ctx, bin, 'ALTER SYSTEM RESET synchronous_standby_names', 'turning synchronous replication off');
+  }
+  await query(ctx, bin, 'SELECT pg_reload_conf()', 'reloading the configuration');
+}
+
+/** Promotes the running standby (waits until it accepts writes), asynchronous, with the slot of its future standby. */
 export async function promote(ctx: AddonContext, bin: string): Promise<void> {
   const recovery = await query(ctx, bin, 'SELECT pg_is_in_recovery()', 'reading the replication state');
   if (recovery === 't') {
     const done = await query(ctx, bin, 'SELECT pg_promote(true, 60)', 'promoting the standby');
     if (done !== 't') throw new HangarError('ADDON_FAILED', `${ctx.spec.name} on ${ctx.host} was not promoted within 60 s`);
   }
+  await setSynchronous(ctx, bin, false);
   await rm(fencedMarker(ctx), { force: true });
   await ensureSlot(ctx, bin);
 }

@@ -60,46 +60,63 @@ export function registerAddonsCommands(program: Command, ctx: CliContext): void 
     .argument('<kind>', 'postgres, redis or memcached')
     .option('--agent <name>', 'run it on this agent (default: the least loaded one)')
     .option('--name <name>', 'its name (default: KIND-N)')
-    .option('--standby', 'PostgreSQL: also a streaming standby on another agent, promoted if the primary is lost')
+    .option(
+      '--standby [mode]',
+      'PostgreSQL: also a streaming standby on another agent, promoted if the primary is lost; --standby=sync: synchronous replication (no acknowledged commit lost while in force; async while the standby is away)',
+    )
     .addOption(
       new Option('--timeout <seconds>', 'stop waiting after this many seconds (the add-on goes on)')
         .default(DEFAULT_ADDON_TIMEOUT_S)
         .argParser(parseTimeoutSeconds),
     )
-    .action(async (kindArg: string, options: { agent?: string; name?: string; standby?: boolean; timeout: number }, command: Command) => {
-      const app = resolveApp(command, ctx);
-      const kind = atEdge(command, () => parseAddonKind(kindArg));
-      if (options.standby && kind !== 'postgres') usageError(command, `--standby is for PostgreSQL add-ons; leave it out for ${kind}`);
-      const client = await ctx.client();
-      const started = ctx.clock.now();
-      const addon = await client.createAddon(app, {
-        kind,
-        ...(options.agent === undefined ? {} : { agent: options.agent }),
-        ...(options.name === undefined ? {} : { name: options.name }),
-        ...(options.standby ? { standby: true } : {}),
-      });
-      ctx.out(`Creating ${addon.name} (${kind}) on ${addon.agent} for ${app}...\n`);
-      const deadline = started + options.timeout * 1000;
-      const ready = await followAddon(ctx, client, app, addon, started, deadline);
-      const seconds = ((ctx.clock.now() - started) / 1000).toFixed(1);
-      ctx.out(`-----> ${ready.name} is up and ${ready.configVar} is set (${seconds} s): ${ready.url ?? ''}\n`);
-      if (options.standby) await followStandby(ctx, client, app, ready.name, started, deadline);
-    });
+    .action(
+      async (
+        kindArg: string,
+        options: { agent?: string; name?: string; standby?: boolean | string; timeout: number },
+        command: Command,
+      ) => {
+        const app = resolveApp(command, ctx);
+        const kind = atEdge(command, () => parseAddonKind(kindArg));
+        if (typeof options.standby === 'string' && options.standby !== 'sync' && options.standby !== 'async') {
+          usageError(command, `--standby takes sync or async, not "${options.standby}"; e.g. --standby=sync, or --standby alone for async`);
+        }
+        if (options.standby && kind !== 'postgres') usageError(command, `--standby is for PostgreSQL add-ons; leave it out for ${kind}`);
+        const client = await ctx.client();
+        const started = ctx.clock.now();
+        const addon = await client.createAddon(app, {
+          kind,
+          ...(options.agent === undefined ? {} : { agent: options.agent }),
+          ...(options.name === undefined ? {} : { name: options.name }),
+          ...(options.standby ? { standby: true } : {}),
+          ...(options.standby === 'sync' ? { sync: true } : {}),
+        });
+        ctx.out(`Creating ${addon.name} (${kind}) on ${addon.agent} for ${app}...\n`);
+        const deadline = started + options.timeout * 1000;
+        const ready = await followAddon(ctx, client, app, addon, started, deadline);
+        const seconds = ((ctx.clock.now() - started) / 1000).toFixed(1);
+        ctx.out(`-----> ${ready.name} is up and ${ready.configVar} is set (${seconds} s): ${ready.url ?? ''}\n`);
+        if (options.standby) await followStandby(ctx, client, app, ready.name, started, deadline);
+      },
+    );
 
   withAppOption(program.command('addons:standby:add'))
     .description('PostgreSQL: add a streaming standby on another agent (pg_basebackup), promoted if the primary is lost')
     .argument('<name>', 'the add-on')
     .option('--agent <name>', "run the standby on this agent (default: the least loaded one but the primary's)")
+    .option('--sync', 'synchronous replication: no acknowledged commit lost while in force; async while the standby is away')
     .addOption(
       new Option('--timeout <seconds>', 'stop waiting after this many seconds (the standby goes on)')
         .default(DEFAULT_ADDON_TIMEOUT_S)
         .argParser(parseTimeoutSeconds),
     )
-    .action(async (name: string, options: { agent?: string; timeout: number }, command: Command) => {
+    .action(async (name: string, options: { agent?: string; sync?: boolean; timeout: number }, command: Command) => {
       const app = resolveApp(command, ctx);
       const client = await ctx.client();
       const started = ctx.clock.now();
-      const info = await client.addAddonStandby(app, name, options.agent === undefined ? {} : { agent: options.agent });
+      const info = await client.addAddonStandby(app, name, {
+        ...(options.agent === undefined ? {} : { agent: options.agent }),
+        ...(options.sync ? { sync: true } : {}),
+      });
       const standby = info.servers.find((s) => s.role !== 'primary');
       ctx.out(`Adding a standby of ${name} on ${standby?.agent ?? '?'} (primary on ${info.agent})...\n`);
       await followStandby(ctx, client, app, name, started, started + options.timeout * 1000);
@@ -164,6 +181,18 @@ export function registerAddonsCommands(program: Command, ctx: CliContext): void 
           ['AGENT', 'ROLE', 'STATE', 'LAG'],
         ),
       );
+      const r = info.replication;
+      if (r) {
+        ctx.out(
+          `Replication: ${
+            r.mode === 'async'
+              ? 'async (a failover loses commits the standby had not received)'
+              : r.inForce
+                ? 'sync, in force (every acknowledged commit is on the standby)'
+                : 'sync, degraded to async (the standby is away or not streaming yet; sync comes back once it streams)'
+          }\n`,
+        );
+      }
       const s = info.schedule;
       ctx.out(
         `Schedule: ${s ? (s.enabled ? `daily at ${s.at} UTC, ${s.keep} kept${s.dir ? `, copied to ${s.dir}` : ''}; next ${s.nextAt ?? '-'}` : 'off') : 'none'}\n`,

@@ -531,7 +531,7 @@ export class AddonBackups {
   // ---------------------------------------------------------------- views
 
   /** `addons:info`: the add-on with its servers (primary first), schedule and backups. */
-  info(view: AddonView, servers: AddonInfoView['servers']): AddonInfoView {
+  info(view: AddonView, servers: AddonInfoView['servers'], replication: AddonInfoView['replication'] = null): AddonInfoView {
     const name = view.name;
     const backups = this.#db.ofAddon(name).map(backupView);
     const verified = this.#db.ofAddon(name).find((b) => b.verifiedAt !== null);
@@ -539,6 +539,7 @@ export class AddonBackups {
     return {
       ...view,
       servers,
+      replication,
       schedule: schedule ? scheduleView(schedule) : null,
       lastBackup: backups[0] ?? null,
       lastVerifiedRestore: verified

@@ -13,6 +13,13 @@
  * replication). A planned failover loses nothing: the primary is shut down cleanly (its WAL
  * sender sends everything first), the standby replays up to the primary's shutdown checkpoint,
  * then it is promoted and the old primary follows it as a standby with its data as it was.
+ *
+ * Synchronous replication (`--standby=sync`), non-strict as Patroni's synchronous_mode: once the
+ * standby streams, the primary waits for it on every commit (`sync-on`: synchronous_standby_names
+ * by reload), so a promoted standby has every acknowledged commit. When the lag checks find the
+ * standby not streaming for `syncDegradeAfterMs`, the primary is degraded to async (`sync-off`),
+ * so commits do not hang while the standby is away, and sync is turned on again once it streams.
+ * A failover while degraded loses what the standby had not received, as with async.
  */
 import { randomBytes } from 'node:crypto';
 import type { Clock } from '../../common/clock.js';
@@ -43,6 +50,8 @@ export interface AddonStandbysOptions {
   countOn: (agent: string) => number;
   /** The primary's agent disconnected this long (ms) triggers a failover. Default 30 000. */
   failoverAfterMs?: number;
+  /** A sync standby not streaming this long (ms, seen by the lag checks) degrades the primary to async. Default 10 000. */
+  syncDegradeAfterMs?: number;
   /** How often the lag is measured, ms. Default 5000. */
   lagIntervalMs?: number;
   /** Longest wait of a planned failover for the standby to catch up, ms. Default 120 000. */
@@ -67,6 +76,28 @@ interface ReplicationReport {
   standby: { state: string; replayLsn: string; lagBytes: number; lagSeconds: number } | null;
 }
 
+/** What to do with the primary of a standby: turn synchronous replication on, degrade it to async, or nothing. */
+export type SyncDecision = 'enable' | 'degrade' | 'keep';
+
+/**
+ * Non-strict synchronous replication: sync is on while the standby streams; when it has not
+ * streamed for `degradeAfterMs` (`awaySince`: when the lag checks first found it not streaming,
+ * null while it streams) the primary is degraded to async; an async standby is never sync.
+ */
+export function syncDecision(o: {
+  mode: 'sync' | 'async';
+  active: boolean;
+  streaming: boolean;
+  awaySince: number | null;
+  now: number;
+  degradeAfterMs: number;
+}): SyncDecision {
+  if (o.mode === 'async') return o.active ? 'degrade' : 'keep';
+  if (o.streaming) return o.active ? 'keep' : 'enable';
+  if (!o.active || o.awaySince === null) return 'keep';
+  return o.now - o.awaySince >= o.degradeAfterMs ? 'degrade' : 'keep';
+}
+
 /** A WAL position `X/Y` as a number of bytes. */
 export function parseLsn(lsn: string): bigint {
   const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(lsn.trim());
@@ -82,6 +113,8 @@ export class AddonStandbys {
   readonly #busy = new Set<string>();
   readonly #startedAt: number;
   #lastLagAt = 0;
+  /** Per add-on: when the lag checks first found its standby not streaming (absent: streaming). */
+  readonly #awaySince = new Map<string, number>();
 
   constructor(options: AddonStandbysOptions) {
     this.#o = options;
@@ -147,7 +180,7 @@ export class AddonStandbys {
    *
    * @throws HangarError `BAD_INPUT` for another kind, a destroyed add-on or the primary's agent; `CONFLICT` when it has one already or no other agent is up.
    */
-  async add(row: AddonRow, wanted: string | undefined): Promise<AddonStandbyRow> {
+  async add(row: AddonRow, wanted: string | undefined, syncMode: 'sync' | 'async' = 'async'): Promise<AddonStandbyRow> {
     const store = this.#o.store;
     if (row.kind !== 'postgres') {
       throw new HangarError('BAD_INPUT', `${row.name} is a ${row.kind} add-on; standbys are for PostgreSQL add-ons.`);
@@ -175,6 +208,8 @@ export class AddonStandbys {
       lagBytes: null,
       lagSeconds: null,
       lagAt: null,
+      syncMode,
+      syncActive: false,
       createdAt: now,
     };
     store.transaction(() => {
@@ -182,7 +217,7 @@ export class AddonStandbys {
       store.setAddonTls(row.name, tls);
       store.insertAddonStandby(standby);
     });
-    this.#logger.info({ app: row.app, addon: row.name, agent }, 'standby added');
+    this.#logger.info({ app: row.app, addon: row.name, agent, syncMode }, 'standby added');
     this.#o.sync.requestSync();
     this.tick();
     return standby;
@@ -205,6 +240,12 @@ export class AddonStandbys {
       primary,
       { agent: s.agent, role: s.role === 'fenced' ? 'fenced' : 'standby', state: s.state, lagBytes: s.lagBytes, lagSeconds: s.lagSeconds },
     ];
+  }
+
+  /** The replication mode of an add-on's standby, and whether sync is in force (null: no standby). */
+  replication(row: AddonRow): { mode: 'sync' | 'async'; inForce: boolean } | null {
+    const s = this.#o.store.getAddonStandby(row.name);
+    return s ? { mode: s.syncMode, inForce: s.syncMode === 'sync' && s.syncActive } : null;
   }
 
   // ---------------------------------------------------------------- agents
@@ -296,11 +337,46 @@ export class AddonStandbys {
   async #measure(row: AddonRow): Promise<void> {
     const report = await this.#replication(row.agent, row.name);
     const lag = report.standby;
+    const now = this.#o.clock.now();
     this.#o.store.updateAddonStandby(row.name, {
       lagBytes: lag ? lag.lagBytes : null,
       lagSeconds: lag ? lag.lagSeconds : null,
-      lagAt: this.#o.clock.now(),
+      lagAt: now,
     });
+    const streaming = lag?.state === 'streaming';
+    if (streaming) this.#awaySince.delete(row.name);
+    else if (!this.#awaySince.has(row.name)) this.#awaySince.set(row.name, now);
+    const s = this.#o.store.getAddonStandby(row.name);
+    if (!s) return;
+    const decision = syncDecision({
+      mode: s.syncMode,
+      active: s.syncActive,
+      streaming,
+      awaySince: this.#awaySince.get(row.name) ?? null,
+      now,
+      degradeAfterMs: this.#o.syncDegradeAfterMs ?? 10_000,
+    });
+    if (decision === 'enable') {
+      await this.#o.runJob(row.agent, { addon: row.name, action: 'sync-on' });
+      // In force only once the primary has it.
+      this.#o.store.updateAddonStandby(row.name, { syncActive: true });
+      this.#logger.info({ app: row.app, addon: row.name, standby: s.agent }, 'synchronous replication in force');
+      this.#o.recordEvent(row.app, `${row.name}: synchronous replication to the standby on ${s.agent} is in force`);
+    } else if (decision === 'degrade') {
+      const away = Math.round((now - (this.#awaySince.get(row.name) ?? now)) / 1000);
+      // Degraded before the primary is told: a failover from now on counts the standby as async.
+      this.#o.store.updateAddonStandby(row.name, { syncActive: false });
+      this.#logger.warn(
+        { app: row.app, addon: row.name, standby: s.agent, away },
+        'standby away: synchronous replication degraded to async',
+      );
+      this.#o.recordEvent(
+        row.app,
+        `${row.name}: the standby on ${s.agent} has not streamed for ${away} s; degraded to async replication so commits do not wait for it (sync comes back once it streams)`,
+        'stderr',
+      );
+      await this.#o.runJob(row.agent, { addon: row.name, action: 'sync-off' });
+    }
   }
 
   // ---------------------------------------------------------------- failover
@@ -333,14 +409,19 @@ export class AddonStandbys {
         lagBytes: null,
         lagSeconds: null,
         lagAt: null,
+        // The promoted server starts async; sync comes back once the new standby streams.
+        syncActive: false,
       });
     });
+    this.#awaySince.delete(row.name);
     this.#o.sync.requestSync();
     this.#o.attach(row.name, `Failover ${row.name} to ${s.agent}`);
   }
 
   async #automaticFailover(row: AddonRow, s: AddonStandbyRow): Promise<void> {
     const down = Math.round(this.#downFor(row.agent, this.#o.clock.now()) / 1000);
+    // With sync in force when the primary was lost, the standby confirmed every acknowledged commit.
+    const inSync = s.syncMode === 'sync' && s.syncActive;
     this.#logger.warn({ app: row.app, addon: row.name, primary: row.agent, standby: s.agent, down }, 'primary lost: promoting the standby');
     this.#o.recordEvent(
       row.app,
@@ -359,7 +440,9 @@ export class AddonStandbys {
     }
     this.#o.recordEvent(
       row.app,
-      `${row.name}: failed over to ${s.agent}; commits the standby had not received are lost. ${row.agent} is fenced and becomes a standby when it is back`,
+      inSync
+        ? `${row.name}: failed over to ${s.agent}, which was in sync: no acknowledged commit is lost. ${row.agent} is fenced and becomes a standby when it is back`
+        : `${row.name}: failed over to ${s.agent}${s.syncMode === 'sync' ? ' (degraded to async when the primary was lost)' : ''}; commits the standby had not received are lost. ${row.agent} is fenced and becomes a standby when it is back`,
       'stderr',
     );
   }

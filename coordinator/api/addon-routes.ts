@@ -70,6 +70,8 @@ const createBody = z
     name: addonNameSchema.optional(),
     /** PostgreSQL: also a streaming standby on another agent. */
     standby: z.boolean().optional(),
+    /** With `standby`: synchronous replication (`--standby=sync`). */
+    sync: z.boolean().optional(),
   })
   .strict();
 const standbyBody = z
@@ -78,6 +80,8 @@ const standbyBody = z
       .string()
       .regex(/^[a-z0-9][a-z0-9.-]{0,62}$/i, 'must be an agent name from `hangar agents`')
       .optional(),
+    /** Synchronous replication (`--sync`). */
+    sync: z.boolean().optional(),
   })
   .strict();
 
@@ -105,7 +109,7 @@ export function registerAddonRoutes(server: Server, o: AddonRoutesOptions): void
   const { addons } = o;
   const info = (app: string, name: string) => {
     const row = addons.require(app, name);
-    return o.backups.info(addons.view(row, false), o.standbys.servers(row));
+    return o.backups.info(addons.view(row, false), o.standbys.servers(row), o.standbys.replication(row));
   };
 
   server.get('/v1/apps/:app/addons', needs('read'), async (request) => {
@@ -116,7 +120,8 @@ export function registerAddonRoutes(server: Server, o: AddonRoutesOptions): void
 
   server.post('/v1/apps/:app/addons', needs('deploy'), async (request, reply) => {
     const { app } = parseInput(appParams, request.params, 'app name');
-    const { standby, ...input } = parseInput(createBody, request.body ?? {}, 'add-on');
+    const { standby, sync, ...input } = parseInput(createBody, request.body ?? {}, 'add-on');
+    if (sync && !standby) throw new HangarError('BAD_INPUT', 'sync is for an add-on with a standby; send standby: true with it.');
     if (standby) {
       if (input.kind !== 'postgres') {
         throw new HangarError('BAD_INPUT', `Standbys are for PostgreSQL add-ons, not ${input.kind}; leave out --standby.`);
@@ -125,7 +130,7 @@ export function registerAddonRoutes(server: Server, o: AddonRoutesOptions): void
       o.standbys.assertRoom(input.agent);
     }
     const row = await addons.create(app, input);
-    if (standby) await o.standbys.add(row, undefined);
+    if (standby) await o.standbys.add(row, undefined, sync ? 'sync' : 'async');
     return reply.status(202).send({ addon: addons.view(row, false) });
   });
 
@@ -150,9 +155,9 @@ export function registerAddonRoutes(server: Server, o: AddonRoutesOptions): void
 
   server.post('/v1/apps/:app/addons/:name/standby', needs('deploy'), async (request, reply) => {
     const { app, name } = parseInput(addonParams, request.params, 'add-on');
-    const { agent } = parseInput(standbyBody, request.body ?? {}, 'standby');
+    const { agent, sync } = parseInput(standbyBody, request.body ?? {}, 'standby');
     const row = addons.require(app, name);
-    await o.standbys.add(row, agent);
+    await o.standbys.add(row, agent, sync ? 'sync' : 'async');
     return reply.status(202).send({ addon: info(app, name) });
   });
 

@@ -404,4 +404,10 @@ export const MIGRATIONS: readonly string[] = [
     created_at INTEGER NOT NULL
   );
   `,
+  // Synchronous replication per standby ('sync' | 'async'), and whether the primary waits for it
+  // now (sync_active: 1) or was degraded to async while the standby was away (0)
+  `
+  ALTER TABLE addon_standbys ADD COLUMN sync_mode TEXT NOT NULL DEFAULT 'async';
+  ALTER TABLE addon_standbys ADD COLUMN sync_active INTEGER NOT NULL DEFAULT 0;
+  `,
 ];

@@ -177,6 +177,10 @@ export interface AddonStandbyRow {
   lagBytes: number | null;
   lagSeconds: number | null;
   lagAt: number | null;
+  /** 'sync': the primary waits for this standby on each commit while it streams (see addon-standbys.ts). */
+  syncMode: 'sync' | 'async';
+  /** Whether the primary runs with this standby synchronous now (false: async, or degraded). */
+  syncActive: boolean;
   createdAt: number;
 }
 
@@ -395,6 +399,8 @@ function standbyFrom(r: Row, secrets: SecretBox): AddonStandbyRow {
     lagBytes: (r.lag_bytes as number | null) ?? null,
     lagSeconds: (r.lag_seconds as number | null) ?? null,
     lagAt: (r.lag_at as number | null) ?? null,
+    syncMode: r.sync_mode === 'sync' ? 'sync' : 'async',
+    syncActive: r.sync_active === 1,
     createdAt: r.created_at as number,
   };
 }
@@ -1001,8 +1007,8 @@ export class Store {
 
   insertAddonStandby(s: AddonStandbyRow): void {
     this.#stmt(
-      `INSERT INTO addon_standbys (addon, agent, role, port, state, pid, restarts, since, message, secret, lag_bytes, lag_seconds, lag_at, created_at)
-       VALUES (@addon, @agent, @role, @port, @state, @pid, @restarts, @since, @message, @secret, @lagBytes, @lagSeconds, @lagAt, @createdAt)`,
+      `INSERT INTO addon_standbys (addon, agent, role, port, state, pid, restarts, since, message, secret, lag_bytes, lag_seconds, lag_at, sync_mode, sync_active, created_at)
+       VALUES (@addon, @agent, @role, @port, @state, @pid, @restarts, @since, @message, @secret, @lagBytes, @lagSeconds, @lagAt, @syncMode, @syncActive, @createdAt)`,
     ).run({
       addon: s.addon,
       agent: s.agent,
@@ -1017,6 +1023,8 @@ export class Store {
       lagBytes: s.lagBytes,
       lagSeconds: s.lagSeconds,
       lagAt: s.lagAt,
+      syncMode: s.syncMode,
+      syncActive: s.syncActive ? 1 : 0,
       createdAt: s.createdAt,
     });
   }
@@ -1035,7 +1043,7 @@ export class Store {
     patch: Partial<
       Pick<
         AddonStandbyRow,
-        'agent' | 'role' | 'port' | 'state' | 'pid' | 'restarts' | 'since' | 'message' | 'lagBytes' | 'lagSeconds' | 'lagAt'
+        'agent' | 'role' | 'port' | 'state' | 'pid' | 'restarts' | 'since' | 'message' | 'lagBytes' | 'lagSeconds' | 'lagAt' | 'syncActive'
       >
     >,
   ): void {
@@ -1051,11 +1059,13 @@ export class Store {
       lagBytes: 'lag_bytes',
       lagSeconds: 'lag_seconds',
       lagAt: 'lag_at',
+      syncActive: 'sync_active',
     };
     const keys = Object.keys(patch).filter((k) => k in columns);
     if (keys.length === 0) return;
     this.#stmt(`UPDATE addon_standbys SET ${keys.map((k) => `${columns[k]} = @${k}`).join(', ')} WHERE addon = @addon`).run({
       ...patch,
+      ...(patch.syncActive === undefined ? {} : { syncActive: patch.syncActive ? 1 : 0 }),
       addon,
     });
   }

@@ -100,6 +100,9 @@ test(
       const res = await cluster.cli(['addons:create', 'postgres', '--standby', '-a', APP]);
       assert.equal(res.code, 1, res.stderr);
       assert.match(res.stderr, /A standby must run on another agent than its primary.*Start a second agent/);
+      const mode = await cluster.cli(['addons:create', 'postgres', '--standby=fast', '-a', APP]);
+      assert.equal(mode.code, 2, mode.stderr);
+      assert.match(mode.stderr, /--standby takes sync or async, not "fast"/);
       const list = JSON.parse(await cliOk(cluster, ['addons', '-a', APP, '--json'])) as AddonView[];
       assert.deepEqual(list, []);
     });
@@ -118,8 +121,8 @@ test(
       a2.start();
       await a2Up();
 
-      await t.test('addons:create postgres --standby: the primary on a2, a streaming standby on agent-1', async () => {
-        const out = await cliOk(cluster, ['addons:create', 'postgres', '--agent', 'a2', '--standby', '-a', APP]);
+      await t.test('addons:create postgres --standby=sync: the primary on a2, a synchronous standby on agent-1', async () => {
+        const out = await cliOk(cluster, ['addons:create', 'postgres', '--agent', 'a2', '--standby=sync', '-a', APP]);
         assert.match(out, /postgres-1 streams to its standby on agent-1/);
         const shown = await waitFor('the lag to be measured', async () => {
           const i = await info(cluster);
@@ -133,6 +136,11 @@ test(
           ],
         );
         assert.equal(typeof shown.servers[1]?.lagSeconds, 'number');
+        await waitFor('synchronous replication to be in force', async () => (await info(cluster)).replication?.inForce === true);
+        assert.match(await cliOk(cluster, ['addons:info', 'postgres-1', '-a', APP]), /Replication: sync, in force/);
+        const url = (JSON.parse(await cliOk(cluster, ['addons', '-a', APP, '--json', '--reveal'])) as AddonView[])[0]?.url ?? '';
+        assert.equal((await psql(url, 'SHOW synchronous_standby_names')).out, '"hangar_standby"');
+        assert.equal((await psql(url, 'SHOW synchronous_commit')).out, 'on');
         const metrics = await request(`${cluster.coordinator.url}/metrics`, {
           headers: { authorization: `Bearer ${cluster.coordinator.adminToken}` },
         });
@@ -185,7 +193,7 @@ test(
         assert.equal(shown.servers.length, 2);
       });
 
-      await t.test('kill -9 of the primary agent and its server: the standby is promoted and the app serves again', async () => {
+      await t.test('kill -9 of the primary agent and its server: the sync standby is promoted with every committed row', async () => {
         const writer = startWriter(routerPort);
         await waitFor('rows written', () => writer.committed() >= 30, 60_000);
         const pid = (JSON.parse(await readFile(join(a2Dir, 'addons', 'postgres-1', 'pid.json'), 'utf8')) as { pid: number }).pid;
@@ -211,7 +219,13 @@ test(
         const present = await notesCount(cluster, routerPort);
         const lost = Math.max(0, before - (present - (writer.committed() - before)));
         console.log(
-          `failover after kill -9: serving again after ${recoveredS.toFixed(1)} s; rows committed before the kill: ${before}, lost: ${lost}`,
+          `failover after kill -9 (--standby=sync): serving again after ${recoveredS.toFixed(1)} s; rows committed before the kill: ${before}, lost: ${lost}`,
+        );
+        assert.equal(lost, 0, 'every row the app got a commit for is on the promoted standby');
+        await waitFor('the failover line in the app log', async () =>
+          /failed over to agent-1, which was in sync: no acknowledged commit is lost/.test(
+            await cliOk(cluster, ['logs', '-a', APP, '--source', 'hangar', '-n', '500']),
+          ),
         );
         const releases = await cliOk(cluster, ['releases', '-a', APP]);
         assert.match(releases, /Failover postgres-1 to agent-1/);
@@ -239,6 +253,8 @@ test(
         const write = await psql(old.toString(), "INSERT INTO notes_note (text) VALUES ('x')");
         assert.notEqual(write.code, 0);
         assert.match(write.out, /read-only transaction/);
+        // Async after the promotion; sync again once the new standby streams.
+        await waitFor('sync to be in force again', async () => (await info(cluster)).replication?.inForce === true, 30_000);
       });
 
       await t.test('planned failover under a writing load loses no committed row', async () => {

@@ -6,7 +6,7 @@ import { parseFailoverAfter } from '../../cli/commands/server.js';
 import type { AgentView } from '../../common/api-types.js';
 import type { Clock } from '../../common/clock.js';
 import { isHangarError } from '../../common/errors.js';
-import { AddonStandbys, parseLsn } from '../../coordinator/addons/addon-standbys.js';
+import { AddonStandbys, parseLsn, syncDecision } from '../../coordinator/addons/addon-standbys.js';
 import { SecretBox } from '../../common/secret-box.js';
 import { Store } from '../../coordinator/store/store.js';
 
@@ -88,6 +88,8 @@ test('automatic failover: only after the primary has been away the threshold; th
     lagBytes: 0,
     lagSeconds: 0,
     lagAt: now,
+    syncMode: 'async',
+    syncActive: false,
     createdAt: now,
   });
   const connected = new Set(['a2']);
@@ -161,4 +163,131 @@ test('automatic failover: only after the primary has been away the threshold; th
   standbys.tick();
   await settle();
   assert.equal(jobs.filter((j) => j.startsWith('promote')).length, 1);
+});
+
+test('sync decision: on once the standby streams, degraded after it has been away the threshold, never for async', () => {
+  const at = (o: Partial<Parameters<typeof syncDecision>[0]>) =>
+    syncDecision({ mode: 'sync', active: false, streaming: false, awaySince: null, now: 100_000, degradeAfterMs: 10_000, ...o });
+  assert.equal(at({ streaming: true }), 'enable');
+  assert.equal(at({ streaming: true, active: true }), 'keep');
+  assert.equal(at({ active: true, awaySince: 91_000 }), 'keep', 'away 9 s: still sync');
+  assert.equal(at({ active: true, awaySince: 90_000 }), 'degrade', 'away 10 s: async');
+  assert.equal(at({ active: false, awaySince: 0 }), 'keep', 'degraded already');
+  assert.equal(at({ mode: 'async', streaming: true }), 'keep');
+  assert.equal(at({ mode: 'async', active: true }), 'degrade');
+});
+
+test('sync standby: the lag checks turn sync on, degrade it while the standby is away (a hangar line), turn it on again', async (t) => {
+  const store = new Store({ path: ':memory:', secrets: new SecretBox(randomBytes(32)) });
+  t.after(() => store.close());
+  let now = 1_000_000;
+  const clock = { now: () => now } as Clock;
+  store.createApp('shop', now);
+  for (const name of ['a1', 'a2']) {
+    store.upsertAgent({
+      name,
+      address: '127.0.0.1',
+      routerPort: 80,
+      cpus: 1,
+      memoryMb: 1,
+      maxInstances: 10,
+      version: 'x',
+      lastSeen: now,
+      createdAt: now,
+      singletonLeaseMs: 30_000,
+    });
+  }
+  store.insertAddon({
+    name: 'postgres-1',
+    id: 'id-1',
+    app: 'shop',
+    kind: 'postgres',
+    agent: 'a1',
+    port: 5432,
+    configVar: 'DATABASE_URL',
+    desired: 'run',
+    attachedUrl: null,
+    deployId: null,
+    state: 'up',
+    pid: 10,
+    restarts: 0,
+    since: now,
+    message: '',
+    password: 'pw',
+    adminPassword: 'admin',
+    tls: null,
+    createdAt: now,
+  });
+  store.insertAddonStandby({
+    addon: 'postgres-1',
+    agent: 'a2',
+    role: 'standby',
+    port: 5433,
+    state: 'up',
+    pid: 20,
+    restarts: 0,
+    since: now,
+    message: '',
+    replicationPassword: 'replication-secret',
+    lagBytes: null,
+    lagSeconds: null,
+    lagAt: null,
+    syncMode: 'sync',
+    syncActive: false,
+    createdAt: now,
+  });
+  let streaming = true;
+  const jobs: string[] = [];
+  const events: string[] = [];
+  const standbys = new AddonStandbys({
+    store,
+    hub: { isConnected: () => true },
+    views: { agentViews: () => store.listAgents().map((a) => ({ name: a.name, instances: 0 }) as AgentView) },
+    sync: { requestSync: () => undefined },
+    runJob: (agent, fields) => {
+      if (fields.action !== 'replication') jobs.push(`${fields.action}@${agent}`);
+      const report = JSON.stringify({
+        role: 'primary',
+        lsn: '0/100',
+        standby: streaming ? { state: 'streaming', replayLsn: '0/100', lagBytes: 0, lagSeconds: 0 } : null,
+      });
+      return Promise.resolve({ id: 'j', ok: true, error: '', errorCode: '', backups: [], backup: null, report });
+    },
+    attach: () => undefined,
+    issueCertificate: () => Promise.resolve({ certPem: '', keyPem: '' }),
+    recordEvent: (_app, line) => events.push(line),
+    countOn: () => 0,
+    lagIntervalMs: 5000,
+    syncDegradeAfterMs: 10_000,
+    clock,
+    logger: pino({ level: 'silent' }),
+  });
+  const step = async (ms: number) => {
+    now += ms;
+    standbys.tick();
+    await new Promise((r) => setTimeout(r, 20));
+  };
+  const row = () => store.getAddon('postgres-1') ?? assert.fail();
+
+  await step(5000);
+  assert.deepEqual(jobs, ['sync-on@a1']);
+  assert.deepEqual(standbys.replication(row()), { mode: 'sync', inForce: true });
+
+  streaming = false;
+  await step(5000); // first seen away
+  await step(5000); // away 5 s
+  assert.deepEqual(jobs, ['sync-on@a1'], 'not degraded before the threshold');
+  assert.equal(standbys.replication(row())?.inForce, true);
+  await step(5000); // away 10 s
+  assert.deepEqual(jobs, ['sync-on@a1', 'sync-off@a1']);
+  assert.deepEqual(standbys.replication(row()), { mode: 'sync', inForce: false });
+  assert.match(events.at(-1) ?? '', /degraded to async/);
+  await step(5000);
+  assert.equal(jobs.length, 2, 'degraded once');
+
+  streaming = true;
+  await step(5000);
+  assert.deepEqual(jobs, ['sync-on@a1', 'sync-off@a1', 'sync-on@a1']);
+  assert.equal(standbys.replication(row())?.inForce, true);
+  assert.match(events.at(-1) ?? '', /in force/);
 });
