@@ -84,6 +84,8 @@ test('a Redis add-on: provisioned, answers with its password, restarts after kil
   const set = await socketExchange({
     host: '127.0.0.1',
     port: Number(up.port),
+    // Generous: two test files share two cores (the default 2 s once ran out under CI-like load).
+    timeoutMs: 15_000,
     request: respCommand('AUTH', 'p4ssw0rd-for-tests') + respCommand('SET', 'greeting', 'hello'),
     complete: (r) => (r.match(/\r\n/g) ?? []).length >= 2,
   });
@@ -93,6 +95,8 @@ test('a Redis add-on: provisioned, answers with its password, restarts after kil
   const many = await socketExchange({
     host: '127.0.0.1',
     port: Number(up.port),
+    // Generous: two test files share two cores (the default 2 s once ran out under CI-like load).
+    timeoutMs: 15_000,
     request:
       respCommand('AUTH', 'p4ssw0rd-for-tests') + Array.from({ length: 500 }, (_, i) => respCommand('SET', `k${i}`, `v${i}`)).join(''),
     complete: (r) => (r.match(/\r\n/g) ?? []).length >= 501,
@@ -108,6 +112,8 @@ test('a Redis add-on: provisioned, answers with its password, restarts after kil
   const get = await socketExchange({
     host: '127.0.0.1',
     port: Number(up.port),
+    // Generous: two test files share two cores (the default 2 s once ran out under CI-like load).
+    timeoutMs: 15_000,
     request: respCommand('AUTH', 'p4ssw0rd-for-tests') + respCommand('GET', 'greeting'),
     complete: (r) => r.includes('hello\r\n'),
   });
@@ -115,6 +121,8 @@ test('a Redis add-on: provisioned, answers with its password, restarts after kil
   const size = await socketExchange({
     host: '127.0.0.1',
     port: Number(up.port),
+    // Generous: two test files share two cores (the default 2 s once ran out under CI-like load).
+    timeoutMs: 15_000,
     request: respCommand('AUTH', 'p4ssw0rd-for-tests') + respCommand('DBSIZE') + respCommand('GET', 'k499'),
     complete: (r) => r.includes('v499\r\n'),
   });
