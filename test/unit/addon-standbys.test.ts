@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
@@ -33,11 +33,14 @@ test('--addon-failover-after: 30s, 2m, 1h (the one duration grammar) or seconds;
     );
 });
 
-test('automatic failover: only after the primary has been away the threshold; the rows swap, the old primary is fenced', async (t) => {
+/**
+ * A store with app `shop`, agents a1 and a2, `postgres-1` primary on a1 (port 5432) and its standby on a2
+ * (port 5433, up), the standby's fields overridden by `standby`. Its rows are made at 1,000,000 ms.
+ */
+function standbyStore(t: TestContext, standby: Partial<Parameters<Store['insertAddonStandby']>[0]>): Store {
   const store = new Store({ path: ':memory:', secrets: new SecretBox(randomBytes(32)) });
   t.after(() => store.close());
-  let now = 1_000_000;
-  const clock = { now: () => now } as Clock;
+  const now = 1_000_000;
   store.createApp('shop', now);
   for (const name of ['a1', 'a2']) {
     store.upsertAgent({
@@ -85,13 +88,21 @@ test('automatic failover: only after the primary has been away the threshold; th
     since: now,
     message: '',
     replicationPassword: 'replication-secret',
-    lagBytes: 0,
-    lagSeconds: 0,
-    lagAt: now,
+    lagBytes: null,
+    lagSeconds: null,
+    lagAt: null,
     syncMode: 'async',
     syncActive: false,
     createdAt: now,
+    ...standby,
   });
+  return store;
+}
+
+test('automatic failover: only after the primary has been away the threshold; the rows swap, the old primary is fenced', async (t) => {
+  const store = standbyStore(t, { lagBytes: 0, lagSeconds: 0, lagAt: 1_000_000 });
+  let now = 1_000_000;
+  const clock = { now: () => now } as Clock;
   const connected = new Set(['a2']);
   const jobs: string[] = [];
   const attached: string[] = [];
@@ -178,64 +189,9 @@ test('sync decision: on once the standby streams, degraded after it has been awa
 });
 
 test('sync standby: the lag checks turn sync on, degrade it while the standby is away (a hangar line), turn it on again', async (t) => {
-  const store = new Store({ path: ':memory:', secrets: new SecretBox(randomBytes(32)) });
-  t.after(() => store.close());
+  const store = standbyStore(t, { syncMode: 'sync' });
   let now = 1_000_000;
   const clock = { now: () => now } as Clock;
-  store.createApp('shop', now);
-  for (const name of ['a1', 'a2']) {
-    store.upsertAgent({
-      name,
-      address: '127.0.0.1',
-      routerPort: 80,
-      cpus: 1,
-      memoryMb: 1,
-      maxInstances: 10,
-      version: 'x',
-      lastSeen: now,
-      createdAt: now,
-      singletonLeaseMs: 30_000,
-    });
-  }
-  store.insertAddon({
-    name: 'postgres-1',
-    id: 'id-1',
-    app: 'shop',
-    kind: 'postgres',
-    agent: 'a1',
-    port: 5432,
-    configVar: 'DATABASE_URL',
-    desired: 'run',
-    attachedUrl: null,
-    deployId: null,
-    state: 'up',
-    pid: 10,
-    restarts: 0,
-    since: now,
-    message: '',
-    password: 'pw',
-    adminPassword: 'admin',
-    tls: null,
-    createdAt: now,
-  });
-  store.insertAddonStandby({
-    addon: 'postgres-1',
-    agent: 'a2',
-    role: 'standby',
-    port: 5433,
-    state: 'up',
-    pid: 20,
-    restarts: 0,
-    since: now,
-    message: '',
-    replicationPassword: 'replication-secret',
-    lagBytes: null,
-    lagSeconds: null,
-    lagAt: null,
-    syncMode: 'sync',
-    syncActive: false,
-    createdAt: now,
-  });
   let streaming = true;
   const jobs: string[] = [];
   const events: string[] = [];
