@@ -45,6 +45,11 @@ import type {
 import type { DashboardLoginLinkView, WhoamiView } from '../common/dashboard-types.js';
 import { HangarError, isHangarError, type ErrorCode } from '../common/errors.js';
 
+/** A coordinator URL as the client keeps it: no spaces, no trailing slash. */
+function baseUrl(url: string): string {
+  return url.trim().replace(/\/+$/, '');
+}
+
 /** Options of {@link ApiClient}. */
 export interface ApiClientOptions {
   /**
@@ -165,7 +170,7 @@ export class ApiClient {
   constructor(options: ApiClientOptions) {
     this.#urls = options.url
       .split(',')
-      .map((u) => u.trim().replace(/\/+$/, ''))
+      .map(baseUrl)
       .filter((u) => u !== '');
     this.#url = this.#urls[0] ?? '';
     this.#leaderKnown = this.#urls.length <= 1;
@@ -208,7 +213,7 @@ export class ApiClient {
         if (health.role === 'follower') {
           const leader = isRecord(health.leader) && typeof health.leader.url === 'string' ? health.leader.url : null;
           if (!leader) continue;
-          this.#url = leader.replace(/\/+$/, '');
+          this.#url = baseUrl(leader);
         } else {
           this.#url = base;
         }
@@ -722,7 +727,7 @@ export class ApiClient {
       // A follower (or a leader that just lost the lease) answered: ask the one it names, once.
       if (this.#urls.length <= 1 || !isHangarError(err, 'NOT_LEADER')) throw err;
       const named = isRecord(err.details) && typeof err.details.leader === 'string' ? err.details.leader : null;
-      if (named && named.replace(/\/+$/, '') !== this.#url) this.#url = named.replace(/\/+$/, '');
+      if (named && baseUrl(named) !== this.#url) this.#url = baseUrl(named);
       else {
         this.#leaderKnown = false;
         await this.#findLeader();
@@ -807,8 +812,6 @@ export class ApiClient {
   #responseError(status: number, json: unknown, method: Method, path: string): HangarError {
     if (isErrorBody(json)) {
       // The server's code is kept as sent: it comes from the same table in common/errors.ts.
-      if (json.code === 'NOT_LEADER')
-        return new HangarError('NOT_LEADER', json.message, { details: { leader: (json as { leader?: unknown }).leader ?? null } });
       return new HangarError(json.code as ErrorCode, json.message, { details: json.details });
     }
     const code: ErrorCode =

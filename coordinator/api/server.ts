@@ -118,11 +118,13 @@ export function buildApi(o: ApiOptions): Api {
     if (isFencedError(err)) {
       // The lease moved to another coordinator under this request; the CLI asks around again.
       const leader = o.coordinators().leader;
-      return reply.status(503).send({
-        code: 'NOT_LEADER',
-        message: 'This coordinator just lost the lead to another one; try again (HANGAR_URL may list several coordinators).',
-        leader: leader.url,
-      });
+      const body = errorBody(
+        'NOT_LEADER',
+        'This coordinator just lost the lead to another one; try again (HANGAR_URL may list several coordinators).',
+        { leader: leader.url },
+      );
+      // Like the follower shell's: the leader in `details`, and at the top for scripts.
+      return reply.status(503).send({ ...body, leader: leader.url });
     }
     if (isDiskFull(err)) {
       logger.error({ err, url: request.url }, "request failed: the coordinator's disk is full");

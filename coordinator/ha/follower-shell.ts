@@ -114,7 +114,8 @@ export class FollowerShell {
     return Object.assign(new Error(details), { code: grpc.status.UNAVAILABLE, details, metadata });
   }
 
-  #notLeaderBody(): { code: 'NOT_LEADER'; message: string; leader: string | null } {
+  /** The API's error body; the leader's URL in `details` like any error's data, and at the top for scripts. */
+  #notLeaderBody(): { code: 'NOT_LEADER'; message: string; leader: string | null; details: { leader: string | null } } {
     const leader = this.#o.leader();
     return {
       code: 'NOT_LEADER',
@@ -122,6 +123,7 @@ export class FollowerShell {
         ? `This coordinator (${this.#o.name()}) follows; the leader is ${leader.url}: send requests there, or list both in HANGAR_URL.`
         : `This coordinator (${this.#o.name()}) follows and no leader is elected right now; try again in a few seconds.`,
       leader: leader?.url ?? null,
+      details: { leader: leader?.url ?? null },
     };
   }
 

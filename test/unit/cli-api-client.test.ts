@@ -275,3 +275,32 @@ test('logs follows next cursors page after page, with the same filters, until th
     ['l1', 'l2', 'l3', 'l4'],
   );
 });
+
+test('several coordinators: the leader is found through /v1/health, and a NOT_LEADER answer is retried at the leader it names', async (t) => {
+  const b = await fakeCoordinator(t, (req) =>
+    req.url === '/v1/health' ? { json: { ok: true, role: 'leader' } } : { json: { apps: [app] } },
+  );
+  // `a` says it leads, then loses the lead under the request: its error body names `b` in `details`.
+  const a = await fakeCoordinator(t, (req) =>
+    req.url === '/v1/health'
+      ? { json: { ok: true, role: 'leader' } }
+      : { status: 503, json: { code: 'NOT_LEADER', message: 'this coordinator just lost the lead', details: { leader: b.url } } },
+  );
+  const c = client(t, ` ${a.url}/ , ${b.url}`);
+  assert.deepEqual(await c.listApps(), [app]);
+  assert.equal(c.url, b.url);
+  assert.deepEqual(
+    a.requests.map((r) => r.url),
+    ['/v1/health', '/v1/apps'],
+  );
+  assert.deepEqual(
+    b.requests.map((r) => r.url),
+    ['/v1/apps'],
+  );
+
+  // A follower names the leader in its health answer.
+  const follower = await fakeCoordinator(t, () => ({ json: { ok: true, role: 'follower', leader: { url: `${b.url}/` } } }));
+  const d = client(t, `${follower.url},${a.url}`);
+  assert.deepEqual(await d.listApps(), [app]);
+  assert.equal(d.url, b.url);
+});
