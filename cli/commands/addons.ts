@@ -131,7 +131,9 @@ export function registerAddonsCommands(program: Command, ctx: CliContext): void 
       const app = resolveApp(command, ctx);
       const client = await ctx.client();
       const started = ctx.clock.now();
-      ctx.out(`Failing over ${name} of ${app}: writes stop for a few seconds...\n`);
+      ctx.out(
+        `Failing over ${name} of ${app}: writes stop until the standby has every one (usually seconds, at most 2 min; if it does not catch up, the primary serves again and nothing changes)...\n`,
+      );
       const { addon, steps } = await client.failoverAddon(app, name);
       for (const step of steps) ctx.out(`-----> ${step}\n`);
       ctx.out(
