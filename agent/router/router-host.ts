@@ -239,7 +239,11 @@ export class RouterHost {
     this.#state = 'handing-over';
     this.#log.info({ entry }, 'handing the listeners over to a new router process');
     try {
-      await startSuccessor(entry, this.#o, this.#last, httpServer, httpsServer, this.#paths.log);
+      await spawnRouterProcess(entry, this.#o.dataDir, this.#o.config, this.#paths.log, {
+        state: this.#last,
+        http: httpServer,
+        https: httpsServer,
+      });
     } catch (err) {
       this.#log.error({ err: describeError(err) }, 'the new router process did not take over; this one serves on');
       this.#state = 'up';
@@ -303,15 +307,4 @@ function send(socket: net.Socket, frame: RouterFrame): void {
 function writeFileAtomic(path: string, text: string): void {
   writeFileSync(`${path}.tmp`, text, { mode: 0o600 });
   renameSync(`${path}.tmp`, path);
-}
-
-function startSuccessor(
-  entry: string,
-  o: RouterHostOptions,
-  state: RouterStateFrame,
-  httpServer: net.Server,
-  httpsServer: net.Server | undefined,
-  logFile: string,
-): Promise<unknown> {
-  return spawnRouterProcess(entry, o.dataDir, o.config, logFile, { state, http: httpServer, https: httpsServer });
 }
