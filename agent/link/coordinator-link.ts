@@ -510,15 +510,11 @@ function answersTcp(address: string, timeoutMs: number): Promise<boolean> {
   });
 }
 
-/** The leader a follower named in its answer: its address, '' when it named none; undefined when no follower answered. */
+/** The leader a follower named in its answer: its address, null when it named none (an election); undefined when no follower answered. */
 function leaderHint(err: unknown): string | null | undefined {
   const metadata = (err as { metadata?: unknown }).metadata;
   if (!(metadata instanceof grpc.Metadata)) return undefined;
-  const code = (err as { code?: unknown }).code;
   const value = metadata.get(LEADER_METADATA_KEY)[0];
-  if (value !== undefined) return String(value);
-  // A follower during an election answers UNAVAILABLE with no leader, and a details line saying so.
-  const raw = (err as { details?: unknown }).details;
-  const details = typeof raw === 'string' ? raw : '';
-  return code === grpc.status.UNAVAILABLE && details.includes('This coordinator follows') ? null : undefined;
+  if (value === undefined) return undefined;
+  return String(value) || null;
 }

@@ -107,7 +107,8 @@ export class FollowerShell {
   #grpcRefusal(): Partial<grpc.ServiceError> {
     const leader = this.#o.leader();
     const metadata = new grpc.Metadata();
-    if (leader) metadata.set(LEADER_METADATA_KEY, leader.address);
+    // Always sent, empty during an election: agents tell a follower's answer by the key, not by its words.
+    metadata.set(LEADER_METADATA_KEY, leader?.address ?? '');
     const details = leader
       ? `This coordinator follows; the leader is ${leader.address}.`
       : 'This coordinator follows and no leader is elected right now; try again in a few seconds.';
