@@ -1,50 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { stat } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { resolveRunAs } from '../../agent/workloads/run-as.js';
 import { join } from 'node:path';
-import { findPostgresBin } from '../../agent/addons/server-binaries.js';
 import type { AddonView } from '../../common/api-types.js';
-import { startCluster, waitFor, type Cluster } from '../helpers/cluster.js';
+import { cliOk, psqlResult } from '../helpers/addon-clients.js';
+import { startCluster, waitFor } from '../helpers/cluster.js';
 
 const run = promisify(execFile);
-
-async function cliOk(cluster: Cluster, args: string[]): Promise<string> {
-  const res = await cluster.cli(args, { timeoutMs: 300_000 });
-  assert.equal(res.code, 0, `hangar ${args.join(' ')} failed:\n${res.stdout}\n${res.stderr}`);
-  return res.stdout;
-}
-
-/** `psql CONNINFO -tAc SQL` as a client on this host would run it: exit code, stdout, stderr. */
-async function psql(
-  conninfo: string,
-  sql: string,
-  env: Record<string, string> = {},
-  user: { uid: number; gid: number } | null = null,
-): Promise<{ code: number | null; out: string; err: string }> {
-  const bin = await findPostgresBin('test');
-  return new Promise((resolve, reject) => {
-    const child = spawn(join(bin, 'psql'), [conninfo, '-v', 'ON_ERROR_STOP=1', '-tAc', sql], {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', PGCONNECT_TIMEOUT: '5', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      cwd: '/',
-      ...(user ? { uid: user.uid, gid: user.gid } : {}),
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, out: out.trim(), err: err.trim() });
-    });
-  });
-}
 
 test('PostgreSQL add-on: TLS from the coordinator CA (require, verify-full), and an app role that is no superuser', async (t) => {
   const cluster = await startCluster(t);
@@ -59,13 +25,16 @@ test('PostgreSQL add-on: TLS from the coordinator CA (require, verify-full), and
   assert.match(url, /^postgres:\/\/vault:[0-9a-f]+@127\.0\.0\.1:\d+\/vault$/);
 
   // sslmode=require: the session is encrypted.
-  const required = await psql(`${url}?sslmode=require`, 'SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
+  const required = await psqlResult(`${url}?sslmode=require`, 'SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
   assert.equal(required.code, 0, required.err);
   assert.match(required.out, /^t\|TLSv1\.[23]$/);
 
   // verify-full against the coordinator's CA: the certificate names the add-on's host.
   const ca = join(cluster.dir, 'coordinator', 'tls', 'ca.crt');
-  const verified = await psql(`${url}?sslmode=verify-full&sslrootcert=${ca}`, 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
+  const verified = await psqlResult(
+    `${url}?sslmode=verify-full&sslrootcert=${ca}`,
+    'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()',
+  );
   assert.equal(verified.code, 0, verified.err);
   assert.equal(verified.out, 't');
   // The agent places that CA where any app's user reads it, as the instances' PGSSLROOTCERT.
@@ -74,7 +43,7 @@ test('PostgreSQL add-on: TLS from the coordinator CA (require, verify-full), and
   const appUser = await resolveRunAs('hangar-probe-pgtls', null, pino({ level: 'silent' }));
   assert.ok(appUser);
   t.after(() => run('userdel', ['hangar-probe-pgtls']).catch(() => undefined));
-  const asApp = await psql(
+  const asApp = await psqlResult(
     `${url}?sslmode=verify-full`,
     'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()',
     { PGSSLROOTCERT: placed },
@@ -83,24 +52,27 @@ test('PostgreSQL add-on: TLS from the coordinator CA (require, verify-full), and
   assert.equal(asApp.code, 0, asApp.err);
   assert.equal(asApp.out, 't');
   // ... and a CA that did not issue it is refused.
-  const system = await psql(`${url}?sslmode=verify-full&sslrootcert=/etc/ssl/certs/ca-certificates.crt`, 'SELECT 1');
+  const system = await psqlResult(`${url}?sslmode=verify-full&sslrootcert=/etc/ssl/certs/ca-certificates.crt`, 'SELECT 1');
   assert.notEqual(system.code, 0);
   assert.match(system.err, /certificate verify failed/);
 
   // The app's role owns its database (it can make tables) but is no superuser.
-  const owner = await psql(
+  const owner = await psqlResult(
     url,
     'SELECT rolsuper, rolcreaterole, pg_get_userbyid(datdba) FROM pg_roles, pg_database WHERE rolname = current_user AND datname = current_database()',
   );
   assert.equal(owner.out, 'f|f|vault');
-  assert.equal((await psql(url, "CREATE TABLE notes (id serial PRIMARY KEY, body text); INSERT INTO notes (body) VALUES ('x')")).code, 0);
+  assert.equal(
+    (await psqlResult(url, "CREATE TABLE notes (id serial PRIMARY KEY, body text); INSERT INTO notes (body) VALUES ('x')")).code,
+    0,
+  );
   for (const [sql, refusal] of [
     ['CREATE ROLE intruder LOGIN', /permission denied to create role/],
     ["ALTER SYSTEM SET work_mem = '1GB'", /must be superuser|permission denied/],
     ['SELECT rolpassword FROM pg_authid', /permission denied for table pg_authid/],
     ["COPY notes TO PROGRAM 'id'", /must be superuser|permission denied/],
   ] as const) {
-    const res = await psql(url, sql);
+    const res = await psqlResult(url, sql);
     assert.notEqual(res.code, 0, `${sql} should be refused`);
     assert.match(res.err, refusal, sql);
   }

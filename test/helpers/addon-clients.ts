@@ -39,19 +39,24 @@ export async function apiAddons(cluster: Cluster, app: string, reveal = false): 
   return (await apiGet<{ addons: AddonView[] }>(cluster, `/v1/apps/${app}/addons${reveal ? '?reveal=true' : ''}`)).addons;
 }
 
-/** `psql` straight at the add-on (stops at the first error), the password in the environment; its trimmed output. */
-export async function psql(url: string, sql: string): Promise<string> {
-  const u = new URL(url);
+/**
+ * `psql CONNINFO -tAc SQL` (stopping at the first error) as a client on this host would run it,
+ * with `env` added and, given `user`, as that user: exit code, trimmed stdout and stderr.
+ */
+export async function psqlResult(
+  conninfo: string,
+  sql: string,
+  env: Record<string, string> = {},
+  user: { uid: number; gid: number } | null = null,
+): Promise<{ code: number | null; out: string; err: string }> {
   const bin = await findPostgresBin('test');
   return new Promise((resolve, reject) => {
-    const child = spawn(
-      join(bin, 'psql'),
-      ['-h', u.hostname, '-p', u.port, '-U', u.username, '-d', u.pathname.slice(1), '-v', 'ON_ERROR_STOP=1', '-tAc', sql],
-      {
-        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', PGPASSWORD: decodeURIComponent(u.password), PGCONNECT_TIMEOUT: '5' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
+    const child = spawn(join(bin, 'psql'), [conninfo, '-v', 'ON_ERROR_STOP=1', '-tAc', sql], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', PGCONNECT_TIMEOUT: '5', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: '/',
+      ...(user ? { uid: user.uid, gid: user.gid } : {}),
+    });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -60,10 +65,19 @@ export async function psql(url: string, sql: string): Promise<string> {
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);
-      if (code === 0) resolve(out.trim());
-      else reject(new Error(`psql failed (${code}): ${err}`));
+      resolve({ code, out: out.trim(), err: err.trim() });
     });
   });
+}
+
+/** `psql` straight at the add-on, the password in the environment; its trimmed output, or a rejection with psql's error. */
+export async function psql(url: string, sql: string): Promise<string> {
+  const u = new URL(url);
+  const password = decodeURIComponent(u.password);
+  u.password = '';
+  const res = await psqlResult(u.toString(), sql, { PGPASSWORD: password });
+  if (res.code !== 0) throw new Error(`psql failed (${res.code}): ${res.err}`);
+  return res.out;
 }
 
 /** Sends RESP commands to the Redis at `url` (AUTH first, unless not `withAuth`) and returns the raw answer once it has `replies` lines. */
