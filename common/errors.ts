@@ -39,6 +39,7 @@ export const ERROR_STATUS = {
   AGENT_DOWN: 503,
   /** This coordinator follows (or just lost the lease): the answer names the leader to ask. */
   NOT_LEADER: 503,
+  DATABASE_UNAVAILABLE: 503,
   RELEASE_UNHEALTHY: 500,
   RELEASE_PHASE_FAILED: 500,
   /** An app.json postdeploy script failed after the release went live (it stays live). */

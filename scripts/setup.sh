@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 debs=(gunicorn python3-django python3-dj-database-url python3-psycopg2 python3-venv python3-pip chromium
       redis-server postgresql memcached iproute2 procps ca-certificates
       tmux pebble python3-uvicorn python3-websockets python3-celery python3-redis nginx-light
-      build-essential python3)
+      build-essential python3 libpq-dev)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

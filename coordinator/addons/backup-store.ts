@@ -2,7 +2,7 @@
  * Add-on backups and their schedules in SQLite (shares the {@link Store}'s one connection): where
  * each backup was made and where its copies are, its SHA-256, and how its verification restore went.
  */
-import type Database from 'better-sqlite3';
+import type { SqlDatabase } from '../store/sql.js';
 import type { Store } from '../store/store.js';
 
 /** Why a backup was made. */
@@ -90,7 +90,7 @@ function scheduleFrom(r: Row): ScheduleRow {
 
 /** See the file comment. */
 export class BackupStore {
-  readonly #db: Database.Database;
+  readonly #db: SqlDatabase;
 
   constructor(store: Store) {
     this.#db = store.database;

@@ -2,7 +2,7 @@
  * Autoscale policies and the decisions made under them, in SQLite (shares the {@link Store}'s
  * one connection).
  */
-import type Database from 'better-sqlite3';
+import type { SqlDatabase } from '../store/sql.js';
 import type { Store } from '../store/store.js';
 
 /** What `hangar autoscale TYPE --min N --max M [--p95 MS] [--cpu PCT]` sets. */
@@ -29,7 +29,7 @@ export interface AutoscaleDecision {
 
 /** See the file comment. */
 export class AutoscaleStore {
-  readonly #db: Database.Database;
+  readonly #db: SqlDatabase;
 
   constructor(store: Store) {
     this.#db = store.database;

@@ -2,7 +2,7 @@
  * Custom domains, certificates and apps' TLS settings in SQLite (shares the {@link Store}'s one
  * connection). Private keys are sealed with the coordinator's {@link SecretBox}, like config values.
  */
-import type Database from 'better-sqlite3';
+import type { SqlDatabase } from '../store/sql.js';
 import type { SecretBox } from '../../common/secret-box.js';
 import type { Store } from '../store/store.js';
 
@@ -73,7 +73,7 @@ function domainFrom(r: Row): DomainRow {
 
 /** See the file comment. */
 export class CertStore {
-  readonly #db: Database.Database;
+  readonly #db: SqlDatabase;
   readonly #secrets: SecretBox;
 
   constructor(store: Store, secrets: SecretBox) {

@@ -6,7 +6,7 @@
  * `concurrency: "forbid"` (the default) a firing is skipped while the job's previous run is still
  * going; every skip and miss is a `hangar` line in the app's logs.
  */
-import type Database from 'better-sqlite3';
+import type { SqlDatabase } from '../store/sql.js';
 import { cronJobsOf, type CronJobSpec } from '../../common/app-json.js';
 import type { Clock } from '../../common/clock.js';
 import { nextFiring, parseCronSchedule } from '../../common/cron-schedule.js';
@@ -51,7 +51,7 @@ const MAX_DUE = 10_000;
 export class CronScheduler {
   readonly #o: CronSchedulerOptions;
   readonly #logger: Logger;
-  readonly #db: Database.Database;
+  readonly #db: SqlDatabase;
   readonly #loop: TimerLoop;
 
   constructor(options: CronSchedulerOptions) {

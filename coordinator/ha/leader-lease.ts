@@ -10,10 +10,11 @@
  * The expiry is wall-clock time of the database's host (here: the one host every coordinator on
  * a shared SQLite file runs on); the step-down deadline is the leader's monotonic time.
  */
-import Database from 'better-sqlite3';
 import { systemClock, type Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/logger.js';
-import { migrateDatabase } from '../store/store.js';
+import { PostgresDatabase } from '../store/postgres.js';
+import type { SqlDatabase } from '../store/sql.js';
+import { migrateDatabase, openSqlDatabase } from '../store/store.js';
 
 /** Who this coordinator is, as the others and agents see it. */
 export interface CoordinatorIdentity {
@@ -78,7 +79,7 @@ type Row = Record<string, unknown>;
  * (tests drive it by hand); {@link start} runs it every `renewMs`.
  */
 export class LeaderLease {
-  readonly #db: Database.Database;
+  readonly #db: SqlDatabase;
   readonly #leaseMs: number;
   readonly #renewMs: number;
   readonly #marginMs: number;
@@ -107,10 +108,9 @@ export class LeaderLease {
     this.#clock = options.clock ?? systemClock;
     this.#monotonic = options.monotonic ?? (() => performance.now());
     this.#logger = options.logger.child({ component: 'leader-lease' });
-    this.#db = new Database(options.path);
-    this.#db.pragma('journal_mode = WAL');
-    this.#db.pragma('synchronous = NORMAL');
-    this.#db.pragma('busy_timeout = 2000');
+    this.#db = openSqlDatabase(options.path, { busyTimeoutMs: 2000 });
+    // PostgreSQL: an election waits at most this long for a (stalled) writer's lock on the row.
+    if (this.#db instanceof PostgresDatabase) this.#db.addSessionSetting("SET lock_timeout = '2s'");
     migrateDatabase(this.#db);
   }
 
@@ -177,9 +177,10 @@ export class LeaderLease {
     this.#timer = null;
   }
 
-  /** The lease row as stored. */
-  state(): LeaseState {
-    const r = this.#db.prepare('SELECT * FROM coordinator_lease WHERE id = 1').get() as Row;
+  /** The lease row as stored (`lock`: for an update in this transaction; PostgreSQL locks the row). */
+  state(lock = false): LeaseState {
+    const forUpdate = lock && this.#db.engine === 'postgres' ? ' FOR UPDATE' : '';
+    const r = this.#db.prepare(`SELECT * FROM coordinator_lease WHERE id = 1${forUpdate}`).get() as Row;
     return {
       holder: (r.holder as string | null) ?? null,
       epoch: r.epoch as number,
@@ -237,8 +238,8 @@ export class LeaderLease {
     const startedAt = this.#monotonic();
     const epoch = this.#db
       .transaction((): number | null => {
+        const s = this.state(true);
         const now = this.#clock.now();
-        const s = this.state();
         this.#touch('follower', now);
         // A lease held under this very name is a predecessor's (names are unique, and this one
         // holds its ports): taken over at once, under a new epoch like any other election.

@@ -4,7 +4,7 @@
  * long one. Writes are buffered and go in one transaction per flush; rollups and pruning run once
  * a minute. Shares the {@link Store}'s one SQLite connection (one writer).
  */
-import type Database from 'better-sqlite3';
+import type { SqlDatabase, SqlStatement } from '../store/sql.js';
 import type { AgentMetricsView, AppMetricsView } from '../../common/api-types.js';
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/logger.js';
@@ -56,7 +56,7 @@ function traffic(t: TrafficStats__Output, intervalMs: number): TrafficSample {
 /** See the file comment. */
 export class MetricsStore {
   readonly #o: MetricsStoreOptions;
-  readonly #db: Database.Database;
+  readonly #db: SqlDatabase;
   readonly #logger: Logger;
   readonly #latest = new Map<string, LatestReport>();
   #pending: MetricRow[] = [];
@@ -67,8 +67,8 @@ export class MetricsStore {
   #lastMaintenance = 0;
   /** Listeners of every ingested report (Prometheus counters). */
   readonly #listeners: ((agent: string, report: LatestReport) => void)[] = [];
-  readonly #insert: Database.Statement;
-  readonly #insertRollup: Database.Statement;
+  readonly #insert: SqlStatement;
+  readonly #insertRollup: SqlStatement;
 
   constructor(options: MetricsStoreOptions) {
     this.#o = options;

@@ -2,7 +2,7 @@
  * One-off runs in SQLite (shares the {@link Store}'s one connection): who ran what, in which
  * release, on which agent, and how it ended. Statuses move by {@link RUN_TRANSITIONS}.
  */
-import type Database from 'better-sqlite3';
+import type { SqlDatabase } from '../store/sql.js';
 import { HangarError } from '../../common/errors.js';
 import type { Store } from '../store/store.js';
 import { assertTransition } from '../store/transition-table.js';
@@ -90,7 +90,7 @@ function runFrom(r: Row): RunRow {
 
 /** See the file comment. */
 export class RunStore {
-  readonly #db: Database.Database;
+  readonly #db: SqlDatabase;
 
   constructor(store: Store) {
     this.#db = store.database;

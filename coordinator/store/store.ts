@@ -1,10 +1,12 @@
-import Database from 'better-sqlite3';
 import { appJsonSchema, type AppJson } from '../../common/app-json.js';
 import { HangarError } from '../../common/errors.js';
 import type { SecretBox } from '../../common/secret-box.js';
 import type { AddonKind, AddonState, InstanceState } from '../../common/vocabulary.js';
 import { installWriteFence } from '../ha/write-fence.js';
 import { MIGRATIONS } from './migrations.js';
+import { POSTGRES_MIGRATIONS } from './postgres-migrations.js';
+import { PostgresDatabase } from './postgres.js';
+import { SqliteDatabase, isPostgresUrl, type SqlDatabase, type SqlStatement } from './sql.js';
 
 /** An app's row. */
 export interface AppRow {
@@ -207,7 +209,7 @@ export function newInstanceRow(i: Pick<InstanceRow, 'key' | 'app' | 'type' | 'id
 
 /** Options of {@link Store}. */
 export interface StoreOptions {
-  /** Path of the SQLite file; `:memory:` for tests. */
+  /** Path of the SQLite file (`:memory:` for tests), or a `postgres://` URL. */
   path: string;
   /** Seals config values at rest (config_vars values, releases' config). */
   secrets: SecretBox;
@@ -218,20 +220,45 @@ export interface StoreOptions {
   fence?: { epoch: number; onFenced: () => void };
 }
 
+/** Opens `location`: a `postgres://` URL on PostgreSQL, anything else as a SQLite file. */
+export function openSqlDatabase(location: string, options: { busyTimeoutMs?: number } = {}): SqlDatabase {
+  if (!isPostgresUrl(location)) return new SqliteDatabase(location, options);
+  // A session left open inside a transaction (a stopped process) gives its locks back.
+  return new PostgresDatabase({ url: location, onConnect: ["SET idle_in_transaction_session_timeout = '10s'"] });
+}
+
+/** Any number PostgreSQL's advisory locks know this schema's migrations by. */
+const MIGRATION_LOCK = 7_081_001;
+
 /**
- * Applies the migrations `db` lacks. Each step re-reads the version inside an IMMEDIATE
- * transaction, so coordinators opening one database at once never apply a step twice.
+ * Applies the migrations `db` lacks. Coordinators opening one database at once never apply a step
+ * twice: on SQLite each step re-reads the version inside an IMMEDIATE transaction; on PostgreSQL
+ * all steps run in one transaction holding an advisory lock.
  */
-export function migrateDatabase(db: Database.Database): void {
-  for (;;) {
-    const version = db.pragma('user_version', { simple: true }) as number;
-    if (version >= MIGRATIONS.length) return;
-    db.transaction(() => {
-      if ((db.pragma('user_version', { simple: true }) as number) !== version) return;
-      db.exec(MIGRATIONS[version] as string);
-      db.pragma(`user_version = ${version + 1}`);
-    }).immediate();
+export function migrateDatabase(db: SqlDatabase): void {
+  if (db instanceof SqliteDatabase) {
+    const raw = db.raw;
+    for (;;) {
+      const version = raw.pragma('user_version', { simple: true }) as number;
+      if (version >= MIGRATIONS.length) return;
+      raw
+        .transaction(() => {
+          if ((raw.pragma('user_version', { simple: true }) as number) !== version) return;
+          raw.exec(MIGRATIONS[version] as string);
+          raw.pragma(`user_version = ${version + 1}`);
+        })
+        .immediate();
+    }
   }
+  db.transaction(() => {
+    db.prepare('SELECT pg_advisory_xact_lock(?)').get(MIGRATION_LOCK);
+    db.exec('CREATE TABLE IF NOT EXISTS hangar_schema (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)');
+    db.exec('INSERT INTO hangar_schema (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING');
+    const version = db.prepare('SELECT version FROM hangar_schema WHERE id = 1').pluck().get() as number;
+    for (let v = version; v < POSTGRES_MIGRATIONS.length; v++) db.exec(POSTGRES_MIGRATIONS[v] as string);
+    if (version < POSTGRES_MIGRATIONS.length)
+      db.prepare('UPDATE hangar_schema SET version = ? WHERE id = 1').run(POSTGRES_MIGRATIONS.length);
+  })();
 }
 
 /** Who an API token lets do what: each scope includes the ones before it. */
@@ -406,23 +433,17 @@ function standbyFrom(r: Row, secrets: SecretBox): AddonStandbyRow {
 }
 
 /**
- * The coordinator's state in SQLite: the only module that touches better-sqlite3.
- * One writer (the leading coordinator, fenced by its epoch), WAL, `synchronous=NORMAL`, prepared statements.
+ * The coordinator's state, on SQLite or PostgreSQL (store/sql.ts). One writer (the leading
+ * coordinator, fenced by its epoch), prepared statements.
  */
 export class Store {
-  readonly #db: Database.Database;
-  readonly #stmts = new Map<string, Database.Statement>();
+  readonly #db: SqlDatabase;
+  readonly #stmts = new Map<string, SqlStatement>();
   readonly #secrets: SecretBox;
 
   constructor(options: StoreOptions) {
     this.#secrets = options.secrets;
-    this.#db = new Database(options.path);
-    this.#db.pragma('journal_mode = WAL');
-    this.#db.pragma('synchronous = NORMAL');
-    this.#db.pragma('foreign_keys = ON');
-    this.#db.pragma('busy_timeout = 5000');
-    // Overwritten and deleted cells are zeroed: no clear config value survives in free pages.
-    this.#db.pragma('secure_delete = ON');
+    this.#db = openSqlDatabase(options.path);
     migrateDatabase(this.#db);
     if (options.fence) installWriteFence(this.#db, options.fence.epoch, options.fence.onFenced);
     this.#sealClearSecrets();
@@ -448,11 +469,11 @@ export class Store {
   }
 
   close(): void {
-    if (this.#db.open) this.#db.close();
+    this.#db.close();
   }
 
   /** The database handle, for the table-group stores that share this one writer (metrics-store.ts). */
-  get database(): Database.Database {
+  get database(): SqlDatabase {
     return this.#db;
   }
 
@@ -461,7 +482,7 @@ export class Store {
     return this.#db.transaction(fn)();
   }
 
-  #stmt(sql: string): Database.Statement {
+  #stmt(sql: string): SqlStatement {
     let stmt = this.#stmts.get(sql);
     if (!stmt) {
       stmt = this.#db.prepare(sql);
@@ -476,7 +497,7 @@ export class Store {
   nextGeneration(): number {
     const row = this.#stmt(
       `INSERT INTO meta (key, value) VALUES ('generation', '1')
-       ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING value`,
+       ON CONFLICT(key) DO UPDATE SET value = CAST(meta.value AS INTEGER) + 1 RETURNING value`,
     ).get() as { value: string };
     return Number(row.value);
   }
@@ -584,7 +605,7 @@ export class Store {
   // ---------------------------------------------------------------- artifacts
 
   putArtifact(sha256: string, size: number, now: number): void {
-    this.#stmt('INSERT OR IGNORE INTO artifacts (sha256, size, created_at) VALUES (?, ?, ?)').run(sha256, size, now);
+    this.#stmt('INSERT INTO artifacts (sha256, size, created_at) VALUES (?, ?, ?) ON CONFLICT (sha256) DO NOTHING').run(sha256, size, now);
   }
 
   hasArtifact(sha256: string): boolean {
