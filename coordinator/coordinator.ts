@@ -57,6 +57,15 @@ export const coordinatorConfigSchema = z
   .object({
     /** Where the SQLite database, tokens and artifacts live. */
     dataDir: z.string().min(1),
+    /**
+     * The state on PostgreSQL instead of SQLite in the data dir (`postgres://…`): several
+     * coordinators on one database, each with the data dir's files (secret key, CA, tokens,
+     * artifacts) shared or copied.
+     */
+    databaseUrl: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//i, 'a postgres:// URL')
+      .optional(),
     /** HTTP API port. Default 7080; 0 picks a free one. */
     httpPort: z.number().int().min(0).max(65535).default(7080),
     /** Address the HTTP API listens on. Default 0.0.0.0. */
@@ -200,8 +209,13 @@ export interface RunningCoordinator {
   close(): Promise<void>;
 }
 
+/** Where a coordinator's state is: its PostgreSQL URL, or the SQLite file in its data dir. */
+export function databaseLocation(c: { dataDir: string; databaseUrl?: string | undefined }): string {
+  return c.databaseUrl ?? join(c.dataDir, 'hangar.db');
+}
+
 /**
- * Starts a coordinator: SQLite store, gRPC server for agents, HTTP API. The first start writes
+ * Starts a coordinator: SQLite (or PostgreSQL) store, gRPC server for agents, HTTP API. The first start writes
  * `admin-token` and `join-token` (mode 0600) into the data dir.
  */
 export async function startCoordinator(config: CoordinatorConfig, deps: CoordinatorDeps = {}): Promise<RunningCoordinator> {
@@ -231,7 +245,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
         },
       }
     : undefined;
-  const store = new Store({ path: join(c.dataDir, 'hangar.db'), secrets, ...(writeFence ? { fence: writeFence } : {}) });
+  const store = new Store({ path: databaseLocation(c), secrets, ...(writeFence ? { fence: writeFence } : {}) });
   const sessions = new DashboardSessions({ findToken: (hash) => store.findTokenByHash(hash), clock });
   const auth = new SessionAuthenticator({ store, clock, sessions });
   auth.seed(adminToken, 'admin', 'admin', 'admin_token_seeded');

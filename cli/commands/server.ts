@@ -49,6 +49,7 @@ function rootLogger(ctx: CliContext): Logger {
 
 interface CoordinatorFlags {
   dataDir: string;
+  databaseUrl?: string;
   httpPort: string;
   grpcPort: string;
   domain: string;
@@ -179,6 +180,10 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
     .enablePositionalOptions()
     .description('run the coordinator: HTTP API, gRPC for agents, SQLite store')
     .option('--data-dir <dir>', 'where state, tokens and artifacts live', '/var/lib/hangar')
+    .option(
+      '--database-url <url>',
+      'keep the state in PostgreSQL (postgres://user@host/db) instead of SQLite in --data-dir; several coordinators may share it (or HANGAR_DATABASE_URL)',
+    )
     .option('--http-port <port>', 'HTTP API port', '7080')
     .option('--grpc-port <port>', 'gRPC port agents connect to', '7081')
     .option('--domain <domain>', 'apps are served at APP.<domain>', 'localhost')
@@ -214,6 +219,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
         command,
         {
           dataDir: resolve(flags.dataDir),
+          databaseUrl: flags.databaseUrl ?? ctx.io.env.HANGAR_DATABASE_URL,
           httpPort: port(flags.httpPort, '--http-port'),
           grpcPort: port(flags.grpcPort, '--grpc-port'),
           domain: flags.domain,

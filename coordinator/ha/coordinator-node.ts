@@ -17,6 +17,7 @@ import { HANGAR_VERSION } from '../../common/version.js';
 import { parseInput } from '../api/validation.js';
 import {
   coordinatorConfigSchema,
+  databaseLocation,
   startCoordinator,
   type CoordinatorConfig,
   type CoordinatorDeps,
@@ -88,7 +89,7 @@ export async function startCoordinatorNode(
   const logger = rootLogger.child({ component: 'coordinator-node' });
   await mkdir(c.dataDir, { recursive: true, mode: 0o700 });
   const lease = new LeaderLease({
-    path: join(c.dataDir, 'hangar.db'),
+    path: databaseLocation(c),
     leaseMs: h.leaseMs,
     renewMs: h.renewMs,
     marginMs: h.marginMs,
