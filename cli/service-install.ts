@@ -67,6 +67,11 @@ export interface AgentFileConfig {
 /** Settings written to /etc/hangar/coordinator.json: what `hangar coordinator --config` reads. */
 export interface CoordinatorFileConfig {
   dataDir: string;
+  /** PostgreSQL instead of SQLite in the data dir (several coordinators). */
+  databaseUrl?: string;
+  /** Where the others reach this coordinator, and its name among them. */
+  advertise?: string;
+  name?: string;
   httpPort?: number;
   grpcPort?: number;
   domain?: string;
@@ -162,7 +167,8 @@ export function planCoordinatorInstall(config: CoordinatorFileConfig, paths: Ins
         mode: 0o600,
         content: `${JSON.stringify(config, null, 2)}\n`,
         ownedByServiceUser: true,
-        secret: false,
+        // A database URL may carry a password: a dry run hides it.
+        secret: true,
       },
       {
         path: at(paths, '/etc/systemd/system/hangar-coordinator.service'),
@@ -182,7 +188,7 @@ export function planCoordinatorInstall(config: CoordinatorFileConfig, paths: Ins
 }
 
 function maskSecrets(content: string): string {
-  return content.replace(/"(hgr_[a-z]+_)[^"]*"/g, '"$1…(hidden)"');
+  return content.replace(/"(hgr_[a-z]+_)[^"]*"/g, '"$1…(hidden)"').replace(/(postgres(?:ql)?:\/\/[^:/@"\s]*:)[^@"\s]*@/gi, '$1…(hidden)@');
 }
 
 /** A dry run's text: every directory, every file with its content, every command. */

@@ -42,6 +42,12 @@ function intFlag(value: string | undefined, name: string): number | undefined {
   return n;
 }
 
+function databaseUrlFlag(value: string): string {
+  if (!/^postgres(ql)?:\/\//i.test(value))
+    throw new HangarError('BAD_INPUT', `--database-url must be a postgres:// URL (postgres://user@host/db), not "${value}".`);
+  return value;
+}
+
 /** Registers `install`/`uninstall` under `agent` and `install` under `coordinator`. */
 export function registerInstallCommands(agent: Command, coordinator: Command, ctx: CliContext): void {
   const agentPlan = (flags: AgentInstallFlags) => {
@@ -110,6 +116,9 @@ export function registerInstallCommands(agent: Command, coordinator: Command, ct
     .command('install')
     .description('install the coordinator as a systemd service running as its own user, hangar-coordinator')
     .option('--data-dir <dir>', 'where state, tokens and artifacts live', '/var/lib/hangar')
+    .option('--database-url <url>', 'keep the state in PostgreSQL (postgres://user@host/db) instead of SQLite')
+    .option('--advertise <host[:port]>', 'address the other coordinators, agents and the CLI reach this one on')
+    .option('--name <name>', 'name of this coordinator among several')
     .option('--http-port <port>', 'HTTP API port (default 7080)')
     .option('--grpc-port <port>', 'gRPC port agents connect to (default 7081)')
     .option('--domain <domain>', 'apps are served at APP.<domain>')
@@ -121,6 +130,9 @@ export function registerInstallCommands(agent: Command, coordinator: Command, ct
       const plan = planCoordinatorInstall(
         {
           dataDir: flags.dataDir,
+          ...(flags.databaseUrl ? { databaseUrl: databaseUrlFlag(flags.databaseUrl) } : {}),
+          ...(flags.advertise ? { advertise: flags.advertise } : {}),
+          ...(flags.name ? { name: flags.name } : {}),
           ...(flags.httpPort ? { httpPort: intFlag(flags.httpPort, '--http-port') } : {}),
           ...(flags.grpcPort ? { grpcPort: intFlag(flags.grpcPort, '--grpc-port') } : {}),
           ...(flags.domain ? { domain: flags.domain } : {}),
@@ -152,6 +164,9 @@ interface AgentInstallFlags extends CommonFlags {
 
 interface CoordinatorInstallFlags extends CommonFlags {
   dataDir: string;
+  databaseUrl?: string;
+  advertise?: string;
+  name?: string;
   httpPort?: string;
   grpcPort?: string;
   domain?: string;

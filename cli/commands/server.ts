@@ -235,11 +235,13 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
         },
         flags.config,
       );
+      // Where the others reach it and its name: flags, else the config file (`coordinator install`).
+      const { advertise, name, ...coordinatorSettings } = settings;
       const coordinator = await startCoordinatorNode(
-        settings as unknown as CoordinatorConfig,
+        coordinatorSettings as unknown as CoordinatorConfig,
         {
-          advertise: flags.advertise,
-          name: flags.name,
+          advertise: flags.advertise ?? (advertise as string | undefined),
+          name: flags.name ?? (name as string | undefined),
           leaseMs: flags.leaseMs === undefined ? undefined : positiveInt(flags.leaseMs, '--lease-ms'),
           renewMs: flags.renewMs === undefined ? undefined : positiveInt(flags.renewMs, '--renew-ms'),
           marginMs: flags.leaseMarginMs === undefined ? undefined : positiveInt(flags.leaseMarginMs, '--lease-margin-ms'),

@@ -71,6 +71,30 @@ test('agent install --dry-run prints a unit systemd-analyze verify accepts, and 
   const verified = await run('systemd-analyze', ['verify', coordinatorPath]);
   assert.equal(verified.stderr.trim(), '');
 
+  // Several coordinators on PostgreSQL: the URL (its password hidden), address and name go in the config file.
+  const several = await runCli(
+    [
+      'coordinator',
+      'install',
+      '--dry-run',
+      '--database-url',
+      'postgres://hangar:s3cret@db.internal/hangar',
+      '--advertise',
+      '10.0.0.1',
+      '--name',
+      'c1',
+    ],
+    {},
+  );
+  assert.equal(several.code, 0, several.stderr);
+  assert.match(several.stdout, /"databaseUrl": "postgres:\/\/hangar:…\(hidden\)@db\.internal\/hangar"/);
+  assert.match(several.stdout, /"advertise": "10\.0\.0\.1"/);
+  assert.match(several.stdout, /"name": "c1"/);
+  assert.doesNotMatch(several.stdout, /s3cret/);
+  const badUrl = await runCli(['coordinator', 'install', '--dry-run', '--database-url', 'mysql://db/hangar'], {});
+  assert.equal(badUrl.code, 1);
+  assert.match(badUrl.stderr, /--database-url must be a postgres:\/\/ URL/);
+
   const bad = await runCli(['agent', 'install', '--coordinator', 'h:7081', '--join-token', 'hgr_join_nope', '--dry-run'], {});
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /join token is malformed/);
