@@ -30,6 +30,9 @@ const ROUTER_SET = new Set(['x-request-id', 'x-hangar-maintenance-bypass']);
 const FORWARDED_PROTO = /^https?$/i;
 const FORWARDED_PORT = /^\d{1,5}$/;
 
+/** `Strict-Transport-Security` when an app opts in: one year, as browsers' preload lists ask. */
+export const HSTS_VALUE = 'max-age=31536000';
+
 /** A request id we accept from a client: Heroku's rule (20–200 of a safe alphabet), relaxed to 1–200. */
 const REQUEST_ID = /^[A-Za-z0-9+/=._:@-]{1,200}$/;
 
@@ -198,6 +201,34 @@ export function forwardResponseHeaders(headers: IncomingHttpHeaders, requestId: 
     out[lower] = value;
   }
   out['x-request-id'] = requestId;
+  return out;
+}
+
+/**
+ * {@link forwardResponseHeaders} on Node's `rawHeaders` (`[name, value, …]`, names as the instance
+ * sent them), as a flat list `ServerResponse.writeHead` takes: no header object is built on the
+ * way. With `hsts`, `Strict-Transport-Security` is added unless the instance set one.
+ */
+export function forwardRawResponseHeaders(rawHeaders: readonly string[], requestId: string, hsts = false): string[] {
+  let dropped: Set<string> | undefined;
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] ?? '';
+    if (name.length === 10 && name.toLowerCase() === 'connection') {
+      dropped ??= new Set<string>();
+      for (const t of connectionTokens(rawHeaders[i + 1])) dropped.add(t);
+    }
+  }
+  const out: string[] = [];
+  let addHsts = hsts;
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] ?? '';
+    const lower = name.toLowerCase();
+    if (isHopByHopLower(lower) || dropped?.has(lower) === true || lower === 'x-request-id') continue;
+    if (addHsts && lower === 'strict-transport-security') addHsts = false;
+    out.push(name, rawHeaders[i + 1] ?? '');
+  }
+  if (addHsts) out.push('strict-transport-security', HSTS_VALUE);
+  out.push('x-request-id', requestId);
   return out;
 }
 

@@ -18,6 +18,7 @@ import { HangarError, describeError } from '../../common/errors.js';
 import {
   acceptableRequestId,
   closingResponseHead,
+  forwardRawResponseHeaders,
   forwardRequestHeaders,
   forwardResponseHeaders,
   hasRequestBody,
@@ -222,19 +223,10 @@ const FAILURE_COOLDOWN_MS = 2_000;
 const POOL_KEEP_ALIVE_MS = 1_500;
 /** Where ACME HTTP-01 challenges are fetched (RFC 8555 §8.3). */
 const ACME_CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
-/** `Strict-Transport-Security` when an app opts in: one year, as browsers' preload lists ask. */
-const HSTS_VALUE = 'max-age=31536000';
 /** Methods that are idempotent, hence safe to send twice when they carry no body. */
 const RETRYABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 /** Error codes meaning the instance never got (or never processed) the request. */
-const UNREACHABLE_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EPIPE',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  CONNECT_TIMEOUT,
-]);
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', CONNECT_TIMEOUT]);
 
 /** A backend as the router tracks it: its pool, load and draining state. */
 interface BackendState {
@@ -884,11 +876,13 @@ export class Router {
       attempts++;
       instanceKey = backend.key;
       const outcome = await this.#forward(ex, backend);
+      if (outcome.kind === 'done') {
+        status = outcome.status;
+        return finish();
+      }
+      // Log context, only for the attempts that did not go well.
       const ctx = { app, instanceKey, origin: backend.origin, requestId, method, path, attempt: attempts };
       switch (outcome.kind) {
-        case 'done':
-          status = outcome.status;
-          return finish();
         case 'broken':
           this.#log.warn({ ...ctx, err: describeError(outcome.err) }, 'instance response broke off mid-body');
           status = outcome.status;
@@ -1236,11 +1230,7 @@ export class Router {
     try {
       const relay = new UpstreamRelay(
         ex.res,
-        (headers) => {
-          const out = forwardResponseHeaders(headers, ex.requestId);
-          if (ex.hsts && out['strict-transport-security'] === undefined) out['strict-transport-security'] = HSTS_VALUE;
-          return out;
-        },
+        (rawHeaders) => forwardRawResponseHeaders(rawHeaders, ex.requestId, ex.hsts),
         (n) => (ex.bytes += n),
       );
       ex.relay = relay;

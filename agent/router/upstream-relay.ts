@@ -8,7 +8,7 @@
  * the errors it made for every connection an instance closes (gunicorn's sync workers close each
  * one) near the top; Node's client, its parser native, costs about half the CPU per request.
  */
-import http, { type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import http, { type ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Socket } from 'node:net';
 
@@ -58,12 +58,12 @@ function codedError(code: string, message: string): Error {
 }
 
 /**
- * Relays one upstream response to `res`. `headersFor` turns the instance's response headers into
- * the client's; `onBytes` counts the body bytes written.
+ * Relays one upstream response to `res`. `headersFor` turns the instance's raw response headers
+ * into the client's (flat `[name, value, …]` lists both); `onBytes` counts the body bytes written.
  */
 export class UpstreamRelay {
   readonly #res: ServerResponse;
-  readonly #headersFor: (headers: IncomingHttpHeaders) => OutgoingHttpHeaders;
+  readonly #headersFor: (rawHeaders: string[]) => string[];
   readonly #onBytes: (n: number) => void;
   readonly #settle: (outcome: RelayOutcome) => void;
   #req: http.ClientRequest | undefined;
@@ -74,7 +74,7 @@ export class UpstreamRelay {
   /** Resolves with how the attempt ended; never rejects. */
   readonly done: Promise<RelayOutcome>;
 
-  constructor(res: ServerResponse, headersFor: (headers: IncomingHttpHeaders) => OutgoingHttpHeaders, onBytes: (n: number) => void) {
+  constructor(res: ServerResponse, headersFor: (rawHeaders: string[]) => string[], onBytes: (n: number) => void) {
     this.#res = res;
     this.#headersFor = headersFor;
     this.#onBytes = onBytes;
@@ -159,7 +159,7 @@ export class UpstreamRelay {
     this.#status = status;
     up.socket.setTimeout(this.#options?.bodyTimeoutMs ?? 0);
     const res = this.#res;
-    res.writeHead(status, this.#headersFor(up.headers));
+    res.writeHead(status, this.#headersFor(up.rawHeaders));
     up.on('data', (chunk: Buffer) => {
       if (this.#settled) return;
       this.#onBytes(chunk.length);
