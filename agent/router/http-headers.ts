@@ -63,6 +63,16 @@ export function connectionTokens(value: string | string[] | undefined): Set<stri
 }
 
 /**
+ * False for the `Connection` values that name no header beyond the hop-by-hop ones (`keep-alive`,
+ * `close`: what nearly every client and instance sends), so no token set is made for them.
+ */
+function namesHeaders(value: string | undefined): boolean {
+  if (value === undefined) return false;
+  const v = value.length <= 10 ? value.toLowerCase() : '';
+  return v !== 'keep-alive' && v !== 'close';
+}
+
+/**
  * The host name a request is addressed to, for route lookup: lower-cased, port and a trailing dot
  * removed (`App.Example.com.:8080` → `app.example.com`, `[::1]:80` → `[::1]`). Null when absent.
  */
@@ -125,7 +135,7 @@ export function forwardRequestHeaders(rawHeaders: readonly string[], forwarded: 
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] ?? '';
     // Most requests have no Connection header, or `keep-alive` only: no Set for them.
-    if (name.length === 10 && name.toLowerCase() === 'connection') {
+    if (name.length === 10 && name.toLowerCase() === 'connection' && namesHeaders(rawHeaders[i + 1])) {
       dropped ??= new Set<string>();
       for (const t of connectionTokens(rawHeaders[i + 1])) dropped.add(t);
     }
@@ -213,7 +223,7 @@ export function forwardRawResponseHeaders(rawHeaders: readonly string[], request
   let dropped: Set<string> | undefined;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] ?? '';
-    if (name.length === 10 && name.toLowerCase() === 'connection') {
+    if (name.length === 10 && name.toLowerCase() === 'connection' && namesHeaders(rawHeaders[i + 1])) {
       dropped ??= new Set<string>();
       for (const t of connectionTokens(rawHeaders[i + 1])) dropped.add(t);
     }
