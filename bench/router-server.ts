@@ -1,8 +1,11 @@
 /**
  * The router as the agent runs it, in a process of its own, for bench/router.ts: the agent's
  * {@link Router} with its defaults, one app routed to the upstream given, and every request's
- * access line written to the agent's log spool (the {@link LogShipper}, disconnected, so lines stay
- * on disk) as the agent does. With `--cert` and `--key` (PEM files) it listens on HTTPS too, that
+ * access entry handled as in production: appended to the router's access journal as the router
+ * process does (router-host.ts), read back every second and written as access lines to the
+ * agent's log spool (the {@link LogShipper}, disconnected, so lines stay on disk) as the agent does
+ * (router-client.ts, agent.ts). Both halves run in this process, so their CPU is the router's in
+ * the benchmark's figures. With `--cert` and `--key` (PEM files) it listens on HTTPS too, that
  * certificate loaded through {@link Router.setTls} for the domain as the agent loads it. Prints
  * `{"port": N, "httpsPort": M}` once listening (M 0 without HTTPS); SIGTERM closes it.
  *
@@ -23,7 +26,11 @@ import { pino } from 'pino';
 import { systemClock } from '../common/clock.js';
 import { accessLine } from '../agent/logs/log-lines.js';
 import { LogShipper } from '../agent/logs/log-shipper.js';
+import { AccessJournalReader, AccessJournalWriter } from '../agent/router/access-journal.js';
 import { Router } from '../agent/router/router.js';
+
+/** How often the agent reads the router's access journal (router-client.ts's ACCESS_POLL_MS). */
+const ACCESS_POLL_MS = 1000;
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -88,14 +95,24 @@ async function main(): Promise<void> {
   });
   logs.start();
   const domain = values.domain;
+  const journalDir = join(values.dir, worker === undefined ? 'access' : `access-${worker}`);
+  const journal = new AccessJournalWriter({ dir: journalDir, logger });
+  const reader = new AccessJournalReader({
+    dir: journalDir,
+    offsetFile: `${journalDir}.offset`,
+    logger,
+    onEntries: (entries) =>
+      logs.writeMany(entries.flatMap((e) => (e.app ? [{ app: e.app, source: 'router', line: accessLine(e, domain), ts: e.ts }] : []))),
+  });
+  const readTimer = setInterval(() => {
+    for (let i = 0; i < 16 && reader.read(); i++);
+  }, ACCESS_POLL_MS);
   const router = new Router({
     port: ports.port,
     host: '127.0.0.1',
     ...(values.cert === undefined ? {} : { httpsPort: ports.httpsPort }),
     logger,
-    onAccess: (e) => {
-      if (e.app) logs.write({ app: e.app, source: 'router', line: accessLine(e, domain), ts: e.ts });
-    },
+    onAccess: (e) => journal.append(e),
   });
   router.setRoutes([{ app: 'bench', domains: [domain], backends: [{ instanceKey: 'bench:web.1:v1', host, port: Number(port) }] }]);
   if (values.cert !== undefined && values.key !== undefined) {
@@ -108,6 +125,9 @@ async function main(): Promise<void> {
   process.once('SIGTERM', () => {
     void (async () => {
       await router.close();
+      clearInterval(readTimer);
+      journal.close();
+      reader.read();
       logs.close();
       process.exit(0);
     })();

@@ -4,7 +4,8 @@
  * interleaved rounds of one run:
  *
  * - `router`: the agent's router (bench/router-server.ts, a process of its own, defaults, an
- *   access line per request into the agent's log spool);
+ *   access entry per request through the router's access journal into the agent's log spool, as
+ *   in production, the agent's half included in the router's CPU);
  * - `nginx`:  Debian's nginx as a keep-alive reverse proxy (`proxy_http_version 1.1`, an upstream
  *   with `keepalive`), an access line per request, `worker_processes` as many as the router has
  *   processes (1; `--nginx-workers auto` is Debian's default, one per core), no cap on requests per

@@ -30,6 +30,9 @@ const ROUTER_SET = new Set(['x-request-id', 'x-hangar-maintenance-bypass']);
 const FORWARDED_PROTO = /^https?$/i;
 const FORWARDED_PORT = /^\d{1,5}$/;
 
+/** `Strict-Transport-Security` when an app opts in: one year, as browsers' preload lists ask. */
+export const HSTS_VALUE = 'max-age=31536000';
+
 /** A request id we accept from a client: Heroku's rule (20–200 of a safe alphabet), relaxed to 1–200. */
 const REQUEST_ID = /^[A-Za-z0-9+/=._:@-]{1,200}$/;
 
@@ -57,6 +60,16 @@ export function connectionTokens(value: string | string[] | undefined): Set<stri
     }
   }
   return tokens;
+}
+
+/**
+ * False for the `Connection` values that name no header beyond the hop-by-hop ones (`keep-alive`,
+ * `close`: what nearly every client and instance sends), so no token set is made for them.
+ */
+function namesHeaders(value: string | undefined): boolean {
+  if (value === undefined) return false;
+  const v = value.length <= 10 ? value.toLowerCase() : '';
+  return v !== 'keep-alive' && v !== 'close';
 }
 
 /**
@@ -122,7 +135,7 @@ export function forwardRequestHeaders(rawHeaders: readonly string[], forwarded: 
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] ?? '';
     // Most requests have no Connection header, or `keep-alive` only: no Set for them.
-    if (name.length === 10 && name.toLowerCase() === 'connection') {
+    if (name.length === 10 && name.toLowerCase() === 'connection' && namesHeaders(rawHeaders[i + 1])) {
       dropped ??= new Set<string>();
       for (const t of connectionTokens(rawHeaders[i + 1])) dropped.add(t);
     }
@@ -198,6 +211,34 @@ export function forwardResponseHeaders(headers: IncomingHttpHeaders, requestId: 
     out[lower] = value;
   }
   out['x-request-id'] = requestId;
+  return out;
+}
+
+/**
+ * {@link forwardResponseHeaders} on Node's `rawHeaders` (`[name, value, …]`, names as the instance
+ * sent them), as a flat list `ServerResponse.writeHead` takes: no header object is built on the
+ * way. With `hsts`, `Strict-Transport-Security` is added unless the instance set one.
+ */
+export function forwardRawResponseHeaders(rawHeaders: readonly string[], requestId: string, hsts = false): string[] {
+  let dropped: Set<string> | undefined;
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] ?? '';
+    if (name.length === 10 && name.toLowerCase() === 'connection' && namesHeaders(rawHeaders[i + 1])) {
+      dropped ??= new Set<string>();
+      for (const t of connectionTokens(rawHeaders[i + 1])) dropped.add(t);
+    }
+  }
+  const out: string[] = [];
+  let addHsts = hsts;
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] ?? '';
+    const lower = name.toLowerCase();
+    if (isHopByHopLower(lower) || dropped?.has(lower) === true || lower === 'x-request-id') continue;
+    if (addHsts && lower === 'strict-transport-security') addHsts = false;
+    out.push(name, rawHeaders[i + 1] ?? '');
+  }
+  if (addHsts) out.push('strict-transport-security', HSTS_VALUE);
+  out.push('x-request-id', requestId);
   return out;
 }
 

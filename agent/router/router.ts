@@ -9,10 +9,8 @@ import https from 'node:https';
 import tls from 'node:tls';
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
-import { Pool } from 'undici';
 import type { Logger } from '../../common/logger.js';
 import { MAINTENANCE_BYPASS_HEADER } from '../../common/api-types.js';
 import { systemClock, sleep, type Clock, type ClockTimer } from '../../common/clock.js';
@@ -20,6 +18,7 @@ import { HangarError, describeError } from '../../common/errors.js';
 import {
   acceptableRequestId,
   closingResponseHead,
+  forwardRawResponseHeaders,
   forwardRequestHeaders,
   forwardResponseHeaders,
   hasRequestBody,
@@ -27,7 +26,7 @@ import {
   upgradeResponseHead,
 } from './http-headers.js';
 import { TrustedProxies, plainAddress } from './trusted-proxies.js';
-import { ResponseRelay } from './response-relay.js';
+import { BODY_TOO_LARGE, CONNECT_TIMEOUT, HEADERS_TIMEOUT, UpstreamRelay } from './upstream-relay.js';
 import { Tunnel, requestUpgrade, type HandshakeOutcome } from './upgrade-tunnel.js';
 
 /** One web instance the router may send requests to. */
@@ -224,22 +223,10 @@ const FAILURE_COOLDOWN_MS = 2_000;
 const POOL_KEEP_ALIVE_MS = 1_500;
 /** Where ACME HTTP-01 challenges are fetched (RFC 8555 §8.3). */
 const ACME_CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
-/** `Strict-Transport-Security` when an app opts in: one year, as browsers' preload lists ask. */
-const HSTS_VALUE = 'max-age=31536000';
 /** Methods that are idempotent, hence safe to send twice when they carry no body. */
 const RETRYABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 /** Error codes meaning the instance never got (or never processed) the request. */
-const UNREACHABLE_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EPIPE',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'UND_ERR_SOCKET',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'UND_ERR_CLOSED',
-  'UND_ERR_DESTROYED',
-]);
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', CONNECT_TIMEOUT]);
 
 /** A backend as the router tracks it: its pool, load and draining state. */
 interface BackendState {
@@ -247,15 +234,16 @@ interface BackendState {
   readonly host: string;
   readonly port: number;
   readonly origin: string;
-  readonly pool: Pool;
+  /** Keep-alive connections to it. */
+  readonly agent: http.Agent;
   inFlight: number;
   /** Upgraded connections (websockets) open to it. */
   tunnels: number;
   /** Set by {@link Router.drain}: no new requests. */
   draining: boolean;
-  /** No longer in the route table: no new requests, pool closed once idle. */
+  /** No longer in the route table: no new requests, connections closed once idle. */
   retired: boolean;
-  poolClosed: boolean;
+  agentClosed: boolean;
   lastFailureAt: number;
 }
 
@@ -302,7 +290,7 @@ interface Exchange {
   readonly headers: string[];
   readonly hasBody: boolean;
   /** The attempt under way, told when the client goes away. */
-  relay: ResponseRelay | undefined;
+  relay: UpstreamRelay | undefined;
   /** The app's body limit, checked while a body of unknown length streams; 0: none. */
   maxBodyBytes: number;
   /** The app's time to response headers, ms. */
@@ -687,7 +675,7 @@ export class Router {
     this.#backends = new Map();
     this.#domains = new Map();
     this.#retired.clear();
-    await Promise.all(pools.map((s) => this.#destroyPool(s)));
+    for (const s of pools) this.#destroyAgent(s);
     for (const w of [...this.#waiters, ...this.#tunnelWaiters]) w.resolve();
     this.#state = 'closed';
     this.#log.info('router closed');
@@ -704,46 +692,36 @@ export class Router {
   }
 
   #newBackend(b: Backend, origin: string): BackendState {
-    const pool = new Pool(origin, {
-      // No TCP keep-alive probes (their setsockopt calls were most of the 10 per upstream
-      // connection): gunicorn's sync workers close every connection, an idle one is closed after
-      // POOL_KEEP_ALIVE_MS, and a silent instance is cut off by bodyTimeout long before a probe.
-      connect: { timeout: this.#connectTimeoutMs, keepAlive: false },
-      keepAliveTimeout: POOL_KEEP_ALIVE_MS,
-      headersTimeout: this.#requestTimeoutMs,
-      bodyTimeout: this.#requestTimeoutMs,
-    });
+    // Idle connections are closed after POOL_KEEP_ALIVE_MS (or the instance's `Keep-Alive:
+    // timeout`, if shorter); the most recently used is reused first, so the others age out.
+    const agent = new http.Agent({ keepAlive: true, timeout: POOL_KEEP_ALIVE_MS, scheduling: 'lifo' });
     return {
       key: b.instanceKey,
       host: b.host,
       port: b.port,
       origin,
-      pool,
+      agent,
       inFlight: 0,
       tunnels: 0,
       draining: false,
       retired: false,
-      poolClosed: false,
+      agentClosed: false,
       lastFailureAt: -Infinity,
     };
   }
 
   #closeIfIdle(state: BackendState): void {
-    if (!state.retired || state.inFlight > 0 || state.tunnels > 0 || state.poolClosed) return;
+    if (!state.retired || state.inFlight > 0 || state.tunnels > 0 || state.agentClosed) return;
     this.#retired.delete(state);
-    state.poolClosed = true;
-    state.pool.close().catch((err: unknown) => {
-      this.#log.warn({ err: describeError(err), instanceKey: state.key }, 'closing an instance pool failed');
-    });
+    // Nothing in flight: only idle keep-alive connections are left to close.
+    state.agentClosed = true;
+    state.agent.destroy();
   }
 
-  async #destroyPool(state: BackendState): Promise<void> {
-    state.poolClosed = true;
-    try {
-      await state.pool.destroy();
-    } catch (err) {
-      this.#log.warn({ err: describeError(err), instanceKey: state.key }, 'destroying an instance pool failed');
-    }
+  /** Closes the instance's connections, in use or idle (requests still on them fail). */
+  #destroyAgent(state: BackendState): void {
+    state.agentClosed = true;
+    state.agent.destroy();
   }
 
   /**
@@ -898,11 +876,13 @@ export class Router {
       attempts++;
       instanceKey = backend.key;
       const outcome = await this.#forward(ex, backend);
+      if (outcome.kind === 'done') {
+        status = outcome.status;
+        return finish();
+      }
+      // Log context, only for the attempts that did not go well.
       const ctx = { app, instanceKey, origin: backend.origin, requestId, method, path, attempt: attempts };
       switch (outcome.kind) {
-        case 'done':
-          status = outcome.status;
-          return finish();
         case 'broken':
           this.#log.warn({ ...ctx, err: describeError(outcome.err) }, 'instance response broke off mid-body');
           status = outcome.status;
@@ -1248,29 +1228,27 @@ export class Router {
   async #forward(ex: Exchange, backend: BackendState): Promise<Outcome> {
     backend.inFlight++;
     try {
-      const relay = new ResponseRelay(
+      const relay = new UpstreamRelay(
         ex.res,
-        (headers) => {
-          const out = forwardResponseHeaders(headers, ex.requestId);
-          if (ex.hsts && out['strict-transport-security'] === undefined) out['strict-transport-security'] = HSTS_VALUE;
-          return out;
-        },
+        (rawHeaders) => forwardRawResponseHeaders(rawHeaders, ex.requestId, ex.hsts),
         (n) => (ex.bytes += n),
       );
       ex.relay = relay;
       if (ex.clientGone) relay.clientGone();
       else {
-        backend.pool.dispatch(
-          {
-            origin: backend.origin,
-            method: ex.method,
-            path: ex.path,
-            headers: ex.headers,
-            body: ex.hasBody ? (ex.maxBodyBytes > 0 ? Readable.from(limitedBody(ex.req, ex.maxBodyBytes)) : ex.req) : null,
-            headersTimeout: ex.headersTimeoutMs,
-          },
-          relay,
-        );
+        relay.send({
+          agent: backend.agent,
+          host: backend.host,
+          port: backend.port,
+          method: ex.method,
+          path: ex.path,
+          headers: ex.headers,
+          body: ex.hasBody ? ex.req : null,
+          maxBodyBytes: ex.maxBodyBytes,
+          connectTimeoutMs: this.#connectTimeoutMs,
+          headersTimeoutMs: ex.headersTimeoutMs,
+          bodyTimeoutMs: this.#requestTimeoutMs,
+        });
       }
       const outcome = await relay.done;
       ex.relay = undefined;
@@ -1283,7 +1261,7 @@ export class Router {
           const err = outcome.err;
           if (ex.clientGone) return { kind: 'client-gone', status: 499 };
           const code = errorCode(err);
-          if (code === 'UND_ERR_HEADERS_TIMEOUT') return { kind: 'timeout', err };
+          if (code === HEADERS_TIMEOUT) return { kind: 'timeout', err };
           if (code === BODY_TOO_LARGE) return { kind: 'too-large' };
           if (code !== undefined && UNREACHABLE_CODES.has(code)) return { kind: 'unreachable', err };
           return { kind: 'error', err };
@@ -1348,19 +1326,6 @@ export class Router {
     if (ex?.hasBody === true && !ex.req.readableEnded) headers.connection = 'close';
     res.writeHead(status, headers);
     res.end(ex?.method === 'HEAD' ? undefined : buf);
-  }
-}
-
-/** Code of the error that ends a streamed body over the app's limit. */
-const BODY_TOO_LARGE = 'HANGAR_BODY_TOO_LARGE';
-
-/** A request body of unknown length (chunked), cut off with an error once over `max` bytes. */
-async function* limitedBody(body: AsyncIterable<Buffer>, max: number): AsyncGenerator<Buffer> {
-  let n = 0;
-  for await (const chunk of body) {
-    n += chunk.length;
-    if (n > max) throw Object.assign(new Error(`request body over ${max} bytes`), { code: BODY_TOO_LARGE });
-    yield chunk;
   }
 }
 

@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { Router, type AccessEntry, type AppRoute, type RouterOptions } from '../../agent/router/router.js';
 import {
   forwardRequestHeaders,
+  forwardRawResponseHeaders,
   forwardResponseHeaders,
   hasRequestBody,
   hostnameOf,
@@ -216,6 +217,37 @@ describe('http-headers', () => {
       'ours',
     );
     assert.deepEqual(out, { 'set-cookie': ['a=1', 'b=2'], 'x-request-id': 'ours' });
+  });
+
+  test('forwardRawResponseHeaders drops hop-by-hop, keeps repeated headers and sets X-Request-Id (and HSTS when asked)', () => {
+    const raw = [
+      'Connection',
+      'close, X-A',
+      'X-A',
+      '1',
+      'Transfer-Encoding',
+      'chunked',
+      'Set-Cookie',
+      'a=1',
+      'Set-Cookie',
+      'b=2',
+      'X-Request-Id',
+      'theirs',
+    ];
+    assert.deepEqual(forwardRawResponseHeaders(raw, 'ours'), ['Set-Cookie', 'a=1', 'Set-Cookie', 'b=2', 'x-request-id', 'ours']);
+    assert.deepEqual(forwardRawResponseHeaders(['Keep-Alive', 'timeout=2'], 'ours', true), [
+      'strict-transport-security',
+      'max-age=31536000',
+      'x-request-id',
+      'ours',
+    ]);
+    // The app's own HSTS is kept, not doubled.
+    assert.deepEqual(forwardRawResponseHeaders(['Strict-Transport-Security', 'max-age=60'], 'ours', true), [
+      'Strict-Transport-Security',
+      'max-age=60',
+      'x-request-id',
+      'ours',
+    ]);
   });
 
   test('forwardRequestHeaders from an untrusted peer replaces X-Forwarded-For, -Proto and -Port', () => {
@@ -749,6 +781,52 @@ describe('Router', () => {
     assert.match(reply.body, /did not respond/);
     assert.equal(hang.hits, 1, 'a timed-out GET is not retried');
     assert.equal(access[0]?.failure, 'BACKEND_TIMEOUT');
+  });
+
+  test('an instance that goes silent mid-body past the timeout has the client connection cut and its own closed', async (t) => {
+    let upstreamClosed = false;
+    const silent = await startBackend(t, 'silent', (_req, res) => {
+      res.on('close', () => (upstreamClosed = true));
+      res.writeHead(200, { 'content-length': '1000' });
+      res.write('x'.repeat(10));
+    });
+    const { port, access } = await startRouter(t, [route('app', [silent])], { requestTimeoutMs: 200 });
+    const started = Date.now();
+    const complete = await bounded(
+      new Promise<boolean>((resolve) => {
+        const req = http.get({ port, host: '127.0.0.1', agent: false, headers: { host: 'app.example.com' } }, (res) => {
+          res.on('error', () => undefined);
+          res.resume();
+          res.on('close', () => resolve(res.complete));
+        });
+        req.on('error', () => resolve(false));
+      }),
+      'cut response',
+    );
+    assert.equal(complete, false);
+    assert.ok(Date.now() - started >= 150, 'cut at the timeout, not before');
+    await waitFor(() => access.length === 1 && upstreamClosed, 'access entry and the upstream connection closed');
+    assert.equal(access[0]?.failure, 'BACKEND_ERROR');
+    assert.equal(access[0]?.status, 200);
+  });
+
+  test('repeated response headers (Set-Cookie) and the status reach the client as the instance sent them', async (t) => {
+    const a = await startBackend(t, 'a', (_req, res) => {
+      res.writeHead(201, [
+        ['Set-Cookie', 'a=1'],
+        ['Set-Cookie', 'b=2'],
+        ['X-App', 'yes'],
+        ['Keep-Alive', 'timeout=5'],
+      ]);
+      res.end('made');
+    });
+    const { port } = await startRouter(t, [route('app', [a])]);
+    const reply = await send(port, { host: 'app.example.com' });
+    assert.equal(reply.status, 201);
+    assert.equal(reply.body, 'made');
+    assert.deepEqual(reply.headers['set-cookie'], ['a=1', 'b=2']);
+    assert.equal(reply.headers['x-app'], 'yes');
+    assert.equal(reply.headers['keep-alive'], undefined, "the instance's Keep-Alive is hop-by-hop (this client closes)");
   });
 
   test('client disconnect aborts the upstream request', async (t) => {
