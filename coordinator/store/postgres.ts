@@ -25,6 +25,18 @@ interface TypeParsers {
 
 const require = createRequire(import.meta.url);
 
+/**
+ * Finished clients, kept reachable: libpq's binding closes its poll handle (embedded in the
+ * client) asynchronously, and a client collected before that close completes crashes the process
+ * (libuv's uv__finish_close assertion). Clients are finished only on close and reconnect: few.
+ */
+const finished: NativeClient[] = [];
+
+function finish(client: NativeClient): void {
+  client.pq.finish();
+  finished.push(client);
+}
+
 /** int8 and numeric as JS numbers: every integer Hangar stores (Unix ms, sizes, counters) fits. */
 function typeParsers(): TypeParsers {
   const types = require('pg-types') as TypeParsers;
@@ -214,7 +226,7 @@ export class PostgresDatabase implements SqlDatabase {
 
   close(): void {
     this.#closed = true;
-    this.#client?.pq.finish();
+    if (this.#client) finish(this.#client);
     this.#client = null;
   }
 
@@ -227,7 +239,7 @@ export class PostgresDatabase implements SqlDatabase {
       client.connectSync(this.#url);
       for (const sql of ["SET client_min_messages = 'warning'", ...this.#onConnect]) client.querySync(sql);
     } catch (err) {
-      client.pq.finish();
+      finish(client);
       throw new HangarError(
         'DATABASE_UNAVAILABLE',
         `Cannot reach the PostgreSQL database (${describeError(err).trim().split('\n')[0]}); check that it runs and that --database-url is right.`,
@@ -247,7 +259,7 @@ export class PostgresDatabase implements SqlDatabase {
     } catch (err) {
       this.#onError?.(err);
       if (!connectionLost(err, client)) throw err;
-      client.pq.finish();
+      finish(client);
       this.#client = null;
       if (this.#depth > 0)
         throw new HangarError('DATABASE_UNAVAILABLE', 'The connection to PostgreSQL was lost in a transaction; try again.', { cause: err });
