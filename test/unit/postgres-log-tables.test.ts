@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { installWriteFence, isFencedError } from '../../coordinator/ha/write-fence.js';
 import { migrateDatabase, openSqlDatabase } from '../../coordinator/store/store.js';
+import { dayStart, dropDayPartitionsBefore, ensureDayPartitions, existingDayPartitions, partitionName } from '../../coordinator/store/postgres-partitions.js';
 import { testPostgres } from '../helpers/postgres-server.js';
 
 const DAY = 86_400_000;
@@ -46,6 +47,29 @@ test('the write fence covers partitioned parents, also for a day partition creat
     );
     assert.equal(fenced, 2);
     assert.equal(db.prepare('SELECT count(*) FROM log_lines').pluck().get(), 1);
+  } finally {
+    db.close();
+  }
+});
+
+test('day partitions: created ahead for a range of days, listed, and dropped by whole days before a cut-off', async () => {
+  const db = openSqlDatabase((await testPostgres()).createDatabase('logdays'));
+  try {
+    migrateDatabase(db);
+    const t0 = Date.UTC(2026, 11, 30, 15);
+    ensureDayPartitions(db, 'log_lines', t0, t0 + 2 * DAY);
+    ensureDayPartitions(db, 'log_lines', t0 + DAY, t0 + 3 * DAY); // overlaps: only the missing day is added
+    assert.deepEqual(
+      existingDayPartitions(db, 'log_lines').map((p) => p.name),
+      ['log_lines_20261230', 'log_lines_20261231', 'log_lines_20270101', 'log_lines_20270102'],
+    );
+    db.prepare(insertLine).run(1, 1, t0);
+    db.prepare(insertLine).run(2, 2, t0 + 2 * DAY);
+    // A cut-off inside 2026-12-31 drops only 2026-12-30, the one day wholly before it.
+    assert.deepEqual(dropDayPartitionsBefore(db, 'log_lines', Date.UTC(2026, 11, 31, 12)), ['log_lines_20261230']);
+    assert.deepEqual(db.prepare('SELECT id FROM log_lines ORDER BY id').pluck().all(), [2]);
+    assert.equal(partitionName('metric_rollups', dayStart(t0)), 'metric_rollups_20261230');
+    assert.equal(dayStart(t0), Date.UTC(2026, 11, 30));
   } finally {
     db.close();
   }

@@ -1,0 +1,91 @@
+/**
+ * Day partitions of the PostgreSQL log and metric tables (postgres-migrations.ts step 2): each
+ * partitioned table holds one child per UTC day, named `<table>_YYYYMMDD`, covering
+ * [day start, next day start) in Unix ms of its range column. Stores create the partitions a write
+ * needs ahead of it, and age retention drops whole days instead of deleting rows.
+ *
+ * Writes always go through the parent table: the write fence's statement triggers sit on parents
+ * (a direct write to a child would not be fenced), and a `DROP` fires no trigger at all, so a
+ * caller that drops partitions checks its leader epoch itself first.
+ */
+import type { SqlDatabase } from './sql.js';
+
+/** The partitioned tables and the column each is ranged on. */
+export const DAY_PARTITIONED_TABLES = {
+  log_lines: 'ts',
+  metric_samples: 'ts',
+  metric_rollups: 'minute',
+} as const;
+
+export type DayPartitionedTable = keyof typeof DAY_PARTITIONED_TABLES;
+
+const DAY_MS = 86_400_000;
+
+/** The start of the UTC day holding `ms`. */
+export function dayStart(ms: number): number {
+  return Math.floor(ms / DAY_MS) * DAY_MS;
+}
+
+/** The child table's name for the UTC day starting at `start`. */
+export function partitionName(table: DayPartitionedTable, start: number): string {
+  const d = new Date(start);
+  const yyyymmdd = `${d.getUTCFullYear()}${String(d.getUTCMonth() + 1).padStart(2, '0')}${String(d.getUTCDate()).padStart(2, '0')}`;
+  return `${table}_${yyyymmdd}`;
+}
+
+/**
+ * Creates every missing day partition of `table` from the day of `fromMs` to the day of `toMs`,
+ * both included. Idempotent and safe beside another coordinator doing the same (`IF NOT EXISTS`
+ * under an advisory lock per table).
+ */
+export function ensureDayPartitions(db: SqlDatabase, table: DayPartitionedTable, fromMs: number, toMs: number): void {
+  if (db.engine !== 'postgres') throw new Error('day partitions exist only on PostgreSQL');
+  const first = dayStart(Math.min(fromMs, toMs));
+  const last = dayStart(Math.max(fromMs, toMs));
+  const existing = new Set(existingDayPartitions(db, table).map((p) => p.start));
+  const missing: number[] = [];
+  for (let start = first; start <= last; start += DAY_MS) if (!existing.has(start)) missing.push(start);
+  if (missing.length === 0) return;
+  db.transaction(() => {
+    db.prepare('SELECT pg_advisory_xact_lock(7081003, ?)').get(Object.keys(DAY_PARTITIONED_TABLES).indexOf(table));
+    for (const start of missing) {
+      db.exec(
+        `CREATE TABLE IF NOT EXISTS ${partitionName(table, start)} PARTITION OF ${table} FOR VALUES FROM (${start}) TO (${start + DAY_MS})`,
+      );
+    }
+  })();
+}
+
+/** The day partitions of `table`, oldest first. */
+export function existingDayPartitions(db: SqlDatabase, table: DayPartitionedTable): { name: string; start: number }[] {
+  const names = db
+    .prepare(
+      `SELECT c.relname AS name FROM pg_inherits i
+         JOIN pg_class c ON c.oid = i.inhrelid
+         JOIN pg_class p ON p.oid = i.inhparent
+        WHERE p.relname = ? AND p.relnamespace = current_schema()::regnamespace`,
+    )
+    .pluck()
+    .all(table) as string[];
+  const days: { name: string; start: number }[] = [];
+  const pattern = new RegExp(`^${table}_(\\d{4})(\\d{2})(\\d{2})$`);
+  for (const name of names) {
+    const m = pattern.exec(name);
+    if (m) days.push({ name, start: Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])) });
+  }
+  return days.sort((a, b) => a.start - b.start);
+}
+
+/**
+ * Drops every day partition of `table` that ends at or before `beforeMs` (whole days only) and
+ * returns the names dropped. A `DROP` is not fenced: the caller checks it still leads first.
+ */
+export function dropDayPartitionsBefore(db: SqlDatabase, table: DayPartitionedTable, beforeMs: number): string[] {
+  const dropped: string[] = [];
+  for (const p of existingDayPartitions(db, table)) {
+    if (p.start + DAY_MS > beforeMs) break;
+    db.exec(`DROP TABLE IF EXISTS ${p.name}`);
+    dropped.push(p.name);
+  }
+  return dropped;
+}
