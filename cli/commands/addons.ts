@@ -57,7 +57,7 @@ export function registerAddonsCommands(program: Command, ctx: CliContext): void 
 
   withAppOption(program.command('addons:create'))
     .description('provision an add-on server; its URL goes into the app config (DATABASE_URL, REDIS_URL, MEMCACHED_URL)')
-    .argument('<kind>', 'postgres, redis or memcached')
+    .argument('[kind]', 'postgres, redis or memcached')
     .option('--agent <name>', 'run it on this agent (default: the least loaded one)')
     .option('--name <name>', 'its name (default: KIND-N)')
     .option(
@@ -71,15 +71,23 @@ export function registerAddonsCommands(program: Command, ctx: CliContext): void 
     )
     .action(
       async (
-        kindArg: string,
+        kindArg: string | undefined,
         options: { agent?: string; name?: string; standby?: boolean | string; timeout: number },
         command: Command,
       ) => {
         const app = resolveApp(command, ctx);
-        const kind = atEdge(command, () => parseAddonKind(kindArg));
+        // `--standby postgres`: the optional mode swallowed the kind; it was the kind.
+        if (kindArg === undefined && typeof options.standby === 'string' && isAddonKindName(options.standby)) {
+          kindArg = options.standby;
+          options.standby = true;
+        }
         if (typeof options.standby === 'string' && options.standby !== 'sync' && options.standby !== 'async') {
           usageError(command, `--standby takes sync or async, not "${options.standby}"; e.g. --standby=sync, or --standby alone for async`);
         }
+        if (kindArg === undefined)
+          usageError(command, 'say which add-on: postgres, redis or memcached; e.g. hangar addons:create postgres -a APP');
+        const kindName = kindArg;
+        const kind = atEdge(command, () => parseAddonKind(kindName));
         if (options.standby && kind !== 'postgres') usageError(command, `--standby is for PostgreSQL add-ons; leave it out for ${kind}`);
         const client = await ctx.client();
         const started = ctx.clock.now();
@@ -409,4 +417,14 @@ async function followAddon(
     ctx.out(`-----> ${addon.configVar} set on ${app} (it applies from the first deploy)\n`);
   }
   return addon;
+}
+
+/** True when `value` names an add-on kind (or one of its aliases). */
+function isAddonKindName(value: string): boolean {
+  try {
+    parseAddonKind(value);
+    return true;
+  } catch {
+    return false;
+  }
 }

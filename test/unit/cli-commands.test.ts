@@ -440,3 +440,36 @@ test('login refuses a bad URL with exit 2 before any request', async () => {
   assert.equal(result.code, 2);
   assert.match(result.stderr, /error: .*http:\/\//);
 });
+
+test('addons:create takes --standby before or after the kind; without a kind it says which there are', async (t) => {
+  const server = await fakeCoordinator(t, (req) =>
+    req.method === 'POST' && req.url === '/v1/apps/shop/addons'
+      ? { status: 409, json: { code: 'CONFLICT', message: 'stop here' } }
+      : undefined,
+  );
+  for (const args of [
+    ['addons:create', '--standby', 'postgres', '-a', 'shop'],
+    ['addons:create', 'postgres', '--standby', '-a', 'shop'],
+  ]) {
+    const result = await run(args, env(server.url));
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /stop here/);
+  }
+  const sync = await run(['addons:create', 'postgres', '--standby=sync', '-a', 'shop'], env(server.url));
+  assert.equal(sync.code, 1, sync.stderr);
+  assert.deepEqual(
+    server.requests.map((r) => JSON.parse(r.body.toString()) as unknown),
+    [
+      { kind: 'postgres', standby: true },
+      { kind: 'postgres', standby: true },
+      { kind: 'postgres', standby: true, sync: true },
+    ],
+  );
+  const none = await run(['addons:create', '-a', 'shop'], env(server.url));
+  assert.equal(none.code, 2);
+  assert.match(none.stderr, /say which add-on: postgres, redis or memcached/);
+  const wrongMode = await run(['addons:create', '--standby', 'fast', '-a', 'shop'], env(server.url));
+  assert.equal(wrongMode.code, 2);
+  assert.match(wrongMode.stderr, /--standby takes sync or async, not "fast"/);
+  assert.equal(server.requests.length, 3);
+});
