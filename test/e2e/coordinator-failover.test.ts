@@ -180,12 +180,13 @@ test('two coordinators on one data dir: kill -9 and SIGSTOP of the leader, the a
   const env = { HANGAR_URL: `${a.url},${b.url}`, HANGAR_TOKEN: token, HANGAR_CREDENTIALS: join(dir, 'no-credentials.json') };
   const cli = (args: string[], timeoutMs?: number) => runCli(args, env, timeoutMs);
 
-  // A follower answers the API with the leader; the CLI with both URLs finds it.
-  const refused = await request(`${b.url}/v1/apps`, { headers: { authorization: `Bearer ${token}` } });
-  assert.equal(refused.statusCode, 503);
-  const refusal = (await refused.body.json()) as { code: string; leader: string };
-  assert.equal(refusal.code, 'NOT_LEADER');
-  assert.equal(refusal.leader, a.url);
+  // A follower answers the API: it forwards to the leader (the CLI with only its URL works too).
+  const forwarded = await request(`${b.url}/v1/apps`, { headers: { authorization: `Bearer ${token}` } });
+  assert.equal(forwarded.statusCode, 200);
+  assert.equal(forwarded.headers['hangar-forwarded-by'], 'coord-b');
+  assert.ok(Array.isArray(((await forwarded.body.json()) as { apps?: unknown }).apps));
+  const throughFollower = await runCli(['apps:create', 'via-follower'], { ...env, HANGAR_URL: b.url });
+  assert.equal(throughFollower.code, 0, throughFollower.stderr);
   const status = await cli(['coordinator', 'status', '--json']);
   assert.equal(status.code, 0, status.stderr);
   const view = JSON.parse(status.stdout) as CoordinatorsView;
