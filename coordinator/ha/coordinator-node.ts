@@ -223,7 +223,7 @@ export async function startCoordinatorNode(
         const was = running;
         running = null;
         if (was) await was.close();
-        // Released after the coordinator stopped writing: a follower takes over at its next tick.
+        // Released after the coordinator stopped writing: a follower takes over at its next look (every renewMs / 8).
         lease.close();
         await shell.close();
         for (const w of waiting.splice(0)) w.reject(new Error('the coordinator was stopped before it was elected'));

@@ -149,26 +149,38 @@ export class LeaderLease {
   }
 
   /**
-   * Ticks now and then every `renewMs` while leading, twice as often while following (a released
-   * lease is taken within about `renewMs / 2`), until {@link pause} or {@link close}. Idempotent.
+   * Ticks now and then every `renewMs` while leading (its deadline checked in between); while
+   * following, a full step every `renewMs / 2` and a read of the lease row between, every
+   * `renewMs / 8`: a released lease is taken within about that (a graceful handover in a fraction
+   * of a second), without taking the write lock more often. Until {@link pause} or {@link close}.
+   * Idempotent.
    */
   start(): void {
     if (this.#timer || this.#closed) return;
     this.tick();
-    let skipped = false;
+    let turn = 0;
     this.#timer = setInterval(
       () => {
-        // The leader renews every other turn: every `renewMs`.
-        if (this.#epoch !== null && !skipped) {
-          skipped = true;
-          this.#checkDeadline();
+        turn = (turn + 1) % 8;
+        if (this.#epoch !== null) {
+          if (turn === 0) this.tick();
+          else if (turn === 4) this.#checkDeadline();
           return;
         }
-        skipped = false;
-        this.tick();
+        if (turn % 4 === 0 || this.#leaseLooksFree()) this.tick();
       },
-      Math.max(1, Math.round(this.#renewMs / 2)),
+      Math.max(1, Math.round(this.#renewMs / 8)),
     );
+  }
+
+  /** A follower's cheap look: is the lease free or expired (worth an election step now)? */
+  #leaseLooksFree(): boolean {
+    try {
+      const s = this.state();
+      return s.holder === null || s.expiresAt <= this.#clock.now();
+    } catch {
+      return false;
+    }
   }
 
   /** Stops ticking (a coordinator shutting down); the lease is kept until {@link close}. */
