@@ -230,7 +230,9 @@ export class FollowerShell {
     socket.on('error', () => socket.destroy());
     const upstream = this.#upstreamRequest(req, leader, true);
     upstream.on('upgrade', (answer, leaderSocket, leaderHead) => {
-      socket.write(`HTTP/1.1 ${answer.statusCode ?? 101} ${answer.statusMessage ?? 'Switching Protocols'}\r\n${rawHeaderLines(answer.rawHeaders)}\r\n`);
+      socket.write(
+        `HTTP/1.1 ${answer.statusCode ?? 101} ${answer.statusMessage ?? 'Switching Protocols'}\r\n${rawHeaderLines(answer.rawHeaders)}\r\n`,
+      );
       if (leaderHead.length > 0) socket.write(leaderHead);
       if (head.length > 0) leaderSocket.write(head);
       leaderSocket.setTimeout(0);
@@ -247,7 +249,9 @@ export class FollowerShell {
     });
     // The leader refused the upgrade (a bad token, no such app): its answer, then the end.
     upstream.on('response', (answer) => {
-      socket.write(`HTTP/1.1 ${answer.statusCode ?? 502} ${answer.statusMessage ?? ''}\r\n${rawHeaderLines(answer.rawHeaders, true)}connection: close\r\n\r\n`);
+      socket.write(
+        `HTTP/1.1 ${answer.statusCode ?? 502} ${answer.statusMessage ?? ''}\r\n${rawHeaderLines(answer.rawHeaders, true)}connection: close\r\n\r\n`,
+      );
       answer.pipe(socket);
     });
     upstream.on('timeout', () => upstream.destroy(new Error('no answer from the leader')));

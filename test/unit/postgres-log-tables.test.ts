@@ -2,7 +2,13 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { installWriteFence, isFencedError } from '../../coordinator/ha/write-fence.js';
 import { migrateDatabase, openSqlDatabase } from '../../coordinator/store/store.js';
-import { dayStart, dropDayPartitionsBefore, ensureDayPartitions, existingDayPartitions, partitionName } from '../../coordinator/store/postgres-partitions.js';
+import {
+  dayStart,
+  dropDayPartitionsBefore,
+  ensureDayPartitions,
+  existingDayPartitions,
+  partitionName,
+} from '../../coordinator/store/postgres-partitions.js';
 import { testPostgres } from '../helpers/postgres-server.js';
 
 const DAY = 86_400_000;
