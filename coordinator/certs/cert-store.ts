@@ -2,7 +2,8 @@
  * Custom domains, certificates and apps' TLS settings in SQLite (shares the {@link Store}'s one
  * connection). Private keys are sealed with the coordinator's {@link SecretBox}, like config values.
  */
-import type { SqlDatabase } from '../store/sql.js';
+import { HangarError } from '../../common/errors.js';
+import { isConstraintError, type SqlDatabase } from '../store/sql.js';
 import type { SecretBox } from '../../common/secret-box.js';
 import type { Store } from '../store/store.js';
 
@@ -102,8 +103,20 @@ export class CertStore {
     return (rows as Row[]).map(domainFrom);
   }
 
+  /** @throws HangarError `DOMAIN_TAKEN` when an app (this one or another) has the domain already. */
   insertDomain(hostname: string, app: string, now: number): DomainRow {
-    this.#db.prepare('INSERT INTO domains (hostname, app, created_at) VALUES (?, ?, ?)').run(hostname, app, now);
+    try {
+      this.#db.prepare('INSERT INTO domains (hostname, app, created_at) VALUES (?, ?, ?)').run(hostname, app, now);
+    } catch (err) {
+      if (!isConstraintError(err, 'unique')) throw err;
+      throw new HangarError(
+        'DOMAIN_TAKEN',
+        `${hostname} belongs to an app already; remove it there first with \`hangar domains:remove\`.`,
+        {
+          cause: err,
+        },
+      );
+    }
     return { hostname, app, createdAt: now, acmeState: 'none', acmeError: null, acmeAttempts: 0, acmeNextAt: null };
   }
 

@@ -74,6 +74,9 @@ export interface LeaseEvents {
 
 type Row = Record<string, unknown>;
 
+/** The advisory lock {@link LeaderLease.exclusive} takes on PostgreSQL (the migrations' is 7_081_001). */
+const EXCLUSIVE_LOCK = 7_081_003;
+
 /**
  * One coordinator's side of the election, on a connection of its own. {@link tick} does one step
  * (tests drive it by hand); {@link start} runs it every `renewMs`.
@@ -134,7 +137,13 @@ export class LeaderLease {
    * the shared data dir (CA, tokens) is made once, not raced.
    */
   async exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    this.#db.exec('BEGIN IMMEDIATE');
+    if (this.#db.engine === 'postgres') {
+      // PostgreSQL has no database-wide write lock: an advisory one, held to the end of the transaction.
+      this.#db.exec('BEGIN');
+      this.#db.prepare('SELECT pg_advisory_xact_lock(?)').get(EXCLUSIVE_LOCK);
+    } else {
+      this.#db.exec('BEGIN IMMEDIATE');
+    }
     try {
       return await fn();
     } finally {
@@ -211,7 +220,7 @@ export class LeaderLease {
   /** Every coordinator seen within `withinMs` (default: 3 leases), newest first. */
   coordinators(withinMs = 3 * this.#leaseMs): CoordinatorRow[] {
     const rows = this.#db
-      .prepare('SELECT * FROM coordinators WHERE last_seen >= ? ORDER BY last_seen DESC')
+      .prepare('SELECT * FROM coordinators WHERE last_seen >= ? ORDER BY last_seen DESC, name')
       .all(this.#clock.now() - withinMs) as Row[];
     return rows.map((r) => ({
       name: r.name as string,

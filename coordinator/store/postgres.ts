@@ -7,7 +7,14 @@
  */
 import { createRequire } from 'node:module';
 import { HangarError, describeError } from '../../common/errors.js';
-import type { SqlDatabase, SqlRunResult, SqlStatement, SqlTransaction } from './sql.js';
+import {
+  ConstraintError,
+  type ConstraintKind,
+  type SqlDatabase,
+  type SqlRunResult,
+  type SqlStatement,
+  type SqlTransaction,
+} from './sql.js';
 
 /** The parts of pg-native (and its libpq handle) used here. */
 interface NativeClient {
@@ -98,6 +105,9 @@ function encode(value: unknown): string | null {
   if (typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint') return String(value);
   throw new TypeError(`cannot bind a value of type ${typeof value}: use a string, number, Buffer or null`);
 }
+
+/** SQLSTATEs of the constraints {@link ConstraintError} stands for: unique_violation, foreign_key_violation. */
+const CONSTRAINT_STATES: Record<string, ConstraintKind> = { '23505': 'unique', '23503': 'foreign_key' };
 
 /** SQLSTATE classes of a connection that is gone: 08 (connection), 57P01–57P03 (shutdown). */
 function connectionLost(err: unknown, client: NativeClient): boolean {
@@ -258,6 +268,8 @@ export class PostgresDatabase implements SqlDatabase {
       return fn(client);
     } catch (err) {
       this.#onError?.(err);
+      const constraint = CONSTRAINT_STATES[client.pq.resultErrorFields()?.sqlState ?? ''];
+      if (constraint) throw new ConstraintError(constraint, { cause: err });
       if (!connectionLost(err, client)) throw err;
       finish(client);
       this.#client = null;

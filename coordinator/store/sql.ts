@@ -9,6 +9,7 @@
  * partitions, locks) lives in per-engine code and migrations.
  */
 import Database from 'better-sqlite3';
+import { HangarError } from '../../common/errors.js';
 
 export type SqlEngine = 'sqlite' | 'postgres';
 
@@ -49,6 +50,65 @@ export interface SqlDatabase {
   close(): void;
 }
 
+/** The integrity rule a write broke: a unique key (or primary key), or a foreign key. */
+export type ConstraintKind = 'unique' | 'foreign_key';
+
+/**
+ * A write that broke a unique or foreign-key constraint, the same on both engines (`CONFLICT`,
+ * the driver's error as `cause`): stores turn it into their own codes (`APP_EXISTS`, …) where
+ * one fits.
+ */
+export class ConstraintError extends HangarError {
+  readonly constraint: ConstraintKind;
+
+  constructor(constraint: ConstraintKind, options: { cause: unknown }) {
+    super(
+      'CONFLICT',
+      constraint === 'unique'
+        ? 'That record exists already; pick another name or update the existing one.'
+        : 'That record refers to one that does not exist (or is still referred to); create or remove that one first.',
+      options,
+    );
+    this.constraint = constraint;
+  }
+}
+
+/** True for a {@link ConstraintError} (of `kind`, when given). */
+export function isConstraintError(err: unknown, kind?: ConstraintKind): err is ConstraintError {
+  return err instanceof ConstraintError && (kind === undefined || err.constraint === kind);
+}
+
+/** better-sqlite3's extended result codes of the constraints {@link ConstraintError} stands for. */
+const SQLITE_CONSTRAINTS: Record<string, ConstraintKind> = {
+  SQLITE_CONSTRAINT_UNIQUE: 'unique',
+  SQLITE_CONSTRAINT_PRIMARYKEY: 'unique',
+  SQLITE_CONSTRAINT_FOREIGNKEY: 'foreign_key',
+};
+
+function sqliteError(err: unknown): unknown {
+  const kind = SQLITE_CONSTRAINTS[(err as { code?: unknown } | null)?.code as string];
+  return kind ? new ConstraintError(kind, { cause: err }) : err;
+}
+
+/** A better-sqlite3 statement whose constraint errors are {@link ConstraintError}s. */
+function sqliteStatement(stmt: Database.Statement): SqlStatement {
+  const guard =
+    <A extends unknown[], R>(fn: (...args: A) => R) =>
+    (...args: A): R => {
+      try {
+        return fn(...args);
+      } catch (err) {
+        throw sqliteError(err);
+      }
+    };
+  return {
+    run: guard((...params: unknown[]) => stmt.run(...params)),
+    get: guard((...params: unknown[]) => stmt.get(...params)),
+    all: guard((...params: unknown[]) => stmt.all(...params)),
+    pluck: () => sqliteStatement(stmt.pluck()),
+  };
+}
+
 /** Where a coordinator keeps its state: a SQLite file, or a PostgreSQL URL. */
 export type DatabaseLocation = { engine: 'sqlite'; path: string } | { engine: 'postgres'; url: string };
 
@@ -57,7 +117,7 @@ export function isPostgresUrl(value: string): boolean {
   return /^postgres(ql)?:\/\//i.test(value);
 }
 
-/** SQLite through better-sqlite3: the statements are better-sqlite3's own. */
+/** SQLite through better-sqlite3: its statements, with constraint errors as {@link ConstraintError}s. */
 export class SqliteDatabase implements SqlDatabase {
   readonly engine = 'sqlite' as const;
   /** For what only SQLite has (pragmas, functions, ATTACH): the stores that need it. */
@@ -78,7 +138,7 @@ export class SqliteDatabase implements SqlDatabase {
   }
 
   prepare(sql: string): SqlStatement {
-    return this.raw.prepare(sql);
+    return sqliteStatement(this.raw.prepare(sql));
   }
 
   exec(sql: string): void {

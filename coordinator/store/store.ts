@@ -6,7 +6,7 @@ import { installWriteFence } from '../ha/write-fence.js';
 import { MIGRATIONS } from './migrations.js';
 import { POSTGRES_MIGRATIONS } from './postgres-migrations.js';
 import { PostgresDatabase } from './postgres.js';
-import { SqliteDatabase, isPostgresUrl, type SqlDatabase, type SqlStatement } from './sql.js';
+import { SqliteDatabase, isConstraintError, isPostgresUrl, type SqlDatabase, type SqlStatement } from './sql.js';
 
 /** An app's row. */
 export interface AppRow {
@@ -506,8 +506,14 @@ export class Store {
 
   createApp(name: string, now: number): AppRow {
     const existing = this.getApp(name);
-    if (existing) throw new HangarError('APP_EXISTS', `An app named ${name} already exists; pick another name.`);
-    this.#stmt('INSERT INTO apps (name, created_at) VALUES (?, ?)').run(name, now);
+    const taken = (cause?: unknown) => new HangarError('APP_EXISTS', `An app named ${name} already exists; pick another name.`, { cause });
+    if (existing) throw taken();
+    try {
+      this.#stmt('INSERT INTO apps (name, created_at) VALUES (?, ?)').run(name, now);
+    } catch (err) {
+      // Created by another request since the read above.
+      throw isConstraintError(err, 'unique') ? taken(err) : err;
+    }
     return { name, createdAt: now, currentRelease: null };
   }
 
@@ -938,7 +944,19 @@ export class Store {
 
   // ---------------------------------------------------------------- add-ons
 
+  /** @throws HangarError `ADDON_EXISTS` when an add-on has this name (names are fleet-wide). */
   insertAddon(a: AddonRow): void {
+    try {
+      this.#insertAddon(a);
+    } catch (err) {
+      if (!isConstraintError(err, 'unique')) throw err;
+      throw new HangarError('ADDON_EXISTS', `An add-on named ${a.name} already exists (names are fleet-wide); pick another with --name.`, {
+        cause: err,
+      });
+    }
+  }
+
+  #insertAddon(a: AddonRow): void {
     this.#stmt(
       `INSERT INTO addons (name, id, app, kind, agent, port, config_var, desired, attached_url, deploy_id, state, pid, restarts, since, message, secret, created_at)
        VALUES (@name, @id, @app, @kind, @agent, @port, @configVar, @desired, @attachedUrl, @deployId, @state, @pid, @restarts, @since, @message, @secret, @createdAt)`,

@@ -10,6 +10,7 @@ import type { TestContext } from 'node:test';
 import { startAgent, type AgentConfig, type RunningAgent } from '../../agent/agent.js';
 import { startCoordinator, type CoordinatorConfig, type CoordinatorDeps, type RunningCoordinator } from '../../coordinator/coordinator.js';
 import type { Logger } from '../../common/logger.js';
+import { testDatabaseUrl } from './postgres-server.js';
 
 /** The repository root (tests run from dist/test/...). */
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -155,6 +156,8 @@ export async function startCluster(
   const appDir = await shareWithApps(dir);
   const usersBefore = new Set((await userNames()).values());
   let coordinator: RunningCoordinator;
+  // HANGAR_TEST_DATABASE=postgres: the coordinator keeps its state in a fresh PostgreSQL database.
+  const databaseUrl = options.coordinator?.databaseUrl ?? (await testDatabaseUrl());
   const coordinatorConfig: CoordinatorConfig = {
     dataDir: join(dir, 'coordinator'),
     httpPort: 0,
@@ -165,6 +168,7 @@ export async function startCluster(
     graceSeconds: 5,
     healthTimeoutMs: 60_000,
     ...options.coordinator,
+    ...(databaseUrl === undefined ? {} : { databaseUrl }),
   };
   let starts = 0;
   const coordinatorDeps = (): CoordinatorDeps => ({
