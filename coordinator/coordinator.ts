@@ -35,7 +35,8 @@ import { PrometheusExporter } from './metrics/prometheus-exporter.js';
 import { LogHub } from './logs/log-hub.js';
 import { LogIngest } from './logs/log-ingest.js';
 import { LogIndexer } from './logs/log-indexer.js';
-import { LogStore } from './logs/log-store.js';
+import { LogStore, type LogStorage } from './logs/log-store.js';
+import { PostgresLogStore } from './logs/postgres-log-store.js';
 import { Releases } from './releases/releases.js';
 import { Rollouts } from './releases/rollout.js';
 import { Store } from './store/store.js';
@@ -249,16 +250,27 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   const sessions = new DashboardSessions({ findToken: (hash) => store.findTokenByHash(hash), clock });
   const auth = new SessionAuthenticator({ store, clock, sessions });
   auth.seed(adminToken, 'admin', 'admin', 'admin_token_seeded');
-  const metrics = new MetricsStore({ store, clock, logger, rawRetentionMs: c.metricsRawRetentionMs });
-  const logs = new LogStore({
-    path: join(c.dataDir, 'hangar.db'),
-    searchPath: join(c.dataDir, 'log-search.db'),
+  const metrics = new MetricsStore({
+    store,
+    clock,
+    logger,
+    rawRetentionMs: c.metricsRawRetentionMs,
+    ...(writeFence ? { fence: writeFence } : {}),
+  });
+  const logRetention = {
     maxAgeMs: c.logRetentionDays * 86_400_000,
     maxBytes: c.logRetentionBytes,
     ...(writeFence ? { fence: writeFence } : {}),
-  });
+  };
+  // On PostgreSQL the lines live in the coordinator's database (grep by its trigram index); else
+  // in the data dir's SQLite file, with a grep index of their own.
+  const logs: LogStorage = c.databaseUrl
+    ? new PostgresLogStore({ database: store.database, now: () => clock.now(), ...logRetention })
+    : new LogStore({ path: join(c.dataDir, 'hangar.db'), searchPath: join(c.dataDir, 'log-search.db'), ...logRetention });
   // Fills the grep index beside ingestion (a worker thread), never inside its transactions.
-  const logIndexer = new LogIndexer({ sourcePath: join(c.dataDir, 'hangar.db'), path: join(c.dataDir, 'log-search.db'), logger });
+  const logIndexer = c.databaseUrl
+    ? null
+    : new LogIndexer({ sourcePath: join(c.dataDir, 'hangar.db'), path: join(c.dataDir, 'log-search.db'), logger });
   const logHub = new LogHub();
   // Events of the coordinator itself (autoscaling decisions) are `hangar` log lines of the app,
   // stored under a stream of their own like an agent's.
@@ -598,7 +610,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
   metrics.start();
   autoscaler.start();
   acmeIssuer.start();
-  logIndexer.start();
+  logIndexer?.start();
   cron.start();
   await addonBackups.start();
   const httpPort = httpPortOf();
@@ -668,7 +680,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
         }
         metrics.close();
         ingest.close();
-        await logIndexer.close();
+        await logIndexer?.close();
         logs.close();
         store.close();
         logger.info('coordinator stopped');

@@ -7,7 +7,7 @@ import { appNameSchema } from '../../common/names.js';
 import { authorizeUpgrade, needs, type Authenticator } from './auth.js';
 import type { LogHub } from '../logs/log-hub.js';
 import { formatLogCursor, MAX_LOG_LINES, parseLogQuery } from '../logs/log-query.js';
-import { logLineView, type LogStore } from '../logs/log-store.js';
+import { logLineView, type LogStorage } from '../logs/log-store.js';
 import { LogStreamServer } from '../logs/log-stream-server.js';
 import type { Store } from '../store/store.js';
 import { parseInput } from './validation.js';
@@ -15,7 +15,7 @@ import { parseInput } from './validation.js';
 /** What the log routes need. */
 export interface LogRoutesOptions {
   store: Store;
-  logs: LogStore;
+  logs: LogStorage;
   hub: LogHub;
   /** Checks API tokens (the stream needs a `read` token). */
   auth: Authenticator;

@@ -12,7 +12,7 @@ import type { DesiredStateSync } from '../fleet/desired-state-sync.js';
 import type { Fleet } from '../fleet/fleet.js';
 import type { FleetViews } from '../fleet/fleet-views.js';
 import type { LogHub } from '../logs/log-hub.js';
-import type { LogStore } from '../logs/log-store.js';
+import type { LogStorage } from '../logs/log-store.js';
 import type { Releases } from '../releases/releases.js';
 import type { Rollouts } from '../releases/rollout.js';
 import type { Store } from '../store/store.js';
@@ -62,7 +62,7 @@ export interface ApiOptions {
   /** More route groups (metrics, autoscale), registered after the core routes. */
   routes?: readonly ((app: ApiServer) => void)[];
   /** Stored log lines and errors. */
-  logs: LogStore;
+  logs: LogStorage;
   /** Live log fan-out. */
   logHub: LogHub;
   /** One-off run routes (`/v1/apps/:app/runs…` and their websocket) are served when given. */

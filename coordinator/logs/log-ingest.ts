@@ -1,10 +1,10 @@
 import type { Logger } from '../../common/logger.js';
 import type { LogHub } from './log-hub.js';
-import type { IncomingLogLine, LogStore } from './log-store.js';
+import type { IncomingLogLine, LogStorage } from './log-store.js';
 
 /** Options of {@link LogIngest}. */
 export interface LogIngestOptions {
-  store: LogStore;
+  store: LogStorage;
   hub: LogHub;
   logger: Logger;
   /** For the rate of the "could not store" error. Default `Date.now`. */

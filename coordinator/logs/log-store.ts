@@ -156,6 +156,34 @@ export interface IngestResult {
 type Row = Record<string, unknown>;
 
 /**
+ * What the coordinator asks of its log store, whatever the engine: {@link LogStore} on the data
+ * dir's SQLite file, or `PostgresLogStore` (postgres-log-store.ts) on the coordinator's database.
+ */
+export interface LogStorage {
+  /** Highest contiguous seq stored for an agent's epoch (0 when none). */
+  acked(agent: string, epoch: string): number;
+  /** Stores one batch in one transaction. */
+  ingest(agent: string, epoch: string, lines: readonly IncomingLogLine[]): IngestResult;
+  /** Stores several batches in one transaction; all are stored or none. */
+  ingestMany(batches: readonly { agent: string; epoch: string; lines: readonly IncomingLogLine[] }[]): IngestResult[];
+  /** The newest `n` lines matching the filters, oldest first. */
+  query(q: LogQuery): StoredLogLine[];
+  /** The newest `q.n` lines matching the filters, oldest first, a page at a time. */
+  page(q: LogQuery, pageSize: number, cursor?: LogCursor): LogPage;
+  /** The app's error groups, most recently seen first. */
+  errors(app: string): ErrorGroupView[];
+  /** Forgets an app's lines and errors (it was destroyed). */
+  deleteApp(app: string): void;
+  /** Applies age and size retention, `maxRows` at most a call; returns rows deleted. */
+  prune(now: number, maxRows?: number): number;
+  /** Bytes of stored lines ({@link lineBytes} each), as size retention counts them. */
+  storedBytes(): number;
+  /** Lines stored (for tests and benchmarks). */
+  count(app?: string): number;
+  close(): void;
+}
+
+/**
  * Log lines and grouped errors in the coordinator's SQLite database, on a connection of its own.
  * Each batch is stored in one transaction together with the highest seq stored for the agent's
  * log epoch (agent + spool identity). Agents send lines in seq order, so that high-water mark is
@@ -166,7 +194,7 @@ type Row = Record<string, unknown>;
  * running total (`log_usage`) moved in the same transactions as the inserts and deletes, so size
  * retention neither scans the table nor counts what other tables in the file hold.
  */
-export class LogStore {
+export class LogStore implements LogStorage {
   readonly #db: Database.Database;
   readonly #maxAgeMs: number;
   readonly #maxBytes: number;

@@ -9,11 +9,11 @@ import { appNameSchema } from '../../common/names.js';
 import { selectWebsocketProtocol } from '../api/auth.js';
 import type { LogHub } from './log-hub.js';
 import { parseLogQuery } from './log-query.js';
-import { logLineView, type LogStore, type StoredLogLine } from './log-store.js';
+import { logLineView, type LogStorage, type StoredLogLine } from './log-store.js';
 
 /** Options of {@link LogStreamServer}. */
 export interface LogStreamServerOptions {
-  logs: LogStore;
+  logs: LogStorage;
   hub: LogHub;
   /** Whether the app exists. */
   appExists: (app: string) => boolean;

@@ -2,8 +2,12 @@
  * Metrics the agents report: the last report of each agent in memory (Prometheus, `hangar
  * agents`, the autoscaler), raw samples in SQLite for a short window, and 1-minute rollups for a
  * long one. Writes are buffered and go in one transaction per flush; rollups and pruning run once
- * a minute. Shares the {@link Store}'s one SQLite connection (one writer).
+ * a minute. Shares the {@link Store}'s one connection (one writer). On PostgreSQL, samples and
+ * rollups are partitioned by day (store/postgres-partitions.ts): made ahead of each flush that
+ * needs them, and retention drops whole days (as leader) before deleting what is left past it.
  */
+import { isFencedError } from '../ha/write-fence.js';
+import { asLeader, DayPartitionSet, dropDayPartitionsBefore } from '../store/postgres-partitions.js';
 import type { SqlDatabase, SqlStatement } from '../store/sql.js';
 import type { AgentMetricsView, AppMetricsView } from '../../common/api-types.js';
 import type { Clock } from '../../common/clock.js';
@@ -27,6 +31,11 @@ export interface MetricsStoreOptions {
   rollupRetentionMs?: number;
   /** Buffered samples are written at least this often, ms. Default 1000. */
   flushMs?: number;
+  /**
+   * On PostgreSQL, the leader epoch day partitions are dropped under (checked against the lease,
+   * as a `DROP` is not fenced); `onFenced` when another coordinator leads. Default: none.
+   */
+  fence?: { epoch: number; onFenced: () => void };
 }
 
 interface Accumulator {
@@ -69,6 +78,8 @@ export class MetricsStore {
   readonly #listeners: ((agent: string, report: LatestReport) => void)[] = [];
   readonly #insert: SqlStatement;
   readonly #insertRollup: SqlStatement;
+  /** The day partitions of samples and rollups, on PostgreSQL. */
+  readonly #partitions: { samples: DayPartitionSet; rollups: DayPartitionSet } | null;
 
   constructor(options: MetricsStoreOptions) {
     this.#o = options;
@@ -89,8 +100,13 @@ export class MetricsStore {
     });
     this.#insert = this.#db.prepare('INSERT INTO metric_samples (ts, agent, scope, app, subject, data) VALUES (?, ?, ?, ?, ?, ?)');
     this.#insertRollup = this.#db.prepare(
-      'INSERT OR REPLACE INTO metric_rollups (minute, agent, scope, app, subject, data) VALUES (?, ?, ?, ?, ?, ?)',
+      `INSERT INTO metric_rollups (minute, agent, scope, app, subject, data) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (scope, subject, agent, minute) DO UPDATE SET app = excluded.app, data = excluded.data`,
     );
+    this.#partitions =
+      this.#db.engine === 'postgres'
+        ? { samples: new DayPartitionSet(this.#db, 'metric_samples'), rollups: new DayPartitionSet(this.#db, 'metric_rollups') }
+        : null;
   }
 
   get #rawRetention(): number {
@@ -101,6 +117,10 @@ export class MetricsStore {
   start(): void {
     if (this.#closed || this.#loop.running) return;
     this.#lastMaintenance = this.#o.clock.now();
+    if (this.#partitions) {
+      this.#partitions.samples.ensureAhead(this.#lastMaintenance);
+      this.#partitions.rollups.ensureAhead(this.#lastMaintenance);
+    }
     this.#loop.start();
   }
 
@@ -190,18 +210,72 @@ export class MetricsStore {
     }
     if (rows.length === 0 && done.length === 0) return;
     this.#pending = [];
+    if (this.#partitions) {
+      try {
+        this.#partitions.samples.ensure(rows.map((r) => r.ts));
+        this.#partitions.rollups.ensure(done.map((a) => a.minute));
+      } catch (err) {
+        // Kept for the next flush, as when the transaction below fails.
+        this.#pending = rows.concat(this.#pending);
+        for (const a of done) this.#minutes.set(`${a.minute}\u0000${a.scope}\u0000${a.subject}\u0000${a.agent}`, a);
+        throw err;
+      }
+    }
     this.#db.transaction(() => {
-      for (const r of rows) this.#insert.run(r.ts, r.agent, r.scope, r.app, r.subject, r.data);
+      if (this.#partitions) this.#insertMany(rows);
+      else for (const r of rows) this.#insert.run(r.ts, r.agent, r.scope, r.app, r.subject, r.data);
       for (const a of done) this.#insertRollup.run(a.minute, a.agent, a.scope, a.app, a.subject, JSON.stringify(a.sum.rollup()));
     })();
   }
 
-  /** Prunes raw samples and rollups past their retention. */
+  /** Samples in one INSERT (PostgreSQL: arrays unnested), not a statement a row. */
+  #insertMany(rows: readonly MetricRow[]): void {
+    if (rows.length === 0) return;
+    const text = (values: readonly string[]) => `{${values.map((v) => `"${v.replace(/["\\]/g, '\\$&')}"`).join(',')}}`;
+    this.#db
+      .prepare(
+        'INSERT INTO metric_samples (ts, agent, scope, app, subject, data) SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[])',
+      )
+      .run(
+        `{${rows.map((r) => r.ts).join(',')}}`,
+        text(rows.map((r) => r.agent)),
+        text(rows.map((r) => r.scope)),
+        text(rows.map((r) => r.app)),
+        text(rows.map((r) => r.subject)),
+        text(rows.map((r) => r.data)),
+      );
+  }
+
+  /**
+   * Prunes raw samples and rollups past their retention. On PostgreSQL the days before it are
+   * dropped first (as leader: throws `NOT_LEADER` when another coordinator leads), then the rows
+   * left past it in the oldest day kept are deleted.
+   */
   maintain(now: number): void {
     if (!this.#db.open) return;
+    const rawCutoff = now - this.#rawRetention;
+    const rollupCutoff = now - (this.#o.rollupRetentionMs ?? 30 * 86_400_000);
+    if (this.#partitions) {
+      this.#partitions.samples.ensureAhead(now);
+      this.#partitions.rollups.ensureAhead(now);
+      try {
+        const dropped = asLeader(this.#db, this.#o.fence?.epoch, () => [
+          ...dropDayPartitionsBefore(this.#db, 'metric_samples', rawCutoff),
+          ...dropDayPartitionsBefore(this.#db, 'metric_rollups', rollupCutoff),
+        ]);
+        if (dropped.length > 0) {
+          this.#partitions.samples.reset();
+          this.#partitions.rollups.reset();
+          this.#logger.debug({ dropped }, 'dropped old metric partitions');
+        }
+      } catch (err) {
+        if (isFencedError(err)) this.#o.fence?.onFenced();
+        throw err;
+      }
+    }
     this.#db.transaction(() => {
-      this.#db.prepare('DELETE FROM metric_samples WHERE ts < ?').run(now - this.#rawRetention);
-      this.#db.prepare('DELETE FROM metric_rollups WHERE minute < ?').run(now - (this.#o.rollupRetentionMs ?? 30 * 86_400_000));
+      this.#db.prepare('DELETE FROM metric_samples WHERE ts < ?').run(rawCutoff);
+      this.#db.prepare('DELETE FROM metric_rollups WHERE minute < ?').run(rollupCutoff);
     })();
   }
 

@@ -8,6 +8,8 @@
  * (a direct write to a child would not be fenced), and a `DROP` fires no trigger at all, so a
  * caller that drops partitions checks its leader epoch itself first.
  */
+import { HangarError } from '../../common/errors.js';
+import { FENCED_MESSAGE } from '../ha/write-fence.js';
 import type { SqlDatabase } from './sql.js';
 
 /** The partitioned tables and the column each is ranged on. */
@@ -19,7 +21,8 @@ export const DAY_PARTITIONED_TABLES = {
 
 export type DayPartitionedTable = keyof typeof DAY_PARTITIONED_TABLES;
 
-const DAY_MS = 86_400_000;
+/** One UTC day, ms. */
+export const DAY_MS = 86_400_000;
 
 /** The start of the UTC day holding `ms`. */
 export function dayStart(ms: number): number {
@@ -88,4 +91,67 @@ export function dropDayPartitionsBefore(db: SqlDatabase, table: DayPartitionedTa
     dropped.push(p.name);
   }
   return dropped;
+}
+
+/**
+ * Runs `fn` (partition drops, say) in one transaction that first checks the lease row still
+ * carries `epoch`, holding it `FOR SHARE` so that no other coordinator takes the lease over until
+ * the transaction is done: what `fn` does is not fenced otherwise. `epoch` undefined is a
+ * coordinator alone on its database (not fenced, as its writes are not). Throws `NOT_LEADER`
+ * (a fenced error) when another coordinator leads.
+ */
+export function asLeader<T>(db: SqlDatabase, epoch: number | undefined, fn: () => T): T {
+  return db.transaction(() => {
+    if (epoch !== undefined) {
+      const current = db.prepare('SELECT epoch FROM coordinator_lease WHERE id = 1 FOR SHARE').pluck().get() as number | undefined;
+      if (current !== epoch) {
+        throw new HangarError(
+          'NOT_LEADER',
+          `${FENCED_MESSAGE}: the lease carries epoch ${String(current)}, this coordinator's is ${epoch}; nothing was dropped`,
+        );
+      }
+    }
+    return fn();
+  })();
+}
+
+/**
+ * The day partitions of one table known to exist, so that a write creates the ones it needs
+ * without asking the database each time: a lookup per row, a `CREATE` only for a new day.
+ */
+export class DayPartitionSet {
+  readonly #db: SqlDatabase;
+  readonly #table: DayPartitionedTable;
+  #days: Set<number> | null = null;
+
+  constructor(db: SqlDatabase, table: DayPartitionedTable) {
+    this.#db = db;
+    this.#table = table;
+  }
+
+  /** Creates the missing partitions holding each of `times` (Unix ms). Call outside a transaction. */
+  ensure(times: Iterable<number>): void {
+    this.#days ??= new Set(existingDayPartitions(this.#db, this.#table).map((p) => p.start));
+    const days = this.#days;
+    let missing: Set<number> | null = null;
+    for (const t of times) {
+      const day = dayStart(t);
+      if (!days.has(day)) (missing ??= new Set()).add(day);
+    }
+    if (!missing) return;
+    for (const day of missing) {
+      ensureDayPartitions(this.#db, this.#table, day, day);
+      days.add(day);
+    }
+  }
+
+  /** Today's and tomorrow's partitions, made ahead of the writes that need them. */
+  ensureAhead(now: number): void {
+    this.ensure([now, now + DAY_MS]);
+  }
+
+  /** Forgets what it knew (partitions were dropped): read again on the next {@link ensure}. */
+  reset(): void {
+    this.#days = null;
+  }
 }
