@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { pino } from 'pino';
+import { registerServerCommands } from '../../cli/commands/server.js';
+import { main } from '../../cli/main.js';
 import { systemClock } from '../../common/clock.js';
 import { isHangarError } from '../../common/errors.js';
 import { SecretBox } from '../../common/secret-box.js';
@@ -438,4 +440,61 @@ test('a row PostgreSQL refuses rolls the whole copy back: the target stays empty
   assert.equal(db.prepare('SELECT count(*) FROM log_lines').pluck().get(), 0);
   // The schema is there and empty: the fixed file migrates into the same database.
   assert.ok(migrateSqliteToPostgres({ from: c.path, to: url }).rows > 0);
+});
+
+test('hangar coordinator migrate: progress on stderr, the counts and what to do next on stdout, --json, HANGAR_DATABASE_URL; never the password', async (t) => {
+  const c = await filledCoordinator(t);
+  const server = await testPostgres();
+  // The test server trusts the hangar role: any password is accepted, so it can be one to hide.
+  const withPassword = (url: string) => url.replace('postgres://hangar@', 'postgres://hangar:hunter2@');
+  const hangar = async (args: string[], env: Record<string, string> = {}) => {
+    let stdout = '';
+    let stderr = '';
+    const code = await main(
+      ['node', 'hangar', ...args],
+      {
+        stdout: { write: (s: string | Uint8Array) => (stdout += String(s)) },
+        stderr: { write: (s: string | Uint8Array) => (stderr += String(s)) },
+        env,
+      },
+      registerServerCommands,
+    );
+    assert.ok(!stdout.includes('hunter2') && !stderr.includes('hunter2'), `the password was printed:\n${stdout}\n${stderr}`);
+    return { code, stdout, stderr };
+  };
+
+  const url = withPassword(server.createDatabase('cli'));
+  const done = await hangar(['coordinator', 'migrate', '--from', c.path, '--to', url]);
+  assert.equal(done.code, 0, done.stderr);
+  assert.match(done.stderr, /^ {2}log_lines: 1204 rows$/m);
+  assert.match(done.stdout, /^apps +2 +2 +keys match$/m);
+  assert.match(done.stdout, /Copied \d+ rows of \d+ tables into postgres:\/\/hangar:\*\*\*\*@127\.0\.0\.1/);
+  assert.match(done.stdout, new RegExp(`copy that file to the --data-dir of every coordinator`));
+  assert.match(done.stdout, new RegExp(`next: hangar coordinator --data-dir ${c.dir} --database-url postgres://hangar:\\*\\*\\*\\*@`));
+
+  const again = await hangar(['coordinator', 'migrate', '--from', c.path, '--to', url]);
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /error: The PostgreSQL database postgres:\/\/hangar:\*\*\*\*@.* already holds Hangar data/);
+
+  const json = await hangar(['coordinator', 'migrate', '--from', c.path, '--json'], {
+    HANGAR_DATABASE_URL: withPassword(server.createDatabase('clijson')),
+  });
+  assert.equal(json.code, 0, json.stderr);
+  const parsed = JSON.parse(json.stdout) as {
+    to: string;
+    rows: number;
+    tables: { table: string; sqliteRows: number; postgresRows: number }[];
+  };
+  assert.match(parsed.to, /^postgres:\/\/hangar:\*\*\*\*@/);
+  assert.equal(parsed.tables.find((r) => r.table === 'log_lines')?.postgresRows, 1204);
+
+  const noTo = await hangar(['coordinator', 'migrate', '--from', c.path]);
+  assert.equal(noTo.code, 2);
+  assert.match(noTo.stderr, /Give --to postgres:/);
+  const missing = await hangar(['coordinator', 'migrate', '--from', join(c.dir, 'gone.db'), '--to', url]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /error: There is no file .*gone\.db/);
+  const mysql = await hangar(['coordinator', 'migrate', '--from', c.path, '--to', 'mysql://root:hunter2@db/hangar']);
+  assert.equal(mysql.code, 2);
+  assert.match(mysql.stderr, /--to must be a postgres:\/\/ URL/);
 });
