@@ -16,6 +16,7 @@ import { credentialsPath, readCredentials, writeCredentials } from '../credentia
 import { formatJson, formatTable, heading } from '../output.js';
 import type { CliContext } from './context.js';
 import { registerInstallCommands } from './install.js';
+import { registerMigrateCommand } from './migrate.js';
 
 /** Resolves when the process is asked to stop (SIGINT or SIGTERM). */
 function untilSignal(): Promise<NodeJS.Signals> {
@@ -356,6 +357,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
     });
 
   registerInstallCommands(agentCommand, coordinatorCommand, ctx);
+  registerMigrateCommand(coordinatorCommand, ctx);
 
   withAcmeOptions(program.command('dev'))
     .description('coordinator + agent in one process (embedded SQLite), for a laptop or a single server')
