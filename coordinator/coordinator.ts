@@ -37,9 +37,10 @@ import { LogIngest } from './logs/log-ingest.js';
 import { LogIndexer } from './logs/log-indexer.js';
 import { LogStore, type LogStorage } from './logs/log-store.js';
 import { PostgresLogStore } from './logs/postgres-log-store.js';
+import { ArtifactChunks } from './releases/artifact-chunks.js';
 import { Releases } from './releases/releases.js';
 import { Rollouts } from './releases/rollout.js';
-import { Store } from './store/store.js';
+import { Store, openSqlDatabase } from './store/store.js';
 import { Runs } from './runs/runs.js';
 import { CronScheduler } from './cron/cron-scheduler.js';
 import { RunStore } from './runs/run-store.js';
@@ -60,8 +61,8 @@ export const coordinatorConfigSchema = z
     dataDir: z.string().min(1),
     /**
      * The state on PostgreSQL instead of SQLite in the data dir (`postgres://…`): several
-     * coordinators on one database, each with the data dir's files (secret key, CA, tokens,
-     * artifacts) shared or copied.
+     * coordinators on one database, each with its own data dir holding a copy of `secret-key`
+     * (the CA, tokens and artifacts are in the database).
      */
     databaseUrl: z
       .string()
@@ -247,6 +248,9 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
       }
     : undefined;
   const store = new Store({ path: databaseLocation(c), secrets, ...(writeFence ? { fence: writeFence } : {}) });
+  // On PostgreSQL the artifacts are in the database too, on a connection of their own (unfenced:
+  // chunks are content-addressed), so that any coordinator serves any agent.
+  const chunks = c.databaseUrl ? new ArtifactChunks(openSqlDatabase(c.databaseUrl)) : null;
   const sessions = new DashboardSessions({ findToken: (hash) => store.findTokenByHash(hash), clock });
   const auth = new SessionAuthenticator({ store, clock, sessions });
   auth.seed(adminToken, 'admin', 'admin', 'admin_token_seeded');
@@ -298,7 +302,11 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     metricsIntervalMs: c.metricsIntervalMs,
     ...(deps.onAgentMessageHandled ? { onHandled: deps.onAgentMessageHandled } : {}),
     logger,
-    artifactPath: (sha) => (store.hasArtifact(sha) ? join(artifactDir, `${sha}.tar.gz`) : null),
+    artifactPath: (sha) => {
+      if (!store.hasArtifact(sha)) return null;
+      const path = join(artifactDir, `${sha}.tar.gz`);
+      return !chunks || chunks.restore(sha, path) ? path : null;
+    },
     backupTransfers,
     leaderEpoch: deps.leadership?.epoch ?? 0,
   });
@@ -359,7 +367,14 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     logger,
     healthTimeoutMs: c.healthTimeoutMs,
   });
-  const releases = new Releases({ store, rollouts, clock, artifactDir, maxUploadBytes: c.maxUploadBytes });
+  const releases = new Releases({
+    store,
+    rollouts,
+    clock,
+    artifactDir,
+    maxUploadBytes: c.maxUploadBytes,
+    ...(chunks ? { chunks } : {}),
+  });
   // The two call each other (jobs and attachments one way, standby statuses the other).
   const standbys: AddonStandbys = new AddonStandbys({
     store,
@@ -604,6 +619,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
     await hub.close();
     await api.close();
     logs.close();
+    chunks?.close();
     store.close();
     throw err;
   }
@@ -682,6 +698,7 @@ export async function startCoordinator(config: CoordinatorConfig, deps: Coordina
         ingest.close();
         await logIndexer?.close();
         logs.close();
+        chunks?.close();
         store.close();
         logger.info('coordinator stopped');
       })();

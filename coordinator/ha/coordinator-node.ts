@@ -4,7 +4,9 @@
  * elected it closes the shell and starts the full coordinator on the same ports, exactly as a
  * restart would (rollouts resume from the store; agents get their whole desired state when they
  * say hello); when it loses the lease (a fenced write, its own monotonic deadline) it closes the
- * coordinator and follows again. Alone on its data dir it is elected at once.
+ * coordinator and follows again. Alone on its data dir it is elected at once. On PostgreSQL each
+ * has its own data dir with a copy of `secret-key`; the rest they share is in the database
+ * (shared-files.ts, artifact chunks).
  */
 import { mkdir, readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
@@ -26,6 +28,7 @@ import {
 import { ensureCoordinatorTls } from '../security/certificate-authority.js';
 import { ensureJoinToken, ensureToken } from '../security/token-files.js';
 import { FollowerShell } from './follower-shell.js';
+import { shareCoordinatorFiles } from './shared-files.js';
 import { LeaderLease } from './leader-lease.js';
 
 /** Settings of a coordinator among several; every field has a default. */
@@ -75,8 +78,9 @@ export interface RunningCoordinatorNode {
 }
 
 /**
- * Starts a coordinator that leads when elected and follows otherwise. The data dir (hangar.db,
- * CA, tokens, secret-key, artifacts) is shared by every coordinator of the group.
+ * Starts a coordinator that leads when elected and follows otherwise. On SQLite the data dir
+ * (hangar.db, CA, tokens, secret-key, artifacts) is shared by every coordinator of the group; on
+ * PostgreSQL only `secret-key` is copied, the rest is in the database.
  */
 export async function startCoordinatorNode(
   config: CoordinatorConfig,
@@ -96,12 +100,18 @@ export async function startCoordinatorNode(
     logger: rootLogger,
     ...(deps.clock ? { clock: deps.clock } : {}),
   });
+  const anyAddress = (host: string) => host === '0.0.0.0' || host === '::';
   let shell: FollowerShell;
   let files!: { adminToken: string; joinToken: string; caFingerprint: string };
   let nodeName = h.name ?? '';
   try {
-    // The first of several starting on an empty data dir makes the CA and tokens; the others wait.
-    const tls = await lease.exclusive(async () => {
+    // The first of several starting on an empty data dir (or database) makes the CA and tokens;
+    // the others wait. On PostgreSQL they are shared through the database, each data dir its own.
+    const tls = await lease.exclusive(async (db) => {
+      if (c.databaseUrl !== undefined) {
+        const host = (h.advertise ?? '').split(':')[0] || (anyAddress(c.grpcHost) ? hostname() : c.grpcHost);
+        await shareCoordinatorFiles({ db, dataDir: c.dataDir, advertisedHost: host, now: Date.now() });
+      }
       const made = await ensureCoordinatorTls(c.dataDir);
       const adminToken = await ensureToken(join(c.dataDir, 'admin-token'), 'hgr_admin');
       const joinToken = await ensureJoinToken(join(c.dataDir, 'join-token'), made.caFingerprint);
@@ -130,7 +140,6 @@ export async function startCoordinatorNode(
   }
   const { httpPort, grpcPort } = shell.ports;
   const [advertisedHost, advertisedPort] = (h.advertise ?? '').split(':');
-  const anyAddress = (host: string) => host === '0.0.0.0' || host === '::';
   const host = advertisedHost || (anyAddress(c.httpHost) ? hostname() : c.httpHost);
   const grpcHost = advertisedHost || (anyAddress(c.grpcHost) ? hostname() : c.grpcHost);
   const name = nodeName;

@@ -16,6 +16,9 @@ import { PostgresDatabase } from '../store/postgres.js';
 import type { SqlDatabase } from '../store/sql.js';
 import { migrateDatabase, openSqlDatabase } from '../store/store.js';
 
+/** Any number PostgreSQL's advisory locks know first-start set-up by. */
+const SETUP_LOCK = 7_081_003;
+
 /** Who this coordinator is, as the others and agents see it. */
 export interface CoordinatorIdentity {
   /** Unique among the coordinators of one database. */
@@ -74,8 +77,6 @@ export interface LeaseEvents {
 
 type Row = Record<string, unknown>;
 
-/** The advisory lock {@link LeaderLease.exclusive} takes on PostgreSQL (the migrations' is 7_081_001). */
-const EXCLUSIVE_LOCK = 7_081_003;
 
 /**
  * One coordinator's side of the election, on a connection of its own. {@link tick} does one step
@@ -133,22 +134,28 @@ export class LeaderLease {
   }
 
   /**
-   * Runs `fn` holding the database's write lock (other coordinators wait): first-start set-up of
-   * the shared data dir (CA, tokens) is made once, not raced.
+   * Runs `fn` in a transaction of the lease's connection holding the database's write lock
+   * (SQLite) or an advisory lock (PostgreSQL), so other coordinators wait: first-start set-up of
+   * what they share (CA, tokens) is made once, not raced. A throw of `fn` rolls its writes back.
    */
-  async exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.#db.engine === 'postgres') {
-      // PostgreSQL has no database-wide write lock: an advisory one, held to the end of the transaction.
+  async exclusive<T>(fn: (db: SqlDatabase) => Promise<T>): Promise<T> {
+    if (this.#db instanceof PostgresDatabase) {
       this.#db.exec('BEGIN');
-      this.#db.prepare('SELECT pg_advisory_xact_lock(?)').get(EXCLUSIVE_LOCK);
+      // Making a CA takes a moment: the others wait longer than an election would.
+      this.#db.exec("SET LOCAL lock_timeout = '60s'");
+      this.#db.prepare('SELECT pg_advisory_xact_lock(?)').get(SETUP_LOCK);
     } else {
       this.#db.exec('BEGIN IMMEDIATE');
     }
+    let result: T;
     try {
-      return await fn();
-    } finally {
-      this.#db.exec('COMMIT');
+      result = await fn(this.#db);
+    } catch (err) {
+      this.#db.exec('ROLLBACK');
+      throw err;
     }
+    this.#db.exec('COMMIT');
+    return result;
   }
 
   /** Says who this coordinator is and whom to tell; then {@link tick} or {@link start}. */

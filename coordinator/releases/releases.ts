@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { Clock } from '../../common/clock.js';
 import { HangarError } from '../../common/errors.js';
 import type { DeployRow, ReleaseRow, Store } from '../store/store.js';
+import type { ArtifactChunks } from './artifact-chunks.js';
 import type { Rollouts } from './rollout.js';
 import { inspectSource } from './source-inspector.js';
 
@@ -20,6 +21,8 @@ export interface ReleasesOptions {
   artifactDir: string;
   /** Largest accepted upload, bytes: the unpacked source may be 8 times that. */
   maxUploadBytes: number;
+  /** Artifacts kept in the database too (PostgreSQL: any coordinator serves them). Default: only `artifactDir`. */
+  chunks?: ArtifactChunks;
 }
 
 /** An uploaded source archive, stored in a temporary file. */
@@ -78,7 +81,10 @@ export class Releases {
   async deploy(app: string, upload: Upload, createdBy: string): Promise<StartedRelease> {
     if (upload.size === 0) throw new HangarError('BAD_INPUT', 'The upload is empty; send the gzipped tar of your source.');
     const info = await inspectSource(upload.path, { maxBytes: this.#o.maxUploadBytes * 8 });
-    await rename(upload.path, join(this.#o.artifactDir, `${upload.sha256}.tar.gz`));
+    const artifact = join(this.#o.artifactDir, `${upload.sha256}.tar.gz`);
+    await rename(upload.path, artifact);
+    // Before the artifact's row: a coordinator that finds the row finds every chunk.
+    await this.#o.chunks?.put(upload.sha256, artifact);
     this.#o.store.putArtifact(upload.sha256, upload.size, this.#o.clock.now());
     const previous = this.#o.store.requireApp(app).currentRelease;
     const started = this.#o.rollouts.start({

@@ -410,4 +410,19 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE addon_standbys ADD COLUMN sync_mode TEXT NOT NULL DEFAULT 'async';
   ALTER TABLE addon_standbys ADD COLUMN sync_active INTEGER NOT NULL DEFAULT 0;
   `,
+  // What coordinators on one database share (the CA, the tokens, sealed) and build artifacts in
+  // chunks: the same tables as PostgreSQL's step 3 (used there; SQLite coordinators share a data dir)
+  `
+  CREATE TABLE shared_files (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  CREATE TABLE artifact_chunks (
+    sha256 TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (sha256, idx)
+  );
+  `,
 ];

@@ -359,4 +359,19 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   CREATE INDEX metric_rollups_agent ON metric_rollups (agent, minute);
   CREATE INDEX metric_rollups_minute ON metric_rollups (minute);
   `,
+  // 3: what coordinators on one database share (coordinator/ha/shared-files.ts: the CA, the
+  // tokens, sealed), and build artifacts in 1 MiB chunks (any coordinator serves any agent)
+  `
+  CREATE TABLE shared_files (
+      name TEXT PRIMARY KEY,
+      value TEXT NOT NULL,
+      created_at BIGINT NOT NULL
+    );
+  CREATE TABLE artifact_chunks (
+      sha256 TEXT NOT NULL,
+      idx BIGINT NOT NULL,
+      data BYTEA NOT NULL,
+      PRIMARY KEY (sha256, idx)
+    );
+  `,
 ];
