@@ -1,4 +1,4 @@
-import type { Clock } from '../../common/clock.js';
+import type { Clock, ClockTimer } from '../../common/clock.js';
 import type { Logger } from '../../common/logger.js';
 import type { LogBatch } from '../../proto/loader.js';
 import { LogSpool } from './log-spool.js';
@@ -16,6 +16,12 @@ export interface LogShipperOptions {
   batchBytes?: number;
   /** Most lines sent but not yet acked. Default 50 000. */
   maxInFlightLines?: number;
+  /**
+   * New lines wait this long before they are sent, so that the lines of many files written at
+   * about the same time go in one batch (and one ack) rather than one message each, ms. Acks and
+   * reconnects send at once. Default 200.
+   */
+  batchDelayMs?: number;
   /** Tailer poll interval, ms. Default 100. */
   pollMs?: number;
   /** Once this many more bytes of a file are shipped and acked, their disk space is freed (see LogTailer), bytes. Default 64 MiB. */
@@ -48,6 +54,7 @@ export class LogShipper {
   /** Next seq to send on this connection. */
   #cursor = 1;
   #pumpScheduled = false;
+  #batchTimer: ClockTimer | null = null;
   #state: 'idle' | 'running' | 'closed' = 'idle';
 
   constructor(options: LogShipperOptions) {
@@ -71,7 +78,7 @@ export class LogShipper {
     });
     this.#tailer = new LogTailer({
       spool: this.#spool,
-      onAppended: () => this.#schedulePump(),
+      onAppended: () => this.#scheduleBatch(),
       ...(options.pollMs !== undefined ? { pollMs: options.pollMs } : {}),
       ...(options.rotateBytes !== undefined ? { rotateBytes: options.rotateBytes } : {}),
       clock: options.clock,
@@ -151,7 +158,7 @@ export class LogShipper {
       this.#logger.error({ err }, 'could not spool log lines');
       return;
     }
-    this.#schedulePump();
+    this.#scheduleBatch();
   }
 
   /** The stream is up: resend everything not acked. */
@@ -179,8 +186,19 @@ export class LogShipper {
     if (this.#state === 'closed') return;
     const wasRunning = this.#state === 'running';
     this.#state = 'closed';
+    if (this.#batchTimer) this.#o.clock.clearTimeout(this.#batchTimer);
+    this.#batchTimer = null;
     this.#tailer.close();
     if (wasRunning) this.#spool.close();
+  }
+
+  /** New lines: a pump after the batch delay, unless one is due already. */
+  #scheduleBatch(): void {
+    if (this.#batchTimer || this.#pumpScheduled || !this.#connected) return;
+    this.#batchTimer = this.#o.clock.setTimeout(() => {
+      this.#batchTimer = null;
+      this.#schedulePump();
+    }, this.#o.batchDelayMs ?? 200);
   }
 
   #schedulePump(): void {

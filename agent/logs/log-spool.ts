@@ -89,6 +89,13 @@ type DiskRecord = [number, number, string, string, 'stdout' | 'stderr', string, 
 
 const SEGMENT_PREFIX = 'seg-';
 const SEGMENT_SUFFIX = '.jsonl';
+/**
+ * Longest wait before a changed state is saved, ms. A state older than the segments costs nothing
+ * after a crash: the tailed files' offsets are read back from the records after `filesSeq`, and
+ * lines acked since are only sent again (the coordinator drops them on agent + seq). A segment is
+ * deleted only after a save, so those records are always there.
+ */
+const STATE_SAVE_MS = 5000;
 /** Memory accounted per record beside its text (rough size of the object and strings). */
 const RECORD_OVERHEAD = 96;
 
@@ -433,6 +440,8 @@ export class LogSpool {
     this.#segments.splice(this.#segments.indexOf(segment), 1);
     this.#totalBytes -= segment.bytes;
     if (this.#cache?.path === segment.path) this.#cache = null;
+    // The files' offsets in its records go with it: a saved state no older than them comes first.
+    if (this.#state === 'open') this.#writeState();
     rmSync(segment.path, { force: true });
   }
 
@@ -469,7 +478,7 @@ export class LogSpool {
     this.#stateTimer = this.#o.clock.setTimeout(() => {
       this.#stateTimer = null;
       if (this.#stateDirty && this.#state === 'open') this.#writeState();
-    }, 1000);
+    }, STATE_SAVE_MS);
   }
 
   #writeState(): void {

@@ -3,7 +3,7 @@
  * `/proc/PID/stat` and `/proc/PID/statm` of the group's members only. The members are found by a
  * scan of /proc when an instance is new, when a member died, and then at doubling intervals up to
  * `rescanMs` (workers a young gunicorn forks are seen at once; one it respawns later joins within
- * `rescanMs`) — never on every sample.
+ * `rescanMs`) — never on every sample, and one scan serves every group.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 
@@ -125,9 +125,11 @@ export class ProcessGroupUsage {
       readings.set(key, r);
     }
     if (stale.size > 0) {
-      const scanned = this.#scan(stale);
+      // One pass over /proc costs the same for one group as for all (it reads every process's
+      // stat): every group takes its members from it, so the groups' rescans fall together
+      // instead of one pass per sample for groups started at different times.
+      const scanned = this.#scan(new Set([...this.#groups.values()].map((g) => g.leader)));
       for (const [key, g] of this.#groups) {
-        if (!stale.has(g.leader)) continue;
         g.scannedAt = now;
         const r = readings.get(key) ?? new Map<number, { ticks: number; rss: number }>();
         const members = new Set(scanned.get(g.leader) ?? []);
