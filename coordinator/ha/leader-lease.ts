@@ -77,7 +77,6 @@ export interface LeaseEvents {
 
 type Row = Record<string, unknown>;
 
-
 /**
  * One coordinator's side of the election, on a connection of its own. {@link tick} does one step
  * (tests drive it by hand); {@link start} runs it every `renewMs`.
