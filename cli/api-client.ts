@@ -200,6 +200,7 @@ export class ApiClient {
   async #findLeader(): Promise<void> {
     if (this.#leaderKnown) return;
     let lastError: unknown = null;
+    let answered = false;
     for (const base of this.#urls) {
       try {
         const response = await request(`${base}/v1/health`, {
@@ -209,6 +210,7 @@ export class ApiClient {
         });
         const health = parseJson(await response.body.text());
         if (response.statusCode !== 200 || !isRecord(health)) continue;
+        answered = true;
         // A coordinator without a role is one from before several could share a data dir: it leads.
         if (health.role === 'follower') {
           const leader = isRecord(health.leader) && typeof health.leader.url === 'string' ? health.leader.url : null;
@@ -223,7 +225,8 @@ export class ApiClient {
         lastError = err;
       }
     }
-    if (lastError) {
+    // Some answered, none leads: an election is on (NOT_LEADER), not an outage.
+    if (lastError && !answered) {
       const reason = lastError instanceof Error ? lastError.message : 'no answer';
       throw new HangarError(
         'UNREACHABLE',
@@ -724,8 +727,17 @@ export class ApiClient {
     try {
       return await this.#callOnce(method, path, options);
     } catch (err) {
+      if (this.#urls.length <= 1) throw err;
+      if (isHangarError(err, 'UNREACHABLE')) {
+        // The leader went away: the next call looks for the new one. A read, or a request the
+        // dead one never took (connection refused), is asked of the new leader at once.
+        this.#leaderKnown = false;
+        if (method !== 'GET' && errorCode(err.cause) !== 'ECONNREFUSED') throw err;
+        await this.#findLeader();
+        return this.#callOnce(method, path, options);
+      }
       // A follower (or a leader that just lost the lease) answered: ask the one it names, once.
-      if (this.#urls.length <= 1 || !isHangarError(err, 'NOT_LEADER')) throw err;
+      if (!isHangarError(err, 'NOT_LEADER')) throw err;
       const named = isRecord(err.details) && typeof err.details.leader === 'string' ? err.details.leader : null;
       if (named && baseUrl(named) !== this.#url) this.#url = baseUrl(named);
       else {

@@ -68,7 +68,8 @@ export async function followDeploy(
       deploy = await (options.poll ?? ((id, n) => client.getDeploy(app, id, n)))(deploy.id, after);
       warnedUnreachable = false;
     } catch (err) {
-      if (!isHangarError(err, 'UNREACHABLE')) throw err;
+      // The coordinator restarting, or (with several) an election going on: the deploy goes on.
+      if (!isHangarError(err, 'UNREACHABLE') && !isHangarError(err, 'NOT_LEADER')) throw err;
       if (!warnedUnreachable) ctx.err(`warning: ${err.message}; still trying\n`);
       warnedUnreachable = true;
       deploy = { ...deploy, lines: [] };

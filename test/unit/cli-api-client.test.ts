@@ -22,7 +22,10 @@ interface Reply {
 }
 
 /** A loopback HTTP server that records requests and answers with `handler`. */
-async function fakeCoordinator(t: TestContext, handler: (req: Recorded) => Reply): Promise<{ url: string; requests: Recorded[] }> {
+async function fakeCoordinator(
+  t: TestContext,
+  handler: (req: Recorded) => Reply,
+): Promise<{ url: string; requests: Recorded[]; close: () => Promise<void> }> {
   const requests: Recorded[] = [];
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -39,11 +42,12 @@ async function fakeCoordinator(t: TestContext, handler: (req: Recorded) => Reply
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(() => {
+  const close = () => {
     server.closeAllConnections();
     return new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests };
+  };
+  t.after(() => (server.listening ? close() : undefined));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests, close };
 }
 
 function client(t: TestContext, url: string): ApiClient {
@@ -303,4 +307,28 @@ test('several coordinators: the leader is found through /v1/health, and a NOT_LE
   const d = client(t, `${follower.url},${a.url}`);
   assert.deepEqual(await d.listApps(), [app]);
   assert.equal(d.url, b.url);
+});
+
+test('several coordinators: when the leader goes away, reads and refused writes go to the new leader', async (t) => {
+  let bLeads = false;
+  const b = await fakeCoordinator(t, (req) => {
+    if (req.url === '/v1/health') return { json: { ok: true, role: bLeads ? 'leader' : 'follower', ...(bLeads ? {} : { leader: null }) } };
+    return req.method === 'POST' ? { status: 201, json: { app } } : { json: { apps: [app] } };
+  });
+  const a = await fakeCoordinator(t, (req) => (req.url === '/v1/health' ? { json: { ok: true, role: 'leader' } } : { json: { apps: [] } }));
+  const c = client(t, `${a.url},${b.url}`);
+  assert.deepEqual(await c.listApps(), []);
+  assert.equal(c.url, a.url);
+
+  // `a` dies; `b` is still electing itself: the read says no one leads yet (the deploy loop waits on that).
+  await a.close();
+  await assert.rejects(c.listApps(), (err) => isHangarError(err, 'NOT_LEADER') && /try again/.test(err.message));
+  bLeads = true;
+  assert.deepEqual(await c.listApps(), [app]);
+  assert.equal(c.url, b.url);
+  assert.deepEqual(await c.createApp('shop'), app);
+  assert.deepEqual(
+    b.requests.map((r) => `${r.method} ${r.url}`),
+    ['GET /v1/health', 'GET /v1/health', 'GET /v1/apps', 'POST /v1/apps'],
+  );
 });
