@@ -179,7 +179,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
   program.enablePositionalOptions();
   const coordinatorCommand = withAcmeOptions(program.command('coordinator'))
     .enablePositionalOptions()
-    .description('run the coordinator: HTTP API, gRPC for agents, SQLite store')
+    .description('run the coordinator: HTTP API, gRPC for agents, state in SQLite (default) or PostgreSQL')
     .option('--data-dir <dir>', 'where state, tokens and artifacts live', '/var/lib/hangar')
     .option(
       '--database-url <url>',
@@ -202,7 +202,7 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
     .option('--config <file>', 'read settings from this JSON file (what `hangar coordinator install` writes); flags override it')
     .option(
       '--advertise <host[:port]>',
-      'address the other coordinators, agents and the CLI reach this one on (several share one --data-dir)',
+      'address the other coordinators, agents and the CLI reach this one on (when several share a --database-url or --data-dir)',
     )
     .option('--name <name>', 'name of this coordinator among several (default HOSTNAME:HTTP_PORT)')
     .addOption(new Option('--lease-ms <ms>', "length of the leader's lease (tests)").hideHelp())
@@ -210,8 +210,9 @@ export function registerServerCommands(program: Command, ctx: CliContext): void 
     .addOption(new Option('--lease-margin-ms <ms>', 'the leader steps down this long before its lease could expire (tests)').hideHelp())
     .addHelpText(
       'after',
-      '\nSeveral coordinators may share one --data-dir on one host (hot standby): one leads, the others answer\n' +
-        'GET /v1/health with the leader and take over when it stops. See `hangar coordinator status`.',
+      '\nSeveral coordinators may share one --database-url (one on each server: each its own --data-dir with a\n' +
+        "copy of the first one's secret-key) or one --data-dir on one host: one leads, the others forward the API\n" +
+        'to it and take over when it stops or dies. See `hangar coordinator status`.',
     )
     .action(async (flags: CoordinatorFlags, command: Command) => {
       const logger = rootLogger(ctx);
