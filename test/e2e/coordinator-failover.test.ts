@@ -6,133 +6,29 @@
  * Prints the failover times (kill -9, graceful stop).
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { request } from 'undici';
 import { startAgent } from '../../agent/agent.js';
-import type { CoordinatorsView, HealthView } from '../../common/api-types.js';
-import { fileLogger, HANGAR_BIN, removeAppUsers, runCli, shareWithApps, userNames, waitFor, type Cluster } from '../helpers/cluster.js';
+import type { CoordinatorsView } from '../../common/api-types.js';
+import { fileLogger, removeAppUsers, runCli, shareWithApps, userNames, waitFor, type Cluster } from '../helpers/cluster.js';
+import {
+  agentUp as agentNamedUp,
+  coordinators,
+  freePort,
+  getJson,
+  health,
+  spawnCoordinator,
+  stopped,
+  type Cleanups,
+} from '../helpers/coordinator-process.js';
 import { deployFixture } from '../helpers/deploy-fixture.js';
 import { startHttpLoad } from '../helpers/http-load.js';
 
-/** A free TCP port on loopback (the coordinators need fixed ports: each names the other's). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return typeof address === 'object' && address ? address.port : 0;
-}
-
-interface CoordinatorProcess {
-  name: string;
-  url: string;
-  child: ChildProcess;
-  log: string;
-}
-
-/** Undone newest first after the test (node:test runs `after` hooks in the order they were added). */
-type Cleanups = (() => unknown)[];
-
-/** `hangar coordinator` as a child process in its own group, stopped (SIGCONT, then SIGKILL of its group) after the test. */
-function spawnCoordinator(
-  cleanups: Cleanups,
-  dir: string,
-  dataDir: string,
-  name: string,
-  httpPort: number,
-  grpcPort: number,
-): CoordinatorProcess {
-  const log = join(dir, `${name}-${Date.now()}.log`);
-  const out = createWriteStream(log);
-  const child = spawn(
-    process.execPath,
-    [
-      HANGAR_BIN,
-      'coordinator',
-      '--data-dir',
-      dataDir,
-      '--http-port',
-      String(httpPort),
-      '--grpc-port',
-      String(grpcPort),
-      '--advertise',
-      '127.0.0.1',
-      '--name',
-      name,
-      // A short lease keeps the test short; the defaults are 10 s / 2 s / 3 s.
-      '--lease-ms',
-      '5000',
-      '--renew-ms',
-      '500',
-      '--lease-margin-ms',
-      '1500',
-    ],
-    { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HANGAR_LOG_LEVEL: 'info' } },
-  );
-  child.stdout?.pipe(out);
-  child.stderr?.pipe(out);
-  cleanups.push(() => {
-    if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
-    try {
-      process.kill(-child.pid, 'SIGCONT');
-      process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      // Gone already.
-    }
-  });
-  return { name, url: `http://127.0.0.1:${httpPort}`, child, log };
-}
-
-async function health(url: string): Promise<HealthView | null> {
-  try {
-    const res = await request(`${url}/v1/health`, { headersTimeout: 2000, bodyTimeout: 2000 });
-    return res.statusCode === 200 ? ((await res.body.json()) as HealthView) : (await res.body.dump(), null);
-  } catch {
-    return null;
-  }
-}
-
-/** `GET /v1/coordinators` answered by the coordinator at `url` (the API of a leader), or null. */
-async function coordinators(url: string, token: string): Promise<CoordinatorsView | null> {
-  try {
-    const res = await request(`${url}/v1/coordinators`, {
-      headers: { authorization: `Bearer ${token}` },
-      headersTimeout: 2000,
-      bodyTimeout: 2000,
-    });
-    return res.statusCode === 200 ? ((await res.body.json()) as CoordinatorsView) : (await res.body.dump(), null);
-  } catch {
-    return null;
-  }
-}
-
-/** `GET url+path` with the token: the JSON answer, or null when not 200. */
-async function getJson<T>(url: string, path: string, token: string): Promise<T | null> {
-  try {
-    const res = await request(`${url}${path}`, { headers: { authorization: `Bearer ${token}` }, headersTimeout: 5000, bodyTimeout: 5000 });
-    return res.statusCode === 200 ? ((await res.body.json()) as T) : (await res.body.dump(), null);
-  } catch {
-    return null;
-  }
-}
-
 /** True when `url` (a leader) lists agent a1 up. */
-async function agentUp(url: string, token: string): Promise<boolean> {
-  const body = await getJson<{ agents: { name: string; state: string }[] }>(url, '/v1/agents', token);
-  return body?.agents.some((x) => x.name === 'a1' && x.state === 'up') ?? false;
-}
-
-function stopped(child: ChildProcess): Promise<void> {
-  return child.exitCode !== null || child.signalCode !== null
-    ? Promise.resolve()
-    : new Promise((resolve) => child.once('exit', () => resolve()));
-}
+const agentUp = (url: string, token: string) => agentNamedUp(url, token, 'a1');
 
 test('two coordinators on one data dir: kill -9 and SIGSTOP of the leader, the app serving throughout', { timeout: 300_000 }, async (t) => {
   const cleanups: Cleanups = [];
@@ -162,10 +58,10 @@ test('two coordinators on one data dir: kill -9 and SIGSTOP of the leader, the a
     number,
   ];
 
-  let a = spawnCoordinator(cleanups, dir, dataDir, 'coord-a', httpA, grpcA);
+  let a = spawnCoordinator(cleanups, { dir, dataDir, name: 'coord-a', httpPort: httpA, grpcPort: grpcA });
   logs.push(a.log);
   await waitFor('coord-a to lead', async () => (await health(a.url))?.role === 'leader', 60_000);
-  const b = spawnCoordinator(cleanups, dir, dataDir, 'coord-b', httpB, grpcB);
+  const b = spawnCoordinator(cleanups, { dir, dataDir, name: 'coord-b', httpPort: httpB, grpcPort: grpcB });
   logs.push(b.log);
   const followerHealth = await waitFor('coord-b to follow', async () => {
     const h = await health(b.url);
@@ -246,7 +142,7 @@ test('two coordinators on one data dir: kill -9 and SIGSTOP of the leader, the a
   assert.equal((await getJson<{ config: Record<string, string> }>(b.url, '/v1/apps/shop/config', token))?.config.AFTER_FAILOVER, '1');
 
   // (b) The old leader comes back as a follower; then the new leader is stopped past its lease.
-  a = spawnCoordinator(cleanups, dir, dataDir, 'coord-a', httpA, grpcA);
+  a = spawnCoordinator(cleanups, { dir, dataDir, name: 'coord-a', httpPort: httpA, grpcPort: grpcA });
   logs.push(a.log);
   await waitFor('coord-a to follow', async () => (await health(a.url))?.role === 'follower', 60_000);
   phase('coord-a follows');

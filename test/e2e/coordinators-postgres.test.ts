@@ -5,7 +5,8 @@
  * of the leader in the middle of a rolling deploy (web=2), a follower leads and the deploy
  * completes (or the CLI asks for a retry that succeeds); a second agent joins through a follower's
  * address and runs an instance of an artifact uploaded to the dead coordinator; `SIGSTOP` of the
- * new leader past its lease, then `SIGCONT`: it steps down and its write is fenced.
+ * new leader past its lease, then `SIGCONT`: it steps down and its write is fenced. No request fails
+ * through the router and no instance is started twice.
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -168,6 +169,7 @@ test(
       100,
     );
     process.kill(-(all[0]!.child.pid as number), 'SIGKILL');
+    const killedAt = Date.now();
     await stopped(all[0]!.child);
     phase('c1 killed mid-deploy');
     const afterKill = await waitFor(
@@ -182,6 +184,7 @@ test(
       60_000,
       100,
     );
+    t.diagnostic(`failover after kill -9: ${((Date.now() - killedAt) / 1000).toFixed(1)} s to a new leader serving the API (goal <= 15 s)`);
     assert.ok(afterKill.view.leader.epoch > view.leader.epoch);
     const leader = afterKill.leader;
     const follower = all.slice(1).find((c) => c !== leader) as CoordinatorProcess;
@@ -251,9 +254,37 @@ test(
     );
     phase('stale leader stepped down');
 
+    // A graceful stop of the leader hands over to the one that was stopped.
+    process.kill(-(follower.child.pid as number), 'SIGTERM');
+    const termAt = Date.now();
+    const graceful = await waitFor('the stepped-down one to lead', () => coordinators(leader.url, token), 30_000, 50);
+    t.diagnostic(
+      `failover after a graceful stop: ${((Date.now() - termAt) / 1000).toFixed(1)} s to a new leader serving the API (goal <= 2 s)`,
+    );
+    assert.equal(graceful.leader.name, leader.name);
+    await stopped(follower.child);
+    assert.equal(follower.child.exitCode, 0);
+    await waitFor('a1 on the last leader', () => agentUp(leader.url, token, 'a1'));
+
     const { ok, failures } = await load.stop();
     assert.ok(ok > 0);
     assert.deepEqual(failures, [], `${failures.length} requests failed through the router`);
     assert.equal(agents.length, 2);
+
+    // Neither failover started anything twice: every instance key was started exactly once.
+    const starts = new Map<string, number>();
+    for (const name of ['a1', 'a2']) {
+      for (const line of (await readFile(join(dir, `agent-${name}.log`), 'utf8')).split('\n')) {
+        if (!line.includes('"instance started"')) continue;
+        const key = `${name}/${(JSON.parse(line) as { instance: string }).instance}`;
+        starts.set(key, (starts.get(key) ?? 0) + 1);
+      }
+    }
+    assert.ok(starts.size >= 4, `instances started: ${[...starts.keys()].join(', ')}`);
+    assert.deepEqual(
+      [...starts].filter(([, n]) => n > 1),
+      [],
+      'an instance was started more than once',
+    );
   },
 );

@@ -101,9 +101,22 @@ export async function health(url: string): Promise<HealthView | null> {
   }
 }
 
-/** `GET /v1/coordinators` answered by the coordinator at `url` (the API of a leader), or null. */
+/**
+ * `GET /v1/coordinators` answered by the coordinator at `url` itself (the API of a leader), or
+ * null: a follower's forwarded answer (`hangar-forwarded-by`) is the leader's view, not its own.
+ */
 export async function coordinators(url: string, token: string): Promise<CoordinatorsView | null> {
-  return getJson<CoordinatorsView>(url, '/v1/coordinators', token, 2000);
+  try {
+    const res = await request(`${url}/v1/coordinators`, {
+      headers: { authorization: `Bearer ${token}` },
+      headersTimeout: 2000,
+      bodyTimeout: 2000,
+    });
+    if (res.statusCode !== 200 || res.headers['hangar-forwarded-by'] !== undefined) return (await res.body.dump(), null);
+    return (await res.body.json()) as CoordinatorsView;
+  } catch {
+    return null;
+  }
 }
 
 /** `GET url+path` with the token: the JSON answer, or null when not 200. */
