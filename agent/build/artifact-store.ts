@@ -9,18 +9,40 @@ import { HangarError } from '../../common/errors.js';
 /** Opens a stream of an artifact's bytes from the coordinator. */
 export type ArtifactSource = (sha256: string) => Readable;
 
+/** How long a fetch cut by the coordinator going away is tried again (the link finds the new leader meanwhile). */
+export interface ArtifactRetry {
+  /** Give up this long after the first failure. Default 60 s. */
+  forMs?: number;
+  /** First pause between tries, doubled up to 2 s. Default 250 ms. */
+  delayMs?: number;
+}
+
+/** gRPC CANCELLED, DEADLINE_EXCEEDED, UNAVAILABLE: the coordinator went away, not the artifact. */
+const RETRIED_GRPC_CODES = new Set([1, 4, 14]);
+
+/** A failure another try can get past: the connection, not the artifact or the disk. */
+function transient(err: unknown): boolean {
+  if (err instanceof HangarError) return false;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'number') return RETRIED_GRPC_CODES.has(code);
+  return /not connected|not joined|ECONNRESET|ECONNREFUSED|EPIPE/.test(err instanceof Error ? err.message : String(err));
+}
+
 /**
  * Release artifacts on the agent's disk (`<dir>/<sha256>.tar.gz`), fetched once from the
  * coordinator and checked against their sha256. Concurrent fetches of one artifact share a promise.
+ * A fetch cut by the coordinator (a restart, a failover to another one) is tried again for a while.
  */
 export class ArtifactStore {
   readonly #dir: string;
   readonly #source: ArtifactSource;
+  readonly #retry: Required<ArtifactRetry>;
   readonly #inflight = new Map<string, Promise<string>>();
 
-  constructor(dir: string, source: ArtifactSource) {
+  constructor(dir: string, source: ArtifactSource, retry: ArtifactRetry = {}) {
     this.#dir = dir;
     this.#source = source;
+    this.#retry = { forMs: retry.forMs ?? 60_000, delayMs: retry.delayMs ?? 250 };
   }
 
   /** The local path of the artifact, fetching it first when missing. */
@@ -43,6 +65,20 @@ export class ArtifactStore {
       // Not here yet: fetch it.
     }
     await mkdir(this.#dir, { recursive: true });
+    let deadline = 0;
+    for (let delay = this.#retry.delayMs; ; delay = Math.min(delay * 2, 2000)) {
+      try {
+        return await this.#fetchOnce(sha256, path);
+      } catch (err) {
+        const cause = err instanceof HangarError && err.cause !== undefined ? err.cause : err;
+        deadline ||= Date.now() + this.#retry.forMs;
+        if (!transient(cause) || Date.now() + delay > deadline) throw err;
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
+  async #fetchOnce(sha256: string, path: string): Promise<string> {
     const tmp = join(this.#dir, `.fetch-${randomUUID()}`);
     const hash = createHash('sha256');
     const hasher = new Transform({
@@ -67,7 +103,7 @@ export class ArtifactStore {
       if (err instanceof HangarError) throw err;
       throw new HangarError(
         'BUILD_FAILED',
-        `Could not fetch artifact ${sha256.slice(0, 12)} from the coordinator: ${(err as Error).message}`,
+        `Could not fetch artifact ${sha256.slice(0, 12)} from the coordinator: ${(err as Error).message}; deploy again once it answers`,
         { cause: err },
       );
     }
