@@ -76,11 +76,6 @@ export function lineBytes(l: { app: string; source: string; line: string }): num
 const LINE_BYTES_SQL = `length(CAST(line AS BLOB)) + length(CAST(app AS BLOB)) + length(CAST(source AS BLOB)) + ${ROW_OVERHEAD_BYTES}`;
 
 /** Line ids in (`after`, `to`]; either end open when left out. */
-interface IdRange {
-  after?: number;
-  to?: number;
-}
-
 /** Where a page of a long query continues: lines with ids in (`after`, `to`], `left` more at most. */
 export interface LogCursor {
   after: number;
@@ -143,6 +138,134 @@ export function parseErrorLine(line: string): z.infer<typeof errorRecordSchema> 
   } catch {
     return null;
   }
+}
+
+/** The error group a `hangar-error` line counts in, as the `log_errors` upsert binds it. */
+export function errorGroupRow(
+  l: { app: string; ts: number },
+  error: NonNullable<ReturnType<typeof parseErrorLine>>,
+): Record<string, unknown> {
+  const location = `${error.file}:${error.line}:${error.function}`;
+  return {
+    app: l.app,
+    fingerprint: `${error.type}|${location}`,
+    type: error.type,
+    location,
+    message: error.message,
+    ts: l.ts,
+    release: error.release,
+    traceback: error.traceback,
+  };
+}
+
+/** An app's error groups, most recently seen first (both engines). */
+export const ERROR_GROUPS_SQL =
+  'SELECT type, location, message, count, first_seen, last_seen, release, traceback FROM log_errors WHERE app = ? ORDER BY last_seen DESC LIMIT 200';
+
+/** A row of {@link ERROR_GROUPS_SQL} as the API shows it. */
+export function errorGroupView(r: Record<string, unknown>): ErrorGroupView {
+  return {
+    type: r.type as string,
+    location: r.location as string,
+    message: r.message as string,
+    count: r.count as number,
+    firstSeen: new Date(r.first_seen as number).toISOString(),
+    lastSeen: new Date(r.last_seen as number).toISOString(),
+    release: r.release as string,
+    traceback: r.traceback as string,
+  };
+}
+
+/** A `log_lines` row (`id, ts, app, source, fd, stream_id, line`) as a stored line. */
+export function storedLine(r: Record<string, unknown>, agents: ReadonlyMap<number, string>): StoredLogLine {
+  return {
+    id: r.id as number,
+    ts: r.ts as number,
+    app: r.app as string,
+    source: r.source as string,
+    stream: r.fd === 'stderr' ? 'stderr' : 'stdout',
+    agent: agents.get(r.stream_id as number) ?? '',
+    line: r.line as string,
+  };
+}
+
+function isProcessType(source: string): boolean {
+  return /^[A-Za-z0-9_-]+$/.test(source);
+}
+
+/** Lines within ids (`after`, `to`]. */
+export interface IdRange {
+  after?: number;
+  to?: number;
+}
+
+/**
+ * The conditions both engines filter `log_lines l` by, but `--grep`: the app, the source (a
+ * process type means all its instances), the time window and the id range (`id`: the column the
+ * ids are read from). Named parameters.
+ */
+export function logFilters(q: LogQuery, range: IdRange, id = 'l.id'): { where: string[]; params: Record<string, unknown> } {
+  const where = ['l.app = @app'];
+  const params: Record<string, unknown> = { app: q.app };
+  if (q.source) {
+    if (q.source.includes('.') || !isProcessType(q.source)) {
+      where.push('l.source = @source');
+      params.source = q.source;
+    } else {
+      // A process type means all its instances (web → web.1, web.2…), or a plain source (router).
+      where.push('(l.source = @source OR (l.source >= @lo AND l.source < @hi))');
+      params.source = q.source;
+      params.lo = `${q.source}.`;
+      params.hi = `${q.source}/`;
+    }
+  }
+  if (q.since !== undefined) {
+    where.push('l.ts >= @since');
+    params.since = q.since;
+  }
+  if (q.until !== undefined) {
+    where.push('l.ts <= @until');
+    params.until = q.until;
+  }
+  if (range.after !== undefined && range.after >= 0) {
+    where.push(`${id} > @after`);
+    params.after = range.after;
+  }
+  if (range.to !== undefined && Number.isFinite(range.to)) {
+    where.push(`${id} <= @to`);
+    params.to = range.to;
+  }
+  return { where, params };
+}
+
+/** Reads the `limit` newest or oldest lines matching `q` in an id range (skipping `offset`), oldest first. */
+export type LogSelect = (q: LogQuery, end: 'newest' | 'oldest', limit: number, range: IdRange & { offset?: number }) => StoredLogLine[];
+
+/**
+ * {@link LogStorage.page} on either engine: without a cursor, the window is fixed at the highest
+ * id now (`maxId`) and starts at the `q.n`-th newest matching line; each page is the next
+ * `pageSize` lines of it.
+ */
+export function pageLines(q: LogQuery, pageSize: number, cursor: LogCursor | undefined, maxId: () => number, select: LogSelect): LogPage {
+  let after: number;
+  let to: number;
+  let left: number;
+  if (cursor) {
+    ({ after, to, left } = cursor);
+  } else {
+    if (q.n <= pageSize) return { lines: select(q, 'newest', q.n, {}), next: null };
+    to = maxId();
+    // The n-th newest matching line, and everything after it.
+    const nth = select(q, 'newest', 1, { to, offset: q.n - 1 })[0];
+    after = nth ? nth.id - 1 : 0;
+    left = q.n;
+  }
+  const want = Math.min(pageSize, left);
+  const lines = want > 0 ? select(q, 'oldest', want, { after, to }) : [];
+  const last = lines.at(-1);
+  // A short page was the last one; a full one may be followed by more.
+  const more = last !== undefined && lines.length === want && left > want;
+  return { lines, next: more ? { after: last.id, to, left: left - want } : null };
 }
 
 /** Result of storing one batch. */
@@ -295,19 +418,7 @@ export class LogStore implements LogStorage {
         const stream = l.stream === 'stderr' ? 'stderr' : 'stdout';
         out.push({ id: id++, ts: l.ts, app: l.app, source: l.source, stream, agent, line: l.line });
         const error = l.line.startsWith(ERROR_LINE_PREFIX) ? parseErrorLine(l.line) : null;
-        if (error) {
-          const location = `${error.file}:${error.line}:${error.function}`;
-          upsertError.run({
-            app: l.app,
-            fingerprint: `${error.type}|${location}`,
-            type: error.type,
-            location,
-            message: error.message,
-            ts: l.ts,
-            release: error.release,
-            traceback: error.traceback,
-          });
-        }
+        if (error) upsertError.run(errorGroupRow(l, error));
       }
       if (acked !== ackedBefore) setAcked.run(acked, streamId);
       return acked;
@@ -370,25 +481,13 @@ export class LogStore implements LogStorage {
    * fixed by the first call (lines stored since are not in it), so paging neither skips nor repeats.
    */
   page(q: LogQuery, pageSize: number, cursor?: LogCursor): LogPage {
-    let after: number;
-    let to: number;
-    let left: number;
-    if (cursor) {
-      ({ after, to, left } = cursor);
-    } else {
-      if (q.n <= pageSize) return { lines: this.query(q), next: null };
-      to = (this.#db.prepare('SELECT max(id) FROM log_lines').pluck().get() as number | null) ?? 0;
-      // The n-th newest matching line, and everything after it.
-      const nth = this.#select({ ...q, n: 1 }, 'newest', 1, { to, offset: q.n - 1 })[0];
-      after = nth ? nth.id - 1 : 0;
-      left = q.n;
-    }
-    const want = Math.min(pageSize, left);
-    const lines = want > 0 ? this.#select(q, 'oldest', want, { after, to }) : [];
-    const last = lines.at(-1);
-    // A short page was the last one; a full one may be followed by more.
-    const more = last !== undefined && lines.length === want && left > want;
-    return { lines, next: more ? { after: last.id, to, left: left - want } : null };
+    return pageLines(
+      q,
+      pageSize,
+      cursor,
+      () => (this.#db.prepare('SELECT max(id) FROM log_lines').pluck().get() as number | null) ?? 0,
+      (query, end, limit, range) => this.#select(query, end, limit, range),
+    );
   }
 
   /**
@@ -437,15 +536,7 @@ export class LogStore implements LogStorage {
         `ORDER BY ${id} ${end === 'newest' ? 'DESC' : 'ASC'} LIMIT @n OFFSET @offset`,
     ).all(params) as Row[];
     if (end === 'newest') rows.reverse();
-    return rows.map((r) => ({
-      id: r.id as number,
-      ts: r.ts as number,
-      app: r.app as string,
-      source: r.source as string,
-      stream: r.fd === 'stderr' ? 'stderr' : 'stdout',
-      agent: this.#agents.get(r.stream_id as number) ?? '',
-      line: r.line as string,
-    }));
+    return rows.map((r) => storedLine(r, this.#agents));
   }
 
   /** Lines of one part of {@link #select}, all of them. */
@@ -455,37 +546,8 @@ export class LogStore implements LogStorage {
   }
 
   #where(q: LogQuery, fts: string | null, range: IdRange): { from: string; where: string; params: Record<string, unknown>; id: string } {
-    const where = ['l.app = @app'];
-    const params: Record<string, unknown> = { app: q.app };
     const id = fts ? 's.rowid' : 'l.id';
-    if (q.source) {
-      if (q.source.includes('.') || !isProcessType(q.source)) {
-        where.push('l.source = @source');
-        params.source = q.source;
-      } else {
-        // A process type means all its instances (web → web.1, web.2…), or a plain source (router).
-        where.push('(l.source = @source OR (l.source >= @lo AND l.source < @hi))');
-        params.source = q.source;
-        params.lo = `${q.source}.`;
-        params.hi = `${q.source}/`;
-      }
-    }
-    if (q.since !== undefined) {
-      where.push('l.ts >= @since');
-      params.since = q.since;
-    }
-    if (q.until !== undefined) {
-      where.push('l.ts <= @until');
-      params.until = q.until;
-    }
-    if (range.after !== undefined && range.after >= 0) {
-      where.push(`${id} > @after`);
-      params.after = range.after;
-    }
-    if (range.to !== undefined && Number.isFinite(range.to)) {
-      where.push(`${id} <= @to`);
-      params.to = range.to;
-    }
+    const { where, params } = logFilters(q, range, id);
     if (q.grep) {
       where.push("l.line LIKE @grep ESCAPE '\\'");
       params.grep = `%${q.grep.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
@@ -515,21 +577,7 @@ export class LogStore implements LogStorage {
 
   /** The app's error groups, most recently seen first. */
   errors(app: string): ErrorGroupView[] {
-    const rows = this.#db
-      .prepare(
-        'SELECT type, location, message, count, first_seen, last_seen, release, traceback FROM log_errors WHERE app = ? ORDER BY last_seen DESC LIMIT 200',
-      )
-      .all(app) as Row[];
-    return rows.map((r) => ({
-      type: r.type as string,
-      location: r.location as string,
-      message: r.message as string,
-      count: r.count as number,
-      firstSeen: new Date(r.first_seen as number).toISOString(),
-      lastSeen: new Date(r.last_seen as number).toISOString(),
-      release: r.release as string,
-      traceback: r.traceback as string,
-    }));
+    return (this.#db.prepare(ERROR_GROUPS_SQL).all(app) as Row[]).map(errorGroupView);
   }
 
   /** Forgets an app's lines and errors (it was destroyed). */
@@ -617,10 +665,6 @@ export class LogStore implements LogStorage {
     }
     return stream;
   }
-}
-
-function isProcessType(source: string): boolean {
-  return /^[A-Za-z0-9_-]+$/.test(source);
 }
 
 /** A stored line as the API shows it. */

@@ -18,9 +18,16 @@ import {
 } from '../store/postgres-partitions.js';
 import type { SqlDatabase, SqlStatement } from '../store/sql.js';
 import {
+  ERROR_GROUPS_SQL,
   ERROR_LINE_PREFIX,
+  errorGroupRow,
+  errorGroupView,
   lineBytes,
+  logFilters,
+  pageLines,
   parseErrorLine,
+  storedLine,
+  type IdRange,
   type IncomingLogLine,
   type IngestResult,
   type LogCursor,
@@ -62,11 +69,6 @@ function arrayLiteral(values: readonly (number | string)[]): string {
 /** PostgreSQL text holds no NUL character; a line with one keeps a replacement character instead. */
 function pgText(s: string): string {
   return s.includes('\0') ? s.replaceAll('\0', '\uFFFD') : s;
-}
-
-interface IdRange {
-  after?: number;
-  to?: number;
 }
 
 type Row = Record<string, unknown>;
@@ -198,7 +200,7 @@ export class PostgresLogStore implements LogStorage {
   #upsertError(l: StoredLogLine): void {
     const error = parseErrorLine(l.line);
     if (!error) return;
-    const location = `${error.file}:${error.line}:${error.function}`;
+    const row = errorGroupRow(l, error);
     this.#statement(
       `INSERT INTO log_errors (app, fingerprint, type, location, message, count, first_seen, last_seen, release, traceback)
        VALUES (@app, @fingerprint, @type, @location, @message, 1, @ts, @ts, @release, @traceback)
@@ -209,16 +211,7 @@ export class PostgresLogStore implements LogStorage {
          message = excluded.message,
          release = excluded.release,
          traceback = excluded.traceback`,
-    ).run({
-      app: l.app,
-      fingerprint: `${error.type}|${location}`,
-      type: error.type,
-      location,
-      message: pgText(error.message),
-      ts: l.ts,
-      release: pgText(error.release),
-      traceback: pgText(error.traceback),
-    });
+    ).run({ ...row, message: pgText(error.message), release: pgText(error.release), traceback: pgText(error.traceback) });
   }
 
   query(q: LogQuery): StoredLogLine[] {
@@ -227,24 +220,13 @@ export class PostgresLogStore implements LogStorage {
 
   /** As SQLite's {@link LogStorage.page}: the window is fixed by the first call. */
   page(q: LogQuery, pageSize: number, cursor?: LogCursor): LogPage {
-    let after: number;
-    let to: number;
-    let left: number;
-    if (cursor) {
-      ({ after, to, left } = cursor);
-    } else {
-      if (q.n <= pageSize) return { lines: this.query(q), next: null };
-      to = (this.#statement('SELECT max(id) FROM log_lines').pluck().get() as number | null) ?? 0;
-      // The n-th newest matching line, and everything after it.
-      const nth = this.#select(q, 'newest', 1, { to, offset: q.n - 1 })[0];
-      after = nth ? nth.id - 1 : 0;
-      left = q.n;
-    }
-    const want = Math.min(pageSize, left);
-    const lines = want > 0 ? this.#select(q, 'oldest', want, { after, to }) : [];
-    const last = lines.at(-1);
-    const more = last !== undefined && lines.length === want && left > want;
-    return { lines, next: more ? { after: last.id, to, left: left - want } : null };
+    return pageLines(
+      q,
+      pageSize,
+      cursor,
+      () => (this.#statement('SELECT max(id) FROM log_lines').pluck().get() as number | null) ?? 0,
+      (query, end, limit, range) => this.#select(query, end, limit, range),
+    );
   }
 
   #select(q: LogQuery, end: 'newest' | 'oldest', limit: number, range: IdRange & { offset?: number } = {}): StoredLogLine[] {
@@ -256,48 +238,11 @@ export class PostgresLogStore implements LogStorage {
         `ORDER BY l.id ${end === 'newest' ? 'DESC' : 'ASC'} LIMIT @n OFFSET @offset`,
     ).all(params) as Row[];
     if (end === 'newest') rows.reverse();
-    return rows.map((r) => ({
-      id: r.id as number,
-      ts: r.ts as number,
-      app: r.app as string,
-      source: r.source as string,
-      stream: r.fd === 'stderr' ? 'stderr' : 'stdout',
-      agent: this.#agents.get(r.stream_id as number) ?? '',
-      line: r.line as string,
-    }));
+    return rows.map((r) => storedLine(r, this.#agents));
   }
 
   #where(q: LogQuery, range: IdRange): { where: string; params: Record<string, unknown> } {
-    const where = ['l.app = @app'];
-    const params: Record<string, unknown> = { app: q.app };
-    if (q.source) {
-      if (q.source.includes('.') || !/^[A-Za-z0-9_-]+$/.test(q.source)) {
-        where.push('l.source = @source');
-        params.source = q.source;
-      } else {
-        // A process type means all its instances (web → web.1, web.2…), or a plain source (router).
-        where.push('(l.source = @source OR (l.source >= @lo AND l.source < @hi))');
-        params.source = q.source;
-        params.lo = `${q.source}.`;
-        params.hi = `${q.source}/`;
-      }
-    }
-    if (q.since !== undefined) {
-      where.push('l.ts >= @since');
-      params.since = q.since;
-    }
-    if (q.until !== undefined) {
-      where.push('l.ts <= @until');
-      params.until = q.until;
-    }
-    if (range.after !== undefined && range.after >= 0) {
-      where.push('l.id > @after');
-      params.after = range.after;
-    }
-    if (range.to !== undefined && Number.isFinite(range.to)) {
-      where.push('l.id <= @to');
-      params.to = range.to;
-    }
+    const { where, params } = logFilters(q, range);
     if (q.grep) {
       const pattern = `%${pgText(q.grep).replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
       // ILIKE finds the candidates through the trigram index; the LIKE on ASCII-lowered text then
@@ -311,19 +256,7 @@ export class PostgresLogStore implements LogStorage {
   }
 
   errors(app: string): ErrorGroupView[] {
-    const rows = this.#statement(
-      'SELECT type, location, message, count, first_seen, last_seen, release, traceback FROM log_errors WHERE app = ? ORDER BY last_seen DESC LIMIT 200',
-    ).all(app) as Row[];
-    return rows.map((r) => ({
-      type: r.type as string,
-      location: r.location as string,
-      message: r.message as string,
-      count: r.count as number,
-      firstSeen: new Date(r.first_seen as number).toISOString(),
-      lastSeen: new Date(r.last_seen as number).toISOString(),
-      release: r.release as string,
-      traceback: r.traceback as string,
-    }));
+    return (this.#statement(ERROR_GROUPS_SQL).all(app) as Row[]).map(errorGroupView);
   }
 
   deleteApp(app: string): void {
