@@ -6,23 +6,20 @@
  * Prints the failover times (kill -9, graceful stop).
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { request } from 'undici';
-import { startAgent } from '../../agent/agent.js';
 import type { CoordinatorsView } from '../../common/api-types.js';
-import { fileLogger, removeAppUsers, runCli, shareWithApps, userNames, waitFor, type Cluster } from '../helpers/cluster.js';
+import { runCli, waitFor } from '../helpers/cluster.js';
 import {
   agentUp as agentNamedUp,
   coordinators,
   freePort,
   getJson,
   health,
-  spawnCoordinator,
+  coordinatorTest,
   stopped,
-  type Cleanups,
 } from '../helpers/coordinator-process.js';
 import { deployFixture } from '../helpers/deploy-fixture.js';
 import { startHttpLoad } from '../helpers/http-load.js';
@@ -31,25 +28,8 @@ import { startHttpLoad } from '../helpers/http-load.js';
 const agentUp = (url: string, token: string) => agentNamedUp(url, token, 'a1');
 
 test('two coordinators on one data dir: kill -9 and SIGSTOP of the leader, the app serving throughout', { timeout: 300_000 }, async (t) => {
-  const cleanups: Cleanups = [];
-  t.after(async () => {
-    for (const undo of cleanups.reverse()) await undo();
-  });
-  const dir = await mkdtemp(join(tmpdir(), 'hangar-failover-'));
-  cleanups.push(() => rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }));
-  const appDir = await shareWithApps(dir);
-  const usersBefore = new Set((await userNames()).values());
-  cleanups.push(() => removeAppUsers(dir, usersBefore));
-  // Every election and step-down, in the test's output (the logs go with the temp dir).
-  const logs: string[] = [];
-  cleanups.push(async () => {
-    for (const log of logs) {
-      const text = await readFile(log, 'utf8').catch(() => '');
-      for (const line of text.split('\n').filter((l) => /elected leader|stepped down|fenced|released the lease/.test(l))) {
-        t.diagnostic(`${log.split('/').at(-1) ?? ''}: ${line.slice(0, 260)}`);
-      }
-    }
-  });
+  const ct = await coordinatorTest(t, 'hangar-failover-');
+  const { dir, cleanups } = ct;
   const dataDir = join(dir, 'coordinator');
   const [httpA, grpcA, httpB, grpcB] = [await freePort(), await freePort(), await freePort(), await freePort()] as [
     number,
@@ -58,11 +38,9 @@ test('two coordinators on one data dir: kill -9 and SIGSTOP of the leader, the a
     number,
   ];
 
-  let a = spawnCoordinator(cleanups, { dir, dataDir, name: 'coord-a', httpPort: httpA, grpcPort: grpcA });
-  logs.push(a.log);
+  let a = ct.spawn({ dataDir, name: 'coord-a', httpPort: httpA, grpcPort: grpcA });
   await waitFor('coord-a to lead', async () => (await health(a.url))?.role === 'leader', 60_000);
-  const b = spawnCoordinator(cleanups, { dir, dataDir, name: 'coord-b', httpPort: httpB, grpcPort: grpcB });
-  logs.push(b.log);
+  const b = ct.spawn({ dataDir, name: 'coord-b', httpPort: httpB, grpcPort: grpcB });
   const followerHealth = await waitFor('coord-b to follow', async () => {
     const h = await health(b.url);
     return h?.role === 'follower' ? h : null;
@@ -94,21 +72,8 @@ test('two coordinators on one data dir: kill -9 and SIGSTOP of the leader, the a
     ['coord-b'],
   );
 
-  const agent = await startAgent(
-    {
-      coordinator: `127.0.0.1:${grpcA},127.0.0.1:${grpcB}`,
-      joinToken,
-      dataDir: join(dir, 'agent-a1'),
-      name: 'a1',
-      routerPort: 0,
-      httpsPort: 0,
-      routerHost: '127.0.0.1',
-      advertise: '127.0.0.1',
-    },
-    { logger: fileLogger(dir, 'agent-a1') },
-  );
-  cleanups.push(() => agent.close({ stopInstances: true }));
-  const cluster = { dir, appDir, cli: (args: string[], o: { timeoutMs?: number } = {}) => cli(args, o.timeoutMs) } as unknown as Cluster;
+  const agent = await ct.agent('a1', `127.0.0.1:${grpcA},127.0.0.1:${grpcB}`, joinToken);
+  const cluster = ct.cluster(env);
   const began = Date.now();
   const phase = (what: string) => t.diagnostic(`${what} at ${((Date.now() - began) / 1000).toFixed(1)} s`);
   await deployFixture(cluster, 'shop');
@@ -142,8 +107,7 @@ test('two coordinators on one data dir: kill -9 and SIGSTOP of the leader, the a
   assert.equal((await getJson<{ config: Record<string, string> }>(b.url, '/v1/apps/shop/config', token))?.config.AFTER_FAILOVER, '1');
 
   // (b) The old leader comes back as a follower; then the new leader is stopped past its lease.
-  a = spawnCoordinator(cleanups, { dir, dataDir, name: 'coord-a', httpPort: httpA, grpcPort: grpcA });
-  logs.push(a.log);
+  a = ct.spawn({ dataDir, name: 'coord-a', httpPort: httpA, grpcPort: grpcA });
   await waitFor('coord-a to follow', async () => (await health(a.url))?.role === 'follower', 60_000);
   phase('coord-a follows');
   const releasesBefore = await getJson<unknown>(b.url, '/v1/apps/shop/releases', token);

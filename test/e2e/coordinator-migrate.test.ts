@@ -6,14 +6,12 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { request } from 'undici';
-import { startAgent } from '../../agent/agent.js';
-import { fileLogger, removeAppUsers, runCli, shareWithApps, userNames, waitFor, type Cluster } from '../helpers/cluster.js';
-import { freePort, health, spawnCoordinator, stopped, type Cleanups } from '../helpers/coordinator-process.js';
+import { runCli, waitFor } from '../helpers/cluster.js';
+import { coordinatorTest, freePort, health, stopped } from '../helpers/coordinator-process.js';
 import { deployFixture } from '../helpers/deploy-fixture.js';
 import { testPostgres } from '../helpers/postgres-server.js';
 
@@ -35,41 +33,21 @@ test(
   'a SQLite coordinator moved to PostgreSQL with hangar coordinator migrate: same releases, config and logs; the app serves throughout',
   { timeout: 420_000 },
   async (t) => {
-    const cleanups: Cleanups = [];
-    t.after(async () => {
-      for (const undo of cleanups.reverse()) await undo();
-    });
-    const dir = await mkdtemp(join(tmpdir(), 'hangar-migrate-e2e-'));
-    cleanups.push(() => rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }));
-    const appDir = await shareWithApps(dir);
-    const usersBefore = new Set((await userNames()).values());
-    cleanups.push(() => removeAppUsers(dir, usersBefore));
+    const ct = await coordinatorTest(t, 'hangar-migrate-e2e-');
+    const { dir } = ct;
     const dataDir = join(dir, 'coordinator');
     const httpPort = await freePort();
     const grpcPort = await freePort();
-    const coordinatorOptions = { dir, dataDir, name: 'c1', httpPort, grpcPort };
-    let coordinator = spawnCoordinator(cleanups, coordinatorOptions);
+    const coordinatorOptions = { dataDir, name: 'c1', httpPort, grpcPort };
+    let coordinator = ct.spawn(coordinatorOptions);
     const url = coordinator.url;
     await waitFor('the SQLite coordinator to lead', async () => (await health(url))?.role === 'leader', 60_000);
     const token = (await readFile(join(dataDir, 'admin-token'), 'utf8')).trim();
     const joinToken = (await readFile(join(dataDir, 'join-token'), 'utf8')).trim();
     const env = { HANGAR_URL: url, HANGAR_TOKEN: token, HANGAR_CREDENTIALS: join(dir, 'no-credentials.json') };
     const cli = (args: string[], timeoutMs?: number) => runCli(args, env, timeoutMs);
-    const agent = await startAgent(
-      {
-        coordinator: `127.0.0.1:${grpcPort}`,
-        joinToken,
-        dataDir: join(dir, 'agent-a1'),
-        name: 'a1',
-        routerPort: 0,
-        httpsPort: 0,
-        routerHost: '127.0.0.1',
-        advertise: '127.0.0.1',
-      },
-      { logger: fileLogger(dir, 'agent-a1'), backoff: { initialMs: 200, maxMs: 1000 } },
-    );
-    cleanups.push(() => agent.close({ stopInstances: true }));
-    const cluster = { dir, appDir, cli: (args: string[], o: { timeoutMs?: number } = {}) => cli(args, o.timeoutMs) } as unknown as Cluster;
+    const agent = await ct.agent('a1', `127.0.0.1:${grpcPort}`, joinToken, { backoff: { initialMs: 200, maxMs: 1000 } });
+    const cluster = ct.cluster(env);
     await deployFixture(cluster, 'shop', { config: { GREETING: 'moved intact' } });
     await waitFor('the app to serve', () => serves(agent.routerPort), 30_000);
 
@@ -120,7 +98,7 @@ test(
     assert.equal(await digest(), before, 'the migration changed the SQLite file');
     assert.ok(await serves(agent.routerPort), 'the app stopped serving during the migration');
 
-    coordinator = spawnCoordinator(cleanups, { ...coordinatorOptions, databaseUrl });
+    coordinator = ct.spawn({ ...coordinatorOptions, databaseUrl });
     await waitFor('the PostgreSQL coordinator to lead', async () => (await health(url))?.role === 'leader', 60_000);
     assert.deepEqual(await readAll(), readsBefore);
     const logsAfter = await cli(['logs', '-a', 'shop', '-n', '30', '--source', 'build', '--json']);

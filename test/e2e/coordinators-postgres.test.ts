@@ -10,23 +10,21 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { copyFile, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { copyFile, cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { request } from 'undici';
-import { startAgent, type RunningAgent } from '../../agent/agent.js';
+import { type RunningAgent } from '../../agent/agent.js';
 import type { CoordinatorsView, ReleaseView } from '../../common/api-types.js';
-import { FIXTURES, fileLogger, removeAppUsers, runCli, shareWithApps, userNames, waitFor, type Cluster } from '../helpers/cluster.js';
+import { FIXTURES, runCli, waitFor } from '../helpers/cluster.js';
 import {
   agentUp,
   coordinators,
   freePort,
   getJson,
   health,
-  spawnCoordinator,
+  coordinatorTest,
   stopped,
-  type Cleanups,
   type CoordinatorProcess,
 } from '../helpers/coordinator-process.js';
 import { deployFixture, waitForPs } from '../helpers/deploy-fixture.js';
@@ -37,24 +35,8 @@ test(
   'three coordinators on PostgreSQL, each its own data dir: kill -9 of the leader mid-deploy, a join through a follower, SIGSTOP fenced',
   { timeout: 300_000 },
   async (t) => {
-    const cleanups: Cleanups = [];
-    t.after(async () => {
-      for (const undo of cleanups.reverse()) await undo();
-    });
-    const dir = await mkdtemp(join(tmpdir(), 'hangar-pg-ha-'));
-    cleanups.push(() => rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }));
-    const appDir = await shareWithApps(dir);
-    const usersBefore = new Set((await userNames()).values());
-    cleanups.push(() => removeAppUsers(dir, usersBefore));
-    const logs: string[] = [];
-    cleanups.push(async () => {
-      for (const log of logs) {
-        const text = await readFile(log, 'utf8').catch(() => '');
-        for (const line of text.split('\n').filter((l) => /elected leader|stepped down|fenced|could not start/.test(l))) {
-          t.diagnostic(`${log.split('/').at(-1) ?? ''}: ${line.slice(0, 260)}`);
-        }
-      }
-    });
+    const ct = await coordinatorTest(t, 'hangar-pg-ha-');
+    const { dir, cleanups } = ct;
     const databaseUrl = (await testPostgres()).createDatabase('ha');
     const began = Date.now();
     const phase = (what: string) => t.diagnostic(`${what} at ${((Date.now() - began) / 1000).toFixed(1)} s`);
@@ -64,17 +46,14 @@ test(
     for (let i = 0; i < 3; i++) ports.push([await freePort(), await freePort()]);
     const start = (i: number): CoordinatorProcess => {
       const [httpPort, grpcPort] = ports[i] as [number, number];
-      const c = spawnCoordinator(cleanups, { dir, dataDir: dataDirs[i] as string, name: `c${i + 1}`, httpPort, grpcPort, databaseUrl });
-      logs.push(c.log);
-      return c;
+      return ct.spawn({ dataDir: dataDirs[i] as string, name: `c${i + 1}`, httpPort, grpcPort, databaseUrl });
     };
     const all = [start(0)];
     await waitFor('c1 to lead', async () => (await health(all[0]!.url))?.role === 'leader', 60_000);
 
     // A coordinator whose secret-key is not the first one's refuses to start, and says what to copy.
     const strangerDir = join(dir, 'c4');
-    const stranger = spawnCoordinator(cleanups, {
-      dir,
+    const stranger = ct.spawn({
       dataDir: strangerDir,
       name: 'c4',
       httpPort: await freePort(),
@@ -119,25 +98,12 @@ test(
 
     const agents: RunningAgent[] = [];
     const joinAgent = async (name: string, coordinator: string) => {
-      const agent = await startAgent(
-        {
-          coordinator,
-          joinToken,
-          dataDir: join(dir, `agent-${name}`),
-          name,
-          routerPort: 0,
-          httpsPort: 0,
-          routerHost: '127.0.0.1',
-          advertise: '127.0.0.1',
-        },
-        { logger: fileLogger(dir, `agent-${name}`) },
-      );
-      cleanups.push(() => agent.close({ stopInstances: true }));
+      const agent = await ct.agent(name, coordinator, joinToken);
       agents.push(agent);
       return agent;
     };
     const a1 = await joinAgent('a1', all.map((c) => c.grpcAddress).join(','));
-    const cluster = { dir, appDir, cli: (args: string[], o: { timeoutMs?: number } = {}) => cli(args, o.timeoutMs) } as unknown as Cluster;
+    const cluster = ct.cluster(env);
     await deployFixture(cluster, 'shop');
     assert.equal((await cli(['scale', 'web=2', '-a', 'shop'])).code, 0);
     await waitForPs(cluster, 'shop', 'web=2 up', (rows) => rows.filter((r) => r.type === 'web' && r.state === 'up').length === 2);

@@ -30,6 +30,20 @@ export function fileLogger(dir: string, name: string): Logger {
   return pino({ level: process.env.HANGAR_TEST_LOG ?? 'info', base: { node: name } }, createWriteStream(join(dir, `${name}.log`)));
 }
 
+/** An agent of a test on loopback: data in `DIR/agent-NAME`, its router and HTTPS ports picked by the kernel. */
+export function loopbackAgentConfig(dir: string, name: string, coordinator: string, joinToken: string): AgentConfig {
+  return {
+    coordinator,
+    joinToken,
+    dataDir: join(dir, `agent-${name}`),
+    name,
+    routerPort: 0,
+    httpsPort: 0,
+    routerHost: '127.0.0.1',
+    advertise: '127.0.0.1',
+  };
+}
+
 /** Polls `fn` until it returns a truthy value; throws with the last value after `timeoutMs`. */
 export async function waitFor<T>(what: string, fn: () => Promise<T> | T, timeoutMs = 60_000, intervalMs = 200): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
@@ -211,17 +225,7 @@ export async function startCluster(
     },
     async startAgent(name, extra = {}) {
       const agent = await startAgent(
-        {
-          coordinator: coordinator.grpcAddress,
-          joinToken: coordinator.joinToken,
-          dataDir: join(dir, `agent-${name}`),
-          name,
-          routerPort: 0,
-          httpsPort: 0,
-          routerHost: '127.0.0.1',
-          advertise: '127.0.0.1',
-          ...extra,
-        },
+        { ...loopbackAgentConfig(dir, name, coordinator.grpcAddress, coordinator.joinToken), ...extra },
         { logger: fileLogger(dir, `agent-${name}`), backoff: { initialMs: 200, maxMs: 2000 } },
       );
       agents.push(agent);

@@ -4,11 +4,15 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { TestContext } from 'node:test';
 import { request } from 'undici';
+import { startAgent, type AgentDeps, type RunningAgent } from '../../agent/agent.js';
 import type { CoordinatorsView, HealthView } from '../../common/api-types.js';
-import { HANGAR_BIN } from './cluster.js';
+import { fileLogger, HANGAR_BIN, loopbackAgentConfig, removeAppUsers, runCli, shareWithApps, userNames, type Cluster } from './cluster.js';
 
 /** A free TCP port on loopback (the coordinators need fixed ports: each names the other's). */
 export async function freePort(): Promise<number> {
@@ -144,4 +148,67 @@ export function stopped(child: ChildProcess): Promise<void> {
   return child.exitCode !== null || child.signalCode !== null
     ? Promise.resolve()
     : new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+/** What a test of `hangar coordinator` processes works in: see {@link coordinatorTest}. */
+export interface CoordinatorTest {
+  /** A temp dir, removed after the test. */
+  dir: string;
+  /** Its part the app users may read (fixtures are copied there). */
+  appDir: string;
+  /** Undone newest first after the test. */
+  cleanups: Cleanups;
+  /** {@link spawnCoordinator} in `dir`; its elections and step-downs are printed after the test. */
+  spawn(o: Omit<CoordinatorProcessOptions, 'dir'>): CoordinatorProcess;
+  /** An agent on loopback (`DIR/agent-NAME`, its log `DIR/agent-NAME.log`), closed with its instances after the test. */
+  agent(name: string, coordinator: string, joinToken: string, deps?: Pick<AgentDeps, 'backoff'>): Promise<RunningAgent>;
+  /** What deployFixture and waitForPs use of a {@link Cluster}: this dir and the CLI with `env`. */
+  cluster(env: Record<string, string>): Cluster;
+}
+
+/**
+ * Sets up a test of coordinator processes: a temp dir shared with the app users, undone after
+ * the test with the app users it made, and the elections of every coordinator spawned through
+ * it in the test's diagnostics (their logs go with the temp dir).
+ */
+export async function coordinatorTest(t: TestContext, prefix: string): Promise<CoordinatorTest> {
+  const cleanups: Cleanups = [];
+  t.after(async () => {
+    for (const undo of cleanups.reverse()) await undo();
+  });
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  cleanups.push(() => rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }));
+  const appDir = await shareWithApps(dir);
+  const usersBefore = new Set((await userNames()).values());
+  cleanups.push(() => removeAppUsers(dir, usersBefore));
+  const logs: string[] = [];
+  cleanups.push(async () => {
+    for (const log of logs) {
+      const text = await readFile(log, 'utf8').catch(() => '');
+      for (const line of text.split('\n').filter((l) => /elected leader|stepped down|fenced|released the lease|could not start/.test(l))) {
+        t.diagnostic(`${log.split('/').at(-1) ?? ''}: ${line.slice(0, 260)}`);
+      }
+    }
+  });
+  return {
+    dir,
+    appDir,
+    cleanups,
+    spawn(o) {
+      const c = spawnCoordinator(cleanups, { ...o, dir });
+      logs.push(c.log);
+      return c;
+    },
+    async agent(name, coordinator, joinToken, deps = {}) {
+      const agent = await startAgent(loopbackAgentConfig(dir, name, coordinator, joinToken), {
+        logger: fileLogger(dir, `agent-${name}`),
+        ...deps,
+      });
+      cleanups.push(() => agent.close({ stopInstances: true }));
+      return agent;
+    },
+    cluster(env) {
+      return { dir, appDir, cli: (args: string[], o: { timeoutMs?: number } = {}) => runCli(args, env, o.timeoutMs) } as unknown as Cluster;
+    },
+  };
 }
