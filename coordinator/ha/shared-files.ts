@@ -8,14 +8,14 @@
  * later one writes the stored values into its data dir, where the rest of the coordinator reads
  * them as before, and issues its own server certificate from the shared CA.
  */
-import { X509Certificate, createHash } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HangarError } from '../../common/errors.js';
 import { COORDINATOR_TLS_NAME, formatJoinToken, parseJoinToken } from '../../common/join-token.js';
 import { SecretBox } from '../../common/secret-box.js';
 import { issueServerCertificate } from '../security/addon-certificates.js';
-import { ensureCoordinatorTls } from '../security/certificate-authority.js';
+import { certificateFingerprint, ensureCoordinatorTls } from '../security/certificate-authority.js';
 import { ensureJoinToken, ensureToken } from '../security/token-files.js';
 import type { SqlDatabase } from '../store/sql.js';
 
@@ -84,7 +84,7 @@ export async function shareCoordinatorFiles(o: SharedFilesOptions): Promise<void
     await writeAtomically(join(tlsDir, 'server.crt'), issued.certPem, 0o644);
   }
   await writeAtomically(join(o.dataDir, 'admin-token'), `${adminToken}\n`, 0o600);
-  const caFingerprint = createHash('sha256').update(new X509Certificate(caPem).raw).digest('hex');
+  const caFingerprint = certificateFingerprint(caPem);
   await writeAtomically(join(o.dataDir, 'join-token'), `${formatJoinToken({ secret: joinSecret, caFingerprint })}\n`, 0o600);
 }
 

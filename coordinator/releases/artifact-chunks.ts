@@ -26,9 +26,10 @@ export class ArtifactChunks {
       'INSERT INTO artifact_chunks (sha256, idx, data) VALUES (?, ?, ?) ON CONFLICT (sha256, idx) DO NOTHING',
     );
     const file = await openFile(path, 'r');
+    // One buffer for every chunk: each is bound (copied into the statement) before the next read.
+    const buffer = Buffer.alloc(ARTIFACT_CHUNK_BYTES);
     try {
       for (let idx = 0, offset = 0; ; idx++) {
-        const buffer = Buffer.alloc(ARTIFACT_CHUNK_BYTES);
         const { bytesRead } = await file.read(buffer, 0, ARTIFACT_CHUNK_BYTES, offset);
         if (bytesRead === 0 && idx > 0) break;
         insert.run(sha256, idx, buffer.subarray(0, bytesRead));

@@ -28,7 +28,7 @@ export interface CoordinatorTls {
 }
 
 /** Lowercase hex SHA-256 of a PEM certificate's DER encoding. */
-function certificateFingerprint(pem: string): string {
+export function certificateFingerprint(pem: string): string {
   return createHash('sha256').update(new X509Certificate(pem).raw).digest('hex');
 }
 
