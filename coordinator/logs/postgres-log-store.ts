@@ -7,7 +7,6 @@
  * answered by the pg_trgm index, with the meaning of SQLite's LIKE (ASCII case folded only).
  */
 import type { ErrorGroupView } from '../../common/api-types.js';
-import { isFencedError } from '../ha/write-fence.js';
 import {
   asLeader,
   DAY_MS,
@@ -15,7 +14,9 @@ import {
   dayStart,
   dropDayPartitionsBefore,
   existingDayPartitions,
+  type PartitionFence,
 } from '../store/postgres-partitions.js';
+import { arrayLiteral } from '../store/postgres.js';
 import type { SqlDatabase, SqlStatement } from '../store/sql.js';
 import {
   ERROR_GROUPS_SQL,
@@ -50,7 +51,7 @@ export interface PostgresLogStoreOptions {
    * is not fenced); `onFenced` is called when another coordinator leads. Default: none, a
    * coordinator alone on its database.
    */
-  fence?: { epoch: number; onFenced: () => void };
+  fence?: PartitionFence;
   /** For the day partitions made ahead at start. Default `Date.now`. */
   now?: () => number;
 }
@@ -60,11 +61,6 @@ const LINE_BYTES_SQL = 'octet_length(line) + octet_length(app) + octet_length(so
 
 const ASCII_UPPER = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ';
 const ASCII_LOWER = 'abcdefghijklmnopqrstuvwxyz';
-
-/** A PostgreSQL array literal of numbers or texts, bound as one parameter (`?::text[]`). */
-function arrayLiteral(values: readonly (number | string)[]): string {
-  return `{${values.map((v) => (typeof v === 'number' ? String(v) : `"${v.replace(/["\\]/g, '\\$&')}"`)).join(',')}}`;
-}
 
 /** PostgreSQL text holds no NUL character; a line with one keeps a replacement character instead. */
 function pgText(s: string): string {
@@ -83,7 +79,6 @@ export class PostgresLogStore implements LogStorage {
   readonly #streams = new Map<string, { id: number; acked: number }>();
   readonly #agents = new Map<number, string>();
   readonly #usage: { bytes: number; lines: number };
-  readonly #queries = new Map<string, SqlStatement>();
   /** Highest id given to a line: one writer (the leader) gives them out in order. */
   #lastId: number;
   #closed = false;
@@ -299,18 +294,12 @@ export class PostgresLogStore implements LogStorage {
   /** Drops the day partitions before `cutoff` as leader, moving the running total; returns lines dropped. */
   #dropBefore(cutoff: number): number {
     const old = this.#statement(`SELECT count(*) AS lines, COALESCE(sum(${LINE_BYTES_SQL}), 0) AS bytes FROM log_lines WHERE ts < ?`);
-    let dropped: { lines: number; bytes: number; names: string[] };
-    try {
-      dropped = asLeader(this.#db, this.#fence?.epoch, () => {
-        const r = old.get(cutoff) as { lines: number; bytes: number };
-        const names = dropDayPartitionsBefore(this.#db, 'log_lines', cutoff);
-        if (names.length > 0 && r.lines > 0) this.#addUsage(-r.bytes, -r.lines);
-        return { ...r, names };
-      });
-    } catch (err) {
-      if (isFencedError(err)) this.#fence?.onFenced();
-      throw err;
-    }
+    const dropped = asLeader(this.#db, this.#fence, () => {
+      const r = old.get(cutoff) as { lines: number; bytes: number };
+      const names = dropDayPartitionsBefore(this.#db, 'log_lines', cutoff);
+      if (names.length > 0 && r.lines > 0) this.#addUsage(-r.bytes, -r.lines);
+      return { ...r, names };
+    });
     this.#partitions.reset();
     this.#forget(dropped.lines, dropped.bytes);
     return dropped.lines;
@@ -365,13 +354,9 @@ export class PostgresLogStore implements LogStorage {
     this.#closed = true;
   }
 
+  /** PostgresDatabase keeps each SQL text's prepared statement: preparing again costs a map lookup. */
   #statement(sql: string): SqlStatement {
-    let stmt = this.#queries.get(sql);
-    if (!stmt) {
-      stmt = this.#db.prepare(sql);
-      this.#queries.set(sql, stmt);
-    }
-    return stmt;
+    return this.#db.prepare(sql);
   }
 
   #stream(agent: string, epoch: string): { id: number; acked: number } {

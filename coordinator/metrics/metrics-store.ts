@@ -6,8 +6,8 @@
  * rollups are partitioned by day (store/postgres-partitions.ts): made ahead of each flush that
  * needs them, and retention drops whole days (as leader) before deleting what is left past it.
  */
-import { isFencedError } from '../ha/write-fence.js';
-import { asLeader, DayPartitionSet, dropDayPartitionsBefore } from '../store/postgres-partitions.js';
+import { asLeader, DayPartitionSet, dropDayPartitionsBefore, type PartitionFence } from '../store/postgres-partitions.js';
+import { arrayLiteral } from '../store/postgres.js';
 import type { SqlDatabase, SqlStatement } from '../store/sql.js';
 import type { AgentMetricsView, AppMetricsView } from '../../common/api-types.js';
 import type { Clock } from '../../common/clock.js';
@@ -35,7 +35,7 @@ export interface MetricsStoreOptions {
    * On PostgreSQL, the leader epoch day partitions are dropped under (checked against the lease,
    * as a `DROP` is not fenced); `onFenced` when another coordinator leads. Default: none.
    */
-  fence?: { epoch: number; onFenced: () => void };
+  fence?: PartitionFence;
 }
 
 interface Accumulator {
@@ -231,18 +231,17 @@ export class MetricsStore {
   /** Samples in one INSERT (PostgreSQL: arrays unnested), not a statement a row. */
   #insertMany(rows: readonly MetricRow[]): void {
     if (rows.length === 0) return;
-    const text = (values: readonly string[]) => `{${values.map((v) => `"${v.replace(/["\\]/g, '\\$&')}"`).join(',')}}`;
     this.#db
       .prepare(
         'INSERT INTO metric_samples (ts, agent, scope, app, subject, data) SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[])',
       )
       .run(
-        `{${rows.map((r) => r.ts).join(',')}}`,
-        text(rows.map((r) => r.agent)),
-        text(rows.map((r) => r.scope)),
-        text(rows.map((r) => r.app)),
-        text(rows.map((r) => r.subject)),
-        text(rows.map((r) => r.data)),
+        arrayLiteral(rows.map((r) => r.ts)),
+        arrayLiteral(rows.map((r) => r.agent)),
+        arrayLiteral(rows.map((r) => r.scope)),
+        arrayLiteral(rows.map((r) => r.app)),
+        arrayLiteral(rows.map((r) => r.subject)),
+        arrayLiteral(rows.map((r) => r.data)),
       );
   }
 
@@ -258,19 +257,14 @@ export class MetricsStore {
     if (this.#partitions) {
       this.#partitions.samples.ensureAhead(now);
       this.#partitions.rollups.ensureAhead(now);
-      try {
-        const dropped = asLeader(this.#db, this.#o.fence?.epoch, () => [
-          ...dropDayPartitionsBefore(this.#db, 'metric_samples', rawCutoff),
-          ...dropDayPartitionsBefore(this.#db, 'metric_rollups', rollupCutoff),
-        ]);
-        if (dropped.length > 0) {
-          this.#partitions.samples.reset();
-          this.#partitions.rollups.reset();
-          this.#logger.debug({ dropped }, 'dropped old metric partitions');
-        }
-      } catch (err) {
-        if (isFencedError(err)) this.#o.fence?.onFenced();
-        throw err;
+      const dropped = asLeader(this.#db, this.#o.fence, () => [
+        ...dropDayPartitionsBefore(this.#db, 'metric_samples', rawCutoff),
+        ...dropDayPartitionsBefore(this.#db, 'metric_rollups', rollupCutoff),
+      ]);
+      if (dropped.length > 0) {
+        this.#partitions.samples.reset();
+        this.#partitions.rollups.reset();
+        this.#logger.debug({ dropped }, 'dropped old metric partitions');
       }
     }
     this.#db.transaction(() => {

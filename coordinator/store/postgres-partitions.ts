@@ -9,7 +9,7 @@
  * caller that drops partitions checks its leader epoch itself first.
  */
 import { HangarError } from '../../common/errors.js';
-import { FENCED_MESSAGE } from '../ha/write-fence.js';
+import { FENCED_MESSAGE, isFencedError } from '../ha/write-fence.js';
 import type { SqlDatabase } from './sql.js';
 
 /** The partitioned tables and the column each is ranged on. */
@@ -93,26 +93,38 @@ export function dropDayPartitionsBefore(db: SqlDatabase, table: DayPartitionedTa
   return dropped;
 }
 
+/** The leader epoch a store's partition drops run under, and what to call when another coordinator leads. */
+export interface PartitionFence {
+  epoch: number;
+  onFenced: () => void;
+}
+
 /**
  * Runs `fn` (partition drops, say) in one transaction that first checks the lease row still
- * carries `epoch`, holding it `FOR SHARE` so that no other coordinator takes the lease over until
- * the transaction is done: what `fn` does is not fenced otherwise. `epoch` undefined is a
+ * carries the fence's epoch, holding it `FOR SHARE` so that no other coordinator takes the lease
+ * over until the transaction is done: what `fn` does is not fenced otherwise. No fence is a
  * coordinator alone on its database (not fenced, as its writes are not). Throws `NOT_LEADER`
- * (a fenced error) when another coordinator leads.
+ * (a fenced error) when another coordinator leads, after calling `onFenced` (as for a fenced
+ * write inside `fn`).
  */
-export function asLeader<T>(db: SqlDatabase, epoch: number | undefined, fn: () => T): T {
-  return db.transaction(() => {
-    if (epoch !== undefined) {
-      const current = db.prepare('SELECT epoch FROM coordinator_lease WHERE id = 1 FOR SHARE').pluck().get() as number | undefined;
-      if (current !== epoch) {
-        throw new HangarError(
-          'NOT_LEADER',
-          `${FENCED_MESSAGE}: the lease carries epoch ${String(current)}, this coordinator's is ${epoch}; nothing was dropped`,
-        );
+export function asLeader<T>(db: SqlDatabase, fence: PartitionFence | undefined, fn: () => T): T {
+  try {
+    return db.transaction(() => {
+      if (fence !== undefined) {
+        const current = db.prepare('SELECT epoch FROM coordinator_lease WHERE id = 1 FOR SHARE').pluck().get() as number | undefined;
+        if (current !== fence.epoch) {
+          throw new HangarError(
+            'NOT_LEADER',
+            `${FENCED_MESSAGE}: the lease carries epoch ${String(current)}, this coordinator's is ${fence.epoch}; nothing was dropped`,
+          );
+        }
       }
-    }
-    return fn();
-  })();
+      return fn();
+    })();
+  } catch (err) {
+    if (isFencedError(err)) fence?.onFenced();
+    throw err;
+  }
 }
 
 /**

@@ -106,6 +106,14 @@ function encode(value: unknown): string | null {
   throw new TypeError(`cannot bind a value of type ${typeof value}: use a string, number, Buffer or null`);
 }
 
+/**
+ * A PostgreSQL array literal of numbers or texts, bound as one parameter (`?::bigint[]`,
+ * `?::text[]`): what `unnest` inserts of many rows in one statement take.
+ */
+export function arrayLiteral(values: readonly (number | string)[]): string {
+  return `{${values.map((v) => (typeof v === 'number' ? String(v) : `"${v.replace(/["\\]/g, '\\$&')}"`)).join(',')}}`;
+}
+
 /** SQLSTATEs of the constraints {@link ConstraintError} stands for: unique_violation, foreign_key_violation. */
 const CONSTRAINT_STATES: Record<string, ConstraintKind> = { '23505': 'unique', '23503': 'foreign_key' };
 
