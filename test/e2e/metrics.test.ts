@@ -48,7 +48,9 @@ test('metrics: router traffic and instance CPU/RSS reach hangar metrics and /met
       assert.equal(res.code, 0, res.stderr);
       const m = JSON.parse(res.stdout) as AppMetricsView;
       const web1 = m.instances.find((i) => i.id === 'web.1');
-      return m.traffic.requests >= 90 && web1 && web1.rssBytes > 0 && web1.cpuPct > 0 && web1.processes >= 3 ? m : null;
+      // The three 404s are the last requests of each loader: wait until their report is in too.
+      const traffic = m.traffic.requests >= 90 && m.traffic.status['4xx'] >= 3;
+      return traffic && web1 && web1.rssBytes > 0 && web1.cpuPct > 0 && web1.processes >= 3 ? m : null;
     },
     30_000,
     500,
