@@ -28,13 +28,20 @@ function addonJob(fields: Partial<AddonJob__Output> & { id: string; addon: strin
   return { backup: '', transfer: '', sha256: '', where: '', kind: '', app: '', database: '', standbyReplicationPassword: '', ...fields };
 }
 
+/**
+ * The port these tests' add-ons ask for first. Not the kind's default (6379, 5432, 11211): other
+ * test files start servers of their own at the same time, and two of them picking the same free
+ * default port at once left one server failing to bind until its wait ran out.
+ */
+const PREFERRED_PORT = 20_000 + (process.pid % 600) * 20;
+
 function spec(overrides: Partial<AddonSpec__Output>): AddonSpec__Output {
   return {
     id: 'id-1',
     name: 'redis-1',
     app: 'shop',
     kind: 'redis',
-    port: 0,
+    port: PREFERRED_PORT,
     password: 'p4ssw0rd-for-tests',
     database: 'shop',
     memoryMb: 0,
