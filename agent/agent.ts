@@ -1,7 +1,6 @@
 import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { cpus, hostname, networkInterfaces, totalmem } from 'node:os';
+import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { z } from 'zod';
 import { systemClock, type Clock, type ClockTimer } from '../common/clock.js';
 import { describeError } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/logger.js';
@@ -21,7 +20,6 @@ import { LogShipper } from './logs/log-shipper.js';
 import { MetricsCollector } from './metrics/metrics-collector.js';
 import { createInstanceRunner } from './workloads/instance-driver.js';
 import { RouterClient } from './router/router-client.js';
-import { parseCidr } from './router/trusted-proxies.js';
 import { AppUsers } from './workloads/app-users.js';
 import { assertReachable } from './workloads/run-as.js';
 import { TaskRunner } from './workloads/task-runner.js';
@@ -30,103 +28,9 @@ import { OneOffRunner } from './workloads/one-off-runner.js';
 /** How often the singleton lease is looked at, ms. */
 const LEASE_CHECK_MS = 250;
 import { detectCgroups, type CgroupHierarchy } from './limits/cgroup.js';
-import { MAX_MEMORY_BYTES, MIN_MEMORY_BYTES, cpuLimitSchema } from '../common/resource-limits.js';
+import { agentConfigSchema, type AgentConfig, type AgentSettings } from './agent-config.js';
 
-/** The first non-internal IPv4 address of this host, else loopback. */
-export function defaultAdvertiseAddress(): string {
-  for (const list of Object.values(networkInterfaces())) {
-    for (const ni of list ?? []) if (ni.family === 'IPv4' && !ni.internal) return ni.address;
-  }
-  return '127.0.0.1';
-}
-
-/** Settings of an agent; defaults live here. */
-export const agentConfigSchema = z
-  .object({
-    /** `HOST:PORT` of the coordinator's gRPC server, or several comma-separated (coordinators sharing a data dir). */
-    coordinator: z.string().regex(/^[^\s:,]+:\d{1,5}(,[^\s:,]+:\d{1,5})*$/, 'must be HOST:PORT, or several comma-separated'),
-    /** The join token from the coordinator's data dir: `hgr_join_<secret>.<CA fingerprint>`. */
-    joinToken: z.string().min(8),
-    /** Where builds, instances and the desired-state cache live. */
-    dataDir: z.string().min(1),
-    /** Name shown in `hangar agents`. Default: the host name. */
-    name: z
-      .string()
-      .regex(/^[a-z0-9][a-z0-9.-]{0,62}$/i, 'must be letters, digits, dots and dashes')
-      .default(() =>
-        hostname()
-          .toLowerCase()
-          .replace(/[^a-z0-9.-]/g, '-'),
-      ),
-    /** Port of the HTTP router. Default 80; 0 picks a free one. */
-    routerPort: z.number().int().min(0).max(65535).default(80),
-    /**
-     * Port of the router's HTTPS listener (SNI, the certificates of the apps' domains). Default 443;
-     * 0 picks a free one; null: no HTTPS listener.
-     */
-    httpsPort: z.number().int().min(0).max(65535).nullable().default(443),
-    /** Address the router listens on. Default 0.0.0.0. */
-    routerHost: z.string().default('0.0.0.0'),
-    /**
-     * CIDR ranges of proxies (load balancers) in front of the router whose `X-Forwarded-For/Proto/Port`
-     * the router believes; from other peers those headers are replaced. Default none.
-     */
-    trustedProxies: z.array(z.string().refine((s) => parseCidr(s) !== null, 'must be a CIDR range like 10.0.0.0/8')).default([]),
-    /** Address other agents' routers reach this agent's instances on. Default: first non-internal IPv4. */
-    advertise: z.string().min(1).default(defaultAdvertiseAddress),
-    /**
-     * Address web instances listen on (a Procfile's `0.0.0.0:$PORT` becomes it): only where
-     * routers reach them. `0.0.0.0` keeps every interface. Default: `advertise` (127.0.0.1 in
-     * `hangar dev`).
-     */
-    instanceAddress: z.string().min(1).optional(),
-    /** Most instances the scheduler may place here. Default 50. */
-    maxInstances: z.number().int().positive().default(50),
-    /** Python used for virtualenvs. Default: /usr/bin/python3 when present. */
-    python: z.string().optional(),
-    /** Non-web instances count as up after running this long, ms. Default 1000. */
-    settleMs: z.number().int().min(0).default(1000),
-    /** Interval of metrics reports, ms. Default: what the coordinator asks for (10 s unless configured). */
-    metricsIntervalMs: z.number().int().positive().optional(),
-    /**
-     * Without an acked heartbeat for this long (counted from its sending), the agent stops its
-     * singleton instances (clock, beat): the coordinator starts a replacement elsewhere only once
-     * this lease (plus the type's stop timeout) has passed since it last heard from the agent, ms.
-     * Default 30000.
-     */
-    singletonLeaseMs: z.number().int().min(1000).max(3_600_000).default(30_000),
-    /** Largest on-disk log spool (lines not yet acked by the coordinator), bytes. Default 256 MiB. */
-    logSpoolBytes: z
-      .number()
-      .int()
-      .min(1024 * 1024)
-      .default(256 * 1024 * 1024),
-    /**
-     * When the agent runs as root, every app (its builds, release phases, instances and add-on
-     * servers) runs as a system user of its own, `hangar-APP` (created if missing). Setting this
-     * runs every app as this one user instead, and apps are then NOT isolated from each other.
-     * Default: a user per app.
-     */
-    appUser: z
-      .string()
-      .regex(/^[a-z_][a-z0-9_-]{0,31}$/)
-      .optional(),
-    /**
-     * Memory limit of an instance whose process type sets none in app.json (`formation.TYPE.memory`),
-     * bytes. Enforced with cgroups when the agent runs as root. Default: none.
-     */
-    defaultMemoryBytes: z.number().int().min(MIN_MEMORY_BYTES).max(MAX_MEMORY_BYTES).optional(),
-    /** CPU limit in cores of an instance whose process type sets none (`formation.TYPE.cpu`). Default: none. */
-    defaultCpu: cpuLimitSchema.optional(),
-    /**
-     * Where the cgroup hierarchy is mounted; `null` turns limits off (they are also off when the
-     * agent is not root). Default /sys/fs/cgroup.
-     */
-    cgroupRoot: z.string().min(1).nullable().default('/sys/fs/cgroup'),
-  })
-  .strict();
-
-export type AgentConfig = z.input<typeof agentConfigSchema>;
+export { agentConfigSchema, defaultAdvertiseAddress, type AgentConfig } from './agent-config.js';
 
 /** Dependencies an agent takes from its caller. */
 export interface AgentDeps {
@@ -204,7 +108,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
 
 /** Starts the agent's parts in order, pushing each one's close onto `started`. */
 async function assemble(
-  c: z.output<typeof agentConfigSchema>,
+  c: AgentSettings,
   deps: { clock: Clock; logger: Logger; backoff?: BackoffOptions },
   started: Closer[],
 ): Promise<{ routerPort: number; httpsPort: number; appUser: string | null }> {
@@ -465,7 +369,7 @@ async function assemble(
 }
 
 /** The cgroups instances get their limits from, or null (said in the log) when limits cannot be enforced. */
-function limitsHierarchy(c: z.output<typeof agentConfigSchema>, logger: Logger): CgroupHierarchy | null {
+function limitsHierarchy(c: AgentSettings, logger: Logger): CgroupHierarchy | null {
   if (c.cgroupRoot === null) return null;
   if (process.getuid?.() !== 0) {
     logger.info('memory and CPU limits are not enforced: the agent does not run as root');

@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
-import { z } from 'zod';
+import type { ZodType } from 'zod';
 import { HangarError } from '../common/errors.js';
 
 /** Environment variables, as in `process.env` (injected so tests need not touch the real one). */
@@ -92,17 +92,28 @@ export function parseToken(input: string): string {
   return input;
 }
 
-const credentialsFileSchema = z.strictObject({
-  url: z.string().refine((value) => {
-    try {
-      parseCoordinatorUrl(value);
-      return true;
-    } catch {
-      return false;
-    }
-  }, 'must be an http(s) URL'),
-  token: z.string().regex(TOKEN_PATTERN, 'must be non-empty printable ASCII'),
-});
+let credentialsFileSchema: Promise<ZodType<{ url: string; token: string }>> | undefined;
+
+/**
+ * The credentials file's schema, made on first use: zod loads only when a file is read, so
+ * `hangar agent` (which shares this module with the commands) does not carry it (~6 MB of RSS).
+ */
+function fileSchema(): Promise<ZodType<{ url: string; token: string }>> {
+  credentialsFileSchema ??= import('zod').then(({ z }) =>
+    z.strictObject({
+      url: z.string().refine((value) => {
+        try {
+          parseCoordinatorUrl(value);
+          return true;
+        } catch {
+          return false;
+        }
+      }, 'must be an http(s) URL'),
+      token: z.string().regex(TOKEN_PATTERN, 'must be non-empty printable ASCII'),
+    }),
+  );
+  return credentialsFileSchema;
+}
 
 /** The credentials file's path: `HANGAR_CREDENTIALS`, else under `XDG_CONFIG_HOME`, else `~/.config`. */
 export function credentialsPath(env: Env): string {
@@ -137,7 +148,7 @@ export async function readCredentials(path: string): Promise<Credentials | null>
       },
     );
   }
-  const parsed = credentialsFileSchema.safeParse(json);
+  const parsed = (await fileSchema()).safeParse(json);
   if (!parsed.success) {
     const fields = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(file)'} ${issue.message}`).join('; ');
     throw new HangarError(

@@ -5,7 +5,6 @@
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { create } from 'tar';
 import { HangarError } from '../common/errors.js';
 
 /** Left out of every archive, wherever they are in the tree. */
@@ -131,6 +130,8 @@ export async function createSourceArchive(dir: string): Promise<SourceArchive> {
   if (top.length === 0) throw nothing();
 
   const files: string[] = [];
+  // Loaded here, not at the top: every `hangar` command (the agent too) imports this module.
+  const { create } = await import('tar');
   const pack = create(
     {
       gzip: true,

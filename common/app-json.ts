@@ -8,7 +8,12 @@
 import { z } from 'zod';
 import { isTimeZone, parseCronSchedule } from './cron-schedule.js';
 import { HangarError, isHangarError } from './errors.js';
-import { cpuLimitSchema, memoryLimitSchema, parseMemorySize } from './resource-limits.js';
+import { cpuLimitSchema, memoryLimitSchema } from './resource-limit-schemas.js';
+import { parseMemorySize } from './resource-limits.js';
+import { DEFAULT_DRAIN_SECONDS, STOP_SIGNALS, type StopSignal } from './vocabulary.js';
+
+// Declared in vocabulary.ts, which the agent imports without zod; re-exported for app.json's readers.
+export { DEFAULT_DRAIN_SECONDS, STOP_SIGNALS, type StopSignal } from './vocabulary.js';
 
 const processTypeName = z
   .string()
@@ -70,12 +75,6 @@ const dokkuWebHealthchecks = z
       ...(check.attempts !== undefined ? { attempts: check.attempts } : {}),
     };
   });
-
-/** Signals a process type may ask to be stopped with (systemd's `KillSignal=`). */
-export const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'] as const;
-
-/** A signal a process type may be stopped with. */
-export type StopSignal = (typeof STOP_SIGNALS)[number];
 
 /** Process types that are singletons unless app.json says `"singleton": false`: schedulers. */
 export const DEFAULT_SINGLETON_TYPES: readonly string[] = ['clock', 'beat'];
@@ -246,9 +245,6 @@ export const appJsonSchema = z.looseObject({
     )
     .optional(),
 });
-
-/** Default `hangar.drain_seconds`. */
-export const DEFAULT_DRAIN_SECONDS = 30;
 
 /** What the routers and the drain take from app.json's `hangar` section, defaults applied (0 = the router's own). */
 export interface RouterLimits {

@@ -1,9 +1,8 @@
 /**
  * Memory and CPU limits of a process type, as app.json (`formation.TYPE.memory: "512M"`,
  * `formation.TYPE.cpu: 0.5`) and the agent (`--default-memory 512M`, `--default-cpu 1`) write them.
+ * No zod here: the agent imports this file (their schemas are in resource-limit-schemas.ts).
  */
-import { z } from 'zod';
-
 /** The smallest memory limit accepted: below it gunicorn or Python cannot even start. */
 export const MIN_MEMORY_BYTES = 32 * 1024 * 1024;
 /** The largest memory limit accepted (1 TiB). */
@@ -39,20 +38,7 @@ export function formatMemorySize(bytes: number): string {
   return `${bytes}B`;
 }
 
-/**
- * A memory limit as text (`"512M"`), between {@link MIN_MEMORY_BYTES} and {@link MAX_MEMORY_BYTES}.
- * It stays text (what is stored is parsed again); {@link parseMemorySize} gives its bytes.
- */
-export const memoryLimitSchema = z.string({ error: 'write a memory limit as a size such as "512M" or "1G"' }).superRefine((text, ctx) => {
-  const bytes = parseMemorySize(text);
-  if (bytes === null) ctx.addIssue({ code: 'custom', message: `"${text}" is not a size; write one such as "512M" or "1G"` });
-  else if (bytes < MIN_MEMORY_BYTES || bytes > MAX_MEMORY_BYTES) {
-    ctx.addIssue({ code: 'custom', message: `${text} is out of range; give between 32M and 1T` });
-  }
-});
-
-/** A CPU limit in cores (`0.5` = half of one core, `2` = two cores). */
-export const cpuLimitSchema = z
-  .number({ error: 'write a CPU limit as a number of cores such as 0.5 or 2' })
-  .min(0.01, 'give at least 0.01 of a core')
-  .max(1024, 'give at most 1024 cores');
+/** The fewest cores a CPU limit may give. */
+export const MIN_CPU_CORES = 0.01;
+/** The most cores a CPU limit may give. */
+export const MAX_CPU_CORES = 1024;

@@ -44,3 +44,12 @@ export function parseInstanceKey(key: string): InstanceId | null {
 export function instanceName(id: Pick<InstanceId, 'type' | 'idx'>): string {
   return `${id.type}.${id.idx}`;
 }
+
+/** Signals a process type may ask to be stopped with (systemd's `KillSignal=`). */
+export const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'] as const;
+
+/** A signal a process type may be stopped with. */
+export type StopSignal = (typeof STOP_SIGNALS)[number];
+
+/** Default `hangar.drain_seconds`. */
+export const DEFAULT_DRAIN_SECONDS = 30;

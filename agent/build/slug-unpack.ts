@@ -8,7 +8,6 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { extract } from 'tar';
 import { DEFAULT_MAX_ARCHIVE_BYTES, SAFE_ENTRY_TYPES, scanArchive } from '../../common/archive-guard.js';
 import { HangarError } from '../../common/errors.js';
 
@@ -67,6 +66,8 @@ export async function unpackSlug(options: UnpackSlugOptions): Promise<UnpackedSl
   await mkdir(slugsDir, { recursive: true });
   const tmp = await mkdtemp(join(slugsDir, `.tmp-${sha256.slice(0, 12)}-`));
   try {
+    // Loaded on the first unpack only: an idle agent does not carry tar.
+    const { extract } = await import('tar');
     await extract({
       file: artifactPath,
       cwd: tmp,

@@ -7,7 +7,6 @@
 import { X509Certificate, createHash } from 'node:crypto';
 import { chmod, readFile, rename, writeFile } from 'node:fs/promises';
 import { connect, type PeerCertificate } from 'node:tls';
-import { z } from 'zod';
 import { HangarError } from '../../common/errors.js';
 import { COORDINATOR_TLS_NAME } from '../../common/join-token.js';
 
@@ -23,7 +22,14 @@ export interface AgentIdentity {
   credential: string;
 }
 
-const identitySchema = z.object({ name: z.string(), caPem: z.string(), caFingerprint: z.string(), credential: z.string() }).strict();
+const IDENTITY_KEYS = ['name', 'caPem', 'caFingerprint', 'credential'] as const;
+
+/** Whether `value` is exactly an identity: its four strings and no other key. */
+function isIdentity(value: unknown): value is AgentIdentity {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const record = value as Record<string, unknown>;
+  return IDENTITY_KEYS.every((key) => typeof record[key] === 'string') && Object.keys(record).length === IDENTITY_KEYS.length;
+}
 
 /** Reads `path`, or null when there is none yet. */
 export async function readIdentity(path: string): Promise<AgentIdentity | null> {
@@ -34,8 +40,10 @@ export async function readIdentity(path: string): Promise<AgentIdentity | null> 
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
-  const parsed = identitySchema.safeParse(JSON.parse(text));
-  return parsed.success ? parsed.data : null;
+  const parsed: unknown = JSON.parse(text);
+  return isIdentity(parsed)
+    ? { name: parsed.name, caPem: parsed.caPem, caFingerprint: parsed.caFingerprint, credential: parsed.credential }
+    : null;
 }
 
 /** Writes `path` (mode 0600) atomically. */

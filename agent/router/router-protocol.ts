@@ -10,7 +10,6 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { z } from 'zod';
 import { HANGAR_VERSION } from '../../common/version.js';
 import type { AppRoute, RouterCertificate } from './router.js';
 
@@ -18,16 +17,44 @@ import type { AppRoute, RouterCertificate } from './router.js';
 export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
 
 /** What the router process needs to listen; a running router with other settings is replaced. */
-export const routerProcessConfigSchema = z
-  .object({
-    port: z.number().int().min(0).max(65535),
-    /** null: no HTTPS listener. */
-    httpsPort: z.number().int().min(0).max(65535).nullable(),
-    host: z.string().min(1),
-    trustedProxies: z.array(z.string()),
-  })
-  .strict();
-export type RouterProcessConfig = z.infer<typeof routerProcessConfigSchema>;
+export interface RouterProcessConfig {
+  port: number;
+  /** null: no HTTPS listener. */
+  httpsPort: number | null;
+  host: string;
+  trustedProxies: string[];
+}
+
+function isPort(value: unknown): value is number {
+  return Number.isInteger(value) && (value as number) >= 0 && (value as number) <= 65535;
+}
+
+/**
+ * Checks the router process's `--config` (written by this same code's router-spawn): plain checks,
+ * so that neither process loads zod for four fields.
+ */
+export const routerProcessConfigSchema = {
+  /** The config, or throws naming every bad field. */
+  parse(value: unknown): RouterProcessConfig {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('the router config must be an object');
+    const v = value as Record<string, unknown>;
+    const bad: string[] = [];
+    if (!isPort(v.port)) bad.push('port must be an integer from 0 to 65535');
+    if (v.httpsPort !== null && !isPort(v.httpsPort)) bad.push('httpsPort must be null or an integer from 0 to 65535');
+    if (typeof v.host !== 'string' || v.host === '') bad.push('host must be a non-empty string');
+    if (!Array.isArray(v.trustedProxies) || !v.trustedProxies.every((p) => typeof p === 'string'))
+      bad.push('trustedProxies must be a list of strings');
+    for (const key of Object.keys(v))
+      if (!['port', 'httpsPort', 'host', 'trustedProxies'].includes(key)) bad.push(`unrecognized key "${key}"`);
+    if (bad.length > 0) throw new Error(`invalid router config: ${bad.join('; ')}`);
+    return {
+      port: v.port as number,
+      httpsPort: v.httpsPort as number | null,
+      host: v.host as string,
+      trustedProxies: [...(v.trustedProxies as string[])],
+    };
+  },
+};
 
 /** The router's whole state as the agent last gave it. */
 export interface RouterStateFrame {
@@ -55,7 +82,13 @@ export type RouterFrame =
 
 export const LOAD_REPORT_MS = 500;
 
-const frameSchema = z.object({ type: z.string() }).passthrough();
+/** A parsed frame: an object with a string `type` (throws otherwise). */
+function asFrame(value: unknown): { type: string } & Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || typeof (value as { type?: unknown }).type !== 'string') {
+    throw new Error('a router control frame must be a JSON object with a string "type"');
+  }
+  return value as { type: string } & Record<string, unknown>;
+}
 
 /**
  * Splits a byte stream into frames; `onFrame` gets each parsed object (validated only as an object
@@ -79,7 +112,7 @@ export class FrameReader {
       this.#pending = [];
       this.#size = 0;
       start = nl + 1;
-      if (line.length > 0) this.#onFrame(frameSchema.parse(JSON.parse(line.toString('utf8'))));
+      if (line.length > 0) this.#onFrame(asFrame(JSON.parse(line.toString('utf8'))));
     }
     if (start < chunk.length) {
       this.#size += chunk.length - start;

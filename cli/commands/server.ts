@@ -10,7 +10,7 @@ import type { AgentConfig, RunningAgent } from '../../agent/agent.js';
 import { parseDuration } from '../../common/duration.js';
 import { HangarError } from '../../common/errors.js';
 import { createLogger, type Logger } from '../../common/logger.js';
-import { MAX_MEMORY_BYTES, MIN_MEMORY_BYTES, cpuLimitSchema, parseMemorySize } from '../../common/resource-limits.js';
+import { MAX_CPU_CORES, MAX_MEMORY_BYTES, MIN_CPU_CORES, MIN_MEMORY_BYTES, parseMemorySize } from '../../common/resource-limits.js';
 import type { CoordinatorConfig, RunningCoordinator } from '../../coordinator/coordinator.js';
 import { credentialsPath, readCredentials, writeCredentials } from '../credentials.js';
 import { formatJson, formatTable, heading } from '../output.js';
@@ -155,11 +155,12 @@ function memorySize(value: string, flag: string): number {
 
 /** A CPU limit flag in cores (`0.5`). */
 function cores(value: string, flag: string): number {
-  const parsed = cpuLimitSchema.safeParse(Number(value));
-  if (!/^\d+(\.\d+)?$/.test(value) || !parsed.success) {
+  // A plain check, not app.json's zod schema: `hangar agent` parses this flag and loads no zod.
+  const cpu = Number(value);
+  if (!/^\d+(\.\d+)?$/.test(value) || !(cpu >= MIN_CPU_CORES && cpu <= MAX_CPU_CORES)) {
     throw new HangarError('BAD_INPUT', `${flag} takes a number of cores from 0.01 to 1024 such as 0.5 or 2, not "${value}".`);
   }
-  return parsed.data;
+  return cpu;
 }
 
 /** Collects a repeatable flag whose values may also be comma-separated. */
