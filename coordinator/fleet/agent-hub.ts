@@ -31,6 +31,7 @@ import {
   type RunOutput__Output,
   type RunStatus__Output,
 } from '../../proto/loader.js';
+import { DesiredStateEncoder } from './desired-state-encoding.js';
 
 /** What the hub tells the rest of the coordinator. */
 export interface AgentHubEvents {
@@ -111,6 +112,10 @@ interface Session {
   logEpoch: string;
 }
 
+/** Bytes a Connect response was encoded to already (desired states: see {@link DesiredStateEncoder}); sent as they are. */
+const ENCODED = Symbol('encoded');
+type PreEncoded = CoordinatorMessage & { [ENCODED]?: Buffer };
+
 /** An error a server call ends with: emit it on the call (`destroy` would not send the status). */
 function grpcError(code: grpc.status, details: string): Error {
   return Object.assign(new Error(details), { code, details });
@@ -177,6 +182,8 @@ export class AgentHub {
   #port = 0;
   /** Set by {@link start}, before any agent can connect. */
   #events: AgentHubEvents | null = null;
+  readonly #serviceDefinition = loadProto().hangar.v1.AgentService.service;
+  readonly #encoder = new DesiredStateEncoder(this.#serviceDefinition.Connect.responseSerialize);
 
   constructor(options: AgentHubOptions) {
     this.#options = options;
@@ -200,7 +207,12 @@ export class AgentHub {
       FetchBackup: (call) => this.#onFetchBackup(call),
       Join: (call, callback) => this.#onJoin(call, callback),
     };
-    server.addService(loadProto().hangar.v1.AgentService.service, handlers);
+    const service = this.#serviceDefinition;
+    const serialize = service.Connect.responseSerialize;
+    server.addService(
+      { ...service, Connect: { ...service.Connect, responseSerialize: (value: PreEncoded) => value[ENCODED] ?? serialize(value) } },
+      handlers,
+    );
     const { certChainPem, keyPem } = this.#options.tls;
     const credentials = grpc.ServerCredentials.createSsl(
       null,
@@ -240,7 +252,9 @@ export class AgentHub {
     const session = this.#sessions.get(agent);
     if (!session) return false;
     session.sentGeneration = state.generation;
-    session.call.write({ desiredState: { ...state, leaderEpoch: this.#options.leaderEpoch ?? 0 } });
+    const desiredState = { ...state, leaderEpoch: this.#options.leaderEpoch ?? 0 };
+    const message: PreEncoded = { desiredState, [ENCODED]: this.#encoder.encode(desiredState) };
+    session.call.write(message);
     return true;
   }
 

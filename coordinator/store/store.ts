@@ -440,6 +440,7 @@ export class Store {
   readonly #db: SqlDatabase;
   readonly #stmts = new Map<string, SqlStatement>();
   readonly #secrets: SecretBox;
+  #placementVersion = 0;
 
   constructor(options: StoreOptions) {
     this.#secrets = options.secrets;
@@ -475,6 +476,16 @@ export class Store {
   /** The database handle, for the table-group stores that share this one writer (metrics-store.ts). */
   get database(): SqlDatabase {
     return this.#db;
+  }
+
+  /**
+   * Bumped by every write of instance rows but an agent's own status report
+   * ({@link updateInstanceStatus}): a placement, move, drain, restart, removal. While it stays the
+   * same, the rows an agent last reported are as it left them (agent-reports.ts skips unchanged
+   * heartbeats on it). A rolled-back write bumps it too, which is only a needless recheck.
+   */
+  get placementVersion(): number {
+    return this.#placementVersion;
   }
 
   /** Runs `fn` in one transaction. */
@@ -535,6 +546,7 @@ export class Store {
   }
 
   deleteApp(name: string): void {
+    this.#placementVersion++;
     this.#stmt('DELETE FROM apps WHERE name = ?').run(name);
   }
 
@@ -759,6 +771,7 @@ export class Store {
 
   /** Forgets an agent: its credential, its row and its placements. Returns the apps it ran. */
   removeAgent(name: string): string[] {
+    this.#placementVersion++;
     const apps = (this.#stmt('SELECT DISTINCT app FROM instances WHERE agent = ?').all(name) as { app: string }[]).map((r) => r.app);
     this.#stmt('DELETE FROM instances WHERE agent = ?').run(name);
     this.#stmt('DELETE FROM agent_credentials WHERE agent = ?').run(name);
@@ -815,6 +828,7 @@ export class Store {
   // ---------------------------------------------------------------- instances
 
   insertInstance(i: InstanceRow): void {
+    this.#placementVersion++;
     this.#stmt(
       `INSERT INTO instances (key, app, type, idx, release, agent, desired, drain_generation, drain_started, state, pid, port, restarts, since, message, restart_nonce, created_at, log_tail, started_at, up_at)
        VALUES (@key, @app, @type, @idx, @release, @agent, @desired, @drainGeneration, @drainStarted, @state, @pid, @port, @restarts, @since, @message, @restartNonce, @createdAt, @logTail, @startedAt, @upAt)`,
@@ -899,8 +913,10 @@ export class Store {
       message: string;
       logTail?: string;
     },
+    /** The row as just read by the caller (saves reading it again). */
+    current?: InstanceRow,
   ): InstanceRow | null {
-    const before = this.getInstance(key);
+    const before = current ?? this.getInstance(key);
     if (!before) return null;
     // Boot timing: the last start of its process, and when it then passed its health check.
     const startedAt = s.state === 'starting' && s.pid !== null ? s.since : before.startedAt;
@@ -912,6 +928,7 @@ export class Store {
   }
 
   markDraining(key: string, generation: number, now: number): void {
+    this.#placementVersion++;
     this.#stmt("UPDATE instances SET desired = 'drain', drain_generation = ?, drain_started = ? WHERE key = ?").run(generation, now, key);
   }
 
@@ -920,6 +937,7 @@ export class Store {
    * `null`: its drain generation is set while it stays wanted running.
    */
   holdFromRoutes(key: string, generation: number | null, now: number): void {
+    this.#placementVersion++;
     this.#stmt("UPDATE instances SET drain_generation = ?, drain_started = ? WHERE key = ? AND desired = 'run'").run(
       generation,
       generation === null ? null : now,
@@ -928,17 +946,20 @@ export class Store {
   }
 
   bumpRestart(key: string): void {
+    this.#placementVersion++;
     this.#stmt('UPDATE instances SET restart_nonce = restart_nonce + 1 WHERE key = ?').run(key);
   }
 
   /** Places an instance on another agent (its old agent is down): it starts afresh there, same name. */
   moveInstance(key: string, agent: string, now: number, message: string): void {
+    this.#placementVersion++;
     this.#stmt(
       "UPDATE instances SET agent = ?, state = 'starting', pid = NULL, port = NULL, restarts = 0, since = ?, message = ? WHERE key = ?",
     ).run(agent, now, message, key);
   }
 
   deleteInstance(key: string): void {
+    this.#placementVersion++;
     this.#stmt('DELETE FROM instances WHERE key = ?').run(key);
   }
 
