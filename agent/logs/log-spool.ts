@@ -250,6 +250,10 @@ export class LogSpool {
     let head = '';
     let fileJson = '';
     let f: TailedFile | undefined;
+    // A read's lines also share their ts: a Unix ms is past the small integers, so its string is
+    // costly, and is made once per run of lines with the same head and ts.
+    let lastTs = Number.NaN;
+    let tsHead = '';
     for (const input of inputs) {
       const seq = ++this.#lastSeq;
       if (!prev || prev.app !== input.app || prev.source !== input.source || prev.stream !== input.stream || prev.file !== input.file) {
@@ -257,16 +261,21 @@ export class LogSpool {
         fileJson = input.file === undefined ? '' : `,${JSON.stringify(input.file)},`;
         f = input.file === undefined ? undefined : this.#files.get(input.file);
         prev = input;
+        lastTs = Number.NaN;
+      }
+      if (input.ts !== lastTs) {
+        lastTs = input.ts;
+        tsHead = `,${input.ts}${head}`;
       }
       // The same as JSON.stringify([seq, ts, app, source, stream, line, file?, offset?]) (a DiskRecord).
       if (input.file !== undefined && input.offset !== undefined) {
-        text += `[${seq},${input.ts}${head}${JSON.stringify(input.line)}${fileJson}${input.offset}]\n`;
+        text += `[${seq}${tsHead}${JSON.stringify(input.line)}${fileJson}${input.offset}]\n`;
         if (f) {
           f.offset = input.offset;
           f.lastSeq = seq;
         }
       } else {
-        text += `[${seq},${input.ts}${head}${JSON.stringify(input.line)}]\n`;
+        text += `[${seq}${tsHead}${JSON.stringify(input.line)}]\n`;
       }
       this.#mem.push({ seq, ts: input.ts, app: input.app, source: input.source, stream: input.stream, line: input.line });
       this.#memSize += input.line.length + RECORD_OVERHEAD;

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { appendFileSync, mkdtempSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -118,7 +118,26 @@ describe('LogTailer', () => {
     const spy = pino({ level: 'info' }, { write: (m: string) => void messages.push((JSON.parse(m) as { msg: string }).msg) });
     const spool = new LogSpool({ dir: join(d, 'spool'), clock: systemClock, logger });
     spool.open();
-    const tailer = new LogTailer({ spool, pollMs: 5, readBytes: 16 * 1024, rotateBytes: 64 * 1024, clock: systemClock, logger: spy });
+    // The default punch (fallocate --punch-hole), counted: the second tailer below must not read
+    // the file while this one's last punch is still running (two tailers on one file never happen
+    // in an agent; a hole growing under a reader turns the line it is in the middle of into zeros).
+    let punching = 0;
+    const punchHole = (path: string, length: number, done: (err: Error | null) => void) => {
+      punching++;
+      execFile('fallocate', ['--punch-hole', '--offset', '0', '--length', String(length), path], { timeout: 30_000 }, (err) => {
+        punching--;
+        done(err);
+      });
+    };
+    const tailer = new LogTailer({
+      spool,
+      pollMs: 5,
+      readBytes: 16 * 1024,
+      rotateBytes: 64 * 1024,
+      clock: systemClock,
+      logger: spy,
+      punchHole,
+    });
     t.after(() => {
       tailer.close();
       spool.close();
@@ -167,6 +186,8 @@ describe('LogTailer', () => {
     assert.ok(st.size >= total * 20);
     assert.ok(st.blocks * 512 < st.size / 4, `${st.blocks * 512} bytes on disk of ${st.size}`);
     // A tailer that lost its spool reads from the start: the hole gives no lines, only the kept tail.
+    tailer.close();
+    await until('the last punch to finish', () => punching === 0);
     const again = setup(t);
     again.tailer.tail({ path, app: 'shop', source: 'web.1', stream: 'stdout' });
     const tail = await until('the unpunched tail', () => (again.all().length > 0 ? again.all() : null));
