@@ -752,6 +752,88 @@ describe('Router', () => {
     assert.equal(a.connections, 10);
   });
 
+  test('an instance closing every connection gets connections of its own (Connection: close sent); a probe through the pool notices when it keeps them', async (t) => {
+    let keepAlive = false;
+    const a = await startBackend(t, 'a', (req, res, b) => {
+      if (!keepAlive) res.setHeader('connection', 'close');
+      echo(req, res, b);
+    });
+    const { port, access } = await startRouter(t, [route('a', [a])]);
+    for (let i = 0; i < 8; i++) assert.equal((await send(port, { host: 'a.example.com' })).status, 200);
+    assert.ok(
+      a.seen.every((h) => h.connection === 'keep-alive'),
+      'the first requests go through the pool',
+    );
+    // Unpooled from now on: each request says it closes, and the instance is still served.
+    for (let i = 0; i < 20; i++) {
+      const reply = await send(port, { host: 'a.example.com', method: 'POST', body: 'x=1' });
+      assert.equal(reply.status, 200);
+      assert.equal((JSON.parse(reply.body) as { bytes: number }).bytes, 3);
+    }
+    assert.ok(
+      a.seen.slice(8).every((h) => h.connection === 'close'),
+      'unpooled requests ask for the close',
+    );
+    assert.equal(a.connections, 28);
+    // The instance now keeps connections open: the next probe through the pool finds out.
+    keepAlive = true;
+    for (let i = 0; i < 300; i++) assert.equal((await send(port, { host: 'a.example.com' })).status, 200);
+    const last = a.seen.slice(-20);
+    assert.ok(
+      last.every((h) => h.connection === 'keep-alive'),
+      'pooled again after the probe',
+    );
+    assert.equal(access.length, 328);
+    assert.ok(access.every((e) => e.status === 200 && e.attempts === 1));
+  });
+
+  test('an unpooled instance that stops listening: a GET is retried on another; a slow one gets 504', async (t) => {
+    let hang = false;
+    const a = await startBackend(t, 'a', (req, res, b) => {
+      if (hang) return;
+      res.setHeader('connection', 'close');
+      echo(req, res, b);
+    });
+    const dying = http.createServer((req, res) => {
+      res.setHeader('connection', 'close');
+      res.end(JSON.stringify({ name: 'dying', bytes: 0 }));
+    });
+    const seen: (string | undefined)[] = [];
+    dying.on('request', (req: http.IncomingMessage) => seen.push(req.headers.connection));
+    dying.listen(0, '127.0.0.1');
+    await once(dying, 'listening');
+    const dyingPort = (dying.address() as AddressInfo).port;
+    t.after(() => dying.close());
+    const { port, access } = await startRouter(
+      t,
+      [
+        {
+          app: 'app',
+          domains: ['app.example.com'],
+          backends: [
+            { instanceKey: 'a', host: '127.0.0.1', port: a.port },
+            { instanceKey: 'dying', host: '127.0.0.1', port: dyingPort },
+          ],
+        },
+      ],
+      { requestTimeoutMs: 300 },
+    );
+    for (let i = 0; i < 20; i++) assert.equal((await send(port, { host: 'app.example.com' })).status, 200);
+    assert.deepEqual(seen.slice(-2), ['close', 'close'], 'the instance is unpooled');
+    // Same address, nothing listening: its connections are refused.
+    dying.closeAllConnections();
+    await new Promise<void>((r) => dying.close(() => r()));
+    const before = access.length;
+    for (let i = 0; i < 4; i++) assert.equal(nameOf(await send(port, { host: 'app.example.com' })), 'a');
+    const retried = access.slice(before).find((e) => e.attempts === 2);
+    assert.equal(retried?.instanceKey, 'a', 'a refused GET was retried on the other instance');
+    hang = true;
+    let slow: Reply | undefined;
+    for (let i = 0; i < 2 && slow?.status !== 504; i++) slow = await send(port, { host: 'app.example.com' });
+    assert.equal(slow?.status, 504);
+    assert.equal(access.at(-1)?.failure, 'BACKEND_TIMEOUT');
+  });
+
   test('records an access entry per request', async (t) => {
     const a = await startBackend(t, 'a');
     const { port, access } = await startRouter(t, [route('a', [a])]);
