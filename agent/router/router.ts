@@ -221,14 +221,6 @@ const FAILURE_COOLDOWN_MS = 2_000;
  * `--keep-alive 2`, so the router rarely reuses a socket the instance is about to close.
  */
 const POOL_KEEP_ALIVE_MS = 1_500;
-/**
- * An instance whose last this many responses each closed the connection (gunicorn's sync workers
- * close every one) gets connections of its own, without the pool's per-request bookkeeping, which
- * reuses none of them anyway.
- */
-const UNPOOLED_AFTER_CLOSES = 8;
-/** Every this many requests to such an instance one goes through the pool again, to notice one that keeps connections open. */
-const POOL_PROBE_EVERY = 256;
 /** Where ACME HTTP-01 challenges are fetched (RFC 8555 §8.3). */
 const ACME_CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
 /** Methods that are idempotent, hence safe to send twice when they carry no body. */
@@ -253,10 +245,6 @@ interface BackendState {
   retired: boolean;
   agentClosed: boolean;
   lastFailureAt: number;
-  /** Responses in a row, through the pool, after which the instance closed the connection. */
-  closedInARow: number;
-  /** Requests sent without the pool since it was last tried. */
-  unpooled: number;
 }
 
 interface AppEntry {
@@ -719,8 +707,6 @@ export class Router {
       retired: false,
       agentClosed: false,
       lastFailureAt: -Infinity,
-      closedInARow: 0,
-      unpooled: 0,
     };
   }
 
@@ -1248,12 +1234,10 @@ export class Router {
         (n) => (ex.bytes += n),
       );
       ex.relay = relay;
-      const pooled = backend.closedInARow < UNPOOLED_AFTER_CLOSES || ++backend.unpooled >= POOL_PROBE_EVERY;
-      if (pooled) backend.unpooled = 0;
       if (ex.clientGone) relay.clientGone();
       else {
         relay.send({
-          agent: pooled ? backend.agent : null,
+          agent: backend.agent,
           host: backend.host,
           port: backend.port,
           method: ex.method,
@@ -1270,9 +1254,6 @@ export class Router {
       ex.relay = undefined;
       switch (outcome.kind) {
         case 'done':
-          // An unpooled request asked for the close, so only pooled ones tell how the instance behaves.
-          if (pooled) backend.closedInARow = outcome.closed ? Math.min(backend.closedInARow + 1, UNPOOLED_AFTER_CLOSES) : 0;
-          return outcome;
         case 'broken':
         case 'client-gone':
           return outcome;

@@ -10,15 +10,12 @@
  */
 import http, { type ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
-import net, { type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 
 /** How one attempt ended. */
 export type RelayOutcome =
-  /**
-   * The whole response reached the client. `closed`: the instance closed the connection after it
-   * (`Connection: close`, or HTTP/1.0 without keep-alive), so it could not be reused.
-   */
-  | { kind: 'done'; status: number; closed: boolean }
+  /** The whole response reached the client. */
+  | { kind: 'done'; status: number }
   /** The instance failed after the response head was sent to the client (the client got a cut response). */
   | { kind: 'broken'; status: number; err: Error }
   /** The client went away; the upstream request was aborted. `status` is what it had been sent, or 499. */
@@ -37,11 +34,7 @@ export const BODY_TOO_LARGE = 'HANGAR_BODY_TOO_LARGE';
 
 /** What {@link UpstreamRelay.send} sends, and where. */
 export interface UpstreamRequest {
-  /**
-   * The instance's keep-alive pool; null: a connection of its own, closed after the response
-   * (`Connection: close` is sent), for an instance that closes every connection anyway.
-   */
-  agent: http.Agent | null;
+  agent: http.Agent;
   host: string;
   port: number;
   method: string;
@@ -57,34 +50,6 @@ export interface UpstreamRequest {
   headersTimeoutMs: number;
   /** Longest silence while the instance sends the body, ms. */
   bodyTimeoutMs: number;
-}
-
-/**
- * The connection of an unpooled attempt (`agent: null`): what the Agent would open, without its
- * per-request bookkeeping (name, free list, listeners), for a connection used once.
- */
-function connectUnpooled(options: http.ClientRequestArgs): Socket {
-  return net.connect({
-    host: options.host ?? 'localhost',
-    port: Number(options.port),
-    noDelay: true,
-    // The connect timeout, as Node's own agentless path passes it.
-    ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
-  });
-}
-
-/** True when the response head says the instance closes the connection after it. */
-function closesConnection(up: http.IncomingMessage): boolean {
-  const raw = up.rawHeaders;
-  let keepAlive = false;
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i] ?? '';
-    if (name.length !== 10 || name.toLowerCase() !== 'connection') continue;
-    const value = (raw[i + 1] ?? '').toLowerCase();
-    if (/(^|,)\s*close\s*(,|$)/.test(value)) return true;
-    if (/(^|,)\s*keep-alive\s*(,|$)/.test(value)) keepAlive = true;
-  }
-  return up.httpVersionMajor === 1 && up.httpVersionMinor === 0 && !keepAlive;
 }
 
 /** An error with a code, made only when an attempt fails. */
@@ -136,13 +101,12 @@ export class UpstreamRelay {
     if (this.#settled) return;
     this.#options = o;
     const req = http.request({
-      ...(o.agent === null ? { createConnection: connectUnpooled } : { agent: o.agent }),
+      agent: o.agent,
       host: o.host,
       port: o.port,
       method: o.method,
       path: o.path,
-      // Node's client closes an agentless connection after the response; the instance is told so too.
-      headers: o.agent === null ? o.headers.concat('connection', 'close') : o.headers,
+      headers: o.headers,
       setHost: false,
       // The socket's idle timeout from its creation: bounds the connect; set per phase below.
       timeout: o.connectTimeoutMs,
@@ -193,9 +157,7 @@ export class UpstreamRelay {
     if (this.#settled) return void up.destroy();
     const status = up.statusCode ?? 502;
     this.#status = status;
-    const o = this.#options;
-    // The idle timeout armed at the connect is already the body's when both are equal (the default).
-    if (o === undefined || o.bodyTimeoutMs !== o.headersTimeoutMs) up.socket.setTimeout(o?.bodyTimeoutMs ?? 0);
+    up.socket.setTimeout(this.#options?.bodyTimeoutMs ?? 0);
     const res = this.#res;
     res.writeHead(status, this.#headersFor(up.rawHeaders));
     up.on('data', (chunk: Buffer) => {
@@ -209,7 +171,7 @@ export class UpstreamRelay {
     up.on('end', () => {
       if (this.#settled) return;
       res.end();
-      this.#finish({ kind: 'done', status, closed: closesConnection(up) });
+      this.#finish({ kind: 'done', status });
     });
     up.on('error', (err) => this.#broken(err));
     up.on('close', () => {
