@@ -10,7 +10,9 @@ if (process.argv[2] === 'agent') {
   // before any module loads: it only stops growth, it never shrinks what grew.
   setFlagsFromString('--semi-space-growth-factor=1');
 }
-const { run } = await import('../dist/cli/hangar.js');
+// The agent runs from its bundle (scripts/build-agent-bundle.ts): the same code in one file per
+// chunk, ~13 MB less resident memory than ~200 modules loaded one by one.
+const { run } = await import(process.argv[2] === 'agent' ? '../dist/bundle/hangar.js' : '../dist/cli/hangar.js');
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (err) => {
     if (err.code !== 'EPIPE') throw err;

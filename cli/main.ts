@@ -5,6 +5,7 @@
  * {@link main} is the only place that reads `process`; everything else gets a {@link CliIo}.
  */
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { isHangarError } from '../common/errors.js';
 import { registerAddonsCommands } from './commands/addons.js';
@@ -25,6 +26,7 @@ import { registerReleasesCommands } from './commands/releases.js';
 import { registerRunCommands } from './commands/run.js';
 import { registerCronCommands } from './commands/cron.js';
 import { registerTokensCommands } from './commands/tokens.js';
+import { PACKAGE_ROOT } from '../common/package-root.js';
 
 export type { CliContext, CliIo } from './commands/context.js';
 
@@ -137,8 +139,7 @@ function processIo(): CliIo {
 
 function readVersion(): string {
   try {
-    // dist/cli/main.js -> the package root.
-    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version?: unknown };
     return typeof pkg.version === 'string' ? pkg.version : '0.0.0';
   } catch {
     return '0.0.0';

@@ -1,7 +1,8 @@
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { ProtoGrpcType } from './generated/hangar.js';
+import { PACKAGE_ROOT } from '../common/package-root.js';
 
 export type { AgentMessage, AgentMessage__Output } from './generated/hangar/v1/AgentMessage.js';
 export type { CoordinatorMessage, CoordinatorMessage__Output } from './generated/hangar/v1/CoordinatorMessage.js';
@@ -41,8 +42,8 @@ export type { RunStatus, RunStatus__Output } from './generated/hangar/v1/RunStat
 export type { JoinRequest__Output } from './generated/hangar/v1/JoinRequest.js';
 export type { JoinResponse, JoinResponse__Output } from './generated/hangar/v1/JoinResponse.js';
 
-/** Path of the .proto file, beside this module's source. */
-export const PROTO_PATH = fileURLToPath(new URL('../../proto/hangar.proto', import.meta.url));
+/** Path of the .proto file, in the package's proto/ (beside this module's source). */
+export const PROTO_PATH = join(PACKAGE_ROOT, 'proto', 'hangar.proto');
 
 let cached: ProtoGrpcType | undefined;
 

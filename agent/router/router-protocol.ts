@@ -9,9 +9,9 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { HANGAR_VERSION } from '../../common/version.js';
 import type { AppRoute, RouterCertificate } from './router.js';
+import { PACKAGE_ROOT } from '../../common/package-root.js';
 
 /** Largest frame accepted, bytes (a route table with every certificate of a big fleet fits). */
 export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
@@ -147,8 +147,11 @@ export function routerPaths(dataDir: string): {
   };
 }
 
+/** The router's compiled files (dist/agent/router/, as in an install). */
+const ROUTER_DIR = join(PACKAGE_ROOT, 'dist', 'agent', 'router');
+
 /** The router process's entry file (next to this one, in dist/ as in an install). */
-export const ROUTER_ENTRY = fileURLToPath(new URL('./router-main.js', import.meta.url));
+export const ROUTER_ENTRY = join(ROUTER_DIR, 'router-main.js');
 
 let codeVersion: string | undefined;
 
@@ -158,7 +161,7 @@ let codeVersion: string | undefined;
  */
 export function routerCodeVersion(): string {
   if (codeVersion === undefined) {
-    const dir = fileURLToPath(new URL('.', import.meta.url));
+    const dir = ROUTER_DIR;
     const hash = createHash('sha256');
     for (const name of readdirSync(dir)
       .filter((n) => n.endsWith('.js'))

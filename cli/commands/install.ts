@@ -2,7 +2,7 @@
  * `hangar agent install`, `hangar agent uninstall` and `hangar coordinator install`: run Hangar
  * as a systemd service on this server (see `cli/service-install.ts`).
  */
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { HangarError } from '../../common/errors.js';
 import { parseJoinToken } from '../../common/join-token.js';
@@ -16,9 +16,10 @@ import {
   type InstallPaths,
 } from '../service-install.js';
 import type { CliContext } from './context.js';
+import { PACKAGE_ROOT } from '../../common/package-root.js';
 
-/** bin/hangar.js of this installation (dist/cli/commands/install.js -> the package root). */
-const HANGAR_BIN = fileURLToPath(new URL('../../../bin/hangar.js', import.meta.url));
+/** bin/hangar.js of this installation. */
+const HANGAR_BIN = join(PACKAGE_ROOT, 'bin', 'hangar.js');
 
 interface CommonFlags {
   dryRun?: boolean;
