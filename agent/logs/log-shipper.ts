@@ -78,7 +78,10 @@ export class LogShipper {
     });
     this.#tailer = new LogTailer({
       spool: this.#spool,
-      onAppended: () => this.#scheduleBatch(),
+      // The tailer holds what watchers announce for the batch delay, so that lines many files
+      // write in that time are read in one turn: those have waited, and go at once.
+      dirtyDelayMs: options.batchDelayMs ?? 200,
+      onAppended: (how) => (how === 'watched' ? this.#schedulePump() : this.#scheduleBatch()),
       ...(options.pollMs !== undefined ? { pollMs: options.pollMs } : {}),
       ...(options.rotateBytes !== undefined ? { rotateBytes: options.rotateBytes } : {}),
       clock: options.clock,

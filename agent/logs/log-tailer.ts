@@ -16,8 +16,17 @@ export interface TailSpec {
 /** Options of {@link LogTailer}. */
 export interface LogTailerOptions {
   spool: LogSpool;
-  /** Called after lines were appended to the spool. */
-  onAppended?: () => void;
+  /**
+   * Called after lines were appended to the spool: `watched` when a watcher's wake-up was read
+   * after {@link dirtyDelayMs} (the lines have waited already), `round` otherwise.
+   */
+  onAppended?: (how: 'watched' | 'round') => void;
+  /**
+   * A write a file's watcher saw is read this long after, so that what many files write in that
+   * time is read in one turn of the loop (and one wake-up of the process) instead of one each, ms.
+   * Default 0: on the next turn.
+   */
+  dirtyDelayMs?: number;
   /**
    * How often every file is checked when nothing wakes the tailer, ms. Default 1000 while each
    * file has its watcher (a write wakes the tailer for that file at once; the round only catches
@@ -99,6 +108,7 @@ export class LogTailer {
   /** Files their watcher said were written to, read on the next turn without a whole round. */
   readonly #dirty = new Set<Tailed>();
   #dirtyImmediate: NodeJS.Immediate | null = null;
+  #dirtyTimer: ClockTimer | null = null;
   #state: 'idle' | 'running' | 'closed' = 'idle';
 
   constructor(options: LogTailerOptions) {
@@ -174,6 +184,8 @@ export class LogTailer {
     if (this.#timer) this.#o.clock.clearTimeout(this.#timer);
     if (this.#immediate) clearImmediate(this.#immediate);
     if (this.#dirtyImmediate) clearImmediate(this.#dirtyImmediate);
+    if (this.#dirtyTimer) this.#o.clock.clearTimeout(this.#dirtyTimer);
+    this.#dirtyTimer = null;
     this.#dirty.clear();
     for (const t of this.#files.values()) this.#release(t);
     this.#files.clear();
@@ -183,6 +195,8 @@ export class LogTailer {
     if (this.#state !== 'running') return;
     // Every file is read below.
     this.#dirty.clear();
+    if (this.#dirtyTimer) this.#o.clock.clearTimeout(this.#dirtyTimer);
+    this.#dirtyTimer = null;
     let busy = false;
     let appended = false;
     for (const t of [...this.#files.values()]) {
@@ -194,7 +208,7 @@ export class LogTailer {
         this.#logger.warn({ err, path: t.spec.path }, 'could not read a log file; will try again');
       }
     }
-    if (appended) this.#o.onAppended?.();
+    if (appended) this.#o.onAppended?.('round');
     if (this.#state !== 'running') return;
     if (busy) this.wake();
     else this.#timer = this.#o.clock.setTimeout(() => this.#round(), this.#pollMs());
@@ -211,6 +225,14 @@ export class LogTailer {
     // A whole round coming next reads it anyway.
     if (this.#state !== 'running' || this.#immediate) return;
     this.#dirty.add(t);
+    const delay = this.#o.dirtyDelayMs ?? 0;
+    if (delay > 0) {
+      this.#dirtyTimer ??= this.#o.clock.setTimeout(() => {
+        this.#dirtyTimer = null;
+        this.#readDirty();
+      }, delay);
+      return;
+    }
     this.#dirtyImmediate ??= setImmediate(() => {
       this.#dirtyImmediate = null;
       this.#readDirty();
@@ -234,7 +256,7 @@ export class LogTailer {
         this.#logger.warn({ err, path: t.spec.path }, 'could not read a log file; will try again');
       }
     }
-    if (appended) this.#o.onAppended?.();
+    if (appended) this.#o.onAppended?.(this.#o.dirtyDelayMs ? 'watched' : 'round');
   }
 
   /**

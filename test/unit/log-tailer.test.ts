@@ -6,12 +6,15 @@ import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { pino } from 'pino';
 import { LogSpool, type LogRecord } from '../../agent/logs/log-spool.js';
-import { LogTailer } from '../../agent/logs/log-tailer.js';
+import { LogTailer, type LogTailerOptions } from '../../agent/logs/log-tailer.js';
 import { systemClock } from '../../common/clock.js';
 
 const logger = pino({ level: 'silent' });
 
-function setup(t: TestContext, options: { readBytes?: number; partialLineMs?: number } = {}) {
+function setup(
+  t: TestContext,
+  options: Partial<Pick<LogTailerOptions, 'readBytes' | 'partialLineMs' | 'pollMs' | 'dirtyDelayMs' | 'onAppended'>> = {},
+) {
   const d = mkdtempSync(join(tmpdir(), 'hangar-tailer-'));
   t.after(() => rmSync(d, { recursive: true, force: true }));
   const spool = new LogSpool({ dir: join(d, 'spool'), clock: systemClock, logger });
@@ -60,6 +63,26 @@ describe('LogTailer', () => {
     assert.equal(lines[2]?.line, `${'a'.repeat(64 * 1024)} [hangar: line cut at 65536 bytes]`);
     assert.equal(lines[3]?.line, 'after');
     assert.ok(lines.every((l) => l.app === 'shop' && l.source === 'web.1' && l.stream === 'stderr'));
+  });
+
+  it('with a dirty delay, reads what several files wrote in that time in one turn, after the delay', async (t) => {
+    const calls: string[] = [];
+    // No timed rounds after the first: only the watchers wake the tailer.
+    const { d, tailer, all } = setup(t, { pollMs: 60_000, dirtyDelayMs: 400, onAppended: (how) => calls.push(how) });
+    const paths = ['a', 'b', 'c'].map((n) => join(d, `${n}.log`));
+    for (const [i, path] of paths.entries()) {
+      writeFileSync(path, '');
+      tailer.tail({ path, app: 'shop', source: `web.${i + 1}`, stream: 'stdout' });
+    }
+    // The first round opens the files and sets their watchers.
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(calls, []);
+    for (const path of paths) appendFileSync(path, `hello from ${path}\n`);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(all().length, 0, 'held for the delay');
+    const lines = await until('3 lines', () => (all().length >= 3 ? all() : null));
+    assert.deepEqual(lines.map((l) => l.line).sort(), paths.map((p) => `hello from ${p}`).sort());
+    assert.deepEqual(calls, ['watched'], 'the three files were read in one turn');
   });
 
   it('holds a partial last line until its newline comes, or ships it after a while', async (t) => {
