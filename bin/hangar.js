@@ -12,7 +12,14 @@ if (process.argv[2] === 'agent') {
 }
 // The agent runs from its bundle (scripts/build-agent-bundle.ts): the same code in one file per
 // chunk, ~13 MB less resident memory than ~200 modules loaded one by one.
-const { run } = await import(process.argv[2] === 'agent' ? '../dist/bundle/hangar.js' : '../dist/cli/hangar.js');
+const entry = process.argv[2] === 'agent' ? '../dist/bundle/hangar.js' : '../dist/cli/hangar.js';
+const { run } = await import(entry).catch((err) => {
+  if (err?.code !== 'ERR_MODULE_NOT_FOUND' || !String(err.message).includes(entry.slice(3))) throw err;
+  process.stderr.write(
+    `hangar: ${entry.slice(3)} is missing: build Hangar first with \`npm run build\` (in ${new URL('..', import.meta.url).pathname}).\n`,
+  );
+  process.exit(1);
+});
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (err) => {
     if (err.code !== 'EPIPE') throw err;

@@ -4,8 +4,6 @@
  *
  * {@link main} is the only place that reads `process`; everything else gets a {@link CliIo}.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { isHangarError } from '../common/errors.js';
 import { registerAddonsCommands } from './commands/addons.js';
@@ -26,7 +24,7 @@ import { registerReleasesCommands } from './commands/releases.js';
 import { registerRunCommands } from './commands/run.js';
 import { registerCronCommands } from './commands/cron.js';
 import { registerTokensCommands } from './commands/tokens.js';
-import { PACKAGE_ROOT } from '../common/package-root.js';
+import { PACKAGE_VERSION } from '../common/package-root.js';
 
 export type { CliContext, CliIo } from './commands/context.js';
 
@@ -49,7 +47,7 @@ export type ExtraCommands = (program: Command, ctx: CliContext) => void;
 export function buildProgram(io: CliIo, extraCommands?: ExtraCommands, ctx: CliContext = createContext(io)): Command {
   const program = new Command('hangar')
     .description("Heroku's workflow on your own servers: deploy, scale and watch Django apps")
-    .version(readVersion(), '-v, --version', 'print the version')
+    .version(PACKAGE_VERSION, '-v, --version', 'print the version')
     .exitOverride()
     .configureOutput({
       writeOut: (text) => void io.stdout.write(text),
@@ -135,13 +133,4 @@ function processIo(): CliIo {
     },
     signals: process,
   };
-}
-
-function readVersion(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version?: unknown };
-    return typeof pkg.version === 'string' ? pkg.version : '0.0.0';
-  } catch {
-    return '0.0.0';
-  }
 }

@@ -8,12 +8,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-function findPackageRoot(from: string): string {
+function findPackageRoot(from: string): { dir: string; version: string } {
   for (let dir = from; ; dir = dirname(dir)) {
     const manifest = join(dir, 'package.json');
     if (existsSync(manifest)) {
       try {
-        if ((JSON.parse(readFileSync(manifest, 'utf8')) as { name?: unknown }).name === 'hangar') return dir;
+        const pkg = JSON.parse(readFileSync(manifest, 'utf8')) as { name?: unknown; version?: unknown };
+        if (pkg.name === 'hangar') return { dir, version: typeof pkg.version === 'string' ? pkg.version : '0.0.0' };
       } catch {
         // Not ours (or unreadable): keep walking up.
       }
@@ -22,5 +23,10 @@ function findPackageRoot(from: string): string {
   }
 }
 
+const found = findPackageRoot(dirname(fileURLToPath(import.meta.url)));
+
 /** The package root, e.g. /usr/lib/hangar (holds package.json, bin/, dist/, proto/). */
-export const PACKAGE_ROOT = findPackageRoot(dirname(fileURLToPath(import.meta.url)));
+export const PACKAGE_ROOT = found.dir;
+
+/** The version in that package.json (what `hangar --version` prints). */
+export const PACKAGE_VERSION = found.version;

@@ -42,7 +42,7 @@ export type { RunStatus, RunStatus__Output } from './generated/hangar/v1/RunStat
 export type { JoinRequest__Output } from './generated/hangar/v1/JoinRequest.js';
 export type { JoinResponse, JoinResponse__Output } from './generated/hangar/v1/JoinResponse.js';
 
-/** Path of the .proto file, in the package's proto/ (beside this module's source). */
+/** Path of the .proto file, in the package's proto/. */
 export const PROTO_PATH = join(PACKAGE_ROOT, 'proto', 'hangar.proto');
 
 let cached: ProtoGrpcType | undefined;

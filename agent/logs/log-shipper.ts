@@ -55,10 +55,12 @@ export class LogShipper {
   #cursor = 1;
   #pumpScheduled = false;
   #batchTimer: ClockTimer | null = null;
+  readonly #batchDelayMs: number;
   #state: 'idle' | 'running' | 'closed' = 'idle';
 
   constructor(options: LogShipperOptions) {
     this.#o = options;
+    this.#batchDelayMs = options.batchDelayMs ?? 200;
     this.#logger = options.logger.child({ component: 'log-shipper' });
     this.#spool = new LogSpool({
       dir: options.dir,
@@ -80,7 +82,7 @@ export class LogShipper {
       spool: this.#spool,
       // The tailer holds what watchers announce for the batch delay, so that lines many files
       // write in that time are read in one turn: those have waited, and go at once.
-      dirtyDelayMs: options.batchDelayMs ?? 200,
+      dirtyDelayMs: this.#batchDelayMs,
       onAppended: (how) => (how === 'watched' ? this.#schedulePump() : this.#scheduleBatch()),
       ...(options.pollMs !== undefined ? { pollMs: options.pollMs } : {}),
       ...(options.rotateBytes !== undefined ? { rotateBytes: options.rotateBytes } : {}),
@@ -201,7 +203,7 @@ export class LogShipper {
     this.#batchTimer = this.#o.clock.setTimeout(() => {
       this.#batchTimer = null;
       this.#schedulePump();
-    }, this.#o.batchDelayMs ?? 200);
+    }, this.#batchDelayMs);
   }
 
   #schedulePump(): void {

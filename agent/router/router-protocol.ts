@@ -150,7 +150,7 @@ export function routerPaths(dataDir: string): {
 /** The router's compiled files (dist/agent/router/, as in an install). */
 const ROUTER_DIR = join(PACKAGE_ROOT, 'dist', 'agent', 'router');
 
-/** The router process's entry file (next to this one, in dist/ as in an install). */
+/** The router process's entry file (run from dist/, never from the agent's bundle). */
 export const ROUTER_ENTRY = join(ROUTER_DIR, 'router-main.js');
 
 let codeVersion: string | undefined;
@@ -161,13 +161,12 @@ let codeVersion: string | undefined;
  */
 export function routerCodeVersion(): string {
   if (codeVersion === undefined) {
-    const dir = ROUTER_DIR;
     const hash = createHash('sha256');
-    for (const name of readdirSync(dir)
+    for (const name of readdirSync(ROUTER_DIR)
       .filter((n) => n.endsWith('.js'))
       .sort()) {
       hash.update(name);
-      hash.update(readFileSync(join(dir, name)));
+      hash.update(readFileSync(join(ROUTER_DIR, name)));
     }
     codeVersion = `${HANGAR_VERSION}+${hash.digest('hex').slice(0, 16)}`;
   }
